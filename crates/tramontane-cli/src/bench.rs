@@ -1,0 +1,101 @@
+//! `tramontane bench`: load once, then time prefill and decode over repetitions.
+
+use clap::Args;
+use serde_json::json;
+use web_time::Instant;
+
+use tramontane::{GenerateRequest, SamplingParams};
+
+use crate::{load, ModelArgs};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (v[0], med, v[n - 1])
+}
+
+pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
+    let t0 = Instant::now();
+    let (gpu, mut model) = load(&a.model, a.json).await?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let vocab = model.config().vocab as u32;
+    // A fixed pseudo-random prompt: benchmarks compare like with like.
+    let mut x = 0x9e3779b9u32;
+    let prompt: Vec<u32> = (0..a.prompt_tokens.max(1))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x % vocab
+        })
+        .collect();
+    let req = GenerateRequest {
+        sampling: SamplingParams::greedy(),
+        max_tokens: a.gen_tokens.max(1),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    // Warm-up: compiles pipelines lazily created by drivers.
+    model.reset();
+    model.generate(&prompt[..prompt.len().min(8)], &GenerateRequest { max_tokens: 2, ..req.clone() }, &mut |_, _| true).await?;
+    let (mut pre, mut dec, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.repetitions.max(1) {
+        model.reset();
+        let g = model.generate(&prompt, &req, &mut |_, _| true).await?;
+        pre.push(g.prefill_tokens_per_s());
+        dec.push(g.decode_tokens_per_s());
+        ttft.push(g.prefill_seconds);
+    }
+    let (p0, p1, p2) = stats(pre);
+    let (d0, d1, d2) = stats(dec);
+    let (t0_, t1, t2) = stats(ttft);
+    let info = &model.info;
+    let ad = &gpu.adapter;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "model": a.model.model,
+                "prompt_tokens": prompt.len(),
+                "gen_tokens": a.gen_tokens,
+                "repetitions": a.repetitions,
+                "prefill_tokens_per_s": p1,
+                "prefill_tokens_per_s_min_max": [p0, p2],
+                "decode_tokens_per_s": d1,
+                "decode_tokens_per_s_min_max": [d0, d2],
+                "time_to_first_token_s": t1,
+                "time_to_first_token_s_min_max": [t0_, t2],
+                "load_seconds": load_seconds,
+                "weight_bytes": info.weight_bytes,
+                "gpu_bytes": info.gpu_bytes,
+                "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver },
+            })
+        );
+    } else {
+        println!("model        {} ({}, {})", a.model.model, info.arch, info.dtype);
+        println!("adapter      {} ({}; {})", ad.name, ad.backend, ad.driver);
+        println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
+        println!("prefill      {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", p1, p0, p2, prompt.len());
+        println!("decode       {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", d1, d0, d2, a.gen_tokens);
+        println!("first token  {:>8.3} s      (min {:.3}, max {:.3})", t1, t0_, t2);
+    }
+    Ok(())
+}

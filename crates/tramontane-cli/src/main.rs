@@ -1,0 +1,183 @@
+//! `tramontane`: the native command line. `run` generates text from a model
+//! folder; `bench` measures prefill and decode speed. The flags and the `--json`
+//! output are a contract the project's scripts and checks rely on.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tramontane::{ChatMessage, GenerateRequest, Gpu, LoadOptions, Model, SamplingParams};
+
+mod bench;
+mod progress;
+
+#[derive(Parser)]
+#[command(name = "tramontane", version, about = "Mistral-family language models on WebGPU (native)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt.
+    Run(RunArgs),
+    /// Measure prefill and decode speed.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
+    #[arg(long)]
+    pub model: String,
+    /// Context window in tokens (default: the model's, at most 4096).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Tokens per prefill pass.
+    #[arg(long, default_value_t = 64)]
+    pub chunk: usize,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids, used as given (no BOS, no template).
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    /// Wrap --prompt in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop when this text appears (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Report the K highest raw logits at the last prompt position.
+    #[arg(long, default_value_t = 0)]
+    top_logits: usize,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
+    let gpu = Arc::new(Gpu::new().await?);
+    let src = tramontane::source::DirSource::new(&args.model);
+    let opts = LoadOptions { context: args.context, chunk: args.chunk };
+    let mut bar = progress::Bar::new("loading weights", quiet);
+    let model = Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?;
+    bar.finish();
+    Ok((gpu, model))
+}
+
+async fn run(a: RunArgs) -> tramontane::Result<()> {
+    let (_gpu, mut model) = load(&a.model, a.json).await?;
+    let prompt_ids = match (&a.prompt_ids, &a.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(text)) if a.chat => {
+            let mut msgs = Vec::new();
+            if let Some(s) = &a.system {
+                msgs.push(ChatMessage::new("system", s));
+            }
+            msgs.push(ChatMessage::new("user", text));
+            model.chat_prompt(&msgs)?
+        }
+        (None, Some(text)) => {
+            let mut ids = Vec::new();
+            if let Some(b) = model.tokenizer.bos {
+                ids.push(b);
+            }
+            ids.extend(model.tokenizer.encode(text)?);
+            ids
+        }
+        (None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt or --prompt-ids".into())),
+    };
+    let req = GenerateRequest {
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            repetition_penalty: a.repetition_penalty,
+            seed: a.seed,
+            ..Default::default()
+        },
+        max_tokens: a.max_tokens,
+        stop: a.stop.clone(),
+        ignore_eos: a.ignore_eos,
+        top_logits: a.top_logits,
+    };
+    let json_out = a.json;
+    let mut stdout = std::io::stdout();
+    let g = model
+        .generate(&prompt_ids, &req, &mut |piece, _| {
+            if !json_out {
+                let _ = stdout.write_all(piece.as_bytes());
+                let _ = stdout.flush();
+            }
+            true
+        })
+        .await?;
+    if json_out {
+        let v = json!({
+            "prompt_ids": prompt_ids,
+            "generated_ids": g.generated,
+            "text": g.text,
+            "top_logits": g.top_logits.iter().map(|(i, l)| json!([i, l])).collect::<Vec<_>>(),
+            "finish_reason": match g.finish { tramontane::FinishReason::Stop => "stop", tramontane::FinishReason::Length => "length" },
+            "prefill_tokens_per_s": g.prefill_tokens_per_s(),
+            "decode_tokens_per_s": g.decode_tokens_per_s(),
+        });
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!(
+            "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s]",
+            g.prompt_tokens,
+            g.generated.len(),
+            g.prefill_tokens_per_s(),
+            g.decode_tokens_per_s()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = pollster::block_on(async {
+        match cli.cmd {
+            Cmd::Run(a) => run(a).await,
+            Cmd::Bench(a) => bench::bench(a).await,
+        }
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The forward pass: activation buffers, KV cache and every dispatch are created
+//! once at load; a pass only writes the small `Step` uniform (and the prompt ids)
+//! and records the prepared dispatches into one command buffer.
+
+pub mod rope_table;
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{split_groups, Dispatch, Spec};
+use crate::gpu::{Family, Gpu};
+use crate::parse::ModelConfig;
+use crate::sample::SamplingParams;
+use crate::upload::{Ffn, Matrix, Weights};
+
+/// Mirrors `struct Step` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+struct StepUniform {
+    n_tokens: u32,
+    start_pos: u32,
+    n_splits: u32,
+    split_len: u32,
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    repetition_penalty: f32,
+    frequency_penalty: f32,
+    presence_penalty: f32,
+    seed: u32,
+    sample_index: u32,
+    greedy: u32,
+    _pad: [u32; 3],
+}
+
+/// Keys per attention split in decode, and at most this many splits.
+const SPLIT_MIN: u32 = 256;
+const MAX_SPLITS: u32 = 16;
+
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Maximum tokens in context (prompt + generated).
+    pub context: usize,
+    /// Rows per prefill pass.
+    pub chunk: usize,
+}
+
+struct LayerPlan {
+    attn_norm: Dispatch,
+    qkv_mv: Dispatch,
+    qkv_mm: Dispatch,
+    rope: Dispatch,
+    attend: Dispatch,
+    combine: Dispatch,
+    o_mv: Dispatch,
+    o_mm: Dispatch,
+    ffn_norm: Dispatch,
+    ffn: FfnPlan,
+    /// MoE only: this layer's chosen experts and weights for the last pass.
+    moe_choice: Option<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+enum FfnPlan {
+    Dense { gate_up_mv: Dispatch, gate_up_mm: Dispatch, down_mv: Dispatch, down_mm: Dispatch },
+    Moe { router: Dispatch, route: Dispatch, gate_up: Dispatch, down: Dispatch, combine: Dispatch },
+}
+
+struct AllLogits {
+    buf: wgpu::Buffer,
+    norm: Dispatch,
+    lm_head: Dispatch,
+}
+
+pub struct Runtime {
+    gpu: Arc<Gpu>,
+    pub cfg: ModelConfig,
+    pub weights: Weights,
+    pub opts: RuntimeOptions,
+    /// Ring slots of the KV cache.
+    pub kv_slots: usize,
+    step: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    x: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    last: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    state: wgpu::Buffer,
+    out: wgpu::Buffer,
+    out_rb: wgpu::Buffer,
+    logits_rb: wgpu::Buffer,
+    embed: Dispatch,
+    layers: Vec<LayerPlan>,
+    final_norm: Dispatch,
+    lm_head: Dispatch,
+    sample: Dispatch,
+    all_logits: Option<AllLogits>,
+    /// GPU bytes of activations, KV cache and tables.
+    pub scratch_bytes: u64,
+}
+
+/// What a pass produces after the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Nothing (a prefill chunk that is not the last).
+    None,
+    /// Logits of the last row, then a sampled token.
+    Sample,
+    /// Logits of every row (tests, scoring).
+    AllLogits,
+}
+
+fn mm_spec(m: &Matrix, entry: &'static str, n: usize) -> Spec {
+    Spec::new(Family::Matmul, entry)
+        .with("WTYPE", m.dtype.shader_code())
+        .with("N", n as u32)
+        .with("K", m.cols as u32)
+}
+
+impl Runtime {
+    pub fn new(gpu: Arc<Gpu>, cfg: ModelConfig, weights: Weights, opts: RuntimeOptions) -> Result<Self> {
+        let g = &*gpu;
+        let k = &g.kernels;
+        let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
+        let c = opts.chunk.max(1);
+        let inter = cfg.intermediate;
+        let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
+        let kv_slots = match cfg.sliding_window {
+            Some(w) if w + c < opts.context => w + c,
+            _ => opts.context,
+        };
+        let f = 4u64;
+        let scratch = std::cell::Cell::new(0u64);
+        let buf = |label: &str, n: usize| {
+            scratch.set(scratch.get() + n as u64 * f);
+            g.storage(label, n as u64 * f)
+        };
+        let step = g.uniform("step", std::mem::size_of::<StepUniform>() as u64);
+        let ids = buf("ids", c);
+        let x = buf("x", c * h);
+        let xn = buf("xn", c * h);
+        let qkv = buf("qkv", c * qkv_dim);
+        let attn = buf("attn", c * cfg.q_dim());
+        let part = buf("attn_partials", (c * nh).max(nh * MAX_SPLITS as usize) * (hd + 2));
+        let ffn_h = buf("ffn_h", c * slots * inter);
+        let last = buf("last", h);
+        let logits = buf("logits", v);
+        let state = buf("sampler_state", v);
+        let out = buf("out", 2);
+        let dummy = buf("dummy", 1);
+        let table = g.storage_init(
+            "rope_table",
+            bytemuck::cast_slice(&rope_table::table(&cfg, opts.context)),
+        );
+        scratch.set(scratch.get() + (opts.context * hd * 4) as u64);
+        let (moe_logits, eout) = match &cfg.moe {
+            Some(m) => (Some(buf("router_logits", c * m.n_experts)), Some(buf("expert_out", c * slots * h))),
+            None => (None, None),
+        };
+        let mut kv = Vec::new();
+        for l in 0..cfg.n_layers {
+            kv.push((buf(&format!("k_cache{l}"), kv_slots * nkv * hd), buf(&format!("v_cache{l}"), kv_slots * nkv * hd)));
+        }
+        let out_rb = g.readback("out_rb", 8);
+        let logits_rb = g.readback("logits_rb", v as u64 * 4);
+
+        let w = &weights;
+        let embed = k.dispatch(
+            &Spec::new(Family::Embed, "main").with("WTYPE", w.embed.dtype.shader_code()).with("H", h as u32),
+            &[(0, &step), (1, &w.embed.buf), (2, &ids), (3, &x)],
+        );
+        let norm_spec = Spec::new(Family::RmsNorm, "main")
+            .with("H", h as u32)
+            .with("EPS", cfg.rms_eps)
+            .with("LAST_ROW", 0u32);
+        let rope_spec = Spec::new(Family::Rope, "main")
+            .with("HD", hd as u32)
+            .with("NH", nh as u32)
+            .with("NKV", nkv as u32)
+            .with("CAP", kv_slots as u32)
+            .with("STYLE", cfg.rope_interleaved as u32);
+        let attn_spec = |entry| {
+            Spec::new(Family::Attention, entry)
+                .with("HD", hd as u32)
+                .with("NH", nh as u32)
+                .with("NKV", nkv as u32)
+                .with("CAP", kv_slots as u32)
+                .with("WINDOW", cfg.sliding_window.unwrap_or(0) as u32)
+                .with("SCALE", 1.0 / (hd as f32).sqrt())
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for (l, lw) in w.layers.iter().enumerate() {
+            let bias = lw.qkv_bias.as_ref();
+            let qkv_spec = |e| mm_spec(&lw.qkv, e, qkv_dim).with("HAS_BIAS", bias.is_some() as u32);
+            let bias_buf = bias.unwrap_or(&dummy);
+            let o_spec = |e| mm_spec(&lw.o, e, h).with("ACCUMULATE", 1u32);
+            let (kc, vc) = &kv[l];
+            let mut moe_choice = None;
+            let ffn = match &lw.ffn {
+                Ffn::Dense { gate_up, down } => {
+                    let gu = |e| mm_spec(gate_up, e, inter).with("SWIGLU", 1u32);
+                    let dn = |e| mm_spec(down, e, h).with("ACCUMULATE", 1u32);
+                    FfnPlan::Dense {
+                        gate_up_mv: k.dispatch(&gu("matvec"), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
+                        gate_up_mm: k.dispatch(&gu("matmul"), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy)]),
+                        down_mv: k.dispatch(&dn("matvec"), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
+                        down_mm: k.dispatch(&dn("matmul"), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, &x), (4, &dummy)]),
+                    }
+                }
+                Ffn::Moe { router, gate_up, down } => {
+                    let m = cfg.moe.as_ref().ok_or_else(|| Error::Gpu("MoE weights without MoE config".into()))?;
+                    let (rl, eo) = match (&moe_logits, &eout) {
+                        (Some(a), Some(b)) => (a, b),
+                        _ => return Err(Error::Gpu("MoE buffers missing".into())),
+                    };
+                    let ids_l = buf(&format!("moe_ids{l}"), c * m.top_k);
+                    let wts_l = buf(&format!("moe_weights{l}"), c * m.top_k);
+                    let moe_spec = |e| {
+                        Spec::new(Family::Moe, e)
+                            .with("E", m.n_experts as u32)
+                            .with("TOPK", m.top_k as u32)
+                            .with("NORM_TOPK", m.norm_topk as u32)
+                            .with("H", h as u32)
+                    };
+                    let expert = |mat: &Matrix, n: usize| {
+                        mm_spec(mat, "matvec", n)
+                            .with("SLOTS", m.top_k as u32)
+                            .with("MOE", 1u32)
+                            .with("EXPERT_STRIDE", mat.expert_stride as u32)
+                    };
+                    let plan = FfnPlan::Moe {
+                        router: k.dispatch(&mm_spec(router, "matvec", m.n_experts), &[(0, &step), (1, &router.buf), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
+                        route: k.dispatch(&moe_spec("route"), &[(0, &step), (1, rl), (2, &ids_l), (3, &wts_l)]),
+                        gate_up: k.dispatch(&expert(gate_up, inter).with("SWIGLU", 1u32), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
+                        down: k.dispatch(&expert(down, h).with("X_PER_SLOT", 1u32), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
+                        combine: k.dispatch(&moe_spec("combine"), &[(0, &step), (3, &wts_l), (4, eo), (5, &x)]),
+                    };
+                    moe_choice = Some((ids_l, wts_l));
+                    plan
+                }
+            };
+            layers.push(LayerPlan {
+                attn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.attn_norm), (3, &xn)]),
+                qkv_mv: k.dispatch(&qkv_spec("matvec"), &[(0, &step), (1, &lw.qkv.buf), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
+                qkv_mm: k.dispatch(&qkv_spec("matmul"), &[(0, &step), (1, &lw.qkv.buf), (2, &xn), (3, &qkv), (4, bias_buf)]),
+                rope: k.dispatch(&rope_spec, &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc)]),
+                attend: k.dispatch(&attn_spec("attend"), &[(0, &step), (1, &qkv), (2, kc), (3, vc), (4, &part)]),
+                combine: k.dispatch(&attn_spec("combine"), &[(0, &step), (4, &part), (5, &attn)]),
+                o_mv: k.dispatch(&o_spec("matvec"), &[(0, &step), (1, &lw.o.buf), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
+                o_mm: k.dispatch(&o_spec("matmul"), &[(0, &step), (1, &lw.o.buf), (2, &attn), (3, &x), (4, &dummy)]),
+                ffn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.ffn_norm), (3, &xn)]),
+                ffn,
+                moe_choice,
+            });
+        }
+        let lm = w.lm_head();
+        let final_norm = k.dispatch(
+            &norm_spec.clone().with("LAST_ROW", 1u32),
+            &[(0, &step), (1, &x), (2, &w.norm), (3, &last)],
+        );
+        let lm_head = k.dispatch(
+            &mm_spec(lm, "matvec", v),
+            &[(0, &step), (1, &lm.buf), (2, &last), (3, &logits), (4, &dummy), (5, &dummy)],
+        );
+        let sample = k.dispatch(
+            &Spec::new(Family::Sample, "sample").with("V", v as u32),
+            &[(0, &step), (1, &logits), (2, &state), (3, &ids), (4, &out)],
+        );
+        gpu.check()?;
+        Ok(Runtime {
+            gpu: gpu.clone(),
+            cfg,
+            weights,
+            opts,
+            kv_slots,
+            step,
+            ids,
+            x,
+            xn,
+            last,
+            logits,
+            state,
+            out,
+            out_rb,
+            logits_rb,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            sample,
+            all_logits: None,
+            scratch_bytes: scratch.get(),
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    fn ensure_all_logits(&mut self) -> &AllLogits {
+        if self.all_logits.is_none() {
+            let g = &*self.gpu;
+            let (h, v) = (self.cfg.hidden, self.cfg.vocab);
+            let buf = g.storage("logits_all", (self.opts.chunk * v * 4) as u64);
+            let norm = g.kernels.dispatch(
+                &Spec::new(Family::RmsNorm, "main")
+                    .with("H", h as u32)
+                    .with("EPS", self.cfg.rms_eps)
+                    .with("LAST_ROW", 0u32),
+                &[(0, &self.step), (1, &self.x), (2, &self.weights.norm), (3, &self.xn)],
+            );
+            let lm = self.weights.lm_head();
+            let lm_head = g.kernels.dispatch(
+                &mm_spec(lm, "matmul", v),
+                &[(0, &self.step), (1, &lm.buf), (2, &self.xn), (3, &buf), (4, &self.last)],
+            );
+            self.all_logits = Some(AllLogits { buf, norm, lm_head });
+        }
+        // Just set above when absent.
+        self.all_logits.as_ref().expect("all_logits initialized")
+    }
+
+    /// Overwrite the sampler's per-token state: `context` tokens are "in context"
+    /// (repetition penalty), no token has been generated yet.
+    pub fn reset_sampler_state(&self, context: &[u32]) {
+        let mut st = vec![0u32; self.cfg.vocab];
+        for &t in context {
+            if let Some(s) = st.get_mut(t as usize) {
+                *s = 1;
+            }
+        }
+        self.gpu.queue.write_buffer(&self.state, 0, bytemuck::cast_slice(&st));
+    }
+
+    /// Run one pass over `ids` (at most `chunk` tokens) at absolute position
+    /// `start`. With `ids` empty, the input is the token the sampler wrote last.
+    /// Returns the sampled token for [`Output::Sample`].
+    pub async fn pass(&mut self, ids: &[u32], n_tokens: usize, start: usize, output: Output,
+                      sampling: &SamplingParams, sample_index: u32, capture_logits: bool) -> Result<Option<u32>> {
+        let t = n_tokens as u32;
+        if t == 0 || n_tokens > self.opts.chunk {
+            return Err(Error::InvalidRequest(format!("pass of {n_tokens} tokens (chunk {})", self.opts.chunk)));
+        }
+        if start + n_tokens > self.opts.context {
+            return Err(Error::ContextOverflow { tokens: start + n_tokens, context: self.opts.context });
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
+            return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab)));
+        }
+        let g = self.gpu.clone();
+        if !ids.is_empty() {
+            g.queue.write_buffer(&self.ids, 0, bytemuck::cast_slice(ids));
+        }
+        let last_pos = (start + n_tokens - 1) as u32;
+        let keys = match self.cfg.sliding_window {
+            Some(w) => (last_pos + 1).min(w as u32),
+            None => last_pos + 1,
+        };
+        let (n_splits, split_len) = if t == 1 {
+            let len = SPLIT_MIN.max(keys.div_ceil(MAX_SPLITS));
+            (keys.div_ceil(len), len)
+        } else {
+            (1, 1 << 30)
+        };
+        let s = sampling;
+        let u = StepUniform {
+            n_tokens: t,
+            start_pos: start as u32,
+            n_splits,
+            split_len,
+            temperature: s.temperature.max(1e-6),
+            top_k: s.top_k,
+            top_p: if s.top_p > 0.0 && s.top_p < 1.0 { s.top_p } else { 1.0 },
+            repetition_penalty: if s.repetition_penalty > 0.0 { s.repetition_penalty } else { 1.0 },
+            frequency_penalty: s.frequency_penalty,
+            presence_penalty: s.presence_penalty,
+            seed: (s.seed ^ (s.seed >> 32)) as u32,
+            sample_index,
+            greedy: s.is_greedy() as u32,
+            _pad: [0; 3],
+        };
+        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&u));
+        if output == Output::AllLogits {
+            self.ensure_all_logits();
+        }
+        let (h, v) = (self.cfg.hidden as u32, self.cfg.vocab as u32);
+        let nh = self.cfg.n_heads as u32;
+        let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        {
+            let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+            let mv = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize, rows: u32| {
+                let (x, z) = split_groups(n as u32);
+                d.record(p, [x, rows, z]);
+            };
+            let mm = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize| {
+                let (x, z) = split_groups((n as u32).div_ceil(16));
+                d.record(p, [x, t.div_ceil(16), z]);
+            };
+            self.embed.record(&mut p, [h.div_ceil(64), t, 1]);
+            let cfg = &self.cfg;
+            let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
+            let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
+            for l in &self.layers {
+                l.attn_norm.record(&mut p, [t, 1, 1]);
+                if t == 1 {
+                    mv(&l.qkv_mv, &mut p, qkv_dim, 1);
+                } else {
+                    mm(&l.qkv_mm, &mut p, qkv_dim);
+                }
+                l.rope.record(&mut p, [rope_items.div_ceil(64), t, 1]);
+                l.attend.record(&mut p, [nh, t, n_splits]);
+                l.combine.record(&mut p, [nh, t, 1]);
+                if t == 1 {
+                    mv(&l.o_mv, &mut p, cfg.hidden, 1);
+                } else {
+                    mm(&l.o_mm, &mut p, cfg.hidden);
+                }
+                l.ffn_norm.record(&mut p, [t, 1, 1]);
+                match &l.ffn {
+                    FfnPlan::Dense { gate_up_mv, gate_up_mm, down_mv, down_mm } => {
+                        if t == 1 {
+                            mv(gate_up_mv, &mut p, cfg.intermediate, 1);
+                            mv(down_mv, &mut p, cfg.hidden, 1);
+                        } else {
+                            mm(gate_up_mm, &mut p, cfg.intermediate);
+                            mm(down_mm, &mut p, cfg.hidden);
+                        }
+                    }
+                    FfnPlan::Moe { router, route, gate_up, down, combine } => {
+                        let (ne, k) = cfg.moe.as_ref().map(|m| (m.n_experts, m.top_k as u32)).unwrap_or((1, 1));
+                        mv(router, &mut p, ne, t);
+                        route.record(&mut p, [t.div_ceil(64), 1, 1]);
+                        mv(gate_up, &mut p, cfg.intermediate, t * k);
+                        mv(down, &mut p, cfg.hidden, t * k);
+                        combine.record(&mut p, [h.div_ceil(64), t, 1]);
+                    }
+                }
+            }
+            match output {
+                Output::None => {}
+                Output::Sample => {
+                    self.final_norm.record(&mut p, [1, 1, 1]);
+                    let (x, z) = split_groups(v);
+                    self.lm_head.record(&mut p, [x, 1, z]);
+                }
+                Output::AllLogits => {
+                    if let Some(a) = &self.all_logits {
+                        a.norm.record(&mut p, [t, 1, 1]);
+                        let (x, z) = split_groups(v.div_ceil(16));
+                        a.lm_head.record(&mut p, [x, t.div_ceil(16), z]);
+                    }
+                }
+            }
+        }
+        if output == Output::Sample {
+            if capture_logits {
+                enc.copy_buffer_to_buffer(&self.logits, 0, &self.logits_rb, 0, v as u64 * 4);
+            }
+            {
+                let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("sample"), timestamp_writes: None });
+                self.sample.record(&mut p, [1, 1, 1]);
+            }
+            enc.copy_buffer_to_buffer(&self.out, 0, &self.out_rb, 0, 8);
+        }
+        g.queue.submit([enc.finish()]);
+        if output != Output::Sample {
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = g.device.poll(wgpu::PollType::Poll);
+            g.check()?;
+            return Ok(None);
+        }
+        let bytes = g.read_mapped(&self.out_rb, 8).await?;
+        let token = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if token as usize >= self.cfg.vocab {
+            return Err(Error::Gpu(format!("sampler returned token {token} outside the vocabulary")));
+        }
+        Ok(Some(token))
+    }
+
+    /// Logits captured by the last `pass(.., capture_logits = true)`.
+    pub async fn captured_logits(&self) -> Result<Vec<f32>> {
+        let bytes = self.gpu.read_mapped(&self.logits_rb, self.cfg.vocab as u64 * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Logits of every row of the last [`Output::AllLogits`] pass.
+    pub async fn read_all_logits(&self, rows: usize) -> Result<Vec<f32>> {
+        let a = self.all_logits.as_ref().ok_or_else(|| Error::InvalidRequest("no all-logits pass ran".into()))?;
+        self.gpu.read_f32(&a.buf, rows * self.cfg.vocab).await
+    }
+
+    /// Experts chosen (and their weights) at each row of the last pass, per layer.
+    pub async fn router_choices(&self, rows: usize) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+        let k = self.cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(0);
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if let Some((ids, w)) = &l.moe_choice {
+                out.push((self.gpu.read_u32(ids, rows * k).await?, self.gpu.read_f32(w, rows * k).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of hidden state rows, for tests of the residual stream.
+    pub fn hidden_buffers(&self) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        (&self.x, &self.xn)
+    }
+}

@@ -1,0 +1,172 @@
+//! Shader modules and compute pipelines, created once and cached.
+//!
+//! Each kernel family is one `.wgsl` file under `shaders/`, specialized with
+//! pipeline-overridable constants (dtype, shapes, epilogues). The only
+//! "preprocessing" is prepending shared preludes: `common.wgsl` (the per-pass
+//! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
+//! weight tensors.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+const WEIGHTS: &str = include_str!("../../../../shaders/weights.wgsl");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Embed,
+    RmsNorm,
+    Matmul,
+    Rope,
+    Attention,
+    Moe,
+    Sample,
+}
+
+impl Family {
+    fn source(self) -> (&'static str, bool) {
+        match self {
+            Family::Embed => (include_str!("../../../../shaders/embed.wgsl"), true),
+            Family::RmsNorm => (include_str!("../../../../shaders/rmsnorm.wgsl"), false),
+            Family::Matmul => (include_str!("../../../../shaders/matmul.wgsl"), true),
+            Family::Rope => (include_str!("../../../../shaders/rope.wgsl"), false),
+            Family::Attention => (include_str!("../../../../shaders/attention.wgsl"), false),
+            Family::Moe => (include_str!("../../../../shaders/moe.wgsl"), false),
+            Family::Sample => (include_str!("../../../../shaders/sample.wgsl"), false),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Embed => "embed",
+            Family::RmsNorm => "rmsnorm",
+            Family::Matmul => "matmul",
+            Family::Rope => "rope",
+            Family::Attention => "attention",
+            Family::Moe => "moe",
+            Family::Sample => "sample",
+        }
+    }
+}
+
+/// A specialized kernel: family, entry point and constant values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub family: Family,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl Spec {
+    pub fn new(family: Family, entry: &'static str) -> Self {
+        Spec { family, entry, constants: Vec::new() }
+    }
+
+    pub fn with(mut self, name: &'static str, value: impl Into<f64>) -> Self {
+        self.constants.push((name, value.into()));
+        self
+    }
+
+    fn key(&self) -> String {
+        let mut k = format!("{}:{}", self.family.name(), self.entry);
+        for (n, v) in &self.constants {
+            k.push_str(&format!(":{n}={v}"));
+        }
+        k
+    }
+}
+
+pub struct Kernels {
+    device: wgpu::Device,
+    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+}
+
+/// A pipeline with the bind group that feeds it, recorded at load time.
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
+        if groups.iter().any(|&g| g == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Kernels { device: device.clone(), modules: Mutex::default(), pipelines: Mutex::default() }
+    }
+
+    fn module(&self, family: Family) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        modules
+            .entry(family)
+            .or_insert_with(|| {
+                let (body, uses_weights) = family.source();
+                let mut src = String::from(COMMON);
+                if uses_weights {
+                    src.push_str(WEIGHTS);
+                }
+                src.push_str(body);
+                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(family.name()),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                })
+            })
+            .clone()
+    }
+
+    pub fn pipeline(&self, spec: &Spec) -> wgpu::ComputePipeline {
+        let key = spec.key();
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return p.clone();
+        }
+        let module = self.module(spec.family);
+        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &spec.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, p.clone());
+        p
+    }
+
+    /// Pipeline plus bind group. `bindings` are (binding index, buffer) pairs:
+    /// exactly the bindings the entry point uses (its layout is derived from it).
+    pub fn dispatch(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
+        let pipeline = self.pipeline(spec);
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch { pipeline, bind_group }
+    }
+}
+
+/// Split a large 1-D workgroup count over x and z (each at most 65535).
+pub fn split_groups(n: u32) -> (u32, u32) {
+    const MAX: u32 = 32768;
+    if n <= MAX {
+        (n, 1)
+    } else {
+        (MAX, n.div_ceil(MAX))
+    }
+}

@@ -1,0 +1,187 @@
+//! The GPU context: adapter, device, error capture, buffers and readback.
+//! Shared unchanged by native (Vulkan/Metal/DX12) and browser (WebGPU) builds.
+
+pub mod kernels;
+mod readback;
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+pub use kernels::{Family, Kernels};
+
+/// What the engine runs on, for `engine.info` and benchmarks.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_binding: u64,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub kernels: Kernels,
+    /// First uncaptured error or device loss since the last check.
+    fault: Arc<Mutex<Option<Error>>>,
+}
+
+impl Gpu {
+    /// Pick the best adapter and open a device with the adapter's own limits
+    /// (WebGPU's defaults are too small for model weights).
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Unsupported(format!("no WebGPU/Vulkan adapter: {e}")))?;
+        Self::from_adapter(adapter).await
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tramontane"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("request_device failed: {e}")))?;
+        let fault: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        {
+            let fault = fault.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                let err = match &e {
+                    wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+                    _ => Error::Gpu(e.to_string()),
+                };
+                if let Ok(mut f) = fault.lock() {
+                    f.get_or_insert(err);
+                }
+            }));
+        }
+        {
+            let fault = fault.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if reason == wgpu::DeviceLostReason::Destroyed {
+                    return;
+                }
+                if let Ok(mut f) = fault.lock() {
+                    f.get_or_insert(Error::DeviceLost(format!("{reason:?}: {msg}")));
+                }
+            });
+        }
+        let adapter = AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend).to_lowercase(),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            shader_f16,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+        };
+        let kernels = Kernels::new(&device);
+        Ok(Gpu { device, queue, adapter, kernels, fault })
+    }
+
+    /// Return (and clear) the first GPU error seen since the last call.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock().ok().and_then(|mut f| f.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Largest buffer a kernel may bind.
+    pub fn max_binding(&self) -> u64 {
+        self.adapter.max_storage_binding.min(self.adapter.max_buffer_size)
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), zero-filled.
+    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        let mut padded;
+        let data = if data.len() % 4 != 0 || data.is_empty() {
+            padded = data.to_vec();
+            padded.resize(data.len().max(4).next_multiple_of(4), 0);
+            &padded[..]
+        } else {
+            data
+        };
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: data,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    pub fn uniform(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn readback(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Map a MAP_READ buffer and copy out its first `size` bytes.
+    pub async fn read_mapped(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        readback::read_mapped(self, buf, size).await
+    }
+
+    /// Copy `size` bytes of a storage buffer to the host (tests, debugging).
+    pub async fn read_buffer(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        let size = size.next_multiple_of(4);
+        let rb = self.readback("read_buffer", size);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, 0, &rb, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.read_mapped(&rb, size).await
+    }
+
+    pub async fn read_f32(&self, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_buffer(buf, 4 * n as u64).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..4 * n]))
+    }
+
+    pub async fn read_u32(&self, buf: &wgpu::Buffer, n: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_buffer(buf, 4 * n as u64).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[..4 * n]))
+    }
+}

@@ -1,0 +1,25 @@
+//! tramontane: Mistral-family language models on WebGPU.
+//!
+//! The data path, one module per step:
+//! [`source`] (bytes by range) → [`parse`] (config, tensor tables) →
+//! [`upload`] (weights streamed into GPU buffers) → [`forward`] (WGSL kernels
+//! from `shaders/`, recorded once) → [`sample`] (on the GPU) → [`model`]
+//! (generation loop, streaming text through [`text`]).
+//! Nothing here depends on the browser: the wasm crate adds a `fetch` source
+//! and the JS API around the same engine.
+
+pub mod error;
+pub mod forward;
+pub mod gpu;
+pub mod model;
+pub mod parse;
+pub mod sample;
+pub mod source;
+pub mod text;
+pub mod upload;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use model::{FinishReason, GenerateRequest, Generation, LoadOptions, Model, ModelInfo};
+pub use sample::SamplingParams;
+pub use text::{ChatMessage, ChatTemplate, Tokenizer};

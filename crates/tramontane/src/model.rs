@@ -1,0 +1,389 @@
+//! A loaded model and its conversation state: load from a source, then
+//! generate with KV-cache reuse across turns.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use web_time::Instant;
+
+use crate::error::{Error, Result};
+use crate::forward::{Output, Runtime, RuntimeOptions};
+use crate::gpu::Gpu;
+use crate::parse::{config::token_ids, ModelConfig, TensorTable};
+use crate::sample::SamplingParams;
+use crate::source::ModelSource;
+use crate::text::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
+use crate::upload::{load_weights, HfNaming, Progress};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Context window in tokens; default min(max_position_embeddings, 4096).
+    pub context: Option<usize>,
+    /// Tokens per prefill pass.
+    pub chunk: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { context: None, chunk: 64 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub arch: String,
+    pub weight_bytes: u64,
+    pub gpu_bytes: u64,
+    pub dtype: String,
+    pub context: usize,
+    pub kv_slots: usize,
+    pub load_seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (benchmarks, reference checks).
+    pub ignore_eos: bool,
+    /// Report this many of the highest raw logits at the last prompt position.
+    pub top_logits: usize,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context window.
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually run (the rest came from the KV cache).
+    pub prefilled_tokens: usize,
+    pub generated: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub top_logits: Vec<(u32, f32)>,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl Generation {
+    pub fn prefill_tokens_per_s(&self) -> f64 {
+        self.prefilled_tokens as f64 / self.prefill_seconds.max(1e-9)
+    }
+    /// Decode speed: tokens after the first (which comes from the prefill).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        (self.generated.len().saturating_sub(1)) as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+pub struct Model {
+    pub runtime: Runtime,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    pub info: ModelInfo,
+    /// Tokens whose keys and values are in the cache, in order.
+    cached: Vec<u32>,
+    /// The last sampled token: on the GPU as the next input, not yet in the cache.
+    pending: Option<u32>,
+}
+
+fn special_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
+        _ => None,
+    }
+}
+
+async fn read_json<S: ModelSource>(src: &S, name: &str) -> Result<Option<Value>> {
+    match src.read_all(name, 64 << 20).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::format(&src.describe(name), format!("not valid JSON: {e}"))),
+    }
+}
+
+impl Model {
+    /// Load a Hugging Face model folder (config.json, tokenizer files, safetensors).
+    pub async fn load<S: ModelSource>(
+        gpu: Arc<Gpu>,
+        src: &S,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Model> {
+        let t0 = Instant::now();
+        let cfg_bytes = src.read_all("config.json", 16 << 20).await?.ok_or_else(|| Error::MissingFile {
+            file: src.describe("config.json"),
+            what: "the model configuration".into(),
+        })?;
+        let mut cfg = ModelConfig::from_json(&cfg_bytes, &src.describe("config.json"))?;
+        let tok_bytes = src.read_all("tokenizer.json", 256 << 20).await?.ok_or_else(|| Error::MissingFile {
+            file: src.describe("tokenizer.json"),
+            what: "the tokenizer".into(),
+        })?;
+        let mut tokenizer = Tokenizer::from_json(&tok_bytes, &src.describe("tokenizer.json"))?;
+        let tok_cfg = read_json(src, "tokenizer_config.json").await?;
+        let gen_cfg = read_json(src, "generation_config.json").await?;
+        let bos_text = tok_cfg.as_ref().and_then(|t| special_text(t.get("bos_token")));
+        let eos_text = tok_cfg.as_ref().and_then(|t| special_text(t.get("eos_token")));
+        let mut eos = token_ids(gen_cfg.as_ref().and_then(|g| g.get("eos_token_id")));
+        eos.extend(cfg.eos_token_ids.iter().copied());
+        if let Some(id) = eos_text.as_deref().and_then(|t| tokenizer.token_id(t)) {
+            eos.push(id);
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        cfg.eos_token_ids = eos.clone();
+        tokenizer.bos = cfg.bos_token_id.or_else(|| bos_text.as_deref().and_then(|t| tokenizer.token_id(t)));
+        tokenizer.eos = eos;
+        tokenizer.bos_text = bos_text.clone();
+        tokenizer.eos_text = eos_text.clone();
+        let template_src = match src.read_all("chat_template.jinja", 1 << 20).await? {
+            Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+            None => tok_cfg.as_ref().and_then(|t| match t.get("chat_template") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .find(|x| x.get("name").and_then(Value::as_str) == Some("default"))
+                    .or(a.first())
+                    .and_then(|x| x.get("template"))
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                _ => None,
+            }),
+        };
+        let template = match template_src {
+            Some(s) => Some(ChatTemplate::new(&s, bos_text.as_deref(), eos_text.as_deref())?),
+            None => None,
+        };
+        let table = TensorTable::read(src).await?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, progress).await?;
+        Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
+    }
+
+    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, tokenizer: Tokenizer,
+                template: Option<ChatTemplate>, opts: &LoadOptions, t0: Instant) -> Result<Model> {
+        let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
+        let chunk = opts.chunk.clamp(1, 1024).min(context);
+        let dtype = format!("{:?}", weights.layers.first().map(|l| l.qkv.dtype).unwrap_or(weights.embed.dtype)).to_lowercase();
+        let weight_bytes = weights.bytes;
+        let arch = format!("{:?}", cfg.arch).to_lowercase();
+        let runtime = Runtime::new(gpu, cfg, weights, RuntimeOptions { context, chunk })?;
+        let info = ModelInfo {
+            arch,
+            weight_bytes,
+            gpu_bytes: weight_bytes + runtime.scratch_bytes,
+            dtype,
+            context,
+            kv_slots: runtime.kv_slots,
+            load_seconds: t0.elapsed().as_secs_f64(),
+        };
+        Ok(Model { runtime, tokenizer, template, info, cached: Vec::new(), pending: None })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.runtime.cfg
+    }
+
+    /// Forget the conversation (the KV cache is simply overwritten later).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+        self.pending = None;
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Render a conversation with the model's chat template and tokenize it.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let t = self.template.as_ref().ok_or_else(|| Error::Unsupported("this model has no chat template".into()))?;
+        let text = t.render(messages, true)?;
+        self.tokenizer.encode(&text)
+    }
+
+    /// How many leading tokens of `prompt` can be reused from the cache.
+    fn reusable_prefix(&self, prompt: &[u32]) -> usize {
+        let mut p = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        if p == prompt.len() {
+            p = p.saturating_sub(1); // at least one token must run to get logits
+        }
+        if let Some(w) = self.runtime.cfg.sliding_window {
+            // In the ring, positions below cached.len() - slots are overwritten; the
+            // first new query needs keys down to p - w + 1.
+            let oldest_kept = self.cached.len().saturating_sub(self.runtime.kv_slots);
+            if (p + 1).saturating_sub(w) < oldest_kept {
+                return 0;
+            }
+        }
+        p
+    }
+
+    /// Generate a continuation of `prompt` (token ids used as given). Prompt
+    /// tokens already in the KV cache are not run again. `on_text` receives each
+    /// piece of text as it is produced; returning `false` aborts.
+    pub async fn generate(
+        &mut self,
+        prompt: &[u32],
+        req: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str, u32) -> bool,
+    ) -> Result<Generation> {
+        req.sampling.validate()?;
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        let context = self.runtime.opts.context;
+        if prompt.len() > context {
+            return Err(Error::ContextOverflow { tokens: prompt.len(), context });
+        }
+        let vocab = self.runtime.cfg.vocab;
+        if let Some(&bad) = prompt.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let keep = self.reusable_prefix(prompt);
+        self.cached.truncate(keep);
+        self.pending = None;
+        if req.sampling.uses_penalties() {
+            self.runtime.reset_sampler_state(prompt);
+        }
+        let sampling = &req.sampling;
+        let t0 = Instant::now();
+        let new = &prompt[keep..];
+        let chunk = self.runtime.opts.chunk;
+        let mut token = 0;
+        let n_chunks = new.len().div_ceil(chunk);
+        for (i, part) in new.chunks(chunk).enumerate() {
+            let last = i + 1 == n_chunks;
+            let out = if last { Output::Sample } else { Output::None };
+            let start = self.cached.len();
+            let r = self.runtime.pass(part, part.len(), start, out, sampling, 0, last && req.top_logits > 0).await;
+            match r {
+                Ok(t) => {
+                    self.cached.extend_from_slice(part);
+                    if let Some(t) = t {
+                        token = t;
+                    }
+                }
+                Err(e) => {
+                    self.cached.clear();
+                    return Err(e);
+                }
+            }
+        }
+        let mut top_logits = Vec::new();
+        if req.top_logits > 0 {
+            let logits = self.runtime.captured_logits().await?;
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            let k = req.top_logits.min(idx.len());
+            idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            idx.truncate(k);
+            idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+            top_logits = idx.into_iter().map(|i| (i, logits[i as usize])).collect();
+        }
+        let prefill_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut generated = Vec::new();
+        let mut decoder = StreamDecoder::default();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let hold = req.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut finish = FinishReason::Length;
+        let mut aborted = false;
+        while req.max_tokens > 0 {
+            generated.push(token);
+            self.pending = Some(token);
+            let is_eos = !req.ignore_eos && self.tokenizer.is_eos(token);
+            let mut done = false;
+            if is_eos {
+                finish = FinishReason::Stop;
+                done = true;
+            } else {
+                text.push_str(&decoder.push(&self.tokenizer, token)?);
+                if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    text.truncate(cut);
+                    finish = FinishReason::Stop;
+                    done = true;
+                }
+            }
+            if !done && (generated.len() >= req.max_tokens || self.cached.len() + 1 >= context) {
+                done = true;
+            }
+            // Stream what can no longer become part of a stop string.
+            let mut safe = if done { text.len() } else { text.len().saturating_sub(hold.saturating_sub(1)) };
+            while !text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            if safe > emitted || (is_eos && safe == emitted) {
+                let piece = &text[emitted..safe.max(emitted)];
+                emitted = safe.max(emitted);
+                if !on_text(piece, token) {
+                    aborted = true;
+                    break;
+                }
+            }
+            if done {
+                break;
+            }
+            let start = self.cached.len();
+            let r = self.runtime.pass(&[], 1, start, Output::Sample, sampling, generated.len() as u32, false).await;
+            match r {
+                Ok(Some(t)) => {
+                    self.cached.push(token);
+                    self.pending = None;
+                    token = t;
+                }
+                Ok(None) => return Err(Error::Gpu("decode pass produced no token".into())),
+                Err(e) => {
+                    self.cached.clear();
+                    self.pending = None;
+                    return Err(e);
+                }
+            }
+        }
+        if aborted {
+            return Err(Error::Aborted);
+        }
+        Ok(Generation {
+            prompt_tokens: prompt.len(),
+            prefilled_tokens: new.len(),
+            generated,
+            text,
+            finish,
+            top_logits,
+            prefill_seconds,
+            decode_seconds: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Logits at every position of `ids` from a fresh context ([ids.len()][vocab]).
+    pub async fn logits_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.reset();
+        let context = self.runtime.opts.context;
+        if ids.len() > context {
+            return Err(Error::ContextOverflow { tokens: ids.len(), context });
+        }
+        let mut out = Vec::with_capacity(ids.len() * self.runtime.cfg.vocab);
+        let sampling = SamplingParams::greedy();
+        for part in ids.chunks(self.runtime.opts.chunk) {
+            let start = self.cached.len();
+            self.runtime.pass(part, part.len(), start, Output::AllLogits, &sampling, 0, false).await?;
+            out.extend(self.runtime.read_all_logits(part.len()).await?);
+            self.cached.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,75 @@
+//! A Hugging Face model folder: `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Produces the table of every tensor.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{safetensors, TensorInfo};
+use crate::error::{Error, Result};
+use crate::source::ModelSource;
+
+pub const INDEX: &str = "model.safetensors.index.json";
+pub const SINGLE: &str = "model.safetensors";
+
+#[derive(Debug, Default)]
+pub struct TensorTable {
+    pub tensors: HashMap<String, TensorInfo>,
+    /// Shards with their sizes, in a stable order.
+    pub files: Vec<(String, u64)>,
+}
+
+impl TensorTable {
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// Read the headers of every shard of a safetensors model.
+    pub async fn read<S: ModelSource>(src: &S) -> Result<Self> {
+        let shards: Vec<String> = match src.read_all(INDEX, 64 << 20).await? {
+            Some(bytes) => {
+                let file = src.describe(INDEX);
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::format(&file, format!("not valid JSON: {e}")))?;
+                let map = v
+                    .get("weight_map")
+                    .and_then(|m| m.as_object())
+                    .ok_or_else(|| Error::format(&file, "no `weight_map` object"))?;
+                let mut set = BTreeMap::new();
+                for (tensor, shard) in map {
+                    let shard = shard.as_str().ok_or_else(|| {
+                        Error::format(&file, format!("weight_map entry `{tensor}` is not a file name"))
+                    })?;
+                    if shard.contains("..") || shard.starts_with('/') {
+                        return Err(Error::format(&file, format!("shard name `{shard}` is not a plain file name")));
+                    }
+                    set.insert(shard.to_string(), ());
+                }
+                set.into_keys().collect()
+            }
+            None => vec![SINGLE.to_string()],
+        };
+        let mut table = TensorTable::default();
+        for shard in shards {
+            let file = src.describe(&shard);
+            let size = src.size(&shard).await?.ok_or_else(|| Error::MissingFile {
+                file: file.clone(),
+                what: if shard == SINGLE {
+                    format!("the weights: neither {INDEX} nor {SINGLE} exists")
+                } else {
+                    format!("a shard named by {INDEX}")
+                },
+            })?;
+            let prefix = src.read(&shard, 0, safetensors::PREFIX.min(size)).await?;
+            let n = safetensors::header_len(&prefix, &file, size)?;
+            let json = src.read(&shard, safetensors::PREFIX, n).await?;
+            for t in safetensors::parse_header(&json, &file, size)? {
+                let mut t = t;
+                t.file = shard.clone();
+                if table.tensors.insert(t.name.clone(), t).is_some() {
+                    return Err(Error::format(&file, "a tensor appears in two shards"));
+                }
+            }
+            table.files.push((shard, size));
+        }
+        Ok(table)
+    }
+}

@@ -1,0 +1,427 @@
+//! Weights onto the GPU: decide each GPU tensor's layout, check every source
+//! tensor's presence and shape before allocating anything, then stream tensors
+//! one at a time (in file order) from the source into their buffers, so host
+//! memory never holds more than one tensor.
+//!
+//! Layout decisions (see ARCHITECTURE.md): q/k/v are stacked into one matrix
+//! (one matmul), gate/up are stacked (SwiGLU epilogue), experts of a layer share
+//! one buffer (the MoE matvec indexes it by expert id). Matrices keep their file
+//! dtype; vectors (norms, biases) are converted to f32.
+
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
+use crate::source::ModelSource;
+
+/// A weight matrix on the GPU, `[experts][rows][cols]`.
+pub struct Matrix {
+    pub buf: wgpu::Buffer,
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub experts: usize,
+    /// Elements from one expert's block to the next.
+    pub expert_stride: usize,
+}
+
+pub enum Ffn {
+    Dense { gate_up: Matrix, down: Matrix },
+    Moe { router: Matrix, gate_up: Matrix, down: Matrix },
+}
+
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer,
+    pub qkv: Matrix,
+    pub qkv_bias: Option<wgpu::Buffer>,
+    pub o: Matrix,
+    pub ffn_norm: wgpu::Buffer,
+    pub ffn: Ffn,
+}
+
+pub struct Weights {
+    pub embed: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub norm: wgpu::Buffer,
+    /// `None` when the LM head is tied to the embeddings.
+    pub lm_head: Option<Matrix>,
+    /// Bytes of weights on the GPU.
+    pub bytes: u64,
+}
+
+impl Weights {
+    pub fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// Progress of a long operation, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Source tensor names for each logical weight (HF naming; GGUF maps its own).
+pub trait Naming {
+    fn embed(&self) -> String;
+    fn lm_head(&self) -> String;
+    fn norm(&self) -> String;
+    fn layer(&self, l: usize, what: LayerTensor) -> String;
+    fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum LayerTensor {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    QBias,
+    KBias,
+    VBias,
+    O,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+    Router,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ExpertTensor {
+    Gate,
+    Up,
+    Down,
+}
+
+pub struct HfNaming;
+
+impl Naming for HfNaming {
+    fn embed(&self) -> String {
+        "model.embed_tokens.weight".into()
+    }
+    fn lm_head(&self) -> String {
+        "lm_head.weight".into()
+    }
+    fn norm(&self) -> String {
+        "model.norm.weight".into()
+    }
+    fn layer(&self, l: usize, what: LayerTensor) -> String {
+        let p = format!("model.layers.{l}");
+        match what {
+            LayerTensor::AttnNorm => format!("{p}.input_layernorm.weight"),
+            LayerTensor::Q => format!("{p}.self_attn.q_proj.weight"),
+            LayerTensor::K => format!("{p}.self_attn.k_proj.weight"),
+            LayerTensor::V => format!("{p}.self_attn.v_proj.weight"),
+            LayerTensor::QBias => format!("{p}.self_attn.q_proj.bias"),
+            LayerTensor::KBias => format!("{p}.self_attn.k_proj.bias"),
+            LayerTensor::VBias => format!("{p}.self_attn.v_proj.bias"),
+            LayerTensor::O => format!("{p}.self_attn.o_proj.weight"),
+            LayerTensor::FfnNorm => format!("{p}.post_attention_layernorm.weight"),
+            LayerTensor::Gate => format!("{p}.mlp.gate_proj.weight"),
+            LayerTensor::Up => format!("{p}.mlp.up_proj.weight"),
+            LayerTensor::Down => format!("{p}.mlp.down_proj.weight"),
+            LayerTensor::Router => format!("{p}.block_sparse_moe.gate.weight"),
+        }
+    }
+    fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String {
+        let w = match what {
+            ExpertTensor::Gate => "w1",
+            ExpertTensor::Up => "w3",
+            ExpertTensor::Down => "w2",
+        };
+        format!("model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight")
+    }
+}
+
+/// One source tensor's place in a destination buffer.
+struct Part {
+    tensor: TensorInfo,
+    dest: usize,
+    /// Element offset in the destination.
+    offset: u64,
+}
+
+/// A GPU buffer to create: its shape and the parts that fill it.
+struct Dest {
+    label: String,
+    rows: usize,
+    cols: usize,
+    experts: usize,
+    expert_stride: usize,
+    vector: bool,
+    dtype: DType,
+    buf: Option<wgpu::Buffer>,
+}
+
+struct Plan<'a> {
+    table: &'a TensorTable,
+    dests: Vec<Dest>,
+    parts: Vec<Part>,
+}
+
+impl<'a> Plan<'a> {
+    fn find(&self, name: &str, shape: &[usize]) -> Result<TensorInfo> {
+        let t = self.table.get(name).ok_or_else(|| {
+            Error::tensor(
+                self.table.files.first().map(|f| f.0.as_str()).unwrap_or("model"),
+                name,
+                "missing from the model's weights",
+            )
+        })?;
+        let want: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        if t.shape != want {
+            return Err(Error::tensor(
+                &t.file,
+                name,
+                format!("shape {:?} disagrees with config.json, which implies {:?}", t.shape, want),
+            ));
+        }
+        Ok(t.clone())
+    }
+
+    /// A matrix `[experts][rows][cols]` filled from `parts`: (expert, first row, name, rows).
+    fn matrix(&mut self, label: String, rows: usize, cols: usize, experts: usize,
+              parts: &[(usize, usize, String, usize)]) -> Result<usize> {
+        let found: Vec<(usize, usize, TensorInfo)> = parts
+            .iter()
+            .map(|(e, r, name, n)| Ok((*e, *r, self.find(name, &[*n, cols])?)))
+            .collect::<Result<_>>()?;
+        let stride = rows * cols;
+        let first = found.first().map(|f| f.2.dtype).unwrap_or(DType::F32);
+        let same = found.iter().all(|f| f.2.dtype == first);
+        // 16-bit parts must start on a 4-byte boundary to be written in place.
+        let aligned = found.iter().all(|(e, r, _)| (e * stride + r * cols) % 2 == 0) && stride % 2 == 0;
+        let dtype = if same && (first == DType::F32 || aligned) { first } else { DType::F32 };
+        let dest = self.dests.len();
+        self.dests.push(Dest { label, rows, cols, experts, expert_stride: stride, vector: false, dtype, buf: None });
+        for (e, r, t) in found {
+            self.parts.push(Part { tensor: t, dest, offset: (e * stride + r * cols) as u64 });
+        }
+        Ok(dest)
+    }
+
+    /// An f32 vector filled from `parts`: (first element, name, len).
+    fn vector(&mut self, label: String, len: usize, parts: &[(usize, String, usize)]) -> Result<usize> {
+        let found: Vec<(usize, TensorInfo)> = parts
+            .iter()
+            .map(|(o, name, n)| Ok((*o, self.find(name, &[*n])?)))
+            .collect::<Result<_>>()?;
+        let dest = self.dests.len();
+        self.dests.push(Dest {
+            label, rows: 1, cols: len, experts: 1, expert_stride: len, vector: true, dtype: DType::F32, buf: None,
+        });
+        for (o, t) in found {
+            self.parts.push(Part { tensor: t, dest, offset: o as u64 });
+        }
+        Ok(dest)
+    }
+}
+
+enum FfnIdx {
+    Dense(usize, usize),
+    Moe(usize, usize, usize),
+}
+
+struct LayerIdx {
+    attn_norm: usize,
+    qkv: usize,
+    qkv_bias: Option<usize>,
+    o: usize,
+    ffn_norm: usize,
+    ffn: FfnIdx,
+}
+
+fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F32 => bytemuck::pod_collect_to_vec(bytes),
+        DType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+    }
+}
+
+/// Check, allocate and upload every weight of `cfg` from `src`.
+pub async fn load_weights<S: ModelSource>(
+    gpu: &Gpu,
+    src: &S,
+    cfg: &ModelConfig,
+    table: &TensorTable,
+    naming: &dyn Naming,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Weights> {
+    let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+    let (qd, kvd, inter) = (cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
+    let qkv_rows = qd + 2 * kvd;
+    let mut plan = Plan { table, dests: Vec::new(), parts: Vec::new() };
+    let _ = hd;
+
+    let embed = plan.matrix("embed".into(), v, h, 1, &[(0, 0, naming.embed(), v)])?;
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let n = |w| naming.layer(l, w);
+        let attn_norm = plan.vector(format!("l{l}.attn_norm"), h, &[(0, n(LayerTensor::AttnNorm), h)])?;
+        let qkv = plan.matrix(format!("l{l}.qkv"), qkv_rows, h, 1, &[
+            (0, 0, n(LayerTensor::Q), qd),
+            (0, qd, n(LayerTensor::K), kvd),
+            (0, qd + kvd, n(LayerTensor::V), kvd),
+        ])?;
+        let qkv_bias = if cfg.attn_bias {
+            Some(plan.vector(format!("l{l}.qkv_bias"), qkv_rows, &[
+                (0, n(LayerTensor::QBias), qd),
+                (qd, n(LayerTensor::KBias), kvd),
+                (qd + kvd, n(LayerTensor::VBias), kvd),
+            ])?)
+        } else {
+            None
+        };
+        let o = plan.matrix(format!("l{l}.o"), h, qd, 1, &[(0, 0, n(LayerTensor::O), h)])?;
+        let ffn_norm = plan.vector(format!("l{l}.ffn_norm"), h, &[(0, n(LayerTensor::FfnNorm), h)])?;
+        let ffn = match &cfg.moe {
+            None => FfnIdx::Dense(
+                plan.matrix(format!("l{l}.gate_up"), 2 * inter, h, 1, &[
+                    (0, 0, n(LayerTensor::Gate), inter),
+                    (0, inter, n(LayerTensor::Up), inter),
+                ])?,
+                plan.matrix(format!("l{l}.down"), h, inter, 1, &[(0, 0, n(LayerTensor::Down), h)])?,
+            ),
+            Some(moe) => {
+                let ne = moe.n_experts;
+                let router = plan.matrix(format!("l{l}.router"), ne, h, 1, &[(0, 0, n(LayerTensor::Router), ne)])?;
+                let mut gu = Vec::new();
+                let mut dn = Vec::new();
+                for e in 0..ne {
+                    gu.push((e, 0, naming.expert(l, e, ExpertTensor::Gate), inter));
+                    gu.push((e, inter, naming.expert(l, e, ExpertTensor::Up), inter));
+                    dn.push((e, 0, naming.expert(l, e, ExpertTensor::Down), h));
+                }
+                let gate_up = plan.matrix(format!("l{l}.experts.gate_up"), 2 * inter, h, ne, &gu)?;
+                let down = plan.matrix(format!("l{l}.experts.down"), h, inter, ne, &dn)?;
+                FfnIdx::Moe(router, gate_up, down)
+            }
+        };
+        layers.push(LayerIdx { attn_norm, qkv, qkv_bias, o, ffn_norm, ffn });
+    }
+    let norm = plan.vector("norm".into(), h, &[(0, naming.norm(), h)])?;
+    let lm_head = if cfg.tie_embeddings && table.get(&naming.lm_head()).is_none() {
+        None
+    } else {
+        Some(plan.matrix("lm_head".into(), v, h, 1, &[(0, 0, naming.lm_head(), v)])?)
+    };
+
+    // Allocate. Sizes are checked against the device's binding limit first, so a
+    // model that cannot fit fails before any upload.
+    let mut bytes = 0u64;
+    for d in &plan.dests {
+        let size = (d.experts * d.expert_stride) as u64 * d.dtype.size();
+        if size > gpu.max_binding() {
+            return Err(Error::Unsupported(format!(
+                "weight `{}` needs a {size}-byte buffer; this device binds at most {} bytes",
+                d.label,
+                gpu.max_binding()
+            )));
+        }
+        bytes += size;
+    }
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    for d in plan.dests.iter_mut() {
+        let size = (d.experts * d.expert_stride) as u64 * d.dtype.size();
+        d.buf = Some(gpu.storage(&d.label, size));
+    }
+    if let Some(e) = scope.pop().await {
+        return Err(Error::OutOfMemory(format!("allocating {bytes} bytes of weights: {e}")));
+    }
+
+    // Stream tensors in file order.
+    let mut order: Vec<usize> = (0..plan.parts.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ta, tb) = (&plan.parts[a].tensor, &plan.parts[b].tensor);
+        (&ta.file, ta.offset).cmp(&(&tb.file, tb.offset))
+    });
+    let total: u64 = plan.parts.iter().map(|p| p.tensor.nbytes).sum();
+    let mut done = 0u64;
+    let mut since_flush = 0u64;
+    progress(Progress { done, total });
+    for i in order {
+        let part = &plan.parts[i];
+        let dest = &plan.dests[part.dest];
+        let t = &part.tensor;
+        let raw = src.read(&t.file, t.offset, t.nbytes).await?;
+        if raw.len() as u64 != t.nbytes {
+            return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+        }
+        let data: Vec<u8> = if t.dtype == dest.dtype {
+            raw
+        } else {
+            bytemuck::cast_slice(&to_f32(&raw, t.dtype)).to_vec()
+        };
+        let mut data = data;
+        data.resize(data.len().next_multiple_of(4), 0);
+        let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
+        gpu.queue.write_buffer(buf, part.offset * dest.dtype.size(), &data);
+        done += t.nbytes;
+        since_flush += t.nbytes;
+        // Let staged uploads drain instead of piling up in host memory.
+        if since_flush > (64 << 20) {
+            gpu.queue.submit([]);
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+            since_flush = 0;
+        }
+        progress(Progress { done, total });
+    }
+    gpu.queue.submit([]);
+    gpu.check()?;
+
+    let mut dests: Vec<Option<Dest>> = plan.dests.into_iter().map(Some).collect();
+    let mut take = |i: usize| -> Result<Dest> {
+        dests.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Gpu("weight planned twice".into()))
+    };
+    fn matrix(d: Dest) -> Result<Matrix> {
+        debug_assert!(!d.vector);
+        Ok(Matrix {
+            buf: d.buf.ok_or_else(|| Error::Gpu("unallocated weight".into()))?,
+            dtype: d.dtype,
+            rows: d.rows,
+            cols: d.cols,
+            experts: d.experts,
+            expert_stride: d.expert_stride,
+        })
+    }
+    fn vector(d: Dest) -> Result<wgpu::Buffer> {
+        d.buf.ok_or_else(|| Error::Gpu("unallocated weight".into()))
+    }
+    let embed = matrix(take(embed)?)?;
+    let mut out_layers = Vec::with_capacity(layers.len());
+    for li in layers {
+        out_layers.push(LayerWeights {
+            attn_norm: vector(take(li.attn_norm)?)?,
+            qkv: matrix(take(li.qkv)?)?,
+            qkv_bias: match li.qkv_bias {
+                Some(b) => Some(vector(take(b)?)?),
+                None => None,
+            },
+            o: matrix(take(li.o)?)?,
+            ffn_norm: vector(take(li.ffn_norm)?)?,
+            ffn: match li.ffn {
+                FfnIdx::Dense(gu, d) => Ffn::Dense { gate_up: matrix(take(gu)?)?, down: matrix(take(d)?)? },
+                FfnIdx::Moe(r, gu, d) => Ffn::Moe {
+                    router: matrix(take(r)?)?,
+                    gate_up: matrix(take(gu)?)?,
+                    down: matrix(take(d)?)?,
+                },
+            },
+        });
+    }
+    Ok(Weights {
+        embed,
+        layers: out_layers,
+        norm: vector(take(norm)?)?,
+        lm_head: match lm_head {
+            Some(i) => Some(matrix(take(i)?)?),
+            None => None,
+        },
+        bytes,
+    })
+}

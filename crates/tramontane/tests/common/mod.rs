@@ -1,0 +1,74 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tramontane::source::DirSource;
+use tramontane::{Gpu, LoadOptions, Model};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+pub fn gpu() -> Arc<Gpu> {
+    Arc::new(pollster::block_on(Gpu::new()).expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"))
+}
+
+pub fn load(name: &str, opts: LoadOptions) -> Model {
+    let src = DirSource::new(fixtures().join(name));
+    pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).expect("model loads")
+}
+
+pub fn reference(name: &str) -> serde_json::Value {
+    let p = fixtures().join(name).join("reference.json");
+    serde_json::from_slice(&std::fs::read(&p).expect("reference.json")).expect("valid JSON")
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
+
+/// Index of the largest value (ties to the lower index, like torch.argmax).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        assert!(!v.is_nan(), "NaN logit at {i}");
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Deterministic pseudo-random floats in [-1, 1).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 32) as u32
+    }
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// Normalized mean squared error sum((a-b)^2) / sum(b^2), as llama.cpp's
+/// test-backend-ops compares backends; any NaN fails.
+pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    let mut num = 0.0f64;
+    let mut den = 0.0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(!g.is_nan(), "NaN in GPU output at {i}");
+        num += (g as f64 - w as f64).powi(2);
+        den += (w as f64).powi(2);
+    }
+    num / den.max(1e-30)
+}

@@ -1,0 +1,249 @@
+//! End-to-end checks against transformers' float32 reference outputs
+//! (tests/fixtures/*/reference.json, see tests/fixtures/README.md):
+//! argmax at every prompt position, the top-20 logits, greedy continuations
+//! (through the KV-cache decode path), Mistral's 60-token decode far past its
+//! 16-token window, and Mixtral's router choices.
+
+mod common;
+
+use common::*;
+use tramontane::{GenerateRequest, LoadOptions, SamplingParams};
+
+/// |logit - reference| bound for float32 weights (transformers float32 and a
+/// float64 numpy pass agree to ~1e-5; we measure ~1e-5 too).
+const LOGIT_TOL: f32 = 1e-3;
+
+fn greedy(max_tokens: usize) -> GenerateRequest {
+    GenerateRequest { sampling: SamplingParams::greedy(), max_tokens, ignore_eos: true, ..Default::default() }
+}
+
+fn check_model(name: &str, chunk: usize) {
+    let r = reference(name);
+    let mut model = load(name, LoadOptions { chunk, ..Default::default() });
+    let vocab = model.config().vocab;
+    let mut worst = 0f32;
+    for p in r["prompts"].as_array().expect("prompts") {
+        let pname = p["name"].as_str().unwrap_or("?");
+        let input = ids(&p["input_ids"]);
+        let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
+        assert_eq!(logits.len(), input.len() * vocab);
+        let want_argmax = ids(&p["argmax_per_position"]);
+        for (pos, want) in want_argmax.iter().enumerate() {
+            let got = argmax(&logits[pos * vocab..(pos + 1) * vocab]);
+            assert_eq!(got, *want, "{name} {pname}: argmax at position {pos}");
+        }
+        let last = &logits[(input.len() - 1) * vocab..];
+        for pair in p["last_position"]["top20"].as_array().expect("top20") {
+            let id = pair[0].as_u64().expect("id") as usize;
+            let want = pair[1].as_f64().expect("logit") as f32;
+            let d = (last[id] - want).abs();
+            worst = worst.max(d);
+            assert!(d <= LOGIT_TOL, "{name} {pname}: logit of {id} is {} want {want}", last[id]);
+        }
+        for (id, want) in p["last_position"]["logits_ids_0_63"].as_array().expect("0..63").iter().enumerate() {
+            let want = want.as_f64().expect("logit") as f32;
+            assert!((last[id] - want).abs() <= LOGIT_TOL, "{name} {pname}: logit of {id}");
+        }
+        // Greedy continuation through prefill + single-token decode passes.
+        model.reset();
+        let g = pollster::block_on(model.generate(&input, &greedy(16), &mut |_, _| true)).expect("generate");
+        assert_eq!(g.generated, ids(&p["greedy"]["new_ids"]), "{name} {pname}: greedy continuation");
+    }
+    eprintln!("{name} (chunk {chunk}): max |logit - reference| over top-20 = {worst:.2e}");
+}
+
+#[test]
+fn llama_matches_transformers() {
+    check_model("llama_tiny", 64);
+}
+
+#[test]
+fn qwen2_with_qkv_bias_matches_transformers() {
+    check_model("qwen2_tiny", 64);
+}
+
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    check_model("mistral_tiny", 64);
+}
+
+#[test]
+fn mixtral_matches_transformers() {
+    check_model("mixtral_tiny", 64);
+}
+
+#[test]
+fn mixtral_bf16_matches_transformers() {
+    check_model("mixtral_tiny_bf16", 64);
+}
+
+#[test]
+fn small_prefill_chunks_give_the_same_results() {
+    // Chunks of 7 split every prompt over several passes and, for Mistral, make
+    // the ring buffer (window 16 + chunk 7 = 23 slots) wrap many times.
+    check_model("mistral_tiny", 7);
+    check_model("llama_tiny", 7);
+}
+
+fn long_generation(chunk: usize) {
+    let r = reference("mistral_tiny");
+    let lg = &r["long_generation"];
+    let prompt_name = lg["prompt"].as_str().expect("prompt");
+    let p = r["prompts"].as_array().expect("prompts").iter().find(|p| p["name"] == prompt_name).expect("prompt");
+    let mut model = load("mistral_tiny", LoadOptions { chunk, ..Default::default() });
+    assert!(model.info.kv_slots < 130, "the KV cache must not grow with the sequence");
+    let g = pollster::block_on(model.generate(&ids(&p["input_ids"]), &greedy(60), &mut |_, _| true)).expect("generate");
+    assert_eq!(g.generated, ids(&lg["new_ids"]), "60 tokens past the window (chunk {chunk})");
+    assert_ne!(g.generated, ids(&lg["new_ids_if_sliding_window_were_None_no_cache"]));
+}
+
+#[test]
+fn mistral_decodes_far_past_its_window() {
+    long_generation(64);
+    long_generation(5);
+}
+
+fn check_router(name: &str) {
+    let r = reference(name);
+    let router = &r["router"];
+    let prompt_name = router["prompt"].as_str().expect("prompt");
+    let p = r["prompts"].as_array().expect("prompts").iter().find(|p| p["name"] == prompt_name).expect("prompt");
+    let input = ids(&p["input_ids"]);
+    let mut model = load(name, LoadOptions::default());
+    pollster::block_on(model.logits_all(&input)).expect("forward");
+    let got = pollster::block_on(model.runtime.router_choices(input.len())).expect("router");
+    let layers = router["all_layers_all_positions"].as_array().expect("layers");
+    assert_eq!(got.len(), layers.len());
+    for (l, want) in layers.iter().enumerate() {
+        let (g_ids, g_w) = &got[l];
+        for (pos, experts) in want["experts"].as_array().expect("experts").iter().enumerate() {
+            let e = ids(experts);
+            assert_eq!(&g_ids[pos * 2..pos * 2 + 2], &e[..], "{name} layer {l} position {pos}: experts");
+            for (s, w) in want["weights"][pos].as_array().expect("weights").iter().enumerate() {
+                let w = w.as_f64().expect("w") as f32;
+                assert!((g_w[pos * 2 + s] - w).abs() < 1e-5, "{name} layer {l} position {pos}: weight");
+            }
+        }
+    }
+}
+
+#[test]
+fn mixtral_router_picks_the_reference_experts() {
+    check_router("mixtral_tiny");
+    check_router("mixtral_tiny_bf16");
+}
+
+#[test]
+fn a_new_turn_prefills_only_its_new_tokens() {
+    let r = reference("llama_tiny");
+    let p = &r["prompts"][1];
+    let first = ids(&p["input_ids"]);
+    let mut model = load("llama_tiny", LoadOptions { chunk: 8, ..Default::default() });
+    let g1 = pollster::block_on(model.generate(&first, &greedy(6), &mut |_, _| true)).expect("turn 1");
+    assert_eq!(g1.prefilled_tokens, first.len());
+    let mut second = first.clone();
+    second.extend(&g1.generated);
+    second.extend([260, 1165, 6740]);
+    let g2 = pollster::block_on(model.generate(&second, &greedy(8), &mut |_, _| true)).expect("turn 2");
+    // Cached: the first prompt and all generated tokens but the last one.
+    assert_eq!(g2.prefilled_tokens, second.len() - (first.len() + g1.generated.len() - 1));
+    let mut fresh = load("llama_tiny", LoadOptions::default());
+    let g3 = pollster::block_on(fresh.generate(&second, &greedy(8), &mut |_, _| true)).expect("fresh");
+    assert_eq!(g2.generated, g3.generated, "reusing the cache changes nothing");
+}
+
+#[test]
+fn rolling_cache_reuse_falls_back_when_the_window_is_gone() {
+    let r = reference("mistral_tiny");
+    let p = &r["prompts"][3]; // 70 tokens, window 16, ring 16 + 8
+    let prompt = ids(&p["input_ids"]);
+    let mut model = load("mistral_tiny", LoadOptions { chunk: 8, ..Default::default() });
+    pollster::block_on(model.generate(&prompt, &greedy(4), &mut |_, _| true)).expect("turn 1");
+    // Branch off early: the keys it needs were overwritten, so all is recomputed.
+    let branch = prompt[..30].to_vec();
+    let g = pollster::block_on(model.generate(&branch, &greedy(4), &mut |_, _| true)).expect("branch");
+    assert_eq!(g.prefilled_tokens, 30);
+    let mut fresh = load("mistral_tiny", LoadOptions { chunk: 8, ..Default::default() });
+    let want = pollster::block_on(fresh.generate(&branch, &greedy(4), &mut |_, _| true)).expect("fresh");
+    assert_eq!(g.generated, want.generated);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let r = reference("llama_tiny");
+    let prompt = ids(&r["prompts"][1]["input_ids"]);
+    let mut model = load("llama_tiny", LoadOptions::default());
+    let req = |seed| GenerateRequest {
+        sampling: SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 50, seed, ..Default::default() },
+        max_tokens: 12,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let run = |m: &mut tramontane::Model, seed| {
+        m.reset();
+        pollster::block_on(m.generate(&prompt, &req(seed), &mut |_, _| true)).expect("sample").generated
+    };
+    let a = run(&mut model, 7);
+    let b = run(&mut model, 7);
+    let c = run(&mut model, 8);
+    assert_eq!(a, b, "same seed, same tokens");
+    assert_ne!(a, c, "another seed, other tokens");
+    // top_k = 1 is greedy whatever the temperature.
+    model.reset();
+    let k1 = GenerateRequest { sampling: SamplingParams { temperature: 1.5, top_k: 1, seed: 3, ..Default::default() }, ..greedy(16) };
+    let g = pollster::block_on(model.generate(&prompt, &k1, &mut |_, _| true)).expect("k1");
+    assert_eq!(g.generated, ids(&r["prompts"][1]["greedy"]["new_ids"]));
+}
+
+#[test]
+fn top_logits_and_stop_conditions() {
+    let r = reference("llama_tiny");
+    let p = &r["prompts"][0];
+    let prompt = ids(&p["input_ids"]);
+    let mut model = load("llama_tiny", LoadOptions::default());
+    let req = GenerateRequest { top_logits: 20, ..greedy(5) };
+    let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _| true)).expect("generate");
+    let want = p["last_position"]["top20"].as_array().expect("top20");
+    assert_eq!(g.top_logits.len(), 20);
+    for (got, want) in g.top_logits.iter().zip(want) {
+        assert_eq!(got.0 as u64, want[0].as_u64().expect("id"));
+        assert!((got.1 - want[1].as_f64().expect("l") as f32).abs() < LOGIT_TOL);
+    }
+    assert_eq!(g.generated.len(), 5);
+    assert_eq!(g.finish, tramontane::FinishReason::Length);
+    // A stop string cuts the text and ends generation; streamed pieces never
+    // include it.
+    let full = g.text.clone();
+    let stop: String = full.chars().skip(3).take(3).collect();
+    model.reset();
+    let mut streamed = String::new();
+    let req = GenerateRequest { stop: vec![stop.clone()], ..greedy(5) };
+    let g2 = pollster::block_on(model.generate(&prompt, &req, &mut |piece, _| {
+        streamed.push_str(piece);
+        true
+    }))
+    .expect("generate");
+    assert_eq!(g2.finish, tramontane::FinishReason::Stop);
+    assert_eq!(g2.text, full[..full.find(&stop).expect("stop in text")]);
+    assert_eq!(streamed, g2.text);
+    // Aborting from the callback ends the request and leaves the model usable.
+    model.reset();
+    let r = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _| false));
+    assert_eq!(r.err(), Some(tramontane::Error::Aborted));
+    model.reset();
+    let again = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _| true)).expect("after abort");
+    assert_eq!(again.generated, g.generated);
+}
+
+#[test]
+fn chat_template_renders_chatml() {
+    let model = load("llama_tiny", LoadOptions::default());
+    let msgs = [tramontane::ChatMessage::new("user", "Hi")];
+    let ids = model.chat_prompt(&msgs).expect("render");
+    let text = model.tokenizer.decode(&ids, false).expect("decode");
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    assert!(model.tokenizer.is_eos(2));
+}

@@ -1,0 +1,158 @@
+// Causal attention with GQA, sliding window and a ring KV cache (online softmax).
+//
+// attend:  one workgroup per (query head, query row, key split). It walks its
+//          split's keys in tiles of 64 (one key per invocation for the scores,
+//          then each invocation accumulates its own output dimensions), keeping a
+//          running max and sum (online softmax), and writes a partial result
+//          (acc[HD], max, sum). Splitting the keys (split-K) keeps a single decode
+//          query busy on many workgroups when the context is long.
+// combine: merges the partials of each (row, head) into the output.
+override HD: u32 = 2u;       // head dim, at most 256
+override NH: u32 = 1u;       // query heads
+override NKV: u32 = 1u;      // KV heads (NH % NKV == 0)
+override CAP: u32 = 1u;      // ring slots in the cache
+override WINDOW: u32 = 0u;   // sliding window in keys (including the query's own), 0 = none
+override SCALE: f32 = 1.0;   // 1 / sqrt(HD)
+
+@group(0) @binding(1) var<storage, read> QKV: array<f32>;
+@group(0) @binding(2) var<storage, read> KC: array<f32>;
+@group(0) @binding(3) var<storage, read> VC: array<f32>;
+@group(0) @binding(4) var<storage, read_write> PART: array<f32>;
+@group(0) @binding(5) var<storage, read_write> OUT: array<f32>;
+
+const WG: u32 = 64u;
+const NEG: f32 = -3.0e38;
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] = max(red[lid], red[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn part_base(t: u32, h: u32, s: u32) -> u32 {
+    return ((t * NH + h) * step.n_splits + s) * (HD + 2u);
+}
+
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    let split = wg.z;
+    if (t >= step.n_tokens || split >= step.n_splits) {
+        return;
+    }
+    let pos = step.start_pos + t;
+    var lo = 0u;
+    if (WINDOW > 0u && pos + 1u > WINDOW) {
+        lo = pos + 1u - WINDOW;
+    }
+    let k_begin = lo + split * step.split_len;
+    let k_end = min(k_begin + step.split_len, pos + 1u);
+    let kvh = h / (NH / NKV);
+    let stride = (NH + 2u * NKV) * HD;
+    for (var d = lid; d < HD; d += WG) {
+        qs[d] = QKV[t * stride + h * HD + d];
+    }
+    workgroupBarrier();
+
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<f32, 4>;   // this invocation's output dims: lid, lid + 64, ...
+    for (var tile = k_begin; tile < k_end; tile += WG) {
+        let j = tile + lid;
+        var score = NEG;
+        if (j < k_end) {
+            let kb = ((j % CAP) * NKV + kvh) * HD;
+            var dot = 0.0;
+            for (var d = 0u; d < HD; d++) {
+                dot += qs[d] * KC[kb + d];
+            }
+            score = dot * SCALE;
+        }
+        let m_new = max(m, reduce_max(lid, score));
+        var p = 0.0;
+        if (j < k_end) {
+            p = exp(score - m_new);
+        }
+        probs[lid] = p;
+        let psum = reduce_sum(lid, p);   // its barriers also publish probs[]
+        let corr = exp(m - m_new);
+        l = l * corr + psum;
+        let count = min(WG, k_end - tile);
+        for (var i = 0u; i < 4u; i++) {
+            let d = lid + i * WG;
+            if (d < HD) {
+                var a = acc[i] * corr;
+                for (var jj = 0u; jj < count; jj++) {
+                    let vb = (((tile + jj) % CAP) * NKV + kvh) * HD;
+                    a += probs[jj] * VC[vb + d];
+                }
+                acc[i] = a;
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+    let base = part_base(t, h, split);
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + i * WG;
+        if (d < HD) {
+            PART[base + d] = acc[i];
+        }
+    }
+    if (lid == 0u) {
+        PART[base + HD] = m;
+        PART[base + HD + 1u] = l;
+    }
+}
+
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let t = wg.y;
+    if (t >= step.n_tokens) {
+        return;
+    }
+    var mx = NEG;
+    for (var s = 0u; s < step.n_splits; s++) {
+        mx = max(mx, PART[part_base(t, h, s) + HD]);
+    }
+    var den = 0.0;
+    for (var s = 0u; s < step.n_splits; s++) {
+        let b = part_base(t, h, s);
+        den += PART[b + HD + 1u] * exp(PART[b + HD] - mx);
+    }
+    for (var d = lid; d < HD; d += WG) {
+        var num = 0.0;
+        for (var s = 0u; s < step.n_splits; s++) {
+            let b = part_base(t, h, s);
+            num += PART[b + d] * exp(PART[b + HD] - mx);
+        }
+        OUT[(t * NH + h) * HD + d] = num / den;
+    }
+}

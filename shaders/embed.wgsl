@@ -1,0 +1,16 @@
+// Embedding gather: Y[t, :] = W[ids[t], :], dequantized to f32.
+override H: u32 = 1u;
+
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.y;
+    let j = gid.x;
+    if (t >= step.n_tokens || j >= H) {
+        return;
+    }
+    Y[t * H + j] = load_w(ids[t] * H + j);
+}
