@@ -319,7 +319,7 @@ impl Model {
                     done = true;
                 }
             }
-            if !done && (generated.len() >= req.max_tokens || self.cached.len() + 1 >= context) {
+            if !done && (generated.len() >= req.max_tokens || self.cached.len() >= context) {
                 done = true;
             }
             // Stream what can no longer become part of a stop string.

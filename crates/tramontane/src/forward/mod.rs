@@ -6,34 +6,12 @@ pub mod rope_table;
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{split_groups, Dispatch, Spec};
-use crate::gpu::{Family, Gpu};
+use crate::gpu::{Family, Gpu, Step};
 use crate::parse::ModelConfig;
 use crate::sample::SamplingParams;
 use crate::upload::{Ffn, Matrix, Weights};
-
-/// Mirrors `struct Step` in shaders/common.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
-struct StepUniform {
-    n_tokens: u32,
-    start_pos: u32,
-    n_splits: u32,
-    split_len: u32,
-    temperature: f32,
-    top_k: u32,
-    top_p: f32,
-    repetition_penalty: f32,
-    frequency_penalty: f32,
-    presence_penalty: f32,
-    seed: u32,
-    sample_index: u32,
-    greedy: u32,
-    _pad: [u32; 3],
-}
 
 /// Keys per attention split in decode, and at most this many splits.
 const SPLIT_MIN: u32 = 256;
@@ -138,7 +116,7 @@ impl Runtime {
             scratch.set(scratch.get() + n as u64 * f);
             g.storage(label, n as u64 * f)
         };
-        let step = g.uniform("step", std::mem::size_of::<StepUniform>() as u64);
+        let step = g.uniform("step", std::mem::size_of::<Step>() as u64);
         let ids = buf("ids", c);
         let x = buf("x", c * h);
         let xn = buf("xn", c * h);
@@ -366,7 +344,7 @@ impl Runtime {
             (1, 1 << 30)
         };
         let s = sampling;
-        let u = StepUniform {
+        let u = Step {
             n_tokens: t,
             start_pos: start as u32,
             n_splits,

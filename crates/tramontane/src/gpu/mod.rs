@@ -11,6 +11,26 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 pub use kernels::{Family, Kernels};
 
+/// Mirrors `struct Step` in shaders/common.wgsl: what changes between passes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
+pub struct Step {
+    pub n_tokens: u32,
+    pub start_pos: u32,
+    pub n_splits: u32,
+    pub split_len: u32,
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub seed: u32,
+    pub sample_index: u32,
+    pub greedy: u32,
+    pub _pad: [u32; 3],
+}
+
 /// What the engine runs on, for `engine.info` and benchmarks.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {

@@ -1,0 +1,481 @@
+//! Every WGSL kernel against a plain CPU reference on random inputs in [-1, 1)
+//! with odd shapes (not multiples of any workgroup size). Any NaN fails;
+//! otherwise the normalized error sum((gpu-cpu)^2)/sum(cpu^2) must be below
+//! `TOL` (f32 math on both sides; the CPU accumulates in f64).
+
+mod common;
+
+use common::*;
+use half::{bf16, f16};
+use tramontane::gpu::kernels::{split_groups, Spec};
+use tramontane::gpu::{Family, Gpu, Step};
+
+const TOL: f64 = 1e-10;
+const SENTINEL: f32 = 12345.0;
+
+struct Bench {
+    gpu: Gpu,
+    step: wgpu::Buffer,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let gpu = pollster::block_on(Gpu::new()).expect("adapter");
+        let step = gpu.uniform("step", std::mem::size_of::<Step>() as u64);
+        Bench { gpu, step }
+    }
+    fn f32(&self, v: &[f32]) -> wgpu::Buffer {
+        self.gpu.storage_init("f32", bytemuck::cast_slice(v))
+    }
+    fn u32(&self, v: &[u32]) -> wgpu::Buffer {
+        self.gpu.storage_init("u32", bytemuck::cast_slice(v))
+    }
+    fn zeros(&self, n: usize) -> wgpu::Buffer {
+        self.gpu.storage("zeros", 4 * n as u64)
+    }
+    fn run(&self, spec: &Spec, step: Step, bindings: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
+        self.gpu.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
+        let mut all = vec![(0u32, &self.step)];
+        all.extend_from_slice(bindings);
+        let d = self.gpu.kernels.dispatch(spec, &all);
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut p = enc.begin_compute_pass(&Default::default());
+            d.record(&mut p, groups);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.gpu.check().expect("no GPU error");
+    }
+    fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        pollster::block_on(self.gpu.read_f32(b, n)).expect("read")
+    }
+    fn read_u32(&self, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
+        pollster::block_on(self.gpu.read_u32(b, n)).expect("read")
+    }
+}
+
+fn step(n_tokens: u32) -> Step {
+    Step { n_tokens, split_len: 1 << 30, n_splits: 1, temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ty {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// Weights stored as `ty` (packed into u32 words) and the exact f32 values the
+/// shader must see.
+fn weights(ty: Ty, v: &[f32]) -> (Vec<u8>, Vec<f32>, u32) {
+    match ty {
+        Ty::F32 => (bytemuck::cast_slice(v).to_vec(), v.to_vec(), 0),
+        Ty::F16 => {
+            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|x| x.to_f32()).collect(), 1)
+        }
+        Ty::Bf16 => {
+            let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|x| x.to_f32()).collect(), 2)
+        }
+    }
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// CPU: y[r, n] = x[r] . w[n] (+ b[n]); SwiGLU uses rows n and N + n.
+#[allow(clippy::too_many_arguments)]
+fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows: usize, n: usize, k: usize, swiglu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; rows * n];
+    for r in 0..rows {
+        for j in 0..n {
+            let dot = |row: usize| (0..k).map(|i| x[r * k + i] as f64 * w[row * k + i] as f64).sum::<f64>();
+            let mut v = dot(j);
+            if let Some(b) = b {
+                v += b[j] as f64;
+            }
+            if swiglu {
+                v = silu(dot(j)) * dot(n + j);
+            }
+            if let Some(y0) = y0 {
+                v += y0[r * n + j] as f64;
+            }
+            y[r * n + j] = v as f32;
+        }
+    }
+    y
+}
+
+fn check_linear(b: &Bench, entry: &'static str, ty: Ty, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool) {
+    let mut rng = Rng(0x1234 + (rows * 31 + n * 7 + k) as u64);
+    let w_rows = if swiglu { 2 * n } else { n };
+    let (wb, wv, code) = weights(ty, &rng.vec(w_rows * k));
+    let x = rng.vec(rows * k);
+    let bv = rng.vec(n);
+    let y0 = rng.vec(rows * n);
+    // Sentinels past the end of the output catch out-of-bounds writes.
+    let mut y_init = y0.clone();
+    y_init.extend([SENTINEL; 16]);
+    let (wbuf, xbuf, bbuf, ybuf) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
+    let dummy = b.zeros(1);
+    let spec = Spec::new(Family::Matmul, entry)
+        .with("WTYPE", code)
+        .with("N", n as u32)
+        .with("K", k as u32)
+        .with("HAS_BIAS", bias as u32)
+        .with("ACCUMULATE", acc as u32)
+        .with("SWIGLU", swiglu as u32);
+    let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf)];
+    let groups = if entry == "matvec" {
+        bind.push((5, &dummy));
+        let (gx, gz) = split_groups(n as u32);
+        [gx, rows as u32, gz]
+    } else {
+        let (gx, gz) = split_groups((n as u32).div_ceil(16));
+        [gx, (rows as u32).div_ceil(16), gz]
+    };
+    b.run(&spec, step(rows as u32), &bind, groups);
+    let mut got = b.read(&ybuf, rows * n + 16);
+    assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
+    let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
+    let e = nmse(&got, &want);
+    assert!(e < TOL, "{entry} {ty:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu}: nmse {e:e}");
+}
+
+#[test]
+fn matvec_and_tiled_matmul_match_cpu() {
+    let b = Bench::new();
+    for ty in [Ty::F32, Ty::F16, Ty::Bf16] {
+        for entry in ["matvec", "matmul"] {
+            check_linear(&b, entry, ty, 1, 37, 53, false, false, false);
+            check_linear(&b, entry, ty, 19, 45, 70, true, false, false);
+            check_linear(&b, entry, ty, 3, 33, 129, false, true, false);
+            check_linear(&b, entry, ty, 17, 21, 47, false, false, true);
+        }
+    }
+    // More outputs than one dispatch dimension holds (x and z split).
+    check_linear(&b, "matvec", Ty::Bf16, 2, 70001, 3, false, false, false);
+}
+
+#[test]
+fn moe_expert_matvec_reads_the_chosen_experts() {
+    let b = Bench::new();
+    let (experts, slots, tokens, n, k) = (5usize, 2usize, 3usize, 19usize, 27usize);
+    for ty in [Ty::F32, Ty::Bf16] {
+        for x_per_slot in [false, true] {
+            let mut rng = Rng(99 + x_per_slot as u64);
+            let stride = n * k + (n * k) % 2; // even, as the loader pads 16-bit experts
+            let mut w = vec![0f32; experts * stride];
+            for v in w.iter_mut() {
+                *v = rng.f32();
+            }
+            let (wb, wv, code) = weights(ty, &w);
+            let x_rows = if x_per_slot { tokens * slots } else { tokens };
+            let x = rng.vec(x_rows * k);
+            let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
+            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
+            let spec = Spec::new(Family::Matmul, "matvec")
+                .with("WTYPE", code)
+                .with("N", n as u32)
+                .with("K", k as u32)
+                .with("SLOTS", slots as u32)
+                .with("MOE", 1u32)
+                .with("X_PER_SLOT", x_per_slot as u32)
+                .with("EXPERT_STRIDE", stride as u32);
+            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf)], [n as u32, (tokens * slots) as u32, 1]);
+            let got = b.read(&ybuf, tokens * slots * n);
+            let mut want = vec![0f32; tokens * slots * n];
+            for r in 0..tokens * slots {
+                let xr = if x_per_slot { r } else { r / slots };
+                let e = ids[r] as usize;
+                for j in 0..n {
+                    want[r * n + j] = (0..k).map(|i| x[xr * k + i] as f64 * wv[e * stride + j * k + i] as f64).sum::<f64>() as f32;
+                }
+            }
+            let err = nmse(&got, &want);
+            assert!(err < TOL, "moe matvec {ty:?} x_per_slot {x_per_slot}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn embedding_gather_matches_cpu() {
+    let b = Bench::new();
+    let (vocab, h, t) = (29usize, 23usize, 6usize);
+    for ty in [Ty::F32, Ty::F16, Ty::Bf16] {
+        let mut rng = Rng(5);
+        let (wb, wv, code) = weights(ty, &rng.vec(vocab * h));
+        let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
+        let (wbuf, ibuf, ybuf) = (b.gpu.storage_init("w", &wb), b.u32(&ids), b.zeros(t * h));
+        let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
+        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf)], [1, t as u32, 1]);
+        let got = b.read(&ybuf, t * h);
+        let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
+        assert_eq!(nmse(&got, &want), 0.0, "embedding {ty:?} is an exact gather");
+    }
+}
+
+#[test]
+fn rmsnorm_matches_cpu() {
+    let b = Bench::new();
+    let (rows, h, eps) = (5usize, 77usize, 1e-5f32);
+    let mut rng = Rng(11);
+    let x = rng.vec(rows * h);
+    let w = rng.vec(h);
+    let reference = |r: usize| -> Vec<f32> {
+        let ms = x[r * h..(r + 1) * h].iter().map(|&v| v as f64 * v as f64).sum::<f64>() / h as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        (0..h).map(|i| (w[i] as f64 * x[r * h + i] as f64 * inv) as f32).collect()
+    };
+    for last in [false, true] {
+        let (xb, wb, yb) = (b.f32(&x), b.f32(&w), b.zeros(rows * h));
+        let spec = Spec::new(Family::RmsNorm, "main").with("H", h as u32).with("EPS", eps).with("LAST_ROW", last as u32);
+        b.run(&spec, step(rows as u32), &[(1, &xb), (2, &wb), (3, &yb)], [if last { 1 } else { rows as u32 }, 1, 1]);
+        let (got, want) = if last {
+            (b.read(&yb, h), reference(rows - 1))
+        } else {
+            (b.read(&yb, rows * h), (0..rows).flat_map(reference).collect())
+        };
+        let e = nmse(&got, &want);
+        assert!(e < TOL, "rmsnorm last_row {last}: {e:e}");
+    }
+}
+
+#[test]
+fn rope_rotates_q_and_stores_k_v_in_the_ring() {
+    let b = Bench::new();
+    let (hd, nh, nkv, t, start, cap) = (6usize, 3usize, 1usize, 5usize, 7usize, 9usize);
+    let stride = (nh + 2 * nkv) * hd;
+    let half = hd / 2;
+    let positions = start + t;
+    let mut rng = Rng(21);
+    let qkv = rng.vec(t * stride);
+    let table: Vec<f32> = (0..positions * half).flat_map(|i| {
+        let a = (i as f64) * 0.37;
+        [a.cos() as f32, a.sin() as f32]
+    }).collect();
+    for style in [0u32, 1] {
+        let (qb, tb, kc, vc) = (b.f32(&qkv), b.f32(&table), b.zeros(cap * nkv * hd), b.zeros(cap * nkv * hd));
+        let spec = Spec::new(Family::Rope, "main")
+            .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
+            .with("CAP", cap as u32).with("STYLE", style);
+        let items = ((nh + nkv) * half + nkv * hd) as u32;
+        b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(1, &qb), (2, &tb), (3, &kc), (4, &vc)], [items.div_ceil(64), t as u32, 1]);
+        let got_q = b.read(&qb, t * stride);
+        let got_k = b.read(&kc, cap * nkv * hd);
+        let got_v = b.read(&vc, cap * nkv * hd);
+        let mut want_q = qkv.clone();
+        let mut want_k = vec![0f32; cap * nkv * hd];
+        let mut want_v = vec![0f32; cap * nkv * hd];
+        for r in 0..t {
+            let pos = start + r;
+            let slot = pos % cap;
+            for head in 0..nh + nkv {
+                for j in 0..half {
+                    let (a, c) = if style == 0 { (j, j + half) } else { (2 * j, 2 * j + 1) };
+                    let base = r * stride + head * hd;
+                    let (cs, sn) = (table[(pos * half + j) * 2] as f64, table[(pos * half + j) * 2 + 1] as f64);
+                    let (x, y) = (qkv[base + a] as f64, qkv[base + c] as f64);
+                    let (ra, rc) = ((x * cs - y * sn) as f32, (y * cs + x * sn) as f32);
+                    if head < nh {
+                        want_q[base + a] = ra;
+                        want_q[base + c] = rc;
+                    } else {
+                        let kb = (slot * nkv + head - nh) * hd;
+                        want_k[kb + a] = ra;
+                        want_k[kb + c] = rc;
+                    }
+                }
+            }
+            for e in 0..nkv * hd {
+                want_v[slot * nkv * hd + e] = qkv[r * stride + (nh + nkv) * hd + e];
+            }
+        }
+        // Only the q part is rewritten; k and v rows of QKV stay as they were.
+        assert!(nmse(&got_q, &want_q) < TOL, "rope q style {style}");
+        assert!(nmse(&got_k, &want_k) < TOL, "rope k style {style}");
+        assert_eq!(got_v, want_v, "v copied into its slot");
+    }
+}
+
+/// CPU attention for query rows at positions start..start+t over a ring cache.
+#[allow(clippy::too_many_arguments)]
+fn attention_ref(q: &[f32], kc: &[f32], vc: &[f32], t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize) -> Vec<f32> {
+    let stride = (nh + 2 * nkv) * hd;
+    let mut out = vec![0f32; t * nh * hd];
+    let scale = 1.0 / (hd as f64).sqrt();
+    for r in 0..t {
+        let pos = start + r;
+        let lo = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
+        for h in 0..nh {
+            let kvh = h / (nh / nkv);
+            let scores: Vec<f64> = (lo..=pos)
+                .map(|j| {
+                    let kb = ((j % cap) * nkv + kvh) * hd;
+                    (0..hd).map(|d| q[r * stride + h * hd + d] as f64 * kc[kb + d] as f64).sum::<f64>() * scale
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+            for d in 0..hd {
+                let mut acc = 0.0;
+                for (i, j) in (lo..=pos).enumerate() {
+                    acc += (scores[i] - m).exp() / z * vc[((j % cap) * nkv + kvh) * hd + d] as f64;
+                }
+                out[(r * nh + h) * hd + d] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_attention(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize, splits: Option<(u32, u32)>) {
+    let mut rng = Rng((t * 1000 + start * 10 + hd) as u64);
+    let stride = (nh + 2 * nkv) * hd;
+    let q = rng.vec(t * stride);
+    let kc = rng.vec(cap * nkv * hd);
+    let vc = rng.vec(cap * nkv * hd);
+    let (n_splits, split_len) = splits.unwrap_or((1, 1 << 30));
+    let (qb, kb, vb) = (b.f32(&q), b.f32(&kc), b.f32(&vc));
+    let part = b.zeros(t * nh * n_splits as usize * (hd + 2));
+    let out = b.zeros(t * nh * hd);
+    let spec = |e| Spec::new(Family::Attention, e)
+        .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
+        .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt());
+    let st = Step { start_pos: start as u32, n_splits, split_len, ..step(t as u32) };
+    b.run(&spec("attend"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, t as u32, n_splits]);
+    b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
+    let got = b.read(&out, t * nh * hd);
+    let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
+    let e = nmse(&got, &want);
+    assert!(e < TOL, "attention t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?}: {e:e}");
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let b = Bench::new();
+    // Prefill rows, GQA 6:2, full context.
+    check_attention(&b, 7, 0, 6, 2, 12, 40, 0, None);
+    // One KV head, head dim above 64 (several output dims per invocation), a
+    // context longer than one 64-key tile.
+    check_attention(&b, 3, 150, 4, 1, 80, 200, 0, None);
+    // Sliding window over a ring that has wrapped (positions 100.., 23 slots).
+    check_attention(&b, 5, 100, 4, 2, 8, 23, 16, None);
+    // Decode with split-K: 131 keys in 4 splits of 33 (uneven last split).
+    check_attention(&b, 1, 130, 6, 3, 16, 160, 0, Some((4, 33)));
+    // Split-K with a window, plus an empty split past the end.
+    check_attention(&b, 1, 300, 2, 1, 6, 70, 50, Some((3, 20)));
+}
+
+#[test]
+fn moe_routing_and_combine_match_cpu() {
+    let b = Bench::new();
+    let (e, k, t, h) = (7usize, 3usize, 5usize, 13usize);
+    let mut rng = Rng(77);
+    let logits: Vec<f32> = rng.vec(t * e).iter().map(|x| x * 4.0).collect();
+    let (lb, ib, wb) = (b.f32(&logits), b.zeros(t * k), b.zeros(t * k));
+    let spec = |entry| Spec::new(Family::Moe, entry).with("E", e as u32).with("TOPK", k as u32).with("NORM_TOPK", 1u32).with("H", h as u32);
+    b.run(&spec("route"), step(t as u32), &[(1, &lb), (2, &ib), (3, &wb)], [1, 1, 1]);
+    let ids = b.read_u32(&ib, t * k);
+    let wts = b.read(&wb, t * k);
+    for r in 0..t {
+        let row = &logits[r * e..(r + 1) * e];
+        let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let p: Vec<f64> = row.iter().map(|&x| (x as f64 - m).exp()).collect();
+        let mut order: Vec<usize> = (0..e).collect();
+        order.sort_by(|&a, &c| p[c].total_cmp(&p[a]));
+        let chosen = &order[..k];
+        let sum: f64 = chosen.iter().map(|&i| p[i]).sum();
+        for s in 0..k {
+            assert_eq!(ids[r * k + s] as usize, chosen[s], "row {r} slot {s}");
+            assert!((wts[r * k + s] as f64 - p[chosen[s]] / sum).abs() < 1e-6);
+        }
+    }
+    let eout = rng.vec(t * k * h);
+    let y0 = rng.vec(t * h);
+    let (eb, yb) = (b.f32(&eout), b.f32(&y0));
+    b.run(&spec("combine"), step(t as u32), &[(3, &wb), (4, &eb), (5, &yb)], [1, t as u32, 1]);
+    let got = b.read(&yb, t * h);
+    let want: Vec<f32> = (0..t * h).map(|i| {
+        let (r, j) = (i / h, i % h);
+        y0[i] + (0..k).map(|s| wts[r * k + s] * eout[(r * k + s) * h + j]).sum::<f32>()
+    }).collect();
+    assert!(nmse(&got, &want) < TOL, "moe combine");
+}
+
+struct Sampler<'a> {
+    b: &'a Bench,
+    logits: Vec<f32>,
+}
+
+impl Sampler<'_> {
+    /// Run the sampler once; returns the token and the GPU state array after it.
+    fn sample(&self, st: Step, state: &[u32]) -> (u32, Vec<u32>) {
+        let v = self.logits.len();
+        let (lb, sb, ib, ob) = (self.b.f32(&self.logits), self.b.u32(state), self.b.zeros(1), self.b.zeros(2));
+        let spec = Spec::new(Family::Sample, "sample").with("V", v as u32);
+        self.b.run(&spec, st, &[(1, &lb), (2, &sb), (3, &ib), (4, &ob)], [1, 1, 1]);
+        let out = self.b.read_u32(&ob, 1)[0];
+        assert_eq!(self.b.read_u32(&ib, 1)[0], out, "the sampled token is the next input");
+        (out, self.b.read_u32(&sb, v))
+    }
+}
+
+#[test]
+fn sampler_greedy_penalties_and_distribution() {
+    let b = Bench::new();
+    let v = 1001usize;
+    let mut rng = Rng(5);
+    let logits: Vec<f32> = rng.vec(v).iter().map(|x| x * 3.0).collect();
+    let s = Sampler { b: &b, logits: logits.clone() };
+    let zero = vec![0u32; v];
+    let greedy = Step { greedy: 1, ..step(1) };
+    let (tok, state) = s.sample(greedy, &zero);
+    assert_eq!(tok, argmax(&logits));
+    assert_eq!(state[tok as usize], 3, "generated once and in context");
+
+    // Repetition penalty (HF): the best token, in context, drops below the second.
+    let best = argmax(&logits) as usize;
+    let mut in_ctx = zero.clone();
+    in_ctx[best] = 1;
+    let (tok, _) = s.sample(Step { repetition_penalty: 100.0, ..greedy }, &in_ctx);
+    let mut penalized = logits.clone();
+    penalized[best] = if logits[best] > 0.0 { logits[best] / 100.0 } else { logits[best] * 100.0 };
+    assert_eq!(tok, argmax(&penalized));
+    // Frequency penalty counts generated occurrences (state >> 1).
+    let mut counted = zero.clone();
+    counted[best] = 5 << 1;
+    let (tok, _) = s.sample(Step { frequency_penalty: 10.0, ..greedy }, &counted);
+    assert_ne!(tok as usize, best);
+
+    // Sampling follows softmax(logits / T): a small vocabulary, many draws.
+    let small = [0.5f32, -1.0, 2.0, 0.0, 1.0, -0.5, 1.5];
+    let s = Sampler { b: &b, logits: small.to_vec() };
+    let z: f64 = small.iter().map(|&x| (x as f64).exp()).sum();
+    let draws = 3000;
+    let mut counts = [0usize; 7];
+    // One dispatch per draw is slow; draw several at once by varying the index.
+    for i in 0..draws {
+        let (t, _) = s.sample(Step { sample_index: i, seed: 42, ..step(1) }, &[0; 7]);
+        counts[t as usize] += 1;
+    }
+    for (i, &c) in counts.iter().enumerate() {
+        let p = (small[i] as f64).exp() / z;
+        let expect = p * draws as f64;
+        let sd = (draws as f64 * p * (1.0 - p)).sqrt();
+        assert!((c as f64 - expect).abs() < 5.0 * sd + 1.0, "token {i}: {c} draws, expected {expect:.0}");
+    }
+    // top-k = 2 keeps the two best; top-p = 0.5 keeps the smallest set with half the mass.
+    for i in 0..200 {
+        let (t, _) = s.sample(Step { sample_index: i, top_k: 2, ..step(1) }, &[0; 7]);
+        assert!(t == 2 || t == 6, "top-k 2 drew {t}");
+        let (t, _) = s.sample(Step { sample_index: i, top_p: 0.5, ..step(1) }, &[0; 7]);
+        assert!(t == 2 || t == 6, "top-p 0.5 drew {t}"); // p(2) = 0.41 < 0.5 <= p(2) + p(6) = 0.65
+    }
+    // Same seed and index, same draw.
+    let a = s.sample(Step { sample_index: 9, seed: 1, ..step(1) }, &[0; 7]).0;
+    assert_eq!(a, s.sample(Step { sample_index: 9, seed: 1, ..step(1) }, &[0; 7]).0);
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite (README's `npm test`): set-up, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# wgpu warns when XDG_RUNTIME_DIR is unset (harmless); give it a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  export XDG_RUNTIME_DIR="$PWD/target/xdg"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
+fi
+echo "== native: kernels, models, bad input (cargo test, wgpu on $(command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo Vulkan))"
+cargo test --workspace --locked
