@@ -1,19 +1,106 @@
 // Prelude for kernels that read a weight tensor `W` (declared by the kernel).
 //
-// Weights are bound as raw u32 words, so one kernel serves every storage type and
-// no device needs `shader-f16`: f16 and bf16 values are unpacked from their word
-// here. WTYPE is a pipeline-overridable constant, so each specialization compiles
-// to a single branch.
-override WTYPE: u32 = 0u; // 0 = f32, 1 = f16, 2 = bf16
+// Weights are bound as raw u32 words and decoded here, element by element, so
+// one kernel serves every storage type, quantized blocks stay quantized on the
+// GPU, and no device needs `shader-f16` (f16 values, including the block scales,
+// are unpacked from their word). WTYPE is a pipeline-overridable constant (the
+// GGML type id), so each specialization compiles to a single branch.
+// Element i of a [rows][cols] matrix lives in block i / block_size: GGML rows
+// are whole blocks, so blocks never straddle rows.
+override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0, 12 q4_K, 13 q5_K, 14 q6_K
+
+fn w_byte(b: u32) -> u32 {
+    return (W[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
+}
+
+// An f16 at an even byte offset.
+fn w_f16(b: u32) -> f32 {
+    return unpack2x16float(W[b >> 2u] >> ((b & 2u) << 3u)).x;
+}
+
+// 6-bit scale and min of sub-block j of a q4_K / q5_K super-block (scales at s).
+fn w_scale_min_k4(j: u32, s: u32) -> vec2<f32> {
+    if (j < 4u) {
+        return vec2<f32>(f32(w_byte(s + j) & 63u), f32(w_byte(s + j + 4u) & 63u));
+    }
+    let a = w_byte(s + j + 4u);
+    let sc = (a & 0xfu) | ((w_byte(s + j - 4u) >> 6u) << 4u);
+    let mn = (a >> 4u) | ((w_byte(s + j) >> 6u) << 4u);
+    return vec2<f32>(f32(sc), f32(mn));
+}
 
 fn load_w(i: u32) -> f32 {
-    if (WTYPE == 0u) {
-        return bitcast<f32>(W[i]);
+    switch WTYPE {
+        case 0u: {
+            return bitcast<f32>(W[i]);
+        }
+        case 1u: {
+            return unpack2x16float(W[i >> 1u] >> ((i & 1u) << 4u)).x;
+        }
+        case 30u: {
+            return bitcast<f32>(((W[i >> 1u] >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
+        }
+        case 2u, 3u: {   // q4_0: d, qs[16]; q4_1: d, m, qs[16]
+            let j = i & 31u;
+            let has_min = WTYPE == 3u;
+            let base = (i >> 5u) * select(18u, 20u, has_min);
+            let q = w_byte(base + select(2u, 4u, has_min) + (j & 15u));
+            let nib = f32(select(q & 0xfu, q >> 4u, j >= 16u));
+            let d = w_f16(base);
+            if (has_min) {
+                return nib * d + w_f16(base + 2u);
+            }
+            return (nib - 8.0) * d;
+        }
+        case 6u, 7u: {   // q5_0: d, qh[4], qs[16]; q5_1: d, m, qh[4], qs[16]
+            let j = i & 31u;
+            let has_min = WTYPE == 7u;
+            let base = (i >> 5u) * select(22u, 24u, has_min);
+            let hb = base + select(2u, 4u, has_min);
+            let high = (w_byte(hb + (j >> 3u)) >> (j & 7u)) & 1u;
+            let q = w_byte(hb + 4u + (j & 15u));
+            let v = f32(select(q & 0xfu, q >> 4u, j >= 16u) | (high << 4u));
+            let d = w_f16(base);
+            if (has_min) {
+                return v * d + w_f16(base + 2u);
+            }
+            return (v - 16.0) * d;
+        }
+        case 8u: {       // q8_0: d, qs[32] (i8)
+            let base = (i >> 5u) * 34u;
+            let q = i32(w_byte(base + 2u + (i & 31u)) << 24u) >> 24u;
+            return f32(q) * w_f16(base);
+        }
+        case 12u, 13u: { // q4_K: d, dmin, scales[12], qs[128]; q5_K adds qh[32] before qs
+            let five = WTYPE == 13u;
+            let base = (i >> 8u) * select(144u, 176u, five);
+            let j = i & 255u;
+            let c = j >> 6u;               // 64-element chunk
+            let hi = (j >> 5u) & 1u;       // second half of the chunk: high nibbles
+            let l = j & 31u;
+            let q = w_byte(base + select(16u, 48u, five) + c * 32u + l);
+            var v = select(q & 0xfu, q >> 4u, hi == 1u);
+            if (five) {
+                v += ((w_byte(base + 16u + l) >> (2u * c + hi)) & 1u) << 4u;
+            }
+            let sm = w_scale_min_k4(2u * c + hi, base + 4u);
+            return w_f16(base) * sm.x * f32(v) - w_f16(base + 2u) * sm.y;
+        }
+        case 14u: {      // q6_K: ql[128], qh[64], scales[16] (i8), d
+            let base = (i >> 8u) * 210u;
+            let j = i & 255u;
+            let n = j >> 7u;               // 128-element half
+            let quarter = (j >> 5u) & 3u;
+            let l = j & 31u;
+            let ql = w_byte(base + n * 64u + l + (quarter & 1u) * 32u);
+            let lo = select(ql & 0xfu, ql >> 4u, quarter >= 2u);
+            let hb = (w_byte(base + 128u + n * 32u + l) >> (2u * quarter)) & 3u;
+            let q = i32(lo | (hb << 4u)) - 32;
+            let sc = i32(w_byte(base + 192u + n * 8u + (l >> 4u) + quarter * 2u) << 24u) >> 24;
+            return w_f16(base + 208u) * f32(sc) * f32(q);
+        }
+        default: {
+            return 0.0;
+        }
     }
-    let word = W[i >> 1u];
-    let bits = (word >> ((i & 1u) << 4u)) & 0xffffu;
-    if (WTYPE == 1u) {
-        return unpack2x16float(bits).x;
-    }
-    return bitcast<f32>(bits << 16u);
 }

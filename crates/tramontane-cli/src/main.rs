@@ -30,7 +30,8 @@ enum Cmd {
 
 #[derive(Args)]
 pub struct ModelArgs {
-    /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors).
+    /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors)
+    /// or a .gguf file (the first part of a split model).
     #[arg(long)]
     pub model: String,
     /// Context window in tokens (default: the model's, at most 4096).
@@ -86,10 +87,18 @@ struct RunArgs {
 
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
     let gpu = Arc::new(Gpu::new().await?);
-    let src = tramontane::source::DirSource::new(&args.model);
     let opts = LoadOptions { context: args.context, chunk: args.chunk };
     let mut bar = progress::Bar::new("loading weights", quiet);
-    let model = Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?;
+    let path = std::path::Path::new(&args.model);
+    let model = if path.extension().is_some_and(|e| e == "gguf") {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let src = tramontane::source::DirSource::new(dir);
+        Model::load_gguf(gpu.clone(), &src, name, &opts, &mut |p| bar.update(p.done, p.total)).await?
+    } else {
+        let src = tramontane::source::DirSource::new(path);
+        Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?
+    };
     bar.finish();
     Ok((gpu, model))
 }

@@ -9,11 +9,11 @@ use web_time::Instant;
 use crate::error::{Error, Result};
 use crate::forward::{Output, Runtime, RuntimeOptions};
 use crate::gpu::Gpu;
-use crate::parse::{config::token_ids, ModelConfig, TensorTable};
+use crate::parse::{config::token_ids, gguf, ModelConfig, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
-use crate::text::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
-use crate::upload::{load_weights, HfNaming, Progress};
+use crate::text::{gguf_tokenizer, ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
+use crate::upload::{load_weights, GgufNaming, HfNaming, Progress};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -174,11 +174,50 @@ impl Model {
         Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
     }
 
+    /// Load a GGUF model: `name` is the file (the first part of a split model)
+    /// within `src`. Weights stay in their quantized format on the GPU.
+    pub async fn load_gguf<S: ModelSource>(
+        gpu: Arc<Gpu>,
+        src: &S,
+        name: &str,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Model> {
+        let t0 = Instant::now();
+        let parts = gguf::read_model(src, name).await?;
+        let head = &parts[0];
+        let file = src.describe(name);
+        let mut cfg = ModelConfig::from_gguf(head, &file)?;
+        let mut tokenizer = gguf_tokenizer::from_gguf(head, &file)?;
+        // End-of-generation: the ids the metadata names, plus control tokens whose
+        // text marks an end of turn (what llama.cpp treats as EOG).
+        let mut eos = cfg.eos_token_ids.clone();
+        for text in ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|return|>"] {
+            if let Some(id) = tokenizer.token_id(text) {
+                eos.push(id);
+            }
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        cfg.eos_token_ids = eos.clone();
+        tokenizer.eos = eos;
+        let template = match head.get("tokenizer.chat_template").and_then(gguf::MetaValue::as_str) {
+            Some(s) => Some(ChatTemplate::new(s, tokenizer.bos_text.as_deref(), tokenizer.eos_text.as_deref())?),
+            None => None,
+        };
+        let table = TensorTable::from_gguf(&parts)?;
+        if table.get("rope_freqs.weight").is_some() {
+            return Err(Error::Unsupported(format!("{file}: per-frequency RoPE factors (rope_freqs)")));
+        }
+        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, progress).await?;
+        Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
+    }
+
     fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, tokenizer: Tokenizer,
                 template: Option<ChatTemplate>, opts: &LoadOptions, t0: Instant) -> Result<Model> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.clamp(1, 1024).min(context);
-        let dtype = format!("{:?}", weights.layers.first().map(|l| l.qkv.dtype).unwrap_or(weights.embed.dtype)).to_lowercase();
+        let dtype = weights.layers.first().map(|l| l.qkv.dtype).unwrap_or(weights.embed.dtype).name().to_string();
         let weight_bytes = weights.bytes;
         let arch = format!("{:?}", cfg.arch).to_lowercase();
         let runtime = Runtime::new(gpu, cfg, weights, RuntimeOptions { context, chunk })?;

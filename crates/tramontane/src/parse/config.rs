@@ -253,3 +253,116 @@ impl ModelConfig {
         self.n_kv_heads * self.head_dim
     }
 }
+
+impl ModelConfig {
+    /// The configuration of a GGUF model from its metadata (`general.architecture`
+    /// and the `<arch>.*` keys llama.cpp writes).
+    pub fn from_gguf(h: &super::gguf::GgufHeader, file: &str) -> Result<Self> {
+        use super::gguf::MetaValue;
+        let arch_name = h
+            .get("general.architecture")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| cfg_err(file, "no general.architecture in the GGUF metadata"))?
+            .to_string();
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let num = |k: &str| -> Result<usize> {
+            h.get(&key(k))
+                .and_then(MetaValue::as_u64)
+                .filter(|&v| v > 0 && v < (1 << 40))
+                .map(|v| v as usize)
+                .ok_or_else(|| cfg_err(file, format!("GGUF metadata `{}` is missing or not a positive integer", key(k))))
+        };
+        let opt_num = |k: &str| h.get(&key(k)).and_then(MetaValue::as_u64).map(|v| v as usize);
+        let n_experts = opt_num("expert_count").unwrap_or(0);
+        let arch = match arch_name.as_str() {
+            "llama" | "mistral" if n_experts > 0 => Arch::Mixtral,
+            "llama" => Arch::Llama,
+            "mistral" => Arch::Mistral,
+            "qwen2" => Arch::Qwen2,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{file}: GGUF architecture `{other}` (supported: llama, mistral, qwen2, and llama-style MoE)"
+                )))
+            }
+        };
+        let hidden = num("embedding_length")?;
+        let n_heads = num("attention.head_count")?;
+        let n_kv_heads = opt_num("attention.head_count_kv").unwrap_or(n_heads);
+        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(cfg_err(file, format!("{n_heads} heads is not a multiple of {n_kv_heads} KV heads")));
+        }
+        let head_dim = match opt_num("attention.key_length") {
+            Some(d) => d,
+            None if hidden % n_heads == 0 => hidden / n_heads,
+            None => return Err(cfg_err(file, "embedding_length is not a multiple of attention.head_count")),
+        };
+        if head_dim % 2 != 0 || head_dim > 256 {
+            return Err(Error::Unsupported(format!("{file}: head dimension {head_dim} (even, at most 256)")));
+        }
+        if let Some(rot) = opt_num("rope.dimension_count") {
+            if rot != head_dim {
+                return Err(Error::Unsupported(format!("{file}: partial rotary embedding ({rot} of {head_dim} dims)")));
+            }
+        }
+        let vocab = match opt_num("vocab_size") {
+            Some(v) => v,
+            None => h
+                .get("tokenizer.ggml.tokens")
+                .and_then(MetaValue::as_array)
+                .map(|a| a.len())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| cfg_err(file, "no vocabulary size in the GGUF metadata"))?,
+        };
+        let rope_scaling = match h.get(&key("rope.scaling.type")).and_then(MetaValue::as_str) {
+            None | Some("none") => RopeScaling::None,
+            Some("linear") => RopeScaling::Linear {
+                factor: h.get(&key("rope.scaling.factor")).and_then(MetaValue::as_f64).unwrap_or(1.0),
+            },
+            Some(other) => return Err(Error::Unsupported(format!("{file}: RoPE scaling `{other}`"))),
+        };
+        let moe = if n_experts > 0 {
+            let top_k = num("expert_used_count")?;
+            if n_experts > 128 || top_k > n_experts {
+                return Err(Error::Unsupported(format!("{file}: {n_experts} experts, top {top_k} (at most 128 experts)")));
+            }
+            Some(MoeConfig { n_experts, top_k, norm_topk: true })
+        } else {
+            None
+        };
+        let intermediate = match opt_num("expert_feed_forward_length") {
+            Some(i) if moe.is_some() => i,
+            _ => num("feed_forward_length")?,
+        };
+        let tok = |k: &str| h.get(k).and_then(MetaValue::as_u64).map(|v| v as u32);
+        let mut eos: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
+            .iter()
+            .filter_map(|k| tok(k))
+            .collect();
+        eos.sort_unstable();
+        eos.dedup();
+        Ok(ModelConfig {
+            arch,
+            vocab,
+            hidden,
+            intermediate,
+            n_layers: num("block_count")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: h.get(&key("attention.layer_norm_rms_epsilon")).and_then(MetaValue::as_f64).unwrap_or(1e-5) as f32,
+            rope_theta: h.get(&key("rope.freq_base")).and_then(MetaValue::as_f64).unwrap_or(10000.0),
+            rope_scaling,
+            // llama.cpp's converter permutes q/k of llama-type models so that RoPE
+            // rotates adjacent pairs (LLAMA_ROPE_TYPE_NORM); qwen2 is not permuted
+            // and uses rotate-half (NEOX).
+            rope_interleaved: arch != Arch::Qwen2,
+            max_position: opt_num("context_length").unwrap_or(4096),
+            sliding_window: opt_num("attention.sliding_window"),
+            tie_embeddings: !h.tensors.iter().any(|t| t.name == "output.weight"),
+            attn_bias: h.tensors.iter().any(|t| t.name == "blk.0.attn_q.bias"),
+            moe,
+            bos_token_id: tok("tokenizer.ggml.bos_token_id"),
+            eos_token_ids: eos,
+        })
+    }
+}

@@ -73,3 +73,21 @@ impl TensorTable {
         Ok(table)
     }
 }
+
+impl TensorTable {
+    /// The tensor table of a GGUF model (all parts of a split file).
+    pub fn from_gguf(parts: &[super::gguf::GgufHeader]) -> Result<Self> {
+        let mut table = TensorTable::default();
+        for p in parts {
+            for t in &p.tensors {
+                if table.tensors.insert(t.name.clone(), t.clone()).is_some() {
+                    return Err(Error::tensor(&t.file, &t.name, "appears in two parts of the split model"));
+                }
+            }
+            if let Some(t) = p.tensors.first() {
+                table.files.push((t.file.clone(), 0));
+            }
+        }
+        Ok(table)
+    }
+}

@@ -3,34 +3,105 @@
 //! checked before it is trusted.
 
 pub mod config;
+pub mod dequant;
+pub mod gguf;
 pub mod hf;
 pub mod safetensors;
 
 pub use config::{Arch, ModelConfig, MoeConfig, RopeScaling};
 pub use hf::TensorTable;
 
-/// Storage type of a tensor as it sits in a file (and, for matrices, on the GPU).
+/// Storage type of a tensor as it sits in a file and on the GPU. Quantized
+/// types stay in their block format on the GPU; kernels dequantize as they read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     F16,
     BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl DType {
-    pub fn size(self) -> u64 {
+    /// (elements, bytes) of one block.
+    pub fn block(self) -> (u64, u64) {
         match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 => (1, 4),
+            DType::F16 | DType::BF16 => (1, 2),
+            DType::Q4_0 => (32, 18),
+            DType::Q4_1 => (32, 20),
+            DType::Q5_0 => (32, 22),
+            DType::Q5_1 => (32, 24),
+            DType::Q8_0 => (32, 34),
+            DType::Q4K => (256, 144),
+            DType::Q5K => (256, 176),
+            DType::Q6K => (256, 210),
         }
     }
 
-    /// The value of the `WTYPE` pipeline constant in shaders/weights.wgsl.
+    /// Bytes of `numel` elements, if that is a whole number of blocks.
+    pub fn nbytes(self, numel: u64) -> Option<u64> {
+        let (e, b) = self.block();
+        if numel % e != 0 {
+            return None;
+        }
+        (numel / e).checked_mul(b)
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block().0 > 1
+    }
+
+    /// The value of the `WTYPE` pipeline constant in shaders/weights.wgsl: the
+    /// GGML type id, so GGUF and shaders share one numbering.
     pub fn shader_code(self) -> u32 {
+        self.ggml_type()
+    }
+
+    pub fn ggml_type(self) -> u32 {
         match self {
             DType::F32 => 0,
             DType::F16 => 1,
-            DType::BF16 => 2,
+            DType::Q4_0 => 2,
+            DType::Q4_1 => 3,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
+            DType::Q8_0 => 8,
+            DType::Q4K => 12,
+            DType::Q5K => 13,
+            DType::Q6K => 14,
+            DType::BF16 => 30,
+        }
+    }
+
+    pub fn from_ggml(t: u32) -> Option<Self> {
+        [
+            DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+            DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K,
+        ]
+        .into_iter()
+        .find(|d| d.ggml_type() == t)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q8_0 => "q8_0",
+            DType::Q4K => "q4_k",
+            DType::Q5K => "q5_k",
+            DType::Q6K => "q6_k",
         }
     }
 }

@@ -72,8 +72,8 @@ pub fn parse_header(json: &[u8], file: &str, file_size: u64) -> Result<Vec<Tenso
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .ok_or_else(|| Error::tensor(file, &name, "shape overflows"))?;
         let (begin, end) = e.data_offsets;
-        let nbytes = numel
-            .checked_mul(dtype.size())
+        let nbytes = dtype
+            .nbytes(numel)
             .ok_or_else(|| Error::tensor(file, &name, "size overflows"))?;
         if end < begin || end - begin != nbytes {
             return Err(Error::tensor(

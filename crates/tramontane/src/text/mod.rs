@@ -2,6 +2,7 @@
 //! (`minijinja`), with the special tokens the model declares.
 
 mod chat;
+pub mod gguf_tokenizer;
 mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};

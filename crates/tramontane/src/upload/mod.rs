@@ -8,10 +8,9 @@
 //! one buffer (the MoE matvec indexes it by expert id). Matrices keep their file
 //! dtype; vectors (norms, biases) are converted to f32.
 
-use half::{bf16, f16};
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::parse::dequant::dequantize;
 use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
 use crate::source::ModelSource;
 
@@ -70,6 +69,11 @@ pub trait Naming {
     fn norm(&self) -> String;
     fn layer(&self, l: usize, what: LayerTensor) -> String;
     fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String;
+    /// All experts of a layer in one `[experts][rows][cols]` tensor, if the
+    /// format stores them that way.
+    fn experts_fused(&self, _l: usize, _what: ExpertTensor) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +140,55 @@ impl Naming for HfNaming {
     }
 }
 
+/// GGUF tensor names (llama.cpp's converter).
+pub struct GgufNaming;
+
+impl Naming for GgufNaming {
+    fn embed(&self) -> String {
+        "token_embd.weight".into()
+    }
+    fn lm_head(&self) -> String {
+        "output.weight".into()
+    }
+    fn norm(&self) -> String {
+        "output_norm.weight".into()
+    }
+    fn layer(&self, l: usize, what: LayerTensor) -> String {
+        let n = match what {
+            LayerTensor::AttnNorm => "attn_norm.weight",
+            LayerTensor::Q => "attn_q.weight",
+            LayerTensor::K => "attn_k.weight",
+            LayerTensor::V => "attn_v.weight",
+            LayerTensor::QBias => "attn_q.bias",
+            LayerTensor::KBias => "attn_k.bias",
+            LayerTensor::VBias => "attn_v.bias",
+            LayerTensor::O => "attn_output.weight",
+            LayerTensor::FfnNorm => "ffn_norm.weight",
+            LayerTensor::Gate => "ffn_gate.weight",
+            LayerTensor::Up => "ffn_up.weight",
+            LayerTensor::Down => "ffn_down.weight",
+            LayerTensor::Router => "ffn_gate_inp.weight",
+        };
+        format!("blk.{l}.{n}")
+    }
+    fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String {
+        let w = match what {
+            ExpertTensor::Gate => "ffn_gate",
+            ExpertTensor::Up => "ffn_up",
+            ExpertTensor::Down => "ffn_down",
+        };
+        format!("blk.{l}.{w}.{e}.weight")
+    }
+    fn experts_fused(&self, l: usize, what: ExpertTensor) -> Option<String> {
+        let w = match what {
+            ExpertTensor::Gate => "ffn_gate_exps",
+            ExpertTensor::Up => "ffn_up_exps",
+            ExpertTensor::Down => "ffn_down_exps",
+        };
+        Some(format!("blk.{l}.{w}.weight"))
+    }
+}
+
 /// One source tensor's place in a destination buffer.
 struct Part {
     tensor: TensorInfo,
@@ -176,31 +229,74 @@ impl<'a> Plan<'a> {
             return Err(Error::tensor(
                 &t.file,
                 name,
-                format!("shape {:?} disagrees with config.json, which implies {:?}", t.shape, want),
+                format!("shape {:?} disagrees with the model configuration, which implies {:?}", t.shape, want),
             ));
         }
         Ok(t.clone())
     }
 
-    /// A matrix `[experts][rows][cols]` filled from `parts`: (expert, first row, name, rows).
+    /// The per-expert slice `e` of a `[experts][rows][cols]` tensor.
+    fn expert_slice(&self, name: &str, experts: usize, rows: usize, cols: usize, e: usize) -> Result<TensorInfo> {
+        let t = self.find(name, &[experts, rows, cols])?;
+        let per = t.nbytes / experts as u64;
+        Ok(TensorInfo {
+            name: format!("{name}[{e}]"),
+            shape: vec![rows as u64, cols as u64],
+            offset: t.offset + per * e as u64,
+            nbytes: per,
+            ..t
+        })
+    }
+
+    /// A matrix `[experts][rows][cols]` filled from `parts`: (expert, first row, tensor).
     fn matrix(&mut self, label: String, rows: usize, cols: usize, experts: usize,
-              parts: &[(usize, usize, String, usize)]) -> Result<usize> {
-        let found: Vec<(usize, usize, TensorInfo)> = parts
-            .iter()
-            .map(|(e, r, name, n)| Ok((*e, *r, self.find(name, &[*n, cols])?)))
-            .collect::<Result<_>>()?;
+              found: Vec<(usize, usize, TensorInfo)>) -> Result<usize> {
         let stride = rows * cols;
         let first = found.first().map(|f| f.2.dtype).unwrap_or(DType::F32);
         let same = found.iter().all(|f| f.2.dtype == first);
-        // 16-bit parts must start on a 4-byte boundary to be written in place.
-        let aligned = found.iter().all(|(e, r, _)| (e * stride + r * cols) % 2 == 0) && stride % 2 == 0;
-        let dtype = if same && (first == DType::F32 || aligned) { first } else { DType::F32 };
+        // Parts are written in place only at 4-byte boundaries (and whole words).
+        let aligned = |d: DType| {
+            found.iter().all(|(e, r, t)| {
+                d.nbytes((e * stride + r * cols) as u64).is_some_and(|b| b % 4 == 0)
+                    && d.nbytes(t.numel()).is_some_and(|b| b % 4 == 0)
+            })
+        };
+        // Mixed types, or parts off word boundaries, fall back to f32 (dequantized
+        // on the host): correct, but larger. Real checkpoints rarely need it.
+        let dtype = if same && aligned(first) { first } else { DType::F32 };
         let dest = self.dests.len();
         self.dests.push(Dest { label, rows, cols, experts, expert_stride: stride, vector: false, dtype, buf: None });
         for (e, r, t) in found {
             self.parts.push(Part { tensor: t, dest, offset: (e * stride + r * cols) as u64 });
         }
         Ok(dest)
+    }
+
+    /// A dense matrix from named parts: (first row, name, rows).
+    fn dense(&mut self, label: String, rows: usize, cols: usize, parts: &[(usize, String, usize)]) -> Result<usize> {
+        let found = parts
+            .iter()
+            .map(|(r, name, n)| Ok((0, *r, self.find(name, &[*n, cols])?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.matrix(label, rows, cols, 1, found)
+    }
+
+    /// All experts of one layer, each expert's block stacking `parts` (what, first row, rows).
+    #[allow(clippy::too_many_arguments)]
+    fn experts(&mut self, label: String, naming: &dyn Naming, l: usize, n_experts: usize, rows: usize, cols: usize,
+               parts: &[(ExpertTensor, usize, usize)]) -> Result<usize> {
+        let mut found = Vec::new();
+        for &(what, r, n) in parts {
+            let fused = naming.experts_fused(l, what).filter(|f| self.table.get(f).is_some());
+            for e in 0..n_experts {
+                let t = match &fused {
+                    Some(f) => self.expert_slice(f, n_experts, n, cols, e)?,
+                    None => self.find(&naming.expert(l, e, what), &[n, cols])?,
+                };
+                found.push((e, r, t));
+            }
+        }
+        self.matrix(label, rows, cols, n_experts, found)
     }
 
     /// An f32 vector filled from `parts`: (first element, name, len).
@@ -234,14 +330,6 @@ struct LayerIdx {
     ffn: FfnIdx,
 }
 
-fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
-    match dtype {
-        DType::F32 => bytemuck::pod_collect_to_vec(bytes),
-        DType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-    }
-}
-
 /// Check, allocate and upload every weight of `cfg` from `src`.
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
@@ -257,15 +345,15 @@ pub async fn load_weights<S: ModelSource>(
     let mut plan = Plan { table, dests: Vec::new(), parts: Vec::new() };
     let _ = hd;
 
-    let embed = plan.matrix("embed".into(), v, h, 1, &[(0, 0, naming.embed(), v)])?;
+    let embed = plan.dense("embed".into(), v, h, &[(0, naming.embed(), v)])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let n = |w| naming.layer(l, w);
         let attn_norm = plan.vector(format!("l{l}.attn_norm"), h, &[(0, n(LayerTensor::AttnNorm), h)])?;
-        let qkv = plan.matrix(format!("l{l}.qkv"), qkv_rows, h, 1, &[
-            (0, 0, n(LayerTensor::Q), qd),
-            (0, qd, n(LayerTensor::K), kvd),
-            (0, qd + kvd, n(LayerTensor::V), kvd),
+        let qkv = plan.dense(format!("l{l}.qkv"), qkv_rows, h, &[
+            (0, n(LayerTensor::Q), qd),
+            (qd, n(LayerTensor::K), kvd),
+            (qd + kvd, n(LayerTensor::V), kvd),
         ])?;
         let qkv_bias = if cfg.attn_bias {
             Some(plan.vector(format!("l{l}.qkv_bias"), qkv_rows, &[
@@ -276,28 +364,24 @@ pub async fn load_weights<S: ModelSource>(
         } else {
             None
         };
-        let o = plan.matrix(format!("l{l}.o"), h, qd, 1, &[(0, 0, n(LayerTensor::O), h)])?;
+        let o = plan.dense(format!("l{l}.o"), h, qd, &[(0, n(LayerTensor::O), h)])?;
         let ffn_norm = plan.vector(format!("l{l}.ffn_norm"), h, &[(0, n(LayerTensor::FfnNorm), h)])?;
         let ffn = match &cfg.moe {
             None => FfnIdx::Dense(
-                plan.matrix(format!("l{l}.gate_up"), 2 * inter, h, 1, &[
-                    (0, 0, n(LayerTensor::Gate), inter),
-                    (0, inter, n(LayerTensor::Up), inter),
+                plan.dense(format!("l{l}.gate_up"), 2 * inter, h, &[
+                    (0, n(LayerTensor::Gate), inter),
+                    (inter, n(LayerTensor::Up), inter),
                 ])?,
-                plan.matrix(format!("l{l}.down"), h, inter, 1, &[(0, 0, n(LayerTensor::Down), h)])?,
+                plan.dense(format!("l{l}.down"), h, inter, &[(0, n(LayerTensor::Down), h)])?,
             ),
             Some(moe) => {
                 let ne = moe.n_experts;
-                let router = plan.matrix(format!("l{l}.router"), ne, h, 1, &[(0, 0, n(LayerTensor::Router), ne)])?;
-                let mut gu = Vec::new();
-                let mut dn = Vec::new();
-                for e in 0..ne {
-                    gu.push((e, 0, naming.expert(l, e, ExpertTensor::Gate), inter));
-                    gu.push((e, inter, naming.expert(l, e, ExpertTensor::Up), inter));
-                    dn.push((e, 0, naming.expert(l, e, ExpertTensor::Down), h));
-                }
-                let gate_up = plan.matrix(format!("l{l}.experts.gate_up"), 2 * inter, h, ne, &gu)?;
-                let down = plan.matrix(format!("l{l}.experts.down"), h, inter, ne, &dn)?;
+                let router = plan.dense(format!("l{l}.router"), ne, h, &[(0, n(LayerTensor::Router), ne)])?;
+                let gate_up = plan.experts(format!("l{l}.experts.gate_up"), naming, l, ne, 2 * inter, h, &[
+                    (ExpertTensor::Gate, 0, inter),
+                    (ExpertTensor::Up, inter, inter),
+                ])?;
+                let down = plan.experts(format!("l{l}.experts.down"), naming, l, ne, h, inter, &[(ExpertTensor::Down, 0, h)])?;
                 FfnIdx::Moe(router, gate_up, down)
             }
         };
@@ -307,14 +391,14 @@ pub async fn load_weights<S: ModelSource>(
     let lm_head = if cfg.tie_embeddings && table.get(&naming.lm_head()).is_none() {
         None
     } else {
-        Some(plan.matrix("lm_head".into(), v, h, 1, &[(0, 0, naming.lm_head(), v)])?)
+        Some(plan.dense("lm_head".into(), v, h, &[(0, naming.lm_head(), v)])?)
     };
 
     // Allocate. Sizes are checked against the device's binding limit first, so a
     // model that cannot fit fails before any upload.
     let mut bytes = 0u64;
     for d in &plan.dests {
-        let size = (d.experts * d.expert_stride) as u64 * d.dtype.size();
+        let size = d.dtype.nbytes((d.experts * d.expert_stride) as u64).unwrap_or(u64::MAX);
         if size > gpu.max_binding() {
             return Err(Error::Unsupported(format!(
                 "weight `{}` needs a {size}-byte buffer; this device binds at most {} bytes",
@@ -326,7 +410,7 @@ pub async fn load_weights<S: ModelSource>(
     }
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     for d in plan.dests.iter_mut() {
-        let size = (d.experts * d.expert_stride) as u64 * d.dtype.size();
+        let size = d.dtype.nbytes((d.experts * d.expert_stride) as u64).unwrap_or(0);
         d.buf = Some(gpu.storage(&d.label, size));
     }
     if let Some(e) = scope.pop().await {
@@ -354,12 +438,13 @@ pub async fn load_weights<S: ModelSource>(
         let data: Vec<u8> = if t.dtype == dest.dtype {
             raw
         } else {
-            bytemuck::cast_slice(&to_f32(&raw, t.dtype)).to_vec()
+            bytemuck::cast_slice(&dequantize(t.dtype, &raw)).to_vec()
         };
         let mut data = data;
         data.resize(data.len().next_multiple_of(4), 0);
         let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
-        gpu.queue.write_buffer(buf, part.offset * dest.dtype.size(), &data);
+        let at = dest.dtype.nbytes(part.offset).ok_or_else(|| Error::Gpu("misaligned weight part".into()))?;
+        gpu.queue.write_buffer(buf, at, &data);
         done += t.nbytes;
         since_flush += t.nbytes;
         // Let staged uploads drain instead of piling up in host memory.
