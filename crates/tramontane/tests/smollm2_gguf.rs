@@ -1,0 +1,128 @@
+//! The embedded default model, SmolLM2-135M-Instruct Q4_1 (GGUF), against
+//! transformers' float32 math on the same dequantized weights
+//! (tests/fixtures/smollm2_reference.json): identical greedy tokens up to the
+//! first end-of-generation token, top-10 logits within 1e-2. llama.cpp's
+//! numbers (8-bit activations inside its dot products) are reported as a
+//! comparison figure, not asserted. The GGUF is fetched by scripts/setup.sh.
+
+mod common;
+
+use common::*;
+use tramontane::source::DirSource;
+use tramontane::text::gguf_tokenizer;
+use tramontane::{GenerateRequest, LoadOptions, Model, SamplingParams};
+
+const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const LOGIT_TOL: f32 = 1e-2;
+
+fn models_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
+}
+
+fn smollm_reference() -> serde_json::Value {
+    let p = fixtures().join("smollm2_reference.json");
+    serde_json::from_slice(&std::fs::read(p).expect("reference")).expect("json")
+}
+
+fn require_model() -> DirSource {
+    let dir = models_dir();
+    assert!(dir.join(FILE).exists(), "{} is missing: run scripts/setup.sh (npm test does)", dir.join(FILE).display());
+    DirSource::new(dir)
+}
+
+#[test]
+fn gguf_tokenizer_matches_hugging_face() {
+    let src = require_model();
+    let head = pollster::block_on(tramontane::parse::gguf::read_header(&src, FILE)).expect("header");
+    let tok = gguf_tokenizer::from_gguf(&head, FILE).expect("tokenizer");
+    let hf_bytes = std::fs::read(fixtures().join("smollm2-tokenizer/tokenizer.json")).expect("tokenizer.json");
+    let hf = tramontane::Tokenizer::from_json(&hf_bytes, "tokenizer.json").expect("hf tokenizer");
+    let r = smollm_reference();
+    let mut n = 0;
+    for t in r["tricky_tokenization"].as_array().expect("tricky") {
+        let text = t["text"].as_str().expect("text");
+        let want = ids(&t["transformers_ids"]);
+        assert_eq!(tok.encode(text).expect("encode"), want, "GGUF tokenizer on {text:?}");
+        assert_eq!(hf.encode(text).expect("encode"), want, "tokenizer.json on {text:?}");
+        n += 1;
+    }
+    for p in r["prompts"].as_array().expect("prompts") {
+        let text = p["text"].as_str().expect("text");
+        assert_eq!(tok.encode(text).expect("encode"), ids(&p["token_ids"]), "prompt {}", p["name"]);
+        n += 1;
+    }
+    // Our own strings: the two tokenizers must agree everywhere.
+    for text in ["  leading spaces\n\n\ttabs", "Zürich–Genève 1234567890 ½ ∑ 日本語", "<|im_start|>user\nhi<|im_end|>", "x".repeat(300).as_str()] {
+        assert_eq!(tok.encode(text).expect("encode"), hf.encode(text).expect("encode"), "{text:?}");
+        let ids = tok.encode(text).expect("encode");
+        assert_eq!(tok.decode(&ids, false).expect("decode"), text, "round trip");
+    }
+    assert!(n >= 10);
+    assert_eq!(tok.bos, Some(1));
+}
+
+#[test]
+fn smollm2_matches_transformers_float_math() {
+    let src = require_model();
+    let gpu = gpu();
+    let mut model = pollster::block_on(Model::load_gguf(gpu, &src, FILE, &LoadOptions::default(), &mut |_| {})).expect("load");
+    assert_eq!(model.info.dtype, "q4_1", "weights stay quantized");
+    let r = smollm_reference();
+    let eog = ids(&r["eog_token_ids"]);
+    for e in &eog {
+        assert!(model.tokenizer.is_eos(*e), "end-of-generation {e}");
+    }
+    let (mut worst, mut cpp_top1, mut cpp_delta, mut cpp_n, mut prompts) = (0f32, 0, 0f64, 0, 0);
+    for p in r["prompts"].as_array().expect("prompts") {
+        let name = p["name"].as_str().expect("name");
+        let prompt = ids(&p["token_ids"]);
+        let tf = &p["transformers_dequantized_f32"];
+        let want = ids(&tf["greedy_ids"]);
+        let until = tf["first_eog_index"].as_u64().map(|i| i as usize + 1).unwrap_or(want.len());
+        model.reset();
+        let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: until, ignore_eos: true, top_logits: 10, ..Default::default() };
+        let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _| true)).expect("generate");
+        assert_eq!(g.generated, want[..until], "{name}: greedy tokens until the first end-of-generation token");
+        for (got, want) in g.top_logits.iter().zip(tf["top10_last_position"].as_array().expect("top10")) {
+            assert_eq!(got.0 as u64, want[0].as_u64().expect("id"), "{name}: top-10 order");
+            let d = (got.1 - want[1].as_f64().expect("logit") as f32).abs();
+            worst = worst.max(d);
+            assert!(d <= LOGIT_TOL, "{name}: logit of {} off by {d}", got.0);
+        }
+        // llama.cpp, for the record.
+        let cpp = &p["llama_cpp"];
+        let cpp_top = cpp["top10_last_position"].as_array().expect("cpp top10");
+        if cpp_top[0][0].as_u64() == Some(g.top_logits[0].0 as u64) {
+            cpp_top1 += 1;
+        }
+        for pair in cpp_top {
+            if let Some(ours) = g.top_logits.iter().find(|t| Some(t.0 as u64) == pair[0].as_u64()) {
+                cpp_delta += (ours.1 as f64 - pair[1].as_f64().expect("l")).abs();
+                cpp_n += 1;
+            }
+        }
+        prompts += 1;
+    }
+    eprintln!(
+        "SmolLM2 Q4_1: max |logit - transformers| over top-10 = {worst:.2e}; vs llama.cpp: top-1 agreement {cpp_top1}/{prompts}, mean |Δlogit| {:.3}",
+        cpp_delta / cpp_n.max(1) as f64
+    );
+}
+
+#[test]
+fn chat_answers_sensibly() {
+    let src = require_model();
+    let mut model = pollster::block_on(Model::load_gguf(gpu(), &src, FILE, &LoadOptions::default(), &mut |_| {})).expect("load");
+    let msgs = [tramontane::ChatMessage::new("user", "What is the capital of France?")];
+    let prompt = model.chat_prompt(&msgs).expect("template");
+    let mut streamed = Vec::new();
+    let g = pollster::block_on(model.generate(&prompt, &GenerateRequest { max_tokens: 24, ..Default::default() }, &mut |piece, _| {
+        streamed.push(piece.to_string());
+        true
+    }))
+    .expect("generate");
+    assert!(g.text.contains("Paris"), "{:?}", g.text);
+    assert_eq!(g.finish, tramontane::FinishReason::Stop, "stops at <|im_end|>");
+    assert!(streamed.len() > 2, "text streamed piece by piece");
+    assert_eq!(streamed.concat(), g.text);
+}
