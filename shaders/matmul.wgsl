@@ -1,10 +1,10 @@
 // Linear layers: Y[r, n] = sum_k X[r, k] * W[n, k]   (W is [out, in], as in HF checkpoints)
 //
 // Two entry points share the epilogues below:
-//   matvec  - decode and MoE: one workgroup per (output feature, row); reads each
-//             weight row once with the whole workgroup, reduces in workgroup memory.
-//   matmul  - prefill: 16x16 output tiles staged through workgroup memory, so each
-//             weight element is read once per 16 rows instead of once per row.
+//   matvec  - decode and MoE: a few outputs per workgroup, each reduced over its
+//             invocations in workgroup memory; weights read four at a time.
+//   matmul  - prefill: 32x32 output tiles staged through workgroup memory, so each
+//             weight element is read once per 32 rows instead of once per row.
 // Epilogues (pipeline constants): bias, SwiGLU (W holds [gate; up] stacked, the
 // output is silu(gate.x) * (up.x)), and ACCUMULATE (Y += result: the residual add).
 // MoE: rows are (token, slot) pairs and each picks its expert's block of W from
@@ -45,97 +45,165 @@ fn epilogue(r: u32, n: u32, a: f32, a_up: f32) {
 }
 
 const WG: u32 = 64u;
+// matvec: ROWS outputs per workgroup, WG / ROWS invocations per output. Fewer,
+// fuller workgroups and shorter reductions suit short rows (and CPU drivers).
+override ROWS: u32 = 1u;
+// 1: K % 4 == 0, read weights four at a time (one block header per quad).
+override QUAD: u32 = 0u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_up: array<f32, WG>;
 
-// Grid: x (and z, for more than 65535 outputs) over n, y over rows.
+// Grid: x (and z, for many outputs) over groups of ROWS outputs, y over rows.
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let n = wg.z * nwg.x + wg.x;
+    let tpr = WG / ROWS;
+    let n = (wg.z * nwg.x + wg.x) * ROWS + lid / tpr;
+    let sub = lid % tpr;
     let r = wg.y;
-    if (n >= N || r >= step.n_tokens * SLOTS) {
+    if (r >= step.n_tokens * SLOTS) {
         return;
     }
+    let live = n < N;
     var xoff = (r / SLOTS) * K;
     if (X_PER_SLOT != 0u) {
         xoff = r * K;
     }
-    var woff = n * K;
+    var woff = min(n, N - 1u) * K;
     if (MOE != 0u) {
         woff += EXPERT_IDS[r] * EXPERT_STRIDE;
     }
     let uoff = woff + N * K;
     var acc = 0.0;
     var acc_up = 0.0;
-    for (var k = lid; k < K; k += WG) {
-        let xv = X[xoff + k];
-        acc += load_w(woff + k) * xv;
-        if (SWIGLU != 0u) {
-            acc_up += load_w(uoff + k) * xv;
+    if (live) {
+        if (QUAD != 0u) {
+            for (var k = sub * 4u; k < K; k += tpr * 4u) {
+                let xv = vec4<f32>(X[xoff + k], X[xoff + k + 1u], X[xoff + k + 2u], X[xoff + k + 3u]);
+                acc += dot(load_w4(woff + k), xv);
+                if (SWIGLU != 0u) {
+                    acc_up += dot(load_w4(uoff + k), xv);
+                }
+            }
+        } else {
+            for (var k = sub; k < K; k += tpr) {
+                let xv = X[xoff + k];
+                acc += load_w(woff + k) * xv;
+                if (SWIGLU != 0u) {
+                    acc_up += load_w(uoff + k) * xv;
+                }
+            }
         }
     }
     red[lid] = acc;
     red_up[lid] = acc_up;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
+    for (var s = tpr / 2u; s > 0u; s >>= 1u) {
+        if (sub < s) {
             red[lid] += red[lid + s];
             red_up[lid] += red_up[lid + s];
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
-        epilogue(r, n, red[0], red_up[0]);
+    if (sub == 0u && live) {
+        epilogue(r, n, red[lid], red_up[lid]);
     }
 }
 
-const T: u32 = 16u;
-var<workgroup> xs: array<array<f32, 16>, 16>;   // [row][k]
-var<workgroup> ws: array<array<f32, 16>, 16>;   // [feature][k]
-var<workgroup> us: array<array<f32, 16>, 16>;   // [feature][k], up half for SwiGLU
+// matmul tiles: 32 rows x 32 outputs per workgroup, K in steps of 16; each
+// invocation computes a 4x4 block of outputs, so every value staged in
+// workgroup memory feeds four multiply-adds and barriers are few.
+const TM: u32 = 32u;
+const TN: u32 = 32u;
+const TK: u32 = 16u;
+var<workgroup> xs: array<f32, 512>;   // [TM][TK]
+var<workgroup> ws: array<f32, 512>;   // [TN][TK]
+var<workgroup> us: array<f32, 512>;   // [TN][TK], up half for SwiGLU
 
-// Dense rows only (SLOTS = 1). Grid: x (and z) over feature tiles, y over row tiles.
-@compute @workgroup_size(16, 16)
+fn stage_w(row: u32, k: u32, at: u32, up: bool) {
+    var v = vec4<f32>(0.0);
+    if (row < N && k < K) {
+        let base = select(0u, N * K, up) + row * K + k;
+        if (QUAD != 0u) {
+            v = load_w4(base);
+        } else {
+            for (var c = 0u; c < 4u; c++) {
+                if (k + c < K) {
+                    v[c] = load_w(base + c);
+                }
+            }
+        }
+    }
+    if (up) {
+        us[at] = v.x; us[at + 1u] = v.y; us[at + 2u] = v.z; us[at + 3u] = v.w;
+    } else {
+        ws[at] = v.x; ws[at + 1u] = v.y; ws[at + 2u] = v.z; ws[at + 3u] = v.w;
+    }
+}
+
+// Dense rows only (SLOTS = 1). Grid: x (and z) over output tiles, y over row tiles.
+@compute @workgroup_size(64)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) li: vec3<u32>) {
+          @builtin(local_invocation_index) lid: u32) {
     let rows = step.n_tokens;
-    let m0 = wg.y * T;
-    let n0 = (wg.z * nwg.x + wg.x) * T;
+    let m0 = wg.y * TM;
+    let n0 = (wg.z * nwg.x + wg.x) * TN;
     if (m0 >= rows || n0 >= N) {
         return;
     }
-    let tm = li.y;
-    let tn = li.x;
-    var acc = 0.0;
-    var acc_up = 0.0;
-    for (var k0 = 0u; k0 < K; k0 += T) {
-        let k = k0 + tn;
-        var xv = 0.0;
-        if (m0 + tm < rows && k < K) {
-            xv = X[(m0 + tm) * K + k];
+    let tr = (lid >> 3u) * 4u;   // first of this invocation's 4 rows in the tile
+    let tc = (lid & 7u) * 4u;    // first of its 4 outputs
+    var acc: array<f32, 16>;
+    var acc_up: array<f32, 16>;
+    for (var k0 = 0u; k0 < K; k0 += TK) {
+        for (var i = 0u; i < 8u; i++) {
+            let e = lid + 64u * i;
+            let r = m0 + (e >> 4u);
+            let k = k0 + (e & 15u);
+            var xv = 0.0;
+            if (r < rows && k < K) {
+                xv = X[r * K + k];
+            }
+            xs[e] = xv;
         }
-        xs[tm][tn] = xv;
-        var wv = 0.0;
-        var uv = 0.0;
-        if (n0 + tm < N && k < K) {
-            wv = load_w((n0 + tm) * K + k);
+        for (var i = 0u; i < 2u; i++) {
+            let q = lid + 64u * i;
+            let r = q >> 2u;
+            let c = (q & 3u) * 4u;
+            stage_w(n0 + r, k0 + c, r * TK + c, false);
             if (SWIGLU != 0u) {
-                uv = load_w((N + n0 + tm) * K + k);
+                stage_w(n0 + r, k0 + c, r * TK + c, true);
             }
         }
-        ws[tm][tn] = wv;
-        us[tm][tn] = uv;
         workgroupBarrier();
-        for (var kk = 0u; kk < T; kk++) {
-            acc += xs[tm][kk] * ws[tn][kk];
+        for (var kk = 0u; kk < TK; kk++) {
+            let xv = vec4<f32>(xs[tr * TK + kk], xs[(tr + 1u) * TK + kk], xs[(tr + 2u) * TK + kk], xs[(tr + 3u) * TK + kk]);
+            let wv = vec4<f32>(ws[tc * TK + kk], ws[(tc + 1u) * TK + kk], ws[(tc + 2u) * TK + kk], ws[(tc + 3u) * TK + kk]);
+            for (var a = 0u; a < 4u; a++) {
+                acc[a * 4u] += xv[a] * wv.x;
+                acc[a * 4u + 1u] += xv[a] * wv.y;
+                acc[a * 4u + 2u] += xv[a] * wv.z;
+                acc[a * 4u + 3u] += xv[a] * wv.w;
+            }
             if (SWIGLU != 0u) {
-                acc_up += xs[tm][kk] * us[tn][kk];
+                let uv = vec4<f32>(us[tc * TK + kk], us[(tc + 1u) * TK + kk], us[(tc + 2u) * TK + kk], us[(tc + 3u) * TK + kk]);
+                for (var a = 0u; a < 4u; a++) {
+                    acc_up[a * 4u] += xv[a] * uv.x;
+                    acc_up[a * 4u + 1u] += xv[a] * uv.y;
+                    acc_up[a * 4u + 2u] += xv[a] * uv.z;
+                    acc_up[a * 4u + 3u] += xv[a] * uv.w;
+                }
             }
         }
         workgroupBarrier();
     }
-    if (m0 + tm < rows && n0 + tn < N) {
-        epilogue(m0 + tm, n0 + tn, acc, acc_up);
+    for (var a = 0u; a < 4u; a++) {
+        for (var b = 0u; b < 4u; b++) {
+            let r = m0 + tr + a;
+            let n = n0 + tc + b;
+            if (r < rows && n < N) {
+                epilogue(r, n, acc[a * 4u + b], acc_up[a * 4u + b]);
+            }
+        }
     }
 }

@@ -104,3 +104,102 @@ fn load_w(i: u32) -> f32 {
         }
     }
 }
+
+// The u32 at any byte offset (GGML blocks of 18, 20, 22, 34, 210 bytes leave
+// their fields off word boundaries).
+fn w_word(b: u32) -> u32 {
+    let s = (b & 3u) << 3u;
+    let lo = W[b >> 2u];
+    if (s == 0u) {
+        return lo;
+    }
+    return (lo >> s) | (W[(b >> 2u) + 1u] << (32u - s));
+}
+
+fn nibbles(word: u32, shift: u32) -> vec4<f32> {
+    let w = word >> shift;
+    return vec4<f32>(f32(w & 0xfu), f32((w >> 8u) & 0xfu), f32((w >> 16u) & 0xfu), f32((w >> 24u) & 0xfu));
+}
+
+fn bits4(word: u32, shift: u32) -> vec4<u32> {
+    return vec4<u32>((word >> shift) & 1u, (word >> (shift + 8u)) & 1u, (word >> (shift + 16u)) & 1u, (word >> (shift + 24u)) & 1u);
+}
+
+// Four consecutive weights starting at element i (a multiple of 4): one block's
+// scale and one word of quants instead of four element-wise decodes.
+fn load_w4(i: u32) -> vec4<f32> {
+    switch WTYPE {
+        case 0u: {
+            return vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));
+        }
+        case 1u: {
+            let w = i >> 1u;
+            return vec4<f32>(unpack2x16float(W[w]), unpack2x16float(W[w + 1u]));
+        }
+        case 30u: {
+            let a = W[i >> 1u];
+            let b = W[(i >> 1u) + 1u];
+            return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
+        }
+        case 2u, 3u: {
+            let j = i & 31u;
+            let has_min = WTYPE == 3u;
+            let base = (i >> 5u) * select(18u, 20u, has_min);
+            let q = nibbles(w_word(base + select(2u, 4u, has_min) + (j & 15u)), select(0u, 4u, j >= 16u));
+            let d = w_f16(base);
+            if (has_min) {
+                return q * d + w_f16(base + 2u);
+            }
+            return (q - 8.0) * d;
+        }
+        case 6u, 7u: {
+            let j = i & 31u;
+            let has_min = WTYPE == 7u;
+            let base = (i >> 5u) * select(22u, 24u, has_min);
+            let hb = base + select(2u, 4u, has_min);
+            let qh = w_word(hb) >> j;
+            let high = vec4<f32>(f32(qh & 1u), f32((qh >> 1u) & 1u), f32((qh >> 2u) & 1u), f32((qh >> 3u) & 1u));
+            let q = nibbles(w_word(hb + 4u + (j & 15u)), select(0u, 4u, j >= 16u)) + high * 16.0;
+            let d = w_f16(base);
+            if (has_min) {
+                return q * d + w_f16(base + 2u);
+            }
+            return (q - 16.0) * d;
+        }
+        case 8u: {
+            let base = (i >> 5u) * 34u;
+            let w = w_word(base + 2u + (i & 31u));
+            let q = vec4<i32>(i32(w << 24u), i32(w << 16u), i32(w << 8u), i32(w)) >> vec4<u32>(24u);
+            return vec4<f32>(q) * w_f16(base);
+        }
+        case 12u, 13u: {
+            let five = WTYPE == 13u;
+            let base = (i >> 8u) * select(144u, 176u, five);
+            let j = i & 255u;
+            let c = j >> 6u;
+            let hi = (j >> 5u) & 1u;
+            let l = j & 31u;
+            var q = nibbles(W[(base + select(16u, 48u, five) + c * 32u + l) >> 2u], hi * 4u);
+            if (five) {
+                q += vec4<f32>(bits4(W[(base + 16u + l) >> 2u], 2u * c + hi)) * 16.0;
+            }
+            let sm = w_scale_min_k4(2u * c + hi, base + 4u);
+            return q * (w_f16(base) * sm.x) - w_f16(base + 2u) * sm.y;
+        }
+        case 14u: {
+            let base = (i >> 8u) * 210u;
+            let j = i & 255u;
+            let n = j >> 7u;
+            let quarter = (j >> 5u) & 3u;
+            let l = j & 31u;
+            let ql = nibbles(w_word(base + n * 64u + l + (quarter & 1u) * 32u), select(0u, 4u, quarter >= 2u));
+            let hw = w_word(base + 128u + n * 32u + l) >> (2u * quarter);
+            let hb = vec4<f32>(f32(hw & 3u), f32((hw >> 8u) & 3u), f32((hw >> 16u) & 3u), f32((hw >> 24u) & 3u));
+            let sc = i32(w_byte(base + 192u + n * 8u + (l >> 4u) + quarter * 2u) << 24u) >> 24;
+            return (ql + hb * 16.0 - 32.0) * (w_f16(base + 208u) * f32(sc));
+        }
+        default: {
+            return vec4<f32>(load_w(i), load_w(i + 1u), load_w(i + 2u), load_w(i + 3u));
+        }
+    }
+}

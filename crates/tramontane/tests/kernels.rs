@@ -8,7 +8,10 @@ mod common;
 use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::{split_groups, Spec};
+use tramontane::parse::dequant::dequantize;
+use tramontane::forward::{linear_spec, MM_TILE};
 use tramontane::gpu::{Family, Gpu, Step};
+use tramontane::parse::DType;
 
 const TOL: f64 = 1e-10;
 const SENTINEL: f32 = 12345.0;
@@ -58,28 +61,49 @@ fn step(n_tokens: u32) -> Step {
     Step { n_tokens, split_len: 1 << 30, n_splits: 1, temperature: 1.0, top_p: 1.0, repetition_penalty: 1.0, ..Default::default() }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Ty {
-    F32,
-    F16,
-    Bf16,
+/// A `[rows][cols]` weight matrix stored as `dtype` (raw bytes as the GPU gets
+/// them) and the exact f32 values the kernels must see. Quantized blocks get
+/// random quants and moderate random scales; their values come from our CPU
+/// dequantizer, itself checked against gguf-py in `cpu_dequantizer_matches_gguf_py`.
+fn weights(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> (Vec<u8>, Vec<f32>, u32) {
+    let n = rows * cols;
+    let bytes: Vec<u8> = match dtype {
+        DType::F32 => bytemuck::cast_slice(&rng.vec(n)).to_vec(),
+        DType::F16 => bytemuck::cast_slice(&rng.vec(n).iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>()).to_vec(),
+        DType::BF16 => bytemuck::cast_slice(&rng.vec(n).iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>()).to_vec(),
+        q => {
+            let (be, bb) = q.block();
+            let blocks = n / be as usize;
+            assert_eq!(blocks * be as usize, n, "whole blocks");
+            let mut out = Vec::new();
+            for _ in 0..blocks {
+                let mut blk: Vec<u8> = (0..bb).map(|_| (rng.next_u32() & 0xff) as u8).collect();
+                let mut put = |off: usize, v: f32| blk[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                match q {
+                    DType::Q6K => put(208, 0.002 + rng.f32().abs() * 0.03),
+                    DType::Q4K | DType::Q5K => {
+                        put(0, 0.002 + rng.f32().abs() * 0.03);
+                        put(2, 0.002 + rng.f32().abs() * 0.03);
+                    }
+                    _ => {
+                        put(0, rng.f32() * 0.1);
+                        if matches!(q, DType::Q4_1 | DType::Q5_1) {
+                            put(2, rng.f32());
+                        }
+                    }
+                }
+                out.extend(blk);
+            }
+            out
+        }
+    };
+    let values = dequantize(dtype, &bytes);
+    assert!(values.iter().all(|v| v.is_finite()));
+    (bytes, values, dtype.shader_code())
 }
 
-/// Weights stored as `ty` (packed into u32 words) and the exact f32 values the
-/// shader must see.
-fn weights(ty: Ty, v: &[f32]) -> (Vec<u8>, Vec<f32>, u32) {
-    match ty {
-        Ty::F32 => (bytemuck::cast_slice(v).to_vec(), v.to_vec(), 0),
-        Ty::F16 => {
-            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|x| x.to_f32()).collect(), 1)
-        }
-        Ty::Bf16 => {
-            let h: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|x| x.to_f32()).collect(), 2)
-        }
-    }
-}
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+const QUANTS: [DType; 8] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
 
 fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
@@ -108,10 +132,11 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
     y
 }
 
-fn check_linear(b: &Bench, entry: &'static str, ty: Ty, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool) {
+#[allow(clippy::too_many_arguments)]
+fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool) {
     let mut rng = Rng(0x1234 + (rows * 31 + n * 7 + k) as u64);
     let w_rows = if swiglu { 2 * n } else { n };
-    let (wb, wv, code) = weights(ty, &rng.vec(w_rows * k));
+    let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
     let x = rng.vec(rows * k);
     let bv = rng.vec(n);
     let y0 = rng.vec(rows * n);
@@ -120,71 +145,84 @@ fn check_linear(b: &Bench, entry: &'static str, ty: Ty, rows: usize, n: usize, k
     y_init.extend([SENTINEL; 16]);
     let (wbuf, xbuf, bbuf, ybuf) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
-    let spec = Spec::new(Family::Matmul, entry)
-        .with("WTYPE", code)
-        .with("N", n as u32)
-        .with("K", k as u32)
+    let spec = linear_spec(dtype, entry, n, k)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
     let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf)];
     let groups = if entry == "matvec" {
         bind.push((5, &dummy));
-        let (gx, gz) = split_groups(n as u32);
+        let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
+        let (gx, gz) = split_groups((n as u32).div_ceil(per));
         [gx, rows as u32, gz]
     } else {
-        let (gx, gz) = split_groups((n as u32).div_ceil(16));
-        [gx, (rows as u32).div_ceil(16), gz]
+        let (gx, gz) = split_groups((n as u32).div_ceil(MM_TILE));
+        [gx, (rows as u32).div_ceil(MM_TILE), gz]
     };
     b.run(&spec, step(rows as u32), &bind, groups);
     let mut got = b.read(&ybuf, rows * n + 16);
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
     let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
     let e = nmse(&got, &want);
-    assert!(e < TOL, "{entry} {ty:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu}: nmse {e:e}");
+    assert!(e < TOL, "{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu}: nmse {e:e}");
 }
 
 #[test]
 fn matvec_and_tiled_matmul_match_cpu() {
     let b = Bench::new();
-    for ty in [Ty::F32, Ty::F16, Ty::Bf16] {
+    for dtype in FLOATS {
         for entry in ["matvec", "matmul"] {
-            check_linear(&b, entry, ty, 1, 37, 53, false, false, false);
-            check_linear(&b, entry, ty, 19, 45, 70, true, false, false);
-            check_linear(&b, entry, ty, 3, 33, 129, false, true, false);
-            check_linear(&b, entry, ty, 17, 21, 47, false, false, true);
+            check_linear(&b, entry, dtype, 1, 37, 53, false, false, false);
+            check_linear(&b, entry, dtype, 19, 45, 70, true, false, false);
+            check_linear(&b, entry, dtype, 3, 33, 129, false, true, false);
+            check_linear(&b, entry, dtype, 17, 21, 47, false, false, true);
+            check_linear(&b, entry, dtype, 2, 7, 1028, false, false, false);
+            check_linear(&b, entry, dtype, 70, 67, 36, false, false, true);
         }
     }
     // More outputs than one dispatch dimension holds (x and z split).
-    check_linear(&b, "matvec", Ty::Bf16, 2, 70001, 3, false, false, false);
+    check_linear(&b, "matvec", DType::BF16, 2, 70001, 3, false, false, false);
+}
+
+#[test]
+fn quantized_matvec_and_matmul_match_cpu_dequantization() {
+    let b = Bench::new();
+    for dtype in QUANTS {
+        let k = dtype.block().0 as usize * 3;
+        for entry in ["matvec", "matmul"] {
+            check_linear(&b, entry, dtype, 1, 37, k, false, false, false);
+            check_linear(&b, entry, dtype, 18, 29, k, true, true, false);
+            check_linear(&b, entry, dtype, 5, 19, k, false, false, true);
+        }
+    }
 }
 
 #[test]
 fn moe_expert_matvec_reads_the_chosen_experts() {
     let b = Bench::new();
     let (experts, slots, tokens, n, k) = (5usize, 2usize, 3usize, 19usize, 27usize);
-    for ty in [Ty::F32, Ty::Bf16] {
+    for dtype in [DType::F32, DType::BF16, DType::Q8_0] {
         for x_per_slot in [false, true] {
             let mut rng = Rng(99 + x_per_slot as u64);
+            let k = if dtype.is_quantized() { 64 } else { k };
             let stride = n * k + (n * k) % 2; // even, as the loader pads 16-bit experts
-            let mut w = vec![0f32; experts * stride];
-            for v in w.iter_mut() {
-                *v = rng.f32();
-            }
-            let (wb, wv, code) = weights(ty, &w);
+            let (wb, wv, code) = if dtype.is_quantized() {
+                weights(dtype, experts * n, k, &mut rng) // whole blocks: stride == n * k
+            } else {
+                weights(dtype, experts, stride, &mut rng)
+            };
             let x_rows = if x_per_slot { tokens * slots } else { tokens };
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
             let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
-            let spec = Spec::new(Family::Matmul, "matvec")
-                .with("WTYPE", code)
-                .with("N", n as u32)
-                .with("K", k as u32)
+            let spec = linear_spec(dtype, "matvec", n, k)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
                 .with("EXPERT_STRIDE", stride as u32);
-            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf)], [n as u32, (tokens * slots) as u32, 1]);
+            let _ = code;
+            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
+            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf)], [(n as u32).div_ceil(per), (tokens * slots) as u32, 1]);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -195,7 +233,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 }
             }
             let err = nmse(&got, &want);
-            assert!(err < TOL, "moe matvec {ty:?} x_per_slot {x_per_slot}: {err:e}");
+            assert!(err < TOL, "moe matvec {dtype:?} x_per_slot {x_per_slot}: {err:e}");
         }
     }
 }
@@ -204,16 +242,18 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
 fn embedding_gather_matches_cpu() {
     let b = Bench::new();
     let (vocab, h, t) = (29usize, 23usize, 6usize);
-    for ty in [Ty::F32, Ty::F16, Ty::Bf16] {
+    for dtype in FLOATS.into_iter().chain(QUANTS) {
         let mut rng = Rng(5);
-        let (wb, wv, code) = weights(ty, &rng.vec(vocab * h));
+        let h = if dtype.is_quantized() { dtype.block().0 as usize * 2 } else { h };
+        let (wb, wv, code) = weights(dtype, vocab, h, &mut rng);
         let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
         let (wbuf, ibuf, ybuf) = (b.gpu.storage_init("w", &wb), b.u32(&ids), b.zeros(t * h));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf)], [1, t as u32, 1]);
+        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf)], [(h as u32).div_ceil(64), t as u32, 1]);
         let got = b.read(&ybuf, t * h);
         let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
-        assert_eq!(nmse(&got, &want), 0.0, "embedding {ty:?} is an exact gather");
+        let e = nmse(&got, &want);
+        assert!(e < 1e-12, "embedding {dtype:?}: a gather, dequantized exactly (nmse {e:e})");
     }
 }
 
@@ -478,4 +518,24 @@ fn sampler_greedy_penalties_and_distribution() {
     // Same seed and index, same draw.
     let a = s.sample(Step { sample_index: 9, seed: 1, ..step(1) }, &[0; 7]).0;
     assert_eq!(a, s.sample(Step { sample_index: 9, seed: 1, ..step(1) }, &[0; 7]).0);
+}
+
+#[test]
+fn cpu_dequantizer_matches_gguf_py() {
+    let p = fixtures().join("quant/ggml_blocks.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).expect("fixture")).expect("json");
+    let mut n = 0;
+    for (name, t) in v["types"].as_object().expect("types") {
+        let dtype = DType::from_ggml(t["ggml_type"].as_u64().expect("type") as u32).expect("known type");
+        let hex = t["bytes_hex"].as_str().expect("hex");
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+        let want: Vec<f32> = t["values"].as_array().expect("values").iter().map(|x| x.as_f64().expect("f") as f32).collect();
+        let got = dequantize(dtype, &bytes);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name} element {i}: {g} vs gguf-py {w}");
+        }
+        n += 1;
+    }
+    assert_eq!(n, QUANTS.len());
 }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{split_groups, Dispatch, Spec};
 use crate::gpu::{Family, Gpu, Step};
-use crate::parse::ModelConfig;
+use crate::parse::{DType, ModelConfig};
 use crate::sample::SamplingParams;
 use crate::upload::{Ffn, Matrix, Weights};
+
+/// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
+pub const MM_TILE: u32 = 32;
 
 /// Keys per attention split in decode, and at most this many splits.
 const SPLIT_MIN: u32 = 256;
@@ -90,10 +93,26 @@ pub enum Output {
 }
 
 fn mm_spec(m: &Matrix, entry: &'static str, n: usize) -> Spec {
-    Spec::new(Family::Matmul, entry)
-        .with("WTYPE", m.dtype.shader_code())
+    linear_spec(m.dtype, entry, n, m.cols)
+}
+
+/// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs,
+/// with the matvec tuned to the row length: reads four weights at a time when
+/// rows allow it, and enough invocations per output that each handles ~8 quads.
+pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize) -> Spec {
+    let mut s = Spec::new(Family::Matmul, entry)
+        .with("WTYPE", dtype.shader_code())
         .with("N", n as u32)
-        .with("K", m.cols as u32)
+        .with("K", k as u32);
+    let quad = k % 4 == 0;
+    s = s.with("QUAD", quad as u32);
+    if entry == "matvec" {
+        let steps = if quad { k / 4 } else { k };
+        let per_output = (steps / 8).clamp(4, 64);
+        let per_output = 1usize << per_output.ilog2(); // a power of two, so 64 / it is exact
+        s = s.with("ROWS", (64 / per_output) as u32);
+    }
+    s
 }
 
 impl Runtime {
@@ -370,12 +389,11 @@ impl Runtime {
         {
             let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
             let mv = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize, rows: u32| {
-                let (x, z) = split_groups(n as u32);
-                d.record(p, [x, rows, z]);
+                d.record_outputs(p, n as u32, rows);
             };
             let mm = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize| {
-                let (x, z) = split_groups((n as u32).div_ceil(16));
-                d.record(p, [x, t.div_ceil(16), z]);
+                let (x, z) = split_groups((n as u32).div_ceil(MM_TILE));
+                d.record(p, [x, t.div_ceil(MM_TILE), z]);
             };
             self.embed.record(&mut p, [h.div_ceil(64), t, 1]);
             let cfg = &self.cfg;
@@ -421,14 +439,13 @@ impl Runtime {
                 Output::None => {}
                 Output::Sample => {
                     self.final_norm.record(&mut p, [1, 1, 1]);
-                    let (x, z) = split_groups(v);
-                    self.lm_head.record(&mut p, [x, 1, z]);
+                    self.lm_head.record_outputs(&mut p, v, 1);
                 }
                 Output::AllLogits => {
                     if let Some(a) = &self.all_logits {
                         a.norm.record(&mut p, [t, 1, 1]);
-                        let (x, z) = split_groups(v.div_ceil(16));
-                        a.lm_head.record(&mut p, [x, t.div_ceil(16), z]);
+                        let (x, z) = split_groups(v.div_ceil(MM_TILE));
+                        a.lm_head.record(&mut p, [x, t.div_ceil(MM_TILE), z]);
                     }
                 }
             }
