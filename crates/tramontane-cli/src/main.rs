@@ -24,6 +24,8 @@ struct Cli {
 enum Cmd {
     /// Generate text from a prompt.
     Run(RunArgs),
+    /// Chat in the terminal (multi-turn; each turn prefills only its new tokens).
+    Chat(ChatArgs),
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
 }
@@ -83,6 +85,72 @@ struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.1)]
+    repetition_penalty: f32,
+}
+
+async fn chat(a: ChatArgs) -> tramontane::Result<()> {
+    let (gpu, mut model) = load(&a.model, false).await?;
+    eprintln!(
+        "{} ({}, {:.0} MB) on {} ({}). Type a message; an empty line or Ctrl-D quits.",
+        a.model.model,
+        model.info.dtype,
+        model.info.weight_bytes as f64 / 1e6,
+        gpu.adapter.name,
+        gpu.adapter.backend
+    );
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    let stdin = std::io::stdin();
+    let mut seed = 1u64;
+    loop {
+        eprint!("\n> ");
+        let mut line = String::new();
+        if stdin.read_line(&mut line).map_err(|e| tramontane::Error::InvalidRequest(e.to_string()))? == 0 || line.trim().is_empty() {
+            return Ok(());
+        }
+        messages.push(ChatMessage::new("user", line.trim_end()));
+        let prompt = model.chat_prompt(&messages)?;
+        let req = GenerateRequest {
+            sampling: SamplingParams {
+                temperature: a.temperature,
+                top_p: a.top_p,
+                repetition_penalty: a.repetition_penalty,
+                seed,
+                ..Default::default()
+            },
+            max_tokens: a.max_tokens,
+            ..Default::default()
+        };
+        seed += 1;
+        let mut out = std::io::stdout();
+        let g = model
+            .generate(&prompt, &req, &mut |piece, _| {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+                true
+            })
+            .await?;
+        println!();
+        eprintln!("[{} new prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s]", g.prefilled_tokens, g.prefill_tokens_per_s(), g.generated.len(), g.decode_tokens_per_s());
+        messages.push(ChatMessage::new("assistant", g.text.trim()));
+    }
 }
 
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
@@ -179,6 +247,7 @@ fn main() -> ExitCode {
     let r = pollster::block_on(async {
         match cli.cmd {
             Cmd::Run(a) => run(a).await,
+            Cmd::Chat(a) => chat(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
         }
     });
