@@ -51,7 +51,8 @@ pub fn from_gguf(h: &GgufHeader, file: &str) -> Result<Tokenizer> {
         tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let spec = match model {
         "gpt2" => {
-            let merges = strings(h, "tokenizer.ggml.merges", file)?;
+            // A byte-level vocabulary may have no merges at all.
+            let merges = if h.get("tokenizer.ggml.merges").is_some() { strings(h, "tokenizer.ggml.merges", file)? } else { Vec::new() };
             let pre = h.get("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
             let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex});
             let split = |pattern: &str| json!({"type": "Sequence", "pretokenizers": [

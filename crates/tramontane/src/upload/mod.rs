@@ -330,6 +330,18 @@ struct LayerIdx {
     ffn: FfnIdx,
 }
 
+/// Bytes read and written per step when a tensor is copied as it is.
+const UPLOAD_PIECE: u64 = 4 << 20;
+/// Submit staged uploads after this many bytes, so they drain instead of piling
+/// up in host memory.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+fn flush(gpu: &Gpu) {
+    gpu.queue.submit([]);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+}
+
 /// Check, allocate and upload every weight of `cfg` from `src`.
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
@@ -431,30 +443,41 @@ pub async fn load_weights<S: ModelSource>(
         let part = &plan.parts[i];
         let dest = &plan.dests[part.dest];
         let t = &part.tensor;
-        let raw = src.read(&t.file, t.offset, t.nbytes).await?;
-        if raw.len() as u64 != t.nbytes {
-            return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-        }
-        let data: Vec<u8> = if t.dtype == dest.dtype {
-            raw
-        } else {
-            bytemuck::cast_slice(&dequantize(t.dtype, &raw)).to_vec()
-        };
-        let mut data = data;
-        data.resize(data.len().next_multiple_of(4), 0);
         let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
         let at = dest.dtype.nbytes(part.offset).ok_or_else(|| Error::Gpu("misaligned weight part".into()))?;
-        gpu.queue.write_buffer(buf, at, &data);
-        done += t.nbytes;
-        since_flush += t.nbytes;
-        // Let staged uploads drain instead of piling up in host memory.
-        if since_flush > (64 << 20) {
-            gpu.queue.submit([]);
-            #[cfg(not(target_arch = "wasm32"))]
-            let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
-            since_flush = 0;
+        if t.dtype == dest.dtype {
+            // Same format: copy in pieces, so host (wasm) memory holds one piece,
+            // never a whole tensor.
+            let mut off = 0u64;
+            while off < t.nbytes {
+                let n = UPLOAD_PIECE.min(t.nbytes - off);
+                let mut data = src.read(&t.file, t.offset + off, n).await?;
+                if data.len() as u64 != n {
+                    return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                }
+                data.resize(data.len().next_multiple_of(4), 0);
+                gpu.queue.write_buffer(buf, at + off, &data);
+                off += n;
+                done += n;
+                since_flush += n;
+                if since_flush > FLUSH_EVERY {
+                    flush(gpu);
+                    since_flush = 0;
+                }
+                progress(Progress { done, total });
+            }
+        } else {
+            // Converted to f32 (norms, biases, and the rare fallback).
+            let raw = src.read(&t.file, t.offset, t.nbytes).await?;
+            if raw.len() as u64 != t.nbytes {
+                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+            }
+            let data = dequantize(t.dtype, &raw);
+            gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&data));
+            done += t.nbytes;
+            since_flush += t.nbytes;
+            progress(Progress { done, total });
         }
-        progress(Progress { done, total });
     }
     gpu.queue.submit([]);
     gpu.check()?;

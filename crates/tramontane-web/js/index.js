@@ -1,0 +1,370 @@
+// tramontane: Mistral-family language models in the browser on WebGPU.
+// The OpenAI-shaped API over the wasm engine (crates/tramontane-web/src/lib.rs).
+import initWasm, { WasmEngine } from './wasm/tramontane_web.js';
+
+const HF = 'https://huggingface.co';
+const CACHE_NAME = 'tramontane-v1';
+let wasmReady = null;
+
+/** An Error with a stable `code`: WEBGPU_UNAVAILABLE, MODEL_FORMAT, UNSUPPORTED,
+ * NETWORK (with `url` and `status`), ABORTED, CONTEXT_OVERFLOW, DEVICE_LOST,
+ * OUT_OF_MEMORY, QUOTA, INVALID_REQUEST, INTERNAL. */
+export class TramontaneError extends Error {
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = 'TramontaneError';
+    this.code = code;
+    Object.assign(this, extra);
+  }
+}
+
+function asError(e) {
+  if (e instanceof TramontaneError) return e;
+  if (e && typeof e === 'object' && typeof e.code === 'string') {
+    return new TramontaneError(e.code, e.message, { url: e.url, status: e.status });
+  }
+  if (e && e.name === 'AbortError') return new TramontaneError('ABORTED', 'aborted');
+  // A trap in the wasm module (it should never happen): say so plainly.
+  const msg = e instanceof WebAssembly.RuntimeError ? `internal error in the engine (${e.message})` : String(e?.message ?? e);
+  return new TramontaneError('INTERNAL', msg);
+}
+
+function aborted() {
+  return new TramontaneError('ABORTED', 'the request was aborted');
+}
+
+/** Where a model's files are: `{ base, gguf }`. `source` is a model folder URL,
+ * a `.gguf` URL (the first part of a split model), or a Hugging Face repo id
+ * `org/name` (`options.revision`, `options.ggufFile` pick what to load). */
+export function resolveSource(source, options = {}) {
+  if (typeof source !== 'string' || source.length === 0) {
+    throw new TramontaneError('INVALID_REQUEST', 'source must be a URL or a Hugging Face repo id');
+  }
+  if (/^[\w.-]+\/[\w.-]+$/.test(source) && !source.startsWith('.')) {
+    const base = `${options.hfEndpoint ?? HF}/${source}/resolve/${encodeURIComponent(options.revision ?? 'main')}/`;
+    return { base, gguf: options.ggufFile ?? null };
+  }
+  const url = new URL(source, globalThis.location?.href);
+  url.hash = '';
+  const path = url.pathname;
+  if (path.toLowerCase().endsWith('.gguf')) {
+    const cut = url.href.lastIndexOf('/') + 1;
+    return { base: url.href.slice(0, cut), gguf: decodeURIComponent(url.href.slice(cut).split('?')[0]) };
+  }
+  return { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
+}
+
+function manifestKey(r) {
+  return `${r.base}${r.gguf ?? ''}#tramontane-manifest`;
+}
+
+async function openCache() {
+  if (!globalThis.caches) return null;
+  try { return await caches.open(CACHE_NAME); } catch { return null; }
+}
+
+let nextId = 0;
+const now = () => (globalThis.performance ?? Date).now();
+
+function samplingParams(req) {
+  const stop = req.stop == null ? [] : Array.isArray(req.stop) ? req.stop : [req.stop];
+  const p = {
+    max_tokens: req.max_tokens ?? req.max_completion_tokens ?? 256,
+    temperature: req.temperature ?? 1.0,
+    top_p: req.top_p ?? 1.0,
+    top_k: req.top_k ?? 0,
+    seed: req.seed ?? undefined,
+    stop,
+    repetition_penalty: req.repetition_penalty ?? 1.0,
+    frequency_penalty: req.frequency_penalty ?? 0.0,
+    presence_penalty: req.presence_penalty ?? 0.0,
+    ignore_eos: req.ignore_eos ?? false,
+    logprobs: req.logprobs ? Math.max(0, Math.min(20, req.top_logprobs ?? 0)) + 1 : 0,
+  };
+  if (!(p.max_tokens >= 0)) throw new TramontaneError('INVALID_REQUEST', 'max_tokens must be >= 0');
+  return p;
+}
+
+/** A queue of chunks fed by the engine and drained by an async iterator. */
+class ChunkStream {
+  constructor() { this.items = []; this.waiting = null; this.done = false; this.error = null; }
+  push(x) { this.items.push(x); this.wake(); }
+  end(err) { this.done = true; this.error = err ?? null; this.wake(); }
+  wake() { if (this.waiting) { const w = this.waiting; this.waiting = null; w(); } }
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      if (this.items.length) { yield this.items.shift(); continue; }
+      if (this.done) { if (this.error) throw this.error; return; }
+      await new Promise((r) => { this.waiting = r; });
+    }
+  }
+}
+
+export class Engine {
+  constructor() {
+    this._wasm = null;
+    this._queue = Promise.resolve();
+    this._info = null;
+    this._adapter = null;
+    this._source = null;
+    this.chat = { completions: { create: (req) => this._create(req, 'chat') } };
+    this.completions = { create: (req) => this._create(req, 'text') };
+  }
+
+  /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
+   * `useCache` (default true), `contextLength`, `prefillChunk`, `revision`,
+   * `ggufFile`, `wasmUrl`. */
+  static async load(source, options = {}) {
+    const e = new Engine();
+    await e.load(source, options);
+    return e;
+  }
+
+  async _init(options) {
+    if (this._wasm) return;
+    if (!globalThis.navigator?.gpu) {
+      throw new TramontaneError('WEBGPU_UNAVAILABLE',
+        'WebGPU is not available in this browser: use a recent Chrome, Edge or Safari, or enable WebGPU (Firefox: dom.webgpu.enabled; Chromium: --enable-unsafe-webgpu).');
+    }
+    wasmReady ??= initWasm(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
+    await wasmReady;
+    const wasm = new WasmEngine();
+    try { this._adapter = await wasm.init(); } catch (err) { throw asError(err); }
+    this._wasm = wasm;
+  }
+
+  /** (Re)load a model into this engine; the previous one is freed first. */
+  load(source, options = {}) {
+    return this._enqueue(async () => {
+      await this._init(options);
+      const r = resolveSource(source, options);
+      if (options.signal?.aborted) throw aborted();
+      const onProgress = options.onProgress ?? (() => {});
+      const files = new Map();
+      const report = (ev) => {
+        if (ev.phase === 'download') files.set(ev.file, { loaded: ev.fileLoaded, total: ev.fileTotal });
+        let loaded = 0, total = 0;
+        for (const f of files.values()) { loaded += f.loaded; total += f.total; }
+        try { onProgress({ ...ev, downloaded: loaded, downloadTotal: total }); } catch { /* the page's problem */ }
+      };
+      let info;
+      try {
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, useCache: options.useCache ?? true }, report, options.signal);
+      } catch (err) {
+        throw asError(err);
+      }
+      if (info.network.cacheWarning) {
+        report({ phase: 'cache', warning: info.network.cacheWarning, code: 'QUOTA' });
+      }
+      const cache = (options.useCache ?? true) ? await openCache() : null;
+      if (cache && !info.network.cacheWarning) {
+        try {
+          await cache.put(manifestKey(r), new Response(JSON.stringify(info.urls), { headers: { 'content-type': 'application/json' } }));
+        } catch { /* quota: the model still works */ }
+      }
+      this._source = source;
+      this._info = { ...info, source, adapter: this._adapter };
+      return this;
+    });
+  }
+
+  get info() { return this._info; }
+
+  _enqueue(fn) {
+    const run = this._queue.then(fn);
+    this._queue = run.catch(() => {});
+    return run;
+  }
+
+  _model() {
+    if (!this._info) throw new TramontaneError('INVALID_REQUEST', 'no model is loaded');
+    return this._wasm;
+  }
+
+  tokenize(text) { return this._enqueue(async () => Array.from(this._model().tokenize(text))); }
+  detokenize(ids) { return this._enqueue(async () => this._model().detokenize(Uint32Array.from(ids))); }
+  /** Forget the conversation: the next request prefills everything. */
+  resetChat() { return this._enqueue(async () => { this._model().resetChat(); }); }
+  /** Free every GPU buffer of the model; `load()` may be called again. */
+  unload() { return this._enqueue(async () => { this._wasm?.unload(); this._info = null; }); }
+
+  _create(req, kind) {
+    if (!req || typeof req !== 'object') throw new TramontaneError('INVALID_REQUEST', 'expected a request object');
+    const stream = !!req.stream;
+    const chunks = stream ? new ChunkStream() : null;
+    const run = this._enqueue(() => this._run(req, kind, chunks));
+    if (!stream) return run;
+    run.then(() => chunks.end(), (e) => chunks.end(asError(e)));
+    return chunks;
+  }
+
+  async _run(req, kind, chunks) {
+    const wasm = this._model();
+    const signal = req.signal;
+    if (signal?.aborted) throw aborted();
+    const params = samplingParams(req);
+    let prompt;
+    try {
+      if (kind === 'chat') {
+        if (!Array.isArray(req.messages) || req.messages.length === 0) throw new TramontaneError('INVALID_REQUEST', 'messages must be a non-empty array');
+        const messages = req.messages.map((m) => ({ role: String(m.role), content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text ?? '').join('') }));
+        prompt = wasm.chatPrompt(messages);
+      } else if (typeof req.prompt === 'string') {
+        prompt = wasm.tokenize(req.prompt);
+      } else if (Array.isArray(req.prompt) || req.prompt instanceof Uint32Array) {
+        prompt = Uint32Array.from(req.prompt);
+      } else {
+        throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
+      }
+    } catch (err) { throw asError(err); }
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${(nextId++).toString(36)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = String(this._source);
+    const t0 = now();
+    let firstTokenAt = null;
+    let first = true;
+    const logprobs = [];
+    const onToken = (piece, token, lp) => {
+      if (signal?.aborted) return false;
+      if (firstTokenAt === null) firstTokenAt = now();
+      const entry = lp ? { token: piece, id: token, logprob: lp.logprob, top_logprobs: lp.top } : null;
+      if (entry) logprobs.push(entry);
+      if (chunks && (piece.length > 0 || entry)) {
+        const choice = kind === 'chat'
+          ? { index: 0, delta: first ? { role: 'assistant', content: piece } : { content: piece }, finish_reason: null, logprobs: entry ? { content: [entry] } : null }
+          : { index: 0, text: piece, finish_reason: null, logprobs: entry ? { content: [entry] } : null };
+        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [choice] });
+        first = false;
+      }
+      return true;
+    };
+    let g;
+    try {
+      g = await wasm.generate(prompt, params, onToken);
+    } catch (err) {
+      throw asError(err);
+    }
+    const usage = {
+      prompt_tokens: g.prompt_tokens,
+      completion_tokens: g.generated.length,
+      total_tokens: g.prompt_tokens + g.generated.length,
+      extra: {
+        prefilled_tokens: g.prefilled_tokens,
+        prefill_tokens_per_s: g.prefill_tokens_per_s,
+        decode_tokens_per_s: g.decode_tokens_per_s,
+        time_to_first_token_s: ((firstTokenAt ?? now()) - t0) / 1000,
+        e2e_latency_s: (now() - t0) / 1000,
+      },
+    };
+    const lp = params.logprobs ? { content: logprobs } : null;
+    if (chunks) {
+      const last = kind === 'chat' ? { index: 0, delta: {}, finish_reason: g.finish_reason, logprobs: null } : { index: 0, text: '', finish_reason: g.finish_reason, logprobs: null };
+      chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [last] });
+      if (req.stream_options?.include_usage ?? true) {
+        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage });
+      }
+      return undefined;
+    }
+    if (kind === 'chat') {
+      return { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: g.text }, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
+    }
+    return { id, object: 'text_completion', created, model, choices: [{ index: 0, text: g.text, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
+  }
+}
+
+/** The browser cache of downloaded model files (Cache API). */
+Engine.cache = {
+  async has(source, options = {}) {
+    const cache = await openCache();
+    if (!cache) return false;
+    const m = await cache.match(manifestKey(resolveSource(source, options)));
+    if (!m) return false;
+    const urls = await m.json();
+    for (const u of urls) if (!(await cache.match(u))) return false;
+    return true;
+  },
+  async delete(source, options = {}) {
+    const cache = await openCache();
+    if (!cache) return false;
+    const key = manifestKey(resolveSource(source, options));
+    const m = await cache.match(key);
+    if (!m) return false;
+    for (const u of await m.json()) await cache.delete(u);
+    return cache.delete(key);
+  },
+};
+
+/** The same API with the engine in a Web Worker, so the page stays responsive. */
+export class WorkerEngine {
+  constructor(worker) {
+    this._worker = worker;
+    this._calls = new Map();
+    this._info = null;
+    this._next = 0;
+    worker.onmessage = (ev) => this._onMessage(ev.data);
+    worker.onerror = (ev) => {
+      const err = new TramontaneError('INTERNAL', `worker error: ${ev.message ?? ev}`);
+      for (const c of this._calls.values()) c.reject(err);
+      this._calls.clear();
+    };
+    this.chat = { completions: { create: (req) => this._create('chat', req) } };
+    this.completions = { create: (req) => this._create('text', req) };
+  }
+
+  static async load(source, options = {}) {
+    const worker = options.worker ?? new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const e = new WorkerEngine(worker);
+    await e.load(source, options);
+    return e;
+  }
+
+  _onMessage(m) {
+    const c = this._calls.get(m.id);
+    if (!c) return;
+    if (m.progress) { c.onProgress?.(m.progress); return; }
+    if (m.chunk) { c.chunks?.push(m.chunk); return; }
+    this._calls.delete(m.id);
+    if (m.error) {
+      const err = new TramontaneError(m.error.code ?? 'INTERNAL', m.error.message, { url: m.error.url, status: m.error.status });
+      c.chunks?.end(err);
+      c.reject(err);
+    } else {
+      c.chunks?.end();
+      c.resolve(m.result);
+    }
+  }
+
+  _call(method, args, extra = {}) {
+    const id = this._next++;
+    const p = new Promise((resolve, reject) => this._calls.set(id, { resolve, reject, ...extra }));
+    const signal = extra.signal;
+    if (signal) {
+      if (signal.aborted) this._worker.postMessage({ abort: id });
+      else signal.addEventListener('abort', () => this._worker.postMessage({ abort: id }), { once: true });
+    }
+    this._worker.postMessage({ id, method, args });
+    return p;
+  }
+
+  async load(source, options = {}) {
+    const { onProgress, signal, worker, ...rest } = options;
+    this._info = await this._call('load', [source, rest], { onProgress, signal });
+    return this;
+  }
+
+  get info() { return this._info; }
+
+  _create(kind, req) {
+    const { signal, ...rest } = req;
+    if (!rest.stream) return this._call(kind, [rest], { signal });
+    const chunks = new ChunkStream();
+    this._call(kind, [rest], { signal, chunks }).catch(() => {});
+    return chunks;
+  }
+
+  tokenize(text) { return this._call('tokenize', [text]); }
+  detokenize(ids) { return this._call('detokenize', [Array.from(ids)]); }
+  resetChat() { return this._call('resetChat', []); }
+  async unload() { await this._call('unload', []); this._info = null; }
+  terminate() { this._worker.terminate(); }
+}

@@ -1,0 +1,302 @@
+//! `ModelSource` over `fetch`: one streamed GET per file, read forward as the
+//! loader asks for byte ranges in file order (HTTP Range requests when it jumps
+//! back), so weights go from the network to GPU buffers without the whole model
+//! ever sitting in wasm memory. Responses are kept in the Cache API; a cached
+//! file makes no network request.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::{Promise, Reflect, Uint8Array};
+use tramontane::source::ModelSource;
+use tramontane::{Error, Result};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortSignal, Cache, Request, RequestInit, Response};
+
+pub const CACHE_NAME: &str = "tramontane-v1";
+
+struct Stream {
+    reader: web_sys::ReadableStreamDefaultReader,
+    /// File offset of `pending[0]`.
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+struct FileState {
+    size: u64,
+    stream: Option<Stream>,
+    from_cache: bool,
+}
+
+/// What a load did, for progress reports and tests.
+#[derive(Default, Clone, serde::Serialize)]
+pub struct Stats {
+    pub network_requests: u32,
+    pub cache_hits: u32,
+    pub bytes_downloaded: u64,
+    pub cache_warning: Option<String>,
+}
+
+pub struct FetchSource {
+    base: String,
+    files: RefCell<HashMap<String, FileState>>,
+    signal: Option<AbortSignal>,
+    cache: Option<Cache>,
+    pub stats: Rc<RefCell<Stats>>,
+    /// Called with (file, bytes received so far, file size) as data arrives.
+    on_bytes: Box<dyn Fn(&str, u64, u64)>,
+    /// URLs fetched or served from the cache: the manifest of this source.
+    pub urls: RefCell<Vec<String>>,
+    aborted: Cell<bool>,
+}
+
+fn global_fetch(req: &Request) -> Promise {
+    let g = js_sys::global();
+    if let Some(w) = g.dyn_ref::<web_sys::Window>() {
+        w.fetch_with_request(req)
+    } else {
+        g.unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(req)
+    }
+}
+
+pub async fn open_cache() -> Option<Cache> {
+    let g = js_sys::global();
+    let storage = if let Some(w) = g.dyn_ref::<web_sys::Window>() {
+        w.caches().ok()?
+    } else {
+        g.unchecked_into::<web_sys::WorkerGlobalScope>().caches().ok()?
+    };
+    JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into::<Cache>().ok()
+}
+
+fn js_msg(v: &JsValue) -> String {
+    v.as_string()
+        .or_else(|| Reflect::get(v, &"message".into()).ok().and_then(|m| m.as_string()))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+impl FetchSource {
+    pub fn new(base: String, signal: Option<AbortSignal>, cache: Option<Cache>, on_bytes: Box<dyn Fn(&str, u64, u64)>) -> Self {
+        FetchSource {
+            base,
+            files: RefCell::new(HashMap::new()),
+            signal,
+            cache,
+            stats: Rc::new(RefCell::new(Stats::default())),
+            on_bytes,
+            urls: RefCell::new(Vec::new()),
+            aborted: Cell::new(false),
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}{}", self.base, name)
+    }
+
+    fn check_abort(&self) -> Result<()> {
+        if self.aborted.get() || self.signal.as_ref().is_some_and(|s| s.aborted()) {
+            self.aborted.set(true);
+            return Err(Error::Aborted);
+        }
+        Ok(())
+    }
+
+    fn fail(&self, url: &str, e: JsValue) -> Error {
+        if self.signal.as_ref().is_some_and(|s| s.aborted()) {
+            return Error::Aborted;
+        }
+        Error::Network { url: url.to_string(), status: 0, msg: js_msg(&e) }
+    }
+
+    /// GET `name` from `from` on. `Ok(None)`: the file does not exist (404).
+    async fn get(&self, name: &str, from: u64) -> Result<Option<(Response, bool)>> {
+        self.check_abort()?;
+        let url = self.url(name);
+        if from == 0 {
+            if let Some(cache) = &self.cache {
+                if let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await {
+                    if let Ok(resp) = hit.dyn_into::<Response>() {
+                        self.stats.borrow_mut().cache_hits += 1;
+                        self.urls.borrow_mut().push(url);
+                        return Ok(Some((resp, true)));
+                    }
+                }
+            }
+        }
+        let init = RequestInit::new();
+        init.set_method("GET");
+        if let Some(s) = &self.signal {
+            init.set_signal(Some(s));
+        }
+        let req = Request::new_with_str_and_init(&url, &init).map_err(|e| self.fail(&url, e))?;
+        if from > 0 {
+            let _ = req.headers().set("Range", &format!("bytes={from}-"));
+        }
+        self.stats.borrow_mut().network_requests += 1;
+        let resp: Response = JsFuture::from(global_fetch(&req))
+            .await
+            .map_err(|e| self.fail(&url, e))?
+            .dyn_into()
+            .map_err(|e| self.fail(&url, e))?;
+        if resp.status() == 404 {
+            return Ok(None);
+        }
+        if !resp.ok() {
+            return Err(Error::Network { url, status: resp.status(), msg: resp.status_text() });
+        }
+        self.urls.borrow_mut().push(url.clone());
+        if from == 0 {
+            if let Some(cache) = &self.cache {
+                // Store a copy as it streams in; a broken or aborted download makes
+                // the put fail, so nothing partial is ever cached.
+                if let Ok(copy) = resp.clone() {
+                    let put = cache.put_with_str(&url, &copy);
+                    let stats = self.stats.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if let Err(e) = JsFuture::from(put).await {
+                            let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+                            if name == "QuotaExceededError" {
+                                stats.borrow_mut().cache_warning =
+                                    Some("storage quota exceeded: the model was loaded without caching it".into());
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        Ok(Some((resp, false)))
+    }
+
+    fn content_length(resp: &Response) -> Option<u64> {
+        let h = resp.headers();
+        if let Ok(Some(r)) = h.get("Content-Range") {
+            if let Some(total) = r.rsplit('/').next().and_then(|t| t.trim().parse().ok()) {
+                return Some(total);
+            }
+        }
+        h.get("Content-Length").ok().flatten().and_then(|v| v.trim().parse().ok())
+    }
+
+    fn reader(resp: &Response) -> Option<web_sys::ReadableStreamDefaultReader> {
+        resp.body()?.get_reader().dyn_into().ok()
+    }
+
+    async fn open(&self, name: &str) -> Result<bool> {
+        if self.files.borrow().contains_key(name) {
+            return Ok(true);
+        }
+        let Some((resp, from_cache)) = self.get(name, 0).await? else {
+            return Ok(false);
+        };
+        let url = self.url(name);
+        let size = Self::content_length(&resp).ok_or_else(|| Error::Network {
+            url: url.clone(),
+            status: resp.status(),
+            msg: "the server sent no Content-Length".into(),
+        })?;
+        let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url, status: resp.status(), msg: "no body".into() })?;
+        self.files.borrow_mut().insert(
+            name.to_string(),
+            FileState { size, stream: Some(Stream { reader, pos: 0, pending: Vec::new() }), from_cache },
+        );
+        Ok(true)
+    }
+
+    async fn next_chunk(&self, name: &str, reader: &web_sys::ReadableStreamDefaultReader) -> Result<Option<Vec<u8>>> {
+        let url = self.url(name);
+        let r = JsFuture::from(reader.read()).await.map_err(|e| self.fail(&url, e))?;
+        if Reflect::get(&r, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            return Ok(None);
+        }
+        let v = Reflect::get(&r, &"value".into()).map_err(|e| self.fail(&url, e))?;
+        Ok(Some(v.dyn_into::<Uint8Array>().map_err(|e| self.fail(&url, e))?.to_vec()))
+    }
+}
+
+impl ModelSource for FetchSource {
+    async fn size(&self, name: &str) -> Result<Option<u64>> {
+        if !self.open(name).await? {
+            return Ok(None);
+        }
+        Ok(self.files.borrow().get(name).map(|f| f.size))
+    }
+
+    async fn read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if !self.open(name).await? {
+            return Err(Error::Network { url: self.url(name), status: 404, msg: "Not Found".into() });
+        }
+        let (size, stream, from_cache) = {
+            let mut files = self.files.borrow_mut();
+            let f = files.get_mut(name).ok_or_else(|| Error::Gpu("file state lost".into()))?;
+            (f.size, f.stream.take(), f.from_cache)
+        };
+        let url = self.url(name);
+        let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {
+            file: url.clone(),
+            msg: format!("read of {len} bytes at {offset} runs past the end ({size} bytes)"),
+        })?;
+        // Jumping back: a new request from `offset` (a Range request).
+        let mut s = match stream {
+            Some(s) if s.pos <= offset => s,
+            other => {
+                if let Some(old) = other {
+                    let _ = old.reader.cancel();
+                }
+                let (resp, _) = self.get(name, offset).await?.ok_or_else(|| Error::Network { url: url.clone(), status: 404, msg: "Not Found".into() })?;
+                let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url: url.clone(), status: resp.status(), msg: "no body".into() })?;
+                // 206: the body starts at `offset`; 200: the server ignored the range.
+                let pos = if resp.status() == 206 { offset } else { 0 };
+                Stream { reader, pos, pending: Vec::new() }
+            }
+        };
+        let mut out = Vec::with_capacity(len as usize);
+        if len == 0 {
+            if let Some(f) = self.files.borrow_mut().get_mut(name) {
+                f.stream = Some(s);
+            }
+            return Ok(out);
+        }
+        loop {
+            self.check_abort()?;
+            // Take what the pending chunk holds of the range.
+            let avail_end = s.pos + s.pending.len() as u64;
+            let want_from = offset + out.len() as u64;
+            if want_from >= s.pos && want_from < avail_end {
+                let a = (want_from - s.pos) as usize;
+                let b = ((end.min(avail_end)) - s.pos) as usize;
+                out.extend_from_slice(&s.pending[a..b]);
+            }
+            if out.len() as u64 == len {
+                // Keep only what lies after the range.
+                s.pending.drain(..(end - s.pos) as usize);
+                s.pos = end;
+                break;
+            }
+            // Everything pending is consumed (or before the range): drop it, read on.
+            s.pos = avail_end;
+            s.pending.clear();
+            match self.next_chunk(name, &s.reader).await? {
+                Some(chunk) => {
+                    if !from_cache {
+                        self.stats.borrow_mut().bytes_downloaded += chunk.len() as u64;
+                    }
+                    s.pending = chunk;
+                    (self.on_bytes)(name, (s.pos + s.pending.len() as u64).min(size), size);
+                }
+                None => {
+                    return Err(Error::Format { file: url, msg: format!("the download ended at byte {} of {size}", s.pos) });
+                }
+            }
+        }
+        if let Some(f) = self.files.borrow_mut().get_mut(name) {
+            f.stream = Some(s);
+        }
+        Ok(out)
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.url(name)
+    }
+}

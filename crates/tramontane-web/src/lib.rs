@@ -1,0 +1,286 @@
+//! tramontane in the browser: the wasm-bindgen surface under the npm package's
+//! JS API (js/index.js). The engine is the same `tramontane` core as natively;
+//! this crate adds the `fetch` byte source, the Cache API and JS errors.
+//!
+//! Methods return Promises built from futures that own an `Rc` of the state, so
+//! no borrow is held across an await; the JS layer runs one request at a time.
+
+mod fetch;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use js_sys::{Function, Promise, Reflect};
+use serde::{Deserialize, Serialize};
+use tramontane::{ChatMessage, Error, GenerateRequest, Gpu, LoadOptions, Model, SamplingParams};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// A JS `Error` with a stable `code` (and `url`/`status` for network errors).
+fn js_error(e: &Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = Reflect::set(&err, &"code".into(), &e.code().into());
+    if let Error::Network { url, status, .. } = e {
+        let _ = Reflect::set(&err, &"url".into(), &url.as_str().into());
+        let _ = Reflect::set(&err, &"status".into(), &(*status).into());
+    }
+    err.into()
+}
+
+fn coded(code: &str, msg: &str) -> JsValue {
+    let err = js_sys::Error::new(msg);
+    let _ = Reflect::set(&err, &"code".into(), &code.into());
+    err.into()
+}
+
+fn to_js<T: Serialize>(v: &T) -> JsValue {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).unwrap_or(JsValue::NULL)
+}
+
+#[derive(Default)]
+struct State {
+    gpu: Option<Arc<Gpu>>,
+    model: Option<Model>,
+    info: Option<serde_json::Value>,
+}
+
+#[wasm_bindgen]
+pub struct WasmEngine {
+    state: Rc<RefCell<State>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadSpec {
+    /// URL prefix of the model's files (ends with '/').
+    base: String,
+    /// GGUF file name within `base` (the first part of a split model).
+    gguf: Option<String>,
+    context: Option<usize>,
+    chunk: Option<usize>,
+    #[serde(default = "yes")]
+    use_cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GenParams {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    seed: Option<u64>,
+    stop: Vec<String>,
+    repetition_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    ignore_eos: bool,
+    top_logits: usize,
+}
+
+#[derive(Serialize)]
+struct GenResult {
+    generated: Vec<u32>,
+    text: String,
+    finish_reason: &'static str,
+    prompt_tokens: usize,
+    prefilled_tokens: usize,
+    prefill_seconds: f64,
+    decode_seconds: f64,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    top_logits: Vec<(u32, f32)>,
+}
+
+fn progress(cb: &Function, v: serde_json::Value) {
+    let _ = cb.call1(&JsValue::NULL, &to_js(&v));
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> WasmEngine {
+        WasmEngine { state: Rc::new(RefCell::new(State::default())) }
+    }
+
+    /// Open the WebGPU device (once). Rejects with code WEBGPU_UNAVAILABLE.
+    pub fn init(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            if state.borrow().gpu.is_some() {
+                return Ok(JsValue::UNDEFINED);
+            }
+            let gpu = Gpu::new().await.map_err(|e| coded("WEBGPU_UNAVAILABLE", &format!("WebGPU is not available: {e}")))?;
+            let a = &gpu.adapter;
+            let info = serde_json::json!({"name": a.name, "backend": a.backend, "driver": a.driver,
+                "shaderF16": a.shader_f16, "maxBufferSize": a.max_buffer_size, "maxStorageBufferBindingSize": a.max_storage_binding});
+            state.borrow_mut().gpu = Some(Arc::new(gpu));
+            Ok(to_js(&info))
+        })
+    }
+
+    /// Load a model; `on_progress` receives `{phase, file, loaded, total, ...}`.
+    pub fn load(&self, spec: JsValue, on_progress: Function, signal: Option<web_sys::AbortSignal>) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let spec: LoadSpec = serde_wasm_bindgen::from_value(spec).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
+            let gpu = state.borrow().gpu.clone().ok_or_else(|| coded("WEBGPU_UNAVAILABLE", "call init() first"))?;
+            // Drop any previous model first: its buffers go before new ones are made.
+            state.borrow_mut().model = None;
+            let cache = if spec.use_cache { fetch::open_cache().await } else { None };
+            let cache_available = cache.is_some();
+            let cb = on_progress.clone();
+            let on_bytes = Box::new(move |file: &str, loaded: u64, total: u64| {
+                progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
+            });
+            let src = fetch::FetchSource::new(spec.base.clone(), signal, cache, on_bytes);
+            let opts = LoadOptions { context: spec.context, chunk: spec.chunk.unwrap_or(64) };
+            let cb = on_progress.clone();
+            let mut on_upload = move |p: tramontane::upload::Progress| {
+                progress(&cb, serde_json::json!({"phase": "upload", "loaded": p.done, "total": p.total}));
+            };
+            let loaded = match &spec.gguf {
+                Some(name) => Model::load_gguf(gpu.clone(), &src, name, &opts, &mut on_upload).await,
+                None => Model::load(gpu.clone(), &src, &opts, &mut on_upload).await,
+            };
+            let model = loaded.map_err(|e| {
+                // A required file the server does not have: say which URL and status.
+                let e = match e {
+                    Error::MissingFile { file, .. } if file.contains("://") => {
+                        Error::Network { url: file, status: 404, msg: "Not Found".into() }
+                    }
+                    other => other,
+                };
+                js_error(&e)
+            })?;
+            progress(&on_progress, serde_json::json!({"phase": "ready"}));
+            let stats = src.stats.borrow().clone();
+            let cfg = model.config();
+            let i = &model.info;
+            let info = serde_json::json!({
+                "arch": i.arch, "dtype": i.dtype, "weightBytes": i.weight_bytes, "gpuBytes": i.gpu_bytes,
+                "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
+                "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
+                "loadSeconds": i.load_seconds, "hasChatTemplate": model.template.is_some(),
+                "bos": model.tokenizer.bos, "eos": model.tokenizer.eos,
+                "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
+                            "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
+                            "cacheWarning": stats.cache_warning},
+                "urls": *src.urls.borrow(),
+            });
+            let mut st = state.borrow_mut();
+            st.model = Some(model);
+            st.info = Some(info.clone());
+            Ok(to_js(&info))
+        })
+    }
+
+    /// Generate from token ids. `on_token(piece, id)` returning `false` aborts.
+    pub fn generate(&self, prompt: Vec<u32>, params: JsValue, on_token: Function) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let p: GenParams = if params.is_undefined() || params.is_null() {
+                GenParams::default()
+            } else {
+                serde_wasm_bindgen::from_value(params).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?
+            };
+            let mut model = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
+            let d = SamplingParams::default();
+            let req = GenerateRequest {
+                sampling: SamplingParams {
+                    temperature: p.temperature.unwrap_or(1.0),
+                    top_k: p.top_k.unwrap_or(d.top_k),
+                    top_p: p.top_p.unwrap_or(d.top_p),
+                    repetition_penalty: p.repetition_penalty.unwrap_or(1.0),
+                    frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
+                    presence_penalty: p.presence_penalty.unwrap_or(0.0),
+                    seed: p.seed.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64),
+                },
+                max_tokens: p.max_tokens.unwrap_or(256),
+                stop: p.stop,
+                ignore_eos: p.ignore_eos,
+                top_logits: p.top_logits,
+            };
+            let r = model
+                .generate(&prompt, &req, &mut |piece, id| {
+                    on_token.call2(&JsValue::NULL, &piece.into(), &id.into()).map(|v| v.as_bool() != Some(false)).unwrap_or(false)
+                })
+                .await;
+            state.borrow_mut().model = Some(model);
+            let g = r.map_err(|e| js_error(&e))?;
+            Ok(to_js(&GenResult {
+                finish_reason: match g.finish {
+                    tramontane::FinishReason::Stop => "stop",
+                    tramontane::FinishReason::Length => "length",
+                },
+                prefill_tokens_per_s: g.prefill_tokens_per_s(),
+                decode_tokens_per_s: g.decode_tokens_per_s(),
+                generated: g.generated,
+                text: g.text,
+                prompt_tokens: g.prompt_tokens,
+                prefilled_tokens: g.prefilled_tokens,
+                prefill_seconds: g.prefill_seconds,
+                decode_seconds: g.decode_seconds,
+                top_logits: g.top_logits,
+            }))
+        })
+    }
+
+    fn with_model<T>(&self, f: impl FnOnce(&Model) -> tramontane::Result<T>) -> Result<T, JsValue> {
+        let st = self.state.borrow();
+        let m = st.model.as_ref().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded"))?;
+        f(m).map_err(|e| js_error(&e))
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, JsValue> {
+        self.with_model(|m| m.tokenizer.encode(text))
+    }
+
+    pub fn detokenize(&self, ids: Vec<u32>) -> Result<String, JsValue> {
+        self.with_model(|m| m.tokenizer.decode(&ids, true))
+    }
+
+    /// Token ids of a conversation rendered with the model's chat template.
+    #[wasm_bindgen(js_name = chatPrompt)]
+    pub fn chat_prompt(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
+        let msgs: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
+        self.with_model(|m| m.chat_prompt(&msgs))
+    }
+
+    #[wasm_bindgen(js_name = resetChat)]
+    pub fn reset_chat(&self) {
+        if let Some(m) = self.state.borrow_mut().model.as_mut() {
+            m.reset();
+        }
+    }
+
+    /// Free the model's GPU buffers (the device stays open for the next load).
+    pub fn unload(&self) {
+        let mut st = self.state.borrow_mut();
+        st.model = None;
+        st.info = None;
+        if let Some(g) = &st.gpu {
+            g.queue.submit([]);
+        }
+    }
+
+    pub fn info(&self) -> JsValue {
+        self.state.borrow().info.as_ref().map(to_js).unwrap_or(JsValue::NULL)
+    }
+}
+
+impl Default for WasmEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,148 @@
+//! The quantized MoE path through GGUF: a small Mixtral-style model (llama
+//! architecture with 3-D expert tensors, q/k permuted as llama.cpp writes them)
+//! in Q8_0 and Q4_0, against numpy float64 math on the dequantized weights
+//! (tests/fixtures/moe_gguf, made by scripts/fixtures/make_moe_gguf.py):
+//! argmax at every position, top-10 logits, greedy tokens, router choices.
+//! Also split loading, and malformed GGUF files.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use tramontane::source::DirSource;
+use tramontane::{Error, GenerateRequest, LoadOptions, Model, SamplingParams};
+
+fn dir() -> PathBuf {
+    fixtures().join("moe_gguf")
+}
+
+fn load_from(dir: &std::path::Path, name: &str) -> Result<Model, Error> {
+    pollster::block_on(Model::load_gguf(gpu(), &DirSource::new(dir), name, &LoadOptions { chunk: 16, ..Default::default() }, &mut |_| {}))
+}
+
+fn check(file: &str, reference_file: &str) {
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir().join("reference.json")).expect("ref")).expect("json");
+    let mut model = load_from(&dir(), file).expect("load");
+    let vocab = model.config().vocab;
+    assert!(model.config().moe.is_some());
+    let mut worst = 0f32;
+    for p in r["models"][reference_file]["prompts"].as_array().expect("prompts") {
+        let input = ids(&p["input_ids"]);
+        let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
+        for (pos, want) in ids(&p["argmax_per_position"]).iter().enumerate() {
+            assert_eq!(argmax(&logits[pos * vocab..(pos + 1) * vocab]), *want, "{file}: argmax at {pos}");
+        }
+        let last = &logits[(input.len() - 1) * vocab..];
+        for pair in p["top10"].as_array().expect("top10") {
+            let (id, want) = (pair[0].as_u64().expect("id") as usize, pair[1].as_f64().expect("l") as f32);
+            worst = worst.max((last[id] - want).abs());
+            assert!((last[id] - want).abs() < 1e-3, "{file}: logit {id}: {} vs {want}", last[id]);
+        }
+        if input.len() <= 16 {
+            // Router choices of the last pass (one chunk holds the whole prompt).
+            let got = pollster::block_on(model.runtime.router_choices(input.len())).expect("router");
+            for (l, route) in p["router"].as_array().expect("router").iter().enumerate() {
+                for (pos, experts) in route["experts"].as_array().expect("experts").iter().enumerate() {
+                    assert_eq!(&got[l].0[pos * 2..pos * 2 + 2], &ids(experts)[..], "{file}: layer {l} position {pos}");
+                }
+            }
+        }
+        model.reset();
+        let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: 8, ignore_eos: true, ..Default::default() };
+        let g = pollster::block_on(model.generate(&input, &req, &mut |_, _| true)).expect("generate");
+        assert_eq!(g.generated, ids(&p["greedy"]), "{file}: greedy");
+    }
+    eprintln!("{file}: max |logit - float64 reference| = {worst:.2e}");
+}
+
+#[test]
+fn moe_q8_0_matches_float_math() {
+    check("moe-q8_0.gguf", "moe-q8_0.gguf");
+}
+
+#[test]
+fn moe_q4_0_matches_float_math() {
+    check("moe-q4_0.gguf", "moe-q4_0.gguf");
+}
+
+#[test]
+fn split_gguf_loads_from_its_first_part() {
+    check("moe-q8_0-split-00001-of-00003.gguf", "moe-q8_0.gguf");
+}
+
+struct Corrupt(PathBuf);
+
+impl Corrupt {
+    fn new(tag: &str, edit: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let d = std::env::temp_dir().join(format!("tramontane-gguf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        let mut b = std::fs::read(dir().join("moe-q8_0.gguf")).expect("read");
+        edit(&mut b);
+        std::fs::write(d.join("m.gguf"), b).expect("write");
+        Corrupt(d)
+    }
+    fn load(&self) -> Error {
+        load_from(&self.0, "m.gguf").err().expect("an error")
+    }
+}
+
+impl Drop for Corrupt {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn find(b: &[u8], s: &str) -> usize {
+    b.windows(s.len()).position(|w| w == s.as_bytes()).expect("marker in file")
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn malformed_gguf_files_give_clear_errors() {
+    let e = Corrupt::new("magic", |b| b[0] = b'X').load();
+    assert!(e.to_string().contains("not a GGUF file"), "{e}");
+    let e = Corrupt::new("version", |b| b[4] = 9).load();
+    assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("version 9"), "{e}");
+    let e = Corrupt::new("count", |b| put_u64(b, 8, u64::MAX / 3)).load();
+    assert!(e.to_string().contains("more than the file holds"), "{e}");
+    // The first key's length.
+    let e = Corrupt::new("strlen", |b| put_u64(b, 24, 1 << 60)).load();
+    assert!(e.to_string().contains("exceeds the rest of the file"), "{e}");
+    // The token list's element count (after key, value type 9, element type).
+    let e = Corrupt::new("arrlen", |b| {
+        let at = find(b, "tokenizer.ggml.tokens") + "tokenizer.ggml.tokens".len() + 8;
+        put_u64(b, at, u64::MAX / 2);
+    })
+    .load();
+    assert!(e.to_string().contains("array of") && e.to_string().contains("exceeds"), "{e}");
+    // output.weight's type: after its name come n_dims (4), 2 dims (16), type.
+    let e = Corrupt::new("qtype", |b| {
+        let at = b.len() / 2; // tensor infos live in the header, well before the middle
+        let at = find(&b[..at], "output.weight") + "output.weight".len() + 4 + 16;
+        b[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    })
+    .load();
+    assert!(matches!(e, Error::Tensor { .. }) && e.to_string().contains("GGML type 99"), "{e}");
+    let e = Corrupt::new("trunc", |b| b.truncate(b.len() - 1000)).load();
+    assert!(matches!(e, Error::Tensor { .. }) && e.to_string().contains("runs past the end"), "{e}");
+    let e = Corrupt::new("short", |b| b.truncate(10)).load();
+    assert!(e.to_string().contains("runs past the end") || e.to_string().contains("too short"), "{e}");
+}
+
+#[test]
+fn a_missing_split_part_is_named() {
+    let d = std::env::temp_dir().join(format!("tramontane-split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("dir");
+    for part in ["moe-q8_0-split-00001-of-00003.gguf", "moe-q8_0-split-00003-of-00003.gguf"] {
+        std::fs::copy(dir().join(part), d.join(part)).expect("copy");
+    }
+    let e = load_from(&d, "moe-q8_0-split-00001-of-00003.gguf").err().expect("error");
+    let _ = std::fs::remove_dir_all(&d);
+    assert!(matches!(e, Error::MissingFile { .. }) && e.to_string().contains("00002-of-00003"), "{e}");
+}

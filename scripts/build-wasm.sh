@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `npm run build`: the npm package in pkg/ (ES module + .wasm + TypeScript types).
+#   1. the wasm crate for wasm32-unknown-unknown: a rustup toolchain that has the
+#      target if there is one, else Debian's rustc-web rebuilding std (-Zbuild-std);
+#   2. wasm-bindgen (the CLI version equal to the crate's, installed under target/);
+#   3. wasm-opt -Os where binaryen is installed;
+#   4. the hand-written JS API (crates/tramontane-web/js) and package.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1mbuild:\033[0m %s\n' "$*" >&2; }
+
+TARGET=wasm32-unknown-unknown
+export CARGO_TARGET_DIR="$PWD/target/wasm"
+if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+  log "cargo build ($TARGET, rustup toolchain)"
+  cargo build --locked --profile wasm-release --target "$TARGET" -p tramontane-web
+elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust ]; then
+  log "cargo build ($TARGET, Debian rustc-web with -Zbuild-std; the first build takes minutes)"
+  linker=()
+  if ! [ -e "$(dirname "$(readlink -f /usr/bin/rustc)")/../lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld" ] && command -v wasm-ld >/dev/null; then
+    linker=(--config "target.$TARGET.linker=\"wasm-ld\"")
+  fi
+  RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build --locked --profile wasm-release --target "$TARGET" \
+    -Zbuild-std=std,panic_abort "${linker[@]}" -p tramontane-web
+else
+  log "no wasm32 toolchain: run scripts/setup.sh (it installs Debian's rustc-web) or 'rustup target add $TARGET'"
+  exit 1
+fi
+WASM="$CARGO_TARGET_DIR/$TARGET/wasm-release/tramontane_web.wasm"
+
+BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/"/,"",$3); print $3; exit}' Cargo.lock)
+BINDGEN="$PWD/target/tools/bin/wasm-bindgen"
+if ! [ -x "$BINDGEN" ] || [ "$("$BINDGEN" --version | awk '{print $2}')" != "$BINDGEN_VERSION" ]; then
+  log "installing wasm-bindgen-cli $BINDGEN_VERSION into target/tools (about 2 minutes)"
+  cargo install --quiet --root target/tools wasm-bindgen-cli --version "$BINDGEN_VERSION"
+fi
+
+rm -rf pkg && mkdir -p pkg/wasm
+"$BINDGEN" --target web --out-dir pkg/wasm --out-name tramontane_web "$WASM"
+if command -v wasm-opt >/dev/null; then
+  log "wasm-opt -Os"
+  wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals \
+    pkg/wasm/tramontane_web_bg.wasm -o pkg/wasm/tramontane_web_bg.wasm.opt
+  mv pkg/wasm/tramontane_web_bg.wasm.opt pkg/wasm/tramontane_web_bg.wasm
+fi
+cp crates/tramontane-web/js/*.js crates/tramontane-web/js/*.d.ts pkg/
+VERSION=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
+cat > pkg/package.json <<JSON
+{
+  "name": "tramontane",
+  "version": "$VERSION",
+  "description": "Mistral-family language models (Llama, Mistral, Mixtral MoE, Qwen2, SmolLM) in the browser on WebGPU",
+  "type": "module",
+  "main": "./index.js",
+  "module": "./index.js",
+  "types": "./index.d.ts",
+  "exports": {
+    ".": { "types": "./index.d.ts", "import": "./index.js" },
+    "./worker.js": "./worker.js",
+    "./package.json": "./package.json"
+  },
+  "files": ["index.js", "index.d.ts", "worker.js", "wasm/"],
+  "sideEffects": false,
+  "license": "MIT OR Apache-2.0",
+  "keywords": ["llm", "webgpu", "wasm", "mistral", "mixtral", "llama", "gguf", "safetensors"]
+}
+JSON
+SIZE=$(stat -c %s pkg/wasm/tramontane_web_bg.wasm)
+log "pkg/ ready: tramontane_web_bg.wasm is $SIZE bytes ($(( SIZE / 1024 )) KiB)"
