@@ -16,12 +16,17 @@ if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
   cargo build --locked --profile wasm-release --target "$TARGET" -p tramontane-web
 elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust ]; then
   log "cargo build ($TARGET, Debian rustc-web with -Zbuild-std; the first build takes minutes)"
-  linker=()
-  if ! [ -e "$(dirname "$(readlink -f /usr/bin/rustc)")/../lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld" ] && command -v wasm-ld >/dev/null; then
-    linker=(--config "target.$TARGET.linker=\"wasm-ld\"")
+  # rustc links wasm with `rust-lld -flavor wasm`; Debian ships lld without that
+  # name, so give it one under target/ (any lld binary is multi-flavor).
+  if ! command -v rust-lld >/dev/null; then
+    lld=$(ls /usr/lib/llvm-*/bin/lld 2>/dev/null | sort -V | tail -n 1 || true)
+    [ -n "$lld" ] || lld=$(command -v lld || true)
+    if [ -z "$lld" ]; then log "no lld found: install lld (scripts/setup.sh does)"; exit 1; fi
+    mkdir -p target/tools/lld && ln -sf "$lld" target/tools/lld/rust-lld
+    export PATH="$PWD/target/tools/lld:$PATH"
   fi
   RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build --locked --profile wasm-release --target "$TARGET" \
-    -Zbuild-std=std,panic_abort "${linker[@]}" -p tramontane-web
+    -Zbuild-std=std,panic_abort -p tramontane-web
 else
   log "no wasm32 toolchain: run scripts/setup.sh (it installs Debian's rustc-web) or 'rustup target add $TARGET'"
   exit 1
@@ -36,12 +41,21 @@ if ! [ -x "$BINDGEN" ] || [ "$("$BINDGEN" --version | awk '{print $2}')" != "$BI
 fi
 
 rm -rf pkg && mkdir -p pkg/wasm
-"$BINDGEN" --target web --out-dir pkg/wasm --out-name tramontane_web "$WASM"
-if command -v wasm-opt >/dev/null; then
-  log "wasm-opt -Os"
-  wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals \
-    pkg/wasm/tramontane_web_bg.wasm -o pkg/wasm/tramontane_web_bg.wasm.opt
+"$BINDGEN" --target web --remove-name-section --remove-producers-section --out-dir pkg/wasm --out-name tramontane_web "$WASM"
+# wasm-opt must understand reference types as wasm-bindgen emits them (binaryen
+# 116+; Debian 12's is 108 and breaks the module): the npm package's, else a
+# recent system one, else none.
+OPT=""
+for c in node_modules/.bin/wasm-opt "$(command -v wasm-opt || true)"; do
+  if [ -n "$c" ] && [ -x "$c" ] && [ "$("$c" --version | grep -o '[0-9]\+' | head -n 1)" -ge 116 ]; then OPT=$c; break; fi
+done
+if [ -n "$OPT" ]; then
+  log "wasm-opt -Os ($("$OPT" --version))"
+  "$OPT" -Os --enable-reference-types --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals --enable-multivalue pkg/wasm/tramontane_web_bg.wasm -o pkg/wasm/tramontane_web_bg.wasm.opt
   mv pkg/wasm/tramontane_web_bg.wasm.opt pkg/wasm/tramontane_web_bg.wasm
+else
+  log "no binaryen 116+ wasm-opt found: the .wasm is not size-optimized"
 fi
 cp crates/tramontane-web/js/*.js crates/tramontane-web/js/*.d.ts pkg/
 VERSION=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)

@@ -1,0 +1,167 @@
+// Types of the tramontane npm package (js/index.js).
+
+export type ErrorCode =
+  | 'WEBGPU_UNAVAILABLE' | 'MODEL_FORMAT' | 'UNSUPPORTED' | 'NETWORK' | 'ABORTED'
+  | 'CONTEXT_OVERFLOW' | 'DEVICE_LOST' | 'OUT_OF_MEMORY' | 'QUOTA' | 'INVALID_REQUEST'
+  | 'GPU' | 'INTERNAL';
+
+export class TramontaneError extends Error {
+  code: ErrorCode;
+  /** NETWORK: the URL that failed and its HTTP status (0 when there was no response). */
+  url?: string;
+  status?: number;
+}
+
+export interface LoadProgress {
+  phase: 'download' | 'upload' | 'compile' | 'ready' | 'cache';
+  /** download: the file and its bytes */
+  file?: string;
+  fileLoaded?: number;
+  fileTotal?: number;
+  /** download: all files opened so far */
+  downloaded?: number;
+  downloadTotal?: number;
+  /** upload: weight bytes on the GPU so far, of all */
+  loaded?: number;
+  total?: number;
+  /** cache: why the model was not cached (code QUOTA) */
+  warning?: string;
+  code?: 'QUOTA';
+}
+
+export interface LoadOptions {
+  onProgress?: (p: LoadProgress) => void;
+  signal?: AbortSignal;
+  /** Keep downloaded files in the Cache API (default true). */
+  useCache?: boolean;
+  /** Context window in tokens (default: the model's, at most 4096). */
+  contextLength?: number;
+  /** Tokens per prefill pass (default 64). */
+  prefillChunk?: number;
+  /** Hugging Face repo ids: the revision (default "main") and which GGUF file to load. */
+  revision?: string;
+  ggufFile?: string;
+  hfEndpoint?: string;
+  /** Where the .wasm is, if not next to index.js. */
+  wasmUrl?: string | URL;
+}
+
+export interface EngineInfo {
+  source: string;
+  arch: string;
+  dtype: string;
+  weightBytes: number;
+  gpuBytes: number;
+  contextLength: number;
+  vocabSize: number;
+  layers: number;
+  experts: number | null;
+  slidingWindow: number | null;
+  loadSeconds: number;
+  hasChatTemplate: boolean;
+  adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number };
+  network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };
+  urls: string[];
+}
+
+export interface ChatMessage { role: 'system' | 'user' | 'assistant' | string; content: string }
+
+export interface SamplingRequest {
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  /** 0 = greedy; default 1 */
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  seed?: number;
+  stop?: string | string[];
+  repetition_penalty?: number;
+  frequency_penalty?: number;
+  presence_penalty?: number;
+  logprobs?: boolean;
+  top_logprobs?: number;
+  /** keep generating past end-of-generation tokens */
+  ignore_eos?: boolean;
+  signal?: AbortSignal;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+}
+
+export interface TokenLogprob { token: string; id: number; logprob: number; top_logprobs: { token: string; id: number; logprob: number }[] }
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  extra: { prefilled_tokens: number; prefill_tokens_per_s: number; decode_tokens_per_s: number; time_to_first_token_s: number; e2e_latency_s: number };
+}
+
+export interface ChatCompletion {
+  id: string; object: 'chat.completion'; created: number; model: string;
+  choices: { index: number; message: { role: 'assistant'; content: string }; finish_reason: 'stop' | 'length'; logprobs: { content: TokenLogprob[] } | null }[];
+  usage: Usage;
+  token_ids: number[];
+}
+
+export interface ChatCompletionChunk {
+  id: string; object: 'chat.completion.chunk'; created: number; model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: 'stop' | 'length' | null; logprobs: { content: TokenLogprob[] } | null }[];
+  usage?: Usage;
+}
+
+export interface Completion {
+  id: string; object: 'text_completion'; created: number; model: string;
+  choices: { index: number; text: string; finish_reason: 'stop' | 'length' | null; logprobs: { content: TokenLogprob[] } | null }[];
+  usage?: Usage;
+  token_ids?: number[];
+}
+
+export interface ChatAPI {
+  completions: {
+    create(req: SamplingRequest & { messages: ChatMessage[]; stream: true }): AsyncIterable<ChatCompletionChunk>;
+    create(req: SamplingRequest & { messages: ChatMessage[]; stream?: false }): Promise<ChatCompletion>;
+  };
+}
+
+export interface CompletionsAPI {
+  create(req: SamplingRequest & { prompt: string | number[]; stream: true }): AsyncIterable<Completion>;
+  create(req: SamplingRequest & { prompt: string | number[]; stream?: false }): Promise<Completion>;
+}
+
+interface EngineLike {
+  readonly info: EngineInfo | null;
+  chat: ChatAPI;
+  completions: CompletionsAPI;
+  tokenize(text: string): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  resetChat(): Promise<void>;
+  unload(): Promise<void>;
+}
+
+export class Engine implements EngineLike {
+  static load(source: string, options?: LoadOptions): Promise<Engine>;
+  static cache: { has(source: string, options?: LoadOptions): Promise<boolean>; delete(source: string, options?: LoadOptions): Promise<boolean> };
+  load(source: string, options?: LoadOptions): Promise<Engine>;
+  readonly info: EngineInfo | null;
+  chat: ChatAPI;
+  completions: CompletionsAPI;
+  tokenize(text: string): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  resetChat(): Promise<void>;
+  unload(): Promise<void>;
+}
+
+export class WorkerEngine implements EngineLike {
+  static load(source: string, options?: LoadOptions & { worker?: Worker }): Promise<WorkerEngine>;
+  load(source: string, options?: LoadOptions): Promise<WorkerEngine>;
+  readonly info: EngineInfo | null;
+  chat: ChatAPI;
+  completions: CompletionsAPI;
+  tokenize(text: string): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  resetChat(): Promise<void>;
+  unload(): Promise<void>;
+  terminate(): void;
+}
+
+export function resolveSource(source: string, options?: LoadOptions): { base: string; gguf: string | null };

@@ -1,0 +1,52 @@
+// A static file server for the browser tests and the demo: serves the repo
+// root on 127.0.0.1 with HTTP Range support, counts requests per path, and can
+// be told to break a download midway (?fail-after=N closes the connection).
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.json': 'application/json', '.wasm': 'application/wasm', '.svg': 'image/svg+xml', '.png': 'image/png',
+};
+
+export function startServer({ root, port = 0, host = '127.0.0.1', headers = {}, quiet = true } = {}) {
+  const log = [];
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    let rel = decodeURIComponent(url.pathname);
+    log.push({ method: req.method, path: rel, range: req.headers.range ?? null });
+    if (rel.endsWith('/')) rel += 'index.html';
+    const file = path.join(root, path.normalize(rel).replace(/^(\.\.[/\\])+/, ''));
+    if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
+    fs.stat(file, (err, st) => {
+      if (err || !st.isFile()) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found'); return; }
+      const common = { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-store', ...headers };
+      let start = 0, end = st.size - 1, status = 200;
+      const m = /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '');
+      if (m) {
+        start = m[1] ? Number(m[1]) : Math.max(0, st.size - Number(m[2]));
+        end = m[1] && m[2] ? Math.min(Number(m[2]), st.size - 1) : st.size - 1;
+        if (start >= st.size || start > end) { res.writeHead(416, { 'content-range': `bytes */${st.size}` }).end(); return; }
+        status = 206;
+        common['content-range'] = `bytes ${start}-${end}/${st.size}`;
+      }
+      res.writeHead(status, { ...common, 'content-length': end - start + 1 });
+      if (req.method === 'HEAD') { res.end(); return; }
+      const failAfter = url.searchParams.get('fail-after');
+      const stream = fs.createReadStream(file, { start, end });
+      if (failAfter) {
+        let sent = 0;
+        stream.on('data', (c) => { sent += c.length; if (sent > Number(failAfter)) { stream.destroy(); res.destroy(); } });
+      }
+      stream.pipe(res);
+    });
+  });
+  return new Promise((resolve) => {
+    server.listen(port, host, () => {
+      const { port: p } = server.address();
+      if (!quiet) console.log(`serving ${root} at http://${host}:${p}/`);
+      resolve({ url: `http://${host}:${p}/`, log, close: () => new Promise((r) => server.close(r)), server });
+    });
+  });
+}
