@@ -22,8 +22,21 @@ apt_install() {
 }
 
 # Native tests run the WGSL kernels through wgpu's Vulkan backend; without a GPU
-# that is Mesa's lavapipe (a Vulkan driver on the CPU).
-apt_install mesa-vulkan-drivers
+# that is Mesa's lavapipe (a Vulkan driver on the CPU). Browser tests run in
+# Debian's Chromium (WebGPU on SwiftShader).
+apt_install mesa-vulkan-drivers chromium
+
+# The wasm toolchain: a rustup toolchain with the wasm32 target if there is one,
+# else Debian's rustc-web with the std sources (rebuilt with -Zbuild-std) and lld.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  apt_install rustc-web cargo-web rust-web-src lld-22
+fi
+
+# npm dependencies (playwright-core drives Chromium; binaryen's wasm-opt).
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/binaryen ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "installing npm dependencies"
+  npm ci --no-audit --no-fund
+fi
 
 if ! command -v cargo >/dev/null; then
   log "cargo not found: install Rust (https://rustup.rs) and run again"

@@ -7,5 +7,9 @@ bash scripts/setup.sh
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
   export XDG_RUNTIME_DIR="$PWD/target/xdg"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
 fi
-echo "== native: kernels, models, bad input (cargo test, wgpu on $(command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -m1 deviceName | sed 's/.*= //' || echo Vulkan))"
+echo "== native: kernels, models, bad input (cargo test, wgpu on Vulkan)"
 cargo test --locked
+echo "== npm package: build (wasm32, wasm-bindgen, wasm-opt)"
+bash scripts/build-wasm.sh
+echo "== browser: the npm package in headless Chromium (WebGPU)"
+node --test --test-reporter=spec --test-concurrency=1 tests/browser/

@@ -17,7 +17,7 @@ struct Step {
     seed: u32,
     sample_index: u32,      // which generated token this is: the RNG stream position
     greedy: u32,
-    _pad0: u32,
+    logprobs: u32,          // 0 = off, else 1 + how many top alternatives to report
     _pad1: u32,
     _pad2: u32,
 }

@@ -9,6 +9,8 @@
 //  3. Gumbel-max over the kept tokens: argmax(logit + Gumbel noise) is an exact
 //     sample from softmax(logits); the noise is a counter-based hash of
 //     (seed, sample_index, token id), so the same seed gives the same text.
+//  4. optionally, log-probabilities of the sampled distribution (after
+//     penalties and temperature; for greedy decoding, the model's own).
 // The host writes STATE once per request (the prompt's tokens); this kernel
 // updates it as tokens are generated.
 override V: u32 = 1u;
@@ -195,5 +197,42 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
         STATE[token] = (((STATE[token] >> 1u) + 1u) << 1u) | 1u;
         IDS[0] = token;
         OUT[0] = token;
+    }
+    // 4. Log-probabilities (only when asked): of the token, and the TOP most
+    //    likely tokens, by repeated argmax below the previous pick.
+    if (step.logprobs > 0u) {
+        let mx = LOGITS[best];
+        var z = 0.0;
+        for (var i = lid; i < V; i += WG) {
+            z += exp(LOGITS[i] - mx);
+        }
+        let lse = mx + log(reduce_sum(lid, z));
+        if (lid == 0u) {
+            OUT[1] = bitcast<u32>(LOGITS[token] - lse);
+        }
+        var pv = 3.4e38;
+        var pi = 0u;
+        for (var n = 0u; n + 1u < step.logprobs; n++) {
+            var cv = -3.4e38;
+            var ci = 0xffffffffu;
+            for (var i = lid; i < V; i += WG) {
+                let l = LOGITS[i];
+                if ((l < pv || (l == pv && i > pi)) && (l > cv || ci == 0xffffffffu)) {
+                    cv = l;
+                    ci = i;
+                }
+            }
+            if (ci == 0xffffffffu) {
+                cv = -3.4e38;
+                ci = V;
+            }
+            let pick = reduce_argmax(lid, cv, ci);
+            pv = LOGITS[min(pick, V - 1u)];
+            pi = pick;
+            if (lid == 0u) {
+                OUT[2u + 2u * n] = pick;
+                OUT[3u + 2u * n] = bitcast<u32>(pv - lse);
+            }
+        }
     }
 }

@@ -46,7 +46,7 @@ export function startServer({ root, port = 0, host = '127.0.0.1', headers = {}, 
     server.listen(port, host, () => {
       const { port: p } = server.address();
       if (!quiet) console.log(`serving ${root} at http://${host}:${p}/`);
-      resolve({ url: `http://${host}:${p}/`, log, close: () => new Promise((r) => server.close(r)), server });
+      resolve({ url: `http://${host}:${p}/`, log, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }), server });
     });
   });
 }

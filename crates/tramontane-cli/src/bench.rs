@@ -55,11 +55,11 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
     };
     // Warm-up: compiles pipelines lazily created by drivers.
     model.reset();
-    model.generate(&prompt[..prompt.len().min(8)], &GenerateRequest { max_tokens: 2, ..req.clone() }, &mut |_, _| true).await?;
+    model.generate(&prompt[..prompt.len().min(8)], &GenerateRequest { max_tokens: 2, ..req.clone() }, &mut |_, _, _| true).await?;
     let (mut pre, mut dec, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..a.repetitions.max(1) {
         model.reset();
-        let g = model.generate(&prompt, &req, &mut |_, _| true).await?;
+        let g = model.generate(&prompt, &req, &mut |_, _, _| true).await?;
         pre.push(g.prefill_tokens_per_s());
         dec.push(g.decode_tokens_per_s());
         ttft.push(g.prefill_seconds);

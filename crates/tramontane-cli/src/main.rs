@@ -141,7 +141,7 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
         seed += 1;
         let mut out = std::io::stdout();
         let g = model
-            .generate(&prompt, &req, &mut |piece, _| {
+            .generate(&prompt, &req, &mut |piece, _, _| {
                 let _ = out.write_all(piece.as_bytes());
                 let _ = out.flush();
                 true
@@ -206,11 +206,12 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         stop: a.stop.clone(),
         ignore_eos: a.ignore_eos,
         top_logits: a.top_logits,
+        logprobs: None,
     };
     let json_out = a.json;
     let mut stdout = std::io::stdout();
     let g = model
-        .generate(&prompt_ids, &req, &mut |piece, _| {
+        .generate(&prompt_ids, &req, &mut |piece, _, _| {
             if !json_out {
                 let _ = stdout.write_all(piece.as_bytes());
                 let _ = stdout.flush();

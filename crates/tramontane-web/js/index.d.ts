@@ -140,6 +140,8 @@ interface EngineLike {
 
 export class Engine implements EngineLike {
   static load(source: string, options?: LoadOptions): Promise<Engine>;
+  /** Bytes of wasm linear memory (it only grows: the peak so far). */
+  static wasmMemoryBytes(): Promise<number>;
   static cache: { has(source: string, options?: LoadOptions): Promise<boolean>; delete(source: string, options?: LoadOptions): Promise<boolean> };
   load(source: string, options?: LoadOptions): Promise<Engine>;
   readonly info: EngineInfo | null;

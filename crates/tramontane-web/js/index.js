@@ -170,6 +170,13 @@ export class Engine {
 
   get info() { return this._info; }
 
+  /** Bytes of wasm linear memory (it only grows: the peak so far). */
+  static async wasmMemoryBytes() {
+    if (!wasmReady) return 0;
+    const exports = await wasmReady;
+    return exports.memory.buffer.byteLength;
+  }
+
   _enqueue(fn) {
     const run = this._queue.then(fn);
     this._queue = run.catch(() => {});
@@ -227,7 +234,7 @@ export class Engine {
     const onToken = (piece, token, lp) => {
       if (signal?.aborted) return false;
       if (firstTokenAt === null) firstTokenAt = now();
-      const entry = lp ? { token: piece, id: token, logprob: lp.logprob, top_logprobs: lp.top } : null;
+      const entry = lp ? { token: lp.token, id: token, logprob: lp.logprob, top_logprobs: lp.top } : null;
       if (entry) logprobs.push(entry);
       if (chunks && (piece.length > 0 || entry)) {
         const choice = kind === 'chat'

@@ -86,6 +86,8 @@ struct GenParams {
     presence_penalty: Option<f32>,
     ignore_eos: bool,
     top_logits: usize,
+    /// 0 = none, else 1 + the number of top alternatives.
+    logprobs: u32,
 }
 
 #[derive(Serialize)]
@@ -148,6 +150,10 @@ impl WasmEngine {
             let cb = on_progress.clone();
             let mut on_upload = move |p: tramontane::upload::Progress| {
                 progress(&cb, serde_json::json!({"phase": "upload", "loaded": p.done, "total": p.total}));
+                if p.done == p.total {
+                    // Next: pipelines and bind groups are created.
+                    progress(&cb, serde_json::json!({"phase": "compile"}));
+                }
             };
             let loaded = match &spec.gguf {
                 Some(name) => Model::load_gguf(gpu.clone(), &src, name, &opts, &mut on_upload).await,
@@ -210,10 +216,21 @@ impl WasmEngine {
                 stop: p.stop,
                 ignore_eos: p.ignore_eos,
                 top_logits: p.top_logits,
+                logprobs: (p.logprobs > 0).then(|| p.logprobs - 1),
             };
+            let tok = model.tokenizer.inner().clone();
+            let text_of = move |id: u32| tok.decode(&[id], false).unwrap_or_default();
             let r = model
-                .generate(&prompt, &req, &mut |piece, id| {
-                    on_token.call2(&JsValue::NULL, &piece.into(), &id.into()).map(|v| v.as_bool() != Some(false)).unwrap_or(false)
+                .generate(&prompt, &req, &mut |piece, id, lp| {
+                    let lp = match lp {
+                        None => JsValue::UNDEFINED,
+                        Some(l) => to_js(&serde_json::json!({
+                            "token": text_of(id),
+                            "logprob": l.logprob,
+                            "top": l.top.iter().map(|(i, v)| serde_json::json!({"token": text_of(*i), "id": i, "logprob": v})).collect::<Vec<_>>(),
+                        })),
+                    };
+                    on_token.call3(&JsValue::NULL, &piece.into(), &id.into(), &lp).map(|v| v.as_bool() != Some(false)).unwrap_or(false)
                 })
                 .await;
             state.borrow_mut().model = Some(model);

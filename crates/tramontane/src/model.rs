@@ -49,11 +49,14 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// Report this many of the highest raw logits at the last prompt position.
     pub top_logits: usize,
+    /// Report each generated token's log-probability, with this many top
+    /// alternatives (`None`: no log-probabilities).
+    pub logprobs: Option<u32>,
 }
 
 impl Default for GenerateRequest {
     fn default() -> Self {
-        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0 }
+        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0, logprobs: None }
     }
 }
 
@@ -65,6 +68,14 @@ pub enum FinishReason {
     Length,
 }
 
+/// A generated token's log-probability and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub prompt_tokens: usize,
@@ -74,6 +85,8 @@ pub struct Generation {
     pub text: String,
     pub finish: FinishReason,
     pub top_logits: Vec<(u32, f32)>,
+    /// One per generated token, when asked for.
+    pub logprobs: Vec<TokenLogprob>,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
 }
@@ -273,13 +286,16 @@ impl Model {
     }
 
     /// Generate a continuation of `prompt` (token ids used as given). Prompt
-    /// tokens already in the KV cache are not run again. `on_text` receives each
-    /// piece of text as it is produced; returning `false` aborts.
+    /// tokens already in the KV cache are not run again. `on_token` is called
+    /// for every generated token with the text it completes (possibly empty:
+    /// text is held back while it could still become a stop string or a
+    /// multi-byte character) and its log-probability if asked for; returning
+    /// `false` aborts.
     pub async fn generate(
         &mut self,
         prompt: &[u32],
         req: &GenerateRequest,
-        on_text: &mut dyn FnMut(&str, u32) -> bool,
+        on_token: &mut dyn FnMut(&str, u32, Option<&TokenLogprob>) -> bool,
     ) -> Result<Generation> {
         req.sampling.validate()?;
         if prompt.is_empty() {
@@ -303,18 +319,21 @@ impl Model {
         let t0 = Instant::now();
         let new = &prompt[keep..];
         let chunk = self.runtime.opts.chunk;
+        let lp = req.logprobs.map(|n| n.min(crate::forward::MAX_TOP_LOGPROBS) + 1).unwrap_or(0);
         let mut token = 0;
+        let mut token_lp = None;
         let n_chunks = new.len().div_ceil(chunk);
         for (i, part) in new.chunks(chunk).enumerate() {
             let last = i + 1 == n_chunks;
             let out = if last { Output::Sample } else { Output::None };
             let start = self.cached.len();
-            let r = self.runtime.pass(part, part.len(), start, out, sampling, 0, last && req.top_logits > 0).await;
+            let r = self.runtime.pass(part, part.len(), start, out, sampling, 0, last && req.top_logits > 0, lp).await;
             match r {
                 Ok(t) => {
                     self.cached.extend_from_slice(part);
                     if let Some(t) = t {
-                        token = t;
+                        token = t.token;
+                        token_lp = t.logprob;
                     }
                 }
                 Err(e) => {
@@ -342,8 +361,10 @@ impl Model {
         let hold = req.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut finish = FinishReason::Length;
         let mut aborted = false;
+        let mut logprobs = Vec::new();
         while req.max_tokens > 0 {
             generated.push(token);
+            let this_lp = token_lp.take().map(|(logprob, top)| TokenLogprob { id: token, logprob, top });
             self.pending = Some(token);
             let is_eos = !req.ignore_eos && self.tokenizer.is_eos(token);
             let mut done = false;
@@ -366,24 +387,26 @@ impl Model {
             while !text.is_char_boundary(safe) {
                 safe -= 1;
             }
-            if safe > emitted || (is_eos && safe == emitted) {
-                let piece = &text[emitted..safe.max(emitted)];
-                emitted = safe.max(emitted);
-                if !on_text(piece, token) {
-                    aborted = true;
-                    break;
-                }
+            let piece = &text[emitted..safe.max(emitted)];
+            emitted = safe.max(emitted);
+            if !on_token(piece, token, this_lp.as_ref()) {
+                aborted = true;
+                break;
+            }
+            if let Some(l) = this_lp {
+                logprobs.push(l);
             }
             if done {
                 break;
             }
             let start = self.cached.len();
-            let r = self.runtime.pass(&[], 1, start, Output::Sample, sampling, generated.len() as u32, false).await;
+            let r = self.runtime.pass(&[], 1, start, Output::Sample, sampling, generated.len() as u32, false, lp).await;
             match r {
                 Ok(Some(t)) => {
                     self.cached.push(token);
                     self.pending = None;
-                    token = t;
+                    token = t.token;
+                    token_lp = t.logprob;
                 }
                 Ok(None) => return Err(Error::Gpu("decode pass produced no token".into())),
                 Err(e) => {
@@ -403,6 +426,7 @@ impl Model {
             text,
             finish,
             top_logits,
+            logprobs,
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
         })
@@ -419,7 +443,7 @@ impl Model {
         let sampling = SamplingParams::greedy();
         for part in ids.chunks(self.runtime.opts.chunk) {
             let start = self.cached.len();
-            self.runtime.pass(part, part.len(), start, Output::AllLogits, &sampling, 0, false).await?;
+            self.runtime.pass(part, part.len(), start, Output::AllLogits, &sampling, 0, false, 0).await?;
             out.extend(self.runtime.read_all_logits(part.len()).await?);
             self.cached.extend_from_slice(part);
         }

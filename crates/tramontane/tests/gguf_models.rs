@@ -50,7 +50,7 @@ fn check(file: &str, reference_file: &str) {
         }
         model.reset();
         let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: 8, ignore_eos: true, ..Default::default() };
-        let g = pollster::block_on(model.generate(&input, &req, &mut |_, _| true)).expect("generate");
+        let g = pollster::block_on(model.generate(&input, &req, &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, ids(&p["greedy"]), "{file}: greedy");
     }
     eprintln!("{file}: max |logit - float64 reference| = {worst:.2e}");

@@ -46,7 +46,7 @@ fn check_model(name: &str, chunk: usize) {
         }
         // Greedy continuation through prefill + single-token decode passes.
         model.reset();
-        let g = pollster::block_on(model.generate(&input, &greedy(16), &mut |_, _| true)).expect("generate");
+        let g = pollster::block_on(model.generate(&input, &greedy(16), &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, ids(&p["greedy"]["new_ids"]), "{name} {pname}: greedy continuation");
     }
     eprintln!("{name} (chunk {chunk}): max |logit - reference| over top-20 = {worst:.2e}");
@@ -92,7 +92,7 @@ fn long_generation(chunk: usize) {
     let p = r["prompts"].as_array().expect("prompts").iter().find(|p| p["name"] == prompt_name).expect("prompt");
     let mut model = load("mistral_tiny", LoadOptions { chunk, ..Default::default() });
     assert!(model.info.kv_slots < 130, "the KV cache must not grow with the sequence");
-    let g = pollster::block_on(model.generate(&ids(&p["input_ids"]), &greedy(60), &mut |_, _| true)).expect("generate");
+    let g = pollster::block_on(model.generate(&ids(&p["input_ids"]), &greedy(60), &mut |_, _, _| true)).expect("generate");
     assert_eq!(g.generated, ids(&lg["new_ids"]), "60 tokens past the window (chunk {chunk})");
     assert_ne!(g.generated, ids(&lg["new_ids_if_sliding_window_were_None_no_cache"]));
 }
@@ -139,16 +139,16 @@ fn a_new_turn_prefills_only_its_new_tokens() {
     let p = &r["prompts"][1];
     let first = ids(&p["input_ids"]);
     let mut model = load("llama_tiny", LoadOptions { chunk: 8, ..Default::default() });
-    let g1 = pollster::block_on(model.generate(&first, &greedy(6), &mut |_, _| true)).expect("turn 1");
+    let g1 = pollster::block_on(model.generate(&first, &greedy(6), &mut |_, _, _| true)).expect("turn 1");
     assert_eq!(g1.prefilled_tokens, first.len());
     let mut second = first.clone();
     second.extend(&g1.generated);
     second.extend([260, 1165, 6740]);
-    let g2 = pollster::block_on(model.generate(&second, &greedy(8), &mut |_, _| true)).expect("turn 2");
+    let g2 = pollster::block_on(model.generate(&second, &greedy(8), &mut |_, _, _| true)).expect("turn 2");
     // Cached: the first prompt and all generated tokens but the last one.
     assert_eq!(g2.prefilled_tokens, second.len() - (first.len() + g1.generated.len() - 1));
     let mut fresh = load("llama_tiny", LoadOptions::default());
-    let g3 = pollster::block_on(fresh.generate(&second, &greedy(8), &mut |_, _| true)).expect("fresh");
+    let g3 = pollster::block_on(fresh.generate(&second, &greedy(8), &mut |_, _, _| true)).expect("fresh");
     assert_eq!(g2.generated, g3.generated, "reusing the cache changes nothing");
 }
 
@@ -158,13 +158,13 @@ fn rolling_cache_reuse_falls_back_when_the_window_is_gone() {
     let p = &r["prompts"][3]; // 70 tokens, window 16, ring 16 + 8
     let prompt = ids(&p["input_ids"]);
     let mut model = load("mistral_tiny", LoadOptions { chunk: 8, ..Default::default() });
-    pollster::block_on(model.generate(&prompt, &greedy(4), &mut |_, _| true)).expect("turn 1");
+    pollster::block_on(model.generate(&prompt, &greedy(4), &mut |_, _, _| true)).expect("turn 1");
     // Branch off early: the keys it needs were overwritten, so all is recomputed.
     let branch = prompt[..30].to_vec();
-    let g = pollster::block_on(model.generate(&branch, &greedy(4), &mut |_, _| true)).expect("branch");
+    let g = pollster::block_on(model.generate(&branch, &greedy(4), &mut |_, _, _| true)).expect("branch");
     assert_eq!(g.prefilled_tokens, 30);
     let mut fresh = load("mistral_tiny", LoadOptions { chunk: 8, ..Default::default() });
-    let want = pollster::block_on(fresh.generate(&branch, &greedy(4), &mut |_, _| true)).expect("fresh");
+    let want = pollster::block_on(fresh.generate(&branch, &greedy(4), &mut |_, _, _| true)).expect("fresh");
     assert_eq!(g.generated, want.generated);
 }
 
@@ -181,7 +181,7 @@ fn seeded_sampling_is_reproducible() {
     };
     let run = |m: &mut tramontane::Model, seed| {
         m.reset();
-        pollster::block_on(m.generate(&prompt, &req(seed), &mut |_, _| true)).expect("sample").generated
+        pollster::block_on(m.generate(&prompt, &req(seed), &mut |_, _, _| true)).expect("sample").generated
     };
     let a = run(&mut model, 7);
     let b = run(&mut model, 7);
@@ -191,7 +191,7 @@ fn seeded_sampling_is_reproducible() {
     // top_k = 1 is greedy whatever the temperature.
     model.reset();
     let k1 = GenerateRequest { sampling: SamplingParams { temperature: 1.5, top_k: 1, seed: 3, ..Default::default() }, ..greedy(16) };
-    let g = pollster::block_on(model.generate(&prompt, &k1, &mut |_, _| true)).expect("k1");
+    let g = pollster::block_on(model.generate(&prompt, &k1, &mut |_, _, _| true)).expect("k1");
     assert_eq!(g.generated, ids(&r["prompts"][1]["greedy"]["new_ids"]));
 }
 
@@ -202,7 +202,7 @@ fn top_logits_and_stop_conditions() {
     let prompt = ids(&p["input_ids"]);
     let mut model = load("llama_tiny", LoadOptions::default());
     let req = GenerateRequest { top_logits: 20, ..greedy(5) };
-    let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _| true)).expect("generate");
+    let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _, _| true)).expect("generate");
     let want = p["last_position"]["top20"].as_array().expect("top20");
     assert_eq!(g.top_logits.len(), 20);
     for (got, want) in g.top_logits.iter().zip(want) {
@@ -218,7 +218,7 @@ fn top_logits_and_stop_conditions() {
     model.reset();
     let mut streamed = String::new();
     let req = GenerateRequest { stop: vec![stop.clone()], ..greedy(5) };
-    let g2 = pollster::block_on(model.generate(&prompt, &req, &mut |piece, _| {
+    let g2 = pollster::block_on(model.generate(&prompt, &req, &mut |piece, _, _| {
         streamed.push_str(piece);
         true
     }))
@@ -228,10 +228,10 @@ fn top_logits_and_stop_conditions() {
     assert_eq!(streamed, g2.text);
     // Aborting from the callback ends the request and leaves the model usable.
     model.reset();
-    let r = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _| false));
+    let r = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _, _| false));
     assert_eq!(r.err(), Some(tramontane::Error::Aborted));
     model.reset();
-    let again = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _| true)).expect("after abort");
+    let again = pollster::block_on(model.generate(&prompt, &greedy(5), &mut |_, _, _| true)).expect("after abort");
     assert_eq!(again.generated, g.generated);
 }
 
@@ -246,4 +246,36 @@ fn chat_template_renders_chatml() {
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
     assert!(model.tokenizer.is_eos(2));
+}
+
+#[test]
+fn logprobs_agree_with_the_reference_logits() {
+    let r = reference("qwen2_tiny");
+    let mut model = load("qwen2_tiny", LoadOptions::default());
+    for p in r["prompts"].as_array().expect("prompts") {
+        let input = ids(&p["input_ids"]);
+        let last = &p["last_position"];
+        let lse = last["logsumexp"].as_f64().expect("lse") as f32;
+        let top20 = last["top20"].as_array().expect("top20");
+        model.reset();
+        let req = GenerateRequest { logprobs: Some(5), ..greedy(3) };
+        let mut streamed = Vec::new();
+        let g = pollster::block_on(model.generate(&input, &req, &mut |_, id, lp| {
+            streamed.push((id, lp.cloned()));
+            true
+        }))
+        .expect("generate");
+        assert_eq!(g.logprobs.len(), 3);
+        let first = &g.logprobs[0];
+        let want = top20[0][1].as_f64().expect("l") as f32 - lse;
+        assert!((first.logprob - want).abs() < 1e-3, "{}: logprob {} want {want}", p["name"], first.logprob);
+        assert_eq!(first.top.len(), 5);
+        for (got, want) in first.top.iter().zip(top20) {
+            assert_eq!(got.0 as u64, want[0].as_u64().expect("id"));
+            assert!((got.1 - (want[1].as_f64().expect("l") as f32 - lse)).abs() < 1e-3);
+        }
+        assert!(first.top.windows(2).all(|w| w[0].1 >= w[1].1), "highest first");
+        assert_eq!(streamed.len(), 3, "one callback per token");
+        assert_eq!(streamed[0].1.as_ref(), Some(first));
+    }
 }

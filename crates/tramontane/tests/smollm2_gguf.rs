@@ -81,7 +81,7 @@ fn smollm2_matches_transformers_float_math() {
         let until = tf["first_eog_index"].as_u64().map(|i| i as usize + 1).unwrap_or(want.len());
         model.reset();
         let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: until, ignore_eos: true, top_logits: 10, ..Default::default() };
-        let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _| true)).expect("generate");
+        let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, want[..until], "{name}: greedy tokens until the first end-of-generation token");
         for (got, want) in g.top_logits.iter().zip(tf["top10_last_position"].as_array().expect("top10")) {
             assert_eq!(got.0 as u64, want[0].as_u64().expect("id"), "{name}: top-10 order");
@@ -116,7 +116,7 @@ fn chat_answers_sensibly() {
     let msgs = [tramontane::ChatMessage::new("user", "What is the capital of France?")];
     let prompt = model.chat_prompt(&msgs).expect("template");
     let mut streamed = Vec::new();
-    let g = pollster::block_on(model.generate(&prompt, &GenerateRequest { max_tokens: 24, ..Default::default() }, &mut |piece, _| {
+    let g = pollster::block_on(model.generate(&prompt, &GenerateRequest { max_tokens: 24, ..Default::default() }, &mut |piece, _, _| {
         streamed.push(piece.to_string());
         true
     }))

@@ -16,6 +16,19 @@ use crate::upload::{Ffn, Matrix, Weights};
 /// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
 pub const MM_TILE: u32 = 32;
 
+/// Most top alternatives a step can report with its log-probability.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// The sampler's output: token, its logprob, then (id, logprob) pairs.
+const OUT_WORDS: usize = 2 + 2 * MAX_TOP_LOGPROBS as usize;
+
+/// What a sampling pass produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    /// Log-probability of `token` and the top alternatives, when asked for.
+    pub logprob: Option<(f32, Vec<(u32, f32)>)>,
+}
+
 /// Keys per attention split in decode, and at most this many splits.
 const SPLIT_MIN: u32 = 256;
 const MAX_SPLITS: u32 = 16;
@@ -146,7 +159,7 @@ impl Runtime {
         let last = buf("last", h);
         let logits = buf("logits", v);
         let state = buf("sampler_state", v);
-        let out = buf("out", 2);
+        let out = buf("out", OUT_WORDS);
         let dummy = buf("dummy", 1);
         let table = g.storage_init(
             "rope_table",
@@ -161,7 +174,7 @@ impl Runtime {
         for l in 0..cfg.n_layers {
             kv.push((buf(&format!("k_cache{l}"), kv_slots * nkv * hd), buf(&format!("v_cache{l}"), kv_slots * nkv * hd)));
         }
-        let out_rb = g.readback("out_rb", 8);
+        let out_rb = g.readback("out_rb", OUT_WORDS as u64 * 4);
         let logits_rb = g.readback("logits_rb", v as u64 * 4);
 
         let w = &weights;
@@ -335,8 +348,11 @@ impl Runtime {
     /// Run one pass over `ids` (at most `chunk` tokens) at absolute position
     /// `start`. With `ids` empty, the input is the token the sampler wrote last.
     /// Returns the sampled token for [`Output::Sample`].
+    /// `logprobs`: 0 = none, else 1 + how many top alternatives to report.
+    #[allow(clippy::too_many_arguments)]
     pub async fn pass(&mut self, ids: &[u32], n_tokens: usize, start: usize, output: Output,
-                      sampling: &SamplingParams, sample_index: u32, capture_logits: bool) -> Result<Option<u32>> {
+                      sampling: &SamplingParams, sample_index: u32, capture_logits: bool, logprobs: u32) -> Result<Option<Sampled>> {
+        let logprobs = logprobs.min(MAX_TOP_LOGPROBS + 1);
         let t = n_tokens as u32;
         if t == 0 || n_tokens > self.opts.chunk {
             return Err(Error::InvalidRequest(format!("pass of {n_tokens} tokens (chunk {})", self.opts.chunk)));
@@ -377,7 +393,8 @@ impl Runtime {
             seed: (s.seed ^ (s.seed >> 32)) as u32,
             sample_index,
             greedy: s.is_greedy() as u32,
-            _pad: [0; 3],
+            logprobs,
+            _pad: [0; 2],
         };
         g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&u));
         if output == Output::AllLogits {
@@ -458,7 +475,7 @@ impl Runtime {
                 let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("sample"), timestamp_writes: None });
                 self.sample.record(&mut p, [1, 1, 1]);
             }
-            enc.copy_buffer_to_buffer(&self.out, 0, &self.out_rb, 0, 8);
+            enc.copy_buffer_to_buffer(&self.out, 0, &self.out_rb, 0, self.out_bytes(logprobs));
         }
         g.queue.submit([enc.finish()]);
         if output != Output::Sample {
@@ -467,12 +484,28 @@ impl Runtime {
             g.check()?;
             return Ok(None);
         }
-        let bytes = g.read_mapped(&self.out_rb, 8).await?;
-        let token = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let bytes = g.read_mapped(&self.out_rb, self.out_bytes(logprobs)).await?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let token = words[0];
         if token as usize >= self.cfg.vocab {
             return Err(Error::Gpu(format!("sampler returned token {token} outside the vocabulary")));
         }
-        Ok(Some(token))
+        let logprob = (logprobs > 0).then(|| {
+            let top = (0..logprobs as usize - 1)
+                .map(|n| (words[2 + 2 * n], f32::from_bits(words[3 + 2 * n])))
+                .filter(|(id, _)| (*id as usize) < self.cfg.vocab)
+                .collect();
+            (f32::from_bits(words[1]), top)
+        });
+        Ok(Some(Sampled { token, logprob }))
+    }
+
+    fn out_bytes(&self, logprobs: u32) -> u64 {
+        if logprobs == 0 {
+            8
+        } else {
+            (2 + 2 * (logprobs as u64 - 1)) * 4
+        }
     }
 
     /// Logits captured by the last `pass(.., capture_logits = true)`.

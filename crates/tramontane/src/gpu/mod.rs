@@ -28,7 +28,9 @@ pub struct Step {
     pub seed: u32,
     pub sample_index: u32,
     pub greedy: u32,
-    pub _pad: [u32; 3],
+    /// 0 = off, else 1 + the number of top alternatives to report.
+    pub logprobs: u32,
+    pub _pad: [u32; 2],
 }
 
 /// What the engine runs on, for `engine.info` and benchmarks.
