@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# README's `npm start`: set up, build, and chat with the embedded default model.
-# (The browser demo page replaces this terminal chat when it lands: issue 5.)
+# README's `npm start`: set up (toolchain, default model), build the npm package
+# if the sources changed, and serve the demo chat on 127.0.0.1 until stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "building the native CLI (cargo build --release; a few minutes the first time)" >&2
-cargo build --release --locked -p tramontane-cli
-if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
-  export XDG_RUNTIME_DIR="$PWD/target/xdg"; mkdir -p "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
+WASM=pkg/wasm/tramontane_web_bg.wasm
+if [ ! -f "$WASM" ] || [ -n "$(find crates shaders Cargo.lock package-lock.json -newer "$WASM" -type f 2>/dev/null | head -n 1)" ]; then
+  echo "building the npm package (first time: several minutes)" >&2
+  bash scripts/build-wasm.sh
 fi
-exec ./target/release/tramontane chat --model models/SmolLM2-135M-Instruct.Q4_1.gguf "$@"
+exec node scripts/serve-demo.mjs

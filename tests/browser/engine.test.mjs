@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer } from './server.mjs';
+import { startServer } from '../../scripts/server.mjs';
 import { launch } from './browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -221,14 +221,23 @@ test('GGUF with quantized MoE and split parts, by URL', { timeout: 180000 }, asy
   const r = JSON.parse(fs.readFileSync(path.join(FIX, 'moe_gguf/reference.json'), 'utf8'));
   const pr = r.models['moe-q4_0.gguf'].prompts[0];
   const got = await run(p, async (T, a) => {
+    // A cached GGUF (header, then tensors) loads again with no request at all.
+    const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+    await T.Engine.cache.delete(src);
+    await (await T.Engine.load(src)).unload();
+    const again = await T.Engine.load(src);
+    const cachedRequests = again.info.network.requests;
+    await again.unload();
     const one = await T.Engine.load('/tests/fixtures/moe_gguf/moe-q4_0.gguf', { useCache: false });
     const split = await T.Engine.load('/tests/fixtures/moe_gguf/moe-q8_0-split-00001-of-00003.gguf', { useCache: false });
     return {
       q4: (await one.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids,
       q8: (await split.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids,
       info: split.info,
+      cachedRequests,
     };
   }, { ids: pr.input_ids });
+  assert.equal(got.cachedRequests, 0);
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   assert.deepEqual(got.q4, pr.greedy);
   assert.deepEqual(got.q8, r.models['moe-q8_0.gguf'].prompts[0].greedy);

@@ -155,7 +155,7 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
 
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
     let gpu = Arc::new(Gpu::new().await?);
-    let opts = LoadOptions { context: args.context, chunk: args.chunk };
+    let opts = LoadOptions { context: args.context, chunk: args.chunk, ..Default::default() };
     let mut bar = progress::Bar::new("loading weights", quiet);
     let path = std::path::Path::new(&args.model);
     let model = if path.extension().is_some_and(|e| e == "gguf") {

@@ -36,6 +36,8 @@ export interface LoadOptions {
   useCache?: boolean;
   /** Context window in tokens (default: the model's, at most 4096). */
   contextLength?: number;
+  /** Files downloaded at once (default 4). */
+  parallelDownloads?: number;
   /** Tokens per prefill pass (default 64). */
   prefillChunk?: number;
   /** Hugging Face repo ids: the revision (default "main") and which GGUF file to load. */

@@ -54,8 +54,10 @@ export function resolveSource(source, options = {}) {
   return { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
 }
 
+// The list of a source's cached files. A query string, not a fragment: the
+// Cache API ignores fragments, so `model.gguf#x` would overwrite `model.gguf`.
 function manifestKey(r) {
-  return `${r.base}${r.gguf ?? ''}#tramontane-manifest`;
+  return `${r.base}${r.gguf ?? ''}?tramontane-manifest`;
 }
 
 async function openCache() {
@@ -112,8 +114,8 @@ export class Engine {
   }
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
-   * `useCache` (default true), `contextLength`, `prefillChunk`, `revision`,
-   * `ggufFile`, `wasmUrl`. */
+   * `useCache` (default true), `contextLength`, `prefillChunk`,
+   * `parallelDownloads` (default 4), `revision`, `ggufFile`, `wasmUrl`. */
   static async load(source, options = {}) {
     const e = new Engine();
     await e.load(source, options);
@@ -130,6 +132,12 @@ export class Engine {
     await wasmReady;
     const wasm = new WasmEngine();
     try { this._adapter = await wasm.init(); } catch (err) { throw asError(err); }
+    // wgpu's adapter info is thin on the web: add what the browser says.
+    try {
+      const info = (await navigator.gpu.requestAdapter())?.info;
+      if (info) Object.assign(this._adapter, { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description });
+      if (!this._adapter.name) this._adapter.name = [info?.vendor, info?.architecture].filter(Boolean).join(' ') || info?.description || '';
+    } catch { /* informative only */ }
     this._wasm = wasm;
   }
 
@@ -138,6 +146,7 @@ export class Engine {
     return this._enqueue(async () => {
       await this._init(options);
       const r = resolveSource(source, options);
+      this._info = null; // the previous model is freed as the new one loads
       if (options.signal?.aborted) throw aborted();
       const onProgress = options.onProgress ?? (() => {});
       const files = new Map();
@@ -149,7 +158,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, useCache: options.useCache ?? true }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, useCache: options.useCache ?? true }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }
@@ -321,7 +330,12 @@ export class WorkerEngine {
   static async load(source, options = {}) {
     const worker = options.worker ?? new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     const e = new WorkerEngine(worker);
-    await e.load(source, options);
+    try {
+      await e.load(source, options);
+    } catch (err) {
+      if (!options.worker) worker.terminate(); // ours: do not leave it running
+      throw err;
+    }
     return e;
   }
 
@@ -355,6 +369,7 @@ export class WorkerEngine {
 
   async load(source, options = {}) {
     const { onProgress, signal, worker, ...rest } = options;
+    this._info = null; // the previous model is freed as the new one loads
     this._info = await this._call('load', [source, rest], { onProgress, signal });
     return this;
   }

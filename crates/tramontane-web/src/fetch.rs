@@ -16,6 +16,8 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Cache, Request, RequestInit, Response};
 
 pub const CACHE_NAME: &str = "tramontane-v1";
+/// The file size, stored with each cached response.
+const SIZE_HEADER: &str = "x-tramontane-size";
 
 struct Stream {
     reader: web_sys::ReadableStreamDefaultReader,
@@ -24,11 +26,27 @@ struct Stream {
     pending: Vec<u8>,
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // A partly read body holds its connection until cancelled.
+        let _ = self.reader.cancel();
+    }
+}
+
 struct FileState {
     size: u64,
     stream: Option<Stream>,
     from_cache: bool,
+    /// When this file's stream was last read (for closing the least recent).
+    last_used: u64,
 }
+
+/// Streams kept open at once. A stream holds a connection until it is read to
+/// the end or cancelled, and browsers allow about six per host over HTTP/1.1:
+/// beyond this the least recently read stream is cancelled (and reopened with
+/// a Range request if it is needed again). It is one more than the default
+/// number of parallel downloads, so header reads never evict a busy stream.
+const MAX_OPEN: usize = 5;
 
 /// What a load did, for progress reports and tests.
 #[derive(Default, Clone, serde::Serialize)]
@@ -50,6 +68,22 @@ pub struct FetchSource {
     /// URLs fetched or served from the cache: the manifest of this source.
     pub urls: RefCell<Vec<String>>,
     aborted: Cell<bool>,
+    clock: Cell<u64>,
+    /// Streams taken out of `files` by reads in progress.
+    checked_out: Cell<usize>,
+    /// Cache writes still streaming in.
+    puts: RefCell<Vec<Promise>>,
+}
+
+impl Drop for FetchSource {
+    fn drop(&mut self) {
+        // Release every connection still held by a partly read body.
+        for f in self.files.borrow_mut().values_mut() {
+            if let Some(s) = f.stream.take() {
+                let _ = s.reader.cancel();
+            }
+        }
+    }
 }
 
 fn global_fetch(req: &Request) -> Promise {
@@ -88,6 +122,47 @@ impl FetchSource {
             on_bytes,
             urls: RefCell::new(Vec::new()),
             aborted: Cell::new(false),
+            clock: Cell::new(0),
+            checked_out: Cell::new(0),
+            puts: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Wait for the cache to hold every file fetched; a failure (quota) is
+    /// reported in the stats, not as an error: the model works without cache.
+    pub async fn finish_caching(&self) {
+        let puts: Vec<Promise> = self.puts.borrow_mut().drain(..).collect();
+        for put in puts {
+            if let Err(e) = JsFuture::from(put).await {
+                let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+                self.stats.borrow_mut().cache_warning = Some(if name == "QuotaExceededError" {
+                    "storage quota exceeded: the model was loaded without caching it".into()
+                } else {
+                    format!("the model could not be cached ({})", js_msg(&e))
+                });
+            }
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.set(self.clock.get() + 1);
+        self.clock.get()
+    }
+
+    /// Make room for one more open stream.
+    fn evict(&self) {
+        let mut files = self.files.borrow_mut();
+        let open: Vec<(u64, String)> = files
+            .iter()
+            .filter(|(_, f)| f.stream.is_some())
+            .map(|(n, f)| (f.last_used, n.clone()))
+            .collect();
+        if open.len() + self.checked_out.get() + 1 > MAX_OPEN {
+            if let Some((_, name)) = open.into_iter().min() {
+                if let Some(s) = files.get_mut(&name).and_then(|f| f.stream.take()) {
+                    let _ = s.reader.cancel();
+                }
+            }
         }
     }
 
@@ -140,37 +215,47 @@ impl FetchSource {
             .map_err(|e| self.fail(&url, e))?
             .dyn_into()
             .map_err(|e| self.fail(&url, e))?;
-        if resp.status() == 404 {
-            return Ok(None);
-        }
         if !resp.ok() {
+            if let Some(body) = resp.body() {
+                let _ = body.cancel();
+            }
+            if resp.status() == 404 {
+                return Ok(None);
+            }
             return Err(Error::Network { url, status: resp.status(), msg: resp.status_text() });
         }
         self.urls.borrow_mut().push(url.clone());
         if from == 0 {
             if let Some(cache) = &self.cache {
                 // Store a copy as it streams in; a broken or aborted download makes
-                // the put fail, so nothing partial is ever cached.
-                if let Ok(copy) = resp.clone() {
-                    let put = cache.put_with_str(&url, &copy);
-                    let stats = self.stats.clone();
-                    wasm_bindgen_futures::spawn_local(async move {
-                        if let Err(e) = JsFuture::from(put).await {
-                            let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
-                            if name == "QuotaExceededError" {
-                                stats.borrow_mut().cache_warning =
-                                    Some("storage quota exceeded: the model was loaded without caching it".into());
-                            }
-                        }
-                    });
+                // the put fail, so nothing partial is ever cached. The size goes in
+                // a header of our own: cached responses may lose Content-Length.
+                if let (Ok(copy), Some(size)) = (resp.clone(), Self::content_length(&resp)) {
+                    if let Some(stored) = Self::with_size(&copy, size) {
+                        self.puts.borrow_mut().push(cache.put_with_str(&url, &stored));
+                    }
                 }
             }
         }
         Ok(Some((resp, false)))
     }
 
+    fn with_size(resp: &Response, size: u64) -> Option<Response> {
+        let headers = web_sys::Headers::new_with_headers(&resp.headers()).ok()?;
+        headers.set(SIZE_HEADER, &size.to_string()).ok()?;
+        let init = web_sys::ResponseInit::new();
+        init.set_status(200);
+        init.set_headers(&headers);
+        Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init).ok()
+    }
+
     fn content_length(resp: &Response) -> Option<u64> {
         let h = resp.headers();
+        if let Ok(Some(v)) = h.get(SIZE_HEADER) {
+            if let Ok(n) = v.trim().parse() {
+                return Some(n);
+            }
+        }
         if let Ok(Some(r)) = h.get("Content-Range") {
             if let Some(total) = r.rsplit('/').next().and_then(|t| t.trim().parse().ok()) {
                 return Some(total);
@@ -187,6 +272,7 @@ impl FetchSource {
         if self.files.borrow().contains_key(name) {
             return Ok(true);
         }
+        self.evict();
         let Some((resp, from_cache)) = self.get(name, 0).await? else {
             return Ok(false);
         };
@@ -199,7 +285,7 @@ impl FetchSource {
         let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url, status: resp.status(), msg: "no body".into() })?;
         self.files.borrow_mut().insert(
             name.to_string(),
-            FileState { size, stream: Some(Stream { reader, pos: 0, pending: Vec::new() }), from_cache },
+            FileState { size, stream: Some(Stream { reader, pos: 0, pending: Vec::new() }), from_cache, last_used: self.tick() },
         );
         Ok(true)
     }
@@ -232,6 +318,19 @@ impl ModelSource for FetchSource {
             let f = files.get_mut(name).ok_or_else(|| Error::Gpu("file state lost".into()))?;
             (f.size, f.stream.take(), f.from_cache)
         };
+        self.checked_out.set(self.checked_out.get() + 1);
+        let r = self.read_from(name, offset, len, size, stream, from_cache).await;
+        self.checked_out.set(self.checked_out.get() - 1);
+        r
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.url(name)
+    }
+}
+
+impl FetchSource {
+    async fn read_from(&self, name: &str, offset: u64, len: u64, size: u64, stream: Option<Stream>, from_cache: bool) -> Result<Vec<u8>> {
         let url = self.url(name);
         let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {
             file: url.clone(),
@@ -243,8 +342,12 @@ impl ModelSource for FetchSource {
             other => {
                 if let Some(old) = other {
                     let _ = old.reader.cancel();
+                } else {
+                    self.evict();
                 }
-                let (resp, _) = self.get(name, offset).await?.ok_or_else(|| Error::Network { url: url.clone(), status: 404, msg: "Not Found".into() })?;
+                // From the cache: read it again from the start (no network);
+                // else a Range request.
+                let (resp, _) = self.get(name, if from_cache { 0 } else { offset }).await?.ok_or_else(|| Error::Network { url: url.clone(), status: 404, msg: "Not Found".into() })?;
                 let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url: url.clone(), status: resp.status(), msg: "no body".into() })?;
                 // 206: the body starts at `offset`; 200: the server ignored the range.
                 let pos = if resp.status() == 206 { offset } else { 0 };
@@ -290,13 +393,17 @@ impl ModelSource for FetchSource {
                 }
             }
         }
+        let now = self.tick();
         if let Some(f) = self.files.borrow_mut().get_mut(name) {
-            f.stream = Some(s);
+            if end == size {
+                // Read to the end: let the connection go.
+                let _ = s.reader.cancel();
+            } else {
+                f.stream = Some(s);
+            }
+            f.last_used = now;
         }
         Ok(out)
     }
 
-    fn describe(&self, name: &str) -> String {
-        self.url(name)
-    }
 }

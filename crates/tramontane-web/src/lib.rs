@@ -64,6 +64,7 @@ struct LoadSpec {
     gguf: Option<String>,
     context: Option<usize>,
     chunk: Option<usize>,
+    parallel: Option<usize>,
     #[serde(default = "yes")]
     use_cache: bool,
 }
@@ -146,7 +147,7 @@ impl WasmEngine {
                 progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
             });
             let src = fetch::FetchSource::new(spec.base.clone(), signal, cache, on_bytes);
-            let opts = LoadOptions { context: spec.context, chunk: spec.chunk.unwrap_or(64) };
+            let opts = LoadOptions { context: spec.context, chunk: spec.chunk.unwrap_or(64), parallel_downloads: spec.parallel.unwrap_or(4) };
             let cb = on_progress.clone();
             let mut on_upload = move |p: tramontane::upload::Progress| {
                 progress(&cb, serde_json::json!({"phase": "upload", "loaded": p.done, "total": p.total}));
@@ -169,6 +170,7 @@ impl WasmEngine {
                 };
                 js_error(&e)
             })?;
+            src.finish_caching().await;
             progress(&on_progress, serde_json::json!({"phase": "ready"}));
             let stats = src.stats.borrow().clone();
             let cfg = model.config();

@@ -21,11 +21,13 @@ pub struct LoadOptions {
     pub context: Option<usize>,
     /// Tokens per prefill pass.
     pub chunk: usize,
+    /// Files downloaded (streamed to the GPU) at once.
+    pub parallel_downloads: usize,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { context: None, chunk: 64 }
+        LoadOptions { context: None, chunk: 64, parallel_downloads: 4 }
     }
 }
 
@@ -183,7 +185,7 @@ impl Model {
             None => None,
         };
         let table = TensorTable::read(src).await?;
-        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, progress).await?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, progress).await?;
         Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
     }
 
@@ -222,7 +224,7 @@ impl Model {
         if table.get("rope_freqs.weight").is_some() {
             return Err(Error::Unsupported(format!("{file}: per-frequency RoPE factors (rope_freqs)")));
         }
-        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, progress).await?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, progress).await?;
         Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
     }
 

@@ -166,7 +166,7 @@ fn unknown_dtype() {
 #[test]
 fn prompt_longer_than_the_context_then_the_engine_still_works() {
     let src = DirSource::new(fixtures().join("llama_tiny"));
-    let opts = LoadOptions { context: Some(12), chunk: 4 };
+    let opts = LoadOptions { context: Some(12), chunk: 4, ..Default::default() };
     let mut model = pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).expect("load");
     let long: Vec<u32> = (100..120).collect();
     let req = GenerateRequest { max_tokens: 4, ..Default::default() };

@@ -349,6 +349,7 @@ pub async fn load_weights<S: ModelSource>(
     cfg: &ModelConfig,
     table: &TensorTable,
     naming: &dyn Naming,
+    parallel: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Weights> {
     let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
@@ -429,56 +430,72 @@ pub async fn load_weights<S: ModelSource>(
         return Err(Error::OutOfMemory(format!("allocating {bytes} bytes of weights: {e}")));
     }
 
-    // Stream tensors in file order.
-    let mut order: Vec<usize> = (0..plan.parts.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ta, tb) = (&plan.parts[a].tensor, &plan.parts[b].tensor);
-        (&ta.file, ta.offset).cmp(&(&tb.file, tb.offset))
-    });
-    let total: u64 = plan.parts.iter().map(|p| p.tensor.nbytes).sum();
-    let mut done = 0u64;
-    let mut since_flush = 0u64;
-    progress(Progress { done, total });
-    for i in order {
-        let part = &plan.parts[i];
-        let dest = &plan.dests[part.dest];
-        let t = &part.tensor;
-        let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
-        let at = dest.dtype.nbytes(part.offset).ok_or_else(|| Error::Gpu("misaligned weight part".into()))?;
-        if t.dtype == dest.dtype {
-            // Same format: copy in pieces, so host (wasm) memory holds one piece,
-            // never a whole tensor.
-            let mut off = 0u64;
-            while off < t.nbytes {
-                let n = UPLOAD_PIECE.min(t.nbytes - off);
-                let mut data = src.read(&t.file, t.offset + off, n).await?;
-                if data.len() as u64 != n {
-                    return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-                }
-                data.resize(data.len().next_multiple_of(4), 0);
-                gpu.queue.write_buffer(buf, at + off, &data);
-                off += n;
-                done += n;
-                since_flush += n;
-                if since_flush > FLUSH_EVERY {
-                    flush(gpu);
-                    since_flush = 0;
-                }
-                progress(Progress { done, total });
-            }
-        } else {
-            // Converted to f32 (norms, biases, and the rare fallback).
-            let raw = src.read(&t.file, t.offset, t.nbytes).await?;
-            if raw.len() as u64 != t.nbytes {
-                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-            }
-            let data = dequantize(t.dtype, &raw);
-            gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&data));
-            done += t.nbytes;
-            since_flush += t.nbytes;
-            progress(Progress { done, total });
-        }
+    // Stream tensors in file order, up to `parallel` files at a time (each file
+    // is one sequential stream for a fetch source).
+    let mut by_file: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, p) in plan.parts.iter().enumerate() {
+        by_file.entry(p.tensor.file.as_str()).or_default().push(i);
     }
+    for parts in by_file.values_mut() {
+        parts.sort_by_key(|&i| plan.parts[i].tensor.offset);
+    }
+    let total: u64 = plan.parts.iter().map(|p| p.tensor.nbytes).sum();
+    let done = std::cell::Cell::new(0u64);
+    let since_flush = std::cell::Cell::new(0u64);
+    let progress = std::cell::RefCell::new(progress);
+    (progress.borrow_mut())(Progress { done: 0, total });
+    let advance = |n: u64| {
+        done.set(done.get() + n);
+        since_flush.set(since_flush.get() + n);
+        if since_flush.get() > FLUSH_EVERY {
+            flush(gpu);
+            since_flush.set(0);
+        }
+        (progress.borrow_mut())(Progress { done: done.get(), total });
+    };
+    let plan_ref = &plan;
+    let upload_file = |indices: Vec<usize>| {
+        let advance = &advance;
+        async move {
+            for i in indices {
+                let part = &plan_ref.parts[i];
+                let dest = &plan_ref.dests[part.dest];
+                let t = &part.tensor;
+                let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
+                let at = dest.dtype.nbytes(part.offset).ok_or_else(|| Error::Gpu("misaligned weight part".into()))?;
+                if t.dtype == dest.dtype {
+                    // Same format: copy in pieces, so host (wasm) memory holds one
+                    // piece per stream, never a whole tensor.
+                    let mut off = 0u64;
+                    while off < t.nbytes {
+                        let n = UPLOAD_PIECE.min(t.nbytes - off);
+                        let mut data = src.read(&t.file, t.offset + off, n).await?;
+                        if data.len() as u64 != n {
+                            return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                        }
+                        data.resize(data.len().next_multiple_of(4), 0);
+                        gpu.queue.write_buffer(buf, at + off, &data);
+                        off += n;
+                        advance(n);
+                    }
+                } else {
+                    // Converted to f32 (norms, biases, and the rare fallback).
+                    let raw = src.read(&t.file, t.offset, t.nbytes).await?;
+                    if raw.len() as u64 != t.nbytes {
+                        return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                    }
+                    gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&dequantize(t.dtype, &raw)));
+                    advance(t.nbytes);
+                }
+            }
+            Ok::<(), Error>(())
+        }
+    };
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(by_file.into_values().map(upload_file))
+        .buffer_unordered(parallel.max(1))
+        .try_for_each(|_| std::future::ready(Ok(())))
+        .await?;
     gpu.queue.submit([]);
     gpu.check()?;
 

@@ -1,6 +1,7 @@
-// A static file server for the browser tests and the demo: serves the repo
-// root on 127.0.0.1 with HTTP Range support, counts requests per path, and can
-// be told to break a download midway (?fail-after=N closes the connection).
+// A static file server for the browser tests and the demo (npm start): serves
+// folders on 127.0.0.1 with HTTP Range support, counts requests per path, and
+// can be told to break a download midway (?fail-after=N closes the connection).
+// `mounts` maps URL prefixes to folders (longest prefix first); default: root.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,15 +11,20 @@ const TYPES = {
   '.json': 'application/json', '.wasm': 'application/wasm', '.svg': 'image/svg+xml', '.png': 'image/png',
 };
 
-export function startServer({ root, port = 0, host = '127.0.0.1', headers = {}, quiet = true } = {}) {
+export function startServer({ root, mounts = null, port = 0, host = '127.0.0.1', headers = {}, quiet = true } = {}) {
+  const table = Object.entries(mounts ?? { '/': root }).map(([p, dir]) => [p, path.resolve(dir)]).sort((a, b) => b[0].length - a[0].length);
   const log = [];
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
-    let rel = decodeURIComponent(url.pathname);
+    let rel;
+    try { rel = decodeURIComponent(url.pathname); } catch { res.writeHead(400).end(); return; }
     log.push({ method: req.method, path: rel, range: req.headers.range ?? null });
     if (rel.endsWith('/')) rel += 'index.html';
-    const file = path.join(root, path.normalize(rel).replace(/^(\.\.[/\\])+/, ''));
-    if (!file.startsWith(root)) { res.writeHead(403).end(); return; }
+    const mount = table.find(([p]) => rel.startsWith(p));
+    if (!mount) { res.writeHead(404).end(); return; }
+    const base = mount[1];
+    const file = path.join(base, path.normalize('/' + rel.slice(mount[0].length)));
+    if (file !== base && !file.startsWith(base + path.sep)) { res.writeHead(403).end(); return; }
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) { res.writeHead(404, { 'content-type': 'text/plain' }).end('not found'); return; }
       const common = { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'accept-ranges': 'bytes', 'cache-control': 'no-store', ...headers };
@@ -42,10 +48,11 @@ export function startServer({ root, port = 0, host = '127.0.0.1', headers = {}, 
       stream.pipe(res);
     });
   });
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
     server.listen(port, host, () => {
       const { port: p } = server.address();
-      if (!quiet) console.log(`serving ${root} at http://${host}:${p}/`);
+      if (!quiet) console.log(`serving at http://${host}:${p}/`);
       resolve({ url: `http://${host}:${p}/`, log, close: () => new Promise((r) => { server.close(r); server.closeAllConnections(); }), server });
     });
   });

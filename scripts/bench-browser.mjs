@@ -1,0 +1,66 @@
+// `npm run bench`: the same measurement as `tramontane bench`, through the npm
+// package in headless Chromium (WebGPU), on the default model. Prints JSON.
+//   node scripts/bench-browser.mjs [--model URL-PATH] [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3]
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from './server.mjs';
+import { launch } from '../tests/browser/browser.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const arg = (name, d) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1] : d; };
+const opts = {
+  model: arg('model', '/models/SmolLM2-135M-Instruct.Q4_1.gguf'),
+  promptTokens: Number(arg('prompt-tokens', 128)),
+  genTokens: Number(arg('gen-tokens', 64)),
+  repetitions: Number(arg('repetitions', 3)),
+};
+
+const server = await startServer({ root: ROOT });
+const browser = await launch();
+try {
+  const page = await browser.newPage();
+  await page.goto(server.url + 'tests/browser/blank.html');
+  process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
+  const r = await page.evaluate(async (o) => {
+    const T = await import('/pkg/index.js');
+    await T.Engine.cache.delete(o.model);
+    let t = performance.now();
+    const e = await T.Engine.load(o.model);
+    const cold = (performance.now() - t) / 1000;
+    const wasmBytes = await T.Engine.wasmMemoryBytes();
+    await e.unload();
+    t = performance.now();
+    await e.load(o.model);
+    const cached = (performance.now() - t) / 1000;
+    const vocab = e.info.vocabSize;
+    let x = 0x9e3779b9;
+    const prompt = Array.from({ length: o.promptTokens }, () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % vocab; });
+    const req = { prompt, max_tokens: o.genTokens, temperature: 0, ignore_eos: true };
+    await e.resetChat();
+    await e.completions.create({ ...req, prompt: prompt.slice(0, 8), max_tokens: 2 }); // warm-up
+    const pre = [], dec = [], ttft = [];
+    for (let i = 0; i < o.repetitions; i++) {
+      await e.resetChat();
+      const u = (await e.completions.create(req)).usage.extra;
+      pre.push(u.prefill_tokens_per_s); dec.push(u.decode_tokens_per_s); ttft.push(u.time_to_first_token_s);
+    }
+    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info };
+  }, opts);
+  const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+  const out = {
+    model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
+    prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
+    decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
+    time_to_first_token_s: med(r.ttft),
+    load_seconds: r.cold, load_seconds_cached: r.cached,
+    weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
+    wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
+    adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
+    browser: `chromium ${browser.version()}`,
+  };
+  console.log(JSON.stringify(out, null, 1));
+} finally {
+  await browser.close();
+  await server.close();
+}

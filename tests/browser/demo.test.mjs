@@ -1,0 +1,130 @@
+// The demo page (web/) as a newcomer uses it: served with the package and the
+// default model, in headless Chromium. Screenshots go to target/artifacts/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../scripts/server.mjs';
+import { launch } from './browser.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const ART = path.join(ROOT, 'target/artifacts');
+let server, browser, page;
+
+before(async () => {
+  fs.mkdirSync(ART, { recursive: true });
+  server = await startServer({ mounts: { '/': path.join(ROOT, 'web'), '/pkg/': path.join(ROOT, 'pkg'), '/models/': path.join(ROOT, 'models') } });
+  browser = await launch();
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+});
+after(async () => { await browser?.close(); await server?.close(); });
+
+const state = () => page.getAttribute('#status', 'data-state');
+const lastReply = () => page.evaluate(() => document.querySelector('#messages li.assistant:last-of-type .body')?.textContent ?? '');
+
+async function waitState(want, ms) {
+  await page.waitForFunction((w) => document.querySelector('#status').dataset.state === w, want, { timeout: ms });
+}
+
+test('the default model loads with no typing and shows what it is', { timeout: 180000 }, async () => {
+  await page.goto(server.url);
+  await waitState('ready', 150000);
+  const name = await page.textContent('#model-name');
+  assert.match(name, /SmolLM2-135M-Instruct/);
+  const meta = await page.textContent('#model-meta');
+  assert.match(meta, /Q4_1/);
+  assert.match(meta, /MB of weights/);
+  assert.match(meta, /GPU:/);
+});
+
+async function setRange(sel, v) {
+  await page.evaluate(([s, val]) => { const el = document.querySelector(s); el.value = val; el.dispatchEvent(new Event('input')); }, [sel, String(v)]);
+}
+
+test('a question gets a streamed answer that mentions Paris, with speed stats', { timeout: 240000 }, async () => {
+  // Greedy and short: SwiftShader runs the model on the CPU.
+  await setRange('#temperature', 0);
+  await page.fill('#max-tokens', '24');
+  await page.fill('#input', 'What is the capital of France?');
+  await page.press('#input', 'Enter');
+  await waitState('generating', 10000);
+  const lengths = [];
+  while ((await state()) === 'generating') {
+    lengths.push((await lastReply()).length);
+    await page.waitForTimeout(250);
+  }
+  const text = await lastReply();
+  assert.match(text, /Paris/);
+  const growth = new Set(lengths.filter((n) => n > 0));
+  assert.ok(growth.size >= 2, `the reply grew in steps: ${[...growth]}`);
+  const stats = await page.textContent('#messages li.assistant:last-of-type .stats');
+  assert.match(stats, /tokens · prefill [\d.]+ tok\/s · decode [\d.]+ tok\/s · first token [\d.]+ s/);
+  await page.screenshot({ path: path.join(ART, 'demo-desktop.png') });
+});
+
+test('Stop ends a long reply; New chat clears the conversation', { timeout: 240000 }, async () => {
+  await page.fill('#input', 'Write a very long story about a dragon who learns to fly.');
+  await page.click('#send');
+  await page.waitForFunction(() => (document.querySelector('#messages li.assistant:last-of-type .body')?.textContent ?? '').length > 5, null, { timeout: 120000 });
+  await page.click('#stop');
+  await waitState('ready', 30000);
+  const a = await lastReply();
+  await page.waitForTimeout(2000);
+  assert.equal(await lastReply(), a, 'no more text after Stop');
+  assert.equal(await page.textContent('#messages li.assistant:last-of-type .stats'), 'stopped');
+  await page.click('#new-chat');
+  assert.equal(await page.locator('#messages li').count(), 0);
+  assert.equal(await page.isVisible('#empty'), true);
+});
+
+test('a model that does not exist gets an explanation; the page stays usable', { timeout: 120000 }, async () => {
+  await page.fill('#model-source', '/models/no-such-model.gguf');
+  await page.click('#load-button');
+  await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
+  const err = await page.textContent('#error');
+  assert.match(err, /could not be downloaded/);
+  assert.match(err, /no-such-model\.gguf/);
+  assert.equal(await state(), 'error', 'no model after a failed load');
+  assert.equal(await page.isEnabled('#send'), false);
+  await page.click('#load-default');
+  await waitState('ready', 60000);
+  assert.equal(await page.isHidden('#error'), true);
+  assert.match(await page.textContent('#model-name'), /SmolLM2/);
+  assert.equal(await page.isEnabled('#input'), true);
+});
+
+test('phone width: one column, nothing wider than the screen', { timeout: 30000 }, async () => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.fill('#input', 'Hello');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px`);
+  await page.screenshot({ path: path.join(ART, 'demo-phone.png'), fullPage: true });
+  await page.click('#toggle-settings');
+  assert.equal(await page.isVisible('#system-prompt'), true);
+  // Model text is never HTML.
+  const html = await page.evaluate(async () => (await import('/app.js')).renderMarkdown('<img src=x onerror=alert(1)> **b** `c`\n```js\n<script>\n```'));
+  assert.ok(!html.includes('<img') && !html.includes('<script>'), html);
+  assert.match(html, /<strong>b<\/strong>/);
+});
+
+test('examples/minimal-chat installs the packed tarball and streams a reply', { timeout: 240000 }, async () => {
+  const { execFileSync } = await import('node:child_process');
+  const pack = path.join(ROOT, 'target/pack');
+  fs.mkdirSync(pack, { recursive: true });
+  execFileSync('npm', ['pack', './pkg', '--pack-destination', pack, '--silent'], { cwd: ROOT });
+  const ex = path.join(ROOT, 'examples/minimal-chat');
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--no-package-lock', '--silent'], { cwd: ex });
+  assert.ok(fs.existsSync(path.join(ex, 'node_modules/tramontane/wasm/tramontane_web_bg.wasm')));
+  const srv = await startServer({ mounts: { '/': ex, '/models/': path.join(ROOT, 'models') } });
+  try {
+    const p = await browser.newPage();
+    await p.goto(`${srv.url}?model=/models/SmolLM2-135M-Instruct.Q4_1.gguf`);
+    await p.waitForSelector('#out[data-done=true]', { timeout: 200000 });
+    assert.match(await p.textContent('#out'), /Paris/);
+  } finally {
+    await srv.close();
+  }
+});

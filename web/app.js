@@ -1,0 +1,271 @@
+// The demo chat: uses the npm package like any app would (public API only,
+// through WorkerEngine, so the page stays responsive while the model runs).
+import { WorkerEngine } from 'tramontane';
+
+const DEFAULT_MODEL = new URL('/models/SmolLM2-135M-Instruct.Q4_1.gguf', location.href).href;
+const $ = (id) => document.getElementById(id);
+const ui = {
+  messages: $('messages'), empty: $('empty'), input: $('input'), send: $('send'), stop: $('stop'),
+  newChat: $('new-chat'), status: $('status'), error: $('error'), system: $('system-prompt'),
+  temperature: $('temperature'), topP: $('top-p'), maxTokens: $('max-tokens'),
+  modelName: $('model-name'), modelMeta: $('model-meta'), progress: $('progress'),
+  progressPhase: $('progress-phase'), progressNumbers: $('progress-numbers'), progressFill: $('progress-fill'),
+  loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), loadButton: $('load-button'),
+  loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
+};
+
+let engine = null;
+let loading = false;
+let generating = null; // AbortController of the running reply
+let history = [];
+
+// ---- markdown, rendered safely: everything is HTML-escaped first, then only
+// our own tags are added (no links, no raw HTML from the model).
+const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+
+function inline(s) {
+  return escapeHtml(s)
+    .replace(/`([^`\n]+)`/g, '<code>$1</code>')
+    .replace(/\*\*([^*\n]+)\*\*/g, '<strong>$1</strong>')
+    .replace(/(^|[\s(])\*([^*\n]+)\*(?=[\s).,!?:;]|$)/g, '$1<em>$2</em>');
+}
+
+function blocks(text) {
+  const out = [];
+  let list = null;
+  const flush = () => { if (list) { out.push(`<${list.tag}>${list.items.map((i) => `<li>${inline(i)}</li>`).join('')}</${list.tag}>`); list = null; } };
+  let para = [];
+  const flushPara = () => { if (para.length) { out.push(`<p>${para.map(inline).join('<br>')}</p>`); para = []; } };
+  for (const line of text.split('\n')) {
+    const ul = /^\s*[-*•]\s+(.*)$/.exec(line);
+    const ol = /^\s*\d+[.)]\s+(.*)$/.exec(line);
+    const h = /^(#{1,4})\s+(.*)$/.exec(line);
+    if (ul || ol) {
+      flushPara();
+      const tag = ul ? 'ul' : 'ol';
+      if (!list || list.tag !== tag) { flush(); list = { tag, items: [] }; }
+      list.items.push((ul ?? ol)[1]);
+    } else if (h) {
+      flushPara(); flush();
+      out.push(`<p><strong>${inline(h[2])}</strong></p>`);
+    } else if (line.trim() === '') {
+      flushPara(); flush();
+    } else {
+      flush();
+      para.push(line);
+    }
+  }
+  flushPara(); flush();
+  return out.join('');
+}
+
+export function renderMarkdown(src) {
+  // Fenced code blocks (an unterminated fence while streaming is code so far).
+  const parts = src.split('```');
+  return parts.map((part, i) => {
+    if (i % 2 === 0) return blocks(part);
+    const nl = part.indexOf('\n');
+    const code = nl >= 0 ? part.slice(nl + 1) : '';
+    return `<pre><code>${escapeHtml(code.replace(/\n$/, ''))}</code></pre>`;
+  }).join('');
+}
+
+// ---- status, errors, progress
+function setStatus(state, text) {
+  ui.status.dataset.state = state;
+  ui.status.textContent = text;
+  const ready = state === 'ready';
+  ui.input.disabled = !engine?.info || loading;
+  ui.send.disabled = !ready;
+  ui.stop.disabled = state !== 'generating';
+  ui.loadButton.disabled = loading || state === 'generating';
+  ui.loadDefault.disabled = loading || state === 'generating';
+}
+
+const ADVICE = {
+  WEBGPU_UNAVAILABLE: ['This browser cannot run the model: WebGPU is not available.',
+    'Use a recent Chrome or Edge (version 113 or later) or Safari 26; in Firefox enable dom.webgpu.enabled. On Linux, start Chrome with --enable-unsafe-webgpu --enable-features=Vulkan. Check chrome://gpu for "WebGPU: Hardware accelerated".'],
+  NETWORK: ['The model could not be downloaded.', 'Check the URL or repository id (and the GGUF file name), and your connection, then load it again.'],
+  MODEL_FORMAT: ["This file is not a model tramontane can read.", 'Point to a Hugging Face folder with config.json and safetensors, or to a .gguf file.'],
+  UNSUPPORTED: ['This model uses something tramontane does not support yet.', 'Try a Llama, Mistral, Mixtral, Qwen2 or SmolLM model.'],
+  OUT_OF_MEMORY: ['The GPU ran out of memory.', 'Try a smaller or more quantized model (for example a Q4 GGUF), close other tabs, then load again.'],
+  DEVICE_LOST: ['The GPU stopped responding (often: out of memory).', 'Reload the page; try a smaller model if it happens again.'],
+  CONTEXT_OVERFLOW: ['The conversation no longer fits the model\'s context window.', 'Start a new chat.'],
+  QUOTA: ['The browser has no room to cache the model.', 'It still works; it will be downloaded again next time.'],
+};
+
+function showError(e) {
+  const [title, help] = ADVICE[e?.code] ?? ['Something went wrong.', ''];
+  let detail = e?.message ?? String(e);
+  if (e?.code === 'NETWORK' && e.status === 404) detail = `Not found: ${e.url}`;
+  ui.error.innerHTML = `<strong>${escapeHtml(title)}</strong>${help ? `<div>${escapeHtml(help)}</div>` : ''}<div class="hint">${escapeHtml(detail)}</div>`;
+  ui.error.hidden = false;
+}
+
+const clearError = () => { ui.error.hidden = true; ui.error.textContent = ''; };
+const mb = (b) => (b / 1e6).toFixed(1);
+
+function onProgress(ev) {
+  ui.progress.hidden = false;
+  const labels = { download: 'Downloading', upload: 'Loading onto the GPU', compile: 'Compiling shaders', ready: 'Ready', cache: 'Note' };
+  ui.progressPhase.textContent = labels[ev.phase] ?? ev.phase;
+  let pct = null;
+  if (ev.phase === 'download' && ev.downloadTotal) {
+    ui.progressNumbers.textContent = `${mb(ev.downloaded)} / ${mb(ev.downloadTotal)} MB`;
+  } else if (ev.phase === 'upload' && ev.total) {
+    ui.progressNumbers.textContent = `${mb(ev.loaded)} / ${mb(ev.total)} MB`;
+    pct = (100 * ev.loaded) / ev.total;
+  } else if (ev.phase === 'compile' || ev.phase === 'ready') {
+    pct = 100;
+    ui.progressNumbers.textContent = '';
+  } else if (ev.phase === 'cache') {
+    ui.progressNumbers.textContent = ev.warning;
+  }
+  if (pct !== null) {
+    ui.progressFill.style.width = `${pct.toFixed(1)}%`;
+    ui.progressFill.parentElement.setAttribute('aria-valuenow', String(Math.round(pct)));
+  }
+  setStatus('loading', `${labels[ev.phase] ?? ev.phase}… ${ui.progressNumbers.textContent}`);
+}
+
+function describeModel(info, label) {
+  const a = info.adapter ?? {};
+  ui.modelName.textContent = label;
+  const parts = [
+    `${info.arch}${info.experts ? ` (${info.experts} experts)` : ''}, ${info.dtype.toUpperCase()}`,
+    `${mb(info.weightBytes)} MB of weights, ${info.contextLength} tokens of context`,
+    `GPU: ${a.name || 'WebGPU adapter'}${a.backend ? ` (${a.backend})` : ''}${a.shaderF16 ? ', shader-f16' : ''}`,
+  ];
+  ui.modelMeta.innerHTML = parts.map(escapeHtml).join('<br>');
+}
+
+async function load(source, options = {}) {
+  if (loading) return;
+  clearError();
+  loading = true;
+  setStatus('loading', 'Loading the model…');
+  ui.progress.hidden = false;
+  ui.progressFill.style.width = '0%';
+  const label = options.label ?? source;
+  try {
+    if (engine) await engine.load(source, { ...options, onProgress });
+    else engine = await WorkerEngine.load(source, { ...options, onProgress });
+    describeModel(engine.info, label);
+    newChat();
+    loading = false;
+    setStatus('ready', `Ready: ${label}`);
+    ui.input.focus();
+  } catch (e) {
+    loading = false;
+    showError(e);
+    // A failed load leaves no model (the previous one was freed to make room).
+    ui.modelName.textContent = 'No model loaded';
+    ui.modelMeta.textContent = 'Load the embedded default model or another one.';
+    setStatus('error', 'No model loaded.');
+  } finally {
+    ui.progress.hidden = true;
+  }
+}
+
+// ---- the conversation
+function addMessage(role, text) {
+  ui.empty.hidden = true;
+  const li = document.createElement('li');
+  li.className = `msg ${role}`;
+  const body = document.createElement('div');
+  body.className = 'body';
+  if (role === 'user') body.textContent = text;
+  else body.innerHTML = renderMarkdown(text);
+  li.append(body);
+  ui.messages.append(li);
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  return li;
+}
+
+function newChat() {
+  generating?.abort();
+  history = [];
+  ui.messages.replaceChildren();
+  ui.empty.hidden = false;
+  engine?.resetChat().catch(() => {});
+}
+
+async function send() {
+  const text = ui.input.value.trim();
+  if (!text || !engine?.info || generating || loading) return;
+  clearError();
+  ui.input.value = '';
+  history.push({ role: 'user', content: text });
+  addMessage('user', text);
+  const li = addMessage('assistant', '');
+  li.setAttribute('aria-busy', 'true');
+  const body = li.querySelector('.body');
+  const ctl = new AbortController();
+  generating = ctl;
+  setStatus('generating', 'Generating…');
+  let reply = '';
+  let usage = null;
+  let stopped = false;
+  try {
+    const messages = [];
+    if (ui.system.value.trim()) messages.push({ role: 'system', content: ui.system.value.trim() });
+    messages.push(...history);
+    const stream = engine.chat.completions.create({
+      messages, stream: true, signal: ctl.signal,
+      temperature: Number(ui.temperature.value), top_p: Number(ui.topP.value),
+      max_tokens: Math.max(1, Number(ui.maxTokens.value) || 256), stream_options: { include_usage: true },
+    });
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      const delta = chunk.choices[0]?.delta?.content;
+      if (delta) {
+        reply += delta;
+        body.innerHTML = renderMarkdown(reply);
+        ui.messages.scrollTop = ui.messages.scrollHeight;
+      }
+    }
+  } catch (e) {
+    if (e?.code === 'ABORTED') stopped = true;
+    else showError(e);
+  } finally {
+    generating = null;
+    li.removeAttribute('aria-busy');
+  }
+  history.push({ role: 'assistant', content: reply });
+  const stats = document.createElement('div');
+  stats.className = 'stats';
+  if (usage) {
+    const x = usage.extra;
+    stats.textContent = `${usage.completion_tokens} tokens · prefill ${x.prefill_tokens_per_s.toFixed(1)} tok/s · decode ${x.decode_tokens_per_s.toFixed(1)} tok/s · first token ${x.time_to_first_token_s.toFixed(2)} s`;
+  } else {
+    stats.textContent = stopped ? 'stopped' : 'failed';
+  }
+  li.append(stats);
+  setStatus(engine?.info ? 'ready' : 'error', stopped ? 'Stopped.' : 'Ready.');
+  ui.input.focus();
+}
+
+// ---- wiring
+ui.input.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+});
+$('composer').addEventListener('submit', (e) => { e.preventDefault(); send(); });
+ui.stop.addEventListener('click', () => generating?.abort());
+ui.newChat.addEventListener('click', () => { newChat(); setStatus(engine?.info ? 'ready' : 'idle', 'New chat.'); ui.input.focus(); });
+ui.loadForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const source = ui.source.value.trim();
+  if (!source) { ui.source.focus(); return; }
+  const gguf = ui.ggufFile.value.trim();
+  load(source, gguf ? { ggufFile: gguf, label: `${source}/${gguf}` } : {});
+});
+ui.loadDefault.addEventListener('click', () => load(DEFAULT_MODEL, { label: 'SmolLM2-135M-Instruct (Q4_1, embedded default)' }));
+for (const [input, out] of [[ui.temperature, $('temperature-out')], [ui.topP, $('top-p-out')]]) {
+  input.addEventListener('input', () => { out.textContent = input.value; });
+}
+ui.toggleSettings.addEventListener('click', () => {
+  const open = ui.settings.classList.toggle('open');
+  ui.toggleSettings.setAttribute('aria-expanded', String(open));
+});
+
+load(DEFAULT_MODEL, { label: 'SmolLM2-135M-Instruct (Q4_1, embedded default)' });
