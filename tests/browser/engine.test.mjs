@@ -311,3 +311,28 @@ test('the default model (GGUF Q4_1) streams from the server to the GPU: it answe
   assert.ok(got.mem < got.weights / 2, `peak wasm memory ${got.mem} vs weights ${got.weights}`);
   await p.context().close();
 });
+
+test('an AbortSignal cancels a load cleanly; the engine loads again afterwards', { timeout: 180000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T) => {
+    const ctl = new AbortController();
+    const e = new T.Engine();
+    let code = null, phase = null;
+    try {
+      await e.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', {
+        useCache: false, signal: ctl.signal,
+        onProgress: (ev) => { if (ev.phase === 'upload' && ev.loaded > 10e6 && !ctl.signal.aborted) { phase = ev.phase; ctl.abort(); } },
+      });
+    } catch (x) { code = x.code; }
+    const info = e.info;
+    await e.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const n = (await e.completions.create({ prompt: [1, 2, 3], max_tokens: 3, temperature: 0, ignore_eos: true })).token_ids.length;
+    return { code, phase, info, n };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.phase, 'upload', 'aborted midway');
+  assert.equal(got.code, 'ABORTED');
+  assert.equal(got.info, null);
+  assert.equal(got.n, 3);
+  await p.context().close();
+});
