@@ -220,8 +220,10 @@ impl WasmEngine {
                 top_logits: p.top_logits,
                 logprobs: (p.logprobs > 0).then(|| p.logprobs - 1),
             };
-            let tok = model.tokenizer.inner().clone();
-            let text_of = move |id: u32| tok.decode(&[id], false).unwrap_or_default();
+            // Token texts for log-probabilities come from a copy of the tokenizer
+            // (the model is borrowed by `generate`); copy it only when needed.
+            let tok = req.logprobs.is_some().then(|| model.tokenizer.inner().clone());
+            let text_of = move |id: u32| tok.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_default();
             let r = model
                 .generate(&prompt, &req, &mut |piece, id, lp| {
                     let lp = match lp {
