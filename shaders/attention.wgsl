@@ -15,8 +15,8 @@ override WINDOW: u32 = 0u;   // sliding window in keys (including the query's ow
 override SCALE: f32 = 1.0;   // 1 / sqrt(HD)
 
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
-@group(0) @binding(2) var<storage, read> KC: array<f32>;
-@group(0) @binding(3) var<storage, read> VC: array<f32>;
+@group(0) @binding(2) var<storage, read> KC: array<kv_t>;
+@group(0) @binding(3) var<storage, read> VC: array<kv_t>;
 @group(0) @binding(4) var<storage, read_write> PART: array<f32>;
 @group(0) @binding(5) var<storage, read_write> OUT: array<f32>;
 
@@ -90,7 +90,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
             let kb = ((j % CAP) * NKV + kvh) * HD;
             var dot = 0.0;
             for (var d = 0u; d < HD; d++) {
-                dot += qs[d] * KC[kb + d];
+                dot += qs[d] * f32(KC[kb + d]);
             }
             score = dot * SCALE;
         }
@@ -110,7 +110,7 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 var a = acc[i] * corr;
                 for (var jj = 0u; jj < count; jj++) {
                     let vb = (((tile + jj) % CAP) * NKV + kvh) * HD;
-                    a += probs[jj] * VC[vb + d];
+                    a += probs[jj] * f32(VC[vb + d]);
                 }
                 acc[i] = a;
             }

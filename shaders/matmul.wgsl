@@ -18,18 +18,24 @@ override EXPERT_STRIDE: u32 = 0u;  // elements between experts' blocks in W
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
 override SWIGLU: u32 = 0u;
+// Slabs: a matrix too big for one binding is split by output; this dispatch
+// computes outputs SLAB.x .. SLAB.x + N of N_ALL (0: N_ALL = N, unsplit). The
+// first output is a uniform, not a constant, so equal slabs share a pipeline.
+override N_ALL: u32 = 0u;
 
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> B: array<f32>;
 @group(0) @binding(5) var<storage, read> EXPERT_IDS: array<u32>;
+@group(0) @binding(6) var<uniform> SLAB: vec4<u32>;
 
 fn silu(g: f32) -> f32 {
     return g / (1.0 + exp(-g));
 }
 
-fn epilogue(r: u32, n: u32, a: f32, a_up: f32) {
+fn epilogue(r: u32, n_slab: u32, a: f32, a_up: f32) {
+    let n = SLAB.x + n_slab;
     var y = a;
     if (HAS_BIAS != 0u) {
         y += B[n];
@@ -37,7 +43,7 @@ fn epilogue(r: u32, n: u32, a: f32, a_up: f32) {
     if (SWIGLU != 0u) {
         y = silu(a) * a_up;
     }
-    let yi = r * N + n;
+    let yi = r * select(N, N_ALL, N_ALL != 0u) + n;
     if (ACCUMULATE != 0u) {
         y += Y[yi];
     }

@@ -17,8 +17,8 @@ override STYLE: u32 = 0u;
 
 @group(0) @binding(1) var<storage, read_write> QKV: array<f32>;
 @group(0) @binding(2) var<storage, read> TABLE: array<f32>;
-@group(0) @binding(3) var<storage, read_write> KC: array<f32>;
-@group(0) @binding(4) var<storage, read_write> VC: array<f32>;
+@group(0) @binding(3) var<storage, read_write> KC: array<kv_t>;
+@group(0) @binding(4) var<storage, read_write> VC: array<kv_t>;
 
 fn pair(j: u32) -> vec2<u32> {
     if (STYLE == 0u) {
@@ -56,11 +56,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             QKV[base + p.y] = rb;
         } else {
             let kv = (slot * NKV + (head - NH)) * HD;
-            KC[kv + p.x] = ra;
-            KC[kv + p.y] = rb;
+            KC[kv + p.x] = kv_t(ra);
+            KC[kv + p.y] = kv_t(rb);
         }
     } else if (i < n_rot + NKV * HD) {
         let e = i - n_rot;
-        VC[slot * NKV * HD + e] = QKV[row + (NH + NKV) * HD + e];
+        VC[slot * NKV * HD + e] = kv_t(QKV[row + (NH + NKV) * HD + e]);
     }
 }

@@ -133,7 +133,7 @@ function describeModel(info, label) {
   ui.modelName.textContent = label;
   const parts = [
     `${info.arch}${info.experts ? ` (${info.experts} experts)` : ''}, ${info.dtype.toUpperCase()}`,
-    `${mb(info.weightBytes)} MB of weights, ${info.contextLength} tokens of context`,
+    `${mb(info.weightBytes)} MB of weights, ${info.contextLength} tokens of context, ${info.kvCache} KV cache${info.splitMatrices ? `, ${info.splitMatrices} matrices split to fit the GPU's binding limit` : ''}`,
     `GPU: ${a.name || 'WebGPU adapter'}${a.backend ? ` (${a.backend})` : ''}${a.shaderF16 ? ', shader-f16' : ''}`,
   ];
   ui.modelMeta.innerHTML = parts.map(escapeHtml).join('<br>');

@@ -336,3 +336,116 @@ test('an AbortSignal cancels a load cleanly; the engine loads again afterwards',
   assert.equal(got.n, 3);
   await p.context().close();
 });
+
+test('weights over the binding limit are split into slabs (maxBindingSize)', { timeout: 180000 }, async () => {
+  // 16 KiB per buffer: the embeddings, LM head and Mixtral's expert matrices
+  // are each split; tokens must not change.
+  const p = await page();
+  const r = ref('mixtral_tiny');
+  const prompts = r.prompts.slice(0, 2).map((x) => ({ ids: x.input_ids, want: x.greedy.new_ids }));
+  const got = await run(p, async (T, a) => {
+    const e = await T.Engine.load('/tests/fixtures/mixtral_tiny/', { useCache: false, maxBindingSize: 16384 });
+    const out = [];
+    for (const pr of a.prompts) {
+      await e.resetChat();
+      out.push((await e.completions.create({ prompt: pr.ids, ...a.greedy })).token_ids);
+    }
+    return { out, split: e.info.splitMatrices };
+  }, { prompts, greedy: GREEDY });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.ok(got.split >= 3, `split ${got.split}`);
+  got.out.forEach((ids, i) => assert.deepEqual(ids, prompts[i].want, `prompt ${i}`));
+  await p.context().close();
+});
+
+test('a full storage quota: the model loads without caching and says so (QUOTA)', { timeout: 180000 }, async () => {
+  const p = await page();
+  const uncaught = [];
+  p.on('pageerror', (e) => uncaught.push(e.message));
+  const got = await run(p, async (T) => {
+    const src = '/tests/fixtures/llama_tiny/';
+    await T.Engine.cache.delete(src);
+    const put = Cache.prototype.put;
+    Cache.prototype.put = () => Promise.reject(new DOMException('The quota has been exceeded.', 'QuotaExceededError'));
+    const events = [];
+    let out;
+    try {
+      const e = await T.Engine.load(src, { onProgress: (ev) => { if (ev.phase === 'cache') events.push(ev); } });
+      out = await e.completions.create({ prompt: [1, 2, 3], max_tokens: 3, temperature: 0, ignore_eos: true });
+      out.warning = e.info.network.cacheWarning;
+    } finally {
+      Cache.prototype.put = put;
+    }
+    const has = await T.Engine.cache.has(src);
+    let stored = 0;
+    for (const name of await caches.keys()) {
+      for (const req of await (await caches.open(name)).keys()) if (req.url.includes('llama_tiny')) stored++;
+    }
+    return { events, tokens: out.token_ids.length, warning: out.warning, has, stored };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.tokens, 3, 'the model works without the cache');
+  assert.equal(got.events.length, 1);
+  assert.equal(got.events[0].code, 'QUOTA');
+  assert.match(got.warning, /quota/);
+  assert.equal(got.has, false);
+  assert.equal(got.stored, 0, 'nothing partial is kept');
+  assert.deepEqual(uncaught, [], 'no uncaught rejection reaches the page');
+  await p.context().close();
+});
+
+test('a lost device gives DEVICE_LOST; load() again recovers on a new device', { timeout: 180000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T) => {
+    // Keep a handle on the devices the engine makes, to lose one on purpose.
+    const devices = [];
+    const requestDevice = GPUAdapter.prototype.requestDevice;
+    GPUAdapter.prototype.requestDevice = async function (d) {
+      const dev = await requestDevice.call(this, d);
+      devices.push(dev);
+      return dev;
+    };
+    const src = '/tests/fixtures/llama_tiny/';
+    const req = { prompt: [1, 2, 3], max_tokens: 4, temperature: 0, ignore_eos: true };
+    const e = await T.Engine.load(src, { useCache: false });
+    const before = (await e.completions.create(req)).token_ids;
+    devices[devices.length - 1].destroy();
+    await new Promise((r) => setTimeout(r, 50));
+    const code = async () => { try { await e.completions.create(req); return 'none'; } catch (err) { return err.code; } };
+    const lost = await code();
+    const info = e.info;
+    const next = await code();
+    await e.load(src, { useCache: false });
+    const after = (await e.completions.create(req)).token_ids;
+    return { before, lost, info, next, after, devices: devices.length };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.lost, 'DEVICE_LOST');
+  assert.equal(got.info, null, 'the model went with the device');
+  assert.equal(got.next, 'INVALID_REQUEST', 'no model until the next load');
+  assert.equal(got.devices, 2, 'a new device');
+  assert.deepEqual(got.after, got.before);
+  await p.context().close();
+});
+
+test('KV cache type follows shader-f16; asking for f16 without it is UNSUPPORTED', { timeout: 180000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T) => {
+    const src = '/tests/fixtures/llama_tiny/';
+    const e = new T.Engine();
+    let code = null;
+    const f16 = await e.load(src, { useCache: false, kvCache: 'f16' }).then(() => e.info.kvCache, (err) => { code = err.code; return null; });
+    await e.load(src, { useCache: false });
+    const out = await e.completions.create({ prompt: [1, 2, 3], max_tokens: 3, temperature: 0, ignore_eos: true });
+    return { f16, code, kv: e.info.kvCache, shaderF16: e.info.adapter.shaderF16, tokens: out.token_ids.length };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  if (got.shaderF16) {
+    assert.equal(got.f16, 'f16');
+  } else {
+    assert.equal(got.code, 'UNSUPPORTED');
+    assert.equal(got.kv, 'f32');
+  }
+  assert.equal(got.tokens, 3, 'the engine works after the refused load');
+  await p.context().close();
+});

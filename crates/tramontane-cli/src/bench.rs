@@ -4,6 +4,7 @@ use clap::Args;
 use serde_json::json;
 use web_time::Instant;
 
+use tramontane::forward::KernelTime;
 use tramontane::{GenerateRequest, SamplingParams};
 
 use crate::{load, ModelArgs};
@@ -20,6 +21,10 @@ pub struct BenchArgs {
     repetitions: usize,
     #[arg(long)]
     json: bool,
+    /// Also time each kind of kernel in one decode step (at the end of the
+    /// prompt) and one prefill pass, every dispatch submitted on its own.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -64,6 +69,14 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         dec.push(g.decode_tokens_per_s());
         ttft.push(g.prefill_seconds);
     }
+    let profile = if a.profile {
+        // Decode after the prompt's prefill, so attention sees that many keys.
+        let decode = model.runtime.profile(1, prompt.len())?;
+        let prefill = model.runtime.profile(prompt.len(), 0)?;
+        Some((decode, prefill))
+    } else {
+        None
+    };
     let (p0, p1, p2) = stats(pre);
     let (d0, d1, d2) = stats(dec);
     let (t0_, t1, t2) = stats(ttft);
@@ -86,16 +99,39 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 "load_seconds": load_seconds,
                 "weight_bytes": info.weight_bytes,
                 "gpu_bytes": info.gpu_bytes,
-                "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver },
+                "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16 },
+                "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
             })
         );
     } else {
         println!("model        {} ({}, {})", a.model.model, info.arch, info.dtype);
-        println!("adapter      {} ({}; {})", ad.name, ad.backend, ad.driver);
+        println!("adapter      {} ({}; {}; shader-f16 {})", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" });
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
         println!("prefill      {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", p1, p0, p2, prompt.len());
         println!("decode       {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", d1, d0, d2, a.gen_tokens);
         println!("first token  {:>8.3} s      (min {:.3}, max {:.3})", t1, t0_, t2);
+        if let Some((d, p)) = &profile {
+            print_profile(&format!("decode step at position {}", prompt.len()), d);
+            print_profile(&format!("prefill pass of {} tokens", prompt.len().min(model.runtime.opts.chunk)), p);
+        }
     }
     Ok(())
+}
+
+fn kernel_json(k: &[KernelTime]) -> serde_json::Value {
+    json!({
+        "dispatches": k.iter().map(|x| x.dispatches).sum::<usize>(),
+        "kernels": k.iter().map(|x| json!({"kernel": x.kernel, "dispatches": x.dispatches, "seconds": x.seconds})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_profile(title: &str, k: &[KernelTime]) {
+    let total: f64 = k.iter().map(|x| x.seconds).sum();
+    let n: usize = k.iter().map(|x| x.dispatches).sum();
+    println!("\nprofile: {title}: {n} dispatches, {:.1} ms (each submitted and awaited alone)", total * 1e3);
+    let mut k = k.to_vec();
+    k.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    for x in k {
+        println!("  {:<26} {:>5} dispatches {:>9.2} ms {:>5.1}%", x.kernel, x.dispatches, x.seconds * 1e3, 100.0 * x.seconds / total.max(1e-12));
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tramontane::{ChatMessage, GenerateRequest, Gpu, LoadOptions, Model, SamplingParams};
+use tramontane::{ChatMessage, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 
 mod bench;
 mod progress;
@@ -42,6 +42,14 @@ pub struct ModelArgs {
     /// Tokens per prefill pass.
     #[arg(long, default_value_t = 64)]
     pub chunk: usize,
+    /// KV cache element type: auto (f16 for quantized models on devices with
+    /// shader-f16, else f32), f16 or f32.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f16", "f32"])]
+    pub kv_cache: String,
+    /// Most bytes one weight buffer may hold (default: the device's binding
+    /// limit); bigger matrices are split.
+    #[arg(long)]
+    pub max_binding: Option<u64>,
 }
 
 #[derive(Args)]
@@ -155,7 +163,12 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
 
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
     let gpu = Arc::new(Gpu::new().await?);
-    let opts = LoadOptions { context: args.context, chunk: args.chunk, ..Default::default() };
+    let kv_cache = match args.kv_cache.as_str() {
+        "f16" => KvCache::F16,
+        "f32" => KvCache::F32,
+        _ => KvCache::Auto,
+    };
+    let opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, ..Default::default() };
     let mut bar = progress::Bar::new("loading weights", quiet);
     let path = std::path::Path::new(&args.model);
     let model = if path.extension().is_some_and(|e| e == "gguf") {

@@ -40,6 +40,13 @@ export interface LoadOptions {
   parallelDownloads?: number;
   /** Tokens per prefill pass (default 64). */
   prefillChunk?: number;
+  /** Most bytes one weight buffer may hold (default: the device's
+   * maxStorageBufferBindingSize). Larger matrices are split into slabs by
+   * output row; set it to behave like a device with smaller limits. */
+  maxBindingSize?: number;
+  /** KV cache element type: "auto" (default: f16 for quantized models when the
+   * adapter has shader-f16, else f32), "f16" (needs shader-f16) or "f32". */
+  kvCache?: 'auto' | 'f16' | 'f32';
   /** Hugging Face repo ids: the revision (default "main") and which GGUF file to load. */
   revision?: string;
   ggufFile?: string;
@@ -60,6 +67,10 @@ export interface EngineInfo {
   experts: number | null;
   slidingWindow: number | null;
   loadSeconds: number;
+  /** Weight matrices split into slabs to fit the binding limit. */
+  splitMatrices: number;
+  /** What the KV cache holds. */
+  kvCache: 'f16' | 'f32';
   hasChatTemplate: boolean;
   adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number };
   network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };

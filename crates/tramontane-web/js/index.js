@@ -115,7 +115,7 @@ export class Engine {
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
    * `useCache` (default true), `contextLength`, `prefillChunk`,
-   * `parallelDownloads` (default 4), `revision`, `ggufFile`, `wasmUrl`. */
+   * `parallelDownloads` (default 4), `maxBindingSize`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`. */
   static async load(source, options = {}) {
     const e = new Engine();
     await e.load(source, options);
@@ -158,7 +158,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, useCache: options.useCache ?? true }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, useCache: options.useCache ?? true }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }
@@ -258,7 +258,10 @@ export class Engine {
     try {
       g = await wasm.generate(prompt, params, onToken);
     } catch (err) {
-      throw asError(err);
+      const e = asError(err);
+      // The model went with the device; `load()` again makes a new one.
+      if (e.code === 'DEVICE_LOST') this._info = null;
+      throw e;
     }
     const usage = {
       prompt_tokens: g.prompt_tokens,

@@ -11,9 +11,16 @@ use std::rc::Rc;
 use js_sys::{Promise, Reflect, Uint8Array};
 use tramontane::source::ModelSource;
 use tramontane::{Error, Result};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Cache, Request, RequestInit, Response};
+
+thread_local! {
+    /// A rejection handler that does nothing (no `new Function`, so strict CSP
+    /// pages are fine).
+    static NOOP: Closure<dyn FnMut(JsValue)> = Closure::new(|_: JsValue| {});
+}
 
 pub const CACHE_NAME: &str = "tramontane-v1";
 /// The file size, stored with each cached response.
@@ -232,7 +239,13 @@ impl FetchSource {
                 // a header of our own: cached responses may lose Content-Length.
                 if let (Ok(copy), Some(size)) = (resp.clone(), Self::content_length(&resp)) {
                     if let Some(stored) = Self::with_size(&copy, size) {
-                        self.puts.borrow_mut().push(cache.put_with_str(&url, &stored));
+                        let put = cache.put_with_str(&url, &stored);
+                        // Handled in finish_caching; a handler now keeps a quick
+                        // rejection (quota) from showing as an uncaught error.
+                        NOOP.with(|f| {
+                            let _ = put.catch(f);
+                        });
+                        self.puts.borrow_mut().push(put);
                     }
                 }
             }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use js_sys::{Function, Promise, Reflect};
 use serde::{Deserialize, Serialize};
-use tramontane::{ChatMessage, Error, GenerateRequest, Gpu, LoadOptions, Model, SamplingParams};
+use tramontane::{ChatMessage, Error, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -31,6 +31,28 @@ fn js_error(e: &Error) -> JsValue {
         let _ = Reflect::set(&err, &"status".into(), &(*status).into());
     }
     err.into()
+}
+
+/// The device (made on first use, and again after a loss).
+async fn ensure_gpu(state: &Rc<RefCell<State>>) -> Result<Arc<Gpu>, JsValue> {
+    if let Some(g) = state.borrow().gpu.clone().filter(|g| !g.is_lost()) {
+        return Ok(g);
+    }
+    let gpu = Gpu::new().await.map_err(|e| coded("WEBGPU_UNAVAILABLE", &format!("WebGPU is not available: {e}")))?;
+    let gpu = Arc::new(gpu);
+    state.borrow_mut().gpu = Some(gpu.clone());
+    Ok(gpu)
+}
+
+/// After DEVICE_LOST the model's buffers are gone with the device: drop the
+/// model so the engine reports "no model" and the next `load` starts afresh.
+fn forget_lost_device(state: &Rc<RefCell<State>>, e: &Error) {
+    if matches!(e, Error::DeviceLost(_)) {
+        let mut st = state.borrow_mut();
+        st.model = None;
+        st.info = None;
+        st.gpu = None;
+    }
 }
 
 fn coded(code: &str, msg: &str) -> JsValue {
@@ -65,6 +87,10 @@ struct LoadSpec {
     context: Option<usize>,
     chunk: Option<usize>,
     parallel: Option<usize>,
+    /// Cap on one weight buffer, below the device's binding limit.
+    max_binding: Option<u64>,
+    /// "auto" (default), "f16" or "f32".
+    kv_cache: Option<String>,
     #[serde(default = "yes")]
     use_cache: bool,
 }
@@ -116,19 +142,15 @@ impl WasmEngine {
         WasmEngine { state: Rc::new(RefCell::new(State::default())) }
     }
 
-    /// Open the WebGPU device (once). Rejects with code WEBGPU_UNAVAILABLE.
+    /// Open the WebGPU device (once; again after a device loss) and describe
+    /// the adapter. Rejects with code WEBGPU_UNAVAILABLE.
     pub fn init(&self) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            if state.borrow().gpu.is_some() {
-                return Ok(JsValue::UNDEFINED);
-            }
-            let gpu = Gpu::new().await.map_err(|e| coded("WEBGPU_UNAVAILABLE", &format!("WebGPU is not available: {e}")))?;
+            let gpu = ensure_gpu(&state).await?;
             let a = &gpu.adapter;
-            let info = serde_json::json!({"name": a.name, "backend": a.backend, "driver": a.driver,
-                "shaderF16": a.shader_f16, "maxBufferSize": a.max_buffer_size, "maxStorageBufferBindingSize": a.max_storage_binding});
-            state.borrow_mut().gpu = Some(Arc::new(gpu));
-            Ok(to_js(&info))
+            Ok(to_js(&serde_json::json!({"name": a.name, "backend": a.backend, "driver": a.driver,
+                "shaderF16": a.shader_f16, "maxBufferSize": a.max_buffer_size, "maxStorageBufferBindingSize": a.max_storage_binding})))
         })
     }
 
@@ -137,7 +159,7 @@ impl WasmEngine {
         let state = self.state.clone();
         future_to_promise(async move {
             let spec: LoadSpec = serde_wasm_bindgen::from_value(spec).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
-            let gpu = state.borrow().gpu.clone().ok_or_else(|| coded("WEBGPU_UNAVAILABLE", "call init() first"))?;
+            let gpu = ensure_gpu(&state).await?;
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };
@@ -147,7 +169,19 @@ impl WasmEngine {
                 progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
             });
             let src = fetch::FetchSource::new(spec.base.clone(), signal, cache, on_bytes);
-            let opts = LoadOptions { context: spec.context, chunk: spec.chunk.unwrap_or(64), parallel_downloads: spec.parallel.unwrap_or(4) };
+            let kv_cache = match spec.kv_cache.as_deref() {
+                None | Some("auto") => KvCache::Auto,
+                Some("f16") => KvCache::F16,
+                Some("f32") => KvCache::F32,
+                Some(other) => return Err(coded("INVALID_REQUEST", &format!("kvCache must be \"auto\", \"f16\" or \"f32\", not {other:?}"))),
+            };
+            let opts = LoadOptions {
+                context: spec.context,
+                chunk: spec.chunk.unwrap_or(64),
+                parallel_downloads: spec.parallel.unwrap_or(4),
+                max_binding: spec.max_binding,
+                kv_cache,
+            };
             let cb = on_progress.clone();
             let mut on_upload = move |p: tramontane::upload::Progress| {
                 progress(&cb, serde_json::json!({"phase": "upload", "loaded": p.done, "total": p.total}));
@@ -168,6 +202,7 @@ impl WasmEngine {
                     }
                     other => other,
                 };
+                forget_lost_device(&state, &e);
                 js_error(&e)
             })?;
             src.finish_caching().await;
@@ -179,7 +214,7 @@ impl WasmEngine {
                 "arch": i.arch, "dtype": i.dtype, "weightBytes": i.weight_bytes, "gpuBytes": i.gpu_bytes,
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
-                "loadSeconds": i.load_seconds, "hasChatTemplate": model.template.is_some(),
+                "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache, "hasChatTemplate": model.template.is_some(),
                 "bos": model.tokenizer.bos, "eos": model.tokenizer.eos,
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
@@ -238,7 +273,10 @@ impl WasmEngine {
                 })
                 .await;
             state.borrow_mut().model = Some(model);
-            let g = r.map_err(|e| js_error(&e))?;
+            let g = r.map_err(|e| {
+                forget_lost_device(&state, &e);
+                js_error(&e)
+            })?;
             Ok(to_js(&GenResult {
                 finish_reason: match g.finish {
                     tramontane::FinishReason::Stop => "stop",

@@ -20,6 +20,6 @@ pub mod upload;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;
-pub use model::{FinishReason, GenerateRequest, Generation, LoadOptions, Model, ModelInfo, TokenLogprob};
+pub use model::{FinishReason, GenerateRequest, Generation, KvCache, LoadOptions, Model, ModelInfo, TokenLogprob};
 pub use sample::SamplingParams;
 pub use text::{ChatMessage, ChatTemplate, Tokenizer};

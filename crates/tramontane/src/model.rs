@@ -23,11 +23,32 @@ pub struct LoadOptions {
     pub chunk: usize,
     /// Files downloaded (streamed to the GPU) at once.
     pub parallel_downloads: usize,
+    /// Cap on the bytes one weight buffer may hold, below the device's own
+    /// `maxStorageBufferBindingSize`; larger matrices are split into slabs.
+    /// `None`: the device's limit. (Lets a test or a cautious app behave like a
+    /// device with small limits.)
+    pub max_binding: Option<u64>,
+    /// Element type of the KV cache.
+    pub kv_cache: KvCache,
+}
+
+/// What the KV cache stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvCache {
+    /// f16 for quantized models on devices with `shader-f16` (their weights
+    /// already cost more precision than f16 keys and values do; llama.cpp's
+    /// default too), else f32. Float checkpoints keep f32 so they reproduce
+    /// transformers' float32 math.
+    #[default]
+    Auto,
+    F32,
+    /// Half the memory and attention traffic; needs `shader-f16`.
+    F16,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { context: None, chunk: 64, parallel_downloads: 4 }
+        LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto }
     }
 }
 
@@ -40,6 +61,10 @@ pub struct ModelInfo {
     pub context: usize,
     pub kv_slots: usize,
     pub load_seconds: f64,
+    /// Weight matrices split into slabs because they exceed the binding limit.
+    pub split_matrices: usize,
+    /// "f16" or "f32".
+    pub kv_cache: &'static str,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +210,7 @@ impl Model {
             None => None,
         };
         let table = TensorTable::read(src).await?;
-        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, progress).await?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
         Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
     }
 
@@ -224,7 +249,7 @@ impl Model {
         if table.get("rope_freqs.weight").is_some() {
             return Err(Error::Unsupported(format!("{file}: per-frequency RoPE factors (rope_freqs)")));
         }
-        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, progress).await?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
         Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
     }
 
@@ -234,8 +259,15 @@ impl Model {
         let chunk = opts.chunk.clamp(1, 1024).min(context);
         let dtype = weights.layers.first().map(|l| l.qkv.dtype).unwrap_or(weights.embed.dtype).name().to_string();
         let weight_bytes = weights.bytes;
+        let split_matrices = weights.split_matrices();
         let arch = format!("{:?}", cfg.arch).to_lowercase();
-        let runtime = Runtime::new(gpu, cfg, weights, RuntimeOptions { context, chunk })?;
+        let quantized = weights.layers.first().is_some_and(|l| l.qkv.dtype.is_quantized());
+        let kv_f16 = match opts.kv_cache {
+            KvCache::Auto => gpu.adapter.shader_f16 && quantized,
+            KvCache::F32 => false,
+            KvCache::F16 => true,
+        };
+        let runtime = Runtime::new(gpu, cfg, weights, RuntimeOptions { context, chunk, kv_f16 })?;
         let info = ModelInfo {
             arch,
             weight_bytes,
@@ -244,6 +276,8 @@ impl Model {
             context,
             kv_slots: runtime.kv_slots,
             load_seconds: t0.elapsed().as_secs_f64(),
+            split_matrices,
+            kv_cache: if kv_f16 { "f16" } else { "f32" },
         };
         Ok(Model { runtime, tokenizer, template, info, cached: Vec::new(), pending: None })
     }

@@ -19,13 +19,19 @@ const SENTINEL: f32 = 12345.0;
 struct Bench {
     gpu: Gpu,
     step: wgpu::Buffer,
+    /// The `SLAB` uniform of an unsplit weight: outputs from 0, all rows.
+    whole: wgpu::Buffer,
 }
 
 impl Bench {
     fn new() -> Self {
         let gpu = pollster::block_on(Gpu::new()).expect("adapter");
         let step = gpu.uniform("step", std::mem::size_of::<Step>() as u64);
-        Bench { gpu, step }
+        let whole = gpu.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0]));
+        Bench { gpu, step, whole }
+    }
+    fn slab(&self, row0: usize, rows: usize) -> wgpu::Buffer {
+        self.gpu.uniform_init("slab", bytemuck::cast_slice(&[row0 as u32, rows as u32, 0, 0]))
     }
     fn f32(&self, v: &[f32]) -> wgpu::Buffer {
         self.gpu.storage_init("f32", bytemuck::cast_slice(v))
@@ -52,9 +58,17 @@ impl Bench {
     fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
         pollster::block_on(self.gpu.read_f32(b, n)).expect("read")
     }
+    fn read_f16(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        let bytes = pollster::block_on(self.gpu.read_buffer(b, 2 * n as u64)).expect("read");
+        bytes[..2 * n].chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+    }
     fn read_u32(&self, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
         pollster::block_on(self.gpu.read_u32(b, n)).expect("read")
     }
+}
+
+fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
 }
 
 fn step(n_tokens: u32) -> Step {
@@ -149,7 +163,7 @@ fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: us
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
-    let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf)];
+    let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
     let groups = if entry == "matvec" {
         bind.push((5, &dummy));
         let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
@@ -182,6 +196,76 @@ fn matvec_and_tiled_matmul_match_cpu() {
     }
     // More outputs than one dispatch dimension holds (x and z split).
     check_linear(&b, "matvec", DType::BF16, 2, 70001, 3, false, false, false);
+}
+
+/// A weight split by output into slabs (as the loader does for matrices over
+/// the binding limit): each slab is its own buffer `[halves][slab rows][k]`
+/// and its own dispatch; together they must equal the unsplit product.
+fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, cuts: &[usize], swiglu: bool) {
+    let mut rng = Rng(0x51ab + (rows * 13 + n + k) as u64);
+    let halves = if swiglu { 2 } else { 1 };
+    let (wb, wv, _) = weights(dtype, halves * n, k, &mut rng);
+    let x = rng.vec(rows * k);
+    let bv = rng.vec(n);
+    let mut y_init = rng.vec(rows * n);
+    y_init.extend([SENTINEL; 16]);
+    let (xbuf, bbuf, ybuf, dummy) = (b.f32(&x), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+    let row_bytes = dtype.nbytes(k as u64).expect("whole blocks") as usize;
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(n);
+    for w in bounds.windows(2) {
+        let (a, z) = (w[0], w[1]);
+        let mut slab = Vec::new();
+        for hf in 0..halves {
+            slab.extend_from_slice(&wb[(hf * n + a) * row_bytes..(hf * n + z) * row_bytes]);
+        }
+        let spec = linear_spec(dtype, entry, z - a, k)
+            .with("HAS_BIAS", 1u32)
+            .with("SWIGLU", swiglu as u32)
+            .with("N_ALL", n as u32);
+        let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
+        let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
+        let groups = if entry == "matvec" {
+            bind.push((5, &dummy));
+            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
+            [((z - a) as u32).div_ceil(per), rows as u32, 1]
+        } else {
+            [((z - a) as u32).div_ceil(MM_TILE), (rows as u32).div_ceil(MM_TILE), 1]
+        };
+        b.run(&spec, step(rows as u32), &bind, groups);
+    }
+    let mut got = b.read(&ybuf, rows * n + 16);
+    assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry} slabs: write past the output");
+    let want = linear_ref(&x, &wv, Some(&bv[..]), None, rows, n, k, swiglu);
+    let e = nmse(&got, &want);
+    assert!(e < TOL, "{entry} {dtype:?} slabs {cuts:?} of {n} swiglu {swiglu}: nmse {e:e}");
+}
+
+#[test]
+fn weights_split_into_slabs_give_the_unsplit_result() {
+    let b = Bench::new();
+    for entry in ["matvec", "matmul"] {
+        check_linear_slabs(&b, entry, DType::F32, 3, 77, 21, &[32, 64], false);
+        check_linear_slabs(&b, entry, DType::F16, 35, 50, 18, &[17], true);
+        check_linear_slabs(&b, entry, DType::Q4_1, 2, 41, 64, &[5, 40], true);
+        check_linear_slabs(&b, entry, DType::Q6K, 33, 40, 256, &[32], false);
+    }
+    // The embedding gather over a vocabulary in three slabs.
+    let (vocab, h, t) = (61usize, 64usize, 9usize);
+    let mut rng = Rng(17);
+    let (wb, wv, code) = weights(DType::Q8_0, vocab, h, &mut rng);
+    let row_bytes = DType::Q8_0.nbytes(h as u64).expect("blocks") as usize;
+    let ids: Vec<u32> = (0..t).map(|i| if i == 0 { 60 } else { rng.next_u32() % vocab as u32 }).collect();
+    let (ibuf, ybuf) = (b.u32(&ids), b.zeros(t * h));
+    for (a, z) in [(0usize, 20usize), (20, 40), (40, 61)] {
+        let (wbuf, info) = (b.gpu.storage_init("w", &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
+        let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
+        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
+    }
+    let got = b.read(&ybuf, t * h);
+    let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
+    assert!(nmse(&got, &want) < 1e-12, "embedding gather over slabs");
 }
 
 #[test]
@@ -222,7 +306,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
             let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
-            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf)], [(n as u32).div_ceil(per), (tokens * slots) as u32, 1]);
+            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole)], [(n as u32).div_ceil(per), (tokens * slots) as u32, 1]);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -249,7 +333,7 @@ fn embedding_gather_matches_cpu() {
         let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
         let (wbuf, ibuf, ybuf) = (b.gpu.storage_init("w", &wb), b.u32(&ids), b.zeros(t * h));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf)], [(h as u32).div_ceil(64), t as u32, 1]);
+        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
         let got = b.read(&ybuf, t * h);
         let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         let e = nmse(&got, &want);
@@ -296,16 +380,18 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
         let a = (i as f64) * 0.37;
         [a.cos() as f32, a.sin() as f32]
     }).collect();
-    for style in [0u32, 1] {
-        let (qb, tb, kc, vc) = (b.f32(&qkv), b.f32(&table), b.zeros(cap * nkv * hd), b.zeros(cap * nkv * hd));
+    let kv_types: &[bool] = if b.gpu.adapter.shader_f16 { &[false, true] } else { &[false] };
+    for (style, &kv16) in [0u32, 1].into_iter().flat_map(|s| kv_types.iter().map(move |k| (s, k))) {
+        let n = cap * nkv * hd;
+        let words = if kv16 { n.div_ceil(2) } else { n };
+        let (qb, tb, kc, vc) = (b.f32(&qkv), b.f32(&table), b.zeros(words), b.zeros(words));
         let spec = Spec::new(Family::Rope, "main")
             .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
-            .with("CAP", cap as u32).with("STYLE", style);
+            .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
         let items = ((nh + nkv) * half + nkv * hd) as u32;
         b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(1, &qb), (2, &tb), (3, &kc), (4, &vc)], [items.div_ceil(64), t as u32, 1]);
         let got_q = b.read(&qb, t * stride);
-        let got_k = b.read(&kc, cap * nkv * hd);
-        let got_v = b.read(&vc, cap * nkv * hd);
+        let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
         let mut want_q = qkv.clone();
         let mut want_k = vec![0f32; cap * nkv * hd];
         let mut want_v = vec![0f32; cap * nkv * hd];
@@ -333,10 +419,13 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
                 want_v[slot * nkv * hd + e] = qkv[r * stride + (nh + nkv) * hd + e];
             }
         }
+        // An f16 cache stores each value rounded once (the rotation itself in
+        // f32 may round a last f16 bit differently from the f64 reference).
+        let (want_k, want_v, k_tol) = if kv16 { (round_f16(&want_k), round_f16(&want_v), 1e-7) } else { (want_k, want_v, TOL) };
         // Only the q part is rewritten; k and v rows of QKV stay as they were.
         assert!(nmse(&got_q, &want_q) < TOL, "rope q style {style}");
-        assert!(nmse(&got_k, &want_k) < TOL, "rope k style {style}");
-        assert_eq!(got_v, want_v, "v copied into its slot");
+        assert!(nmse(&got_k, &want_k) < k_tol, "rope k style {style} f16 {kv16}");
+        assert_eq!(got_v, want_v, "v copied into its slot (f16 {kv16})");
     }
 }
 
@@ -373,25 +462,48 @@ fn attention_ref(q: &[f32], kc: &[f32], vc: &[f32], t: usize, start: usize, nh: 
 
 #[allow(clippy::too_many_arguments)]
 fn check_attention(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize, splits: Option<(u32, u32)>) {
+    check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, false);
+    if b.gpu.adapter.shader_f16 {
+        check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, true);
+    }
+}
+
+/// With `kv16` the cache holds f16 values (the reference reads the same
+/// rounded values, so the tolerance stays that of f32 math).
+#[allow(clippy::too_many_arguments)]
+fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize,
+                      splits: Option<(u32, u32)>, kv16: bool) {
     let mut rng = Rng((t * 1000 + start * 10 + hd) as u64);
     let stride = (nh + 2 * nkv) * hd;
     let q = rng.vec(t * stride);
-    let kc = rng.vec(cap * nkv * hd);
-    let vc = rng.vec(cap * nkv * hd);
+    let mut kc = rng.vec(cap * nkv * hd);
+    let mut vc = rng.vec(cap * nkv * hd);
     let (n_splits, split_len) = splits.unwrap_or((1, 1 << 30));
-    let (qb, kb, vb) = (b.f32(&q), b.f32(&kc), b.f32(&vc));
+    let upload = |v: &[f32]| {
+        if kv16 {
+            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            b.gpu.storage_init("kv16", bytemuck::cast_slice(&h))
+        } else {
+            b.f32(v)
+        }
+    };
+    if kv16 {
+        kc = round_f16(&kc);
+        vc = round_f16(&vc);
+    }
+    let (qb, kb, vb) = (b.f32(&q), upload(&kc), upload(&vc));
     let part = b.zeros(t * nh * n_splits as usize * (hd + 2));
     let out = b.zeros(t * nh * hd);
     let spec = |e| Spec::new(Family::Attention, e)
         .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
-        .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt());
+        .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt()).kv_f16(kv16);
     let st = Step { start_pos: start as u32, n_splits, split_len, ..step(t as u32) };
     b.run(&spec("attend"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, t as u32, n_splits]);
     b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
     let got = b.read(&out, t * nh * hd);
     let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
     let e = nmse(&got, &want);
-    assert!(e < TOL, "attention t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?}: {e:e}");
+    assert!(e < TOL, "attention t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}: {e:e}");
 }
 
 #[test]

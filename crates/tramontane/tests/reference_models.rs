@@ -18,8 +18,13 @@ fn greedy(max_tokens: usize) -> GenerateRequest {
 }
 
 fn check_model(name: &str, chunk: usize) {
+    check_model_with(name, LoadOptions { chunk, ..Default::default() });
+}
+
+fn check_model_with(name: &str, opts: LoadOptions) {
+    let chunk = opts.chunk;
     let r = reference(name);
-    let mut model = load(name, LoadOptions { chunk, ..Default::default() });
+    let mut model = load(name, opts);
     let vocab = model.config().vocab;
     let mut worst = 0f32;
     for p in r["prompts"].as_array().expect("prompts") {
@@ -83,6 +88,21 @@ fn small_prefill_chunks_give_the_same_results() {
     // the ring buffer (window 16 + chunk 7 = 23 slots) wrap many times.
     check_model("mistral_tiny", 7);
     check_model("llama_tiny", 7);
+}
+
+#[test]
+fn weights_split_for_a_small_binding_limit_give_the_same_results() {
+    // 16 KiB per buffer: the f32 embeddings (and tied LM head) split into 192
+    // slabs, Mixtral's stacked expert gate/up into 3 and its experts' down
+    // projection into 2 slabs of unequal size.
+    let opts = LoadOptions { chunk: 64, max_binding: Some(16 << 10), ..Default::default() };
+    let model = load("mixtral_tiny", opts.clone());
+    assert!(model.info.split_matrices >= 3, "split {}", model.info.split_matrices);
+    drop(model);
+    check_model_with("mixtral_tiny", opts);
+    // 1 KiB: Qwen2's q/k/v with its bias and the SwiGLU gate/up pair split too.
+    let opts = LoadOptions { chunk: 64, max_binding: Some(1 << 10), ..Default::default() };
+    check_model_with("qwen2_tiny", opts);
 }
 
 fn long_generation(chunk: usize) {

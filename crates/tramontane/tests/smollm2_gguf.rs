@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use tramontane::source::DirSource;
 use tramontane::text::gguf_tokenizer;
-use tramontane::{GenerateRequest, LoadOptions, Model, SamplingParams};
+use tramontane::{GenerateRequest, KvCache, LoadOptions, Model, SamplingParams};
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const LOGIT_TOL: f32 = 1e-2;
@@ -63,10 +63,23 @@ fn gguf_tokenizer_matches_hugging_face() {
 
 #[test]
 fn smollm2_matches_transformers_float_math() {
-    let src = require_model();
+    // Both KV cache types: f32 everywhere, f16 where the device has shader-f16
+    // (lavapipe does; the default for quantized models there).
     let gpu = gpu();
-    let mut model = pollster::block_on(Model::load_gguf(gpu, &src, FILE, &LoadOptions::default(), &mut |_| {})).expect("load");
+    check_smollm2(KvCache::F32);
+    if gpu.adapter.shader_f16 {
+        check_smollm2(KvCache::F16);
+    } else {
+        eprintln!("no shader-f16 on {}: f16 KV cache not checked", gpu.adapter.name);
+    }
+}
+
+fn check_smollm2(kv_cache: KvCache) {
+    let src = require_model();
+    let opts = LoadOptions { kv_cache, ..Default::default() };
+    let mut model = pollster::block_on(Model::load_gguf(gpu(), &src, FILE, &opts, &mut |_| {})).expect("load");
     assert_eq!(model.info.dtype, "q4_1", "weights stay quantized");
+    assert_eq!(model.info.kv_cache, if kv_cache == KvCache::F16 { "f16" } else { "f32" });
     let r = smollm_reference();
     let eog = ids(&r["eog_token_ids"]);
     for e in &eog {
@@ -104,9 +117,36 @@ fn smollm2_matches_transformers_float_math() {
         prompts += 1;
     }
     eprintln!(
-        "SmolLM2 Q4_1: max |logit - transformers| over top-10 = {worst:.2e}; vs llama.cpp: top-1 agreement {cpp_top1}/{prompts}, mean |Δlogit| {:.3}",
+        "SmolLM2 Q4_1, {kv_cache:?} KV cache: max |logit - transformers| over top-10 = {worst:.2e}; vs llama.cpp: top-1 agreement {cpp_top1}/{prompts}, mean |Δlogit| {:.3}",
         cpp_delta / cpp_n.max(1) as f64
     );
+}
+
+#[test]
+fn weights_split_for_a_small_binding_limit_still_match() {
+    // 300 kB per buffer (a device with tiny limits): the tied embeddings / LM
+    // head split into 59 slabs, and every layer's q/k/v, gate/up and down too.
+    let src = require_model();
+    let opts = LoadOptions { max_binding: Some(300_000), ..Default::default() };
+    let mut model = pollster::block_on(Model::load_gguf(gpu(), &src, FILE, &opts, &mut |_| {})).expect("load");
+    assert!(model.info.split_matrices >= 91, "split {}", model.info.split_matrices);
+    assert_eq!(model.info.dtype, "q4_1", "split weights stay quantized");
+    let r = smollm_reference();
+    for p in r["prompts"].as_array().expect("prompts").iter().take(2) {
+        let name = p["name"].as_str().expect("name");
+        let tf = &p["transformers_dequantized_f32"];
+        let want = ids(&tf["greedy_ids"]);
+        let until = tf["first_eog_index"].as_u64().map(|i| i as usize + 1).unwrap_or(want.len()).min(24);
+        model.reset();
+        let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: until, ignore_eos: true, top_logits: 10, ..Default::default() };
+        let g = pollster::block_on(model.generate(&ids(&p["token_ids"]), &req, &mut |_, _, _| true)).expect("generate");
+        assert_eq!(g.generated, want[..until], "{name}: greedy tokens");
+        for (got, want) in g.top_logits.iter().zip(tf["top10_last_position"].as_array().expect("top10")) {
+            assert_eq!(got.0 as u64, want[0].as_u64().expect("id"), "{name}: top-10 order");
+            let d = (got.1 - want[1].as_f64().expect("logit") as f32).abs();
+            assert!(d <= LOGIT_TOL, "{name}: logit of {} off by {d}", got.0);
+        }
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ pub mod rope_table;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{split_groups, Dispatch, Spec};
+use crate::gpu::kernels::{split_groups, Dispatch, Kernels, Spec};
 use crate::gpu::{Family, Gpu, Step};
 use crate::parse::{DType, ModelConfig};
 use crate::sample::SamplingParams;
@@ -39,17 +39,78 @@ pub struct RuntimeOptions {
     pub context: usize,
     /// Rows per prefill pass.
     pub chunk: usize,
+    /// Keep keys and values in f16 (half the memory and attention traffic;
+    /// needs `shader-f16`).
+    pub kv_f16: bool,
+}
+
+/// One dispatch of a pass: what it computes (for profiles), the prepared
+/// pipeline and bind group, and its grid.
+type Planned<'a> = (&'static str, &'a Dispatch, [u32; 3]);
+
+/// Time spent in one kind of kernel during a profiled pass.
+#[derive(Debug, Clone)]
+pub struct KernelTime {
+    pub kernel: &'static str,
+    pub dispatches: usize,
+    pub seconds: f64,
+}
+
+/// A linear layer's dispatches: one per slab of its weight matrix (a single
+/// one unless the matrix exceeds the device's binding limit), each computing
+/// that slab's range of outputs.
+struct Linear(Vec<(Dispatch, u32)>);
+
+impl Linear {
+    /// `tune` adds the epilogue constants; `binds` are every binding but the
+    /// weights (binding 1).
+    fn new(k: &Kernels, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
+           binds: &[(u32, &wgpu::Buffer)]) -> Linear {
+        Linear(
+            m.slabs
+                .iter()
+                .map(|s| {
+                    let mut spec = tune(linear_spec(m.dtype, entry, s.rows, m.cols));
+                    if m.slabs.len() > 1 {
+                        spec = spec.with("N_ALL", m.outputs as u32);
+                    }
+                    if m.experts > 1 {
+                        spec = spec.with("EXPERT_STRIDE", m.expert_stride(s) as u32);
+                    }
+                    let mut b = vec![(1, &s.buf), (6, &s.info)];
+                    b.extend_from_slice(binds);
+                    (k.dispatch(&spec, &b), s.rows as u32)
+                })
+                .collect(),
+        )
+    }
+
+    /// Decode-style: every output for `rows` input rows.
+    fn matvec<'a>(&'a self, label: &'static str, rows: u32, out: &mut Vec<Planned<'a>>) {
+        for (d, n) in &self.0 {
+            let (x, z) = split_groups(n.div_ceil(d.per_group));
+            out.push((label, d, [x, rows, z]));
+        }
+    }
+
+    /// Prefill: tiled over `t` rows.
+    fn matmul<'a>(&'a self, label: &'static str, t: u32, out: &mut Vec<Planned<'a>>) {
+        for (d, n) in &self.0 {
+            let (x, z) = split_groups(n.div_ceil(MM_TILE));
+            out.push((label, d, [x, t.div_ceil(MM_TILE), z]));
+        }
+    }
 }
 
 struct LayerPlan {
     attn_norm: Dispatch,
-    qkv_mv: Dispatch,
-    qkv_mm: Dispatch,
+    qkv_mv: Linear,
+    qkv_mm: Linear,
     rope: Dispatch,
     attend: Dispatch,
     combine: Dispatch,
-    o_mv: Dispatch,
-    o_mm: Dispatch,
+    o_mv: Linear,
+    o_mm: Linear,
     ffn_norm: Dispatch,
     ffn: FfnPlan,
     /// MoE only: this layer's chosen experts and weights for the last pass.
@@ -57,14 +118,14 @@ struct LayerPlan {
 }
 
 enum FfnPlan {
-    Dense { gate_up_mv: Dispatch, gate_up_mm: Dispatch, down_mv: Dispatch, down_mm: Dispatch },
-    Moe { router: Dispatch, route: Dispatch, gate_up: Dispatch, down: Dispatch, combine: Dispatch },
+    Dense { gate_up_mv: Linear, gate_up_mm: Linear, down_mv: Linear, down_mm: Linear },
+    Moe { router: Linear, route: Dispatch, gate_up: Linear, down: Linear, combine: Dispatch },
 }
 
 struct AllLogits {
     buf: wgpu::Buffer,
     norm: Dispatch,
-    lm_head: Dispatch,
+    lm_head: Linear,
 }
 
 pub struct Runtime {
@@ -84,10 +145,11 @@ pub struct Runtime {
     out: wgpu::Buffer,
     out_rb: wgpu::Buffer,
     logits_rb: wgpu::Buffer,
-    embed: Dispatch,
+    /// One per slab of the embedding matrix.
+    embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
     final_norm: Dispatch,
-    lm_head: Dispatch,
+    lm_head: Linear,
     sample: Dispatch,
     all_logits: Option<AllLogits>,
     /// GPU bytes of activations, KV cache and tables.
@@ -103,10 +165,6 @@ pub enum Output {
     Sample,
     /// Logits of every row (tests, scoring).
     AllLogits,
-}
-
-fn mm_spec(m: &Matrix, entry: &'static str, n: usize) -> Spec {
-    linear_spec(m.dtype, entry, n, m.cols)
 }
 
 /// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs,
@@ -148,6 +206,21 @@ impl Runtime {
             scratch.set(scratch.get() + n as u64 * f);
             g.storage(label, n as u64 * f)
         };
+        // Activations are bound whole: refuse a context or chunk the device
+        // cannot bind, in words, before allocating anything.
+        for (what, n) in [
+            ("a layer's KV cache (lower `context`)", if opts.kv_f16 { (kv_slots * nkv * hd).div_ceil(2) } else { kv_slots * nkv * hd }),
+            ("the feed-forward activations (lower `chunk`)", c * slots * inter),
+            ("the activations (lower `chunk`)", c * qkv_dim.max(h)),
+        ] {
+            let size = n as u64 * f;
+            if size > g.max_binding() {
+                return Err(Error::Unsupported(format!(
+                    "{what} needs a {size}-byte buffer; this device binds at most {} bytes",
+                    g.max_binding()
+                )));
+            }
+        }
         let step = g.uniform("step", std::mem::size_of::<Step>() as u64);
         let ids = buf("ids", c);
         let x = buf("x", c * h);
@@ -171,17 +244,28 @@ impl Runtime {
             None => (None, None),
         };
         let mut kv = Vec::new();
+        let kv_f16 = opts.kv_f16;
+        if kv_f16 && !g.adapter.shader_f16 {
+            return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
+        }
+        // Sizes in f32 words: an f16 cache takes half.
+        let kv_words = if kv_f16 { (kv_slots * nkv * hd).div_ceil(2) } else { kv_slots * nkv * hd };
         for l in 0..cfg.n_layers {
-            kv.push((buf(&format!("k_cache{l}"), kv_slots * nkv * hd), buf(&format!("v_cache{l}"), kv_slots * nkv * hd)));
+            kv.push((buf(&format!("k_cache{l}"), kv_words), buf(&format!("v_cache{l}"), kv_words)));
         }
         let out_rb = g.readback("out_rb", OUT_WORDS as u64 * 4);
         let logits_rb = g.readback("logits_rb", v as u64 * 4);
 
         let w = &weights;
-        let embed = k.dispatch(
-            &Spec::new(Family::Embed, "main").with("WTYPE", w.embed.dtype.shader_code()).with("H", h as u32),
-            &[(0, &step), (1, &w.embed.buf), (2, &ids), (3, &x)],
-        );
+        let embed = w
+            .embed
+            .slabs
+            .iter()
+            .map(|s| {
+                let spec = Spec::new(Family::Embed, "main").with("WTYPE", w.embed.dtype.shader_code()).with("H", h as u32);
+                k.dispatch(&spec, &[(0, &step), (1, &s.buf), (2, &ids), (3, &x), (4, &s.info)])
+            })
+            .collect();
         let norm_spec = Spec::new(Family::RmsNorm, "main")
             .with("H", h as u32)
             .with("EPS", cfg.rms_eps)
@@ -191,7 +275,8 @@ impl Runtime {
             .with("NH", nh as u32)
             .with("NKV", nkv as u32)
             .with("CAP", kv_slots as u32)
-            .with("STYLE", cfg.rope_interleaved as u32);
+            .with("STYLE", cfg.rope_interleaved as u32)
+            .kv_f16(opts.kv_f16);
         let attn_spec = |entry| {
             Spec::new(Family::Attention, entry)
                 .with("HD", hd as u32)
@@ -200,24 +285,24 @@ impl Runtime {
                 .with("CAP", kv_slots as u32)
                 .with("WINDOW", cfg.sliding_window.unwrap_or(0) as u32)
                 .with("SCALE", 1.0 / (hd as f32).sqrt())
+                .kv_f16(opts.kv_f16)
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for (l, lw) in w.layers.iter().enumerate() {
             let bias = lw.qkv_bias.as_ref();
-            let qkv_spec = |e| mm_spec(&lw.qkv, e, qkv_dim).with("HAS_BIAS", bias.is_some() as u32);
+            let qkv_tune = |s: Spec| s.with("HAS_BIAS", bias.is_some() as u32);
             let bias_buf = bias.unwrap_or(&dummy);
-            let o_spec = |e| mm_spec(&lw.o, e, h).with("ACCUMULATE", 1u32);
+            let acc = |s: Spec| s.with("ACCUMULATE", 1u32);
             let (kc, vc) = &kv[l];
             let mut moe_choice = None;
             let ffn = match &lw.ffn {
                 Ffn::Dense { gate_up, down } => {
-                    let gu = |e| mm_spec(gate_up, e, inter).with("SWIGLU", 1u32);
-                    let dn = |e| mm_spec(down, e, h).with("ACCUMULATE", 1u32);
+                    let gu = |s: Spec| s.with("SWIGLU", 1u32);
                     FfnPlan::Dense {
-                        gate_up_mv: k.dispatch(&gu("matvec"), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
-                        gate_up_mm: k.dispatch(&gu("matmul"), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy)]),
-                        down_mv: k.dispatch(&dn("matvec"), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
-                        down_mm: k.dispatch(&dn("matmul"), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, &x), (4, &dummy)]),
+                        gate_up_mv: Linear::new(k, gate_up, "matvec", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
+                        gate_up_mm: Linear::new(k, gate_up, "matmul", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy)]),
+                        down_mv: Linear::new(k, down, "matvec", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
+                        down_mm: Linear::new(k, down, "matmul", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy)]),
                     }
                 }
                 Ffn::Moe { router, gate_up, down } => {
@@ -235,17 +320,12 @@ impl Runtime {
                             .with("NORM_TOPK", m.norm_topk as u32)
                             .with("H", h as u32)
                     };
-                    let expert = |mat: &Matrix, n: usize| {
-                        mm_spec(mat, "matvec", n)
-                            .with("SLOTS", m.top_k as u32)
-                            .with("MOE", 1u32)
-                            .with("EXPERT_STRIDE", mat.expert_stride as u32)
-                    };
+                    let expert = |s: Spec| s.with("SLOTS", m.top_k as u32).with("MOE", 1u32);
                     let plan = FfnPlan::Moe {
-                        router: k.dispatch(&mm_spec(router, "matvec", m.n_experts), &[(0, &step), (1, &router.buf), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
+                        router: Linear::new(k, router, "matvec", |s| s, &[(0, &step), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
                         route: k.dispatch(&moe_spec("route"), &[(0, &step), (1, rl), (2, &ids_l), (3, &wts_l)]),
-                        gate_up: k.dispatch(&expert(gate_up, inter).with("SWIGLU", 1u32), &[(0, &step), (1, &gate_up.buf), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
-                        down: k.dispatch(&expert(down, h).with("X_PER_SLOT", 1u32), &[(0, &step), (1, &down.buf), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
+                        gate_up: Linear::new(k, gate_up, "matvec", |s| expert(s).with("SWIGLU", 1u32), &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
+                        down: Linear::new(k, down, "matvec", |s| expert(s).with("X_PER_SLOT", 1u32), &[(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
                         combine: k.dispatch(&moe_spec("combine"), &[(0, &step), (3, &wts_l), (4, eo), (5, &x)]),
                     };
                     moe_choice = Some((ids_l, wts_l));
@@ -254,13 +334,13 @@ impl Runtime {
             };
             layers.push(LayerPlan {
                 attn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.attn_norm), (3, &xn)]),
-                qkv_mv: k.dispatch(&qkv_spec("matvec"), &[(0, &step), (1, &lw.qkv.buf), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
-                qkv_mm: k.dispatch(&qkv_spec("matmul"), &[(0, &step), (1, &lw.qkv.buf), (2, &xn), (3, &qkv), (4, bias_buf)]),
+                qkv_mv: Linear::new(k, &lw.qkv, "matvec", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
+                qkv_mm: Linear::new(k, &lw.qkv, "matmul", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf)]),
                 rope: k.dispatch(&rope_spec, &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc)]),
                 attend: k.dispatch(&attn_spec("attend"), &[(0, &step), (1, &qkv), (2, kc), (3, vc), (4, &part)]),
                 combine: k.dispatch(&attn_spec("combine"), &[(0, &step), (4, &part), (5, &attn)]),
-                o_mv: k.dispatch(&o_spec("matvec"), &[(0, &step), (1, &lw.o.buf), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
-                o_mm: k.dispatch(&o_spec("matmul"), &[(0, &step), (1, &lw.o.buf), (2, &attn), (3, &x), (4, &dummy)]),
+                o_mv: Linear::new(k, &lw.o, "matvec", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
+                o_mm: Linear::new(k, &lw.o, "matmul", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy)]),
                 ffn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.ffn_norm), (3, &xn)]),
                 ffn,
                 moe_choice,
@@ -271,10 +351,7 @@ impl Runtime {
             &norm_spec.clone().with("LAST_ROW", 1u32),
             &[(0, &step), (1, &x), (2, &w.norm), (3, &last)],
         );
-        let lm_head = k.dispatch(
-            &mm_spec(lm, "matvec", v),
-            &[(0, &step), (1, &lm.buf), (2, &last), (3, &logits), (4, &dummy), (5, &dummy)],
-        );
+        let lm_head = Linear::new(k, lm, "matvec", |s| s, &[(0, &step), (2, &last), (3, &logits), (4, &dummy), (5, &dummy)]);
         let sample = k.dispatch(
             &Spec::new(Family::Sample, "sample").with("V", v as u32),
             &[(0, &step), (1, &logits), (2, &state), (3, &ids), (4, &out)],
@@ -323,10 +400,7 @@ impl Runtime {
                 &[(0, &self.step), (1, &self.x), (2, &self.weights.norm), (3, &self.xn)],
             );
             let lm = self.weights.lm_head();
-            let lm_head = g.kernels.dispatch(
-                &mm_spec(lm, "matmul", v),
-                &[(0, &self.step), (1, &lm.buf), (2, &self.xn), (3, &buf), (4, &self.last)],
-            );
+            let lm_head = Linear::new(&g.kernels, lm, "matmul", |s| s, &[(0, &self.step), (2, &self.xn), (3, &buf), (4, &self.last)]);
             self.all_logits = Some(AllLogits { buf, norm, lm_head });
         }
         // Just set above when absent.
@@ -400,71 +474,12 @@ impl Runtime {
         if output == Output::AllLogits {
             self.ensure_all_logits();
         }
-        let (h, v) = (self.cfg.hidden as u32, self.cfg.vocab as u32);
-        let nh = self.cfg.n_heads as u32;
+        let v = self.cfg.vocab as u32;
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
             let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            let mv = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize, rows: u32| {
-                d.record_outputs(p, n as u32, rows);
-            };
-            let mm = |d: &Dispatch, p: &mut wgpu::ComputePass, n: usize| {
-                let (x, z) = split_groups((n as u32).div_ceil(MM_TILE));
-                d.record(p, [x, t.div_ceil(MM_TILE), z]);
-            };
-            self.embed.record(&mut p, [h.div_ceil(64), t, 1]);
-            let cfg = &self.cfg;
-            let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
-            let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
-            for l in &self.layers {
-                l.attn_norm.record(&mut p, [t, 1, 1]);
-                if t == 1 {
-                    mv(&l.qkv_mv, &mut p, qkv_dim, 1);
-                } else {
-                    mm(&l.qkv_mm, &mut p, qkv_dim);
-                }
-                l.rope.record(&mut p, [rope_items.div_ceil(64), t, 1]);
-                l.attend.record(&mut p, [nh, t, n_splits]);
-                l.combine.record(&mut p, [nh, t, 1]);
-                if t == 1 {
-                    mv(&l.o_mv, &mut p, cfg.hidden, 1);
-                } else {
-                    mm(&l.o_mm, &mut p, cfg.hidden);
-                }
-                l.ffn_norm.record(&mut p, [t, 1, 1]);
-                match &l.ffn {
-                    FfnPlan::Dense { gate_up_mv, gate_up_mm, down_mv, down_mm } => {
-                        if t == 1 {
-                            mv(gate_up_mv, &mut p, cfg.intermediate, 1);
-                            mv(down_mv, &mut p, cfg.hidden, 1);
-                        } else {
-                            mm(gate_up_mm, &mut p, cfg.intermediate);
-                            mm(down_mm, &mut p, cfg.hidden);
-                        }
-                    }
-                    FfnPlan::Moe { router, route, gate_up, down, combine } => {
-                        let (ne, k) = cfg.moe.as_ref().map(|m| (m.n_experts, m.top_k as u32)).unwrap_or((1, 1));
-                        mv(router, &mut p, ne, t);
-                        route.record(&mut p, [t.div_ceil(64), 1, 1]);
-                        mv(gate_up, &mut p, cfg.intermediate, t * k);
-                        mv(down, &mut p, cfg.hidden, t * k);
-                        combine.record(&mut p, [h.div_ceil(64), t, 1]);
-                    }
-                }
-            }
-            match output {
-                Output::None => {}
-                Output::Sample => {
-                    self.final_norm.record(&mut p, [1, 1, 1]);
-                    self.lm_head.record_outputs(&mut p, v, 1);
-                }
-                Output::AllLogits => {
-                    if let Some(a) = &self.all_logits {
-                        a.norm.record(&mut p, [t, 1, 1]);
-                        let (x, z) = split_groups(v.div_ceil(MM_TILE));
-                        a.lm_head.record(&mut p, [x, t.div_ceil(MM_TILE), z]);
-                    }
-                }
+            for (_, d, groups) in self.steps(t, n_splits, output) {
+                d.record(&mut p, groups);
             }
         }
         if output == Output::Sample {
@@ -498,6 +513,113 @@ impl Runtime {
             (f32::from_bits(words[1]), top)
         });
         Ok(Some(Sampled { token, logprob }))
+    }
+
+    /// Every dispatch of a pass over `t` rows, in order.
+    fn steps(&self, t: u32, n_splits: u32, output: Output) -> Vec<Planned<'_>> {
+        let cfg = &self.cfg;
+        let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
+        let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
+        let mut s: Vec<Planned<'_>> = Vec::with_capacity(16 * self.layers.len() + 8);
+        for e in &self.embed {
+            s.push(("embed", e, [h.div_ceil(64), t, 1]));
+        }
+        for l in &self.layers {
+            s.push(("rmsnorm", &l.attn_norm, [t, 1, 1]));
+            if t == 1 {
+                l.qkv_mv.matvec("qkv matvec", 1, &mut s);
+            } else {
+                l.qkv_mm.matmul("qkv matmul", t, &mut s);
+            }
+            s.push(("rope + kv store", &l.rope, [rope_items.div_ceil(64), t, 1]));
+            s.push(("attention", &l.attend, [nh, t, n_splits]));
+            s.push(("attention combine", &l.combine, [nh, t, 1]));
+            if t == 1 {
+                l.o_mv.matvec("o matvec", 1, &mut s);
+            } else {
+                l.o_mm.matmul("o matmul", t, &mut s);
+            }
+            s.push(("rmsnorm", &l.ffn_norm, [t, 1, 1]));
+            match &l.ffn {
+                FfnPlan::Dense { gate_up_mv, gate_up_mm, down_mv, down_mm } => {
+                    if t == 1 {
+                        gate_up_mv.matvec("gate/up + swiglu matvec", 1, &mut s);
+                        down_mv.matvec("down matvec", 1, &mut s);
+                    } else {
+                        gate_up_mm.matmul("gate/up + swiglu matmul", t, &mut s);
+                        down_mm.matmul("down matmul", t, &mut s);
+                    }
+                }
+                FfnPlan::Moe { router, route, gate_up, down, combine } => {
+                    let k = cfg.moe.as_ref().map(|m| m.top_k as u32).unwrap_or(1);
+                    router.matvec("moe router", t, &mut s);
+                    s.push(("moe top-k", route, [t.div_ceil(64), 1, 1]));
+                    gate_up.matvec("expert gate/up + swiglu", t * k, &mut s);
+                    down.matvec("expert down", t * k, &mut s);
+                    s.push(("moe combine", combine, [h.div_ceil(64), t, 1]));
+                }
+            }
+        }
+        match output {
+            Output::None => {}
+            Output::Sample => {
+                s.push(("rmsnorm", &self.final_norm, [1, 1, 1]));
+                self.lm_head.matvec("lm head matvec", 1, &mut s);
+            }
+            Output::AllLogits => {
+                if let Some(a) = &self.all_logits {
+                    s.push(("rmsnorm", &a.norm, [t, 1, 1]));
+                    a.lm_head.matmul("lm head matmul", t, &mut s);
+                }
+            }
+        }
+        s
+    }
+
+    /// Time each kind of kernel in one pass over `n_tokens` (decode when 1)
+    /// at position `start`, by submitting every dispatch on its own and
+    /// waiting for it. Slower than a real pass (no overlap, a submit per
+    /// dispatch), but on CPU drivers it shows where the time goes. Native only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&mut self, n_tokens: usize, start: usize) -> Result<Vec<KernelTime>> {
+        let t = n_tokens.clamp(1, self.opts.chunk) as u32;
+        if start + t as usize > self.opts.context {
+            return Err(Error::ContextOverflow { tokens: start + t as usize, context: self.opts.context });
+        }
+        let keys = start as u32 + t;
+        let (n_splits, split_len) = if t == 1 {
+            let len = SPLIT_MIN.max(keys.div_ceil(MAX_SPLITS));
+            (keys.div_ceil(len), len)
+        } else {
+            (1, 1 << 30)
+        };
+        let u = Step { n_tokens: t, start_pos: start as u32, n_splits, split_len, temperature: 1.0, top_p: 1.0,
+                       repetition_penalty: 1.0, greedy: 1, ..Default::default() };
+        let g = self.gpu.clone();
+        g.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&u));
+        g.queue.write_buffer(&self.ids, 0, bytemuck::cast_slice(&vec![0u32; t as usize]));
+        let _ = g.device.poll(wgpu::PollType::wait_indefinitely());
+        let mut times: Vec<KernelTime> = Vec::new();
+        for (label, d, groups) in self.steps(t, n_splits, Output::Sample) {
+            let t0 = web_time::Instant::now();
+            let mut enc = g.device.create_command_encoder(&Default::default());
+            {
+                let mut p = enc.begin_compute_pass(&Default::default());
+                d.record(&mut p, groups);
+            }
+            g.queue.submit([enc.finish()]);
+            g.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("profiling: {e}")))?;
+            let dt = t0.elapsed().as_secs_f64();
+            match times.iter_mut().find(|k| k.kernel == label) {
+                Some(k) => {
+                    k.dispatches += 1;
+                    k.seconds += dt;
+                }
+                None => times.push(KernelTime { kernel: label, dispatches: 1, seconds: dt }),
+            }
+        }
+        g.check()?;
+        Ok(times)
     }
 
     fn out_bytes(&self, logprobs: u32) -> u64 {

@@ -4,7 +4,9 @@
 //! pipeline-overridable constants (dtype, shapes, epilogues). The only
 //! "preprocessing" is prepending shared preludes: `common.wgsl` (the per-pass
 //! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
-//! weight tensors.
+//! weight tensors, and the KV cache's element type `kv_t` (WGSL has no
+//! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
+//! `shader-f16`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -55,11 +57,18 @@ pub struct Spec {
     pub family: Family,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, f64)>,
+    /// The KV cache holds f16 (needs the device's `shader-f16`).
+    pub kv_f16: bool,
 }
 
 impl Spec {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Spec { family, entry, constants: Vec::new() }
+        Spec { family, entry, constants: Vec::new(), kv_f16: false }
+    }
+
+    pub fn kv_f16(mut self, on: bool) -> Self {
+        self.kv_f16 = on;
+        self
     }
 
     pub fn with(mut self, name: &'static str, value: impl Into<f64>) -> Self {
@@ -68,7 +77,7 @@ impl Spec {
     }
 
     fn key(&self) -> String {
-        let mut k = format!("{}:{}", self.family.name(), self.entry);
+        let mut k = format!("{}:{}:kv{}", self.family.name(), self.entry, if self.kv_f16 { 16 } else { 32 });
         for (n, v) in &self.constants {
             k.push_str(&format!(":{n}={v}"));
         }
@@ -78,7 +87,7 @@ impl Spec {
 
 pub struct Kernels {
     device: wgpu::Device,
-    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(Family, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
@@ -113,13 +122,14 @@ impl Kernels {
         Kernels { device: device.clone(), modules: Mutex::default(), pipelines: Mutex::default() }
     }
 
-    fn module(&self, family: Family) -> wgpu::ShaderModule {
+    fn module(&self, family: Family, kv_f16: bool) -> wgpu::ShaderModule {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules
-            .entry(family)
+            .entry((family, kv_f16))
             .or_insert_with(|| {
                 let (body, uses_weights) = family.source();
-                let mut src = String::from(COMMON);
+                let mut src = String::from(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
+                src.push_str(COMMON);
                 if uses_weights {
                     src.push_str(WEIGHTS);
                 }
@@ -137,7 +147,7 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
-        let module = self.module(spec.family);
+        let module = self.module(spec.family, spec.kv_f16);
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,

@@ -51,6 +51,9 @@ pub struct Gpu {
     pub kernels: Kernels,
     /// First uncaptured error or device loss since the last check.
     fault: Arc<Mutex<Option<Error>>>,
+    /// Set once the device is lost: every later check fails with DEVICE_LOST,
+    /// so callers know to make a new device (the web engine does on `load`).
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Gpu {
@@ -77,7 +80,8 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tramontane"),
-                required_features: wgpu::Features::empty(),
+                // f16 KV caches where the device has it (see forward/).
+                required_features: if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -98,12 +102,13 @@ impl Gpu {
                 }
             }));
         }
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {
-            let fault = fault.clone();
+            let (fault, lost) = (fault.clone(), lost.clone());
+            // Any reason counts, "destroyed" included: we never destroy our own
+            // device (dropping it after the engine is gone sets a flag no one reads).
             device.set_device_lost_callback(move |reason, msg| {
-                if reason == wgpu::DeviceLostReason::Destroyed {
-                    return;
-                }
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
                 if let Ok(mut f) = fault.lock() {
                     f.get_or_insert(Error::DeviceLost(format!("{reason:?}: {msg}")));
                 }
@@ -118,15 +123,26 @@ impl Gpu {
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
         };
         let kernels = Kernels::new(&device);
-        Ok(Gpu { device, queue, adapter, kernels, fault })
+        Ok(Gpu { device, queue, adapter, kernels, fault, lost })
     }
 
-    /// Return (and clear) the first GPU error seen since the last call.
+    /// Return (and clear) the first GPU error seen since the last call; a lost
+    /// device fails every check.
     pub fn check(&self) -> Result<()> {
         match self.fault.lock().ok().and_then(|mut f| f.take()) {
             Some(e) => Err(e),
+            None if self.is_lost() => Err(Error::DeviceLost("the GPU device was lost earlier; load the model again".into())),
             None => Ok(()),
         }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Record a loss seen some other way (a readback that cannot map).
+    pub(crate) fn mark_lost(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Largest buffer a kernel may bind.
@@ -170,6 +186,14 @@ impl Gpu {
             size,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
+        })
+    }
+
+    pub fn uniform_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: data,
+            usage: wgpu::BufferUsages::UNIFORM,
         })
     }
 

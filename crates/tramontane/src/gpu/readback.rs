@@ -54,7 +54,12 @@ pub(super) async fn read_mapped(gpu: &Gpu, buf: &wgpu::Buffer, size: u64) -> Res
         .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
     let mapped = MapFuture(slot).await;
     gpu.check()?;
-    mapped.map_err(|_| Error::Gpu("mapping a readback buffer failed".into()))?;
+    // We never unmap or destroy a buffer while it maps, so a failed map means
+    // the device is gone (WebGPU rejects mapAsync on a lost device).
+    mapped.map_err(|_| {
+        gpu.mark_lost();
+        Error::DeviceLost("a GPU readback failed: the device was lost".into())
+    })?;
     let out = {
         let view = slice
             .get_mapped_range()

@@ -7,6 +7,12 @@
 //! (one matmul), gate/up are stacked (SwiGLU epilogue), experts of a layer share
 //! one buffer (the MoE matvec indexes it by expert id). Matrices keep their file
 //! dtype; vectors (norms, biases) are converted to f32.
+//!
+//! A matrix larger than the device lets a kernel bind (WebGPU's default
+//! `maxStorageBufferBindingSize` is 128 MiB; big vocabularies exceed it) is cut
+//! into slabs by output row: each slab is its own buffer holding a range of
+//! outputs for every expert and half, `[experts][halves][slab rows][cols]`, and
+//! the kernels run once per slab (see `forward::Linear`).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -14,15 +20,35 @@ use crate::parse::dequant::dequantize;
 use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
 use crate::source::ModelSource;
 
-/// A weight matrix on the GPU, `[experts][rows][cols]`.
+/// A weight matrix on the GPU: `experts` blocks of `halves * outputs` rows
+/// (`halves` = 2 for stacked [gate; up]) of `cols` elements, in one or more
+/// slabs of outputs.
 pub struct Matrix {
-    pub buf: wgpu::Buffer,
+    pub slabs: Vec<Slab>,
     pub dtype: DType,
-    pub rows: usize,
+    /// Outputs (rows per half per expert).
+    pub outputs: usize,
+    pub halves: usize,
     pub cols: usize,
     pub experts: usize,
-    /// Elements from one expert's block to the next.
-    pub expert_stride: usize,
+}
+
+/// Outputs `row0 .. row0 + rows` of a matrix, for every expert and half:
+/// `[experts][halves][rows][cols]`.
+pub struct Slab {
+    pub buf: wgpu::Buffer,
+    pub row0: usize,
+    pub rows: usize,
+    /// Uniform `vec4<u32>(row0, rows, 0, 0)` the kernels read (the `SLAB`
+    /// binding of matmul.wgsl and embed.wgsl).
+    pub info: wgpu::Buffer,
+}
+
+impl Matrix {
+    /// Elements from one expert's block to the next within `slab`.
+    pub fn expert_stride(&self, slab: &Slab) -> usize {
+        self.halves * slab.rows * self.cols
+    }
 }
 
 pub enum Ffn {
@@ -52,6 +78,20 @@ pub struct Weights {
 impl Weights {
     pub fn lm_head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// How many matrices are split into more than one slab.
+    pub fn split_matrices(&self) -> usize {
+        let mut all: Vec<&Matrix> = vec![&self.embed];
+        all.extend(self.lm_head.as_ref());
+        for l in &self.layers {
+            all.extend([&l.qkv, &l.o]);
+            match &l.ffn {
+                Ffn::Dense { gate_up, down } => all.extend([gate_up, down]),
+                Ffn::Moe { router, gate_up, down } => all.extend([router, gate_up, down]),
+            }
+        }
+        all.iter().filter(|m| m.slabs.len() > 1).count()
     }
 }
 
@@ -189,30 +229,90 @@ impl Naming for GgufNaming {
     }
 }
 
-/// One source tensor's place in a destination buffer.
+/// One source tensor's place in a destination: for a matrix, `tensor`'s rows
+/// become rows `row ..` of expert `expert` (rows count across halves); for a
+/// vector, its elements start at element `row`.
 struct Part {
     tensor: TensorInfo,
     dest: usize,
-    /// Element offset in the destination.
-    offset: u64,
+    expert: usize,
+    row: usize,
+}
+
+/// A contiguous run of a part's bytes and where it lands.
+struct Piece {
+    /// Bytes from the start of the source tensor.
+    src: u64,
+    len: u64,
+    slab: usize,
+    /// Byte offset in the slab's buffer (in the destination dtype).
+    at: u64,
+    /// Elements of the source tensor this piece covers (for converted parts).
+    elems: std::ops::Range<usize>,
 }
 
 /// A GPU buffer to create: its shape and the parts that fill it.
 struct Dest {
     label: String,
-    rows: usize,
+    /// Outputs per half (the vector's length for vectors).
+    outputs: usize,
+    halves: usize,
     cols: usize,
     experts: usize,
-    expert_stride: usize,
     vector: bool,
     dtype: DType,
-    buf: Option<wgpu::Buffer>,
+    /// Output ranges, one per buffer.
+    slabs: Vec<std::ops::Range<usize>>,
+    bufs: Vec<wgpu::Buffer>,
+}
+
+impl Dest {
+    fn slab_bytes(&self, s: &std::ops::Range<usize>) -> u64 {
+        let elems = if self.vector { self.outputs } else { self.experts * self.halves * s.len() * self.cols };
+        self.dtype.nbytes(elems as u64).unwrap_or(u64::MAX)
+    }
+
+    /// Where the source rows of `part` land, slab by slab.
+    fn pieces(&self, part: &Part) -> Vec<Piece> {
+        let t = &part.tensor;
+        if self.vector {
+            let n = t.numel() as usize;
+            return vec![Piece { src: 0, len: t.nbytes, slab: 0, at: 4 * part.row as u64, elems: 0..n }];
+        }
+        let cols = self.cols;
+        let n = (t.numel() as usize) / cols.max(1);
+        let row_bytes = |r: usize| self.dtype.nbytes((r * cols) as u64).unwrap_or(0);
+        let src_bytes = |r: usize| t.dtype.nbytes((r * cols) as u64).unwrap_or(0);
+        let mut out = Vec::new();
+        for (si, s) in self.slabs.iter().enumerate() {
+            for hf in 0..self.halves {
+                // This slab holds dest rows [hf * outputs + s.start, hf * outputs + s.end).
+                let first = hf * self.outputs + s.start;
+                let lo = part.row.max(first);
+                let hi = (part.row + n).min(first + s.len());
+                if lo >= hi {
+                    continue;
+                }
+                let slab_row = (part.expert * self.halves + hf) * s.len() + (lo - first);
+                out.push(Piece {
+                    src: src_bytes(lo - part.row),
+                    len: src_bytes(hi - lo),
+                    slab: si,
+                    at: row_bytes(slab_row),
+                    elems: (lo - part.row) * cols..(hi - part.row) * cols,
+                });
+            }
+        }
+        out
+    }
 }
 
 struct Plan<'a> {
     table: &'a TensorTable,
     dests: Vec<Dest>,
     parts: Vec<Part>,
+    /// Largest buffer a kernel may bind.
+    limit: u64,
 }
 
 impl<'a> Plan<'a> {
@@ -248,43 +348,77 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// A matrix `[experts][rows][cols]` filled from `parts`: (expert, first row, tensor).
-    fn matrix(&mut self, label: String, rows: usize, cols: usize, experts: usize,
+    /// A matrix of `experts` blocks of `halves` x `outputs` rows filled from
+    /// `found`: (expert, first row, tensor).
+    #[allow(clippy::too_many_arguments)]
+    fn matrix(&mut self, label: String, outputs: usize, halves: usize, cols: usize, experts: usize,
               found: Vec<(usize, usize, TensorInfo)>) -> Result<usize> {
-        let stride = rows * cols;
         let first = found.first().map(|f| f.2.dtype).unwrap_or(DType::F32);
         let same = found.iter().all(|f| f.2.dtype == first);
-        // Parts are written in place only at 4-byte boundaries (and whole words).
-        let aligned = |d: DType| {
-            found.iter().all(|(e, r, t)| {
-                d.nbytes((e * stride + r * cols) as u64).is_some_and(|b| b % 4 == 0)
-                    && d.nbytes(t.numel()).is_some_and(|b| b % 4 == 0)
-            })
-        };
-        // Mixed types, or parts off word boundaries, fall back to f32 (dequantized
-        // on the host): correct, but larger. Real checkpoints rarely need it.
-        let dtype = if same && aligned(first) { first } else { DType::F32 };
+        // Mixed types, or parts that would land off word boundaries, fall back to
+        // f32 (dequantized on the host): correct, but larger. Real checkpoints
+        // rarely need it.
+        let candidates = if same && first != DType::F32 { vec![first, DType::F32] } else { vec![DType::F32] };
+        let mut chosen = None;
+        for dtype in candidates {
+            let slabs = self.slabs(&label, outputs, halves, cols, experts, dtype)?;
+            let mut d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, dtype, slabs, bufs: Vec::new() };
+            let fits = found.iter().all(|(e, r, t)| {
+                d.dtype.nbytes(t.numel()).is_some()
+                    && d.pieces(&Part { tensor: t.clone(), dest: 0, expert: *e, row: *r }).iter().all(|p| {
+                        let end = d.slab_bytes(&d.slabs[p.slab]);
+                        p.at % 4 == 0 && (p.len % 4 == 0 || p.at + p.len == end)
+                    })
+            });
+            if fits || dtype == DType::F32 {
+                d.bufs.clear();
+                chosen = Some(d);
+                break;
+            }
+        }
+        let d = chosen.ok_or_else(|| Error::Gpu("no layout for a weight".into()))?;
         let dest = self.dests.len();
-        self.dests.push(Dest { label, rows, cols, experts, expert_stride: stride, vector: false, dtype, buf: None });
+        self.dests.push(d);
         for (e, r, t) in found {
-            self.parts.push(Part { tensor: t, dest, offset: (e * stride + r * cols) as u64 });
+            self.parts.push(Part { tensor: t, dest, expert: e, row: r });
         }
         Ok(dest)
     }
 
+    /// Output ranges so that each buffer fits the binding limit: one range
+    /// unless the matrix is too big.
+    fn slabs(&self, label: &str, outputs: usize, halves: usize, cols: usize, experts: usize,
+             dtype: DType) -> Result<Vec<std::ops::Range<usize>>> {
+        let per_output = dtype.nbytes((experts * halves * cols) as u64).unwrap_or(u64::MAX);
+        if per_output.saturating_mul(outputs as u64) <= self.limit {
+            return Ok(vec![0..outputs]);
+        }
+        let fit = (self.limit / per_output) as usize;
+        // Multiples of the matmul tile keep every slab's tiles full.
+        let step = if fit >= 32 { fit / 32 * 32 } else { fit };
+        if step == 0 {
+            return Err(Error::Unsupported(format!(
+                "weight `{label}`: one output row needs {per_output} bytes; this device binds at most {} bytes",
+                self.limit
+            )));
+        }
+        Ok((0..outputs).step_by(step).map(|a| a..(a + step).min(outputs)).collect())
+    }
+
     /// A dense matrix from named parts: (first row, name, rows).
-    fn dense(&mut self, label: String, rows: usize, cols: usize, parts: &[(usize, String, usize)]) -> Result<usize> {
+    fn dense(&mut self, label: String, outputs: usize, halves: usize, cols: usize,
+             parts: &[(usize, String, usize)]) -> Result<usize> {
         let found = parts
             .iter()
             .map(|(r, name, n)| Ok((0, *r, self.find(name, &[*n, cols])?)))
             .collect::<Result<Vec<_>>>()?;
-        self.matrix(label, rows, cols, 1, found)
+        self.matrix(label, outputs, halves, cols, 1, found)
     }
 
     /// All experts of one layer, each expert's block stacking `parts` (what, first row, rows).
     #[allow(clippy::too_many_arguments)]
-    fn experts(&mut self, label: String, naming: &dyn Naming, l: usize, n_experts: usize, rows: usize, cols: usize,
-               parts: &[(ExpertTensor, usize, usize)]) -> Result<usize> {
+    fn experts(&mut self, label: String, naming: &dyn Naming, l: usize, n_experts: usize, outputs: usize,
+               halves: usize, cols: usize, parts: &[(ExpertTensor, usize, usize)]) -> Result<usize> {
         let mut found = Vec::new();
         for &(what, r, n) in parts {
             let fused = naming.experts_fused(l, what).filter(|f| self.table.get(f).is_some());
@@ -296,7 +430,7 @@ impl<'a> Plan<'a> {
                 found.push((e, r, t));
             }
         }
-        self.matrix(label, rows, cols, n_experts, found)
+        self.matrix(label, outputs, halves, cols, n_experts, found)
     }
 
     /// An f32 vector filled from `parts`: (first element, name, len).
@@ -307,10 +441,11 @@ impl<'a> Plan<'a> {
             .collect::<Result<_>>()?;
         let dest = self.dests.len();
         self.dests.push(Dest {
-            label, rows: 1, cols: len, experts: 1, expert_stride: len, vector: true, dtype: DType::F32, buf: None,
+            label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true, dtype: DType::F32,
+            slabs: vec![0..len], bufs: Vec::new(),
         });
         for (o, t) in found {
-            self.parts.push(Part { tensor: t, dest, offset: o as u64 });
+            self.parts.push(Part { tensor: t, dest, expert: 0, row: o });
         }
         Ok(dest)
     }
@@ -350,20 +485,21 @@ pub async fn load_weights<S: ModelSource>(
     table: &TensorTable,
     naming: &dyn Naming,
     parallel: usize,
+    max_binding: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Weights> {
-    let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+    let (h, v) = (cfg.hidden, cfg.vocab);
     let (qd, kvd, inter) = (cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
     let qkv_rows = qd + 2 * kvd;
-    let mut plan = Plan { table, dests: Vec::new(), parts: Vec::new() };
-    let _ = hd;
+    let limit = gpu.max_binding().min(max_binding.unwrap_or(u64::MAX)).max(4);
+    let mut plan = Plan { table, dests: Vec::new(), parts: Vec::new(), limit };
 
-    let embed = plan.dense("embed".into(), v, h, &[(0, naming.embed(), v)])?;
+    let embed = plan.dense("embed".into(), v, 1, h, &[(0, naming.embed(), v)])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let n = |w| naming.layer(l, w);
         let attn_norm = plan.vector(format!("l{l}.attn_norm"), h, &[(0, n(LayerTensor::AttnNorm), h)])?;
-        let qkv = plan.dense(format!("l{l}.qkv"), qkv_rows, h, &[
+        let qkv = plan.dense(format!("l{l}.qkv"), qkv_rows, 1, h, &[
             (0, n(LayerTensor::Q), qd),
             (qd, n(LayerTensor::K), kvd),
             (qd + kvd, n(LayerTensor::V), kvd),
@@ -377,24 +513,24 @@ pub async fn load_weights<S: ModelSource>(
         } else {
             None
         };
-        let o = plan.dense(format!("l{l}.o"), h, qd, &[(0, n(LayerTensor::O), h)])?;
+        let o = plan.dense(format!("l{l}.o"), h, 1, qd, &[(0, n(LayerTensor::O), h)])?;
         let ffn_norm = plan.vector(format!("l{l}.ffn_norm"), h, &[(0, n(LayerTensor::FfnNorm), h)])?;
         let ffn = match &cfg.moe {
             None => FfnIdx::Dense(
-                plan.dense(format!("l{l}.gate_up"), 2 * inter, h, &[
+                plan.dense(format!("l{l}.gate_up"), inter, 2, h, &[
                     (0, n(LayerTensor::Gate), inter),
                     (inter, n(LayerTensor::Up), inter),
                 ])?,
-                plan.dense(format!("l{l}.down"), h, inter, &[(0, n(LayerTensor::Down), h)])?,
+                plan.dense(format!("l{l}.down"), h, 1, inter, &[(0, n(LayerTensor::Down), h)])?,
             ),
             Some(moe) => {
                 let ne = moe.n_experts;
-                let router = plan.dense(format!("l{l}.router"), ne, h, &[(0, n(LayerTensor::Router), ne)])?;
-                let gate_up = plan.experts(format!("l{l}.experts.gate_up"), naming, l, ne, 2 * inter, h, &[
+                let router = plan.dense(format!("l{l}.router"), ne, 1, h, &[(0, n(LayerTensor::Router), ne)])?;
+                let gate_up = plan.experts(format!("l{l}.experts.gate_up"), naming, l, ne, inter, 2, h, &[
                     (ExpertTensor::Gate, 0, inter),
                     (ExpertTensor::Up, inter, inter),
                 ])?;
-                let down = plan.experts(format!("l{l}.experts.down"), naming, l, ne, h, inter, &[(ExpertTensor::Down, 0, h)])?;
+                let down = plan.experts(format!("l{l}.experts.down"), naming, l, ne, h, 1, inter, &[(ExpertTensor::Down, 0, h)])?;
                 FfnIdx::Moe(router, gate_up, down)
             }
         };
@@ -404,27 +540,35 @@ pub async fn load_weights<S: ModelSource>(
     let lm_head = if cfg.tie_embeddings && table.get(&naming.lm_head()).is_none() {
         None
     } else {
-        Some(plan.dense("lm_head".into(), v, h, &[(0, naming.lm_head(), v)])?)
+        Some(plan.dense("lm_head".into(), v, 1, h, &[(0, naming.lm_head(), v)])?)
     };
 
     // Allocate. Sizes are checked against the device's binding limit first, so a
     // model that cannot fit fails before any upload.
     let mut bytes = 0u64;
     for d in &plan.dests {
-        let size = d.dtype.nbytes((d.experts * d.expert_stride) as u64).unwrap_or(u64::MAX);
-        if size > gpu.max_binding() {
-            return Err(Error::Unsupported(format!(
-                "weight `{}` needs a {size}-byte buffer; this device binds at most {} bytes",
-                d.label,
-                gpu.max_binding()
-            )));
+        for s in &d.slabs {
+            let size = d.slab_bytes(s);
+            if size > limit {
+                return Err(Error::Unsupported(format!(
+                    "weight `{}` needs a {size}-byte buffer; this device binds at most {limit} bytes",
+                    d.label
+                )));
+            }
+            bytes += size;
         }
-        bytes += size;
     }
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     for d in plan.dests.iter_mut() {
-        let size = d.dtype.nbytes((d.experts * d.expert_stride) as u64).unwrap_or(0);
-        d.buf = Some(gpu.storage(&d.label, size));
+        let many = d.slabs.len() > 1;
+        d.bufs = d
+            .slabs
+            .iter()
+            .map(|s| {
+                let label = if many { format!("{}[{}..{}]", d.label, s.start, s.end) } else { d.label.clone() };
+                gpu.storage(&label, d.slab_bytes(s))
+            })
+            .collect();
     }
     if let Some(e) = scope.pop().await {
         return Err(Error::OutOfMemory(format!("allocating {bytes} bytes of weights: {e}")));
@@ -461,22 +605,25 @@ pub async fn load_weights<S: ModelSource>(
                 let part = &plan_ref.parts[i];
                 let dest = &plan_ref.dests[part.dest];
                 let t = &part.tensor;
-                let buf = dest.buf.as_ref().ok_or_else(|| Error::Gpu("weight buffer missing".into()))?;
-                let at = dest.dtype.nbytes(part.offset).ok_or_else(|| Error::Gpu("misaligned weight part".into()))?;
+                let pieces = dest.pieces(part);
+                let buf = |p: &Piece| dest.bufs.get(p.slab).ok_or_else(|| Error::Gpu("weight buffer missing".into()));
                 if t.dtype == dest.dtype {
                     // Same format: copy in pieces, so host (wasm) memory holds one
                     // piece per stream, never a whole tensor.
-                    let mut off = 0u64;
-                    while off < t.nbytes {
-                        let n = UPLOAD_PIECE.min(t.nbytes - off);
-                        let mut data = src.read(&t.file, t.offset + off, n).await?;
-                        if data.len() as u64 != n {
-                            return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                    for p in &pieces {
+                        let buf = buf(p)?;
+                        let mut off = 0u64;
+                        while off < p.len {
+                            let n = UPLOAD_PIECE.min(p.len - off);
+                            let mut data = src.read(&t.file, t.offset + p.src + off, n).await?;
+                            if data.len() as u64 != n {
+                                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                            }
+                            data.resize(data.len().next_multiple_of(4), 0);
+                            gpu.queue.write_buffer(buf, p.at + off, &data);
+                            off += n;
+                            advance(n);
                         }
-                        data.resize(data.len().next_multiple_of(4), 0);
-                        gpu.queue.write_buffer(buf, at + off, &data);
-                        off += n;
-                        advance(n);
                     }
                 } else {
                     // Converted to f32 (norms, biases, and the rare fallback).
@@ -484,7 +631,11 @@ pub async fn load_weights<S: ModelSource>(
                     if raw.len() as u64 != t.nbytes {
                         return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
                     }
-                    gpu.queue.write_buffer(buf, at, bytemuck::cast_slice(&dequantize(t.dtype, &raw)));
+                    let values = dequantize(t.dtype, &raw);
+                    for p in &pieces {
+                        let v = values.get(p.elems.clone()).ok_or_else(|| Error::Gpu("weight piece out of range".into()))?;
+                        gpu.queue.write_buffer(buf(p)?, p.at, bytemuck::cast_slice(v));
+                    }
                     advance(t.nbytes);
                 }
             }
@@ -503,19 +654,24 @@ pub async fn load_weights<S: ModelSource>(
     let mut take = |i: usize| -> Result<Dest> {
         dests.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Gpu("weight planned twice".into()))
     };
-    fn matrix(d: Dest) -> Result<Matrix> {
+    let matrix = |d: Dest| -> Result<Matrix> {
         debug_assert!(!d.vector);
-        Ok(Matrix {
-            buf: d.buf.ok_or_else(|| Error::Gpu("unallocated weight".into()))?,
-            dtype: d.dtype,
-            rows: d.rows,
-            cols: d.cols,
-            experts: d.experts,
-            expert_stride: d.expert_stride,
-        })
-    }
+        if d.bufs.len() != d.slabs.len() {
+            return Err(Error::Gpu("unallocated weight".into()));
+        }
+        let slabs = d
+            .bufs
+            .into_iter()
+            .zip(d.slabs)
+            .map(|(buf, s)| {
+                let info = gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
+                Slab { buf, row0: s.start, rows: s.len(), info }
+            })
+            .collect();
+        Ok(Matrix { slabs, dtype: d.dtype, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
+    };
     fn vector(d: Dest) -> Result<wgpu::Buffer> {
-        d.buf.ok_or_else(|| Error::Gpu("unallocated weight".into()))
+        d.bufs.into_iter().next().ok_or_else(|| Error::Gpu("unallocated weight".into()))
     }
     let embed = matrix(take(embed)?)?;
     let mut out_layers = Vec::with_capacity(layers.len());
