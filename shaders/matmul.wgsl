@@ -1,10 +1,14 @@
 // Linear layers: Y[r, n] = sum_k X[r, k] * W[n, k]   (W is [out, in], as in HF checkpoints)
 //
-// Two entry points share the epilogues below:
-//   matvec  - decode and MoE: a few outputs per workgroup, each reduced over its
-//             invocations in workgroup memory; weights read four at a time.
-//   matmul  - prefill: 32x32 output tiles staged through workgroup memory, so each
-//             weight element is read once per 32 rows instead of once per row.
+// Three entry points share the epilogues below:
+//   matvec      - decode and MoE: a few outputs per workgroup, each reduced over
+//                 its invocations in workgroup memory (one invocation per output
+//                 on CPU drivers); weights read four, or a block, at a time.
+//   matmul      - prefill on GPUs: 32x32 output tiles staged through workgroup
+//                 memory, so each weight is read once per 32 rows.
+//   matmul_rows - prefill on CPU drivers (lavapipe, SwiftShader), where barriers
+//                 and workgroup memory are costly: each invocation computes one
+//                 output for MR rows, decoding each weight once per MR rows.
 // Epilogues (pipeline constants): bias, SwiGLU (W holds [gate; up] stacked, the
 // output is silu(gate.x) * (up.x)), and ACCUMULATE (Y += result: the residual add).
 // MoE: rows are (token, slot) pairs and each picks its expert's block of W from
@@ -25,6 +29,14 @@ override N_ALL: u32 = 0u;
 
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read> X: array<f32>;
+// The same input as vec4s, one load per four values, for matvec and
+// matmul_rows (the tiled matmul reads X): no entry point uses both. Buffers are
+// sized in whole 16-byte units (Gpu::storage), so X4 covers every element.
+@group(0) @binding(2) var<storage, read> X4: array<vec4<f32>>;
+
+fn x_at(i: u32) -> f32 {
+    return X4[i >> 2u][i & 3u];
+}
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> B: array<f32>;
 @group(0) @binding(5) var<storage, read> EXPERT_IDS: array<u32>;
@@ -56,6 +68,8 @@ const WG: u32 = 64u;
 override ROWS: u32 = 1u;
 // 1: K % 4 == 0, read weights four at a time (one block header per quad).
 override QUAD: u32 = 0u;
+// 1: K % 32 == 0 and a 32-weight block type: read whole blocks (dot_block32).
+override BLOCKS: u32 = 0u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_up: array<f32, WG>;
 
@@ -83,9 +97,21 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var acc = 0.0;
     var acc_up = 0.0;
     if (live) {
-        if (QUAD != 0u) {
+        if (BLOCKS != 0u) {
+            // Whole 32-weight blocks per invocation (K % 32 == 0, q4_0/q4_1/q8_0).
+            for (var k = sub * 32u; k < K; k += tpr * 32u) {
+                var xs8: array<vec4<f32>, 8>;
+                for (var j = 0u; j < 8u; j++) {
+                    xs8[j] = X4[((xoff + k) >> 2u) + j];
+                }
+                acc += dot_block32((woff + k) >> 5u, &xs8);
+                if (SWIGLU != 0u) {
+                    acc_up += dot_block32((uoff + k) >> 5u, &xs8);
+                }
+            }
+        } else if (QUAD != 0u) {
             for (var k = sub * 4u; k < K; k += tpr * 4u) {
-                let xv = vec4<f32>(X[xoff + k], X[xoff + k + 1u], X[xoff + k + 2u], X[xoff + k + 3u]);
+                let xv = X4[(xoff + k) >> 2u];
                 acc += dot(load_w4(woff + k), xv);
                 if (SWIGLU != 0u) {
                     acc_up += dot(load_w4(uoff + k), xv);
@@ -93,13 +119,20 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             }
         } else {
             for (var k = sub; k < K; k += tpr) {
-                let xv = X[xoff + k];
+                let xv = x_at(xoff + k);
                 acc += load_w(woff + k) * xv;
                 if (SWIGLU != 0u) {
                     acc_up += load_w(uoff + k) * xv;
                 }
             }
         }
+    }
+    if (ROWS == WG) {
+        // One invocation per output (CPU drivers): no reduction, no barrier.
+        if (live) {
+            epilogue(r, n, acc, acc_up);
+        }
+        return;
     }
     red[lid] = acc;
     red_up[lid] = acc_up;
@@ -211,5 +244,64 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 epilogue(r, n, acc[a * 4u + b], acc_up[a * 4u + b]);
             }
         }
+    }
+}
+
+// matmul_rows (K % 4 == 0 only): rows per invocation (at most 8).
+override MR: u32 = 8u;
+
+// Grid: x (and z) over groups of 64 outputs, y over groups of MR rows.
+@compute @workgroup_size(64)
+fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
+    let r0 = wg.y * MR;
+    let rows = step.n_tokens;
+    if (n >= N || r0 >= rows) {
+        return;
+    }
+    let nr = min(MR, rows - r0);
+    let woff = n * K;
+    let uoff = woff + N * K;
+    var acc: array<f32, 8>;
+    var acc_up: array<f32, 8>;
+    if (BLOCKS != 0u) {
+        for (var k = 0u; k < K; k += 32u) {
+            let w = decode_block32((woff + k) >> 5u);
+            var u: array<vec4<f32>, 8>;
+            if (SWIGLU != 0u) {
+                u = decode_block32((uoff + k) >> 5u);
+            }
+            for (var i = 0u; i < nr; i++) {
+                let xo = (r0 + i) * K + k;
+                var a = 0.0;
+                var b = 0.0;
+                for (var j = 0u; j < 8u; j++) {
+                    let xv = X4[(xo >> 2u) + j];
+                    a += dot(w[j], xv);
+                    if (SWIGLU != 0u) {
+                        b += dot(u[j], xv);
+                    }
+                }
+                acc[i] += a;
+                acc_up[i] += b;
+            }
+        }
+    } else {
+        for (var k = 0u; k < K; k += 4u) {
+            let w = load_w4(woff + k);
+            var u = vec4<f32>(0.0);
+            if (SWIGLU != 0u) {
+                u = load_w4(uoff + k);
+            }
+            for (var i = 0u; i < nr; i++) {
+                let xv = X4[((r0 + i) * K + k) >> 2u];
+                acc[i] += dot(w, xv);
+                acc_up[i] += dot(u, xv);
+            }
+        }
+    }
+    for (var i = 0u; i < nr; i++) {
+        epilogue(r0 + i, n, acc[i], acc_up[i]);
     }
 }

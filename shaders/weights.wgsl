@@ -125,6 +125,71 @@ fn bits4(word: u32, shift: u32) -> vec4<u32> {
     return vec4<u32>((word >> shift) & 1u, (word >> (shift + 8u)) & 1u, (word >> (shift + 16u)) & 1u, (word >> (shift + 24u)) & 1u);
 }
 
+// Block types the matvec can read a whole 32-weight block at a time.
+fn whole_blocks() -> bool {
+    return WTYPE == 2u || WTYPE == 3u || WTYPE == 8u;
+}
+
+// The 32 weights of block `blk` (q4_0, q4_1 or q8_0) as eight vec4s, element
+// order: one header word and 4 (q4) or 8 (q8) quant words per block, instead
+// of a header per four weights.
+fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
+    var w: array<vec4<f32>, 8>;
+    if (WTYPE == 8u) {
+        let base = blk * 34u;
+        let d = w_f16(base);
+        for (var j = 0u; j < 8u; j++) {
+            let q = w_word(base + 2u + 4u * j);
+            let v = vec4<i32>(i32(q << 24u), i32(q << 16u), i32(q << 8u), i32(q)) >> vec4<u32>(24u);
+            w[j] = vec4<f32>(v) * d;
+        }
+        return w;
+    }
+    let has_min = WTYPE == 3u;
+    let base = blk * select(18u, 20u, has_min);
+    let qs = base + select(2u, 4u, has_min);
+    let d = w_f16(base);
+    // q4_1 adds its min; q4_0 centres its quants on 8.
+    let m = select(-8.0 * d, w_f16(base + 2u), has_min);
+    for (var j = 0u; j < 4u; j++) {
+        // Byte i holds element i (low nibble) and element i + 16 (high nibble).
+        let q = w_word(qs + 4u * j);
+        w[j] = nibbles(q, 0u) * d + m;
+        w[j + 4u] = nibbles(q, 4u) * d + m;
+    }
+    return w;
+}
+
+// Dot product of block `blk` with x[0..32], without materializing the weights
+// (the decode path: cheaper than decode_block32 + dot on CPU drivers).
+fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
+    if (WTYPE == 8u) {
+        let base = blk * 34u;
+        var s = 0.0;
+        for (var j = 0u; j < 8u; j++) {
+            let q = w_word(base + 2u + 4u * j);
+            let v = vec4<i32>(i32(q << 24u), i32(q << 16u), i32(q << 8u), i32(q)) >> vec4<u32>(24u);
+            s += dot(vec4<f32>(v), (*x)[j]);
+        }
+        return s * w_f16(base);
+    }
+    let has_min = WTYPE == 3u;
+    let base = blk * select(18u, 20u, has_min);
+    let qs = base + select(2u, 4u, has_min);
+    var s = 0.0;
+    var sx = 0.0;
+    for (var j = 0u; j < 4u; j++) {
+        let q = w_word(qs + 4u * j);
+        let lo = (*x)[j];
+        let hi = (*x)[j + 4u];
+        s += dot(nibbles(q, 0u), lo) + dot(nibbles(q, 4u), hi);
+        sx += dot(lo + hi, vec4<f32>(1.0));
+    }
+    // sum(d * q + m) x = d * sum(q x) + m * sum(x); q4_0: m = -8 d.
+    let d = w_f16(base);
+    return d * s + select(-8.0 * d, w_f16(base + 2u), has_min) * sx;
+}
+
 // Four consecutive weights starting at element i (a multiple of 4): one block's
 // scale and one word of quants instead of four element-wise decodes.
 fn load_w4(i: u32) -> vec4<f32> {

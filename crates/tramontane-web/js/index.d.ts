@@ -72,7 +72,10 @@ export interface EngineInfo {
   /** What the KV cache holds. */
   kvCache: 'f16' | 'f32';
   hasChatTemplate: boolean;
-  adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number };
+  adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number;
+    vendor?: string; architecture?: string; device?: string; description?: string;
+    /** A CPU rasterizer (SwiftShader, llvmpipe): kernels are shaped for CPUs. */
+    cpu?: boolean };
   network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };
   urls: string[];
 }

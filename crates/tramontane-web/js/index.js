@@ -136,6 +136,10 @@ export class Engine {
     try {
       const info = (await navigator.gpu.requestAdapter())?.info;
       if (info) Object.assign(this._adapter, { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description });
+      // A CPU rasterizer behind WebGPU (SwiftShader, llvmpipe): the engine picks
+      // CPU-shaped kernels (WebGPU does not expose the device type to wasm).
+      const desc = [info?.vendor, info?.architecture, info?.device, info?.description].join(' ').toLowerCase();
+      this._adapter.cpu = /swiftshader|llvmpipe|lavapipe/.test(desc) || info?.isFallbackAdapter === true;
       if (!this._adapter.name) this._adapter.name = [info?.vendor, info?.architecture].filter(Boolean).join(' ') || info?.description || '';
     } catch { /* informative only */ }
     this._wasm = wasm;
@@ -158,7 +162,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, useCache: options.useCache ?? true }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }

@@ -91,6 +91,8 @@ struct LoadSpec {
     max_binding: Option<u64>,
     /// "auto" (default), "f16" or "f32".
     kv_cache: Option<String>,
+    /// The page saw a CPU rasterizer behind WebGPU (SwiftShader, llvmpipe).
+    cpu_adapter: Option<bool>,
     #[serde(default = "yes")]
     use_cache: bool,
 }
@@ -160,6 +162,9 @@ impl WasmEngine {
         future_to_promise(async move {
             let spec: LoadSpec = serde_wasm_bindgen::from_value(spec).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
             let gpu = ensure_gpu(&state).await?;
+            if let Some(cpu) = spec.cpu_adapter {
+                gpu.set_cpu(cpu);
+            }
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };

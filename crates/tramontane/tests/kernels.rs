@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use half::{bf16, f16};
-use tramontane::gpu::kernels::{split_groups, Spec};
+use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{linear_spec, MM_TILE};
+use tramontane::forward::{linear_groups, linear_spec};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -146,8 +146,18 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
     y
 }
 
+/// Both tunings: GPU (matvec: several invocations per output reduced in
+/// workgroup memory; matmul: 32x32 tiles) and CPU driver (matvec: one
+/// invocation per output; prefill: `matmul_rows`).
 #[allow(clippy::too_many_arguments)]
 fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool) {
+    for cpu in [false, true] {
+        check_linear_tuned(b, entry, dtype, rows, n, k, bias, acc, swiglu, cpu);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool, cpu: bool) {
     let mut rng = Rng(0x1234 + (rows * 31 + n * 7 + k) as u64);
     let w_rows = if swiglu { 2 * n } else { n };
     let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
@@ -159,26 +169,21 @@ fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: us
     y_init.extend([SENTINEL; 16]);
     let (wbuf, xbuf, bbuf, ybuf) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
-    let spec = linear_spec(dtype, entry, n, k)
+    let spec = linear_spec(dtype, entry, n, k, cpu)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
     let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
-    let groups = if entry == "matvec" {
+    if spec.entry == "matvec" {
         bind.push((5, &dummy));
-        let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
-        let (gx, gz) = split_groups((n as u32).div_ceil(per));
-        [gx, rows as u32, gz]
-    } else {
-        let (gx, gz) = split_groups((n as u32).div_ceil(MM_TILE));
-        [gx, (rows as u32).div_ceil(MM_TILE), gz]
-    };
+    }
+    let groups = linear_groups(&spec, n as u32, rows as u32);
     b.run(&spec, step(rows as u32), &bind, groups);
     let mut got = b.read(&ybuf, rows * n + 16);
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
     let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
     let e = nmse(&got, &want);
-    assert!(e < TOL, "{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu}: nmse {e:e}");
+    assert!(e < TOL, "{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu} cpu {cpu}: nmse {e:e}");
 }
 
 #[test]
@@ -220,19 +225,16 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
         for hf in 0..halves {
             slab.extend_from_slice(&wb[(hf * n + a) * row_bytes..(hf * n + z) * row_bytes]);
         }
-        let spec = linear_spec(dtype, entry, z - a, k)
+        let spec = linear_spec(dtype, entry, z - a, k, a % 2 == 1)
             .with("HAS_BIAS", 1u32)
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
         let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
         let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
-        let groups = if entry == "matvec" {
+        if spec.entry == "matvec" {
             bind.push((5, &dummy));
-            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
-            [((z - a) as u32).div_ceil(per), rows as u32, 1]
-        } else {
-            [((z - a) as u32).div_ceil(MM_TILE), (rows as u32).div_ceil(MM_TILE), 1]
-        };
+        }
+        let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
         b.run(&spec, step(rows as u32), &bind, groups);
     }
     let mut got = b.read(&ybuf, rows * n + 16);
@@ -285,7 +287,7 @@ fn quantized_matvec_and_matmul_match_cpu_dequantization() {
 fn moe_expert_matvec_reads_the_chosen_experts() {
     let b = Bench::new();
     let (experts, slots, tokens, n, k) = (5usize, 2usize, 3usize, 19usize, 27usize);
-    for dtype in [DType::F32, DType::BF16, DType::Q8_0] {
+    for (dtype, cpu) in [(DType::F32, false), (DType::BF16, true), (DType::Q8_0, false), (DType::Q8_0, true), (DType::Q4_1, false)] {
         for x_per_slot in [false, true] {
             let mut rng = Rng(99 + x_per_slot as u64);
             let k = if dtype.is_quantized() { 64 } else { k };
@@ -299,7 +301,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
             let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
-            let spec = linear_spec(dtype, "matvec", n, k)
+            let spec = linear_spec(dtype, "matvec", n, k, cpu)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
@@ -317,7 +319,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 }
             }
             let err = nmse(&got, &want);
-            assert!(err < TOL, "moe matvec {dtype:?} x_per_slot {x_per_slot}: {err:e}");
+            assert!(err < TOL, "moe matvec {dtype:?} cpu {cpu} x_per_slot {x_per_slot}: {err:e}");
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod rope_table;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{split_groups, Dispatch, Kernels, Spec};
+use crate::gpu::kernels::{split_groups, Dispatch, Spec};
 use crate::gpu::{Family, Gpu, Step};
 use crate::parse::{DType, ModelConfig};
 use crate::sample::SamplingParams;
@@ -15,6 +15,28 @@ use crate::upload::{Ffn, Matrix, Weights};
 
 /// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
 pub const MM_TILE: u32 = 32;
+/// Rows per invocation of `matmul_rows` (CPU drivers' prefill).
+pub const MR: u32 = 8;
+
+/// The grid of a linear-layer dispatch (`spec` from [`linear_spec`]) over `n`
+/// outputs and `rows` input rows.
+pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
+    match spec.entry {
+        "matmul" => {
+            let (x, z) = split_groups(n.div_ceil(MM_TILE));
+            [x, rows.div_ceil(MM_TILE), z]
+        }
+        "matmul_rows" => {
+            let (x, z) = split_groups(n.div_ceil(64));
+            [x, rows.div_ceil(MR), z]
+        }
+        _ => {
+            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1);
+            let (x, z) = split_groups(n.div_ceil(per));
+            [x, rows, z]
+        }
+    }
+}
 
 /// Most top alternatives a step can report with its log-probability.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
@@ -59,18 +81,19 @@ pub struct KernelTime {
 /// A linear layer's dispatches: one per slab of its weight matrix (a single
 /// one unless the matrix exceeds the device's binding limit), each computing
 /// that slab's range of outputs.
-struct Linear(Vec<(Dispatch, u32)>);
+struct Linear(Vec<(Dispatch, u32, Spec)>);
 
 impl Linear {
     /// `tune` adds the epilogue constants; `binds` are every binding but the
     /// weights (binding 1).
-    fn new(k: &Kernels, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
+    fn new(g: &Gpu, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
            binds: &[(u32, &wgpu::Buffer)]) -> Linear {
+        let k = &g.kernels;
         Linear(
             m.slabs
                 .iter()
                 .map(|s| {
-                    let mut spec = tune(linear_spec(m.dtype, entry, s.rows, m.cols));
+                    let mut spec = tune(linear_spec(m.dtype, entry, s.rows, m.cols, g.is_cpu()));
                     if m.slabs.len() > 1 {
                         spec = spec.with("N_ALL", m.outputs as u32);
                     }
@@ -79,7 +102,7 @@ impl Linear {
                     }
                     let mut b = vec![(1, &s.buf), (6, &s.info)];
                     b.extend_from_slice(binds);
-                    (k.dispatch(&spec, &b), s.rows as u32)
+                    (k.dispatch(&spec, &b), s.rows as u32, spec)
                 })
                 .collect(),
         )
@@ -87,17 +110,17 @@ impl Linear {
 
     /// Decode-style: every output for `rows` input rows.
     fn matvec<'a>(&'a self, label: &'static str, rows: u32, out: &mut Vec<Planned<'a>>) {
-        for (d, n) in &self.0 {
-            let (x, z) = split_groups(n.div_ceil(d.per_group));
-            out.push((label, d, [x, rows, z]));
-        }
+        self.push(label, rows, out);
     }
 
-    /// Prefill: tiled over `t` rows.
+    /// Prefill over `t` rows.
     fn matmul<'a>(&'a self, label: &'static str, t: u32, out: &mut Vec<Planned<'a>>) {
-        for (d, n) in &self.0 {
-            let (x, z) = split_groups(n.div_ceil(MM_TILE));
-            out.push((label, d, [x, t.div_ceil(MM_TILE), z]));
+        self.push(label, t, out);
+    }
+
+    fn push<'a>(&'a self, label: &'static str, rows: u32, out: &mut Vec<Planned<'a>>) {
+        for (d, n, spec) in &self.0 {
+            out.push((label, d, linear_groups(spec, *n, rows)));
         }
     }
 }
@@ -167,19 +190,38 @@ pub enum Output {
     AllLogits,
 }
 
-/// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs,
-/// with the matvec tuned to the row length: reads four weights at a time when
-/// rows allow it, and enough invocations per output that each handles ~8 quads.
-pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize) -> Spec {
+/// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs.
+/// The matvec is tuned to the row length and the device: on GPUs several
+/// invocations share an output (reading four weights, or a whole 32-weight
+/// block, at a time) and reduce in workgroup memory; on CPU drivers (`cpu`:
+/// lavapipe, SwiftShader) each invocation computes whole outputs, since there a
+/// SIMD lane per row beats a barrier-synchronized reduction.
+/// On CPU drivers, prefill uses `matmul_rows` (no workgroup memory or
+/// barriers; rows of whole vec4s) instead of the tiled `matmul`.
+pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: bool) -> Spec {
+    let entry = if entry == "matmul" && cpu && k % 4 == 0 { "matmul_rows" } else { entry };
     let mut s = Spec::new(Family::Matmul, entry)
         .with("WTYPE", dtype.shader_code())
         .with("N", n as u32)
         .with("K", k as u32);
     let quad = k % 4 == 0;
     s = s.with("QUAD", quad as u32);
+    let blocks = k % 32 == 0 && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
+    if blocks && entry != "matmul" {
+        s = s.with("BLOCKS", 1u32);
+    }
+    if entry == "matmul_rows" {
+        s = s.with("MR", MR);
+    }
     if entry == "matvec" {
-        let steps = if quad { k / 4 } else { k };
-        let per_output = (steps / 8).clamp(4, 64);
+        let per_output = if cpu {
+            1
+        } else if blocks {
+            (k / 32 / 2).clamp(2, 64) // a few blocks per invocation
+        } else {
+            let steps = if quad { k / 4 } else { k };
+            (steps / 8).clamp(4, 64) // ~8 quads per invocation
+        };
         let per_output = 1usize << per_output.ilog2(); // a power of two, so 64 / it is exact
         s = s.with("ROWS", (64 / per_output) as u32);
     }
@@ -299,10 +341,10 @@ impl Runtime {
                 Ffn::Dense { gate_up, down } => {
                     let gu = |s: Spec| s.with("SWIGLU", 1u32);
                     FfnPlan::Dense {
-                        gate_up_mv: Linear::new(k, gate_up, "matvec", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
-                        gate_up_mm: Linear::new(k, gate_up, "matmul", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy)]),
-                        down_mv: Linear::new(k, down, "matvec", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
-                        down_mm: Linear::new(k, down, "matmul", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy)]),
+                        gate_up_mv: Linear::new(g, gate_up, "matvec", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
+                        gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy)]),
+                        down_mv: Linear::new(g, down, "matvec", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
+                        down_mm: Linear::new(g, down, "matmul", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy)]),
                     }
                 }
                 Ffn::Moe { router, gate_up, down } => {
@@ -322,10 +364,10 @@ impl Runtime {
                     };
                     let expert = |s: Spec| s.with("SLOTS", m.top_k as u32).with("MOE", 1u32);
                     let plan = FfnPlan::Moe {
-                        router: Linear::new(k, router, "matvec", |s| s, &[(0, &step), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
+                        router: Linear::new(g, router, "matvec", |s| s, &[(0, &step), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
                         route: k.dispatch(&moe_spec("route"), &[(0, &step), (1, rl), (2, &ids_l), (3, &wts_l)]),
-                        gate_up: Linear::new(k, gate_up, "matvec", |s| expert(s).with("SWIGLU", 1u32), &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
-                        down: Linear::new(k, down, "matvec", |s| expert(s).with("X_PER_SLOT", 1u32), &[(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
+                        gate_up: Linear::new(g, gate_up, "matvec", |s| expert(s).with("SWIGLU", 1u32), &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
+                        down: Linear::new(g, down, "matvec", |s| expert(s).with("X_PER_SLOT", 1u32), &[(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
                         combine: k.dispatch(&moe_spec("combine"), &[(0, &step), (3, &wts_l), (4, eo), (5, &x)]),
                     };
                     moe_choice = Some((ids_l, wts_l));
@@ -334,13 +376,13 @@ impl Runtime {
             };
             layers.push(LayerPlan {
                 attn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.attn_norm), (3, &xn)]),
-                qkv_mv: Linear::new(k, &lw.qkv, "matvec", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
-                qkv_mm: Linear::new(k, &lw.qkv, "matmul", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf)]),
+                qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
+                qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf)]),
                 rope: k.dispatch(&rope_spec, &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc)]),
                 attend: k.dispatch(&attn_spec("attend"), &[(0, &step), (1, &qkv), (2, kc), (3, vc), (4, &part)]),
                 combine: k.dispatch(&attn_spec("combine"), &[(0, &step), (4, &part), (5, &attn)]),
-                o_mv: Linear::new(k, &lw.o, "matvec", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
-                o_mm: Linear::new(k, &lw.o, "matmul", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy)]),
+                o_mv: Linear::new(g, &lw.o, "matvec", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
+                o_mm: Linear::new(g, &lw.o, "matmul", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy)]),
                 ffn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.ffn_norm), (3, &xn)]),
                 ffn,
                 moe_choice,
@@ -351,7 +393,7 @@ impl Runtime {
             &norm_spec.clone().with("LAST_ROW", 1u32),
             &[(0, &step), (1, &x), (2, &w.norm), (3, &last)],
         );
-        let lm_head = Linear::new(k, lm, "matvec", |s| s, &[(0, &step), (2, &last), (3, &logits), (4, &dummy), (5, &dummy)]);
+        let lm_head = Linear::new(g, lm, "matvec", |s| s, &[(0, &step), (2, &last), (3, &logits), (4, &dummy), (5, &dummy)]);
         let sample = k.dispatch(
             &Spec::new(Family::Sample, "sample").with("V", v as u32),
             &[(0, &step), (1, &logits), (2, &state), (3, &ids), (4, &out)],
@@ -400,7 +442,7 @@ impl Runtime {
                 &[(0, &self.step), (1, &self.x), (2, &self.weights.norm), (3, &self.xn)],
             );
             let lm = self.weights.lm_head();
-            let lm_head = Linear::new(&g.kernels, lm, "matmul", |s| s, &[(0, &self.step), (2, &self.xn), (3, &buf), (4, &self.last)]);
+            let lm_head = Linear::new(g, lm, "matmul", |s| s, &[(0, &self.step), (2, &self.xn), (3, &buf), (4, &self.last)]);
             self.all_logits = Some(AllLogits { buf, norm, lm_head });
         }
         // Just set above when absent.

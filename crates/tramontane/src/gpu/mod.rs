@@ -54,6 +54,10 @@ pub struct Gpu {
     /// Set once the device is lost: every later check fails with DEVICE_LOST,
     /// so callers know to make a new device (the web engine does on `load`).
     lost: Arc<std::sync::atomic::AtomicBool>,
+    /// The "GPU" is a CPU rasterizer (lavapipe, SwiftShader): kernels pick
+    /// CPU-friendly shapes. Detected natively; the browser, where WebGPU hides
+    /// the device type, sets it from the adapter's info (`set_cpu`).
+    cpu: std::sync::atomic::AtomicBool,
 }
 
 impl Gpu {
@@ -123,7 +127,9 @@ impl Gpu {
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
         };
         let kernels = Kernels::new(&device);
-        Ok(Gpu { device, queue, adapter, kernels, fault, lost })
+        let name = info.name.to_lowercase();
+        let cpu = info.device_type == wgpu::DeviceType::Cpu || name.contains("llvmpipe") || name.contains("swiftshader");
+        Ok(Gpu { device, queue, adapter, kernels, fault, lost, cpu: std::sync::atomic::AtomicBool::new(cpu) })
     }
 
     /// Return (and clear) the first GPU error seen since the last call; a lost
@@ -134,6 +140,15 @@ impl Gpu {
             None if self.is_lost() => Err(Error::DeviceLost("the GPU device was lost earlier; load the model again".into())),
             None => Ok(()),
         }
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        self.cpu.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Say whether the adapter is a CPU rasterizer (for models loaded later).
+    pub fn set_cpu(&self, cpu: bool) {
+        self.cpu.store(cpu, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_lost(&self) -> bool {
@@ -150,11 +165,12 @@ impl Gpu {
         self.adapter.max_storage_binding.min(self.adapter.max_buffer_size)
     }
 
-    /// A storage buffer of `size` bytes (rounded up to 4), zero-filled.
+    /// A storage buffer of `size` bytes, zero-filled, rounded up to whole
+    /// 16-byte units so kernels may read any f32 buffer as vec4s.
     pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4).next_multiple_of(4),
+            size: size.max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -164,9 +180,9 @@ impl Gpu {
 
     pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let mut padded;
-        let data = if data.len() % 4 != 0 || data.is_empty() {
+        let data = if data.len() % 16 != 0 || data.is_empty() {
             padded = data.to_vec();
-            padded.resize(data.len().max(4).next_multiple_of(4), 0);
+            padded.resize(data.len().max(16).next_multiple_of(16), 0);
             &padded[..]
         } else {
             data
