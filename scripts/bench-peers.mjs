@@ -2,14 +2,18 @@
 // on the same model file with the same prompt/generation lengths, in one run:
 //   - tramontane native (wgpu on the default Vulkan device: lavapipe here) and,
 //     for the browser/native ratio, native on Chromium's SwiftShader Vulkan;
-//   - llama.cpp natively (PyPI llama-cpp-python, CPU backend, 2 threads);
+//   - llama.cpp natively (PyPI llama-cpp-python, CPU backend, 2 threads) and,
+//     with --llama-vulkan, its Vulkan backend on the same Vulkan device, built
+//     from source with glslc and SPIRV-Headers from apt. It needs Vulkan headers
+//     >= 1.3.261 (VK_EXT_layer_settings); Debian 12 ships 1.3.239, so point
+//     VULKAN_INCLUDE_DIR at newer ones (e.g. a Vulkan-Headers checkout's include/);
 //   - tramontane in headless Chromium (WebGPU), i.e. `npm run bench`;
 //   - wllama (npm @wllama/wllama) in the same Chromium, CPU multi-threaded
 //     (cross-origin isolated) and with WebGPU requested.
 // Peers are installed into target/peers (ignored, never committed); the first
 // run builds llama.cpp from source (~15 min on 2 cores).
 // Prints a table with ratios and writes target/peers/results.json.
-//   node scripts/bench-peers.mjs [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3] [--skip name,name]
+//   node scripts/bench-peers.mjs [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3] [--skip name,name] [--llama-vulkan]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,7 +33,10 @@ function sh(cmd, args, { env = {}, capture = false } = {}) {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status}`);
   return r.stdout;
 }
-const lastJson = (out) => JSON.parse(out.trim().split('\n').filter((l) => l.startsWith('{')).pop());
+// The JSON object a tool printed: all of stdout, or its last line that is one.
+const lastJson = (out) => {
+  try { return JSON.parse(out); } catch { return JSON.parse(out.trim().split('\n').filter((l) => l.startsWith('{')).pop()); }
+};
 
 if (!fs.existsSync(MODEL)) {
   say('the default model is missing: running scripts/setup.sh');
@@ -44,6 +51,19 @@ if (!skip.has('llama.cpp') && !fs.existsSync(path.join(PEERS, 'venv/.llama-cpp-p
   sh('python3', ['-m', 'venv', path.join(PEERS, 'venv')]);
   sh(path.join(PEERS, 'venv/bin/pip'), ['install', '--progress-bar', 'on', '-v', 'llama-cpp-python==0.3.36'], { env: { CMAKE_BUILD_PARALLEL_LEVEL: '2' } });
   fs.writeFileSync(path.join(PEERS, 'venv/.llama-cpp-python-0.3.36'), '');
+}
+const pyVk = path.join(PEERS, 'venv-vulkan/bin/python');
+const vulkan = process.argv.includes('--llama-vulkan');
+if (vulkan && !fs.existsSync(path.join(PEERS, 'venv-vulkan/.llama-cpp-python-0.3.36'))) {
+  say('building llama-cpp-python 0.3.36 with the Vulkan backend into target/peers/venv-vulkan (~25 min on 2 cores)');
+  sh('bash', ['-c', '$([ "$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q libvulkan-dev glslc glslang-tools spirv-headers']);
+  sh('python3', ['-m', 'venv', path.join(PEERS, 'venv-vulkan')]);
+  // --no-cache-dir: pip would otherwise reuse the CPU-only wheel of the same version.
+  const inc = process.env.VULKAN_INCLUDE_DIR;
+  const env = { CMAKE_ARGS: `-DGGML_VULKAN=on${inc ? ` -DVulkan_INCLUDE_DIR=${inc}` : ''}`, CMAKE_BUILD_PARALLEL_LEVEL: '2' };
+  if (inc) Object.assign(env, { CXXFLAGS: `-I${inc}`, CFLAGS: `-I${inc}` });
+  sh(path.join(PEERS, 'venv-vulkan/bin/pip'), ['install', '--no-cache-dir', '-v', 'llama-cpp-python==0.3.36'], { env });
+  fs.writeFileSync(path.join(PEERS, 'venv-vulkan/.llama-cpp-python-0.3.36'), '');
 }
 const WLLAMA = path.join(PEERS, 'npm/node_modules/@wllama/wllama/esm');
 if (!skip.has('wllama') && !fs.existsSync(path.join(WLLAMA, 'index.js'))) {
@@ -80,6 +100,10 @@ if (fs.existsSync(SWIFTSHADER_ICD)) {
     lastJson(sh(cli, ['bench', '--model', MODEL, ...lengths, '--repetitions', '1', '--json'], { capture: true, env: { VK_ICD_FILENAMES: SWIFTSHADER_ICD } })));
 }
 run('llama.cpp CPU', 'CPU, 2 threads', () => lastJson(sh(py, ['scripts/peers/llama_cpp_bench.py', MODEL, String(P), String(G), String(R)], { capture: true })));
+if (vulkan) {
+  run('llama.cpp Vulkan', 'default Vulkan device', () =>
+    lastJson(sh(pyVk, ['scripts/peers/llama_cpp_bench.py', MODEL, String(P), String(G), String(R), '--gpu-layers', '99'], { capture: true })));
+}
 run('tramontane browser', 'Chromium WebGPU (SwiftShader)', () =>
   lastJson(sh('node', ['scripts/bench-browser.mjs', ...lengths, '--repetitions', String(Math.min(R, 1))], { capture: true })));
 for (const mode of ['cpu', 'webgpu']) {
@@ -101,6 +125,14 @@ for (const r of rows) {
   const rn = ours && !ours.error ? `${f(ours.prefill_tokens_per_s / r.prefill_tokens_per_s)} / ${f(ours.decode_tokens_per_s / r.decode_tokens_per_s)}` : '–';
   const rb = browser && !browser.error ? f(browser.decode_tokens_per_s / r.decode_tokens_per_s) : '–';
   lines.push(`| ${r.name} | ${r.device} | ${f(r.prefill_tokens_per_s)} | ${f(r.decode_tokens_per_s)} | ${f(r.time_to_first_token_s)} | ${rn} | ${rb} |`);
+}
+const ss = rows.find((r) => r.name === 'tramontane native (SwiftShader)');
+if (browser && ss && !browser.error && !ss.error) {
+  lines.push('', `Browser ÷ native on the same driver (SwiftShader): prefill ${f(browser.prefill_tokens_per_s / ss.prefill_tokens_per_s)}, decode ${f(browser.decode_tokens_per_s / ss.decode_tokens_per_s)}.`);
+}
+const wl = rows.filter((r) => r.name.startsWith('wllama') && !r.error).sort((a, b) => b.decode_tokens_per_s - a.decode_tokens_per_s)[0];
+if (browser && wl && !browser.error) {
+  lines.push(`Browser decode ÷ the best wllama mode (${wl.name}): ${f(browser.decode_tokens_per_s / wl.decode_tokens_per_s)}.`);
 }
 console.log(lines.join('\n'));
 fs.mkdirSync(PEERS, { recursive: true });

@@ -354,6 +354,7 @@ export class WorkerEngine {
     this._calls.delete(m.id);
     if (m.error) {
       const err = new TramontaneError(m.error.code ?? 'INTERNAL', m.error.message, { url: m.error.url, status: m.error.status });
+      if (err.code === 'DEVICE_LOST') this._info = null; // as Engine: load() again
       c.chunks?.end(err);
       c.reject(err);
     } else {

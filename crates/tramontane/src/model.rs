@@ -398,7 +398,10 @@ impl Model {
         let mut finish = FinishReason::Length;
         let mut aborted = false;
         let mut logprobs = Vec::new();
-        while req.max_tokens > 0 {
+        loop {
+            if req.max_tokens == 0 {
+                break;
+            }
             generated.push(token);
             let this_lp = token_lp.take().map(|(logprob, top)| TokenLogprob { id: token, logprob, top });
             self.pending = Some(token);

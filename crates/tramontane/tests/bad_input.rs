@@ -170,10 +170,10 @@ fn prompt_longer_than_the_context_then_the_engine_still_works() {
     let mut model = pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).expect("load");
     let long: Vec<u32> = (100..120).collect();
     let req = GenerateRequest { max_tokens: 4, ..Default::default() };
-    let e = pollster::block_on(model.generate(&long, &req, &mut |_, _, _| true)).err().expect("error");
+    let e = pollster::block_on(model.generate(&long, &req, &mut |_, _, _| true)).expect_err("error");
     assert_eq!(e, Error::ContextOverflow { tokens: 20, context: 12 });
     assert_eq!(e.code(), "CONTEXT_OVERFLOW");
-    let bad_id = pollster::block_on(model.generate(&[1, 999_999], &req, &mut |_, _, _| true)).err().expect("error");
+    let bad_id = pollster::block_on(model.generate(&[1, 999_999], &req, &mut |_, _, _| true)).expect_err("error");
     assert!(matches!(bad_id, Error::InvalidRequest(_)), "{bad_id:?}");
     // Generation stops at the end of the context with finish reason Length.
     let g = pollster::block_on(model.generate(&long[..10], &GenerateRequest { max_tokens: 50, ignore_eos: true, ..Default::default() }, &mut |_, _, _| true)).expect("fits");

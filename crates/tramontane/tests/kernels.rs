@@ -206,6 +206,7 @@ fn matvec_and_tiled_matmul_match_cpu() {
 /// A weight split by output into slabs (as the loader does for matrices over
 /// the binding limit): each slab is its own buffer `[halves][slab rows][k]`
 /// and its own dispatch; together they must equal the unsplit product.
+#[allow(clippy::too_many_arguments)]
 fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, cuts: &[usize], swiglu: bool) {
     let mut rng = Rng(0x51ab + (rows * 13 + n + k) as u64);
     let halves = if swiglu { 2 } else { 1 };

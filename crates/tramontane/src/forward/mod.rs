@@ -66,9 +66,10 @@ pub struct RuntimeOptions {
     pub kv_f16: bool,
 }
 
-/// One dispatch of a pass: what it computes (for profiles), the prepared
-/// pipeline and bind group, and its grid.
-type Planned<'a> = (&'static str, &'a Dispatch, [u32; 3]);
+/// Receives each dispatch of a pass: what it computes (for profiles), the
+/// prepared pipeline and bind group, and its grid. A visitor rather than a
+/// list, so a pass allocates nothing.
+type Visit<'v, 'a> = &'v mut dyn FnMut(&'static str, &'a Dispatch, [u32; 3]);
 
 /// Time spent in one kind of kernel during a profiled pass.
 #[derive(Debug, Clone)]
@@ -109,18 +110,18 @@ impl Linear {
     }
 
     /// Decode-style: every output for `rows` input rows.
-    fn matvec<'a>(&'a self, label: &'static str, rows: u32, out: &mut Vec<Planned<'a>>) {
-        self.push(label, rows, out);
+    fn matvec<'a>(&'a self, label: &'static str, rows: u32, out: Visit<'_, 'a>) {
+        self.visit(label, rows, out);
     }
 
     /// Prefill over `t` rows.
-    fn matmul<'a>(&'a self, label: &'static str, t: u32, out: &mut Vec<Planned<'a>>) {
-        self.push(label, t, out);
+    fn matmul<'a>(&'a self, label: &'static str, t: u32, out: Visit<'_, 'a>) {
+        self.visit(label, t, out);
     }
 
-    fn push<'a>(&'a self, label: &'static str, rows: u32, out: &mut Vec<Planned<'a>>) {
+    fn visit<'a>(&'a self, label: &'static str, rows: u32, out: Visit<'_, 'a>) {
         for (d, n, spec) in &self.0 {
-            out.push((label, d, linear_groups(spec, *n, rows)));
+            out(label, d, linear_groups(spec, *n, rows));
         }
     }
 }
@@ -199,14 +200,14 @@ pub enum Output {
 /// On CPU drivers, prefill uses `matmul_rows` (no workgroup memory or
 /// barriers; rows of whole vec4s) instead of the tiled `matmul`.
 pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: bool) -> Spec {
-    let entry = if entry == "matmul" && cpu && k % 4 == 0 { "matmul_rows" } else { entry };
+    let entry = if entry == "matmul" && cpu && k.is_multiple_of(4) { "matmul_rows" } else { entry };
     let mut s = Spec::new(Family::Matmul, entry)
         .with("WTYPE", dtype.shader_code())
         .with("N", n as u32)
         .with("K", k as u32);
-    let quad = k % 4 == 0;
+    let quad = k.is_multiple_of(4);
     s = s.with("QUAD", quad as u32);
-    let blocks = k % 32 == 0 && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
+    let blocks = k.is_multiple_of(32) && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
     if blocks && entry != "matmul" {
         s = s.with("BLOCKS", 1u32);
     }
@@ -520,9 +521,7 @@ impl Runtime {
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
             let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            for (_, d, groups) in self.steps(t, n_splits, output) {
-                d.record(&mut p, groups);
-            }
+            self.steps(t, n_splits, output, &mut |_, d, groups| d.record(&mut p, groups));
         }
         if output == Output::Sample {
             if capture_logits {
@@ -558,64 +557,62 @@ impl Runtime {
     }
 
     /// Every dispatch of a pass over `t` rows, in order.
-    fn steps(&self, t: u32, n_splits: u32, output: Output) -> Vec<Planned<'_>> {
+    fn steps<'a>(&'a self, t: u32, n_splits: u32, output: Output, s: Visit<'_, 'a>) {
         let cfg = &self.cfg;
         let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
         let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
-        let mut s: Vec<Planned<'_>> = Vec::with_capacity(16 * self.layers.len() + 8);
         for e in &self.embed {
-            s.push(("embed", e, [h.div_ceil(64), t, 1]));
+            s("embed", e, [h.div_ceil(64), t, 1]);
         }
         for l in &self.layers {
-            s.push(("rmsnorm", &l.attn_norm, [t, 1, 1]));
+            s("rmsnorm", &l.attn_norm, [t, 1, 1]);
             if t == 1 {
-                l.qkv_mv.matvec("qkv matvec", 1, &mut s);
+                l.qkv_mv.matvec("qkv matvec", 1, s);
             } else {
-                l.qkv_mm.matmul("qkv matmul", t, &mut s);
+                l.qkv_mm.matmul("qkv matmul", t, s);
             }
-            s.push(("rope + kv store", &l.rope, [rope_items.div_ceil(64), t, 1]));
-            s.push(("attention", &l.attend, [nh, t, n_splits]));
-            s.push(("attention combine", &l.combine, [nh, t, 1]));
+            s("rope + kv store", &l.rope, [rope_items.div_ceil(64), t, 1]);
+            s("attention", &l.attend, [nh, t, n_splits]);
+            s("attention combine", &l.combine, [nh, t, 1]);
             if t == 1 {
-                l.o_mv.matvec("o matvec", 1, &mut s);
+                l.o_mv.matvec("o matvec", 1, s);
             } else {
-                l.o_mm.matmul("o matmul", t, &mut s);
+                l.o_mm.matmul("o matmul", t, s);
             }
-            s.push(("rmsnorm", &l.ffn_norm, [t, 1, 1]));
+            s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
             match &l.ffn {
                 FfnPlan::Dense { gate_up_mv, gate_up_mm, down_mv, down_mm } => {
                     if t == 1 {
-                        gate_up_mv.matvec("gate/up + swiglu matvec", 1, &mut s);
-                        down_mv.matvec("down matvec", 1, &mut s);
+                        gate_up_mv.matvec("gate/up + swiglu matvec", 1, s);
+                        down_mv.matvec("down matvec", 1, s);
                     } else {
-                        gate_up_mm.matmul("gate/up + swiglu matmul", t, &mut s);
-                        down_mm.matmul("down matmul", t, &mut s);
+                        gate_up_mm.matmul("gate/up + swiglu matmul", t, s);
+                        down_mm.matmul("down matmul", t, s);
                     }
                 }
                 FfnPlan::Moe { router, route, gate_up, down, combine } => {
                     let k = cfg.moe.as_ref().map(|m| m.top_k as u32).unwrap_or(1);
-                    router.matvec("moe router", t, &mut s);
-                    s.push(("moe top-k", route, [t.div_ceil(64), 1, 1]));
-                    gate_up.matvec("expert gate/up + swiglu", t * k, &mut s);
-                    down.matvec("expert down", t * k, &mut s);
-                    s.push(("moe combine", combine, [h.div_ceil(64), t, 1]));
+                    router.matvec("moe router", t, s);
+                    s("moe top-k", route, [t.div_ceil(64), 1, 1]);
+                    gate_up.matvec("expert gate/up + swiglu", t * k, s);
+                    down.matvec("expert down", t * k, s);
+                    s("moe combine", combine, [h.div_ceil(64), t, 1]);
                 }
             }
         }
         match output {
             Output::None => {}
             Output::Sample => {
-                s.push(("rmsnorm", &self.final_norm, [1, 1, 1]));
-                self.lm_head.matvec("lm head matvec", 1, &mut s);
+                s("rmsnorm", &self.final_norm, [1, 1, 1]);
+                self.lm_head.matvec("lm head matvec", 1, s);
             }
             Output::AllLogits => {
                 if let Some(a) = &self.all_logits {
-                    s.push(("rmsnorm", &a.norm, [t, 1, 1]));
-                    a.lm_head.matmul("lm head matmul", t, &mut s);
+                    s("rmsnorm", &a.norm, [t, 1, 1]);
+                    a.lm_head.matmul("lm head matmul", t, s);
                 }
             }
         }
-        s
     }
 
     /// Time each kind of kernel in one pass over `n_tokens` (decode when 1)
@@ -642,7 +639,9 @@ impl Runtime {
         g.queue.write_buffer(&self.ids, 0, bytemuck::cast_slice(&vec![0u32; t as usize]));
         let _ = g.device.poll(wgpu::PollType::wait_indefinitely());
         let mut times: Vec<KernelTime> = Vec::new();
-        for (label, d, groups) in self.steps(t, n_splits, Output::Sample) {
+        let mut plan: Vec<(&'static str, &Dispatch, [u32; 3])> = Vec::new();
+        self.steps(t, n_splits, Output::Sample, &mut |label, d, groups| plan.push((label, d, groups)));
+        for (label, d, groups) in plan {
             let t0 = web_time::Instant::now();
             let mut enc = g.device.create_command_encoder(&Default::default());
             {

@@ -95,20 +95,11 @@ pub struct Kernels {
 pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
-    /// Outputs each workgroup covers along x (the `ROWS` constant), so callers
-    /// size the grid without knowing the kernel's tuning.
-    pub per_group: u32,
 }
 
 impl Dispatch {
-    /// Record a matvec-style dispatch over `n` outputs and `rows` input rows.
-    pub fn record_outputs(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, rows: u32) {
-        let (x, z) = split_groups(n.div_ceil(self.per_group));
-        self.record(pass, [x, rows, z]);
-    }
-
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return;
         }
         pass.set_pipeline(&self.pipeline);
@@ -176,8 +167,7 @@ impl Kernels {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let per_group = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1);
-        Dispatch { pipeline, bind_group, per_group }
+        Dispatch { pipeline, bind_group }
     }
 }
 

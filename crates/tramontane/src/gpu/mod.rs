@@ -124,7 +124,7 @@ impl Gpu {
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             shader_f16,
             max_buffer_size: limits.max_buffer_size,
-            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
         };
         let kernels = Kernels::new(&device);
         let name = info.name.to_lowercase();
@@ -180,7 +180,7 @@ impl Gpu {
 
     pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let mut padded;
-        let data = if data.len() % 16 != 0 || data.is_empty() {
+        let data = if !data.len().is_multiple_of(16) || data.is_empty() {
             padded = data.to_vec();
             padded.resize(data.len().max(16).next_multiple_of(16), 0);
             &padded[..]

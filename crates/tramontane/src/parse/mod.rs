@@ -48,7 +48,7 @@ impl DType {
     /// Bytes of `numel` elements, if that is a whole number of blocks.
     pub fn nbytes(self, numel: u64) -> Option<u64> {
         let (e, b) = self.block();
-        if numel % e != 0 {
+        if !numel.is_multiple_of(e) {
             return None;
         }
         (numel / e).checked_mul(b)

@@ -391,7 +391,7 @@ impl<'a> Plan<'a> {
              dtype: DType) -> Result<Vec<std::ops::Range<usize>>> {
         let per_output = dtype.nbytes((experts * halves * cols) as u64).unwrap_or(u64::MAX);
         if per_output.saturating_mul(outputs as u64) <= self.limit {
-            return Ok(vec![0..outputs]);
+            return Ok(std::iter::once(0..outputs).collect());
         }
         let fit = (self.limit / per_output) as usize;
         // Multiples of the matmul tile keep every slab's tiles full.
@@ -442,7 +442,7 @@ impl<'a> Plan<'a> {
         let dest = self.dests.len();
         self.dests.push(Dest {
             label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true, dtype: DType::F32,
-            slabs: vec![0..len], bufs: Vec::new(),
+            slabs: std::iter::once(0..len).collect(), bufs: Vec::new(),
         });
         for (o, t) in found {
             self.parts.push(Part { tensor: t, dest, expert: 0, row: o });
@@ -478,6 +478,7 @@ fn flush(gpu: &Gpu) {
 }
 
 /// Check, allocate and upload every weight of `cfg` from `src`.
+#[allow(clippy::too_many_arguments)]
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
     src: &S,
