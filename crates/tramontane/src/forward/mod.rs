@@ -21,7 +21,16 @@ pub const MR: u32 = 8;
 /// The grid of a linear-layer dispatch (`spec` from [`linear_spec`]) over `n`
 /// outputs and `rows` input rows.
 pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
-    match spec.entry {
+    grid(spec.entry, outputs_per_group(spec), n, rows)
+}
+
+/// Outputs a matvec workgroup covers (its `ROWS` constant).
+fn outputs_per_group(spec: &Spec) -> u32 {
+    spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1)
+}
+
+fn grid(entry: &str, per_group: u32, n: u32, rows: u32) -> [u32; 3] {
+    match entry {
         "matmul" => {
             let (x, z) = split_groups(n.div_ceil(MM_TILE));
             [x, rows.div_ceil(MM_TILE), z]
@@ -31,8 +40,7 @@ pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
             [x, rows.div_ceil(MR), z]
         }
         _ => {
-            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1);
-            let (x, z) = split_groups(n.div_ceil(per));
+            let (x, z) = split_groups(n.div_ceil(per_group));
             [x, rows, z]
         }
     }
@@ -82,7 +90,16 @@ pub struct KernelTime {
 /// A linear layer's dispatches: one per slab of its weight matrix (a single
 /// one unless the matrix exceeds the device's binding limit), each computing
 /// that slab's range of outputs.
-struct Linear(Vec<(Dispatch, u32, Spec)>);
+struct Linear(Vec<LinearPart>);
+
+/// One slab's dispatch: its outputs, entry point and outputs per workgroup
+/// (kept from the spec so a pass only does arithmetic).
+struct LinearPart {
+    dispatch: Dispatch,
+    outputs: u32,
+    entry: &'static str,
+    per_group: u32,
+}
 
 impl Linear {
     /// `tune` adds the epilogue constants; `binds` are every binding but the
@@ -103,7 +120,12 @@ impl Linear {
                     }
                     let mut b = vec![(1, &s.buf), (6, &s.info)];
                     b.extend_from_slice(binds);
-                    (k.dispatch(&spec, &b), s.rows as u32, spec)
+                    LinearPart {
+                        dispatch: k.dispatch(&spec, &b),
+                        outputs: s.rows as u32,
+                        entry: spec.entry,
+                        per_group: outputs_per_group(&spec),
+                    }
                 })
                 .collect(),
         )
@@ -120,8 +142,8 @@ impl Linear {
     }
 
     fn visit<'a>(&'a self, label: &'static str, rows: u32, out: Visit<'_, 'a>) {
-        for (d, n, spec) in &self.0 {
-            out(label, d, linear_groups(spec, *n, rows));
+        for p in &self.0 {
+            out(label, &p.dispatch, grid(p.entry, p.per_group, p.outputs, rows));
         }
     }
 }
