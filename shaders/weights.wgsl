@@ -125,16 +125,65 @@ fn bits4(word: u32, shift: u32) -> vec4<u32> {
     return vec4<u32>((word >> shift) & 1u, (word >> (shift + 8u)) & 1u, (word >> (shift + 16u)) & 1u, (word >> (shift + 24u)) & 1u);
 }
 
-// Block types the matvec can read a whole 32-weight block at a time.
-fn whole_blocks() -> bool {
-    return WTYPE == 2u || WTYPE == 3u || WTYPE == 8u;
+// K-quants read 32 weights at a time too: one sub-block of a 256-weight
+// super-block. Its scale (and min) and the quant words it needs, by sub-block.
+struct SubK {
+    scale: f32,   // multiplies the quant
+    offset: f32,  // added after (q4_K/q5_K: -dmin * min)
+    scale_hi: f32, // q6_K: the second 16 weights' scale
 }
 
-// The 32 weights of block `blk` (q4_0, q4_1 or q8_0) as eight vec4s, element
-// order: one header word and 4 (q4) or 8 (q8) quant words per block, instead
-// of a header per four weights.
+fn sub_k(blk: u32) -> SubK {
+    let j = blk & 7u;
+    if (WTYPE == 14u) {
+        let base = (blk >> 3u) * 210u;
+        let sc = base + 192u + (j >> 2u) * 8u + (j & 3u) * 2u;
+        let d = w_f16(base + 208u);
+        let s0 = f32(i32(w_byte(sc) << 24u) >> 24);
+        let s1 = f32(i32(w_byte(sc + 1u) << 24u) >> 24);
+        return SubK(d * s0, 0.0, d * s1);
+    }
+    let base = (blk >> 3u) * select(144u, 176u, WTYPE == 13u);
+    let dd = unpack2x16float(W[base >> 2u]);   // d, dmin: one aligned word
+    let sm = w_scale_min_k4(j, base + 4u);
+    return SubK(dd.x * sm.x, -dd.y * sm.y, dd.x * sm.x);
+}
+
+// Quants w*4 .. w*4+3 of sub-block `blk` of a K-quant, as integers.
+fn quants_k(blk: u32, w: u32) -> vec4<f32> {
+    let j = blk & 7u;
+    let l = 4u * w;
+    if (WTYPE == 14u) {
+        let base = (blk >> 3u) * 210u;
+        let n = j >> 2u;
+        let quarter = j & 3u;
+        let ql = nibbles(w_word(base + n * 64u + (quarter & 1u) * 32u + l), select(0u, 4u, quarter >= 2u));
+        let hw = w_word(base + 128u + n * 32u + l) >> (2u * quarter);
+        let hb = vec4<f32>(f32(hw & 3u), f32((hw >> 8u) & 3u), f32((hw >> 16u) & 3u), f32((hw >> 24u) & 3u));
+        return ql + hb * 16.0 - 32.0;
+    }
+    let five = WTYPE == 13u;
+    let base = (blk >> 3u) * select(144u, 176u, five);
+    // Sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles.
+    var q = nibbles(W[(base + select(16u, 48u, five) + (j >> 1u) * 32u + l) >> 2u], (j & 1u) * 4u);
+    if (five) {
+        q += vec4<f32>(bits4(W[(base + 16u + l) >> 2u], j)) * 16.0;
+    }
+    return q;
+}
+
+// The 32 weights of block `blk` (q4_0, q4_1, q8_0; for K-quants a sub-block)
+// as eight vec4s, element order: one header and 4-8 quant words per block,
+// instead of a header per four weights.
 fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
     var w: array<vec4<f32>, 8>;
+    if (WTYPE == 12u || WTYPE == 13u || WTYPE == 14u) {
+        let k = sub_k(blk);
+        for (var j = 0u; j < 8u; j++) {
+            w[j] = quants_k(blk, j) * select(k.scale, k.scale_hi, j >= 4u) + k.offset;
+        }
+        return w;
+    }
     if (WTYPE == 8u) {
         let base = blk * 34u;
         let d = w_f16(base);
@@ -163,6 +212,19 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
 // Dot product of block `blk` with x[0..32], without materializing the weights
 // (the decode path: cheaper than decode_block32 + dot on CPU drivers).
 fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
+    if (WTYPE == 12u || WTYPE == 13u || WTYPE == 14u) {
+        // sum(scale * q + offset) x, with q6_K's two scales (16 weights each).
+        let k = sub_k(blk);
+        var s0 = 0.0;
+        var s1 = 0.0;
+        var sx = 0.0;
+        for (var j = 0u; j < 4u; j++) {
+            s0 += dot(quants_k(blk, j), (*x)[j]);
+            s1 += dot(quants_k(blk, j + 4u), (*x)[j + 4u]);
+            sx += dot((*x)[j] + (*x)[j + 4u], vec4<f32>(1.0));
+        }
+        return k.scale * s0 + k.scale_hi * s1 + k.offset * sx;
+    }
     if (WTYPE == 8u) {
         let base = blk * 34u;
         var s = 0.0;

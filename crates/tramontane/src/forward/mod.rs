@@ -229,7 +229,9 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
         .with("K", k as u32);
     let quad = k.is_multiple_of(4);
     s = s.with("QUAD", quad as u32);
-    let blocks = k.is_multiple_of(32) && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0);
+    // 32 weights at a time: q4_0/q4_1/q8_0 blocks, K-quant sub-blocks.
+    let blocks = k.is_multiple_of(32)
+        && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K);
     if blocks && entry != "matmul" {
         s = s.with("BLOCKS", 1u32);
     }
