@@ -172,7 +172,7 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     return q;
 }
 
-// The 32 weights of block `blk` (q4_0, q4_1, q8_0; for K-quants a sub-block)
+// The 32 weights of block `blk` (q4_0 … q8_0; for K-quants a sub-block)
 // as eight vec4s, element order: one header and 4-8 quant words per block,
 // instead of a header per four weights.
 fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
@@ -194,19 +194,50 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
         }
         return w;
     }
-    let has_min = WTYPE == 3u;
-    let base = blk * select(18u, 20u, has_min);
-    let qs = base + select(2u, 4u, has_min);
-    let d = w_f16(base);
-    // q4_1 adds its min; q4_0 centres its quants on 8.
-    let m = select(-8.0 * d, w_f16(base + 2u), has_min);
+    let q = q45_layout(blk);
     for (var j = 0u; j < 4u; j++) {
-        // Byte i holds element i (low nibble) and element i + 16 (high nibble).
-        let q = w_word(qs + 4u * j);
-        w[j] = nibbles(q, 0u) * d + m;
-        w[j + 4u] = nibbles(q, 4u) * d + m;
+        let lo = q45_quants(q, j, false);
+        let hi = q45_quants(q, j, true);
+        w[j] = lo * q.d + q.m;
+        w[j + 4u] = hi * q.d + q.m;
     }
     return w;
+}
+
+// Where a q4_0/q4_1/q5_0/q5_1 block keeps its fields, and its scale and
+// offset: value = d * q + m (q4_0: m = -8 d, q5_0: m = -16 d).
+struct Q45 {
+    qs: u32,    // byte offset of the 16 bytes of nibbles
+    qh: u32,    // q5: the 32 high bits
+    d: f32,
+    m: f32,
+}
+
+fn q45_layout(blk: u32) -> Q45 {
+    let has_min = WTYPE == 3u || WTYPE == 7u;
+    let five = WTYPE == 6u || WTYPE == 7u;
+    let size = select(18u, 22u, five) + select(0u, 2u, has_min);
+    let base = blk * size;
+    let head = base + select(2u, 4u, has_min);
+    let d = w_f16(base);
+    var qh = 0u;
+    if (five) {
+        qh = w_word(head);
+    }
+    let m = select(select(-8.0, -16.0, five) * d, w_f16(base + 2u), has_min);
+    return Q45(head + select(0u, 4u, five), qh, d, m);
+}
+
+// Quants 4j .. 4j+3 of the block's first (or, `high`, second) 16 weights:
+// byte i holds weight i (low nibble) and weight i + 16 (high nibble); q5 adds
+// bit i (or i + 16) of qh as the fifth bit.
+fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
+    var v = nibbles(w_word(q.qs + 4u * j), select(0u, 4u, high));
+    if (WTYPE == 6u || WTYPE == 7u) {
+        let b = q.qh >> (4u * j + select(0u, 16u, high));
+        v += vec4<f32>(f32(b & 1u), f32((b >> 1u) & 1u), f32((b >> 2u) & 1u), f32((b >> 3u) & 1u)) * 16.0;
+    }
+    return v;
 }
 
 // Dot product of block `blk` with x[0..32], without materializing the weights
@@ -235,21 +266,17 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
         }
         return s * w_f16(base);
     }
-    let has_min = WTYPE == 3u;
-    let base = blk * select(18u, 20u, has_min);
-    let qs = base + select(2u, 4u, has_min);
+    // sum(d * q + m) x = d * sum(q x) + m * sum(x).
+    let q = q45_layout(blk);
     var s = 0.0;
     var sx = 0.0;
     for (var j = 0u; j < 4u; j++) {
-        let q = w_word(qs + 4u * j);
         let lo = (*x)[j];
         let hi = (*x)[j + 4u];
-        s += dot(nibbles(q, 0u), lo) + dot(nibbles(q, 4u), hi);
+        s += dot(q45_quants(q, j, false), lo) + dot(q45_quants(q, j, true), hi);
         sx += dot(lo + hi, vec4<f32>(1.0));
     }
-    // sum(d * q + m) x = d * sum(q x) + m * sum(x); q4_0: m = -8 d.
-    let d = w_f16(base);
-    return d * s + select(-8.0 * d, w_f16(base + 2u), has_min) * sx;
+    return q.d * s + q.m * sx;
 }
 
 // Four consecutive weights starting at element i (a multiple of 4): one block's

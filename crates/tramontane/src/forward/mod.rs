@@ -111,7 +111,7 @@ impl Linear {
             m.slabs
                 .iter()
                 .map(|s| {
-                    let mut spec = tune(linear_spec(m.dtype, entry, s.rows, m.cols, g.is_cpu()));
+                    let mut spec = tune(linear_spec(s.dtype, entry, s.rows, m.cols, g.is_cpu()));
                     if m.slabs.len() > 1 {
                         spec = spec.with("N_ALL", m.outputs as u32);
                     }
@@ -229,9 +229,8 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
         .with("K", k as u32);
     let quad = k.is_multiple_of(4);
     s = s.with("QUAD", quad as u32);
-    // 32 weights at a time: q4_0/q4_1/q8_0 blocks, K-quant sub-blocks.
-    let blocks = k.is_multiple_of(32)
-        && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K);
+    // 32 weights at a time: every block type (K-quants by 32-weight sub-block).
+    let blocks = k.is_multiple_of(32) && dtype.is_quantized();
     if blocks && entry != "matmul" {
         s = s.with("BLOCKS", 1u32);
     }
@@ -329,7 +328,7 @@ impl Runtime {
             .slabs
             .iter()
             .map(|s| {
-                let spec = Spec::new(Family::Embed, "main").with("WTYPE", w.embed.dtype.shader_code()).with("H", h as u32);
+                let spec = Spec::new(Family::Embed, "main").with("WTYPE", s.dtype.shader_code()).with("H", h as u32);
                 k.dispatch(&spec, &[(0, &step), (1, &s.buf), (2, &ids), (3, &x), (4, &s.info)])
             })
             .collect();

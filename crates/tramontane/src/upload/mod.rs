@@ -12,7 +12,9 @@
 //! `maxStorageBufferBindingSize` is 128 MiB; big vocabularies exceed it) is cut
 //! into slabs by output row: each slab is its own buffer holding a range of
 //! outputs for every expert and half, `[experts][halves][slab rows][cols]`, and
-//! the kernels run once per slab (see `forward::Linear`).
+//! the kernels run once per slab (see `forward::Linear`). Slabs also keep q, k
+//! and v in their own types when a file mixes them (Q4_K_M stores attn_v as
+//! q6_K): each slab has its own dtype and its own kernel specialization.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -37,6 +39,7 @@ pub struct Matrix {
 /// `[experts][halves][rows][cols]`.
 pub struct Slab {
     pub buf: wgpu::Buffer,
+    pub dtype: DType,
     pub row0: usize,
     pub rows: usize,
     /// Uniform `vec4<u32>(row0, rows, 0, 0)` the kernels read (the `SLAB`
@@ -80,7 +83,8 @@ impl Weights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// How many matrices are split into more than one slab.
+    /// How many matrices are split to fit the binding limit (slabs beyond
+    /// one per storage type).
     pub fn split_matrices(&self) -> usize {
         let mut all: Vec<&Matrix> = vec![&self.embed];
         all.extend(self.lm_head.as_ref());
@@ -91,7 +95,7 @@ impl Weights {
                 Ffn::Moe { router, gate_up, down } => all.extend([router, gate_up, down]),
             }
         }
-        all.iter().filter(|m| m.slabs.len() > 1).count()
+        all.iter().filter(|m| m.slabs.windows(2).any(|w| w[0].dtype == w[1].dtype)).count()
     }
 }
 
@@ -261,15 +265,17 @@ struct Dest {
     experts: usize,
     vector: bool,
     dtype: DType,
-    /// Output ranges, one per buffer.
+    /// Output ranges, one per buffer, and each one's storage type.
     slabs: Vec<std::ops::Range<usize>>,
+    slab_dtypes: Vec<DType>,
     bufs: Vec<wgpu::Buffer>,
 }
 
 impl Dest {
-    fn slab_bytes(&self, s: &std::ops::Range<usize>) -> u64 {
+    fn slab_bytes(&self, si: usize) -> u64 {
+        let (Some(s), Some(dtype)) = (self.slabs.get(si), self.slab_dtypes.get(si)) else { return u64::MAX };
         let elems = if self.vector { self.outputs } else { self.experts * self.halves * s.len() * self.cols };
-        self.dtype.nbytes(elems as u64).unwrap_or(u64::MAX)
+        dtype.nbytes(elems as u64).unwrap_or(u64::MAX)
     }
 
     /// Where the source rows of `part` land, slab by slab.
@@ -281,7 +287,9 @@ impl Dest {
         }
         let cols = self.cols;
         let n = (t.numel() as usize) / cols.max(1);
-        let row_bytes = |r: usize| self.dtype.nbytes((r * cols) as u64).unwrap_or(0);
+        let row_bytes = |si: usize, r: usize| {
+            self.slab_dtypes.get(si).and_then(|d| d.nbytes((r * cols) as u64)).unwrap_or(0)
+        };
         let src_bytes = |r: usize| t.dtype.nbytes((r * cols) as u64).unwrap_or(0);
         let mut out = Vec::new();
         for (si, s) in self.slabs.iter().enumerate() {
@@ -298,7 +306,7 @@ impl Dest {
                     src: src_bytes(lo - part.row),
                     len: src_bytes(hi - lo),
                     slab: si,
-                    at: row_bytes(slab_row),
+                    at: row_bytes(si, slab_row),
                     elems: (lo - part.row) * cols..(hi - part.row) * cols,
                 });
             }
@@ -355,23 +363,47 @@ impl<'a> Plan<'a> {
               found: Vec<(usize, usize, TensorInfo)>) -> Result<usize> {
         let first = found.first().map(|f| f.2.dtype).unwrap_or(DType::F32);
         let same = found.iter().all(|f| f.2.dtype == first);
-        // Mixed types, or parts that would land off word boundaries, fall back to
-        // f32 (dequantized on the host): correct, but larger. Real checkpoints
-        // rarely need it.
-        let candidates = if same && first != DType::F32 { vec![first, DType::F32] } else { vec![DType::F32] };
+        // Candidate layouts, best first: the file's type throughout; for a
+        // dense matrix of parts in different types (q/k/v), a slab per part in
+        // its own type; f32 (dequantized on the host: correct, but larger).
+        let mut candidates = Vec::new();
+        if same && first != DType::F32 {
+            let slabs = self.slabs(&label, 0..outputs, halves, cols, experts, first)?;
+            candidates.push((vec![first; slabs.len()], slabs));
+        }
+        if !same && halves == 1 && experts == 1 {
+            let mut parts: Vec<&(usize, usize, TensorInfo)> = found.iter().collect();
+            parts.sort_by_key(|p| p.1);
+            let (mut slabs, mut types) = (Vec::new(), Vec::new());
+            for (_, r, t) in parts {
+                let n = t.shape.first().copied().unwrap_or(0) as usize;
+                for sl in self.slabs(&label, *r..r + n, 1, cols, 1, t.dtype)? {
+                    slabs.push(sl);
+                    types.push(t.dtype);
+                }
+            }
+            candidates.push((types, slabs));
+        }
+        let slabs = self.slabs(&label, 0..outputs, halves, cols, experts, DType::F32)?;
+        candidates.push((vec![DType::F32; slabs.len()], slabs));
         let mut chosen = None;
-        for dtype in candidates {
-            let slabs = self.slabs(&label, outputs, halves, cols, experts, dtype)?;
-            let mut d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, dtype, slabs, bufs: Vec::new() };
-            let fits = found.iter().all(|(e, r, t)| {
-                d.dtype.nbytes(t.numel()).is_some()
-                    && d.pieces(&Part { tensor: t.clone(), dest: 0, expert: *e, row: *r }).iter().all(|p| {
-                        let end = d.slab_bytes(&d.slabs[p.slab]);
-                        p.at % 4 == 0 && (p.len % 4 == 0 || p.at + p.len == end)
+        for (slab_dtypes, slabs) in candidates {
+            let dtype = slab_dtypes.first().copied().unwrap_or(DType::F32);
+            let all_f32 = slab_dtypes.iter().all(|&d| d == DType::F32);
+            let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, dtype, slabs, slab_dtypes, bufs: Vec::new() };
+            // Every part must land on whole words, and the slabs must cover
+            // every output exactly once.
+            let covered = d.slabs.iter().map(|s| s.len()).sum::<usize>() == outputs
+                && d.slabs.windows(2).all(|w| w[0].end <= w[1].start);
+            let fits = covered
+                && found.iter().all(|(e, r, t)| {
+                    d.pieces(&Part { tensor: t.clone(), dest: 0, expert: *e, row: *r }).iter().all(|p| {
+                        let same_type = d.slab_dtypes.get(p.slab) == Some(&t.dtype);
+                        let end = d.slab_bytes(p.slab);
+                        !same_type || (p.at % 4 == 0 && (p.len % 4 == 0 || p.at + p.len == end))
                     })
-            });
-            if fits || dtype == DType::F32 {
-                d.bufs.clear();
+                });
+            if fits || all_f32 {
                 chosen = Some(d);
                 break;
             }
@@ -387,11 +419,11 @@ impl<'a> Plan<'a> {
 
     /// Output ranges so that each buffer fits the binding limit: one range
     /// unless the matrix is too big.
-    fn slabs(&self, label: &str, outputs: usize, halves: usize, cols: usize, experts: usize,
+    fn slabs(&self, label: &str, outputs: std::ops::Range<usize>, halves: usize, cols: usize, experts: usize,
              dtype: DType) -> Result<Vec<std::ops::Range<usize>>> {
         let per_output = dtype.nbytes((experts * halves * cols) as u64).unwrap_or(u64::MAX);
-        if per_output.saturating_mul(outputs as u64) <= self.limit {
-            return Ok(std::iter::once(0..outputs).collect());
+        if per_output.saturating_mul(outputs.len() as u64) <= self.limit {
+            return Ok(std::iter::once(outputs).collect());
         }
         let fit = (self.limit / per_output) as usize;
         // Multiples of the matmul tile keep every slab's tiles full.
@@ -402,7 +434,8 @@ impl<'a> Plan<'a> {
                 self.limit
             )));
         }
-        Ok((0..outputs).step_by(step).map(|a| a..(a + step).min(outputs)).collect())
+        let end = outputs.end;
+        Ok(outputs.step_by(step).map(|a| a..(a + step).min(end)).collect())
     }
 
     /// A dense matrix from named parts: (first row, name, rows).
@@ -442,7 +475,7 @@ impl<'a> Plan<'a> {
         let dest = self.dests.len();
         self.dests.push(Dest {
             label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true, dtype: DType::F32,
-            slabs: std::iter::once(0..len).collect(), bufs: Vec::new(),
+            slabs: std::iter::once(0..len).collect(), slab_dtypes: vec![DType::F32], bufs: Vec::new(),
         });
         for (o, t) in found {
             self.parts.push(Part { tensor: t, dest, expert: 0, row: o });
@@ -548,8 +581,8 @@ pub async fn load_weights<S: ModelSource>(
     // model that cannot fit fails before any upload.
     let mut bytes = 0u64;
     for d in &plan.dests {
-        for s in &d.slabs {
-            let size = d.slab_bytes(s);
+        for si in 0..d.slabs.len() {
+            let size = d.slab_bytes(si);
             if size > limit {
                 return Err(Error::Unsupported(format!(
                     "weight `{}` needs a {size}-byte buffer; this device binds at most {limit} bytes",
@@ -565,9 +598,10 @@ pub async fn load_weights<S: ModelSource>(
         d.bufs = d
             .slabs
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(si, s)| {
                 let label = if many { format!("{}[{}..{}]", d.label, s.start, s.end) } else { d.label.clone() };
-                gpu.storage(&label, d.slab_bytes(s))
+                gpu.storage(&label, d.slab_bytes(si))
             })
             .collect();
     }
@@ -608,7 +642,8 @@ pub async fn load_weights<S: ModelSource>(
                 let t = &part.tensor;
                 let pieces = dest.pieces(part);
                 let buf = |p: &Piece| dest.bufs.get(p.slab).ok_or_else(|| Error::Gpu("weight buffer missing".into()));
-                if t.dtype == dest.dtype {
+                let as_is = |p: &Piece| dest.slab_dtypes.get(p.slab) == Some(&t.dtype);
+                if pieces.iter().all(as_is) {
                     // Same format: copy in pieces, so host (wasm) memory holds one
                     // piece per stream, never a whole tensor.
                     for p in &pieces {
@@ -664,9 +699,10 @@ pub async fn load_weights<S: ModelSource>(
             .bufs
             .into_iter()
             .zip(d.slabs)
-            .map(|(buf, s)| {
+            .zip(d.slab_dtypes)
+            .map(|((buf, s), dtype)| {
                 let info = gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
-                Slab { buf, row0: s.start, rows: s.len(), info }
+                Slab { buf, dtype, row0: s.start, rows: s.len(), info }
             })
             .collect();
         Ok(Matrix { slabs, dtype: d.dtype, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
