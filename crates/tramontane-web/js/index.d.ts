@@ -154,31 +154,20 @@ interface EngineLike {
   unload(): Promise<void>;
 }
 
-export class Engine implements EngineLike {
+/** The instance API both engines share comes from EngineLike (declaration merging). */
+export interface Engine extends EngineLike {}
+export class Engine {
   static load(source: string, options?: LoadOptions): Promise<Engine>;
   /** Bytes of wasm linear memory (it only grows: the peak so far). */
   static wasmMemoryBytes(): Promise<number>;
   static cache: { has(source: string, options?: LoadOptions): Promise<boolean>; delete(source: string, options?: LoadOptions): Promise<boolean> };
   load(source: string, options?: LoadOptions): Promise<Engine>;
-  readonly info: EngineInfo | null;
-  chat: ChatAPI;
-  completions: CompletionsAPI;
-  tokenize(text: string): Promise<number[]>;
-  detokenize(ids: number[]): Promise<string>;
-  resetChat(): Promise<void>;
-  unload(): Promise<void>;
 }
 
-export class WorkerEngine implements EngineLike {
+export interface WorkerEngine extends EngineLike {}
+export class WorkerEngine {
   static load(source: string, options?: LoadOptions & { worker?: Worker }): Promise<WorkerEngine>;
   load(source: string, options?: LoadOptions): Promise<WorkerEngine>;
-  readonly info: EngineInfo | null;
-  chat: ChatAPI;
-  completions: CompletionsAPI;
-  tokenize(text: string): Promise<number[]>;
-  detokenize(ids: number[]): Promise<string>;
-  resetChat(): Promise<void>;
-  unload(): Promise<void>;
   terminate(): void;
 }
 

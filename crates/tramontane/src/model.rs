@@ -257,11 +257,11 @@ impl Model {
                 template: Option<ChatTemplate>, opts: &LoadOptions, t0: Instant) -> Result<Model> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.clamp(1, 1024).min(context);
-        let dtype = weights.layers.first().map(|l| l.qkv.dtype).unwrap_or(weights.embed.dtype).name().to_string();
+        let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
         let weight_bytes = weights.bytes;
         let split_matrices = weights.split_matrices();
         let arch = format!("{:?}", cfg.arch).to_lowercase();
-        let quantized = weights.layers.first().is_some_and(|l| l.qkv.dtype.is_quantized());
+        let quantized = weights.layers.first().is_some_and(|l| l.qkv.dtype().is_quantized());
         let kv_f16 = match opts.kv_cache {
             KvCache::Auto => gpu.adapter.shader_f16 && quantized,
             KvCache::F32 => false,

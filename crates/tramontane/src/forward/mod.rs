@@ -21,28 +21,38 @@ pub const MR: u32 = 8;
 /// The grid of a linear-layer dispatch (`spec` from [`linear_spec`]) over `n`
 /// outputs and `rows` input rows.
 pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
-    grid(spec.entry, outputs_per_group(spec), n, rows)
+    Grid::of(spec).groups(n, rows)
 }
 
-/// Outputs a matvec workgroup covers (its `ROWS` constant).
-fn outputs_per_group(spec: &Spec) -> u32 {
-    spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1)
+/// How a linear kernel's grid follows from its outputs and rows, decided once
+/// per dispatch at load.
+#[derive(Clone, Copy)]
+enum Grid {
+    /// `matmul`: 32x32 tiles.
+    Tiled,
+    /// `matmul_rows`: 64 outputs by MR rows.
+    Rows,
+    /// `matvec`: this many outputs per workgroup, one row per y.
+    Matvec(u32),
 }
 
-fn grid(entry: &str, per_group: u32, n: u32, rows: u32) -> [u32; 3] {
-    match entry {
-        "matmul" => {
-            let (x, z) = split_groups(n.div_ceil(MM_TILE));
-            [x, rows.div_ceil(MM_TILE), z]
+impl Grid {
+    fn of(spec: &Spec) -> Grid {
+        match spec.entry {
+            "matmul" => Grid::Tiled,
+            "matmul_rows" => Grid::Rows,
+            _ => Grid::Matvec(spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1)),
         }
-        "matmul_rows" => {
-            let (x, z) = split_groups(n.div_ceil(64));
-            [x, rows.div_ceil(MR), z]
-        }
-        _ => {
-            let (x, z) = split_groups(n.div_ceil(per_group));
-            [x, rows, z]
-        }
+    }
+
+    fn groups(self, n: u32, rows: u32) -> [u32; 3] {
+        let (per, y) = match self {
+            Grid::Tiled => (MM_TILE, rows.div_ceil(MM_TILE)),
+            Grid::Rows => (64, rows.div_ceil(MR)),
+            Grid::Matvec(per) => (per, rows),
+        };
+        let (x, z) = split_groups(n.div_ceil(per));
+        [x, y, z]
     }
 }
 
@@ -88,17 +98,15 @@ pub struct KernelTime {
 }
 
 /// A linear layer's dispatches: one per slab of its weight matrix (a single
-/// one unless the matrix exceeds the device's binding limit), each computing
-/// that slab's range of outputs.
+/// one unless the matrix exceeds the device's binding limit or stacks parts of
+/// different types), each computing that slab's range of outputs.
 struct Linear(Vec<LinearPart>);
 
-/// One slab's dispatch: its outputs, entry point and outputs per workgroup
-/// (kept from the spec so a pass only does arithmetic).
+/// One slab's dispatch, its outputs and its grid shape.
 struct LinearPart {
     dispatch: Dispatch,
     outputs: u32,
-    entry: &'static str,
-    per_group: u32,
+    grid: Grid,
 }
 
 impl Linear {
@@ -123,8 +131,7 @@ impl Linear {
                     LinearPart {
                         dispatch: k.dispatch(&spec, &b),
                         outputs: s.rows as u32,
-                        entry: spec.entry,
-                        per_group: outputs_per_group(&spec),
+                        grid: Grid::of(&spec),
                     }
                 })
                 .collect(),
@@ -143,7 +150,7 @@ impl Linear {
 
     fn visit<'a>(&'a self, label: &'static str, rows: u32, out: Visit<'_, 'a>) {
         for p in &self.0 {
-            out(label, &p.dispatch, grid(p.entry, p.per_group, p.outputs, rows));
+            out(label, &p.dispatch, p.grid.groups(p.outputs, rows));
         }
     }
 }

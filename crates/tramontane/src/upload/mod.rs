@@ -27,7 +27,6 @@ use crate::source::ModelSource;
 /// slabs of outputs.
 pub struct Matrix {
     pub slabs: Vec<Slab>,
-    pub dtype: DType,
     /// Outputs (rows per half per expert).
     pub outputs: usize,
     pub halves: usize,
@@ -48,6 +47,12 @@ pub struct Slab {
 }
 
 impl Matrix {
+    /// The storage type of the first slab (the matrix's, unless its parts
+    /// mix types).
+    pub fn dtype(&self) -> DType {
+        self.slabs.first().map(|s| s.dtype).unwrap_or(DType::F32)
+    }
+
     /// Elements from one expert's block to the next within `slab`.
     pub fn expert_stride(&self, slab: &Slab) -> usize {
         self.halves * slab.rows * self.cols
@@ -264,7 +269,6 @@ struct Dest {
     cols: usize,
     experts: usize,
     vector: bool,
-    dtype: DType,
     /// Output ranges, one per buffer, and each one's storage type.
     slabs: Vec<std::ops::Range<usize>>,
     slab_dtypes: Vec<DType>,
@@ -388,9 +392,8 @@ impl<'a> Plan<'a> {
         candidates.push((vec![DType::F32; slabs.len()], slabs));
         let mut chosen = None;
         for (slab_dtypes, slabs) in candidates {
-            let dtype = slab_dtypes.first().copied().unwrap_or(DType::F32);
             let all_f32 = slab_dtypes.iter().all(|&d| d == DType::F32);
-            let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, dtype, slabs, slab_dtypes, bufs: Vec::new() };
+            let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, slabs, slab_dtypes, bufs: Vec::new() };
             // Every part must land on whole words, and the slabs must cover
             // every output exactly once.
             let covered = d.slabs.iter().map(|s| s.len()).sum::<usize>() == outputs
@@ -474,7 +477,7 @@ impl<'a> Plan<'a> {
             .collect::<Result<_>>()?;
         let dest = self.dests.len();
         self.dests.push(Dest {
-            label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true, dtype: DType::F32,
+            label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true,
             slabs: std::iter::once(0..len).collect(), slab_dtypes: vec![DType::F32], bufs: Vec::new(),
         });
         for (o, t) in found {
@@ -705,7 +708,7 @@ pub async fn load_weights<S: ModelSource>(
                 Slab { buf, dtype, row0: s.start, rows: s.len(), info }
             })
             .collect();
-        Ok(Matrix { slabs, dtype: d.dtype, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
+        Ok(Matrix { slabs, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
     };
     fn vector(d: Dest) -> Result<wgpu::Buffer> {
         d.bufs.into_iter().next().ok_or_else(|| Error::Gpu("unallocated weight".into()))
