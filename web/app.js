@@ -3,12 +3,20 @@
 import { WorkerEngine } from 'tramontane';
 
 const DEFAULT_MODEL = new URL('/models/SmolLM2-135M-Instruct.Q4_1.gguf', location.href).href;
+// The embedded GGUF carries no sampling metadata; these are its model card's
+// recommendation (HuggingFaceTB/SmolLM2-135M-Instruct).
+const DEFAULT_MODEL_OPTIONS = {
+  label: 'SmolLM2-135M-Instruct (Q4_1, embedded default)',
+  sampling: { temperature: 0.2, top_p: 0.9, source: "SmolLM2's model card" },
+};
+// When a model recommends nothing.
+const FALLBACK_SAMPLING = { temperature: 0.7, top_p: 0.9 };
 const $ = (id) => document.getElementById(id);
 const ui = {
   messages: $('messages'), empty: $('empty'), input: $('input'), send: $('send'), stop: $('stop'),
   newChat: $('new-chat'), status: $('status'), error: $('error'), system: $('system-prompt'),
   temperature: $('temperature'), topP: $('top-p'), maxTokens: $('max-tokens'),
-  modelName: $('model-name'), modelMeta: $('model-meta'), progress: $('progress'),
+  samplingSource: $('sampling-source'), modelName: $('model-name'), modelMeta: $('model-meta'), progress: $('progress'),
   progressPhase: $('progress-phase'), progressNumbers: $('progress-numbers'), progressFill: $('progress-fill'),
   loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), loadButton: $('load-button'),
   loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
@@ -139,6 +147,21 @@ function describeModel(info, label) {
   ui.modelMeta.innerHTML = parts.map(escapeHtml).join('<br>');
 }
 
+/** The sampling settings start from what the model recommends
+ * (generation_config.json or GGUF general.sampling.*), else from what the
+ * caller knows of it (a model card), else generic values. */
+function applySampling(info, known) {
+  const d = info.generationDefaults ?? {};
+  const fromModel = d.temperature != null || d.top_p != null;
+  const pick = fromModel ? { temperature: d.temperature ?? FALLBACK_SAMPLING.temperature, top_p: d.top_p ?? 1 } : known ?? FALLBACK_SAMPLING;
+  ui.temperature.value = String(pick.temperature);
+  ui.topP.value = String(pick.top_p);
+  $('temperature-out').textContent = ui.temperature.value;
+  $('top-p-out').textContent = ui.topP.value;
+  ui.samplingSource.textContent = fromModel ? 'Sampling settings from the model (generation_config).'
+    : known ? `Sampling settings from ${known.source}.` : 'The model recommends no sampling settings: generic values.';
+}
+
 async function load(source, options = {}) {
   if (loading) return;
   clearError();
@@ -151,6 +174,7 @@ async function load(source, options = {}) {
     if (engine) await engine.load(source, { ...options, onProgress });
     else engine = await WorkerEngine.load(source, { ...options, onProgress });
     describeModel(engine.info, label);
+    applySampling(engine.info, options.sampling);
     newChat();
     loading = false;
     setStatus('ready', `Ready: ${label}`);
@@ -259,7 +283,7 @@ ui.loadForm.addEventListener('submit', (e) => {
   const gguf = ui.ggufFile.value.trim();
   load(source, gguf ? { ggufFile: gguf, label: `${source}/${gguf}` } : {});
 });
-ui.loadDefault.addEventListener('click', () => load(DEFAULT_MODEL, { label: 'SmolLM2-135M-Instruct (Q4_1, embedded default)' }));
+ui.loadDefault.addEventListener('click', () => load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS));
 for (const [input, out] of [[ui.temperature, $('temperature-out')], [ui.topP, $('top-p-out')]]) {
   input.addEventListener('input', () => { out.textContent = input.value; });
 }
@@ -268,4 +292,4 @@ ui.toggleSettings.addEventListener('click', () => {
   ui.toggleSettings.setAttribute('aria-expanded', String(open));
 });
 
-load(DEFAULT_MODEL, { label: 'SmolLM2-135M-Instruct (Q4_1, embedded default)' });
+load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS);

@@ -449,3 +449,128 @@ test('KV cache type follows shader-f16; asking for f16 without it is UNSUPPORTED
   assert.equal(got.tokens, 3, 'the engine works after the refused load');
   await p.context().close();
 });
+
+// A Hermes-style template (as Qwen's), given as the `chatTemplate` load option.
+const HERMES_TEMPLATE = `{%- if tools %}<|im_start|>system
+# Tools
+{% for t in tools %}{{ t.function | tojson }}
+{% endfor %}<|im_end|>
+{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}
+{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>
+{{ c.function.name }} {{ c.function.arguments | tojson }}
+</tool_call>{% endfor %}{% elif m.role == 'tool' %}<tool_response>{{ m.content }}</tool_response>{% else %}{{ m.content }}{% endif %}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% endif %}`;
+
+test('chat requests carry tools, tool calls and tool results to the template', { timeout: 120000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T, a) => {
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false, chatTemplate: a.template });
+    const weather = { type: 'function', function: { name: 'get_weather', description: 'Weather in a city', parameters: { type: 'object', properties: { city: { type: 'string' } } } } };
+    const time = { type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: {} } } };
+    const messages = [
+      { role: 'user', content: 'Weather in Zürich?' },
+      // OpenAI sends arguments as a JSON string; templates get an object.
+      { role: 'assistant', content: null, tool_calls: [{ id: 'abc123def', type: 'function', function: { name: 'get_weather', arguments: '{"city": "Zürich", "days": 2}' } }] },
+      { role: 'tool', tool_call_id: 'abc123def', content: '{"temp": 3}' },
+    ];
+    const all = await e.chatPrompt({ messages, tools: [weather, time] });
+    const none = await e.chatPrompt({ messages, tools: [weather, time], tool_choice: 'none' });
+    const named = await e.chatPrompt({ messages, tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } } });
+    // A reply that is not a call: plain content, finish_reason stop/length.
+    const r = await e.chat.completions.create({ messages, tools: [weather], max_tokens: 4, temperature: 0 });
+    let streamed = '';
+    let finish = null;
+    for await (const c of e.chat.completions.create({ messages, tools: [weather], max_tokens: 4, temperature: 0, stream: true })) {
+      streamed += c.choices[0]?.delta?.content ?? '';
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    return { all: all.text, none: none.text, named: named.text, ids: all.ids.length, msg: r.choices[0].message, finish: r.choices[0].finish_reason, streamed, sfinish: finish, info: e.info };
+  }, { template: HERMES_TEMPLATE });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  const call = '<|im_start|>assistant\n<tool_call>\nget_weather {"city": "Zürich", "days": 2}\n</tool_call><|im_end|>\n';
+  assert.ok(got.all.includes(call), got.all);
+  assert.ok(got.all.includes('<tool_response>{"temp": 3}</tool_response>'), got.all);
+  assert.ok(got.all.startsWith('<|im_start|>system\n# Tools\n{"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}\n{"name": "get_time"'), got.all);
+  assert.ok(!got.none.includes('# Tools'), 'tool_choice none hides the tools');
+  assert.ok(got.named.includes('"get_time"') && !got.named.includes('"get_weather", "description"'), got.named);
+  assert.ok(got.ids > 20);
+  assert.equal(got.info.toolFormat, 'hermes');
+  assert.equal(typeof got.msg.content, 'string');
+  assert.equal(got.msg.tool_calls, undefined);
+  assert.ok(['stop', 'length'].includes(got.finish));
+  assert.equal(got.streamed, got.msg.content, 'the stream holds back nothing it later drops');
+  assert.equal(got.sfinish, got.finish);
+  await p.context().close();
+});
+
+test('text prompts follow the tokenizer\'s BOS rule; tokenize options', { timeout: 120000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T) => {
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const text = 'The old lighthouse keeper climbed';
+    const r = await e.completions.create({ prompt: text, max_tokens: 1, temperature: 0 });
+    return {
+      plain: await e.tokenize(text),
+      added: await e.tokenize(text, { addSpecial: true }),
+      special: await e.tokenize('<|im_end|>'),
+      specialPlain: await e.tokenize('<|im_end|>', { parseSpecial: false }),
+      promptTokens: r.usage.prompt_tokens,
+      info: { addBos: e.info.addBos, bos: e.info.bos, eos: e.info.eos, defaults: e.info.generationDefaults, hasChatTemplate: e.info.hasChatTemplate },
+    };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  // transformers' tokenizer(text) on this tokenizer adds nothing.
+  assert.deepEqual(got.plain, ref('llama_tiny').prompts.find((x) => x.text === 'The old lighthouse keeper climbed').input_ids);
+  assert.equal(got.info.addBos, false);
+  assert.deepEqual(got.added, got.plain);
+  assert.equal(got.promptTokens, got.plain.length);
+  assert.deepEqual(got.special, [2]);
+  assert.ok(got.specialPlain.length > 1 && !got.specialPlain.includes(2));
+  assert.deepEqual(got.info.eos, [2]);
+  assert.equal(got.info.hasChatTemplate, true);
+  assert.equal(got.info.defaults.temperature, null);
+  await p.context().close();
+});
+
+test('tool calls come back in OpenAI form, streamed and not (scripted model, Qwen2.5 template)', { timeout: 120000 }, async () => {
+  const p = await page();
+  const template = fs.readFileSync(path.join(FIX, 'templates/Qwen-Qwen2.5-7B-Instruct.jinja'), 'utf8');
+  const got = await run(p, async (T, a) => {
+    const e = await T.Engine.load('/tests/fixtures/scripted/scripted.gguf', { useCache: false, chatTemplate: a.template });
+    const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const messages = [{ role: 'user', content: 'What is the weather in Paris?' }];
+    const whole = await e.chat.completions.create({ messages, tools, max_tokens: 12, temperature: 0 });
+    const chunks = [];
+    for await (const c of e.chat.completions.create({ messages, tools, max_tokens: 12, temperature: 0, stream: true })) chunks.push(c);
+    const noTools = await e.chat.completions.create({ messages, tools, tool_choice: 'none', max_tokens: 12, temperature: 0 });
+    // The next turn: the call and its result go back through the template.
+    const call = whole.choices[0].message;
+    const next = await e.chatPrompt({ messages: [...messages, call, { role: 'tool', tool_call_id: call.tool_calls[0].id, content: '{"temp": 14}' }], tools });
+    return { whole, chunks, noTools: noTools.choices[0], next: next.text, format: e.info.toolFormat };
+  }, { template });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.format, 'hermes');
+  const c = got.whole.choices[0];
+  assert.equal(c.finish_reason, 'tool_calls');
+  assert.equal(c.message.content, 'Let me check.');
+  assert.equal(c.message.tool_calls.length, 1);
+  const tc = c.message.tool_calls[0];
+  assert.equal(tc.type, 'function');
+  assert.equal(tc.function.name, 'get_weather');
+  assert.deepEqual(JSON.parse(tc.function.arguments), { city: 'Paris', days: 2 });
+  assert.match(tc.id, /^[A-Za-z0-9]{9}$/);
+  const content = got.chunks.map((x) => x.choices[0]?.delta?.content ?? '').join('');
+  assert.equal(content, 'Let me check.', 'no part of the call streams as content');
+  const deltas = got.chunks.flatMap((x) => x.choices[0]?.delta?.tool_calls ?? []);
+  assert.equal(deltas.length, 1);
+  assert.equal(deltas[0].index, 0);
+  assert.equal(deltas[0].function.name, 'get_weather');
+  assert.equal(got.chunks.map((x) => x.choices[0]?.finish_reason).filter(Boolean).pop(), 'tool_calls');
+  // tool_choice 'none': the template sees no tools and nothing is parsed.
+  assert.equal(got.noTools.finish_reason, 'stop');
+  assert.match(got.noTools.message.content, /<tool_call>/);
+  assert.ok(got.next.includes('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}\n</tool_call>'), got.next);
+  assert.ok(got.next.includes('<tool_response>\n{"temp": 14}\n</tool_response>'), got.next);
+  await p.context().close();
+});

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use tramontane::{ChatMessage, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
+use tramontane::{ChatMessage, ChatRequest, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 
 mod bench;
 mod progress;
+mod text;
 
 #[derive(Parser)]
 #[command(name = "tramontane", version, about = "Mistral-family language models on WebGPU (native)")]
@@ -28,6 +29,11 @@ enum Cmd {
     Chat(ChatArgs),
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
+    /// Token ids of a text (reads only the tokenizer: no weights, no GPU).
+    Tokenize(text::TokenizeArgs),
+    /// Render a conversation with the chat template and tokenize it (no
+    /// weights, no GPU).
+    Prompt(text::PromptArgs),
 }
 
 #[derive(Args)]
@@ -68,6 +74,8 @@ struct RunArgs {
     /// System message for --chat.
     #[arg(long)]
     system: Option<String>,
+    #[command(flatten)]
+    conversation: text::ConversationArgs,
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// 0 = greedy.
@@ -186,26 +194,35 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
 
 async fn run(a: RunArgs) -> tramontane::Result<()> {
     let (_gpu, mut model) = load(&a.model, a.json).await?;
+    if let Some(t) = a.conversation.template_override()? {
+        model.text.set_template(&t);
+    }
+    let mut chat_req: Option<ChatRequest> = None;
     let prompt_ids = match (&a.prompt_ids, &a.prompt) {
         (Some(ids), _) => ids.clone(),
+        _ if a.conversation.messages.is_some() => {
+            let req = a.conversation.request(true)?;
+            let ids = model.chat_ids(&req)?;
+            chat_req = Some(req);
+            ids
+        }
         (None, Some(text)) if a.chat => {
             let mut msgs = Vec::new();
             if let Some(s) = &a.system {
                 msgs.push(ChatMessage::new("system", s));
             }
             msgs.push(ChatMessage::new("user", text));
-            model.chat_prompt(&msgs)?
-        }
-        (None, Some(text)) => {
-            let mut ids = Vec::new();
-            if let Some(b) = model.tokenizer.bos {
-                ids.push(b);
-            }
-            ids.extend(model.tokenizer.encode(text)?);
+            let mut req = ChatRequest::from_messages(&msgs);
+            a.conversation.add_to(&mut req)?;
+            let ids = model.chat_ids(&req)?;
+            chat_req = Some(req);
             ids
         }
-        (None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt or --prompt-ids".into())),
+        // A text prompt: the tokenizer's own BOS/EOS rule.
+        (None, Some(text)) => model.text_prompt(text)?,
+        (None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt, --prompt-ids or --messages".into())),
     };
+    let tools = chat_req.as_ref().is_some_and(|r| r.tools.is_some());
     let req = GenerateRequest {
         sampling: SamplingParams {
             temperature: a.temperature,
@@ -220,6 +237,7 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         ignore_eos: a.ignore_eos,
         top_logits: a.top_logits,
         logprobs: None,
+        tools: if tools { model.text.tool_format } else { None },
     };
     let json_out = a.json;
     let mut stdout = std::io::stdout();
@@ -237,14 +255,18 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
             "prompt_ids": prompt_ids,
             "generated_ids": g.generated,
             "text": g.text,
+            "tool_calls": g.tool_calls.iter().map(|c| c.to_openai()).collect::<Vec<_>>(),
             "top_logits": g.top_logits.iter().map(|(i, l)| json!([i, l])).collect::<Vec<_>>(),
-            "finish_reason": match g.finish { tramontane::FinishReason::Stop => "stop", tramontane::FinishReason::Length => "length" },
+            "finish_reason": g.finish.as_str(),
             "prefill_tokens_per_s": g.prefill_tokens_per_s(),
             "decode_tokens_per_s": g.decode_tokens_per_s(),
         });
         println!("{v}");
     } else {
         println!();
+        for c in &g.tool_calls {
+            println!("[tool call {}] {}({})", c.id, c.name, c.arguments);
+        }
         eprintln!(
             "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s]",
             g.prompt_tokens,
@@ -256,13 +278,22 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
     Ok(())
 }
 
+/// The local zone's offset from UTC at `secs` (for templates' `strftime_now`).
+fn local_offset(secs: i64) -> i32 {
+    use chrono::{Offset, TimeZone};
+    chrono::Local.timestamp_opt(secs, 0).single().map(|t| t.offset().fix().local_minus_utc()).unwrap_or(0)
+}
+
 fn main() -> ExitCode {
+    tramontane::text::set_local_offset_source(local_offset);
     let cli = Cli::parse();
     let r = pollster::block_on(async {
         match cli.cmd {
             Cmd::Run(a) => run(a).await,
             Cmd::Chat(a) => chat(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
+            Cmd::Tokenize(a) => text::tokenize(a).await,
+            Cmd::Prompt(a) => text::prompt(a).await,
         }
     });
     match r {

@@ -53,7 +53,13 @@ export interface LoadOptions {
   hfEndpoint?: string;
   /** Where the .wasm is, if not next to index.js. */
   wasmUrl?: string | URL;
+  /** A Jinja chat template used instead of the model's own. */
+  chatTemplate?: string;
 }
+
+/** Sampling settings the model recommends (generation_config.json, GGUF
+ * general.sampling.*); requests that leave a setting out use these. */
+export interface GenerationDefaults { temperature: number | null; top_p: number | null; top_k: number | null; min_p: number | null; repetition_penalty: number | null }
 
 export interface EngineInfo {
   source: string;
@@ -72,6 +78,17 @@ export interface EngineInfo {
   /** What the KV cache holds. */
   kvCache: 'f16' | 'f32';
   hasChatTemplate: boolean;
+  /** Why the model's template cannot be used (it does not compile); chat fails, completions work. */
+  chatTemplateError: string | null;
+  /** How the model writes tool calls (read off its template). */
+  toolFormat: 'mistral' | 'hermes' | 'llama3' | null;
+  generationDefaults: GenerationDefaults;
+  /** BOS/EOS ids, and whether text prompts get them (the tokenizer's own rule). */
+  bos: number | null;
+  eos: number[];
+  addBos: boolean;
+  addEos: boolean;
+  tokenizerWarnings: string[];
   adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number;
     vendor?: string; architecture?: string; device?: string; description?: string;
     /** A CPU rasterizer (SwiftShader, llvmpipe): kernels are shaped for CPUs. */
@@ -80,12 +97,36 @@ export interface EngineInfo {
   urls: string[];
 }
 
-export interface ChatMessage { role: 'system' | 'user' | 'assistant' | string; content: string }
+/** OpenAI's tool call: `arguments` is a JSON text. */
+export interface ToolCall { id: string; type: 'function'; function: { name: string; arguments: string } }
+export interface ToolCallDelta extends ToolCall { index: number }
+
+export interface Tool { type: 'function'; function: { name: string; description?: string; parameters?: object } }
+
+export type ChatMessage =
+  | { role: 'system' | 'user' | 'developer' | string; content: string | { type: 'text'; text: string }[]; [extra: string]: unknown }
+  | { role: 'assistant'; content: string | null; tool_calls?: ToolCall[]; [extra: string]: unknown }
+  | { role: 'tool'; content: string; tool_call_id?: string; name?: string };
+
+export interface ChatRequest {
+  messages: ChatMessage[];
+  /** Offered to the model through its template; calls come back in `message.tool_calls`. */
+  tools?: Tool[];
+  /** 'auto' (default) or 'required': tools offered; 'none': not offered; a named
+   * function: only that one offered (generation is not constrained). */
+  tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+  /** Documents for templates that render them (RAG). */
+  documents?: object[];
+  /** Extra template variables, e.g. `{ enable_thinking: false }`. */
+  chat_template_kwargs?: Record<string, unknown>;
+  /** default true */
+  add_generation_prompt?: boolean;
+}
 
 export interface SamplingRequest {
   max_tokens?: number;
   max_completion_tokens?: number;
-  /** 0 = greedy; default 1 */
+  /** 0 = greedy; default: the model's recommendation, else 1 */
   temperature?: number;
   top_p?: number;
   top_k?: number;
@@ -114,14 +155,14 @@ export interface Usage {
 
 export interface ChatCompletion {
   id: string; object: 'chat.completion'; created: number; model: string;
-  choices: { index: number; message: { role: 'assistant'; content: string }; finish_reason: 'stop' | 'length'; logprobs: { content: TokenLogprob[] } | null }[];
+  choices: { index: number; message: { role: 'assistant'; content: string | null; tool_calls?: ToolCall[] }; finish_reason: 'stop' | 'length' | 'tool_calls'; logprobs: { content: TokenLogprob[] } | null }[];
   usage: Usage;
   token_ids: number[];
 }
 
 export interface ChatCompletionChunk {
   id: string; object: 'chat.completion.chunk'; created: number; model: string;
-  choices: { index: number; delta: { role?: 'assistant'; content?: string }; finish_reason: 'stop' | 'length' | null; logprobs: { content: TokenLogprob[] } | null }[];
+  choices: { index: number; delta: { role?: 'assistant'; content?: string; tool_calls?: ToolCallDelta[] }; finish_reason: 'stop' | 'length' | 'tool_calls' | null; logprobs: { content: TokenLogprob[] } | null }[];
   usage?: Usage;
 }
 
@@ -134,8 +175,8 @@ export interface Completion {
 
 export interface ChatAPI {
   completions: {
-    create(req: SamplingRequest & { messages: ChatMessage[]; stream: true }): AsyncIterable<ChatCompletionChunk>;
-    create(req: SamplingRequest & { messages: ChatMessage[]; stream?: false }): Promise<ChatCompletion>;
+    create(req: SamplingRequest & ChatRequest & { stream: true }): AsyncIterable<ChatCompletionChunk>;
+    create(req: SamplingRequest & ChatRequest & { stream?: false }): Promise<ChatCompletion>;
   };
 }
 
@@ -148,7 +189,11 @@ interface EngineLike {
   readonly info: EngineInfo | null;
   chat: ChatAPI;
   completions: CompletionsAPI;
-  tokenize(text: string): Promise<number[]>;
+  /** `addSpecial`: the tokenizer's BOS/EOS rule (default false); `parseSpecial`:
+   * special-token texts become their ids (default true). */
+  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
+  /** The prompt a chat request renders to, and its tokens. */
+  chatPrompt(req: ChatRequest): Promise<{ text: string; ids: number[] }>;
   detokenize(ids: number[]): Promise<string>;
   resetChat(): Promise<void>;
   unload(): Promise<void>;

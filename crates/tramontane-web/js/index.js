@@ -68,16 +68,19 @@ async function openCache() {
 let nextId = 0;
 const now = () => (globalThis.performance ?? Date).now();
 
-function samplingParams(req) {
+/** Sampling parameters of a request; what it leaves out comes from the
+ * model's own recommendation (generation_config.json, GGUF general.sampling.*),
+ * then OpenAI's defaults. */
+function samplingParams(req, defaults = {}) {
   const stop = req.stop == null ? [] : Array.isArray(req.stop) ? req.stop : [req.stop];
   const p = {
     max_tokens: req.max_tokens ?? req.max_completion_tokens ?? 256,
-    temperature: req.temperature ?? 1.0,
-    top_p: req.top_p ?? 1.0,
-    top_k: req.top_k ?? 0,
+    temperature: req.temperature ?? defaults.temperature ?? 1.0,
+    top_p: req.top_p ?? defaults.top_p ?? 1.0,
+    top_k: req.top_k ?? defaults.top_k ?? 0,
     seed: req.seed ?? undefined,
     stop,
-    repetition_penalty: req.repetition_penalty ?? 1.0,
+    repetition_penalty: req.repetition_penalty ?? defaults.repetition_penalty ?? 1.0,
     frequency_penalty: req.frequency_penalty ?? 0.0,
     presence_penalty: req.presence_penalty ?? 0.0,
     ignore_eos: req.ignore_eos ?? false,
@@ -86,6 +89,44 @@ function samplingParams(req) {
   if (!(p.max_tokens >= 0)) throw new TramontaneError('INVALID_REQUEST', 'max_tokens must be >= 0');
   return p;
 }
+
+/** Text of an OpenAI message content: a string, or parts of which the text ones count. */
+function contentText(c) {
+  if (c == null || typeof c === 'string') return c ?? null;
+  if (Array.isArray(c)) return c.map((p) => (typeof p === 'string' ? p : p?.text ?? '')).join('');
+  throw new TramontaneError('INVALID_REQUEST', 'message content must be a string or an array of parts');
+}
+
+/** What the chat template renders: transformers' apply_chat_template inputs.
+ * Messages keep every field (tool_calls, tool_call_id, name, ...); `tool_choice`
+ * 'none' hides the tools, a named function offers only that one (generation
+ * is not constrained: the model may still answer in text). */
+export function chatRequest(req) {
+  if (!Array.isArray(req.messages) || req.messages.length === 0) throw new TramontaneError('INVALID_REQUEST', 'messages must be a non-empty array');
+  const messages = req.messages.map((m, i) => {
+    if (!m || typeof m !== 'object' || typeof m.role !== 'string') throw new TramontaneError('INVALID_REQUEST', `messages[${i}] needs a string role`);
+    return { ...m, content: contentText(m.content) };
+  });
+  let tools = Array.isArray(req.tools) && req.tools.length ? req.tools : null;
+  const choice = req.tool_choice;
+  if (choice === 'none') tools = null;
+  else if (tools && choice && typeof choice === 'object') {
+    const name = choice.function?.name;
+    tools = tools.filter((t) => (t.function?.name ?? t.name) === name);
+    if (!tools.length) throw new TramontaneError('INVALID_REQUEST', `tool_choice names ${JSON.stringify(name)}, which is not in tools`);
+  }
+  const extra = { ...(req.chat_template_kwargs ?? {}) };
+  return {
+    messages,
+    tools,
+    documents: Array.isArray(req.documents) ? req.documents : null,
+    add_generation_prompt: req.add_generation_prompt ?? true,
+    extra,
+  };
+}
+
+/** OpenAI's streamed form of finished tool calls. */
+const toolCallDeltas = (calls) => calls.map((c, index) => ({ index, ...c }));
 
 /** A queue of chunks fed by the engine and drained by an async iterator. */
 class ChunkStream {
@@ -162,7 +203,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }
@@ -201,7 +242,22 @@ export class Engine {
     return this._wasm;
   }
 
-  tokenize(text) { return this._enqueue(async () => Array.from(this._model().tokenize(text))); }
+  /** Token ids of `text`. Options: `addSpecial` (the tokenizer's BOS/EOS
+   * rule, default false), `parseSpecial` (special-token texts become their
+   * ids, default true). */
+  tokenize(text, options = {}) {
+    return this._enqueue(async () => Array.from(this._model().tokenize(String(text), options.addSpecial ?? false, options.parseSpecial ?? true)));
+  }
+
+  /** The prompt a chat request renders to: `{ text, ids }` (no generation). */
+  chatPrompt(req) {
+    return this._enqueue(async () => {
+      try {
+        const r = this._model().chatPrompt(JSON.stringify(chatRequest(req)));
+        return { text: r.text, ids: Array.from(r.ids) };
+      } catch (err) { throw asError(err); }
+    });
+  }
   detokenize(ids) { return this._enqueue(async () => this._model().detokenize(Uint32Array.from(ids))); }
   /** Forget the conversation: the next request prefills everything. */
   resetChat() { return this._enqueue(async () => { this._model().resetChat(); }); }
@@ -222,15 +278,18 @@ export class Engine {
     const wasm = this._model();
     const signal = req.signal;
     if (signal?.aborted) throw aborted();
-    const params = samplingParams(req);
+    const params = samplingParams(req, this._info.generationDefaults ?? {});
     let prompt;
     try {
       if (kind === 'chat') {
-        if (!Array.isArray(req.messages) || req.messages.length === 0) throw new TramontaneError('INVALID_REQUEST', 'messages must be a non-empty array');
-        const messages = req.messages.map((m) => ({ role: String(m.role), content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text ?? '').join('') }));
-        prompt = wasm.chatPrompt(messages);
+        const request = chatRequest(req);
+        // Exactly what the template writes (its own BOS), nothing added.
+        prompt = wasm.chatPrompt(JSON.stringify(request)).ids;
+        params.tools = request.tools != null;
       } else if (typeof req.prompt === 'string') {
-        prompt = wasm.tokenize(req.prompt);
+        // A text prompt gets the tokenizer's BOS/EOS rule, as transformers'
+        // tokenizer(text) and llama.cpp do.
+        prompt = wasm.tokenize(req.prompt, true, true);
       } else if (Array.isArray(req.prompt) || req.prompt instanceof Uint32Array) {
         prompt = Uint32Array.from(req.prompt);
       } else {
@@ -280,7 +339,13 @@ export class Engine {
       },
     };
     const lp = params.logprobs ? { content: logprobs } : null;
+    const toolCalls = g.tool_calls ?? [];
     if (chunks) {
+      if (toolCalls.length) {
+        const delta = { tool_calls: toolCallDeltas(toolCalls) };
+        if (first) delta.role = 'assistant';
+        chunks.push({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, finish_reason: null, logprobs: null }] });
+      }
       const last = kind === 'chat' ? { index: 0, delta: {}, finish_reason: g.finish_reason, logprobs: null } : { index: 0, text: '', finish_reason: g.finish_reason, logprobs: null };
       chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [last] });
       if (req.stream_options?.include_usage ?? true) {
@@ -289,7 +354,8 @@ export class Engine {
       return undefined;
     }
     if (kind === 'chat') {
-      return { id, object: 'chat.completion', created, model, choices: [{ index: 0, message: { role: 'assistant', content: g.text }, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
+      const message = toolCalls.length ? { role: 'assistant', content: g.text || null, tool_calls: toolCalls } : { role: 'assistant', content: g.text };
+      return { id, object: 'chat.completion', created, model, choices: [{ index: 0, message, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
     }
     return { id, object: 'text_completion', created, model, choices: [{ index: 0, text: g.text, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
   }
@@ -392,7 +458,8 @@ export class WorkerEngine {
     return chunks;
   }
 
-  tokenize(text) { return this._call('tokenize', [text]); }
+  tokenize(text, options = {}) { return this._call('tokenize', [text, options]); }
+  chatPrompt(req) { return this._call('chatPrompt', [req]); }
   detokenize(ids) { return this._call('detokenize', [Array.from(ids)]); }
   resetChat() { return this._call('resetChat', []); }
   async unload() { await this._call('unload', []); this._info = null; }

@@ -34,7 +34,8 @@ self.onmessage = async (ev) => {
         }
         break;
       }
-      case 'tokenize': result = await engine.tokenize(args[0]); break;
+      case 'tokenize': result = await engine.tokenize(args[0], args[1]); break;
+      case 'chatPrompt': result = await engine.chatPrompt(args[0]); break;
       case 'detokenize': result = await engine.detokenize(args[0]); break;
       case 'resetChat': await engine.resetChat(); break;
       case 'unload': await engine.unload(); break;

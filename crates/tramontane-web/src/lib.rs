@@ -13,13 +13,18 @@ use std::sync::Arc;
 
 use js_sys::{Function, Promise, Reflect};
 use serde::{Deserialize, Serialize};
-use tramontane::{ChatMessage, Error, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
+use tramontane::{ChatRequest, Error, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+    // `strftime_now` in chat templates: the browser's local time zone.
+    tramontane::text::set_local_offset_source(|secs| {
+        let d = js_sys::Date::new(&JsValue::from_f64(secs as f64 * 1000.0));
+        -(d.get_timezone_offset() as i32) * 60
+    });
 }
 
 /// A JS `Error` with a stable `code` (and `url`/`status` for network errors).
@@ -95,6 +100,8 @@ struct LoadSpec {
     cpu_adapter: Option<bool>,
     #[serde(default = "yes")]
     use_cache: bool,
+    /// A chat template that replaces the model's own.
+    chat_template: Option<String>,
 }
 
 fn yes() -> bool {
@@ -117,12 +124,15 @@ struct GenParams {
     top_logits: usize,
     /// 0 = none, else 1 + the number of top alternatives.
     logprobs: u32,
+    /// The request offered tools: parse tool calls in the model's format.
+    tools: bool,
 }
 
 #[derive(Serialize)]
 struct GenResult {
     generated: Vec<u32>,
     text: String,
+    tool_calls: Vec<serde_json::Value>,
     finish_reason: &'static str,
     prompt_tokens: usize,
     prefilled_tokens: usize,
@@ -199,7 +209,7 @@ impl WasmEngine {
                 Some(name) => Model::load_gguf(gpu.clone(), &src, name, &opts, &mut on_upload).await,
                 None => Model::load(gpu.clone(), &src, &opts, &mut on_upload).await,
             };
-            let model = loaded.map_err(|e| {
+            let mut model = loaded.map_err(|e| {
                 // A required file the server does not have: say which URL and status.
                 let e = match e {
                     Error::MissingFile { file, .. } if file.contains("://") => {
@@ -210,22 +220,28 @@ impl WasmEngine {
                 forget_lost_device(&state, &e);
                 js_error(&e)
             })?;
+            if let Some(t) = &spec.chat_template {
+                model.text.set_template(t);
+            }
             src.finish_caching().await;
             progress(&on_progress, serde_json::json!({"phase": "ready"}));
             let stats = src.stats.borrow().clone();
             let cfg = model.config();
             let i = &model.info;
-            let info = serde_json::json!({
+            let mut info = serde_json::json!({
                 "arch": i.arch, "dtype": i.dtype, "weightBytes": i.weight_bytes, "gpuBytes": i.gpu_bytes,
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
-                "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache, "hasChatTemplate": model.template.is_some(),
-                "bos": model.tokenizer.bos, "eos": model.tokenizer.eos,
+                "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
                             "cacheWarning": stats.cache_warning},
                 "urls": *src.urls.borrow(),
             });
+            if let Some(o) = info.as_object_mut() {
+                // bos, eos, addBos, hasChatTemplate, chatTemplateError, generationDefaults, toolFormat, ...
+                o.extend(model.text.describe());
+            }
             let mut st = state.borrow_mut();
             st.model = Some(model);
             st.info = Some(info.clone());
@@ -259,10 +275,11 @@ impl WasmEngine {
                 ignore_eos: p.ignore_eos,
                 top_logits: p.top_logits,
                 logprobs: (p.logprobs > 0).then(|| p.logprobs - 1),
+                tools: if p.tools { model.text.tool_format } else { None },
             };
             // Token texts for log-probabilities come from a copy of the tokenizer
             // (the model is borrowed by `generate`); copy it only when needed.
-            let tok = req.logprobs.is_some().then(|| model.tokenizer.inner().clone());
+            let tok = req.logprobs.is_some().then(|| model.tokenizer().inner().clone());
             let text_of = move |id: u32| tok.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_default();
             let r = model
                 .generate(&prompt, &req, &mut |piece, id, lp| {
@@ -283,10 +300,8 @@ impl WasmEngine {
                 js_error(&e)
             })?;
             Ok(to_js(&GenResult {
-                finish_reason: match g.finish {
-                    tramontane::FinishReason::Stop => "stop",
-                    tramontane::FinishReason::Length => "length",
-                },
+                finish_reason: g.finish.as_str(),
+                tool_calls: g.tool_calls.iter().map(|c| c.to_openai()).collect(),
                 prefill_tokens_per_s: g.prefill_tokens_per_s(),
                 decode_tokens_per_s: g.decode_tokens_per_s(),
                 generated: g.generated,
@@ -306,19 +321,28 @@ impl WasmEngine {
         f(m).map_err(|e| js_error(&e))
     }
 
-    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, JsValue> {
-        self.with_model(|m| m.tokenizer.encode(text))
+    /// Token ids of `text`. `add_special`: the tokenizer's BOS/EOS rule;
+    /// `parse_special`: special-token texts become their ids.
+    pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, JsValue> {
+        self.with_model(|m| m.tokenizer().encode_with(text, add_special, parse_special))
     }
 
     pub fn detokenize(&self, ids: Vec<u32>) -> Result<String, JsValue> {
-        self.with_model(|m| m.tokenizer.decode(&ids, true))
+        self.with_model(|m| m.tokenizer().decode(&ids, true))
     }
 
-    /// Token ids of a conversation rendered with the model's chat template.
+    /// The prompt text and token ids of a chat request
+    /// (`{messages, tools, documents, add_generation_prompt, extra}` as JSON
+    /// text: serde_json keeps key order and integer-ness exactly as the page
+    /// wrote them, which `tojson` in templates shows).
     #[wasm_bindgen(js_name = chatPrompt)]
-    pub fn chat_prompt(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
-        let msgs: Vec<ChatMessage> = serde_wasm_bindgen::from_value(messages).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
-        self.with_model(|m| m.chat_prompt(&msgs))
+    pub fn chat_prompt(&self, request_json: &str) -> Result<JsValue, JsValue> {
+        let req: ChatRequest = serde_json::from_str(request_json).map_err(|e| coded("INVALID_REQUEST", &format!("chat request: {e}")))?;
+        self.with_model(|m| {
+            let text = m.text.chat_text(&req)?;
+            let ids = m.tokenizer().encode_with(&text, false, true)?;
+            Ok(to_js(&serde_json::json!({"text": text, "ids": ids})))
+        })
     }
 
     #[wasm_bindgen(js_name = resetChat)]

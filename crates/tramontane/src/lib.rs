@@ -22,4 +22,4 @@ pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use model::{FinishReason, GenerateRequest, Generation, KvCache, LoadOptions, Model, ModelInfo, TokenLogprob};
 pub use sample::SamplingParams;
-pub use text::{ChatMessage, ChatTemplate, Tokenizer};
+pub use text::{ChatMessage, ChatRequest, ChatTemplate, GenerationDefaults, ModelText, Tokenizer, ToolCall, ToolFormat};

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
 use web_time::Instant;
 
 use crate::error::{Error, Result};
 use crate::forward::{Output, Runtime, RuntimeOptions};
 use crate::gpu::Gpu;
-use crate::parse::{config::token_ids, gguf, ModelConfig, TensorTable};
+use crate::parse::{gguf, ModelConfig, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
-use crate::text::{gguf_tokenizer, ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
+use crate::text::tool_calls::ToolCallStream;
+use crate::text::{ChatMessage, ChatRequest, ModelText, StreamDecoder, Tokenizer, ToolCall, ToolFormat};
 use crate::upload::{load_weights, GgufNaming, HfNaming, Progress};
 
 #[derive(Debug, Clone)]
@@ -79,11 +79,14 @@ pub struct GenerateRequest {
     /// Report each generated token's log-probability, with this many top
     /// alternatives (`None`: no log-probabilities).
     pub logprobs: Option<u32>,
+    /// The request offered tools: recognize calls written in this format
+    /// (held back from the streamed text, returned in `tool_calls`).
+    pub tools: Option<ToolFormat>,
 }
 
 impl Default for GenerateRequest {
     fn default() -> Self {
-        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0, logprobs: None }
+        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0, logprobs: None, tools: None }
     }
 }
 
@@ -93,6 +96,19 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window.
     Length,
+    /// The model called tools (`Generation::tool_calls`).
+    ToolCalls,
+}
+
+impl FinishReason {
+    /// OpenAI's `finish_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+        }
+    }
 }
 
 /// A generated token's log-probability and the most likely alternatives.
@@ -109,7 +125,9 @@ pub struct Generation {
     /// Prompt tokens actually run (the rest came from the KV cache).
     pub prefilled_tokens: usize,
     pub generated: Vec<u32>,
+    /// The content: generated text less stop strings and tool calls.
     pub text: String,
+    pub tool_calls: Vec<ToolCall>,
     pub finish: FinishReason,
     pub top_logits: Vec<(u32, f32)>,
     /// One per generated token, when asked for.
@@ -130,30 +148,13 @@ impl Generation {
 
 pub struct Model {
     pub runtime: Runtime,
-    pub tokenizer: Tokenizer,
-    pub template: Option<ChatTemplate>,
+    /// Tokenizer, chat template and sampling defaults.
+    pub text: ModelText,
     pub info: ModelInfo,
     /// Tokens whose keys and values are in the cache, in order.
     cached: Vec<u32>,
     /// The last sampled token: on the GPU as the next input, not yet in the cache.
     pending: Option<u32>,
-}
-
-fn special_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).map(String::from),
-        _ => None,
-    }
-}
-
-async fn read_json<S: ModelSource>(src: &S, name: &str) -> Result<Option<Value>> {
-    match src.read_all(name, 64 << 20).await? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::format(&src.describe(name), format!("not valid JSON: {e}"))),
-    }
 }
 
 impl Model {
@@ -170,48 +171,11 @@ impl Model {
             what: "the model configuration".into(),
         })?;
         let mut cfg = ModelConfig::from_json(&cfg_bytes, &src.describe("config.json"))?;
-        let tok_bytes = src.read_all("tokenizer.json", 256 << 20).await?.ok_or_else(|| Error::MissingFile {
-            file: src.describe("tokenizer.json"),
-            what: "the tokenizer".into(),
-        })?;
-        let mut tokenizer = Tokenizer::from_json(&tok_bytes, &src.describe("tokenizer.json"))?;
-        let tok_cfg = read_json(src, "tokenizer_config.json").await?;
-        let gen_cfg = read_json(src, "generation_config.json").await?;
-        let bos_text = tok_cfg.as_ref().and_then(|t| special_text(t.get("bos_token")));
-        let eos_text = tok_cfg.as_ref().and_then(|t| special_text(t.get("eos_token")));
-        let mut eos = token_ids(gen_cfg.as_ref().and_then(|g| g.get("eos_token_id")));
-        eos.extend(cfg.eos_token_ids.iter().copied());
-        if let Some(id) = eos_text.as_deref().and_then(|t| tokenizer.token_id(t)) {
-            eos.push(id);
-        }
-        eos.sort_unstable();
-        eos.dedup();
-        cfg.eos_token_ids = eos.clone();
-        tokenizer.bos = cfg.bos_token_id.or_else(|| bos_text.as_deref().and_then(|t| tokenizer.token_id(t)));
-        tokenizer.eos = eos;
-        tokenizer.bos_text = bos_text.clone();
-        tokenizer.eos_text = eos_text.clone();
-        let template_src = match src.read_all("chat_template.jinja", 1 << 20).await? {
-            Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
-            None => tok_cfg.as_ref().and_then(|t| match t.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .find(|x| x.get("name").and_then(Value::as_str) == Some("default"))
-                    .or(a.first())
-                    .and_then(|x| x.get("template"))
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                _ => None,
-            }),
-        };
-        let template = match template_src {
-            Some(s) => Some(ChatTemplate::new(&s, bos_text.as_deref(), eos_text.as_deref())?),
-            None => None,
-        };
+        let text = ModelText::load_hf(src).await?;
+        cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;
         let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
-        Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
+        Self::assemble(gpu, cfg, weights, text, opts, t0)
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -228,33 +192,18 @@ impl Model {
         let head = &parts[0];
         let file = src.describe(name);
         let mut cfg = ModelConfig::from_gguf(head, &file)?;
-        let mut tokenizer = gguf_tokenizer::from_gguf(head, &file)?;
-        // End-of-generation: the ids the metadata names, plus control tokens whose
-        // text marks an end of turn (what llama.cpp treats as EOG).
-        let mut eos = cfg.eos_token_ids.clone();
-        for text in ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|return|>"] {
-            if let Some(id) = tokenizer.token_id(text) {
-                eos.push(id);
-            }
-        }
-        eos.sort_unstable();
-        eos.dedup();
-        cfg.eos_token_ids = eos.clone();
-        tokenizer.eos = eos;
-        let template = match head.get("tokenizer.chat_template").and_then(gguf::MetaValue::as_str) {
-            Some(s) => Some(ChatTemplate::new(s, tokenizer.bos_text.as_deref(), tokenizer.eos_text.as_deref())?),
-            None => None,
-        };
+        let text = ModelText::from_gguf(head, &file)?;
+        cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::from_gguf(&parts)?;
         if table.get("rope_freqs.weight").is_some() {
             return Err(Error::Unsupported(format!("{file}: per-frequency RoPE factors (rope_freqs)")));
         }
         let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
-        Self::assemble(gpu, cfg, weights, tokenizer, template, opts, t0)
+        Self::assemble(gpu, cfg, weights, text, opts, t0)
     }
 
-    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, tokenizer: Tokenizer,
-                template: Option<ChatTemplate>, opts: &LoadOptions, t0: Instant) -> Result<Model> {
+    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
+                opts: &LoadOptions, t0: Instant) -> Result<Model> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.clamp(1, 1024).min(context);
         let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
@@ -279,7 +228,7 @@ impl Model {
             split_matrices,
             kv_cache: if kv_f16 { "f16" } else { "f32" },
         };
-        Ok(Model { runtime, tokenizer, template, info, cached: Vec::new(), pending: None })
+        Ok(Model { runtime, text, info, cached: Vec::new(), pending: None })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -297,11 +246,24 @@ impl Model {
         &self.cached
     }
 
-    /// Render a conversation with the model's chat template and tokenize it.
+    /// Render a plain-text conversation with the model's chat template and
+    /// tokenize it (with a generation prompt).
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        let t = self.template.as_ref().ok_or_else(|| Error::Unsupported("this model has no chat template".into()))?;
-        let text = t.render(messages, true)?;
-        self.tokenizer.encode(&text)
+        self.text.chat_ids(&ChatRequest::from_messages(messages))
+    }
+
+    /// Token ids of a chat request (messages, tools, template variables).
+    pub fn chat_ids(&self, req: &ChatRequest) -> Result<Vec<u32>> {
+        self.text.chat_ids(req)
+    }
+
+    /// Token ids of a text prompt, with the tokenizer's own BOS/EOS rule.
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.text.tokenizer.encode_prompt(text)
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.text.tokenizer
     }
 
     /// How many leading tokens of `prompt` can be reused from the cache.
@@ -398,6 +360,8 @@ impl Model {
         let mut finish = FinishReason::Length;
         let mut aborted = false;
         let mut logprobs = Vec::new();
+        // With tools: the raw text (control tokens kept) shows where a call starts.
+        let mut tools = req.tools.map(|f| (ToolCallStream::new(f, req.sampling.seed ^ prompt.len() as u64), StreamDecoder::keeping_special(), String::new()));
         loop {
             if req.max_tokens == 0 {
                 break;
@@ -405,13 +369,17 @@ impl Model {
             generated.push(token);
             let this_lp = token_lp.take().map(|(logprob, top)| TokenLogprob { id: token, logprob, top });
             self.pending = Some(token);
-            let is_eos = !req.ignore_eos && self.tokenizer.is_eos(token);
+            let is_eos = !req.ignore_eos && self.text.tokenizer.is_eos(token);
             let mut done = false;
             if is_eos {
                 finish = FinishReason::Stop;
                 done = true;
             } else {
-                text.push_str(&decoder.push(&self.tokenizer, token)?);
+                text.push_str(&decoder.push(&self.text.tokenizer, token)?);
+                if let Some((stream, raw_dec, raw)) = tools.as_mut() {
+                    raw.push_str(&raw_dec.push(&self.text.tokenizer, token)?);
+                    stream.observe(raw, &text);
+                }
                 if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                     text.truncate(cut);
                     finish = FinishReason::Stop;
@@ -423,6 +391,11 @@ impl Model {
             }
             // Stream what can no longer become part of a stop string.
             let mut safe = if done { text.len() } else { text.len().saturating_sub(hold.saturating_sub(1)) };
+            if let Some((stream, _, _)) = &tools {
+                // A call (or what may become one) is not content; at the end
+                // `finish` decides, and content it gives back is sent then.
+                safe = safe.min(stream.safe_len(&text));
+            }
             while !text.is_char_boundary(safe) {
                 safe -= 1;
             }
@@ -458,7 +431,21 @@ impl Model {
         if aborted {
             return Err(Error::Aborted);
         }
+        let mut tool_calls = Vec::new();
+        if let Some((stream, _, raw)) = &tools {
+            let (content, calls) = stream.finish(raw, &text);
+            if !calls.is_empty() {
+                finish = FinishReason::ToolCalls;
+            }
+            // Held-back text that turned out not to be a call goes out now.
+            if content.len() > emitted && content.starts_with(&text[..emitted]) {
+                on_token(&content[emitted..], *generated.last().unwrap_or(&0), None);
+            }
+            text = content;
+            tool_calls = calls;
+        }
         Ok(Generation {
+            tool_calls,
             prompt_tokens: prompt.len(),
             prefilled_tokens: new.len(),
             generated,

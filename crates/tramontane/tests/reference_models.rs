@@ -260,12 +260,12 @@ fn chat_template_renders_chatml() {
     let model = load("llama_tiny", LoadOptions::default());
     let msgs = [tramontane::ChatMessage::new("user", "Hi")];
     let ids = model.chat_prompt(&msgs).expect("render");
-    let text = model.tokenizer.decode(&ids, false).expect("decode");
+    let text = model.tokenizer().decode(&ids, false).expect("decode");
     assert_eq!(
         text,
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
-    assert!(model.tokenizer.is_eos(2));
+    assert!(model.tokenizer().is_eos(2));
 }
 
 #[test]

@@ -51,8 +51,12 @@ fn gguf_tokenizer_matches_hugging_face() {
         assert_eq!(tok.encode(text).expect("encode"), ids(&p["token_ids"]), "prompt {}", p["name"]);
         n += 1;
     }
-    // Our own strings: the two tokenizers must agree everywhere.
-    for text in ["  leading spaces\n\n\ttabs", "Zürich–Genève 1234567890 ½ ∑ 日本語", "<|im_start|>user\nhi<|im_end|>", "x".repeat(300).as_str()] {
+    // Our own strings: the two tokenizers must agree. Not on numeric
+    // characters such as "½": the GGUF's pre-type `smollm` splits every \p{N}
+    // off (llama.cpp, and the Hugging Face SmolLM2 tokenizer's Digits
+    // pre-tokenizer), while this tokenizer.json, rebuilt by transformers from
+    // the GGUF, ignores the pre-type (tests/tokenizers.rs checks llama.cpp's rules).
+    for text in ["  leading spaces\n\n\ttabs", "Zürich–Genève 1234567890 ∑ 日本語", "<|im_start|>user\nhi<|im_end|>", "x".repeat(300).as_str()] {
         assert_eq!(tok.encode(text).expect("encode"), hf.encode(text).expect("encode"), "{text:?}");
         let ids = tok.encode(text).expect("encode");
         assert_eq!(tok.decode(&ids, false).expect("decode"), text, "round trip");
@@ -83,7 +87,7 @@ fn check_smollm2(kv_cache: KvCache) {
     let r = smollm_reference();
     let eog = ids(&r["eog_token_ids"]);
     for e in &eog {
-        assert!(model.tokenizer.is_eos(*e), "end-of-generation {e}");
+        assert!(model.tokenizer().is_eos(*e), "end-of-generation {e}");
     }
     let (mut worst, mut cpp_top1, mut cpp_delta, mut cpp_n, mut prompts) = (0f32, 0, 0f64, 0, 0);
     for p in r["prompts"].as_array().expect("prompts") {
@@ -161,7 +165,9 @@ fn chat_answers_sensibly() {
         true
     }))
     .expect("generate");
-    assert!(g.text.contains("Paris"), "{:?}", g.text);
+    // Greedy, with the template's own default system prompt (what the demo
+    // sends when the person writes none): issue 10's expected answer.
+    assert_eq!(g.text, "The capital of France is Paris.", "{:?}", g.text);
     assert_eq!(g.finish, tramontane::FinishReason::Stop, "stops at <|im_end|>");
     assert!(streamed.len() > 2, "text streamed piece by piece");
     assert_eq!(streamed.concat(), g.text);

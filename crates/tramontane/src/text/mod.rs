@@ -2,8 +2,14 @@
 //! (`minijinja`), with the special tokens the model declares.
 
 mod chat;
+mod model_text;
 pub mod gguf_tokenizer;
+pub mod spm_model;
+pub mod tekken;
 mod tokenizer;
+pub mod tool_calls;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{set_local_offset_source, ChatMessage, ChatRequest, ChatTemplate};
+pub use model_text::{GenerationDefaults, ModelText};
 pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use tool_calls::{ToolCall, ToolFormat};

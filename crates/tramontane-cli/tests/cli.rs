@@ -1,0 +1,173 @@
+//! The command line's contract: `tokenize` and `prompt` (no weights read),
+//! files read verbatim, errors as non-zero exits with the reason on stderr.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn tramontane(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tramontane")).args(args).output().expect("runs")
+}
+
+fn json_out(args: &[&str]) -> Value {
+    let out = tramontane(args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("--json prints one JSON object")
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id")).collect()
+}
+
+#[test]
+fn tokenize_matches_transformers_ids() {
+    let model = fixtures().join("llama_tiny");
+    let reference: Value = serde_json::from_slice(&std::fs::read(model.join("reference.json")).expect("reference")).expect("json");
+    let m = model.to_str().expect("utf-8 path");
+    let mut checked = 0;
+    for p in reference["prompts"].as_array().expect("prompts") {
+        if p["text_reencodes_to_input_ids"] != json!(true) {
+            continue;
+        }
+        let text = p["text"].as_str().expect("text");
+        let got = json_out(&["tokenize", "--model", m, "--text", text, "--json"]);
+        assert_eq!(ids(&got["ids"]), ids(&p["input_ids"]), "{text:?}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no prompt to check");
+}
+
+#[test]
+fn tokenize_reads_text_files_verbatim() {
+    let m = fixtures().join("llama_tiny");
+    let m = m.to_str().expect("utf-8 path");
+    let f = scratch("verbatim").join("text.txt");
+    std::fs::write(&f, "Hello world\n\n").expect("write");
+    let from_file = json_out(&["tokenize", "--model", m, "--text-file", f.to_str().expect("path"), "--json"]);
+    let from_arg = json_out(&["tokenize", "--model", m, "--text", "Hello world\n\n", "--json"]);
+    let stripped = json_out(&["tokenize", "--model", m, "--text", "Hello world", "--json"]);
+    assert_eq!(from_file, from_arg, "the file's trailing newlines are part of the text");
+    assert_ne!(from_file, stripped);
+}
+
+#[test]
+fn tokenize_special_texts_are_plain_unless_parse_special() {
+    let m = fixtures().join("llama_tiny");
+    let m = m.to_str().expect("utf-8 path");
+    let plain = ids(&json_out(&["tokenize", "--model", m, "--text", "<|im_start|>hi", "--json"])["ids"]);
+    let parsed = ids(&json_out(&["tokenize", "--model", m, "--text", "<|im_start|>hi", "--parse-special", "--json"])["ids"]);
+    assert_eq!(parsed[0], 1);
+    assert!(!plain.contains(&1) && plain.len() > parsed.len(), "{plain:?} vs {parsed:?}");
+}
+
+#[test]
+fn prompt_renders_the_template_and_tokenizes_it() {
+    let m = fixtures().join("llama_tiny");
+    let m = m.to_str().expect("utf-8 path");
+    let dir = scratch("prompt");
+    let msgs = dir.join("messages.json");
+    std::fs::write(&msgs, r#"[{"role": "user", "content": "Hi there"}]"#).expect("write");
+    let out = json_out(&["prompt", "--model", m, "--messages", msgs.to_str().expect("path"), "--json"]);
+    let want = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n";
+    assert_eq!(out["text"], want);
+    let tok = json_out(&["tokenize", "--model", m, "--text", want, "--parse-special", "--json"]);
+    assert_eq!(out["ids"], tok["ids"]);
+    let out = json_out(&["prompt", "--model", m, "--messages", msgs.to_str().expect("path"), "--no-generation-prompt", "--json"]);
+    assert!(!out["text"].as_str().expect("text").ends_with("assistant\n"));
+}
+
+#[test]
+fn prompt_passes_tools_and_kwargs_and_takes_a_template_override() {
+    let m = fixtures().join("llama_tiny");
+    let m = m.to_str().expect("utf-8 path");
+    let dir = scratch("override");
+    let msgs = dir.join("messages.json");
+    std::fs::write(&msgs, r#"{"messages": [{"role": "user", "content": "Weather?"}], "chat_template_kwargs": {"flag": "yes"}}"#).expect("write");
+    let tools = dir.join("tools.json");
+    std::fs::write(&tools, r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]"#)
+        .expect("write");
+    let tpl = dir.join("t.jinja");
+    // The file is read verbatim; Jinja (as transformers configures it) then
+    // drops one trailing newline, so of two, one shows.
+    std::fs::write(&tpl, "{% for t in tools %}[{{ t.function.name }}]{% endfor %}{{ messages[0].content }}|{{ flag }}\n\n").expect("write");
+    let out = json_out(&[
+        "prompt", "--model", m, "--messages", msgs.to_str().expect("path"), "--tools", tools.to_str().expect("path"),
+        "--chat-template", tpl.to_str().expect("path"), "--json",
+    ]);
+    assert_eq!(out["text"], "[get_weather]Weather?|yes\n");
+}
+
+#[test]
+fn a_template_that_raises_exits_non_zero_with_its_message() {
+    let m = fixtures().join("llama_tiny");
+    let m = m.to_str().expect("utf-8 path");
+    let dir = scratch("raise");
+    let msgs = dir.join("messages.json");
+    std::fs::write(&msgs, r#"[{"role": "assistant", "content": "Hi"}]"#).expect("write");
+    let tpl = dir.join("t.jinja");
+    std::fs::write(&tpl, "{{ raise_exception('Conversation roles must alternate user/assistant') }}").expect("write");
+    let out = tramontane(&["prompt", "--model", m, "--messages", msgs.to_str().expect("path"), "--chat-template", tpl.to_str().expect("path"), "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Conversation roles must alternate user/assistant"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn tokenize_needs_no_weights() {
+    // A folder with only the tokenizer: works.
+    let dir = scratch("tokenizer_only");
+    std::fs::copy(fixtures().join("llama_tiny/tokenizer.json"), dir.join("tokenizer.json")).expect("copy");
+    let out = json_out(&["tokenize", "--model", dir.to_str().expect("path"), "--text", "Hello", "--json"]);
+    assert!(!ids(&out["ids"]).is_empty());
+}
+
+/// llama.cpp's test-tokenizer-0 cases through the command line (texts from
+/// files, read verbatim: several end in spaces or newlines).
+#[test]
+fn tokenize_a_vocab_only_gguf_like_llama_cpp() {
+    let dir = fixtures().join("tokenizers");
+    let model = dir.join("ggml-vocab-llama-spm.gguf");
+    let m = model.to_str().expect("path");
+    let inp = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.inp")).expect("inp");
+    let out = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.out")).expect("out");
+    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let wants: Vec<&str> = out.lines().collect();
+    let scratch = scratch("llama_spm");
+    let mut checked = 0;
+    for (i, (text, want)) in texts.iter().zip(&wants).enumerate() {
+        let f = scratch.join(format!("{i}.txt"));
+        std::fs::write(&f, text).expect("write");
+        let got = ids(&json_out(&["tokenize", "--model", m, "--text-file", f.to_str().expect("path"), "--json"])["ids"]);
+        let want: Vec<u64> = want.split_whitespace().map(|x| x.parse().expect("id")).collect();
+        assert_eq!(got, want, "case {i}: {text:?}");
+        checked += 1;
+    }
+    assert!(checked >= 30, "{checked} cases");
+    // --add-special: SentencePiece vocabularies add BOS (llama.cpp's default).
+    let plain = ids(&json_out(&["tokenize", "--model", m, "--text", "Hello world", "--json"])["ids"]);
+    let added = ids(&json_out(&["tokenize", "--model", m, "--text", "Hello world", "--add-special", "--json"])["ids"]);
+    assert_eq!(added[0], 1);
+    assert_eq!(&added[1..], &plain[..]);
+}
+
+#[test]
+fn a_folder_with_only_tekken_json_tokenizes_like_mistral_common() {
+    let dir = scratch("tekken_only");
+    std::fs::copy(fixtures().join("tokenizers/tekken_240718.json"), dir.join("tekken.json")).expect("copy");
+    let cases: Value = serde_json::from_slice(&std::fs::read(fixtures().join("tokenizers/tekken_cases.json")).expect("cases")).expect("json");
+    let case = cases.as_array().expect("cases").iter().find(|c| c["text"] == "ied 4 ½ months").expect("case");
+    let got = json_out(&["tokenize", "--model", dir.to_str().expect("path"), "--text", "ied 4 ½ months", "--json"]);
+    assert_eq!(got["ids"], case["ids"]);
+}

@@ -1,0 +1,175 @@
+//! The text side of a model without weights (no GPU): BOS/EOS rules for text
+//! and chat prompts, sampling defaults, templates that fail, tokenizer files.
+//! Each case is a copy of a fixture folder with one file changed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tramontane::source::DirSource;
+use tramontane::{ChatRequest, Error, ModelText};
+
+/// A scratch copy of `fixtures/llama_tiny`'s text files, with `edits` applied
+/// (file name → new content; `None` removes the file).
+fn folder(name: &str, edits: &[(&str, Option<String>)]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("text_rules").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let src = common::fixtures().join("llama_tiny");
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json", "generation_config.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy fixture file");
+    }
+    for (f, content) in edits {
+        match content {
+            Some(c) => std::fs::write(dir.join(f), c).expect("write"),
+            None => std::fs::remove_file(dir.join(f)).expect("remove"),
+        }
+    }
+    dir
+}
+
+fn load(dir: &Path) -> tramontane::Result<ModelText> {
+    pollster::block_on(ModelText::load(&DirSource::new(dir), None))
+}
+
+fn edit_json(file: &str, f: impl FnOnce(&mut Value)) -> String {
+    let p = common::fixtures().join("llama_tiny").join(file);
+    let mut v: Value = serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+    f(&mut v);
+    serde_json::to_string(&v).expect("json")
+}
+
+/// tokenizer.json whose post-processor prepends `<|im_start|>` (id 1), as
+/// Llama/Mistral tokenizers prepend `<s>`.
+fn bos_post_processor() -> String {
+    edit_json("tokenizer.json", |v| {
+        v["post_processor"] = json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}},
+        });
+    })
+}
+
+#[test]
+fn text_prompts_follow_the_tokenizers_bos_rule() {
+    // The fixtures' post-processor adds nothing (transformers: tokenizer(text)
+    // gives the plain ids): no BOS.
+    let plain = load(&folder("plain", &[])).expect("loads");
+    let ids = plain.tokenizer.encode_with("Hello world", false, false).expect("encode");
+    assert!(!plain.tokenizer.add_bos);
+    assert_eq!(plain.tokenizer.encode_prompt("Hello world").expect("encode"), ids);
+
+    // A post-processor that prepends a BOS: text prompts get exactly one.
+    let t = load(&folder("bos", &[("tokenizer.json", Some(bos_post_processor()))])).expect("loads");
+    assert!(t.tokenizer.add_bos && !t.tokenizer.add_eos);
+    assert_eq!(t.tokenizer.bos, Some(1));
+    let with = t.tokenizer.encode_prompt("Hello world").expect("encode");
+    assert_eq!(with[0], 1);
+    assert_eq!(&with[1..], &ids[..]);
+    // Nothing added unless asked.
+    assert_eq!(t.tokenizer.encode_with("Hello world", false, false).expect("encode"), ids);
+
+    // tokenizer_config.json's explicit `add_bos_token: false` wins, as in transformers.
+    let cfg = edit_json("tokenizer_config.json", |v| v["add_bos_token"] = json!(false));
+    let off = load(&folder("bos_off", &[("tokenizer.json", Some(bos_post_processor())), ("tokenizer_config.json", Some(cfg))])).expect("loads");
+    assert!(!off.tokenizer.add_bos);
+    assert_eq!(off.tokenizer.encode_prompt("Hello world").expect("encode"), ids);
+}
+
+#[test]
+fn chat_prompts_get_exactly_what_the_template_writes() {
+    let template = "{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}";
+    let t = load(&folder("chat_bos", &[("tokenizer.json", Some(bos_post_processor())), ("chat_template.jinja", Some(template.into()))]))
+        .expect("loads");
+    let req = ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", "Hi")]);
+    let ids = t.chat_ids(&req).expect("renders");
+    assert_eq!(ids[0], 1, "the template's BOS");
+    assert_ne!(ids[1], 1, "no second BOS from the tokenizer's rule: {ids:?}");
+    assert_eq!(t.chat_text(&req).expect("renders"), "<|im_start|>[INST] Hi [/INST]");
+}
+
+#[test]
+fn special_token_texts_are_plain_unless_parsed() {
+    let t = load(&folder("special", &[])).expect("loads");
+    let parsed = t.tokenizer.encode_with("<|im_end|>", false, true).expect("encode");
+    assert_eq!(parsed, [2]);
+    let plain = t.tokenizer.encode_with("<|im_end|>", false, false).expect("encode");
+    assert!(plain.len() > 1 && !plain.contains(&2), "{plain:?}");
+    // Plain pieces decode back to the same text.
+    assert_eq!(t.tokenizer.decode(&plain, false).expect("decode"), "<|im_end|>");
+}
+
+#[test]
+fn sampling_defaults_come_from_generation_config() {
+    let t = load(&folder("gen_none", &[])).expect("loads");
+    assert_eq!(t.defaults, tramontane::GenerationDefaults::default(), "the fixture recommends nothing");
+    let g = edit_json("generation_config.json", |v| {
+        v["do_sample"] = json!(true);
+        v["temperature"] = json!(0.6);
+        v["top_p"] = json!(0.9);
+        v["top_k"] = json!(20);
+    });
+    let t = load(&folder("gen_sample", &[("generation_config.json", Some(g))])).expect("loads");
+    assert_eq!((t.defaults.temperature, t.defaults.top_p, t.defaults.top_k), (Some(0.6), Some(0.9), Some(20)));
+    // A temperature without do_sample is greedy in transformers.
+    let g = edit_json("generation_config.json", |v| v["temperature"] = json!(0.6));
+    let t = load(&folder("gen_greedy", &[("generation_config.json", Some(g))])).expect("loads");
+    assert_eq!(t.defaults.temperature, Some(0.0));
+}
+
+#[test]
+fn a_template_that_does_not_compile_fails_chat_not_the_load() {
+    let t = load(&folder("broken_template", &[("chat_template.jinja", Some("{% for m in messages %}{{ m.content }".into()))]))
+        .expect("the model's text side still loads");
+    assert!(t.template.is_none());
+    let req = ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", "Hi")]);
+    match t.chat_ids(&req) {
+        Err(Error::Template(msg)) => assert!(msg.contains("cannot be used"), "{msg}"),
+        other => panic!("expected a template error, got {other:?}"),
+    }
+    // Completions still work.
+    assert!(!t.tokenizer.encode_prompt("Hi").expect("encode").is_empty());
+}
+
+#[test]
+fn raise_exception_is_a_request_error_with_the_templates_message() {
+    let template = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversations must start with the user') }}{% endif %}ok";
+    let t = load(&folder("raising", &[("chat_template.jinja", Some(template.into()))])).expect("loads");
+    let bad = ChatRequest::from_messages(&[tramontane::ChatMessage::new("assistant", "Hi")]);
+    match t.chat_text(&bad) {
+        Err(Error::Template(msg)) => assert!(msg.contains("Conversations must start with the user"), "{msg}"),
+        other => panic!("expected a template error, got {other:?}"),
+    }
+    let good = ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", "Hi")]);
+    assert_eq!(t.chat_text(&good).expect("renders"), "ok");
+}
+
+#[test]
+fn no_template_is_a_clear_error() {
+    let t = load(&folder("no_template", &[("chat_template.jinja", None)])).expect("loads");
+    let req = ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", "Hi")]);
+    match t.chat_ids(&req) {
+        Err(e @ Error::Unsupported(_)) => assert!(e.to_string().contains("no chat template"), "{e}"),
+        other => panic!("expected UNSUPPORTED, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_folder_without_any_tokenizer_file_names_them() {
+    let e = load(&folder("no_tokenizer", &[("tokenizer.json", None)])).err().expect("fails");
+    assert_eq!(e.code(), "MODEL_FORMAT");
+    let msg = e.to_string();
+    assert!(msg.contains("tokenizer.json") && msg.contains("tekken.json") && msg.contains("tokenizer.model"), "{msg}");
+}
+
+#[test]
+fn tool_format_is_read_off_the_template() {
+    let hermes = "{% for m in messages %}{{ m.content }}{% endfor %}{% if tools %}<tool_call>{% endif %}";
+    let t = load(&folder("hermes", &[("chat_template.jinja", Some(hermes.into()))])).expect("loads");
+    assert_eq!(t.tool_format, Some(tramontane::ToolFormat::Hermes));
+    let t = load(&folder("no_tools", &[])).expect("loads");
+    assert_eq!(t.tool_format, None);
+}
