@@ -2,6 +2,10 @@
 // folders on 127.0.0.1 with HTTP Range support, counts requests per path, and
 // can be told to break a download midway (?fail-after=N closes the connection).
 // `mounts` maps URL prefixes to folders (longest prefix first); default: root.
+// For gated-repo tests: `auth` maps URL prefixes to a token that requests there
+// must carry as `Authorization: Bearer <token>` (else 401), `redirect(path)`
+// may answer a URL to send a 302 to, and `cors` answers cross-origin requests
+// and preflights. The log records each request's Authorization header.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,14 +15,33 @@ const TYPES = {
   '.json': 'application/json', '.wasm': 'application/wasm', '.svg': 'image/svg+xml', '.png': 'image/png',
 };
 
-export function startServer({ root, mounts = null, port = 0, host = '127.0.0.1', headers = {}, quiet = true } = {}) {
+export function startServer({ root, mounts = null, port = 0, host = '127.0.0.1', headers = {}, quiet = true, auth = null, redirect = null, cors = false } = {}) {
   const table = Object.entries(mounts ?? { '/': root }).map(([p, dir]) => [p, path.resolve(dir)]).sort((a, b) => b[0].length - a[0].length);
   const log = [];
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     let rel;
     try { rel = decodeURIComponent(url.pathname); } catch { res.writeHead(400).end(); return; }
-    log.push({ method: req.method, path: rel, range: req.headers.range ?? null });
+    log.push({ method: req.method, path: rel, range: req.headers.range ?? null, authorization: req.headers.authorization ?? null });
+    if (cors) {
+      res.setHeader('access-control-allow-origin', '*');
+      res.setHeader('access-control-expose-headers', 'content-range, content-length, accept-ranges');
+      if (req.method === 'OPTIONS') {
+        res.writeHead(204, {
+          'access-control-allow-methods': 'GET, HEAD',
+          'access-control-allow-headers': req.headers['access-control-request-headers'] ?? '',
+          'access-control-max-age': '0',
+        }).end();
+        return;
+      }
+    }
+    const gate = Object.entries(auth ?? {}).find(([p]) => rel.startsWith(p));
+    if (gate && req.headers.authorization !== `Bearer ${gate[1]}`) {
+      res.writeHead(401, { 'content-type': 'text/plain' }).end('Invalid credentials in Authorization header');
+      return;
+    }
+    const to = redirect?.(rel);
+    if (to) { res.writeHead(302, { location: to }).end(); return; }
     if (rel.endsWith('/')) rel += 'index.html';
     const mount = table.find(([p]) => rel.startsWith(p));
     if (!mount) { res.writeHead(404).end(); return; }

@@ -1,7 +1,8 @@
 // Linear layers: Y[r, n] = sum_k X[r, k] * W[n, k]   (W is [out, in], as in HF checkpoints)
 //
-// Three entry points share the epilogues below:
-//   matvec      - decode and MoE: a few outputs per workgroup, each reduced over
+// Three kernels (and the MoE prefill variants of the last two) share the
+// epilogues below:
+//   matvec      - decode and MoE decode: a few outputs per workgroup, each reduced over
 //                 its invocations in workgroup memory (one invocation per output
 //                 on CPU drivers); weights read four, or a block, at a time.
 //   matmul      - prefill on GPUs: 32x32 output tiles staged through workgroup
@@ -12,7 +13,11 @@
 // Epilogues (pipeline constants): bias, SwiGLU (W holds [gate; up] stacked, the
 // output is silu(gate.x) * (up.x)), and ACCUMULATE (Y += result: the residual add).
 // MoE: rows are (token, slot) pairs and each picks its expert's block of W from
-// EXPERT_IDS, so a decode step reads only the chosen experts' weights.
+// EXPERT_IDS, so a decode step reads only the chosen experts' weights. MoE
+// prefill runs `matmul_grouped` / `matmul_rows_grouped` instead: the same tile
+// bodies over one expert's rows at a time (moe.wgsl's `group` sorts the rows by
+// expert into ORDER and cuts each expert's run into TILES), so an expert's
+// weights are read once per tile rather than once per (token, slot) row.
 override N: u32 = 1u;              // output features (per expert; per half for SwiGLU)
 override K: u32 = 1u;              // input features
 override SLOTS: u32 = 1u;          // rows per token (MoE top-k), 1 for dense layers
@@ -21,6 +26,9 @@ override MOE: u32 = 0u;
 override EXPERT_STRIDE: u32 = 0u;  // elements between experts' blocks in W
 override HAS_BIAS: u32 = 0u;
 override ACCUMULATE: u32 = 0u;
+// 1: Y already holds the gate projection (a previous dispatch of a gate stored
+// in another type than up): this one computes up and writes silu(Y) * up.
+override GATE_IN_Y: u32 = 0u;
 override SWIGLU: u32 = 0u;
 // Slabs: a matrix too big for one binding is split by output; this dispatch
 // computes outputs SLAB.x .. SLAB.x + N of N_ALL (0: N_ALL = N, unsplit). The
@@ -41,6 +49,20 @@ fn x_at(i: u32) -> f32 {
 @group(0) @binding(4) var<storage, read> B: array<f32>;
 @group(0) @binding(5) var<storage, read> EXPERT_IDS: array<u32>;
 @group(0) @binding(6) var<uniform> SLAB: vec4<u32>;
+// Grouped entries only: rows sorted by expert, and (expert, first position in
+// ORDER, rows) per tile after the tile count in TILES[0].x (moe.wgsl `group`).
+@group(0) @binding(7) var<storage, read> ORDER: array<u32>;
+@group(0) @binding(8) var<storage, read> TILES: array<vec4<u32>>;
+// Rows per tile `group` emits (the grid is sized from it) and the experts: both
+// bound what a tile entry may say, so a bad table cannot index past W or Y's tile.
+override GROUP_TILE: u32 = 32u;
+override EXPERTS: u32 = 1u;
+
+// The input row of output row r: a token's row serves all its slots, unless
+// the input has one row per (token, slot) (the experts' down projection).
+fn x_row(r: u32) -> u32 {
+    return select(r / SLOTS, r, X_PER_SLOT != 0u);
+}
 
 fn silu(g: f32) -> f32 {
     return g / (1.0 + exp(-g));
@@ -49,13 +71,21 @@ fn silu(g: f32) -> f32 {
 fn epilogue(r: u32, n_slab: u32, a: f32, a_up: f32) {
     let n = SLAB.x + n_slab;
     var y = a;
+    var up = a_up;
     if (HAS_BIAS != 0u) {
         y += B[n];
+        // Stacked gate/up biases: the up half's follow the gate half's.
+        if (SWIGLU != 0u) {
+            up += B[select(N, N_ALL, N_ALL != 0u) + n];
+        }
     }
     if (SWIGLU != 0u) {
-        y = silu(a) * a_up;
+        y = silu(y) * up;
     }
     let yi = r * select(N, N_ALL, N_ALL != 0u) + n;
+    if (GATE_IN_Y != 0u) {
+        y = silu(Y[yi]) * y;
+    }
     if (ACCUMULATE != 0u) {
         y += Y[yi];
     }
@@ -85,10 +115,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         return;
     }
     let live = n < N;
-    var xoff = (r / SLOTS) * K;
-    if (X_PER_SLOT != 0u) {
-        xoff = r * K;
-    }
+    let xoff = x_row(r) * K;
     var woff = min(n, N - 1u) * K;
     if (MOE != 0u) {
         woff += EXPERT_IDS[r] * EXPERT_STRIDE;
@@ -159,10 +186,11 @@ var<workgroup> xs: array<f32, 512>;   // [TM][TK]
 var<workgroup> ws: array<f32, 512>;   // [TN][TK]
 var<workgroup> us: array<f32, 512>;   // [TN][TK], up half for SwiGLU
 
-fn stage_w(row: u32, k: u32, at: u32, up: bool) {
+// Stage 4 weights of output `row` from k, of the block at `woff` (an expert's).
+fn stage_w(woff: u32, row: u32, k: u32, at: u32, up: bool) {
     var v = vec4<f32>(0.0);
     if (row < N && k < K) {
-        let base = select(0u, N * K, up) + row * K + k;
+        let base = woff + select(0u, N * K, up) + row * K + k;
         if (QUAD != 0u) {
             v = load_w4(base);
         } else {
@@ -180,16 +208,13 @@ fn stage_w(row: u32, k: u32, at: u32, up: bool) {
     }
 }
 
-// Dense rows only (SLOTS = 1). Grid: x (and z) over output tiles, y over row tiles.
-@compute @workgroup_size(64)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let rows = step.n_tokens;
-    let m0 = wg.y * TM;
-    let n0 = (wg.z * nwg.x + wg.x) * TN;
-    if (m0 >= rows || n0 >= N) {
-        return;
-    }
+// The output row of each of a tile's rows, set by the entry point before
+// `tile_body` (consecutive rows for dense layers, one expert's rows for MoE).
+var<workgroup> tile_rows: array<u32, 32>;
+
+// One tile: outputs n0 .. n0 + TN of rows tile_rows[0 .. nr), weights from the
+// block at `woff`. Called in uniform control flow (it has barriers).
+fn tile_body(lid: u32, n0: u32, nr: u32, woff: u32) {
     let tr = (lid >> 3u) * 4u;   // first of this invocation's 4 rows in the tile
     let tc = (lid & 7u) * 4u;    // first of its 4 outputs
     var acc: array<f32, 16>;
@@ -197,11 +222,11 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var k0 = 0u; k0 < K; k0 += TK) {
         for (var i = 0u; i < 8u; i++) {
             let e = lid + 64u * i;
-            let r = m0 + (e >> 4u);
+            let m = e >> 4u;
             let k = k0 + (e & 15u);
             var xv = 0.0;
-            if (r < rows && k < K) {
-                xv = X[r * K + k];
+            if (m < nr && k < K) {
+                xv = X[x_row(tile_rows[m]) * K + k];
             }
             xs[e] = xv;
         }
@@ -209,9 +234,9 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             let q = lid + 64u * i;
             let r = q >> 2u;
             let c = (q & 3u) * 4u;
-            stage_w(n0 + r, k0 + c, r * TK + c, false);
+            stage_w(woff, n0 + r, k0 + c, r * TK + c, false);
             if (SWIGLU != 0u) {
-                stage_w(n0 + r, k0 + c, r * TK + c, true);
+                stage_w(woff, n0 + r, k0 + c, r * TK + c, true);
             }
         }
         workgroupBarrier();
@@ -238,42 +263,84 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     for (var a = 0u; a < 4u; a++) {
         for (var b = 0u; b < 4u; b++) {
-            let r = m0 + tr + a;
             let n = n0 + tc + b;
-            if (r < rows && n < N) {
-                epilogue(r, n, acc[a * 4u + b], acc_up[a * 4u + b]);
+            if (tr + a < nr && n < N) {
+                epilogue(tile_rows[tr + a], n, acc[a * 4u + b], acc_up[a * 4u + b]);
             }
         }
     }
 }
 
+// Dense rows (SLOTS = 1). Grid: x (and z) over output tiles, y over row tiles.
+@compute @workgroup_size(64)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let rows = step.n_tokens;
+    let m0 = wg.y * TM;
+    let n0 = (wg.z * nwg.x + wg.x) * TN;
+    if (m0 >= rows || n0 >= N) {
+        return;
+    }
+    if (lid < TM) {
+        tile_rows[lid] = m0 + lid;
+    }
+    workgroupBarrier();
+    tile_body(lid, n0, min(TM, rows - m0), 0u);
+}
+
+// One entry of moe.wgsl's tile table: (expert, first position in ORDER, rows),
+// rows 0 past the table's end (the grid covers the worst case, the table says
+// how many tiles this pass has). Clamped to the experts, the tile size and
+// this pass's (token, slot) rows, so an entry cannot send a tile out of them.
+fn group_tile(i: u32) -> vec3<u32> {
+    if (i >= TILES[0].x) {
+        return vec3<u32>(0u);
+    }
+    let t = TILES[1u + i];
+    let rows = step.n_tokens * SLOTS;
+    let first = min(t.y, rows);
+    return vec3<u32>(min(t.x, EXPERTS - 1u), first, min(min(t.z, rows - first), min(GROUP_TILE, TM)));
+}
+
+// MoE prefill on GPUs: one expert's rows (up to 32) per tile. Grid: x (and z)
+// over output tiles, y over the worst-case tile count.
+@compute @workgroup_size(64)
+fn matmul_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let tile = group_tile(wg.y);
+    let n0 = (wg.z * nwg.x + wg.x) * TN;
+    if (tile.z == 0u || n0 >= N) {
+        return;
+    }
+    if (lid < tile.z) {
+        tile_rows[lid] = ORDER[tile.y + lid];
+    }
+    workgroupBarrier();
+    tile_body(lid, n0, tile.z, tile.x * EXPERT_STRIDE);
+}
+
 // matmul_rows (K % 4 == 0 only): rows per invocation (at most 8).
 override MR: u32 = 8u;
 
-// Grid: x (and z) over groups of 64 outputs, y over groups of MR rows.
-@compute @workgroup_size(64)
-fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
-    let r0 = wg.y * MR;
-    let rows = step.n_tokens;
-    if (n >= N || r0 >= rows) {
-        return;
-    }
-    let nr = min(MR, rows - r0);
-    let woff = n * K;
-    let uoff = woff + N * K;
+// Output n for rows rs[0 .. nr) (nr <= MR), weights from the block at `woff`.
+fn rows_body(n: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
+    let wo = woff + n * K;
+    let uo = wo + N * K;
     var acc: array<f32, 8>;
     var acc_up: array<f32, 8>;
+    var xr: array<u32, 8>;
+    for (var i = 0u; i < nr; i++) {
+        xr[i] = x_row(rs[i]) * K;
+    }
     if (BLOCKS != 0u) {
         for (var k = 0u; k < K; k += 32u) {
-            let w = decode_block32((woff + k) >> 5u);
+            let w = decode_block32((wo + k) >> 5u);
             var u: array<vec4<f32>, 8>;
             if (SWIGLU != 0u) {
-                u = decode_block32((uoff + k) >> 5u);
+                u = decode_block32((uo + k) >> 5u);
             }
             for (var i = 0u; i < nr; i++) {
-                let xo = (r0 + i) * K + k;
+                let xo = xr[i] + k;
                 var a = 0.0;
                 var b = 0.0;
                 for (var j = 0u; j < 8u; j++) {
@@ -289,19 +356,55 @@ fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         }
     } else {
         for (var k = 0u; k < K; k += 4u) {
-            let w = load_w4(woff + k);
+            let w = load_w4(wo + k);
             var u = vec4<f32>(0.0);
             if (SWIGLU != 0u) {
-                u = load_w4(uoff + k);
+                u = load_w4(uo + k);
             }
             for (var i = 0u; i < nr; i++) {
-                let xv = X4[((r0 + i) * K + k) >> 2u];
+                let xv = X4[(xr[i] + k) >> 2u];
                 acc[i] += dot(w, xv);
                 acc_up[i] += dot(u, xv);
             }
         }
     }
     for (var i = 0u; i < nr; i++) {
-        epilogue(r0 + i, n, acc[i], acc_up[i]);
+        epilogue(rs[i], n, acc[i], acc_up[i]);
     }
+}
+
+// Grid: x (and z) over groups of 64 outputs, y over groups of MR rows.
+@compute @workgroup_size(64)
+fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
+    let r0 = wg.y * MR;
+    let rows = step.n_tokens;
+    if (n >= N || r0 >= rows) {
+        return;
+    }
+    var rs: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        rs[i] = r0 + i;
+    }
+    rows_body(n, min(MR, rows - r0), rs, 0u);
+}
+
+// MoE prefill on CPU drivers: one expert's rows (up to MR, the group tile)
+// per invocation. Grid: x (and z) over groups of 64 outputs, y over the
+// worst-case tile count.
+@compute @workgroup_size(64)
+fn matmul_rows_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
+    let tile = group_tile(wg.y);
+    let nr = min(tile.z, MR);
+    if (n >= N || nr == 0u) {
+        return;
+    }
+    var rs: array<u32, 8>;
+    for (var i = 0u; i < nr; i++) {
+        rs[i] = ORDER[tile.y + i];
+    }
+    rows_body(n, nr, rs, tile.x * EXPERT_STRIDE);
 }

@@ -2,8 +2,11 @@
 //
 // route:   router logits [rows, E] -> softmax (f32) -> top-k experts (ties go to
 //          the lower index) -> weights renormalized over the k chosen (Mixtral),
-//          one invocation per row. The expert FFNs then run through matmul.wgsl's
-//          matvec with MOE=1, reading only these experts' weights.
+//          one invocation per row. In decode the expert FFNs then run through
+//          matmul.wgsl's matvec with MOE=1, reading only these experts' weights.
+// group:   prefill: the t*k (token, slot) rows sorted by expert (a counting sort
+//          in one workgroup) into ORDER, each expert's run cut into tiles of at
+//          most GROUP_TILE rows in TILES, for matmul.wgsl's grouped entries.
 // combine: Y[t] += sum_s weight[t, s] * expert_out[t, s]   (the residual add)
 override E: u32 = 1u;        // experts, at most 128
 override TOPK: u32 = 1u;
@@ -68,4 +71,51 @@ fn combine(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc += WTS[t * TOPK + s] * EOUT[(t * TOPK + s) * H + j];
     }
     Y[t * H + j] += acc;
+}
+
+// TILES[0].x = how many tiles; TILES[1 + j] = (expert, first position in ORDER,
+// rows, 0). Each expert's run ends in at most one partial tile, so there are at
+// most ceil(t*k / GROUP_TILE) + min(E, t*k) tiles (the host sizes the buffer
+// and the matmul grid for that).
+override GROUP_TILE: u32 = 32u;
+@group(0) @binding(6) var<storage, read_write> ORDER: array<u32>;
+@group(0) @binding(7) var<storage, read_write> TILES: array<vec4<u32>>;
+var<workgroup> counts: array<atomic<u32>, 128>;
+var<workgroup> cursor: array<atomic<u32>, 128>;
+
+@compute @workgroup_size(64)
+fn group(@builtin(local_invocation_index) lid: u32) {
+    let rows = step.n_tokens * TOPK;
+    let per = max(GROUP_TILE, 1u);
+    for (var e = lid; e < E; e += 64u) {
+        atomicStore(&counts[e], 0u);
+    }
+    workgroupBarrier();
+    for (var r = lid; r < rows; r += 64u) {
+        atomicAdd(&counts[min(IDS[r], E - 1u)], 1u);
+    }
+    workgroupBarrier();
+    // Offsets and tiles: E <= 128 steps, cheaper in one invocation than a
+    // parallel scan's barriers.
+    if (lid == 0u) {
+        var at = 0u;
+        var tiles = 0u;
+        for (var e = 0u; e < E; e++) {
+            let c = atomicLoad(&counts[e]);
+            atomicStore(&cursor[e], at);
+            for (var f = 0u; f < c; f += per) {
+                TILES[1u + tiles] = vec4<u32>(e, at + f, min(per, c - f), 0u);
+                tiles++;
+            }
+            at += c;
+        }
+        TILES[0] = vec4<u32>(tiles, 0u, 0u, 0u);
+    }
+    workgroupBarrier();
+    // Within an expert's run rows land in the atomics' order, which may differ
+    // between passes; results do not: a row's sums run over k alike wherever
+    // the row sits in its tile.
+    for (var r = lid; r < rows; r += 64u) {
+        ORDER[atomicAdd(&cursor[min(IDS[r], E - 1u)], 1u)] = r;
+    }
 }

@@ -7,7 +7,8 @@
 // GGML type id), so each specialization compiles to a single branch.
 // Element i of a [rows][cols] matrix lives in block i / block_size: GGML rows
 // are whole blocks, so blocks never straddle rows.
-override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0, 12 q4_K, 13 q5_K, 14 q6_K
+override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0,
+                          // 10 q2_K, 11 q3_K, 12 q4_K, 13 q5_K, 14 q6_K, 20 iq4_nl, 23 iq4_xs
 
 fn w_byte(b: u32) -> u32 {
     return (W[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
@@ -29,7 +30,53 @@ fn w_scale_min_k4(j: u32, s: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(mn));
 }
 
+// 6-bit scale k (0..16) of a q3_K super-block (scales at s), minus 32: low
+// 4 bits from byte k % 8 (its high nibble for k >= 8), high 2 bits from byte
+// 8 + k % 4 (bits 2 (k / 4) ..).
+fn w_scale_q3k(k: u32, s: u32) -> f32 {
+    let lo = (w_byte(s + (k & 7u)) >> ((k >> 3u) << 2u)) & 0xfu;
+    let hi = (w_byte(s + 8u + (k & 3u)) >> ((k >> 2u) << 1u)) & 3u;
+    return f32(i32(lo | (hi << 4u)) - 32);
+}
+
+// ggml's kvalues_iq4nl, the 16 levels an iq4_nl / iq4_xs nibble indexes, as
+// i8 packed four to a word: a vector indexes dynamically everywhere, with no
+// array copied into each invocation.
+const KVALUES_IQ4NL = vec4<u32>(0xbfad9881u, 0xf6eaddcfu, 0x26190d01u, 0x71594535u);
+
+fn kvalue(q: u32) -> f32 {
+    return f32(i32(KVALUES_IQ4NL[q >> 2u] << (24u - ((q & 3u) << 3u))) >> 24u);
+}
+
+// The levels of four nibbles, one per byte of `word` (from bit `shift`).
+fn kvalues4(word: u32, shift: u32) -> vec4<f32> {
+    let w = word >> shift;
+    return vec4<f32>(kvalue(w & 0xfu), kvalue((w >> 8u) & 0xfu), kvalue((w >> 16u) & 0xfu), kvalue((w >> 24u) & 0xfu));
+}
+
+// Four 2-bit fields, one per byte of `word` (from bit `shift`).
+fn bits2(word: u32, shift: u32) -> vec4<f32> {
+    let w = word >> shift;
+    return vec4<f32>(f32(w & 3u), f32((w >> 8u) & 3u), f32((w >> 16u) & 3u), f32((w >> 24u) & 3u));
+}
+
+// Types decoded only through the 32-weight sub-block path (sub_k / quants_k):
+// q2_K, q3_K and the iq4s. Their per-element and per-quad reads decode one
+// quad of a sub-block, so each layout is written once.
+fn sub_only() -> bool {
+    return WTYPE == 10u || WTYPE == 11u || WTYPE == 20u || WTYPE == 23u;
+}
+
+// Types whose 32-weight blocks decode as scale * q + offset per 16 weights
+// (sub_k / quants_k): every K-quant sub-block, and iq4_nl's whole block.
+fn scaled_sub() -> bool {
+    return sub_only() || WTYPE == 12u || WTYPE == 13u || WTYPE == 14u;
+}
+
 fn load_w(i: u32) -> f32 {
+    if (sub_only()) {
+        return sub_w4(i & ~3u)[i & 3u];
+    }
     switch WTYPE {
         case 0u: {
             return bitcast<f32>(W[i]);
@@ -105,8 +152,8 @@ fn load_w(i: u32) -> f32 {
     }
 }
 
-// The u32 at any byte offset (GGML blocks of 18, 20, 22, 34, 210 bytes leave
-// their fields off word boundaries).
+// The u32 at any byte offset (GGML blocks of 18, 20, 22, 34, 110, 210 bytes
+// leave their fields off word boundaries).
 fn w_word(b: u32) -> u32 {
     let s = (b & 3u) << 3u;
     let lo = W[b >> 2u];
@@ -126,11 +173,14 @@ fn bits4(word: u32, shift: u32) -> vec4<u32> {
 }
 
 // K-quants read 32 weights at a time too: one sub-block of a 256-weight
-// super-block. Its scale (and min) and the quant words it needs, by sub-block.
+// super-block (iq4_nl: its own 32-weight block). Its scales (and mins) and the
+// quant words it needs, by sub-block; q2_K, q3_K and q6_K scale each 16
+// weights on their own.
 struct SubK {
-    scale: f32,   // multiplies the quant
-    offset: f32,  // added after (q4_K/q5_K: -dmin * min)
-    scale_hi: f32, // q6_K: the second 16 weights' scale
+    scale: f32,     // multiplies the quant
+    offset: f32,    // added after (q4_K/q5_K/q2_K: -dmin * min)
+    scale_hi: f32,  // the second 16 weights' scale
+    offset_hi: f32, // and offset
 }
 
 fn sub_k(blk: u32) -> SubK {
@@ -141,12 +191,37 @@ fn sub_k(blk: u32) -> SubK {
         let d = w_f16(base + 208u);
         let s0 = f32(i32(w_byte(sc) << 24u) >> 24);
         let s1 = f32(i32(w_byte(sc + 1u) << 24u) >> 24);
-        return SubK(d * s0, 0.0, d * s1);
+        return SubK(d * s0, 0.0, d * s1, 0.0);
+    }
+    if (WTYPE == 10u) {   // q2_K: scales[16] (scale | min << 4), qs[64], d, dmin
+        let base = (blk >> 3u) * 84u;
+        let dd = unpack2x16float(W[(base + 80u) >> 2u]);   // 84-byte blocks: d, dmin is one aligned word
+        let s0 = w_byte(base + 2u * j);
+        let s1 = w_byte(base + 2u * j + 1u);
+        return SubK(dd.x * f32(s0 & 0xfu), -dd.y * f32(s0 >> 4u), dd.x * f32(s1 & 0xfu), -dd.y * f32(s1 >> 4u));
+    }
+    if (WTYPE == 11u) {   // q3_K: hmask[32], qs[64], scales[12], d
+        let base = (blk >> 3u) * 110u;
+        let d = w_f16(base + 108u);
+        return SubK(d * w_scale_q3k(2u * j, base + 96u), 0.0, d * w_scale_q3k(2u * j + 1u, base + 96u), 0.0);
+    }
+    if (WTYPE == 20u) {   // iq4_nl: d, qs[16]
+        let d = w_f16(blk * 18u);
+        return SubK(d, 0.0, d, 0.0);
+    }
+    if (WTYPE == 23u) {   // iq4_xs: d, scales_h, scales_l[4], qs[128]
+        let base = (blk >> 3u) * 136u;
+        let head = W[base >> 2u];   // 136-byte blocks: d and scales_h are one aligned word
+        let lo = (w_byte(base + 4u + (j >> 1u)) >> ((j & 1u) << 2u)) & 0xfu;
+        let hi = (head >> (16u + 2u * j)) & 3u;
+        let s = unpack2x16float(head).x * f32(i32(lo | (hi << 4u)) - 32);
+        return SubK(s, 0.0, s, 0.0);
     }
     let base = (blk >> 3u) * select(144u, 176u, WTYPE == 13u);
     let dd = unpack2x16float(W[base >> 2u]);   // d, dmin: one aligned word
     let sm = w_scale_min_k4(j, base + 4u);
-    return SubK(dd.x * sm.x, -dd.y * sm.y, dd.x * sm.x);
+    let off = -dd.y * sm.y;
+    return SubK(dd.x * sm.x, off, dd.x * sm.x, off);
 }
 
 // Quants w*4 .. w*4+3 of sub-block `blk` of a K-quant, as integers.
@@ -162,6 +237,23 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
         let hb = vec4<f32>(f32(hw & 3u), f32((hw >> 8u) & 3u), f32((hw >> 16u) & 3u), f32((hw >> 24u) & 3u));
         return ql + hb * 16.0 - 32.0;
     }
+    if (WTYPE == 10u || WTYPE == 11u) {
+        // Sub-block 4n + s of q2_K / q3_K: bits 2s.. of the 32 bytes of half n;
+        // q3_K's third bit is bit 4n + s of hmask (clear: subtract 4).
+        let n = j >> 2u;
+        let s = j & 3u;
+        if (WTYPE == 10u) {
+            return bits2(W[((blk >> 3u) * 84u + 16u + n * 32u + l) >> 2u], 2u * s);
+        }
+        let base = (blk >> 3u) * 110u;
+        let lo = bits2(w_word(base + 32u + n * 32u + l), 2u * s);
+        return lo + vec4<f32>(bits4(w_word(base + l), 4u * n + s)) * 4.0 - 4.0;
+    }
+    if (WTYPE == 20u || WTYPE == 23u) {
+        // 16 bytes per 32 weights: byte b holds weight b (low nibble) and b + 16.
+        let qs = select(blk * 18u + 2u, (blk >> 3u) * 136u + 8u + j * 16u, WTYPE == 23u);
+        return kvalues4(w_word(qs + (l & 15u)), select(0u, 4u, w >= 4u));
+    }
     let five = WTYPE == 13u;
     let base = (blk >> 3u) * select(144u, 176u, five);
     // Sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles.
@@ -172,15 +264,16 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     return q;
 }
 
-// The 32 weights of block `blk` (q4_0 … q8_0; for K-quants a sub-block)
+// The 32 weights of block `blk` (q4_0 … q8_0, iq4_nl; for K-quants and
+// iq4_xs a sub-block)
 // as eight vec4s, element order: one header and 4-8 quant words per block,
 // instead of a header per four weights.
 fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
     var w: array<vec4<f32>, 8>;
-    if (WTYPE == 12u || WTYPE == 13u || WTYPE == 14u) {
+    if (scaled_sub()) {
         let k = sub_k(blk);
         for (var j = 0u; j < 8u; j++) {
-            w[j] = quants_k(blk, j) * select(k.scale, k.scale_hi, j >= 4u) + k.offset;
+            w[j] = quants_k(blk, j) * select(k.scale, k.scale_hi, j >= 4u) + select(k.offset, k.offset_hi, j >= 4u);
         }
         return w;
     }
@@ -243,18 +336,20 @@ fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
 // Dot product of block `blk` with x[0..32], without materializing the weights
 // (the decode path: cheaper than decode_block32 + dot on CPU drivers).
 fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
-    if (WTYPE == 12u || WTYPE == 13u || WTYPE == 14u) {
-        // sum(scale * q + offset) x, with q6_K's two scales (16 weights each).
+    if (scaled_sub()) {
+        // sum(scale * q + offset) x, per 16 weights.
         let k = sub_k(blk);
         var s0 = 0.0;
         var s1 = 0.0;
-        var sx = 0.0;
+        var sx0 = 0.0;
+        var sx1 = 0.0;
         for (var j = 0u; j < 4u; j++) {
             s0 += dot(quants_k(blk, j), (*x)[j]);
             s1 += dot(quants_k(blk, j + 4u), (*x)[j + 4u]);
-            sx += dot((*x)[j] + (*x)[j + 4u], vec4<f32>(1.0));
+            sx0 += dot((*x)[j], vec4<f32>(1.0));
+            sx1 += dot((*x)[j + 4u], vec4<f32>(1.0));
         }
-        return k.scale * s0 + k.scale_hi * s1 + k.offset * sx;
+        return k.scale * s0 + k.scale_hi * s1 + k.offset * sx0 + k.offset_hi * sx1;
     }
     if (WTYPE == 8u) {
         let base = blk * 34u;
@@ -279,9 +374,21 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
     return q.d * s + q.m * sx;
 }
 
+// Quad i / 4 (i a multiple of 4) of a type read by 32-weight sub-blocks.
+fn sub_w4(i: u32) -> vec4<f32> {
+    let blk = i >> 5u;
+    let j = (i & 31u) >> 2u;
+    let k = sub_k(blk);
+    let hi = j >= 4u;
+    return quants_k(blk, j) * select(k.scale, k.scale_hi, hi) + select(k.offset, k.offset_hi, hi);
+}
+
 // Four consecutive weights starting at element i (a multiple of 4): one block's
 // scale and one word of quants instead of four element-wise decodes.
 fn load_w4(i: u32) -> vec4<f32> {
+    if (sub_only()) {
+        return sub_w4(i);
+    }
     switch WTYPE {
         case 0u: {
             return vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));

@@ -574,3 +574,82 @@ test('tool calls come back in OpenAI form, streamed and not (scripted model, Qwe
   assert.ok(got.next.includes('<tool_response>\n{"temp": 14}\n</tool_response>'), got.next);
   await p.context().close();
 });
+
+test('a gated repo: hfToken goes to the model host only, never into errors, info or the Cache API', { timeout: 180000 }, async () => {
+  // The "hub" needs the token and redirects weights to a "CDN" on another
+  // origin, as Hugging Face does; both answer cross-origin requests.
+  const TOKEN = 'hf_browser_SeCrEt_4242';
+  const WRONG = 'hf_wrong_browser_777';
+  const cdn = await startServer({ root: FIX, cors: true });
+  const hub = await startServer({
+    mounts: { '/org/gated/resolve/main/': path.join(FIX, 'llama_tiny') },
+    auth: { '/': TOKEN },
+    cors: true,
+    redirect: (p) => (p.endsWith('.safetensors') ? `${cdn.url}llama_tiny/${path.basename(p)}` : null),
+  });
+  const p = await page();
+  try {
+    const pr = ref('llama_tiny').prompts[0];
+    const got = await run(p, async (T, a) => {
+      const out = {};
+      const endpoint = a.hub.replace(/\/$/, '');
+      const failure = async (opts) => {
+        try { await T.Engine.load('org/gated', { hfEndpoint: endpoint, useCache: false, ...opts }); return 'loaded'; } catch (e) { return { code: e.code, status: e.status, url: e.url, message: e.message }; }
+      };
+      out.none = await failure({});
+      out.wrong = await failure({ hfToken: a.wrong });
+      await T.Engine.cache.delete('org/gated', { hfEndpoint: endpoint });
+      const e = await T.Engine.load('org/gated', { hfEndpoint: endpoint, hfToken: a.token });
+      out.ids = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
+      out.info = JSON.stringify(e.info);
+      // What the Cache API holds: keys (requests) and responses with headers.
+      const cache = await caches.open('tramontane-v1');
+      out.cached = [];
+      for (const req of await cache.keys()) {
+        const resp = await cache.match(req);
+        out.cached.push({ url: req.url, reqHeaders: [...req.headers], respHeaders: [...resp.headers] });
+      }
+      await e.unload();
+      // The general `headers` option (a Headers object), through the worker.
+      const w = await T.WorkerEngine.load(`${endpoint}/org/gated/resolve/main/`, { useCache: false, headers: new Headers({ Authorization: `Bearer ${a.token}` }) });
+      out.workerIds = (await w.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
+      w.terminate();
+      return out;
+    }, { hub: hub.url, token: TOKEN, wrong: WRONG, ids: pr.input_ids, greedy: GREEDY });
+    assert.ok(!got.thrown, JSON.stringify(got.thrown));
+    // Without a token: NETWORK 401 that says what to do.
+    assert.equal(got.none.code, 'NETWORK');
+    assert.equal(got.none.status, 401);
+    assert.ok(got.none.url.startsWith(hub.url + 'org/gated/resolve/main/'), got.none.url);
+    assert.match(got.none.message, /gated or private/);
+    assert.match(got.none.message, /hfToken/);
+    // A wrong token: refused, not echoed.
+    assert.equal(got.wrong.status, 401);
+    assert.match(got.wrong.message, /not accepted/);
+    assert.ok(!JSON.stringify(got.wrong).includes(WRONG));
+    // With it: the model loads and generates, by hfToken and by headers in a worker.
+    assert.deepEqual(got.ids, pr.greedy.new_ids);
+    assert.deepEqual(got.workerIds, pr.greedy.new_ids);
+    assert.ok(!got.info.includes(TOKEN), 'no token in info');
+    // The cache holds the model's files, and no token anywhere.
+    const ours = got.cached.filter((c) => c.url.startsWith(hub.url));
+    assert.ok(ours.some((c) => c.url.endsWith('config.json')) && ours.filter((c) => c.url.includes('model-0000')).length === 3, JSON.stringify(got.cached.map((c) => c.url)));
+    for (const c of got.cached) {
+      assert.ok(!c.url.includes(TOKEN), c.url);
+      assert.ok(!c.reqHeaders.some(([k, v]) => k === 'authorization' || v.includes(TOKEN)), JSON.stringify(c.reqHeaders));
+      assert.ok(!c.respHeaders.some(([, v]) => v.includes(TOKEN)), JSON.stringify(c.respHeaders));
+    }
+    // The hub saw the token on its GETs (preflights carry none); the CDN served
+    // the weights and never saw it.
+    const hubGets = hub.log.filter((l) => l.method === 'GET');
+    assert.ok(hubGets.filter((l) => l.authorization === `Bearer ${TOKEN}`).length >= 4, JSON.stringify(hubGets));
+    assert.ok(hubGets.every((l) => [null, `Bearer ${TOKEN}`, `Bearer ${WRONG}`].includes(l.authorization)));
+    const cdnGets = cdn.log.filter((l) => l.method === 'GET');
+    assert.ok(cdnGets.filter((l) => l.path.includes('model-0000')).length >= 6, JSON.stringify(cdnGets));
+    assert.ok(cdn.log.every((l) => l.authorization === null), JSON.stringify(cdn.log));
+  } finally {
+    await p.context().close();
+    await hub.close();
+    await cdn.close();
+  }
+});

@@ -11,6 +11,7 @@ use serde_json::json;
 use tramontane::{ChatMessage, ChatRequest, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 
 mod bench;
+mod http;
 mod progress;
 mod text;
 
@@ -39,9 +40,12 @@ enum Cmd {
 #[derive(Args)]
 pub struct ModelArgs {
     /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors)
-    /// or a .gguf file (the first part of a split model).
+    /// or a .gguf file (the first part of a split model): a local path, an
+    /// http(s) URL, or a Hugging Face repo id `org/name`.
     #[arg(long)]
     pub model: String,
+    #[command(flatten)]
+    pub remote: http::RemoteArgs,
     /// Context window in tokens (default: the model's, at most 4096).
     #[arg(long)]
     pub context: Option<usize>,
@@ -170,6 +174,7 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
 }
 
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
+    let remote = http::resolve(&args.model, &args.remote)?;
     let gpu = Arc::new(Gpu::new().await?);
     let kv_cache = match args.kv_cache.as_str() {
         "f16" => KvCache::F16,
@@ -177,6 +182,21 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
         _ => KvCache::Auto,
     };
     let opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, ..Default::default() };
+    // A remote model streams from the network straight to the GPU: the upload
+    // progress is the download's.
+    if let Some((src, gguf)) = remote {
+        let mut bar = progress::Bar::new("downloading weights", quiet);
+        let loaded = match &gguf {
+            Some(name) => Model::load_gguf(gpu.clone(), &src, name, &opts, &mut |p| bar.update(p.done, p.total)).await,
+            None => Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await,
+        };
+        bar.finish();
+        let model = loaded.map_err(http::missing_as_404)?;
+        if !quiet {
+            eprintln!("downloaded {:.1} MB", src.downloaded.get() as f64 / 1e6);
+        }
+        return Ok((gpu, model));
+    }
     let mut bar = progress::Bar::new("loading weights", quiet);
     let path = std::path::Path::new(&args.model);
     let model = if path.extension().is_some_and(|e| e == "gguf") {

@@ -9,9 +9,12 @@ use tramontane::{ChatRequest, Error, ModelText, Result};
 #[derive(Args)]
 pub struct TokenizeArgs {
     /// A model folder (tokenizer.json, tekken.json or tokenizer.model) or a
-    /// .gguf file (vocab-only files work).
+    /// .gguf file (vocab-only files work): a local path, an http(s) URL or a
+    /// Hugging Face repo id (only the small files are downloaded).
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    remote: crate::http::RemoteArgs,
     /// The text to tokenize.
     #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
     text: Option<String>,
@@ -50,9 +53,12 @@ pub struct ConversationArgs {
 
 #[derive(Args)]
 pub struct PromptArgs {
-    /// A model folder or a .gguf file (only the tokenizer and template are read).
+    /// A model folder or a .gguf file (only the tokenizer and template are
+    /// read): a local path, an http(s) URL or a Hugging Face repo id.
     #[arg(long)]
     model: String,
+    #[command(flatten)]
+    remote: crate::http::RemoteArgs,
     #[command(flatten)]
     conversation: ConversationArgs,
     /// Render without the assistant's generation prompt.
@@ -122,8 +128,12 @@ impl ConversationArgs {
     }
 }
 
-/// The text side of `--model`: a `.gguf` file's header, or a folder.
-async fn model_text(model: &str) -> Result<ModelText> {
+/// The text side of `--model`: a `.gguf` file's header, or a folder (local,
+/// or over HTTP: only the files it needs).
+async fn model_text(model: &str, remote: &crate::http::RemoteArgs) -> Result<ModelText> {
+    if let Some((src, gguf)) = crate::http::resolve(model, remote)? {
+        return ModelText::load(&src, gguf.as_deref()).await.map_err(crate::http::missing_as_404);
+    }
     let path = std::path::Path::new(model);
     if path.extension().is_some_and(|e| e == "gguf") {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -146,7 +156,7 @@ pub async fn tokenize(a: TokenizeArgs) -> Result<()> {
         (None, Some(f)) => read_text(f)?,
         (None, None) => return Err(Error::InvalidRequest("give --text or --text-file".into())),
     };
-    let text = model_text(&a.model).await?;
+    let text = model_text(&a.model, &a.remote).await?;
     warn(&text);
     let ids = text.tokenizer.encode_with(&input, a.add_special, a.parse_special)?;
     if a.json {
@@ -158,7 +168,7 @@ pub async fn tokenize(a: TokenizeArgs) -> Result<()> {
 }
 
 pub async fn prompt(a: PromptArgs) -> Result<()> {
-    let mut text = model_text(&a.model).await?;
+    let mut text = model_text(&a.model, &a.remote).await?;
     warn(&text);
     if let Some(t) = a.conversation.template_override()? {
         text.set_template(&t);

@@ -51,6 +51,15 @@ export interface LoadOptions {
   revision?: string;
   ggufFile?: string;
   hfEndpoint?: string;
+  /** A Hugging Face access token for gated or private repos (mistralai/*,
+   * meta-llama/*): sent as `Authorization: Bearer <token>` only to the model's
+   * host (the origin of its URL; browsers drop it when a file redirects to
+   * another host, such as Hugging Face's CDN). Never cached or put in errors. */
+  hfToken?: string;
+  /** Headers sent with every request to the model's host (and only there).
+   * Browsers keep custom headers other than Authorization across redirects:
+   * put credentials in `hfToken` or `Authorization`. */
+  headers?: Record<string, string> | Headers | [string, string][];
   /** Where the .wasm is, if not next to index.js. */
   wasmUrl?: string | URL;
   /** A Jinja chat template used instead of the model's own. */
@@ -217,3 +226,5 @@ export class WorkerEngine {
 }
 
 export function resolveSource(source: string, options?: LoadOptions): { base: string; gguf: string | null };
+/** The headers `load` sends to the model's host: `headers` plus `hfToken`. */
+export function modelHeaders(options?: LoadOptions): Record<string, string>;

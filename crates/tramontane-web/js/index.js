@@ -54,6 +54,32 @@ export function resolveSource(source, options = {}) {
   return { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
 }
 
+/** The headers for the model's host, as a plain object: `options.headers` (an
+ * object, a Headers or [name, value] pairs) and `options.hfToken` as
+ * `Authorization: Bearer <token>`. The engine sends them only to the origin of
+ * the model's URL, never caches them and never puts them in an error. */
+export function modelHeaders(options = {}) {
+  const out = {};
+  const h = options.headers;
+  if (h != null) {
+    if (typeof h !== 'object') throw new TramontaneError('INVALID_REQUEST', 'headers must be an object, a Headers or [name, value] pairs');
+    // Headers and Maps iterate as [name, value]; a plain object does not iterate.
+    const entries = Array.isArray(h) || typeof h[Symbol.iterator] === 'function' ? [...h] : Object.entries(h);
+    for (const e of entries) {
+      if (!Array.isArray(e) || e.length !== 2) throw new TramontaneError('INVALID_REQUEST', 'headers must be [name, value] pairs');
+      out[String(e[0])] = String(e[1]);
+    }
+  }
+  const token = options.hfToken;
+  if (token != null && token !== '') {
+    // The message does not echo the value.
+    if (typeof token !== 'string') throw new TramontaneError('INVALID_REQUEST', 'hfToken must be a string');
+    for (const k of Object.keys(out)) if (k.toLowerCase() === 'authorization') delete out[k];
+    out.Authorization = `Bearer ${token.trim()}`;
+  }
+  return out;
+}
+
 // The list of a source's cached files. A query string, not a fragment: the
 // Cache API ignores fragments, so `model.gguf#x` would overwrite `model.gguf`.
 function manifestKey(r) {
@@ -156,7 +182,8 @@ export class Engine {
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
    * `useCache` (default true), `contextLength`, `prefillChunk`,
-   * `parallelDownloads` (default 4), `maxBindingSize`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`. */
+   * `parallelDownloads` (default 4), `maxBindingSize`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`,
+   * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
   static async load(source, options = {}) {
     const e = new Engine();
     await e.load(source, options);
@@ -191,6 +218,7 @@ export class Engine {
     return this._enqueue(async () => {
       await this._init(options);
       const r = resolveSource(source, options);
+      const headers = modelHeaders(options);
       this._info = null; // the previous model is freed as the new one loads
       if (options.signal?.aborted) throw aborted();
       const onProgress = options.onProgress ?? (() => {});
@@ -203,7 +231,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }
@@ -443,6 +471,8 @@ export class WorkerEngine {
 
   async load(source, options = {}) {
     const { onProgress, signal, worker, ...rest } = options;
+    // A Headers object cannot be posted to the worker: send a plain one.
+    if (rest.headers != null) rest.headers = modelHeaders({ headers: rest.headers });
     this._info = null; // the previous model is freed as the new one loads
     this._info = await this._call('load', [source, rest], { onProgress, signal });
     return this;

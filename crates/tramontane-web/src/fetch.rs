@@ -3,12 +3,22 @@
 //! back), so weights go from the network to GPU buffers without the whole model
 //! ever sitting in wasm memory. Responses are kept in the Cache API; a cached
 //! file makes no network request.
+//!
+//! Headers of the `headers` / `hfToken` load options (`Authorization: Bearer`
+//! for gated Hugging Face repos) go only on requests to the origin of the base
+//! URL. Every request here is built from that base (Range re-requests too: never
+//! from a redirected `Response::url()`). A file that redirects to another host
+//! (Hugging Face's CDN) is followed by fetch() itself, and browsers drop
+//! `Authorization` on a cross-origin redirect (the Fetch standard); other custom
+//! headers they keep. The Cache API is keyed by the URL alone and stores the
+//! response's headers, not the request's, so no header value is cached; nor is
+//! one ever part of an error message.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect, Uint8Array};
 use tramontane::source::ModelSource;
 use tramontane::{Error, Result};
 use wasm_bindgen::closure::Closure;
@@ -66,6 +76,10 @@ pub struct Stats {
 
 pub struct FetchSource {
     base: String,
+    /// The origin of `base`: the only one the headers below are sent to.
+    origin: Option<String>,
+    /// Headers for the model's host (`headers`, `hfToken` load options).
+    headers: Vec<(String, String)>,
     files: RefCell<HashMap<String, FileState>>,
     signal: Option<AbortSignal>,
     cache: Option<Cache>,
@@ -112,6 +126,14 @@ pub async fn open_cache() -> Option<Cache> {
     JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into::<Cache>().ok()
 }
 
+/// `new URL(url).origin` (no web-sys feature needed); `None` if it does not parse
+/// or has an opaque origin.
+fn origin_of(url: &str) -> Option<String> {
+    let ctor: Function = Reflect::get(&js_sys::global(), &"URL".into()).ok()?.dyn_into().ok()?;
+    let u = Reflect::construct(&ctor, &js_sys::Array::of1(&url.into())).ok()?;
+    Reflect::get(&u, &"origin".into()).ok()?.as_string().filter(|o| o != "null")
+}
+
 fn js_msg(v: &JsValue) -> String {
     v.as_string()
         .or_else(|| Reflect::get(v, &"message".into()).ok().and_then(|m| m.as_string()))
@@ -119,9 +141,17 @@ fn js_msg(v: &JsValue) -> String {
 }
 
 impl FetchSource {
-    pub fn new(base: String, signal: Option<AbortSignal>, cache: Option<Cache>, on_bytes: Box<dyn Fn(&str, u64, u64)>) -> Self {
+    pub fn new(
+        base: String,
+        headers: Vec<(String, String)>,
+        signal: Option<AbortSignal>,
+        cache: Option<Cache>,
+        on_bytes: Box<dyn Fn(&str, u64, u64)>,
+    ) -> Self {
         FetchSource {
+            origin: origin_of(&base),
             base,
+            headers,
             files: RefCell::new(HashMap::new()),
             signal,
             cache,
@@ -189,7 +219,35 @@ impl FetchSource {
         if self.signal.as_ref().is_some_and(|s| s.aborted()) {
             return Error::Aborted;
         }
-        Error::Network { url: url.to_string(), status: 0, msg: js_msg(&e) }
+        Error::Network { url: url.to_string(), status: 0, msg: self.redact(js_msg(&e)) }
+    }
+
+    /// A message with every header value taken out: messages of the browser and
+    /// status texts of servers are not ours, and a token must not show in one.
+    fn redact(&self, mut msg: String) -> String {
+        for (_, v) in &self.headers {
+            let secret = v.strip_prefix("Bearer ").unwrap_or(v).trim();
+            if secret.len() >= 4 {
+                msg = msg.replace(secret, "[redacted]");
+            }
+        }
+        msg
+    }
+
+    fn has_authorization(&self) -> bool {
+        self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    }
+
+    /// The headers of the load options, on a request for the model's origin only.
+    fn add_headers(&self, req: &Request, url: &str) -> Result<()> {
+        if self.headers.is_empty() || self.origin.is_none() || origin_of(url) != self.origin {
+            return Ok(());
+        }
+        for (k, v) in &self.headers {
+            // The browser's message may quote the value: say which header only.
+            req.headers().set(k, v).map_err(|_| Error::InvalidRequest(format!("the `headers` load option: header {k:?} has a name or value a header cannot have")))?;
+        }
+        Ok(())
     }
 
     /// GET `name` from `from` on. `Ok(None)`: the file does not exist (404).
@@ -216,6 +274,7 @@ impl FetchSource {
         if from > 0 {
             let _ = req.headers().set("Range", &format!("bytes={from}-"));
         }
+        self.add_headers(&req, &url)?;
         self.stats.borrow_mut().network_requests += 1;
         let resp: Response = JsFuture::from(global_fetch(&req))
             .await
@@ -226,10 +285,20 @@ impl FetchSource {
             if let Some(body) = resp.body() {
                 let _ = body.cancel();
             }
-            if resp.status() == 404 {
+            let status = resp.status();
+            if status == 404 {
                 return Ok(None);
             }
-            return Err(Error::Network { url, status: resp.status(), msg: resp.status_text() });
+            // Hugging Face answers 401 for a gated or private repo without a
+            // token (and for one that does not exist), 403 without access.
+            let msg = match (status, self.has_authorization()) {
+                (401, false) => "Unauthorized: the repository is gated or private (or does not exist): pass an access token (the hfToken load option)".into(),
+                (401, true) => "Unauthorized: the access token was not accepted (or the repository does not exist)".into(),
+                (403, false) => "Forbidden: the repository needs an access token (the hfToken load option)".into(),
+                (403, true) => "Forbidden: the access token has no access to this repository (a gated repo needs its terms accepted on its page)".into(),
+                _ => self.redact(resp.status_text()),
+            };
+            return Err(Error::Network { url, status, msg });
         }
         self.urls.borrow_mut().push(url.clone());
         if from == 0 {
@@ -237,6 +306,8 @@ impl FetchSource {
                 // Store a copy as it streams in; a broken or aborted download makes
                 // the put fail, so nothing partial is ever cached. The size goes in
                 // a header of our own: cached responses may lose Content-Length.
+                // The key is the bare URL (a request without our headers) and the
+                // stored headers are the response's: no token is cached.
                 if let (Ok(copy), Some(size)) = (resp.clone(), Self::content_length(&resp)) {
                     if let Some(stored) = Self::with_size(&copy, size) {
                         let put = cache.put_with_str(&url, &stored);

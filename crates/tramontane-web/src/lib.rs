@@ -102,6 +102,9 @@ struct LoadSpec {
     use_cache: bool,
     /// A chat template that replaces the model's own.
     chat_template: Option<String>,
+    /// Headers for requests to the model's host only (`headers` and `hfToken`
+    /// as `Authorization: Bearer`): never cached, logged or put in errors.
+    headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 fn yes() -> bool {
@@ -183,7 +186,8 @@ impl WasmEngine {
             let on_bytes = Box::new(move |file: &str, loaded: u64, total: u64| {
                 progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
             });
-            let src = fetch::FetchSource::new(spec.base.clone(), signal, cache, on_bytes);
+            let headers = spec.headers.clone().unwrap_or_default().into_iter().collect();
+            let src = fetch::FetchSource::new(spec.base.clone(), headers, signal, cache, on_bytes);
             let kv_cache = match spec.kv_cache.as_deref() {
                 None | Some("auto") => KvCache::Auto,
                 Some("f16") => KvCache::F16,

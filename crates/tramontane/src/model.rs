@@ -8,7 +8,7 @@ use web_time::Instant;
 use crate::error::{Error, Result};
 use crate::forward::{Output, Runtime, RuntimeOptions};
 use crate::gpu::Gpu;
-use crate::parse::{gguf, ModelConfig, TensorTable};
+use crate::parse::{gguf, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
 use crate::text::tool_calls::ToolCallStream;
@@ -157,6 +157,21 @@ pub struct Model {
     pending: Option<u32>,
 }
 
+/// llama.cpp's per-frequency RoPE divisors (`rope_freqs.weight`, F32, one per
+/// rotated pair), read straight from the file: they shape the RoPE table.
+async fn read_rope_freqs<S: ModelSource>(src: &S, t: &crate::parse::TensorInfo, head_dim: usize) -> Result<Vec<f32>> {
+    let file = src.describe(&t.file);
+    if t.dtype != crate::parse::DType::F32 || t.numel() != (head_dim / 2) as u64 {
+        return Err(Error::tensor(&file, &t.name, format!("expected {} F32 values, found {:?} of {:?}", head_dim / 2, t.shape, t.dtype)));
+    }
+    let bytes = src.read(&t.file, t.offset, t.nbytes).await?;
+    let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+        return Err(Error::tensor(&file, &t.name, "RoPE factors must be finite and positive"));
+    }
+    Ok(v)
+}
+
 impl Model {
     /// Load a Hugging Face model folder (config.json, tokenizer files, safetensors).
     pub async fn load<S: ModelSource>(
@@ -195,8 +210,8 @@ impl Model {
         let text = ModelText::from_gguf(head, &file)?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::from_gguf(&parts)?;
-        if table.get("rope_freqs.weight").is_some() {
-            return Err(Error::Unsupported(format!("{file}: per-frequency RoPE factors (rope_freqs)")));
+        if let Some(t) = table.get("rope_freqs.weight") {
+            cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
         }
         let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
         Self::assemble(gpu, cfg, weights, text, opts, t0)
@@ -272,12 +287,14 @@ impl Model {
         if p == prompt.len() {
             p = p.saturating_sub(1); // at least one token must run to get logits
         }
-        if let Some(w) = self.runtime.cfg.sliding_window {
-            // In the ring, positions below cached.len() - slots are overwritten; the
-            // first new query needs keys down to p - w + 1.
-            let oldest_kept = self.cached.len().saturating_sub(self.runtime.kv_slots);
-            if (p + 1).saturating_sub(w) < oldest_kept {
-                return 0;
+        for (l, &slots) in self.runtime.layer_slots.iter().enumerate() {
+            if let Some(w) = self.runtime.cfg.window(l) {
+                // In a layer's ring, positions below cached.len() - slots are
+                // overwritten; the first new query needs keys down to p - w + 1.
+                let oldest_kept = self.cached.len().saturating_sub(slots);
+                if (p + 1).saturating_sub(w) < oldest_kept {
+                    return 0;
+                }
             }
         }
         p

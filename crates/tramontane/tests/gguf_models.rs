@@ -90,6 +90,21 @@ fn moe_q4_0_matches_float_math() {
 }
 
 #[test]
+fn experts_gate_and_up_of_different_types_keep_their_types() {
+    // Experts' gate in Q8_0, up in Q4_0: no f32 copy, two dispatches.
+    let model = load_from(&dir(), "moe-mixed.gguf").expect("load");
+    match &model.runtime.weights.layers[0].ffn {
+        tramontane::upload::Ffn::Moe { gate_up, up: Some(up), .. } => {
+            assert_eq!(gate_up.dtype().name(), "q8_0");
+            assert_eq!(up.dtype().name(), "q4_0");
+        }
+        _ => panic!("expected a MoE layer with gate and up apart"),
+    }
+    drop(model);
+    check("moe-mixed.gguf", "moe-mixed.gguf");
+}
+
+#[test]
 fn split_gguf_loads_from_its_first_part() {
     check("moe-q8_0-split-00001-of-00003.gguf", "moe-q8_0.gguf");
 }
@@ -155,6 +170,25 @@ fn malformed_gguf_files_give_clear_errors() {
     assert!(matches!(e, Error::Tensor { .. }) && e.to_string().contains("runs past the end"), "{e}");
     let e = Corrupt::new("short", |b| b.truncate(10)).load();
     assert!(e.to_string().contains("runs past the end") || e.to_string().contains("too short"), "{e}");
+}
+
+/// A type ggml has but this engine cannot read is UNSUPPORTED, named as ggml
+/// names it, from the header alone (before any weight is read).
+#[test]
+fn an_unsupported_ggml_type_is_named() {
+    let set_type = |ty: u32| {
+        move |b: &mut Vec<u8>| {
+            let at = b.len() / 2;
+            let at = find(&b[..at], "output.weight") + "output.weight".len() + 4 + 16;
+            b[at..at + 4].copy_from_slice(&ty.to_le_bytes());
+        }
+    };
+    for (ty, name) in [(16u32, "IQ2_XXS"), (15, "Q8_K"), (39, "MXFP4")] {
+        let e = Corrupt::new(&format!("type{ty}"), set_type(ty)).load();
+        assert_eq!(e.code(), "UNSUPPORTED", "{e}");
+        let m = e.to_string();
+        assert!(m.contains(name) && m.contains("output.weight") && m.contains("IQ4_XS"), "{m}");
+    }
 }
 
 #[test]

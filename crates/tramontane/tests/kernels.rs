@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{linear_groups, linear_spec};
+use tramontane::forward::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -95,6 +95,12 @@ fn weights(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> (Vec<u8>, V
                 let mut put = |off: usize, v: f32| blk[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
                 match q {
                     DType::Q6K => put(208, 0.002 + rng.f32().abs() * 0.03),
+                    DType::Q2K => {
+                        put(80, 0.002 + rng.f32().abs() * 0.03);
+                        put(82, 0.002 + rng.f32().abs() * 0.03);
+                    }
+                    DType::Q3K => put(108, rng.f32() * 0.05),
+                    DType::IQ4XS => put(0, rng.f32() * 0.002),
                     DType::Q4K | DType::Q5K => {
                         put(0, 0.002 + rng.f32().abs() * 0.03);
                         put(2, 0.002 + rng.f32().abs() * 0.03);
@@ -117,7 +123,10 @@ fn weights(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> (Vec<u8>, V
 }
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-const QUANTS: [DType; 8] = [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q4K, DType::Q5K, DType::Q6K];
+const QUANTS: [DType; 12] = [
+    DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2K, DType::Q3K, DType::Q4K, DType::Q5K,
+    DType::Q6K, DType::IQ4NL, DType::IQ4XS,
+];
 
 fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
@@ -135,7 +144,9 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
                 v += b[j] as f64;
             }
             if swiglu {
-                v = silu(dot(j)) * dot(n + j);
+                // Stacked gate/up biases (Llama's mlp_bias): b[n + j] is up's.
+                let up = dot(n + j) + b.map_or(0.0, |b| b[n + j] as f64);
+                v = silu(v) * up;
             }
             if let Some(y0) = y0 {
                 v += y0[r * n + j] as f64;
@@ -162,7 +173,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     let w_rows = if swiglu { 2 * n } else { n };
     let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
     let x = rng.vec(rows * k);
-    let bv = rng.vec(n);
+    let bv = rng.vec(w_rows);
     let y0 = rng.vec(rows * n);
     // Sentinels past the end of the output catch out-of-bounds writes.
     let mut y_init = y0.clone();
@@ -197,6 +208,7 @@ fn matvec_and_tiled_matmul_match_cpu() {
             check_linear(&b, entry, dtype, 17, 21, 47, false, false, true);
             check_linear(&b, entry, dtype, 2, 7, 1028, false, false, false);
             check_linear(&b, entry, dtype, 70, 67, 36, false, false, true);
+            check_linear(&b, entry, dtype, 6, 23, 61, true, false, true);
         }
     }
     // More outputs than one dispatch dimension holds (x and z split).
@@ -212,7 +224,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     let halves = if swiglu { 2 } else { 1 };
     let (wb, wv, _) = weights(dtype, halves * n, k, &mut rng);
     let x = rng.vec(rows * k);
-    let bv = rng.vec(n);
+    let bv = rng.vec(halves * n);
     let mut y_init = rng.vec(rows * n);
     y_init.extend([SENTINEL; 16]);
     let (xbuf, bbuf, ybuf, dummy) = (b.f32(&x), b.f32(&bv), b.f32(&y_init), b.zeros(1));
@@ -253,6 +265,9 @@ fn weights_split_into_slabs_give_the_unsplit_result() {
         check_linear_slabs(&b, entry, DType::F16, 35, 50, 18, &[17], true);
         check_linear_slabs(&b, entry, DType::Q4_1, 2, 41, 64, &[5, 40], true);
         check_linear_slabs(&b, entry, DType::Q6K, 33, 40, 256, &[32], false);
+        // Rows of 110 and 54 bytes: slabs that start off word boundaries in the file.
+        check_linear_slabs(&b, entry, DType::Q3K, 4, 37, 256, &[9, 30], true);
+        check_linear_slabs(&b, entry, DType::IQ4NL, 3, 29, 96, &[7], false);
     }
     // The embedding gather over a vocabulary in three slabs.
     let (vocab, h, t) = (61usize, 64usize, 9usize);
@@ -280,6 +295,7 @@ fn quantized_matvec_and_matmul_match_cpu_dequantization() {
             check_linear(&b, entry, dtype, 1, 37, k, false, false, false);
             check_linear(&b, entry, dtype, 18, 29, k, true, true, false);
             check_linear(&b, entry, dtype, 5, 19, k, false, false, true);
+            check_linear(&b, entry, dtype, 4, 13, k, true, false, true);
         }
     }
 }
@@ -288,10 +304,15 @@ fn quantized_matvec_and_matmul_match_cpu_dequantization() {
 fn moe_expert_matvec_reads_the_chosen_experts() {
     let b = Bench::new();
     let (experts, slots, tokens, n, k) = (5usize, 2usize, 3usize, 19usize, 27usize);
-    for (dtype, cpu) in [(DType::F32, false), (DType::BF16, true), (DType::Q8_0, false), (DType::Q8_0, true), (DType::Q4_1, false)] {
+    let mut cases = vec![(DType::F32, false), (DType::BF16, true), (DType::Q8_0, false), (DType::Q8_0, true), (DType::Q4_1, false)];
+    for dtype in [DType::Q2K, DType::Q3K, DType::IQ4NL, DType::IQ4XS] {
+        cases.extend([(dtype, false), (dtype, true)]);
+    }
+    for (dtype, cpu) in cases {
         for x_per_slot in [false, true] {
             let mut rng = Rng(99 + x_per_slot as u64);
-            let k = if dtype.is_quantized() { 64 } else { k };
+            // Quantized rows are whole blocks (two 32-weight blocks, or one super-block).
+            let k = if dtype.is_quantized() { (dtype.block().0 as usize).max(64) } else { k };
             let stride = n * k + (n * k) % 2; // even, as the loader pads 16-bit experts
             let (wb, wv, code) = if dtype.is_quantized() {
                 weights(dtype, experts * n, k, &mut rng) // whole blocks: stride == n * k
@@ -653,4 +674,259 @@ fn cpu_dequantizer_matches_gguf_py() {
         n += 1;
     }
     assert_eq!(n, QUANTS.len());
+}
+
+/// Gate and up stored in different types (a mixed quantization): the gate's
+/// dispatch writes its projection, the up one (`GATE_IN_Y`) reads it back and
+/// writes silu(gate) * up, in every tuning (MoE experts: gguf_models.rs's
+/// moe-mixed.gguf end to end).
+#[test]
+fn gate_and_up_of_different_types_combine_in_two_dispatches() {
+    let b = Bench::new();
+    for (gt, ut) in [(DType::Q4K, DType::Q6K), (DType::Q8_0, DType::F16), (DType::IQ4NL, DType::Q5_0)] {
+        for entry in ["matvec", "matmul"] {
+            for cpu in [false, true] {
+                let (rows, n, k) = (5, 29, 256);
+                let mut rng = Rng(0x6a7e + n as u64);
+                let (gb, gv, _) = weights(gt, n, k, &mut rng);
+                let (ub, uv, _) = weights(ut, n, k, &mut rng);
+                let x = rng.vec(rows * k);
+                let mut y_init = vec![0f32; rows * n];
+                y_init.extend([SENTINEL; 16]);
+                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.gpu.storage_init("g", &gb), b.gpu.storage_init("u", &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
+                for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
+                    let spec = linear_spec(dtype, entry, n, k, cpu).with("GATE_IN_Y", gate_in_y);
+                    let mut bind = vec![(1, wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
+                    if spec.entry == "matvec" {
+                        bind.push((5, &dummy));
+                    }
+                    let groups = linear_groups(&spec, n as u32, rows as u32);
+                    b.run(&spec, step(rows as u32), &bind, groups);
+                }
+                let mut got = b.read(&ybuf, rows * n + 16);
+                assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "write past the output");
+                let mut stacked = gv.clone();
+                stacked.extend_from_slice(&uv);
+                let want = linear_ref(&x, &stacked, None, None, rows, n, k, true);
+                let e = nmse(&got, &want);
+                assert!(e < TOL, "{entry} gate {gt:?} up {ut:?} cpu {cpu}: nmse {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn qk_norm_normalizes_each_q_and_k_head_before_rope() {
+    // Qwen3's q_norm / k_norm fused into the rope kernel: RMSNorm of every q
+    // and k head with its shared weights, then the rotation and the cache
+    // store; v is stored as it is. hd 138 has more pairs (69) than the
+    // workgroup has invocations.
+    let b = Bench::new();
+    let kv_types: &[bool] = if b.gpu.adapter.shader_f16 { &[false, true] } else { &[false] };
+    for (hd, nh, nkv, t, start, cap, eps) in [(10usize, 3usize, 1usize, 5usize, 7usize, 9usize, 1e-6f32), (138, 4, 2, 3, 2, 6, 1e-5)] {
+        let stride = (nh + 2 * nkv) * hd;
+        let half = hd / 2;
+        let mut rng = Rng(0x9e3 + hd as u64);
+        // Rows of different scales, so a missing normalization shows.
+        let qkv: Vec<f32> = rng.vec(t * stride).iter().enumerate().map(|(i, x)| x * (1.0 + (i / hd % 7) as f32)).collect();
+        let nw: Vec<f32> = rng.vec(2 * hd).iter().map(|x| x + 1.5).collect();
+        let table: Vec<f32> = (0..(start + t) * half).flat_map(|i| {
+            let a = (i as f64) * 0.29;
+            [a.cos() as f32, a.sin() as f32]
+        }).collect();
+        for (style, &kv16) in [0u32, 1].into_iter().flat_map(|s| kv_types.iter().map(move |k| (s, k))) {
+            let n = cap * nkv * hd;
+            let words = if kv16 { n.div_ceil(2) } else { n };
+            let (qb, tb, kc, vc, wb) = (b.f32(&qkv), b.f32(&table), b.zeros(words), b.zeros(words), b.f32(&nw));
+            let spec = Spec::new(Family::Rope, "qk_norm")
+                .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
+                .with("CAP", cap as u32).with("STYLE", style).with("EPS", eps).kv_f16(kv16);
+            b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) },
+                  &[(1, &qb), (2, &tb), (3, &kc), (4, &vc), (5, &wb)], [(nh + 2 * nkv) as u32, t as u32, 1]);
+            let got_q = b.read(&qb, t * stride);
+            let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
+            let mut want_q = qkv.clone();
+            let mut want_k = vec![0f32; n];
+            let mut want_v = vec![0f32; n];
+            for r in 0..t {
+                let pos = start + r;
+                let slot = pos % cap;
+                for head in 0..nh + nkv {
+                    let base = r * stride + head * hd;
+                    let x = &qkv[base..base + hd];
+                    let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / hd as f64 + eps as f64).sqrt();
+                    let w = &nw[if head < nh { 0 } else { hd }..][..hd];
+                    let normed: Vec<f64> = (0..hd).map(|i| w[i] as f64 * x[i] as f64 * inv).collect();
+                    for j in 0..half {
+                        let (a, c) = if style == 0 { (j, j + half) } else { (2 * j, 2 * j + 1) };
+                        let (cs, sn) = (table[(pos * half + j) * 2] as f64, table[(pos * half + j) * 2 + 1] as f64);
+                        let (ra, rc) = ((normed[a] * cs - normed[c] * sn) as f32, (normed[c] * cs + normed[a] * sn) as f32);
+                        if head < nh {
+                            want_q[base + a] = ra;
+                            want_q[base + c] = rc;
+                        } else {
+                            let kb = (slot * nkv + head - nh) * hd;
+                            want_k[kb + a] = ra;
+                            want_k[kb + c] = rc;
+                        }
+                    }
+                }
+                for e in 0..nkv * hd {
+                    want_v[slot * nkv * hd + e] = qkv[r * stride + (nh + nkv) * hd + e];
+                }
+            }
+            let (want_k, want_v, k_tol) = if kv16 { (round_f16(&want_k), round_f16(&want_v), 1e-7) } else { (want_k, want_v, TOL) };
+            let (eq, ek) = (nmse(&got_q, &want_q), nmse(&got_k, &want_k));
+            assert!(eq < TOL, "qk_norm q hd {hd} style {style}: {eq:e}");
+            assert!(ek < k_tol, "qk_norm k hd {hd} style {style} f16 {kv16}: {ek:e}");
+            assert_eq!(got_v, want_v, "v copied into its slot (hd {hd}, f16 {kv16})");
+        }
+    }
+}
+
+/// moe.wgsl's `group` on `ids` ((token, slot) rows' experts), read back and
+/// checked: ORDER is a permutation of the rows sorted by expert, and the tiles
+/// cut each expert's run in order into pieces of at most `tile` rows, no more
+/// of them than `moe_max_tiles`. Returns the GPU buffers (ORDER, TILES).
+fn group_rows(b: &Bench, ids: &[u32], experts: usize, slots: usize, tile: u32) -> (wgpu::Buffer, wgpu::Buffer) {
+    let rows = ids.len();
+    let tokens = rows / slots;
+    let max_tiles = moe_max_tiles(rows as u32, experts as u32, tile) as usize;
+    let (ibuf, obuf, tbuf) = (b.u32(ids), b.zeros(rows), b.u32(&vec![u32::MAX; 4 * (1 + max_tiles)]));
+    let spec = Spec::new(Family::Moe, "group").with("E", experts as u32).with("TOPK", slots as u32).with("GROUP_TILE", tile);
+    b.run(&spec, step(tokens as u32), &[(2, &ibuf), (6, &obuf), (7, &tbuf)], [1, 1, 1]);
+    let order = b.read_u32(&obuf, rows);
+    let table = b.read_u32(&tbuf, 4 * (1 + max_tiles));
+    let mut seen = order.clone();
+    seen.sort();
+    assert_eq!(seen, (0..rows as u32).collect::<Vec<_>>(), "ORDER is a permutation of the rows");
+    let n_tiles = table[0] as usize;
+    assert!(n_tiles <= max_tiles, "{n_tiles} tiles, at most {max_tiles}");
+    let mut want_tiles = Vec::new();
+    let mut at = 0u32;
+    for e in 0..experts as u32 {
+        let count = ids.iter().filter(|&&i| i == e).count() as u32;
+        for f in (0..count).step_by(tile as usize) {
+            want_tiles.push([e, at + f, (count - f).min(tile), 0]);
+        }
+        for p in at..at + count {
+            assert_eq!(ids[order[p as usize] as usize], e, "position {p} belongs to expert {e}");
+        }
+        at += count;
+    }
+    let got_tiles: Vec<[u32; 4]> = (0..n_tiles).map(|j| table[4 * (1 + j)..4 * (2 + j)].try_into().expect("4 words")).collect();
+    assert_eq!(got_tiles, want_tiles, "tile table (tile {tile})");
+    (obuf, tbuf)
+}
+
+/// One expert FFN matrix run grouped: `ids` rows, each computed with its
+/// expert's block of the [experts][halves][n][k] matrix `dtypes` (one type, or
+/// gate and up of two types in two dispatches, the second with GATE_IN_Y),
+/// split by output at `cuts` into slabs `[experts][halves][slab rows][k]`.
+/// X has one row per token (gate/up), or per (token, slot) with `x_per_slot` (down).
+#[allow(clippy::too_many_arguments)]
+fn check_grouped(b: &Bench, dtypes: &[DType], cpu: bool, ids: &[u32], experts: usize, slots: usize, n: usize, k: usize,
+                 swiglu: bool, x_per_slot: bool, cuts: &[usize]) {
+    let rows = ids.len();
+    let tile = moe_group_tile(cpu);
+    let (obuf, tbuf) = group_rows(b, ids, experts, slots, tile);
+    let mut rng = Rng(0x9d0 + (n * 3 + k + rows) as u64 + dtypes[0].shader_code() as u64);
+    let halves = if swiglu { 2 } else { 1 };
+    // Per dtype: its own [experts][parts][n][k] rows (gate and up apart when typed apart).
+    let parts = if dtypes.len() == 2 { 1 } else { halves };
+    let mats: Vec<(Vec<u8>, Vec<f32>)> = dtypes.iter().map(|&d| {
+        let (wb, wv, _) = weights(d, experts * parts * n, k, &mut rng);
+        (wb, wv)
+    }).collect();
+    // w(e, half, j) as the kernels must see it.
+    let w_at = |e: usize, hf: usize, j: usize| -> &[f32] {
+        let (m, p) = if dtypes.len() == 2 { (hf, 0) } else { (0, hf) };
+        let row = (e * parts + p) * n + j;
+        &mats[m].1[row * k..(row + 1) * k]
+    };
+    let x_rows = if x_per_slot { rows } else { rows / slots };
+    let x = rng.vec(x_rows * k);
+    let mut y_init = vec![0f32; rows * n];
+    y_init.extend([SENTINEL; 16]);
+    let (xbuf, ybuf, dummy) = (b.f32(&x), b.f32(&y_init), b.zeros(1));
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(n);
+    for (m, (&dtype, (wb, _))) in dtypes.iter().zip(&mats).enumerate() {
+        let row_bytes = dtype.nbytes(k as u64).expect("whole blocks") as usize;
+        for s in bounds.windows(2) {
+            let (a, z) = (s[0], s[1]);
+            let mut slab = Vec::new();
+            for e in 0..experts {
+                for p in 0..parts {
+                    let r0 = (e * parts + p) * n;
+                    slab.extend_from_slice(&wb[(r0 + a) * row_bytes..(r0 + z) * row_bytes]);
+                }
+            }
+            let spec = linear_spec(dtype, "matmul_grouped", z - a, k, cpu)
+                .with("SLOTS", slots as u32)
+                .with("X_PER_SLOT", x_per_slot as u32)
+                .with("SWIGLU", (swiglu && dtypes.len() == 1) as u32)
+                .with("GATE_IN_Y", (m == 1) as u32)
+                .with("EXPERT_STRIDE", (parts * (z - a) * k) as u32)
+                .with("N_ALL", n as u32)
+                .with("GROUP_TILE", tile)
+                .with("EXPERTS", experts as u32);
+            assert_eq!(spec.entry, if cpu && k.is_multiple_of(4) { "matmul_rows_grouped" } else { "matmul_grouped" });
+            let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
+            let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
+            b.run(&spec, step((rows / slots) as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &info), (7, &obuf), (8, &tbuf)], groups);
+        }
+    }
+    let mut got = b.read(&ybuf, rows * n + 16);
+    assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "grouped: write past the output");
+    let mut want = vec![0f32; rows * n];
+    for r in 0..rows {
+        let xr = &x[if x_per_slot { r } else { r / slots } * k..][..k];
+        let e = ids[r] as usize;
+        let dot = |w: &[f32]| (0..k).map(|i| xr[i] as f64 * w[i] as f64).sum::<f64>();
+        for j in 0..n {
+            let g = dot(w_at(e, 0, j));
+            want[r * n + j] = if swiglu { silu(g) * dot(w_at(e, 1, j)) } else { g } as f32;
+        }
+    }
+    let err = nmse(&got, &want);
+    assert!(err < TOL, "grouped {dtypes:?} cpu {cpu} n {n} k {k} swiglu {swiglu} x_per_slot {x_per_slot} cuts {cuts:?}: {err:e}");
+}
+
+#[test]
+fn moe_prefill_groups_rows_by_expert_and_matches_cpu() {
+    let b = Bench::new();
+    let (experts, slots, tokens) = (6usize, 2usize, 40usize);
+    // Expert 0 takes every token's first slot (40 rows: more than a tile), the
+    // second slots spread over experts 1, 2 and 4; experts 3 and 5 stay unused.
+    let mut rng = Rng(0x6b0);
+    let ids: Vec<u32> = (0..tokens * slots).map(|r| if r % slots == 0 { 0 } else { [1, 2, 4][rng.next_u32() as usize % 3] }).collect();
+    // A single token (one row per slot) and rows of one expert only.
+    for cpu in [false, true] {
+        group_rows(&b, &ids, experts, slots, moe_group_tile(cpu));
+        group_rows(&b, &[5, 0], experts, slots, moe_group_tile(cpu));
+        group_rows(&b, &[3; 70], experts, 1, moe_group_tile(cpu));
+    }
+    let mut cases = vec![DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q8_0, DType::Q4_1];
+    cases.extend([DType::Q2K, DType::Q3K, DType::Q6K, DType::IQ4NL, DType::IQ4XS]);
+    for dtype in cases {
+        // Odd shapes for floats; quantized rows are whole blocks (two 32-weight blocks, or one super-block).
+        let (n, k) = if dtype.is_quantized() { (19, (dtype.block().0 as usize).max(64)) } else { (19, 27) };
+        for cpu in [false, true] {
+            check_grouped(&b, &[dtype], cpu, &ids, experts, slots, n, k, true, false, &[]);
+            check_grouped(&b, &[dtype], cpu, &ids, experts, slots, n, k, false, true, &[]);
+        }
+    }
+    // K % 4 == 0 floats (quad loads; matmul_rows_grouped on CPU drivers).
+    for cpu in [false, true] {
+        check_grouped(&b, &[DType::F16], cpu, &ids, experts, slots, 37, 44, true, false, &[]);
+    }
+    // Slabs (a matrix over the binding limit) and gate/up of different types.
+    for cpu in [false, true] {
+        check_grouped(&b, &[DType::F32], cpu, &ids, experts, slots, 77, 36, true, false, &[32, 64]);
+        check_grouped(&b, &[DType::Q8_0], cpu, &ids, experts, slots, 41, 64, false, true, &[5, 40]);
+        check_grouped(&b, &[DType::Q4K, DType::Q6K], cpu, &ids, experts, slots, 29, 256, true, false, &[]);
+        check_grouped(&b, &[DType::Q8_0, DType::F16], cpu, &ids, experts, slots, 29, 64, true, false, &[13]);
+    }
 }

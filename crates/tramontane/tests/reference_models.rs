@@ -9,13 +9,6 @@ mod common;
 use common::*;
 use tramontane::{GenerateRequest, LoadOptions, SamplingParams};
 
-/// |logit - reference| bound for float32 weights (transformers float32 and a
-/// float64 numpy pass agree to ~1e-5; we measure ~1e-5 too).
-const LOGIT_TOL: f32 = 1e-3;
-
-fn greedy(max_tokens: usize) -> GenerateRequest {
-    GenerateRequest { sampling: SamplingParams::greedy(), max_tokens, ignore_eos: true, ..Default::default() }
-}
 
 fn check_model(name: &str, chunk: usize) {
     check_model_with(name, LoadOptions { chunk, ..Default::default() });
@@ -25,35 +18,7 @@ fn check_model_with(name: &str, opts: LoadOptions) {
     let chunk = opts.chunk;
     let r = reference(name);
     let mut model = load(name, opts);
-    let vocab = model.config().vocab;
-    let mut worst = 0f32;
-    for p in r["prompts"].as_array().expect("prompts") {
-        let pname = p["name"].as_str().unwrap_or("?");
-        let input = ids(&p["input_ids"]);
-        let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
-        assert_eq!(logits.len(), input.len() * vocab);
-        let want_argmax = ids(&p["argmax_per_position"]);
-        for (pos, want) in want_argmax.iter().enumerate() {
-            let got = argmax(&logits[pos * vocab..(pos + 1) * vocab]);
-            assert_eq!(got, *want, "{name} {pname}: argmax at position {pos}");
-        }
-        let last = &logits[(input.len() - 1) * vocab..];
-        for pair in p["last_position"]["top20"].as_array().expect("top20") {
-            let id = pair[0].as_u64().expect("id") as usize;
-            let want = pair[1].as_f64().expect("logit") as f32;
-            let d = (last[id] - want).abs();
-            worst = worst.max(d);
-            assert!(d <= LOGIT_TOL, "{name} {pname}: logit of {id} is {} want {want}", last[id]);
-        }
-        for (id, want) in p["last_position"]["logits_ids_0_63"].as_array().expect("0..63").iter().enumerate() {
-            let want = want.as_f64().expect("logit") as f32;
-            assert!((last[id] - want).abs() <= LOGIT_TOL, "{name} {pname}: logit of {id}");
-        }
-        // Greedy continuation through prefill + single-token decode passes.
-        model.reset();
-        let g = pollster::block_on(model.generate(&input, &greedy(16), &mut |_, _, _| true)).expect("generate");
-        assert_eq!(g.generated, ids(&p["greedy"]["new_ids"]), "{name} {pname}: greedy continuation");
-    }
+    let worst = check_reference(&mut model, &r, name, LOGIT_TOL);
     eprintln!("{name} (chunk {chunk}): max |logit - reference| over top-20 = {worst:.2e}");
 }
 

@@ -24,6 +24,23 @@ pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
     Grid::of(spec).groups(n, rows)
 }
 
+/// Rows per tile of moe.wgsl's `group` (and so of the grouped matmuls): a
+/// `matmul` tile on GPUs, a `matmul_rows` invocation's rows on CPU drivers.
+pub fn moe_group_tile(cpu: bool) -> u32 {
+    if cpu { MR } else { MM_TILE }
+}
+
+/// Most tiles `group` can emit for `rows` (token, slot) rows over `experts`
+/// experts in tiles of `tile` rows: each expert's run ends in at most one
+/// partial tile.
+pub fn moe_max_tiles(rows: u32, experts: u32, tile: u32) -> u32 {
+    rows.div_ceil(tile.max(1)) + experts.min(rows)
+}
+
+fn constant(spec: &Spec, name: &str) -> Option<u32> {
+    spec.constants.iter().find(|c| c.0 == name).map(|c| c.1 as u32)
+}
+
 /// How a linear kernel's grid follows from its outputs and rows, decided once
 /// per dispatch at load.
 #[derive(Clone, Copy)]
@@ -34,14 +51,24 @@ enum Grid {
     Rows,
     /// `matvec`: this many outputs per workgroup, one row per y.
     Matvec(u32),
+    /// `matmul_grouped` / `matmul_rows_grouped`: this many outputs per
+    /// workgroup, y over the most tiles of `tile` rows over `experts`.
+    Grouped { per: u32, tile: u32, experts: u32 },
 }
 
 impl Grid {
     fn of(spec: &Spec) -> Grid {
+        let grouped = |per| Grid::Grouped {
+            per,
+            tile: constant(spec, "GROUP_TILE").unwrap_or(MM_TILE),
+            experts: constant(spec, "EXPERTS").unwrap_or(1),
+        };
         match spec.entry {
             "matmul" => Grid::Tiled,
             "matmul_rows" => Grid::Rows,
-            _ => Grid::Matvec(spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1).max(1)),
+            "matmul_grouped" => grouped(MM_TILE),
+            "matmul_rows_grouped" => grouped(64),
+            _ => Grid::Matvec(constant(spec, "ROWS").unwrap_or(1).max(1)),
         }
     }
 
@@ -50,6 +77,7 @@ impl Grid {
             Grid::Tiled => (MM_TILE, rows.div_ceil(MM_TILE)),
             Grid::Rows => (64, rows.div_ceil(MR)),
             Grid::Matvec(per) => (per, rows),
+            Grid::Grouped { per, tile, experts } => (per, moe_max_tiles(rows, experts, tile)),
         };
         let (x, z) = split_groups(n.div_ceil(per));
         [x, y, z]
@@ -170,9 +198,25 @@ struct LayerPlan {
     moe_choice: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
+/// `up_*` are there when gate and up are stored in different types: the gate
+/// dispatch writes the gate projection, the up one combines (`GATE_IN_Y`).
 enum FfnPlan {
-    Dense { gate_up_mv: Linear, gate_up_mm: Linear, down_mv: Linear, down_mm: Linear },
-    Moe { router: Linear, route: Dispatch, gate_up: Linear, down: Linear, combine: Dispatch },
+    Dense { gate_up_mv: Linear, gate_up_mm: Linear, up_mv: Option<Linear>, up_mm: Option<Linear>, down_mv: Linear, down_mm: Linear },
+    /// Decode runs the experts as matvecs over the t*k (token, slot) rows
+    /// (`*_mv`); prefill sorts those rows by expert (`group`) and runs each
+    /// expert's rows as tiles of one matmul (`*_mm`, weights read once a tile).
+    Moe {
+        router: Linear,
+        route: Dispatch,
+        group: Dispatch,
+        gate_up_mv: Linear,
+        gate_up_mm: Linear,
+        up_mv: Option<Linear>,
+        up_mm: Option<Linear>,
+        down_mv: Linear,
+        down_mm: Linear,
+        combine: Dispatch,
+    },
 }
 
 struct AllLogits {
@@ -186,8 +230,10 @@ pub struct Runtime {
     pub cfg: ModelConfig,
     pub weights: Weights,
     pub opts: RuntimeOptions,
-    /// Ring slots of the KV cache.
+    /// Slots of the largest KV cache of any layer.
     pub kv_slots: usize,
+    /// Each layer's KV cache slots (a sliding layer's ring is window + chunk).
+    pub layer_slots: Vec<usize>,
     step: wgpu::Buffer,
     ids: wgpu::Buffer,
     x: wgpu::Buffer,
@@ -227,9 +273,16 @@ pub enum Output {
 /// lavapipe, SwiftShader) each invocation computes whole outputs, since there a
 /// SIMD lane per row beats a barrier-synchronized reduction.
 /// On CPU drivers, prefill uses `matmul_rows` (no workgroup memory or
-/// barriers; rows of whole vec4s) instead of the tiled `matmul`.
+/// barriers; rows of whole vec4s) instead of the tiled `matmul`, and MoE
+/// prefill `matmul_rows_grouped` instead of `matmul_grouped`. The grouped
+/// entries also need `GROUP_TILE` ([`moe_group_tile`]) and `EXPERTS`.
 pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: bool) -> Spec {
-    let entry = if entry == "matmul" && cpu && k.is_multiple_of(4) { "matmul_rows" } else { entry };
+    let rows_ok = cpu && k.is_multiple_of(4);
+    let entry = match entry {
+        "matmul" if rows_ok => "matmul_rows",
+        "matmul_grouped" if rows_ok => "matmul_rows_grouped",
+        e => e,
+    };
     let mut s = Spec::new(Family::Matmul, entry)
         .with("WTYPE", dtype.shader_code())
         .with("N", n as u32)
@@ -238,10 +291,11 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
     s = s.with("QUAD", quad as u32);
     // 32 weights at a time: every block type (K-quants by 32-weight sub-block).
     let blocks = k.is_multiple_of(32) && dtype.is_quantized();
-    if blocks && entry != "matmul" {
+    let tiled = matches!(entry, "matmul" | "matmul_grouped");
+    if blocks && !tiled {
         s = s.with("BLOCKS", 1u32);
     }
-    if entry == "matmul_rows" {
+    if matches!(entry, "matmul_rows" | "matmul_rows_grouped") {
         s = s.with("MR", MR);
     }
     if entry == "matvec" {
@@ -269,10 +323,16 @@ impl Runtime {
         let c = opts.chunk.max(1);
         let inter = cfg.intermediate;
         let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
-        let kv_slots = match cfg.sliding_window {
-            Some(w) if w + c < opts.context => w + c,
-            _ => opts.context,
-        };
+        // Each layer's KV cache: a ring of window + chunk slots for a sliding
+        // layer (a chunk never overwrites keys its own queries need), the whole
+        // context for a full-attention one.
+        let layer_slots: Vec<usize> = (0..cfg.n_layers)
+            .map(|l| match cfg.window(l) {
+                Some(w) if w + c < opts.context => w + c,
+                _ => opts.context,
+            })
+            .collect();
+        let kv_slots = layer_slots.iter().copied().max().unwrap_or(opts.context);
         let f = 4u64;
         let scratch = std::cell::Cell::new(0u64);
         let buf = |label: &str, n: usize| {
@@ -316,14 +376,23 @@ impl Runtime {
             Some(m) => (Some(buf("router_logits", c * m.n_experts)), Some(buf("expert_out", c * slots * h))),
             None => (None, None),
         };
+        // MoE prefill: a pass's rows sorted by expert and its tile table, made
+        // by each layer's `group` and read by the grouped matmuls right after,
+        // so all layers share one pair.
+        let group_tile = moe_group_tile(g.is_cpu());
+        let moe_groups = cfg.moe.as_ref().map(|m| {
+            let rows = (c * m.top_k) as u32;
+            let tiles = 1 + moe_max_tiles(rows, m.n_experts as u32, group_tile) as usize;
+            (buf("moe_order", rows as usize), buf("moe_tiles", 4 * tiles))
+        });
         let mut kv = Vec::new();
         let kv_f16 = opts.kv_f16;
         if kv_f16 && !g.adapter.shader_f16 {
             return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
         }
-        // Sizes in f32 words: an f16 cache takes half.
-        let kv_words = if kv_f16 { (kv_slots * nkv * hd).div_ceil(2) } else { kv_slots * nkv * hd };
-        for l in 0..cfg.n_layers {
+        for (l, &slots_l) in layer_slots.iter().enumerate() {
+            // Sizes in f32 words: an f16 cache takes half.
+            let kv_words = if kv_f16 { (slots_l * nkv * hd).div_ceil(2) } else { slots_l * nkv * hd };
             kv.push((buf(&format!("k_cache{l}"), kv_words), buf(&format!("v_cache{l}"), kv_words)));
         }
         let out_rb = g.readback("out_rb", OUT_WORDS as u64 * 4);
@@ -343,20 +412,23 @@ impl Runtime {
             .with("H", h as u32)
             .with("EPS", cfg.rms_eps)
             .with("LAST_ROW", 0u32);
-        let rope_spec = Spec::new(Family::Rope, "main")
-            .with("HD", hd as u32)
-            .with("NH", nh as u32)
-            .with("NKV", nkv as u32)
-            .with("CAP", kv_slots as u32)
-            .with("STYLE", cfg.rope_interleaved as u32)
-            .kv_f16(opts.kv_f16);
-        let attn_spec = |entry| {
+        // Per layer: its ring's size and its window (layers alike share pipelines).
+        let rope_spec = |l: usize| {
+            Spec::new(Family::Rope, "main")
+                .with("HD", hd as u32)
+                .with("NH", nh as u32)
+                .with("NKV", nkv as u32)
+                .with("CAP", layer_slots[l] as u32)
+                .with("STYLE", cfg.rope_interleaved as u32)
+                .kv_f16(opts.kv_f16)
+        };
+        let attn_spec = |entry, l: usize| {
             Spec::new(Family::Attention, entry)
                 .with("HD", hd as u32)
                 .with("NH", nh as u32)
                 .with("NKV", nkv as u32)
-                .with("CAP", kv_slots as u32)
-                .with("WINDOW", cfg.sliding_window.unwrap_or(0) as u32)
+                .with("CAP", layer_slots[l] as u32)
+                .with("WINDOW", cfg.window(l).unwrap_or(0) as u32)
                 .with("SCALE", 1.0 / (hd as f32).sqrt())
                 .kv_f16(opts.kv_f16)
         };
@@ -366,22 +438,37 @@ impl Runtime {
             let qkv_tune = |s: Spec| s.with("HAS_BIAS", bias.is_some() as u32);
             let bias_buf = bias.unwrap_or(&dummy);
             let acc = |s: Spec| s.with("ACCUMULATE", 1u32);
+            // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
+            let o_bias = lw.o_bias.as_ref();
+            let o_tune = |s: Spec| acc(s).with("HAS_BIAS", o_bias.is_some() as u32);
+            let o_bias = o_bias.unwrap_or(&dummy);
+            let (gu_bias, down_bias) = match &lw.mlp_bias {
+                Some((a, b)) => (Some(a), Some(b)),
+                None => (None, None),
+            };
             let (kc, vc) = &kv[l];
             let mut moe_choice = None;
             let ffn = match &lw.ffn {
-                Ffn::Dense { gate_up, down } => {
-                    let gu = |s: Spec| s.with("SWIGLU", 1u32);
+                Ffn::Dense { gate_up, up, down } => {
+                    // Stacked: one SwiGLU dispatch; split: the gate alone first.
+                    let stacked = up.is_none() as u32;
+                    let gu = |s: Spec| s.with("SWIGLU", stacked).with("HAS_BIAS", gu_bias.is_some() as u32);
+                    let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
+                    let dn = |s: Spec| acc(s).with("HAS_BIAS", down_bias.is_some() as u32);
+                    let (gb, db) = (gu_bias.unwrap_or(&dummy), down_bias.unwrap_or(&dummy));
                     FfnPlan::Dense {
-                        gate_up_mv: Linear::new(g, gate_up, "matvec", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)]),
-                        gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy)]),
-                        down_mv: Linear::new(g, down, "matvec", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy), (5, &dummy)]),
-                        down_mm: Linear::new(g, down, "matmul", acc, &[(0, &step), (2, &ffn_h), (3, &x), (4, &dummy)]),
+                        gate_up_mv: Linear::new(g, gate_up, "matvec", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, gb), (5, &dummy)]),
+                        gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, &step), (2, &xn), (3, &ffn_h), (4, gb)]),
+                        up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", gated, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &dummy)])),
+                        up_mm: up.as_ref().map(|u| Linear::new(g, u, "matmul", gated, &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy)])),
+                        down_mv: Linear::new(g, down, "matvec", dn, &[(0, &step), (2, &ffn_h), (3, &x), (4, db), (5, &dummy)]),
+                        down_mm: Linear::new(g, down, "matmul", dn, &[(0, &step), (2, &ffn_h), (3, &x), (4, db)]),
                     }
                 }
-                Ffn::Moe { router, gate_up, down } => {
+                Ffn::Moe { router, gate_up, up, down } => {
                     let m = cfg.moe.as_ref().ok_or_else(|| Error::Gpu("MoE weights without MoE config".into()))?;
-                    let (rl, eo) = match (&moe_logits, &eout) {
-                        (Some(a), Some(b)) => (a, b),
+                    let (rl, eo, (order, tiles)) = match (&moe_logits, &eout, &moe_groups) {
+                        (Some(a), Some(b), Some(c)) => (a, b, c),
                         _ => return Err(Error::Gpu("MoE buffers missing".into())),
                     };
                     let ids_l = buf(&format!("moe_ids{l}"), c * m.top_k);
@@ -394,11 +481,32 @@ impl Runtime {
                             .with("H", h as u32)
                     };
                     let expert = |s: Spec| s.with("SLOTS", m.top_k as u32).with("MOE", 1u32);
+                    // The grouped entries take each tile's expert from the
+                    // table, not EXPERT_IDS (MOE stays 0 there).
+                    let grouped = |s: Spec| {
+                        s.with("SLOTS", m.top_k as u32).with("GROUP_TILE", group_tile).with("EXPERTS", m.n_experts as u32)
+                    };
+                    let gu = |s: Spec| s.with("SWIGLU", up.is_none() as u32);
+                    let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
+                    let per_slot = |s: Spec| s.with("X_PER_SLOT", 1u32);
+                    let mv_in = [(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)];
+                    let mm_in = [(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (7, order), (8, tiles)];
+                    let mv_down = [(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)];
+                    let mm_down = [(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (7, order), (8, tiles)];
+                    let mm = "matmul_grouped";
                     let plan = FfnPlan::Moe {
                         router: Linear::new(g, router, "matvec", |s| s, &[(0, &step), (2, &xn), (3, rl), (4, &dummy), (5, &dummy)]),
                         route: k.dispatch(&moe_spec("route"), &[(0, &step), (1, rl), (2, &ids_l), (3, &wts_l)]),
-                        gate_up: Linear::new(g, gate_up, "matvec", |s| expert(s).with("SWIGLU", 1u32), &[(0, &step), (2, &xn), (3, &ffn_h), (4, &dummy), (5, &ids_l)]),
-                        down: Linear::new(g, down, "matvec", |s| expert(s).with("X_PER_SLOT", 1u32), &[(0, &step), (2, &ffn_h), (3, eo), (4, &dummy), (5, &ids_l)]),
+                        group: k.dispatch(
+                            &moe_spec("group").with("GROUP_TILE", group_tile),
+                            &[(0, &step), (2, &ids_l), (6, order), (7, tiles)],
+                        ),
+                        gate_up_mv: Linear::new(g, gate_up, "matvec", |s| gu(expert(s)), &mv_in),
+                        gate_up_mm: Linear::new(g, gate_up, mm, |s| gu(grouped(s)), &mm_in),
+                        up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| gated(expert(s)), &mv_in)),
+                        up_mm: up.as_ref().map(|u| Linear::new(g, u, mm, |s| gated(grouped(s)), &mm_in)),
+                        down_mv: Linear::new(g, down, "matvec", |s| per_slot(expert(s)), &mv_down),
+                        down_mm: Linear::new(g, down, mm, |s| per_slot(grouped(s)), &mm_down),
                         combine: k.dispatch(&moe_spec("combine"), &[(0, &step), (3, &wts_l), (4, eo), (5, &x)]),
                     };
                     moe_choice = Some((ids_l, wts_l));
@@ -409,11 +517,18 @@ impl Runtime {
                 attn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.attn_norm), (3, &xn)]),
                 qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf), (5, &dummy)]),
                 qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, &step), (2, &xn), (3, &qkv), (4, bias_buf)]),
-                rope: k.dispatch(&rope_spec, &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc)]),
-                attend: k.dispatch(&attn_spec("attend"), &[(0, &step), (1, &qkv), (2, kc), (3, vc), (4, &part)]),
-                combine: k.dispatch(&attn_spec("combine"), &[(0, &step), (4, &part), (5, &attn)]),
-                o_mv: Linear::new(g, &lw.o, "matvec", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy), (5, &dummy)]),
-                o_mm: Linear::new(g, &lw.o, "matmul", acc, &[(0, &step), (2, &attn), (3, &x), (4, &dummy)]),
+                rope: match &lw.qk_norm {
+                    // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
+                    Some(nw) => k.dispatch(
+                        &Spec { entry: "qk_norm", ..rope_spec(l) }.with("EPS", cfg.rms_eps),
+                        &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc), (5, nw)],
+                    ),
+                    None => k.dispatch(&rope_spec(l), &[(0, &step), (1, &qkv), (2, &table), (3, kc), (4, vc)]),
+                },
+                attend: k.dispatch(&attn_spec("attend", l), &[(0, &step), (1, &qkv), (2, kc), (3, vc), (4, &part)]),
+                combine: k.dispatch(&attn_spec("combine", l), &[(0, &step), (4, &part), (5, &attn)]),
+                o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, &step), (2, &attn), (3, &x), (4, o_bias), (5, &dummy)]),
+                o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, &step), (2, &attn), (3, &x), (4, o_bias)]),
                 ffn_norm: k.dispatch(&norm_spec, &[(0, &step), (1, &x), (2, &lw.ffn_norm), (3, &xn)]),
                 ffn,
                 moe_choice,
@@ -436,6 +551,7 @@ impl Runtime {
             weights,
             opts,
             kv_slots,
+            layer_slots,
             step,
             ids,
             x,
@@ -515,9 +631,12 @@ impl Runtime {
             g.queue.write_buffer(&self.ids, 0, bytemuck::cast_slice(ids));
         }
         let last_pos = (start + n_tokens - 1) as u32;
-        let keys = match self.cfg.sliding_window {
-            Some(w) => (last_pos + 1).min(w as u32),
-            None => last_pos + 1,
+        // Keys the most-seeing layer attends to: splits cover them; a sliding
+        // layer's extra splits are empty (the combine step weighs them 0).
+        let keys = if self.cfg.layer_windows.iter().all(Option::is_some) {
+            (last_pos + 1).min(self.cfg.sliding_window.unwrap_or(usize::MAX) as u32)
+        } else {
+            last_pos + 1
         };
         let (n_splits, split_len) = if t == 1 {
             let len = SPLIT_MIN.max(keys.div_ceil(MAX_SPLITS));
@@ -591,6 +710,9 @@ impl Runtime {
         let cfg = &self.cfg;
         let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
         let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
+        // `qk_norm` runs a workgroup per head (q, k and v) of a row; `main` an
+        // invocation per rotated pair or stored v element.
+        let rope_x = if cfg.qk_norm { (cfg.n_heads + 2 * cfg.n_kv_heads) as u32 } else { rope_items.div_ceil(64) };
         for e in &self.embed {
             s("embed", e, [h.div_ceil(64), t, 1]);
         }
@@ -601,7 +723,7 @@ impl Runtime {
             } else {
                 l.qkv_mm.matmul("qkv matmul", t, s);
             }
-            s("rope + kv store", &l.rope, [rope_items.div_ceil(64), t, 1]);
+            s("rope + kv store", &l.rope, [rope_x, t, 1]);
             s("attention", &l.attend, [nh, t, n_splits]);
             s("attention combine", &l.combine, [nh, t, 1]);
             if t == 1 {
@@ -611,21 +733,39 @@ impl Runtime {
             }
             s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
             match &l.ffn {
-                FfnPlan::Dense { gate_up_mv, gate_up_mm, down_mv, down_mm } => {
+                FfnPlan::Dense { gate_up_mv, gate_up_mm, up_mv, up_mm, down_mv, down_mm } => {
                     if t == 1 {
                         gate_up_mv.matvec("gate/up + swiglu matvec", 1, s);
+                        if let Some(u) = up_mv {
+                            u.matvec("up (own type) + swiglu matvec", 1, s);
+                        }
                         down_mv.matvec("down matvec", 1, s);
                     } else {
                         gate_up_mm.matmul("gate/up + swiglu matmul", t, s);
+                        if let Some(u) = up_mm {
+                            u.matmul("up (own type) + swiglu matmul", t, s);
+                        }
                         down_mm.matmul("down matmul", t, s);
                     }
                 }
-                FfnPlan::Moe { router, route, gate_up, down, combine } => {
+                FfnPlan::Moe { router, route, group, gate_up_mv, gate_up_mm, up_mv, up_mm, down_mv, down_mm, combine } => {
                     let k = cfg.moe.as_ref().map(|m| m.top_k as u32).unwrap_or(1);
                     router.matvec("moe router", t, s);
                     s("moe top-k", route, [t.div_ceil(64), 1, 1]);
-                    gate_up.matvec("expert gate/up + swiglu", t * k, s);
-                    down.matvec("expert down", t * k, s);
+                    if t == 1 {
+                        gate_up_mv.matvec("expert gate/up + swiglu matvec", k, s);
+                        if let Some(u) = up_mv {
+                            u.matvec("expert up (own type) + swiglu matvec", k, s);
+                        }
+                        down_mv.matvec("expert down matvec", k, s);
+                    } else {
+                        s("moe group by expert", group, [1, 1, 1]);
+                        gate_up_mm.matmul("expert gate/up + swiglu grouped", t * k, s);
+                        if let Some(u) = up_mm {
+                            u.matmul("expert up (own type) + swiglu grouped", t * k, s);
+                        }
+                        down_mm.matmul("expert down grouped", t * k, s);
+                    }
                     s("moe combine", combine, [h.div_ceil(64), t, 1]);
                 }
             }

@@ -21,6 +21,18 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     }
 }
 
+/// ggml's `kvalues_iq4nl`: the 16 levels an IQ4_NL / IQ4_XS nibble indexes.
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// Scale `k` (0..16) of a q3_K super-block, 6 bits minus 32: low 4 bits from
+/// `sc[k % 8]` (low nibble for k < 8, high after), high 2 bits from byte
+/// `8 + k % 4` (bits 2 (k / 4) ..).
+fn scale_q3k(k: usize, sc: &[u8]) -> f32 {
+    let lo = (sc[k % 8] >> (4 * (k / 8))) & 0xf;
+    let hi = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+    (lo | (hi << 4)) as i32 as f32 - 32.0
+}
+
 /// Dequantize `bytes` (a whole number of blocks of `dtype`) to f32.
 pub fn dequantize(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     let (be, bb) = dtype.block();
@@ -107,7 +119,72 @@ pub fn dequantize(dtype: DType, bytes: &[u8]) -> Vec<f32> {
                     out.extend(blk);
                 }
             }
-            _ => {}
+            DType::Q2K => {
+                // scales[16] (4-bit scale | 4-bit min << 4), qs[64], d, dmin.
+                // Each 128-weight half reads its 32 bytes four times, two bits
+                // further each time; 16 weights per scale.
+                let (sc, qs) = (&b[0..16], &b[16..80]);
+                let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+                for n in 0..2 {
+                    for shift in 0..4 {
+                        for half in 0..2 {
+                            let s = sc[n * 8 + shift * 2 + half];
+                            let (dl, ml) = (d * (s & 0xf) as f32, dmin * (s >> 4) as f32);
+                            for l in 0..16 {
+                                let q = (qs[n * 32 + half * 16 + l] >> (2 * shift)) & 3;
+                                out.push(dl * q as f32 - ml);
+                            }
+                        }
+                    }
+                }
+            }
+            DType::Q3K => {
+                // hmask[32], qs[64], scales[12], d: 2 low bits as in q2_K, the
+                // third from hmask (bit 4n + shift; a clear bit subtracts 4).
+                let (hm, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+                let d = f16_at(b, 108);
+                for n in 0..2 {
+                    for shift in 0..4 {
+                        for half in 0..2 {
+                            let dl = d * scale_q3k(n * 8 + shift * 2 + half, sc);
+                            for l in half * 16..half * 16 + 16 {
+                                let lo = ((qs[n * 32 + l] >> (2 * shift)) & 3) as i32;
+                                let h = if hm[l] & (1 << (4 * n + shift)) != 0 { 0 } else { 4 };
+                                out.push(dl * (lo - h) as f32);
+                            }
+                        }
+                    }
+                }
+            }
+            DType::IQ4NL => {
+                let d = f16_at(b, 0);
+                let qs = &b[2..18];
+                let mut blk = [0f32; 32];
+                for j in 0..16 {
+                    blk[j] = d * KVALUES_IQ4NL[(qs[j] & 0xf) as usize] as f32;
+                    blk[j + 16] = d * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+                }
+                out.extend(blk);
+            }
+            DType::IQ4XS => {
+                // d, scales_h (u16), scales_l[4], qs[128]: eight IQ4_NL-like
+                // 32-weight sub-blocks with 6-bit scales (minus 32).
+                let d = f16_at(b, 0);
+                let sh = u16::from_le_bytes([b[2], b[3]]) as u32;
+                let (sl, qs) = (&b[4..8], &b[8..136]);
+                for ib in 0..8 {
+                    let ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xf) as u32 | (((sh >> (2 * ib)) & 3) << 4);
+                    let dl = d * (ls as i32 - 32) as f32;
+                    let q = &qs[ib * 16..ib * 16 + 16];
+                    let mut blk = [0f32; 32];
+                    for j in 0..16 {
+                        blk[j] = dl * KVALUES_IQ4NL[(q[j] & 0xf) as usize] as f32;
+                        blk[j + 16] = dl * KVALUES_IQ4NL[(q[j] >> 4) as usize] as f32;
+                    }
+                    out.extend(blk);
+                }
+            }
+            DType::F32 | DType::F16 | DType::BF16 => {}
         }
     }
     out

@@ -216,6 +216,22 @@ pub fn parse(buf: &[u8], file: &str, file_size: u64) -> Result<Parse> {
     }
 }
 
+/// A tensor type the engine cannot read: UNSUPPORTED, naming the type as ggml
+/// does (a user can then pick another quantization of the model). An id ggml
+/// never had is a malformed file instead.
+fn unsupported_type(file: &str, tensor: &str, ty: u32) -> Error {
+    match super::ggml_type_name(ty) {
+        Some(name) => {
+            let readable: Vec<&str> = super::SUPPORTED.iter().filter_map(|d| super::ggml_type_name(d.ggml_type())).collect();
+            Error::Unsupported(format!(
+                "{file}: tensor `{tensor}` is {name} (GGML type {ty}); the types this engine reads are {}",
+                readable.join(", ")
+            ))
+        }
+        None => Error::tensor(file, tensor, format!("GGML type {ty} is not a ggml type")),
+    }
+}
+
 fn parse_inner(buf: &[u8], file: &str, file_size: u64) -> Result<GgufHeader, Stop> {
     let mut c = Cursor { buf, pos: 0, file_size, file };
     let magic = c.take(4, "the GGUF magic").map_err(|e| match e {
@@ -270,9 +286,7 @@ fn parse_inner(buf: &[u8], file: &str, file_size: u64) -> Result<GgufHeader, Sto
     let data_offset = c.pos.next_multiple_of(alignment);
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, dims, ty, offset) in raw {
-        let dtype = DType::from_ggml(ty).ok_or_else(|| {
-            Stop::Fail(Error::tensor(file, &name, format!("GGML type {ty} is not supported (f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q4_K, q5_K, q6_K)")))
-        })?;
+        let dtype = DType::from_ggml(ty).ok_or_else(|| Stop::Fail(unsupported_type(file, &name, ty)))?;
         let numel = dims
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))

@@ -19,7 +19,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::parse::dequant::dequantize;
-use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
+use crate::parse::{Arch, DType, ModelConfig, TensorInfo, TensorTable};
 use crate::source::ModelSource;
 
 /// A weight matrix on the GPU: `experts` blocks of `halves * outputs` rows
@@ -59,9 +59,11 @@ impl Matrix {
     }
 }
 
+/// `gate_up` stacks gate and up (one SwiGLU dispatch) when they share a type;
+/// when they do not, it holds the gate alone and `up` the up projection.
 pub enum Ffn {
-    Dense { gate_up: Matrix, down: Matrix },
-    Moe { router: Matrix, gate_up: Matrix, down: Matrix },
+    Dense { gate_up: Matrix, up: Option<Matrix>, down: Matrix },
+    Moe { router: Matrix, gate_up: Matrix, up: Option<Matrix>, down: Matrix },
 }
 
 pub struct LayerWeights {
@@ -69,6 +71,11 @@ pub struct LayerWeights {
     pub qkv: Matrix,
     pub qkv_bias: Option<wgpu::Buffer>,
     pub o: Matrix,
+    pub o_bias: Option<wgpu::Buffer>,
+    /// `[q_norm | k_norm]`, head_dim each (Qwen3's per-head RMSNorm weights).
+    pub qk_norm: Option<wgpu::Buffer>,
+    /// (stacked gate/up bias, down bias) of a dense MLP with biases.
+    pub mlp_bias: Option<(wgpu::Buffer, wgpu::Buffer)>,
     pub ffn_norm: wgpu::Buffer,
     pub ffn: Ffn,
 }
@@ -96,8 +103,8 @@ impl Weights {
         for l in &self.layers {
             all.extend([&l.qkv, &l.o]);
             match &l.ffn {
-                Ffn::Dense { gate_up, down } => all.extend([gate_up, down]),
-                Ffn::Moe { router, gate_up, down } => all.extend([router, gate_up, down]),
+                Ffn::Dense { gate_up, up, down } => all.extend([Some(gate_up), up.as_ref(), Some(down)].into_iter().flatten()),
+                Ffn::Moe { router, gate_up, up, down } => all.extend([Some(router), Some(gate_up), up.as_ref(), Some(down)].into_iter().flatten()),
             }
         }
         all.iter().filter(|m| m.slabs.windows(2).any(|w| w[0].dtype == w[1].dtype)).count()
@@ -123,6 +130,11 @@ pub trait Naming {
     fn experts_fused(&self, _l: usize, _what: ExpertTensor) -> Option<String> {
         None
     }
+    /// The naming of `arch` where the format spells families differently
+    /// (HF MoE blocks: Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`).
+    fn for_arch(&self, _arch: Arch) -> Option<&'static dyn Naming> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +152,12 @@ pub enum LayerTensor {
     Up,
     Down,
     Router,
+    OBias,
+    GateBias,
+    UpBias,
+    DownBias,
+    QNorm,
+    KNorm,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +195,12 @@ impl Naming for HfNaming {
             LayerTensor::Up => format!("{p}.mlp.up_proj.weight"),
             LayerTensor::Down => format!("{p}.mlp.down_proj.weight"),
             LayerTensor::Router => format!("{p}.block_sparse_moe.gate.weight"),
+            LayerTensor::OBias => format!("{p}.self_attn.o_proj.bias"),
+            LayerTensor::GateBias => format!("{p}.mlp.gate_proj.bias"),
+            LayerTensor::UpBias => format!("{p}.mlp.up_proj.bias"),
+            LayerTensor::DownBias => format!("{p}.mlp.down_proj.bias"),
+            LayerTensor::QNorm => format!("{p}.self_attn.q_norm.weight"),
+            LayerTensor::KNorm => format!("{p}.self_attn.k_norm.weight"),
         }
     }
     fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String {
@@ -186,6 +210,42 @@ impl Naming for HfNaming {
             ExpertTensor::Down => "w2",
         };
         format!("model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight")
+    }
+    fn for_arch(&self, arch: Arch) -> Option<&'static dyn Naming> {
+        match arch {
+            Arch::Qwen3Moe => Some(&HfQwenMoeNaming),
+            _ => None,
+        }
+    }
+}
+
+/// HF names of Qwen3-MoE: the MoE block is `mlp`, its router `mlp.gate`, and
+/// experts keep the dense MLP's names (transformers 5 saves them per expert).
+pub struct HfQwenMoeNaming;
+
+impl Naming for HfQwenMoeNaming {
+    fn embed(&self) -> String {
+        HfNaming.embed()
+    }
+    fn lm_head(&self) -> String {
+        HfNaming.lm_head()
+    }
+    fn norm(&self) -> String {
+        HfNaming.norm()
+    }
+    fn layer(&self, l: usize, what: LayerTensor) -> String {
+        match what {
+            LayerTensor::Router => format!("model.layers.{l}.mlp.gate.weight"),
+            _ => HfNaming.layer(l, what),
+        }
+    }
+    fn expert(&self, l: usize, e: usize, what: ExpertTensor) -> String {
+        let w = match what {
+            ExpertTensor::Gate => "gate_proj",
+            ExpertTensor::Up => "up_proj",
+            ExpertTensor::Down => "down_proj",
+        };
+        format!("model.layers.{l}.mlp.experts.{e}.{w}.weight")
     }
 }
 
@@ -217,6 +277,12 @@ impl Naming for GgufNaming {
             LayerTensor::Up => "ffn_up.weight",
             LayerTensor::Down => "ffn_down.weight",
             LayerTensor::Router => "ffn_gate_inp.weight",
+            LayerTensor::OBias => "attn_output.bias",
+            LayerTensor::GateBias => "ffn_gate.bias",
+            LayerTensor::UpBias => "ffn_up.bias",
+            LayerTensor::DownBias => "ffn_down.bias",
+            LayerTensor::QNorm => "attn_q_norm.weight",
+            LayerTensor::KNorm => "attn_k_norm.weight",
         };
         format!("blk.{l}.{n}")
     }
@@ -469,6 +535,17 @@ impl<'a> Plan<'a> {
         self.matrix(label, outputs, halves, cols, n_experts, found)
     }
 
+    /// The one type of every expert's `what` tensor (`None`: missing, or the
+    /// experts differ among themselves).
+    fn expert_types(&self, naming: &dyn Naming, l: usize, n_experts: usize, what: ExpertTensor) -> Option<DType> {
+        if let Some(t) = naming.experts_fused(l, what).and_then(|f| self.table.get(&f)) {
+            return Some(t.dtype);
+        }
+        let types: Vec<DType> = (0..n_experts).filter_map(|e| self.table.get(&naming.expert(l, e, what)).map(|t| t.dtype)).collect();
+        let first = *types.first()?;
+        (types.len() == n_experts && types.iter().all(|&t| t == first)).then_some(first)
+    }
+
     /// An f32 vector filled from `parts`: (first element, name, len).
     fn vector(&mut self, label: String, len: usize, parts: &[(usize, String, usize)]) -> Result<usize> {
         let found: Vec<(usize, TensorInfo)> = parts
@@ -487,9 +564,11 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// A feed-forward block's planned weights: gate/up (stacked when of one type;
+/// else the gate alone, with `up` beside it), down, and a MoE router.
 enum FfnIdx {
-    Dense(usize, usize),
-    Moe(usize, usize, usize),
+    Dense { gate_up: usize, up: Option<usize>, down: usize },
+    Moe { router: usize, gate_up: usize, up: Option<usize>, down: usize },
 }
 
 struct LayerIdx {
@@ -497,8 +576,12 @@ struct LayerIdx {
     qkv: usize,
     qkv_bias: Option<usize>,
     o: usize,
+    o_bias: Option<usize>,
+    qk_norm: Option<usize>,
     ffn_norm: usize,
     ffn: FfnIdx,
+    /// Stacked gate/up biases and the down bias (dense MLPs with `mlp_bias`).
+    mlp_bias: Option<(usize, usize)>,
 }
 
 /// Bytes read and written per step when a tensor is copied as it is.
@@ -511,6 +594,36 @@ fn flush(gpu: &Gpu) {
     gpu.queue.submit([]);
     #[cfg(not(target_arch = "wasm32"))]
     let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+}
+
+/// Tensors the graph does not use but that checkpoints carry harmlessly:
+/// RoPE buffers older transformers saved (rebuilt from the config), and GGUF
+/// `rope_freqs` (read by the model into its RoPE table).
+fn ignorable(name: &str) -> bool {
+    name.ends_with(".rotary_emb.inv_freq") || name == "rope_freqs.weight"
+}
+
+/// A tensor in the files that the graph does not use means the checkpoint
+/// holds something this engine would silently drop (a bias, a norm, a
+/// different architecture's piece): refuse it by name, before any download.
+fn check_all_used<'a>(table: &TensorTable, plan: &'a Plan<'_>, cfg: &ModelConfig) -> Result<()> {
+    // A fused expert tensor is read in per-expert slices named `name[e]`.
+    let base = |n: &'a str| -> &'a str { n.strip_suffix(']').and_then(|s| s.rsplit_once('[')).map_or(n, |(b, _)| b) };
+    let used: std::collections::HashSet<&str> = plan.parts.iter().map(|p| base(p.tensor.name.as_str())).collect();
+    let mut unused: Vec<&TensorInfo> = table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name)).collect();
+    unused.sort_by(|a, b| a.name.cmp(&b.name));
+    match unused.first() {
+        None => Ok(()),
+        Some(t) => Err(Error::tensor(
+            &t.file,
+            &t.name,
+            format!(
+                "present in the files but not used by the {:?} graph{} (a feature this engine does not implement)",
+                cfg.arch,
+                if unused.len() > 1 { format!(", nor are {} more", unused.len() - 1) } else { String::new() }
+            ),
+        )),
+    }
 }
 
 /// Check, allocate and upload every weight of `cfg` from `src`.
@@ -530,6 +643,7 @@ pub async fn load_weights<S: ModelSource>(
     let qkv_rows = qd + 2 * kvd;
     let limit = gpu.max_binding().min(max_binding.unwrap_or(u64::MAX)).max(4);
     let mut plan = Plan { table, dests: Vec::new(), parts: Vec::new(), limit };
+    let naming = naming.for_arch(cfg.arch).unwrap_or(naming);
 
     let embed = plan.dense("embed".into(), v, 1, h, &[(0, naming.embed(), v)])?;
     let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -551,27 +665,62 @@ pub async fn load_weights<S: ModelSource>(
             None
         };
         let o = plan.dense(format!("l{l}.o"), h, 1, qd, &[(0, n(LayerTensor::O), h)])?;
+        let o_bias = if cfg.o_bias { Some(plan.vector(format!("l{l}.o_bias"), h, &[(0, n(LayerTensor::OBias), h)])?) } else { None };
+        let hd = cfg.head_dim;
+        let qk_norm = if cfg.qk_norm {
+            Some(plan.vector(format!("l{l}.qk_norm"), 2 * hd, &[(0, n(LayerTensor::QNorm), hd), (hd, n(LayerTensor::KNorm), hd)])?)
+        } else {
+            None
+        };
+        let mlp_bias = if cfg.mlp_bias && cfg.moe.is_none() {
+            Some((
+                plan.vector(format!("l{l}.gate_up_bias"), 2 * inter, &[(0, n(LayerTensor::GateBias), inter), (inter, n(LayerTensor::UpBias), inter)])?,
+                plan.vector(format!("l{l}.down_bias"), h, &[(0, n(LayerTensor::DownBias), h)])?,
+            ))
+        } else {
+            None
+        };
         let ffn_norm = plan.vector(format!("l{l}.ffn_norm"), h, &[(0, n(LayerTensor::FfnNorm), h)])?;
         let ffn = match &cfg.moe {
-            None => FfnIdx::Dense(
-                plan.dense(format!("l{l}.gate_up"), inter, 2, h, &[
-                    (0, n(LayerTensor::Gate), inter),
-                    (inter, n(LayerTensor::Up), inter),
-                ])?,
-                plan.dense(format!("l{l}.down"), h, 1, inter, &[(0, n(LayerTensor::Down), h)])?,
-            ),
+            None => {
+                // Gate and up in different types (a mixed quantization) stay
+                // in their own types: two dispatches instead of one stacked.
+                let ty = |w| table.get(&n(w)).map(|t: &TensorInfo| t.dtype);
+                let split = matches!((ty(LayerTensor::Gate), ty(LayerTensor::Up)), (Some(a), Some(b)) if a != b);
+                if split && cfg.mlp_bias {
+                    return Err(Error::Unsupported(format!("layer {l}: gate and up of different types with MLP biases")));
+                }
+                let (gate_up, up) = if split {
+                    (
+                        plan.dense(format!("l{l}.gate"), inter, 1, h, &[(0, n(LayerTensor::Gate), inter)])?,
+                        Some(plan.dense(format!("l{l}.up"), inter, 1, h, &[(0, n(LayerTensor::Up), inter)])?),
+                    )
+                } else {
+                    let parts = [(0, n(LayerTensor::Gate), inter), (inter, n(LayerTensor::Up), inter)];
+                    (plan.dense(format!("l{l}.gate_up"), inter, 2, h, &parts)?, None)
+                };
+                let down = plan.dense(format!("l{l}.down"), h, 1, inter, &[(0, n(LayerTensor::Down), h)])?;
+                FfnIdx::Dense { gate_up, up, down }
+            }
             Some(moe) => {
                 let ne = moe.n_experts;
                 let router = plan.dense(format!("l{l}.router"), ne, 1, h, &[(0, n(LayerTensor::Router), ne)])?;
-                let gate_up = plan.experts(format!("l{l}.experts.gate_up"), naming, l, ne, inter, 2, h, &[
-                    (ExpertTensor::Gate, 0, inter),
-                    (ExpertTensor::Up, inter, inter),
-                ])?;
+                let (gt, ut) = (plan.expert_types(naming, l, ne, ExpertTensor::Gate), plan.expert_types(naming, l, ne, ExpertTensor::Up));
+                let (gate_up, up) = match (gt, ut) {
+                    (Some(a), Some(b)) if a != b => (
+                        plan.experts(format!("l{l}.experts.gate"), naming, l, ne, inter, 1, h, &[(ExpertTensor::Gate, 0, inter)])?,
+                        Some(plan.experts(format!("l{l}.experts.up"), naming, l, ne, inter, 1, h, &[(ExpertTensor::Up, 0, inter)])?),
+                    ),
+                    _ => {
+                        let parts = [(ExpertTensor::Gate, 0, inter), (ExpertTensor::Up, inter, inter)];
+                        (plan.experts(format!("l{l}.experts.gate_up"), naming, l, ne, inter, 2, h, &parts)?, None)
+                    }
+                };
                 let down = plan.experts(format!("l{l}.experts.down"), naming, l, ne, h, 1, inter, &[(ExpertTensor::Down, 0, h)])?;
-                FfnIdx::Moe(router, gate_up, down)
+                FfnIdx::Moe { router, gate_up, up, down }
             }
         };
-        layers.push(LayerIdx { attn_norm, qkv, qkv_bias, o, ffn_norm, ffn });
+        layers.push(LayerIdx { attn_norm, qkv, qkv_bias, o, o_bias, qk_norm, ffn_norm, ffn, mlp_bias });
     }
     let norm = plan.vector("norm".into(), h, &[(0, naming.norm(), h)])?;
     let lm_head = if cfg.tie_embeddings && table.get(&naming.lm_head()).is_none() {
@@ -579,6 +728,8 @@ pub async fn load_weights<S: ModelSource>(
     } else {
         Some(plan.dense("lm_head".into(), v, 1, h, &[(0, naming.lm_head(), v)])?)
     };
+
+    check_all_used(table, &plan, cfg)?;
 
     // Allocate. Sizes are checked against the device's binding limit first, so a
     // model that cannot fit fails before any upload.
@@ -724,13 +875,36 @@ pub async fn load_weights<S: ModelSource>(
                 None => None,
             },
             o: matrix(take(li.o)?)?,
+            o_bias: match li.o_bias {
+                Some(b) => Some(vector(take(b)?)?),
+                None => None,
+            },
+            qk_norm: match li.qk_norm {
+                Some(b) => Some(vector(take(b)?)?),
+                None => None,
+            },
+            mlp_bias: match li.mlp_bias {
+                Some((gu, d)) => Some((vector(take(gu)?)?, vector(take(d)?)?)),
+                None => None,
+            },
             ffn_norm: vector(take(li.ffn_norm)?)?,
             ffn: match li.ffn {
-                FfnIdx::Dense(gu, d) => Ffn::Dense { gate_up: matrix(take(gu)?)?, down: matrix(take(d)?)? },
-                FfnIdx::Moe(r, gu, d) => Ffn::Moe {
-                    router: matrix(take(r)?)?,
-                    gate_up: matrix(take(gu)?)?,
-                    down: matrix(take(d)?)?,
+                FfnIdx::Dense { gate_up, up, down } => Ffn::Dense {
+                    gate_up: matrix(take(gate_up)?)?,
+                    up: match up {
+                        Some(u) => Some(matrix(take(u)?)?),
+                        None => None,
+                    },
+                    down: matrix(take(down)?)?,
+                },
+                FfnIdx::Moe { router, gate_up, up, down } => Ffn::Moe {
+                    router: matrix(take(router)?)?,
+                    gate_up: matrix(take(gate_up)?)?,
+                    up: match up {
+                        Some(u) => Some(matrix(take(u)?)?),
+                        None => None,
+                    },
+                    down: matrix(take(down)?)?,
                 },
             },
         });

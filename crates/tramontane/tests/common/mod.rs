@@ -72,3 +72,48 @@ pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
     }
     num / den.max(1e-30)
 }
+
+/// |logit - reference| bound for float32 weights (transformers float32 and a
+/// float64 numpy pass agree to ~1e-5; we measure ~1e-5 too).
+pub const LOGIT_TOL: f32 = 1e-3;
+
+pub fn greedy(max_tokens: usize) -> tramontane::GenerateRequest {
+    tramontane::GenerateRequest { sampling: tramontane::SamplingParams::greedy(), max_tokens, ignore_eos: true, ..Default::default() }
+}
+
+/// Every prompt of a reference.json (the shared fixtures' schema): argmax at
+/// every position, the top-20 and first 64 logits at the last one within
+/// `tol`, and the greedy continuation (prefill, then single-token decodes).
+/// Returns the largest top-20 difference.
+pub fn check_reference(model: &mut Model, r: &serde_json::Value, name: &str, tol: f32) -> f32 {
+    let vocab = model.config().vocab;
+    let mut worst = 0f32;
+    for p in r["prompts"].as_array().expect("prompts") {
+        let pname = p["name"].as_str().unwrap_or("?");
+        let input = ids(&p["input_ids"]);
+        let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
+        assert_eq!(logits.len(), input.len() * vocab);
+        let want_argmax = ids(&p["argmax_per_position"]);
+        for (pos, want) in want_argmax.iter().enumerate() {
+            let got = argmax(&logits[pos * vocab..(pos + 1) * vocab]);
+            assert_eq!(got, *want, "{name} {pname}: argmax at position {pos}");
+        }
+        let last = &logits[(input.len() - 1) * vocab..];
+        for pair in p["last_position"]["top20"].as_array().expect("top20") {
+            let id = pair[0].as_u64().expect("id") as usize;
+            let want = pair[1].as_f64().expect("logit") as f32;
+            let d = (last[id] - want).abs();
+            worst = worst.max(d);
+            assert!(d <= tol, "{name} {pname}: logit of {id} is {} want {want}", last[id]);
+        }
+        for (id, want) in p["last_position"]["logits_ids_0_63"].as_array().expect("0..63").iter().enumerate() {
+            let want = want.as_f64().expect("logit") as f32;
+            assert!((last[id] - want).abs() <= tol, "{name} {pname}: logit of {id}");
+        }
+        model.reset();
+        let want = ids(&p["greedy"]["new_ids"]);
+        let g = pollster::block_on(model.generate(&input, &greedy(want.len()), &mut |_, _, _| true)).expect("generate");
+        assert_eq!(g.generated, want, "{name} {pname}: greedy continuation");
+    }
+    worst
+}

@@ -1,0 +1,62 @@
+//! GGUFs quantized by llama.cpp's own llama-quantize (Q2_K, Q3_K_M, IQ4_NL,
+//! IQ4_XS, and a Q4_K_M whose ffn_up is Q6_K: gate and up of different types)
+//! of a Llama 3-style model with rope_freqs, against numpy float64 math on
+//! their dequantized weights (scripts/fixtures/make_quant_ggufs.py): argmax at
+//! every position, top-20 logits within 1e-2, greedy tokens identical.
+
+mod common;
+
+use common::*;
+use tramontane::source::DirSource;
+use tramontane::upload::Ffn;
+use tramontane::{KvCache, LoadOptions, Model};
+
+/// Quantized weights, f32 accumulation: within 1e-2 of float64 on the same
+/// dequantized values (measured well below).
+const TOL: f32 = 1e-2;
+
+fn check(file: &str) -> Model {
+    let dir = fixtures().join("quant_ggufs");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(file.replace(".gguf", ".json"))).expect("reference")).expect("json");
+    // f32 KV cache: the reference keeps keys and values in float64.
+    let opts = LoadOptions { kv_cache: KvCache::F32, ..Default::default() };
+    let mut m = pollster::block_on(Model::load_gguf(gpu(), &DirSource::new(&dir), file, &opts, &mut |_| {})).expect("loads");
+    let worst = check_reference(&mut m, &r, file, TOL);
+    eprintln!("{file}: max |logit - float64 reference| over top-20 = {worst:.2e}");
+    // The file really holds the type it is named for.
+    let want = file.trim_start_matches("llama3-").trim_end_matches(".gguf").split('-').next().unwrap_or("").to_lowercase();
+    let want = want.trim_end_matches("_m");
+    let types: Vec<&str> = r["types"].as_object().expect("types").values().filter_map(|v| v.as_str()).collect();
+    assert!(types.iter().any(|t| t.to_lowercase() == want), "{file}: no {want} tensor in {types:?}");
+    m
+}
+
+#[test]
+fn q2_k() {
+    check("llama3-Q2_K.gguf");
+}
+
+#[test]
+fn q3_k_m_mixes_types() {
+    check("llama3-Q3_K_M.gguf");
+}
+
+#[test]
+fn iq4_nl() {
+    check("llama3-IQ4_NL.gguf");
+}
+
+#[test]
+fn iq4_xs() {
+    check("llama3-IQ4_XS.gguf");
+}
+
+#[test]
+fn gate_and_up_of_different_types_keep_their_types() {
+    let m = check("llama3-Q4_K_M-up_q6_K.gguf");
+    match &m.runtime.weights.layers[0].ffn {
+        Ffn::Dense { gate_up, up: Some(up), .. } => assert_ne!(gate_up.dtype(), up.dtype()),
+        _ => panic!("expected gate and up apart, each in its own type"),
+    }
+}
