@@ -304,7 +304,28 @@ fn local_offset(secs: i64) -> i32 {
     chrono::Local.timestamp_opt(secs, 0).single().map(|t| t.offset().fix().local_minus_utc()).unwrap_or(0)
 }
 
+/// Mesa's Vulkan drivers print "error: XDG_RUNTIME_DIR is invalid or not set"
+/// on every start without it (headless machines, CI): give them a private one
+/// so that a successful run prints no `error:` line. Runs before any thread.
+#[cfg(unix)]
+fn ensure_runtime_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let ok = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if ok {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("tramontane-runtime-{user}"));
+    if std::fs::create_dir_all(&dir).is_ok() && std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_ok() {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+#[cfg(not(unix))]
+fn ensure_runtime_dir() {}
+
 fn main() -> ExitCode {
+    ensure_runtime_dir();
     tramontane::text::set_local_offset_source(local_offset);
     let cli = Cli::parse();
     let r = pollster::block_on(async {

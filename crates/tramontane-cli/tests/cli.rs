@@ -171,3 +171,23 @@ fn a_folder_with_only_tekken_json_tokenizes_like_mistral_common() {
     let got = json_out(&["tokenize", "--model", dir.to_str().expect("path"), "--text", "ied 4 ½ months", "--json"]);
     assert_eq!(got["ids"], case["ids"]);
 }
+
+#[test]
+fn a_successful_run_prints_no_error_line_and_zero_chunk_is_refused() {
+    let m = fixtures().join("scripted/scripted.gguf");
+    let m = m.to_str().expect("path");
+    // Without XDG_RUNTIME_DIR Mesa's drivers would print `error: XDG_RUNTIME_DIR ...`.
+    let out = Command::new(env!("CARGO_BIN_EXE_tramontane"))
+        .args(["run", "--model", m, "--prompt-ids", "72,10", "--max-tokens", "2", "--json"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("error"), "a successful run printed: {err}");
+    for flag in ["--chunk", "--context"] {
+        let out = tramontane(&["run", "--model", m, "--prompt-ids", "72,10", "--max-tokens", "2", flag, "0"]);
+        assert!(!out.status.success(), "{flag} 0 was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_REQUEST"), "{flag} 0: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -46,6 +46,23 @@ pub enum KvCache {
     F16,
 }
 
+impl LoadOptions {
+    /// Options that make no sense are refused before anything is read, not
+    /// silently changed.
+    pub fn validate(&self) -> Result<()> {
+        if self.context == Some(0) {
+            return Err(Error::InvalidRequest("context must be at least 1 token".into()));
+        }
+        if self.chunk == 0 {
+            return Err(Error::InvalidRequest("chunk (tokens per prefill pass) must be at least 1".into()));
+        }
+        if self.max_binding == Some(0) {
+            return Err(Error::InvalidRequest("max_binding must be at least 4 bytes".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto }
@@ -180,6 +197,7 @@ impl Model {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Model> {
+        opts.validate()?;
         let t0 = Instant::now();
         let cfg_bytes = src.read_all("config.json", 16 << 20).await?.ok_or_else(|| Error::MissingFile {
             file: src.describe("config.json"),
@@ -202,6 +220,7 @@ impl Model {
         opts: &LoadOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Model> {
+        opts.validate()?;
         let t0 = Instant::now();
         let parts = gguf::read_model(src, name).await?;
         let head = &parts[0];

@@ -108,6 +108,35 @@ fn index_names_a_missing_shard() {
 }
 
 #[test]
+fn index_shard_names_cannot_leave_the_model_folder() {
+    // Joined to a folder or a URL prefix: `..`, percent-escapes (a server
+    // decodes `%2e%2e/` into `../`), backslashes and absolute paths are refused.
+    for (i, bad) in ["../model-00003-of-00003.safetensors", "%2e%2e/model.safetensors", "a/../../x.safetensors",
+                     "/etc/model.safetensors", "..\\x.safetensors", "x.safetensors?y", "https://evil.example/x"]
+        .iter()
+        .enumerate()
+    {
+        let m = TempModel::new(&format!("escape{i}"));
+        m.edit("model.safetensors.index.json", |b| {
+            String::from_utf8(b).expect("utf8").replace(LAYERS_SHARD, &bad.replace('\\', "\\\\")).into_bytes()
+        });
+        let e = m.load().err().expect("refused");
+        assert_eq!(e.code(), "MODEL_FORMAT", "{bad}: {e}");
+        assert!(msg(&e).contains("not a plain file name"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn zero_context_or_chunk_is_refused_not_changed() {
+    let src = DirSource::new(fixtures().join("llama_tiny"));
+    for opts in [LoadOptions { context: Some(0), ..Default::default() }, LoadOptions { chunk: 0, ..Default::default() }] {
+        let e = pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).err().expect("refused");
+        assert_eq!(e.code(), "INVALID_REQUEST", "{e}");
+    }
+    assert!(pollster::block_on(Model::load(gpu(), &src, &LoadOptions::default(), &mut |_| {})).is_ok());
+}
+
+#[test]
 fn header_length_larger_than_the_file() {
     let m = TempModel::new("hdrlen");
     m.edit(layer_shard(), |mut b| {

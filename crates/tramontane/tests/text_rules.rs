@@ -173,3 +173,20 @@ fn tool_format_is_read_off_the_template() {
     let t = load(&folder("no_tools", &[])).expect("loads");
     assert_eq!(t.tool_format, None);
 }
+
+#[test]
+fn a_template_that_never_ends_runs_out_of_fuel() {
+    // 10^10 iterations: the fuel limit stops it with a template error, fast.
+    let template = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}x";
+    let t = load(&folder("endless", &[("chat_template.jinja", Some(template.into()))])).expect("loads");
+    let req = ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", "Hi")]);
+    let t0 = std::time::Instant::now();
+    match t.chat_text(&req) {
+        Err(Error::Template(msg)) => assert!(msg.to_lowercase().contains("fuel"), "{msg}"),
+        other => panic!("expected a template error, got {other:?}"),
+    }
+    assert!(t0.elapsed().as_secs() < 60, "the limit stops it");
+    // Ordinary templates stay well within the limit.
+    let ok = load(&folder("after_endless", &[])).expect("loads");
+    assert!(ok.chat_text(&req).is_ok());
+}

@@ -17,6 +17,20 @@ pub struct TensorTable {
     pub files: Vec<(String, u64)>,
 }
 
+/// A name from a file that is joined to the model's folder or URL prefix:
+/// plain segments only. No `.`/`..`, no percent-escapes (a server decodes
+/// `%2e%2e/` into `../`), no backslashes, no query or fragment characters,
+/// no control characters: the name cannot reach outside the model.
+pub(crate) fn plain_relative_path(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && !seg.chars().any(|c| matches!(c, '%' | '\\' | '?' | '#' | ':') || c.is_control())
+        })
+}
+
 impl TensorTable {
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
@@ -38,8 +52,8 @@ impl TensorTable {
                     let shard = shard.as_str().ok_or_else(|| {
                         Error::format(&file, format!("weight_map entry `{tensor}` is not a file name"))
                     })?;
-                    if shard.contains("..") || shard.starts_with('/') {
-                        return Err(Error::format(&file, format!("shard name `{shard}` is not a plain file name")));
+                    if !plain_relative_path(shard) {
+                        return Err(Error::format(&file, format!("shard name `{shard}` is not a plain file name inside the model's folder")));
                     }
                     set.insert(shard.to_string(), ());
                 }

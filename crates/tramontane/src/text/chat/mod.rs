@@ -96,6 +96,9 @@ impl std::fmt::Display for Raised {
 
 impl std::error::Error for Raised {}
 
+/// Instructions a template may run per render.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 /// Variables `render` sets itself; transformers refuses them in the extra variables (they are keyword
 /// arguments of `render`, so Python raises "got multiple values").
 const RESERVED: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
@@ -119,6 +122,10 @@ impl ChatTemplate {
         // transformers' environment: ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
         // extensions=[AssistantTracker, loopcontrols]); jinja2's default Undefined is minijinja's lenient one.
         env.set_trim_blocks(true);
+        // Templates come from model files: a bounded number of instructions
+        // (published ones with tools use tens of thousands) so a hostile or
+        // broken one ends in a template error instead of hanging the engine.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
         // Debug mode copies the template source into every error; messages here carry the line instead.
