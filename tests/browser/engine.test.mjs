@@ -653,3 +653,52 @@ test('a gated repo: hfToken goes to the model host only, never into errors, info
     await cdn.close();
   }
 });
+
+test('every bad request field is INVALID_REQUEST by name; pre-aborted requests never run; the engine still answers', { timeout: 120000 }, async () => {
+  const p = await page();
+  const r = ref('llama_tiny');
+  const pr = r.prompts[0];
+  const got = await run(p, async (T, a) => {
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const w = await T.WorkerEngine.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const bad = [
+      ['max_tokens', { max_tokens: 0 }], ['max_tokens', { max_tokens: 2.5 }], ['temperature', { temperature: -1 }],
+      ['temperature', { temperature: NaN }], ['top_p', { top_p: 0 }], ['top_p', { top_p: 1.5 }], ['top_k', { top_k: -3 }],
+      ['seed', { seed: -1 }], ['stop', { stop: [1] }], ['repetition_penalty', { repetition_penalty: 0 }],
+      ['frequency_penalty', { frequency_penalty: Infinity }], ['presence_penalty', { presence_penalty: 'x' }],
+      ['top_logprobs', { logprobs: true, top_logprobs: 99 }], ['prompt', { prompt: [1, -1] }], ['prompt', { prompt: [1.5] }],
+    ];
+    const codes = [];
+    for (const [field, extra] of bad) {
+      for (const eng of [e, w]) {
+        try {
+          await eng.completions.create({ prompt: a.ids, ...extra });
+          codes.push([field, 'accepted']);
+        } catch (x) { codes.push([field, x.code, x.message.includes(field)]); }
+      }
+    }
+    const ctl = new AbortController();
+    ctl.abort();
+    const aborted = [];
+    for (const eng of [e, w]) {
+      const t0 = performance.now();
+      try { await eng.completions.create({ prompt: a.ids, max_tokens: 500, ignore_eos: true, signal: ctl.signal }); aborted.push('ran'); } catch (x) { aborted.push(x.code); }
+      try {
+        for await (const c of eng.completions.create({ prompt: a.ids, max_tokens: 500, ignore_eos: true, stream: true, signal: ctl.signal })) { void c; aborted.push('chunk'); }
+      } catch (x) { aborted.push(x.code); }
+      aborted.push(performance.now() - t0 < 5000);
+    }
+    const after = [];
+    for (const eng of [e, w]) {
+      await eng.resetChat();
+      after.push((await eng.completions.create({ prompt: a.ids, max_tokens: 16, temperature: 0, ignore_eos: true })).token_ids);
+    }
+    w.terminate();
+    return { codes, aborted, after };
+  }, { ids: pr.input_ids });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  for (const c of got.codes) assert.deepEqual(c.slice(1), ['INVALID_REQUEST', true], JSON.stringify(c));
+  assert.deepEqual(got.aborted, ['ABORTED', 'ABORTED', true, 'ABORTED', 'ABORTED', true]);
+  for (const ids of got.after) assert.deepEqual(ids, pr.greedy.new_ids);
+  await p.context().close();
+});

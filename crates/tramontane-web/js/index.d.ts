@@ -132,6 +132,10 @@ export interface ChatRequest {
   add_generation_prompt?: boolean;
 }
 
+/** Every field is checked: a bad one rejects with INVALID_REQUEST naming it
+ * (max_tokens an integer >= 1, temperature >= 0, top_p in (0, 1], top_k and
+ * seed integers >= 0, repetition_penalty > 0, finite penalties, stop strings,
+ * top_logprobs 0..20). A request whose signal is already aborted never runs. */
 export interface SamplingRequest {
   max_tokens?: number;
   max_completion_tokens?: number;

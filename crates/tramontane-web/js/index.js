@@ -112,7 +112,23 @@ function samplingParams(req, defaults = {}) {
     ignore_eos: req.ignore_eos ?? false,
     logprobs: req.logprobs ? Math.max(0, Math.min(20, req.top_logprobs ?? 0)) + 1 : 0,
   };
-  if (!(p.max_tokens >= 0)) throw new TramontaneError('INVALID_REQUEST', 'max_tokens must be >= 0');
+  // Requests come from any code on the page: every field is checked here, by
+  // name, before the engine sees it (NaN and Infinity fail `isNum`).
+  const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
+  const isInt = (x) => Number.isSafeInteger(x);
+  const check = (name, ok, what) => {
+    if (!ok) throw new TramontaneError('INVALID_REQUEST', `${name} ${what}`);
+  };
+  check('max_tokens', isInt(p.max_tokens) && p.max_tokens >= 1, 'must be an integer >= 1');
+  check('temperature', isNum(p.temperature) && p.temperature >= 0, 'must be a number >= 0');
+  check('top_p', isNum(p.top_p) && p.top_p > 0 && p.top_p <= 1, 'must be a number in (0, 1]');
+  check('top_k', isInt(p.top_k) && p.top_k >= 0, 'must be an integer >= 0');
+  check('seed', p.seed === undefined || (isInt(p.seed) && p.seed >= 0), 'must be an integer >= 0');
+  check('stop', stop.every((x) => typeof x === 'string'), 'must be a string or an array of strings');
+  check('repetition_penalty', isNum(p.repetition_penalty) && p.repetition_penalty > 0, 'must be a number > 0');
+  check('frequency_penalty', isNum(p.frequency_penalty), 'must be a finite number');
+  check('presence_penalty', isNum(p.presence_penalty), 'must be a finite number');
+  check('top_logprobs', req.top_logprobs == null || (isInt(req.top_logprobs) && req.top_logprobs >= 0 && req.top_logprobs <= 20), 'must be an integer from 0 to 20');
   return p;
 }
 
@@ -319,6 +335,11 @@ export class Engine {
         // tokenizer(text) and llama.cpp do.
         prompt = wasm.tokenize(req.prompt, true, true);
       } else if (Array.isArray(req.prompt) || req.prompt instanceof Uint32Array) {
+        // Ids are checked against the vocabulary by the engine; here, that
+        // they are ids at all (Uint32Array.from would wrap -1 and floor 1.5).
+        if (!Array.from(req.prompt).every((x) => Number.isSafeInteger(x) && x >= 0 && x < 2 ** 32)) {
+          throw new TramontaneError('INVALID_REQUEST', 'prompt token ids must be integers >= 0');
+        }
         prompt = Uint32Array.from(req.prompt);
       } else {
         throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
@@ -458,6 +479,13 @@ export class WorkerEngine {
   }
 
   _call(method, args, extra = {}) {
+    // An already-aborted request never reaches the worker (an abort message
+    // sent first would name an id the worker does not know yet).
+    if (extra.signal?.aborted) {
+      const err = aborted();
+      extra.chunks?.end(err);
+      return Promise.reject(err);
+    }
     const id = this._next++;
     const p = new Promise((resolve, reject) => this._calls.set(id, { resolve, reject, ...extra }));
     const signal = extra.signal;
