@@ -198,18 +198,25 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
         return Ok((gpu, model));
     }
     let mut bar = progress::Bar::new("loading weights", quiet);
-    let path = std::path::Path::new(&args.model);
-    let model = if path.extension().is_some_and(|e| e == "gguf") {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let src = tramontane::source::DirSource::new(dir);
-        Model::load_gguf(gpu.clone(), &src, name, &opts, &mut |p| bar.update(p.done, p.total)).await?
-    } else {
-        let src = tramontane::source::DirSource::new(path);
-        Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?
+    let (src, gguf) = local_source(&args.model);
+    let model = match gguf {
+        Some(name) => Model::load_gguf(gpu.clone(), &src, &name, &opts, &mut |p| bar.update(p.done, p.total)).await?,
+        None => Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?,
     };
     bar.finish();
     Ok((gpu, model))
+}
+
+/// A local `--model`: a `.gguf` file (its folder and name) or a model folder.
+pub fn local_source(model: &str) -> (tramontane::source::DirSource, Option<String>) {
+    let path = std::path::Path::new(model);
+    if path.extension().is_some_and(|e| e == "gguf") {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        (tramontane::source::DirSource::new(dir), Some(name))
+    } else {
+        (tramontane::source::DirSource::new(path), None)
+    }
 }
 
 async fn run(a: RunArgs) -> tramontane::Result<()> {

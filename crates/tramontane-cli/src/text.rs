@@ -134,14 +134,8 @@ async fn model_text(model: &str, remote: &crate::http::RemoteArgs) -> Result<Mod
     if let Some((src, gguf)) = crate::http::resolve(model, remote)? {
         return ModelText::load(&src, gguf.as_deref()).await.map_err(crate::http::missing_as_404);
     }
-    let path = std::path::Path::new(model);
-    if path.extension().is_some_and(|e| e == "gguf") {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        ModelText::load(&tramontane::source::DirSource::new(dir), Some(name)).await
-    } else {
-        ModelText::load(&tramontane::source::DirSource::new(path), None).await
-    }
+    let (src, gguf) = crate::local_source(model);
+    ModelText::load(&src, gguf.as_deref()).await
 }
 
 fn warn(text: &ModelText) {

@@ -12,22 +12,7 @@ use tramontane::source::DirSource;
 use tramontane::parse::{Arch, ModelConfig, RopeScaling};
 use tramontane::{LoadOptions, Model};
 
-fn variant(name: &str, opts: LoadOptions) -> Model {
-    let src = DirSource::new(fixtures().join("variants").join(name));
-    pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).expect("loads")
-}
-
-fn variant_reference(name: &str) -> serde_json::Value {
-    let p = fixtures().join("variants").join(name).join("reference.json");
-    serde_json::from_slice(&std::fs::read(p).expect("reference.json")).expect("json")
-}
-
-fn check(name: &str, opts: LoadOptions) -> Model {
-    let mut model = variant(name, opts);
-    let worst = check_reference(&mut model, &variant_reference(name), name, LOGIT_TOL);
-    eprintln!("{name}: max |logit - reference| over top-20 = {worst:.2e}");
-    model
-}
+use common::check_variant as check;
 
 #[test]
 fn llama3_rope_with_tied_embeddings() {

@@ -5,18 +5,8 @@
 
 mod common;
 
-use common::*;
-use tramontane::source::DirSource;
-use tramontane::{LoadOptions, Model};
-
-fn check(name: &str, opts: LoadOptions) -> Model {
-    let dir = fixtures().join("variants").join(name);
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference")).expect("json");
-    let mut model = pollster::block_on(Model::load(gpu(), &DirSource::new(&dir), &opts, &mut |_| {})).expect("loads");
-    let worst = check_reference(&mut model, &r, name, LOGIT_TOL);
-    eprintln!("{name} (chunk {}): max |logit - reference| over top-20 = {worst:.2e}", opts.chunk);
-    model
-}
+use common::check_variant as check;
+use tramontane::LoadOptions;
 
 #[test]
 fn qwen2_max_window_layers_slide_only_the_upper_layers() {

@@ -117,3 +117,23 @@ pub fn check_reference(model: &mut Model, r: &serde_json::Value, name: &str, tol
     }
     worst
 }
+
+/// A tiny checkpoint of `tests/fixtures/variants` (scripts/fixtures/make_*_variants.py).
+pub fn variant(name: &str, opts: LoadOptions) -> Model {
+    let src = DirSource::new(fixtures().join("variants").join(name));
+    pollster::block_on(Model::load(gpu(), &src, &opts, &mut |_| {})).expect("loads")
+}
+
+pub fn variant_reference(name: &str) -> serde_json::Value {
+    let p = fixtures().join("variants").join(name).join("reference.json");
+    serde_json::from_slice(&std::fs::read(p).expect("reference.json")).expect("json")
+}
+
+/// Load a variant and check it against transformers' reference.
+pub fn check_variant(name: &str, opts: LoadOptions) -> Model {
+    let chunk = opts.chunk;
+    let mut model = variant(name, opts);
+    let worst = check_reference(&mut model, &variant_reference(name), name, LOGIT_TOL);
+    eprintln!("{name} (chunk {chunk}): max |logit - reference| over top-20 = {worst:.2e}");
+    model
+}
