@@ -60,6 +60,10 @@ pub struct ModelArgs {
     /// limit); bigger matrices are split.
     #[arg(long)]
     pub max_binding: Option<u64>,
+    /// GPU memory the model may take in all (weights, KV cache, activations);
+    /// more fails with OUT_OF_MEMORY before any weight is read.
+    #[arg(long)]
+    pub max_gpu_bytes: Option<u64>,
 }
 
 #[derive(Args)]
@@ -181,7 +185,7 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
         "f32" => KvCache::F32,
         _ => KvCache::Auto,
     };
-    let opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, ..Default::default() };
+    let opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, max_gpu_bytes: args.max_gpu_bytes, ..Default::default() };
     // A remote model streams from the network straight to the GPU: the upload
     // progress is the download's.
     if let Some((src, gguf)) = remote {

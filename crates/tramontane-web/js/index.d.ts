@@ -44,6 +44,10 @@ export interface LoadOptions {
    * maxStorageBufferBindingSize). Larger matrices are split into slabs by
    * output row; set it to behave like a device with smaller limits. */
   maxBindingSize?: number;
+  /** GPU memory the model may take in all: weights, KV cache and activations.
+   * A model that needs more fails with OUT_OF_MEMORY before any weight is
+   * downloaded (default: no limit of ours; the device's own applies). */
+  maxGpuBytes?: number;
   /** KV cache element type: "auto" (default: f16 for quantized models when the
    * adapter has shader-f16, else f32), "f16" (needs shader-f16) or "f32". */
   kvCache?: 'auto' | 'f16' | 'f32';

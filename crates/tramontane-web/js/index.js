@@ -132,11 +132,37 @@ function samplingParams(req, defaults = {}) {
   return p;
 }
 
+/** Load options come from any code on the page too: each numeric one is an
+ * integer in its range (wasm32's usize is 32 bits: a larger context could not
+ * be addressed anyway), else INVALID_REQUEST naming it. */
+function checkLoadOptions(o) {
+  const intIn = (name, lo, hi) => {
+    const x = o[name];
+    if (x != null && !(Number.isSafeInteger(x) && x >= lo && x <= hi)) {
+      throw new TramontaneError('INVALID_REQUEST', `${name} must be an integer from ${lo} to ${hi}`);
+    }
+  };
+  intIn('contextLength', 1, 2 ** 32 - 1);
+  intIn('prefillChunk', 1, 1024);
+  intIn('parallelDownloads', 1, 64);
+  intIn('maxBindingSize', 4, Number.MAX_SAFE_INTEGER);
+  intIn('maxGpuBytes', 1, Number.MAX_SAFE_INTEGER);
+  if (o.kvCache != null && !['auto', 'f16', 'f32'].includes(o.kvCache)) {
+    throw new TramontaneError('INVALID_REQUEST', 'kvCache must be "auto", "f16" or "f32"');
+  }
+}
+
 /** Text of an OpenAI message content: a string, or parts of which the text ones count. */
-function contentText(c) {
+function contentText(c, i) {
   if (c == null || typeof c === 'string') return c ?? null;
-  if (Array.isArray(c)) return c.map((p) => (typeof p === 'string' ? p : p?.text ?? '')).join('');
-  throw new TramontaneError('INVALID_REQUEST', 'message content must be a string or an array of parts');
+  if (Array.isArray(c)) {
+    return c.map((p, j) => {
+      if (typeof p === 'string') return p;
+      if (p?.type === 'text' && typeof p.text !== 'string') throw new TramontaneError('INVALID_REQUEST', `messages[${i}].content[${j}].text must be a string`);
+      return p?.text ?? '';
+    }).join('');
+  }
+  throw new TramontaneError('INVALID_REQUEST', `messages[${i}].content must be a string, null or an array of parts`);
 }
 
 /** What the chat template renders: transformers' apply_chat_template inputs.
@@ -146,8 +172,11 @@ function contentText(c) {
 export function chatRequest(req) {
   if (!Array.isArray(req.messages) || req.messages.length === 0) throw new TramontaneError('INVALID_REQUEST', 'messages must be a non-empty array');
   const messages = req.messages.map((m, i) => {
-    if (!m || typeof m !== 'object' || typeof m.role !== 'string') throw new TramontaneError('INVALID_REQUEST', `messages[${i}] needs a string role`);
-    return { ...m, content: contentText(m.content) };
+    // Shapes are checked by field in the engine (ChatRequest::validate); here
+    // only what must hold to flatten the content.
+    if (!m || typeof m !== 'object' || Array.isArray(m)) throw new TramontaneError('INVALID_REQUEST', `messages[${i}] must be an object`);
+    if (typeof m.role !== 'string' || !m.role) throw new TramontaneError('INVALID_REQUEST', `messages[${i}].role must be a non-empty string`);
+    return { ...m, content: contentText(m.content, i) };
   });
   let tools = Array.isArray(req.tools) && req.tools.length ? req.tools : null;
   const choice = req.tool_choice;
@@ -198,7 +227,7 @@ export class Engine {
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
    * `useCache` (default true), `contextLength`, `prefillChunk`,
-   * `parallelDownloads` (default 4), `maxBindingSize`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`,
+   * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`,
    * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
   static async load(source, options = {}) {
     const e = new Engine();
@@ -233,6 +262,7 @@ export class Engine {
   load(source, options = {}) {
     return this._enqueue(async () => {
       await this._init(options);
+      checkLoadOptions(options);
       const r = resolveSource(source, options);
       const headers = modelHeaders(options);
       this._info = null; // the previous model is freed as the new one loads
@@ -247,7 +277,7 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }

@@ -94,6 +94,8 @@ struct LoadSpec {
     parallel: Option<usize>,
     /// Cap on one weight buffer, below the device's binding limit.
     max_binding: Option<u64>,
+    /// GPU memory the model may take in all (OUT_OF_MEMORY beyond it).
+    max_gpu_bytes: Option<u64>,
     /// "auto" (default), "f16" or "f32".
     kv_cache: Option<String>,
     /// The page saw a CPU rasterizer behind WebGPU (SwiftShader, llvmpipe).
@@ -200,6 +202,7 @@ impl WasmEngine {
                 parallel_downloads: spec.parallel.unwrap_or(4),
                 max_binding: spec.max_binding,
                 kv_cache,
+                max_gpu_bytes: spec.max_gpu_bytes,
             };
             let cb = on_progress.clone();
             let mut on_upload = move |p: tramontane::upload::Progress| {

@@ -28,6 +28,9 @@ pub enum Error {
     Aborted,
     /// A request's parameters are invalid.
     InvalidRequest(String),
+    /// An invariant of the engine itself failed (a bug, not bad input): the
+    /// message says which, for a bug report.
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,6 +51,7 @@ impl Error {
             Error::DeviceLost(_) => "DEVICE_LOST",
             Error::Aborted => "ABORTED",
             Error::InvalidRequest(_) => "INVALID_REQUEST",
+            Error::Internal(_) => "INTERNAL",
         }
     }
 
@@ -86,6 +90,7 @@ impl fmt::Display for Error {
             Error::DeviceLost(msg) => write!(f, "GPU device lost: {msg}"),
             Error::Aborted => write!(f, "aborted"),
             Error::InvalidRequest(msg) => write!(f, "invalid request: {msg}"),
+            Error::Internal(msg) => write!(f, "internal error (please report it): {msg}"),
         }
     }
 }

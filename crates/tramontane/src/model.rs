@@ -6,7 +6,7 @@ use std::sync::Arc;
 use web_time::Instant;
 
 use crate::error::{Error, Result};
-use crate::forward::{Output, Runtime, RuntimeOptions};
+use crate::forward::{Output, Runtime, RuntimeOptions, Sizes};
 use crate::gpu::Gpu;
 use crate::parse::{gguf, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
@@ -14,6 +14,10 @@ use crate::source::ModelSource;
 use crate::text::tool_calls::ToolCallStream;
 use crate::text::{ChatMessage, ChatRequest, ModelText, StreamDecoder, Tokenizer, ToolCall, ToolFormat};
 use crate::upload::{load_weights, GgufNaming, HfNaming, Progress};
+
+/// Most tokens per prefill pass (the kernels' grid and the activations are
+/// sized by it; more gains nothing).
+pub const MAX_CHUNK: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -30,6 +34,10 @@ pub struct LoadOptions {
     pub max_binding: Option<u64>,
     /// Element type of the KV cache.
     pub kv_cache: KvCache,
+    /// GPU memory this model may take in all (weights, KV cache, activations).
+    /// A model that needs more fails with OUT_OF_MEMORY before any weight is
+    /// downloaded. `None`: no limit of ours; the device's own still applies.
+    pub max_gpu_bytes: Option<u64>,
 }
 
 /// What the KV cache stores.
@@ -53,11 +61,14 @@ impl LoadOptions {
         if self.context == Some(0) {
             return Err(Error::InvalidRequest("context must be at least 1 token".into()));
         }
-        if self.chunk == 0 {
-            return Err(Error::InvalidRequest("chunk (tokens per prefill pass) must be at least 1".into()));
+        if self.chunk == 0 || self.chunk > MAX_CHUNK {
+            return Err(Error::InvalidRequest(format!("chunk (tokens per prefill pass) must be from 1 to {MAX_CHUNK}")));
         }
         if self.max_binding == Some(0) {
             return Err(Error::InvalidRequest("max_binding must be at least 4 bytes".into()));
+        }
+        if self.max_gpu_bytes == Some(0) {
+            return Err(Error::InvalidRequest("max_gpu_bytes must be at least 1 byte".into()));
         }
         Ok(())
     }
@@ -65,7 +76,7 @@ impl LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto }
+        LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto, max_gpu_bytes: None }
     }
 }
 
@@ -207,8 +218,9 @@ impl Model {
         let text = ModelText::load_hf(src).await?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;
-        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, opts, t0)
+        let (ropts, budget, planned) = Self::plan_memory(&gpu, &cfg, &table, opts)?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, t0)
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -232,29 +244,55 @@ impl Model {
         if let Some(t) = table.get("rope_freqs.weight") {
             cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
         }
-        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, opts, t0)
+        let (ropts, budget, planned) = Self::plan_memory(&gpu, &cfg, &table, opts)?;
+        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, t0)
     }
 
-    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
-                opts: &LoadOptions, t0: Instant) -> Result<Model> {
+    /// The runtime's options and the GPU bytes left for weights, decided from
+    /// the config and the tensor table alone: every buffer besides the weights
+    /// is sized (checked arithmetic) and checked against the device and
+    /// `max_gpu_bytes` before the first weight byte is downloaded.
+    fn plan_memory(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64)> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
-        let chunk = opts.chunk.clamp(1, 1024).min(context);
-        let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
-        let weight_bytes = weights.bytes;
-        let split_matrices = weights.split_matrices();
-        let arch = format!("{:?}", cfg.arch).to_lowercase();
-        let quantized = weights.layers.first().is_some_and(|l| l.qkv.dtype().is_quantized());
+        let chunk = opts.chunk.min(context);
+        let quantized = table.tensors.values().any(|t| t.dtype.is_quantized());
         let kv_f16 = match opts.kv_cache {
             KvCache::Auto => gpu.adapter.shader_f16 && quantized,
             KvCache::F32 => false,
             KvCache::F16 => true,
         };
-        let runtime = Runtime::new(gpu, cfg, weights, RuntimeOptions { context, chunk, kv_f16 })?;
+        let ropts = RuntimeOptions { context, chunk, kv_f16 };
+        let sizes = Sizes::plan(cfg, &ropts, gpu.max_binding())?;
+        let budget = match opts.max_gpu_bytes {
+            None => None,
+            Some(limit) => match limit.checked_sub(sizes.total()) {
+                Some(left) => Some(left),
+                None => {
+                    return Err(Error::OutOfMemory(format!(
+                        "a context of {context} tokens needs {} bytes of KV cache and {} bytes of activations, more than the {limit}-byte GPU memory limit (max_gpu_bytes) before any weight",
+                        sizes.kv_bytes, sizes.scratch_bytes
+                    )))
+                }
+            },
+        };
+        Ok((ropts, budget, sizes.total()))
+    }
+
+    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
+                ropts: RuntimeOptions, planned: u64, t0: Instant) -> Result<Model> {
+        let (context, kv_f16) = (ropts.context, ropts.kv_f16);
+        let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
+        let weight_bytes = weights.bytes;
+        let split_matrices = weights.split_matrices();
+        let arch = format!("{:?}", cfg.arch).to_lowercase();
+        let runtime = Runtime::new(gpu, cfg, weights, ropts)?;
         let info = ModelInfo {
             arch,
             weight_bytes,
-            gpu_bytes: weight_bytes + runtime.scratch_bytes,
+            // What `max_gpu_bytes` is checked against (the plan bounds what the
+            // runtime allocates).
+            gpu_bytes: weight_bytes + planned.max(runtime.scratch_bytes),
             dtype,
             context,
             kv_slots: runtime.kv_slots,
@@ -456,7 +494,7 @@ impl Model {
                     token = t.token;
                     token_lp = t.logprob;
                 }
-                Ok(None) => return Err(Error::Gpu("decode pass produced no token".into())),
+                Ok(None) => return Err(Error::Internal("decode pass produced no token".into())),
                 Err(e) => {
                     self.cached.clear();
                     self.pending = None;
@@ -501,7 +539,11 @@ impl Model {
         if ids.len() > context {
             return Err(Error::ContextOverflow { tokens: ids.len(), context });
         }
-        let mut out = Vec::with_capacity(ids.len() * self.runtime.cfg.vocab);
+        let n = ids.len().checked_mul(self.runtime.cfg.vocab).ok_or_else(|| {
+            Error::InvalidRequest(format!("logits of {} positions do not fit in memory", ids.len()))
+        })?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| Error::OutOfMemory(format!("no host memory for {n} logits")))?;
         let sampling = SamplingParams::greedy();
         for part in ids.chunks(self.runtime.opts.chunk) {
             let start = self.cached.len();

@@ -3,6 +3,8 @@
 //! and records the prepared dispatches into one command buffer.
 
 pub mod rope_table;
+mod sizes;
+pub use sizes::Sizes;
 
 use std::sync::Arc;
 
@@ -323,15 +325,8 @@ impl Runtime {
         let c = opts.chunk.max(1);
         let inter = cfg.intermediate;
         let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
-        // Each layer's KV cache: a ring of window + chunk slots for a sliding
-        // layer (a chunk never overwrites keys its own queries need), the whole
-        // context for a full-attention one.
-        let layer_slots: Vec<usize> = (0..cfg.n_layers)
-            .map(|l| match cfg.window(l) {
-                Some(w) if w + c < opts.context => w + c,
-                _ => opts.context,
-            })
-            .collect();
+        // Sizes checked (again: the loader checked them before downloading).
+        let layer_slots = Sizes::plan(&cfg, &opts, g.max_binding())?.layer_slots;
         let kv_slots = layer_slots.iter().copied().max().unwrap_or(opts.context);
         let f = 4u64;
         let scratch = std::cell::Cell::new(0u64);
@@ -339,21 +334,6 @@ impl Runtime {
             scratch.set(scratch.get() + n as u64 * f);
             g.storage(label, n as u64 * f)
         };
-        // Activations are bound whole: refuse a context or chunk the device
-        // cannot bind, in words, before allocating anything.
-        for (what, n) in [
-            ("a layer's KV cache (lower `context`)", if opts.kv_f16 { (kv_slots * nkv * hd).div_ceil(2) } else { kv_slots * nkv * hd }),
-            ("the feed-forward activations (lower `chunk`)", c * slots * inter),
-            ("the activations (lower `chunk`)", c * qkv_dim.max(h)),
-        ] {
-            let size = n as u64 * f;
-            if size > g.max_binding() {
-                return Err(Error::Unsupported(format!(
-                    "{what} needs a {size}-byte buffer; this device binds at most {} bytes",
-                    g.max_binding()
-                )));
-            }
-        }
         let step = g.uniform("step", std::mem::size_of::<Step>() as u64);
         let ids = buf("ids", c);
         let x = buf("x", c * h);
@@ -466,10 +446,10 @@ impl Runtime {
                     }
                 }
                 Ffn::Moe { router, gate_up, up, down } => {
-                    let m = cfg.moe.as_ref().ok_or_else(|| Error::Gpu("MoE weights without MoE config".into()))?;
+                    let m = cfg.moe.as_ref().ok_or_else(|| Error::Internal("MoE weights without MoE config".into()))?;
                     let (rl, eo, (order, tiles)) = match (&moe_logits, &eout, &moe_groups) {
                         (Some(a), Some(b), Some(c)) => (a, b, c),
-                        _ => return Err(Error::Gpu("MoE buffers missing".into())),
+                        _ => return Err(Error::Internal("MoE buffers missing".into())),
                     };
                     let ids_l = buf(&format!("moe_ids{l}"), c * m.top_k);
                     let wts_l = buf(&format!("moe_weights{l}"), c * m.top_k);
@@ -693,7 +673,7 @@ impl Runtime {
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         let token = words[0];
         if token as usize >= self.cfg.vocab {
-            return Err(Error::Gpu(format!("sampler returned token {token} outside the vocabulary")));
+            return Err(Error::Internal(format!("sampler returned token {token} outside the vocabulary")));
         }
         let logprob = (logprobs > 0).then(|| {
             let top = (0..logprobs as usize - 1)

@@ -105,6 +105,15 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// Bounds on what a config may claim. Far above any published model (the
+/// largest have 126 layers, a 262k vocabulary, 16k-wide hidden states and
+/// 53k-wide feed-forwards), and low enough that per-layer tables and every size
+/// derived from them stay small and cannot overflow, even in wasm32's `usize`.
+const MAX_LAYERS: usize = 1024;
+const MAX_VOCAB: usize = 1 << 22;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_HEADS: usize = 1024;
+
 fn cfg_err(file: &str, msg: impl Into<String>) -> Error {
     Error::format(file, msg)
 }
@@ -333,6 +342,10 @@ impl ModelConfig {
             return Err(Error::Unsupported(format!("{file}: partial rotary embedding (partial_rotary_factor {p})")));
         }
         let n_layers = get_usize(&v, "num_hidden_layers", file)?;
+        if n_layers > MAX_LAYERS {
+            // Checked here: the per-layer window table below has this length.
+            return Err(cfg_err(file, format!("layers {n_layers} is out of range (1 to {MAX_LAYERS})")));
+        }
         let layer_windows = if matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe) {
             // Like Qwen2, `sliding_window` is in force only with
             // `use_sliding_window` (Qwen3 configs carry a window they don't use).
@@ -381,7 +394,7 @@ impl ModelConfig {
             _ => get_usize(&v, "intermediate_size", file)?,
         };
         let tie_default = false;
-        Ok(ModelConfig {
+        ModelConfig {
             arch,
             vocab: get_usize(&v, "vocab_size", file)?,
             hidden,
@@ -406,7 +419,29 @@ impl ModelConfig {
             moe,
             bos_token_id: token_ids(v.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(v.get("eos_token_id")),
-        })
+        }
+        .check_limits(file)
+    }
+
+    /// Refuse a config whose sizes no real model has (see [`MAX_LAYERS`]):
+    /// every later size is derived from these, so this bounds them all.
+    fn check_limits(self, file: &str) -> Result<Self> {
+        for (what, n, max) in [
+            ("layers", self.n_layers, MAX_LAYERS),
+            ("vocabulary size", self.vocab, MAX_VOCAB),
+            ("hidden size", self.hidden, MAX_WIDTH),
+            ("intermediate size", self.intermediate, MAX_WIDTH),
+            ("attention heads", self.n_heads, MAX_HEADS),
+            ("KV heads", self.n_kv_heads, MAX_HEADS),
+        ] {
+            if n == 0 || n > max {
+                return Err(cfg_err(file, format!("{what} {n} is out of range (1 to {max})")));
+            }
+        }
+        if self.head_dim == 0 {
+            return Err(cfg_err(file, "head dimension 0"));
+        }
+        Ok(self)
     }
 
     pub fn q_dim(&self) -> usize {
@@ -452,6 +487,11 @@ impl ModelConfig {
                 )))
             }
         };
+        let n_layers = num("block_count")?;
+        if n_layers > MAX_LAYERS {
+            // Checked here: the per-layer window table below has this length.
+            return Err(cfg_err(file, format!("layers {n_layers} is out of range (1 to {MAX_LAYERS})")));
+        }
         let hidden = num("embedding_length")?;
         let n_heads = num("attention.head_count")?;
         let n_kv_heads = opt_num("attention.head_count_kv").unwrap_or(n_heads);
@@ -533,12 +573,12 @@ impl ModelConfig {
             .collect();
         eos.sort_unstable();
         eos.dedup();
-        Ok(ModelConfig {
+        ModelConfig {
             arch,
             vocab,
             hidden,
             intermediate,
-            n_layers: num("block_count")?,
+            n_layers,
             n_heads,
             n_kv_heads,
             head_dim,
@@ -551,7 +591,7 @@ impl ModelConfig {
             rope_interleaved: !matches!(arch, Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe),
             max_position: opt_num("context_length").unwrap_or(4096),
             sliding_window: opt_num("attention.sliding_window"),
-            layer_windows: vec![opt_num("attention.sliding_window"); num("block_count")?],
+            layer_windows: vec![opt_num("attention.sliding_window"); n_layers],
             tie_embeddings: !h.tensors.iter().any(|t| t.name == "output.weight"),
             attn_bias: h.tensors.iter().any(|t| t.name == "blk.0.attn_q.bias"),
             o_bias: h.tensors.iter().any(|t| t.name == "blk.0.attn_output.bias"),
@@ -560,6 +600,7 @@ impl ModelConfig {
             moe,
             bos_token_id: tok("tokenizer.ggml.bos_token_id"),
             eos_token_ids: eos,
-        })
+        }
+        .check_limits(file)
     }
 }

@@ -15,6 +15,16 @@ use crate::source::ModelSource;
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: u32 = 4;
+/// Headers larger than this are refused, like safetensors' cap. Real ones are
+/// at most a few MB (a 262k-token vocabulary with scores and types is ~7 MB).
+pub const MAX_HEADER: u64 = 64 << 20;
+/// Metadata array elements in all, over every key. Each costs a `MetaValue`
+/// (32 bytes) however small it is in the file, so the byte cap alone would let
+/// 64 MiB of u8s become 2 GiB; the largest real vocabularies need under 1M.
+pub const MAX_ARRAY_ELEMENTS: u64 = 4 << 20;
+/// What a `Vec` is given up front for a count read from the file: more grows
+/// with the bytes actually parsed, never with what a header claims.
+const PREALLOC: u64 = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
@@ -113,8 +123,11 @@ impl From<Error> for Stop {
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: u64,
+    /// The file size, or the header cap if that is smaller: nothing is read past it.
     file_size: u64,
     file: &'a str,
+    /// Array elements parsed so far (bounded by [`MAX_ARRAY_ELEMENTS`]).
+    elements: u64,
 }
 
 impl<'a> Cursor<'a> {
@@ -122,7 +135,7 @@ impl<'a> Cursor<'a> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.file_size).ok_or_else(|| {
             Stop::Fail(Error::format(
                 self.file,
-                format!("{what} ({n} bytes at offset {}) runs past the end of the file ({} bytes)", self.pos, self.file_size),
+                format!("{what} ({n} bytes at offset {}) runs past {}", self.pos, self.limit_name()),
             ))
         })?;
         if end > self.buf.len() as u64 {
@@ -150,12 +163,26 @@ impl<'a> Cursor<'a> {
     fn remaining(&self) -> u64 {
         self.file_size - self.pos
     }
+    fn rest_name(&self) -> String {
+        if self.file_size == MAX_HEADER {
+            format!("the {} MiB limit on a GGUF header", MAX_HEADER >> 20)
+        } else {
+            "the rest of the file".into()
+        }
+    }
+    fn limit_name(&self) -> String {
+        if self.file_size == MAX_HEADER {
+            format!("the {} MiB limit on a GGUF header", MAX_HEADER >> 20)
+        } else {
+            format!("the end of the file ({} bytes)", self.file_size)
+        }
+    }
     fn string(&mut self, what: &str) -> Result<String, Stop> {
         let n = self.u64()?;
         if n > self.remaining() {
             return Err(Stop::Fail(Error::format(
                 self.file,
-                format!("{what}: string length {n} exceeds the rest of the file"),
+                format!("{what}: string length {n} exceeds {}", self.rest_name()),
             )));
         }
         let b = self.take(n, what)?;
@@ -188,10 +215,17 @@ impl<'a> Cursor<'a> {
                 if n.checked_mul(min).is_none_or(|b| b > self.remaining()) {
                     return Err(Stop::Fail(Error::format(
                         self.file,
-                        format!("`{key}`: array of {n} elements exceeds the rest of the file"),
+                        format!("`{key}`: array of {n} elements exceeds {}", self.rest_name()),
                     )));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                self.elements = self.elements.saturating_add(n);
+                if self.elements > MAX_ARRAY_ELEMENTS {
+                    return Err(Stop::Fail(Error::format(
+                        self.file,
+                        format!("`{key}`: metadata arrays hold more than {MAX_ARRAY_ELEMENTS} elements in all"),
+                    )));
+                }
+                let mut v = Vec::with_capacity(n.min(PREALLOC) as usize);
                 for _ in 0..n {
                     v.push(self.value(ety, key, depth + 1)?);
                 }
@@ -233,7 +267,8 @@ fn unsupported_type(file: &str, tensor: &str, ty: u32) -> Error {
 }
 
 fn parse_inner(buf: &[u8], file: &str, file_size: u64) -> Result<GgufHeader, Stop> {
-    let mut c = Cursor { buf, pos: 0, file_size, file };
+    // The header is read within the cap; tensor data is checked against the file.
+    let mut c = Cursor { buf, pos: 0, file_size: file_size.min(MAX_HEADER), file, elements: 0 };
     let magic = c.take(4, "the GGUF magic").map_err(|e| match e {
         Stop::Fail(_) => Stop::Fail(Error::format(file, "too short to be a GGUF file")),
         m => m,
@@ -251,7 +286,10 @@ fn parse_inner(buf: &[u8], file: &str, file_size: u64) -> Result<GgufHeader, Sto
     if n_kv.checked_mul(13).is_none_or(|b| b > c.remaining()) || n_tensors.checked_mul(24).is_none_or(|b| b > c.remaining()) {
         return Err(Stop::Fail(Error::format(
             file,
-            format!("header claims {n_tensors} tensors and {n_kv} metadata entries, more than the file holds"),
+            format!(
+                "header claims {n_tensors} tensors and {n_kv} metadata entries, more than {}",
+                if c.file_size == MAX_HEADER { "a header may hold (64 MiB)" } else { "the file holds" }
+            ),
         )));
     }
     let mut metadata = BTreeMap::new();
@@ -268,7 +306,7 @@ fn parse_inner(buf: &[u8], file: &str, file_size: u64) -> Result<GgufHeader, Sto
             _ => return Err(Stop::Fail(Error::format(file, "general.alignment is not a power of two"))),
         },
     };
-    let mut raw = Vec::with_capacity(n_tensors as usize);
+    let mut raw = Vec::with_capacity(n_tensors.min(PREALLOC) as usize);
     for _ in 0..n_tensors {
         let name = c.string("tensor name")?;
         let n_dims = c.u32()?;
@@ -336,7 +374,8 @@ pub async fn read_header<S: ModelSource>(src: &S, name: &str) -> Result<GgufHead
                 return Ok(h);
             }
             Parse::NeedMore(n) => {
-                let want = n.max(buf.len() as u64 * 2).min(size);
+                // Grow by doubling (few round trips), never past the header cap.
+                let want = n.max(buf.len() as u64 * 2).min(size).min(MAX_HEADER);
                 let have = buf.len() as u64;
                 if want <= have {
                     return Err(Error::format(&file, "header parse made no progress"));

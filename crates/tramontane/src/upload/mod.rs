@@ -477,7 +477,7 @@ impl<'a> Plan<'a> {
                 break;
             }
         }
-        let d = chosen.ok_or_else(|| Error::Gpu("no layout for a weight".into()))?;
+        let d = chosen.ok_or_else(|| Error::Internal("no layout for a weight".into()))?;
         let dest = self.dests.len();
         self.dests.push(d);
         for (e, r, t) in found {
@@ -626,7 +626,9 @@ fn check_all_used<'a>(table: &TensorTable, plan: &'a Plan<'_>, cfg: &ModelConfig
     }
 }
 
-/// Check, allocate and upload every weight of `cfg` from `src`.
+/// Check, allocate and upload every weight of `cfg` from `src`. `budget`:
+/// the GPU bytes the weights may take (`max_gpu_bytes` less the rest), checked
+/// before anything is allocated or downloaded.
 #[allow(clippy::too_many_arguments)]
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
@@ -636,6 +638,7 @@ pub async fn load_weights<S: ModelSource>(
     naming: &dyn Naming,
     parallel: usize,
     max_binding: Option<u64>,
+    budget: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Weights> {
     let (h, v) = (cfg.hidden, cfg.vocab);
@@ -743,8 +746,13 @@ pub async fn load_weights<S: ModelSource>(
                     d.label
                 )));
             }
-            bytes += size;
+            bytes = bytes.saturating_add(size);
         }
+    }
+    if let Some(budget) = budget.filter(|&b| bytes > b) {
+        return Err(Error::OutOfMemory(format!(
+            "the weights need {bytes} bytes of GPU memory; {budget} bytes are left of the GPU memory limit (max_gpu_bytes) after the KV cache and activations"
+        )));
     }
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     for d in plan.dests.iter_mut() {
@@ -795,7 +803,7 @@ pub async fn load_weights<S: ModelSource>(
                 let dest = &plan_ref.dests[part.dest];
                 let t = &part.tensor;
                 let pieces = dest.pieces(part);
-                let buf = |p: &Piece| dest.bufs.get(p.slab).ok_or_else(|| Error::Gpu("weight buffer missing".into()));
+                let buf = |p: &Piece| dest.bufs.get(p.slab).ok_or_else(|| Error::Internal("weight buffer missing".into()));
                 let as_is = |p: &Piece| dest.slab_dtypes.get(p.slab) == Some(&t.dtype);
                 if pieces.iter().all(as_is) {
                     // Same format: copy in pieces, so host (wasm) memory holds one
@@ -823,7 +831,7 @@ pub async fn load_weights<S: ModelSource>(
                     }
                     let values = dequantize(t.dtype, &raw);
                     for p in &pieces {
-                        let v = values.get(p.elems.clone()).ok_or_else(|| Error::Gpu("weight piece out of range".into()))?;
+                        let v = values.get(p.elems.clone()).ok_or_else(|| Error::Internal("weight piece out of range".into()))?;
                         gpu.queue.write_buffer(buf(p)?, p.at, bytemuck::cast_slice(v));
                     }
                     advance(t.nbytes);
@@ -842,12 +850,12 @@ pub async fn load_weights<S: ModelSource>(
 
     let mut dests: Vec<Option<Dest>> = plan.dests.into_iter().map(Some).collect();
     let mut take = |i: usize| -> Result<Dest> {
-        dests.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Gpu("weight planned twice".into()))
+        dests.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Internal("weight planned twice".into()))
     };
     let matrix = |d: Dest| -> Result<Matrix> {
         debug_assert!(!d.vector);
         if d.bufs.len() != d.slabs.len() {
-            return Err(Error::Gpu("unallocated weight".into()));
+            return Err(Error::Internal("unallocated weight".into()));
         }
         let slabs = d
             .bufs
@@ -862,7 +870,7 @@ pub async fn load_weights<S: ModelSource>(
         Ok(Matrix { slabs, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
     };
     fn vector(d: Dest) -> Result<wgpu::Buffer> {
-        d.bufs.into_iter().next().ok_or_else(|| Error::Gpu("unallocated weight".into()))
+        d.bufs.into_iter().next().ok_or_else(|| Error::Internal("unallocated weight".into()))
     }
     let embed = matrix(take(embed)?)?;
     let mut out_layers = Vec::with_capacity(layers.len());

@@ -53,6 +53,75 @@ fn yes() -> bool {
 }
 
 impl ChatRequest {
+    /// The shapes OpenAI's API gives these fields, checked before a template
+    /// sees them (a template fed a number for a role fails in its own words,
+    /// or worse renders nonsense): INVALID_REQUEST naming the field. Values a
+    /// template may legitimately understand (roles, content part types) are
+    /// left to it.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |path: String, what: &str| Err(Error::InvalidRequest(format!("{path} {what}")));
+        let opt_string = |m: &Map<String, Value>, key: &str, path: &str| -> Result<()> {
+            match m.get(key) {
+                None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+                Some(_) => bad(format!("{path}.{key}"), "must be a string"),
+            }
+        };
+        for (i, m) in self.messages.iter().enumerate() {
+            let path = format!("messages[{i}]");
+            let Value::Object(m) = m else { return bad(path, "must be an object") };
+            if !matches!(m.get("role"), Some(Value::String(r)) if !r.is_empty()) {
+                return bad(format!("{path}.role"), "must be a non-empty string");
+            }
+            match m.get("content") {
+                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                Some(Value::Array(parts)) => {
+                    for (j, p) in parts.iter().enumerate() {
+                        match p {
+                            Value::String(_) => {}
+                            Value::Object(o) => {
+                                if o.get("type").is_some_and(|t| t == "text") && !matches!(o.get("text"), Some(Value::String(_))) {
+                                    return bad(format!("{path}.content[{j}].text"), "must be a string");
+                                }
+                            }
+                            _ => return bad(format!("{path}.content[{j}]"), "must be a string or an object"),
+                        }
+                    }
+                }
+                Some(_) => return bad(format!("{path}.content"), "must be a string, null or an array of parts"),
+            }
+            opt_string(m, "name", &path)?;
+            opt_string(m, "tool_call_id", &path)?;
+            match m.get("tool_calls") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(calls)) => {
+                    for (j, c) in calls.iter().enumerate() {
+                        let cp = format!("{path}.tool_calls[{j}]");
+                        let Some(f) = c.get("function") else { return bad(cp, "must have a function") };
+                        if !matches!(f.get("name"), Some(Value::String(_))) {
+                            return bad(format!("{cp}.function.name"), "must be a string");
+                        }
+                        if !matches!(f.get("arguments"), None | Some(Value::String(_)) | Some(Value::Object(_))) {
+                            return bad(format!("{cp}.function.arguments"), "must be a JSON string or an object");
+                        }
+                    }
+                }
+                Some(_) => return bad(format!("{path}.tool_calls"), "must be an array"),
+            }
+        }
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            let name = t.get("function").and_then(|f| f.get("name")).or_else(|| t.get("name"));
+            if !matches!(name, Some(Value::String(_))) {
+                return bad(format!("tools[{i}].function.name"), "must be a string");
+            }
+        }
+        for (i, d) in self.documents.iter().flatten().enumerate() {
+            if !matches!(d, Value::Object(_) | Value::String(_)) {
+                return bad(format!("documents[{i}]"), "must be an object or a string");
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_messages(messages: &[ChatMessage]) -> Self {
         ChatRequest {
             messages: messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect(),
@@ -169,6 +238,7 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, req: &ChatRequest) -> Result<String> {
+        req.validate()?;
         let t = self.env.get_template("chat").map_err(|e| Error::Template(e.to_string()))?;
         let mut ctx: BTreeMap<String, minijinja::Value> = BTreeMap::new();
         // Special tokens first: extra variables override them, as in transformers

@@ -1,0 +1,92 @@
+//! The GPU memory a model needs besides its weights: KV cache, activations,
+//! RoPE table, sampler state. Computed from the config and the load options in
+//! `u64` with checked arithmetic (a `usize` product wraps on wasm32), and
+//! checked against the device before the first weight byte is downloaded, so a
+//! `context` or `chunk` too large, or a config that lies, fails in words at once
+//! instead of after minutes of download (or as a trap in the wasm module).
+
+use super::{RuntimeOptions, MAX_SPLITS};
+use crate::error::{Error, Result};
+use crate::parse::ModelConfig;
+
+/// Buffer sizes (bytes) of one runtime.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// KV slots of each layer: a ring of window + chunk for a sliding layer (a
+    /// chunk never overwrites keys its own queries need), the whole context for
+    /// a full-attention one.
+    pub layer_slots: Vec<usize>,
+    /// Keys and values of every layer.
+    pub kv_bytes: u64,
+    /// Everything else: activations, logits, sampler state, RoPE table.
+    pub scratch_bytes: u64,
+}
+
+fn overflow(what: &str) -> Error {
+    Error::Unsupported(format!("{what} is too large to address"))
+}
+
+/// `a * b * ...` in u64, or an error naming `what`.
+fn product(what: &str, factors: &[usize]) -> Result<u64> {
+    factors.iter().try_fold(1u64, |acc, &f| acc.checked_mul(f as u64)).ok_or_else(|| overflow(what))
+}
+
+impl Sizes {
+    /// Every buffer the runtime allocates, with its size checked against the
+    /// binding limit `max_binding` (activations are bound whole).
+    pub fn plan(cfg: &ModelConfig, opts: &RuntimeOptions, max_binding: u64) -> Result<Sizes> {
+        let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let c = opts.chunk.max(1);
+        let ctx = opts.context;
+        let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
+        let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
+        let layer_slots: Vec<usize> = (0..cfg.n_layers)
+            .map(|l| match cfg.window(l) {
+                Some(w) if w.saturating_add(c) < ctx => w + c,
+                _ => ctx,
+            })
+            .collect();
+        let kv_slots = layer_slots.iter().copied().max().unwrap_or(ctx);
+        // An f16 cache packs two values in a word.
+        let kv_layer = |slots_l: usize| -> Result<u64> {
+            let words = product("a layer's KV cache (lower `context`)", &[slots_l, nkv, hd])?;
+            Ok(if opts.kv_f16 { words.div_ceil(2) } else { words } * 4)
+        };
+        let mut bound: Vec<(&str, u64)> = vec![
+            ("a layer's KV cache (lower `context`)", kv_layer(kv_slots)?),
+            ("the RoPE table (lower `context`)", product("the RoPE table", &[ctx, hd, 4])?),
+            ("the feed-forward activations (lower `chunk`)", product("the feed-forward activations", &[c, slots, cfg.intermediate, 4])?),
+            ("the activations (lower `chunk`)", product("the activations", &[c, qkv_dim.max(h), 4])?),
+            ("the attention partials (lower `chunk`)", product("the attention partials", &[(c * nh).max(nh * MAX_SPLITS as usize), hd + 2, 4])?),
+            ("the logits", product("the logits", &[v, 4])?),
+        ];
+        if let Some(m) = &cfg.moe {
+            bound.push(("the router logits (lower `chunk`)", product("the router logits", &[c, m.n_experts, 4])?));
+            bound.push(("the expert outputs (lower `chunk`)", product("the expert outputs", &[c, slots, h, 4])?));
+        }
+        for &(what, size) in &bound {
+            if size > max_binding {
+                return Err(Error::Unsupported(format!(
+                    "{what} needs a {size}-byte buffer; this device binds at most {max_binding} bytes"
+                )));
+            }
+        }
+        let mut kv_bytes = 0u64;
+        for &s in &layer_slots {
+            kv_bytes = kv_bytes.checked_add(2 * kv_layer(s)?).ok_or_else(|| overflow("the KV cache"))?;
+        }
+        // Each activation buffer once (x, xn, qkv, attn, ffn, logits twice for
+        // the readback, sampler state, ...): a bound on what the runtime makes.
+        let scratch_bytes = bound.iter().skip(1).try_fold(0u64, |acc, &(_, b)| acc.checked_add(b))
+            .and_then(|s| s.checked_add(product("the activations", &[c, h, 4 * 3]).ok()?))
+            .and_then(|s| s.checked_add(product("the logits", &[v, 4 * 2]).ok()?))
+            .ok_or_else(|| overflow("the activations"))?;
+        Ok(Sizes { layer_slots, kv_bytes, scratch_bytes })
+    }
+
+    /// GPU bytes besides the weights.
+    pub fn total(&self) -> u64 {
+        self.kv_bytes.saturating_add(self.scratch_bytes)
+    }
+}
