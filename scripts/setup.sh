@@ -62,3 +62,12 @@ PY
   echo "$DEFAULT_MODEL_SHA256  $DEFAULT_MODEL.part" | sha256sum -c --quiet
   mv "$DEFAULT_MODEL.part" "$DEFAULT_MODEL"
 fi
+
+# The official OpenAI Python client, for the `tramontane serve` tests: in a
+# virtual environment under target/ (kept between runs, like every build cache).
+OPENAI_VERSION=3.57.0
+if ! target/pyenv/bin/python -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+  log "installing the openai Python client $OPENAI_VERSION into target/pyenv"
+  python3 -m venv target/pyenv
+  target/pyenv/bin/python -m pip install --quiet --progress-bar off "openai==$OPENAI_VERSION"
+fi

@@ -9,6 +9,8 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
 fi
 echo "== native: kernels, models, bad input (cargo test, wgpu on Vulkan)"
 cargo test --locked
+echo "== server: tramontane serve with the official openai Python client"
+target/pyenv/bin/python -m unittest discover -s tests/serve -v
 echo "== npm package: build (wasm32, wasm-bindgen, wasm-opt)"
 bash scripts/build-wasm.sh
 echo "== browser: the npm package in headless Chromium (WebGPU)"

@@ -1,5 +1,6 @@
 //! `tramontane`: the native command line. `run` generates text from a model
-//! folder; `bench` measures prefill and decode speed. The flags and the `--json`
+//! folder; `bench` measures prefill and decode speed; `serve` answers OpenAI's
+//! HTTP API. The flags and the `--json`
 //! output are a contract the project's scripts and checks rely on.
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use tramontane::{ChatMessage, ChatRequest, GenerateRequest, Gpu, KvCache, LoadOp
 mod bench;
 mod http;
 mod progress;
+mod serve;
 mod text;
 
 #[derive(Parser)]
@@ -35,6 +37,9 @@ enum Cmd {
     /// Render a conversation with the chat template and tokenize it (no
     /// weights, no GPU).
     Prompt(text::PromptArgs),
+    /// Serve the model over OpenAI's HTTP API (chat/completions, completions,
+    /// models, health; streaming with server-sent events).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -341,6 +346,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = pollster::block_on(async {
         match cli.cmd {
+            // Its own runtime (tokio) and model thread.
+            Cmd::Serve(a) => serve::serve(a),
             Cmd::Run(a) => run(a).await,
             Cmd::Chat(a) => chat(a).await,
             Cmd::Bench(a) => bench::bench(a).await,
