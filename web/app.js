@@ -1,6 +1,8 @@
 // The demo chat: uses the npm package like any app would (public API only,
 // through WorkerEngine, so the page stays responsive while the model runs).
-import { WorkerEngine } from 'tramontane';
+// With a Server URL the chat runs on that server instead (RemoteEngine: the
+// same API over an OpenAI-compatible server); `?server=URL` connects at start.
+import { WorkerEngine, RemoteEngine } from 'tramontane';
 
 const DEFAULT_MODEL = new URL('/models/SmolLM2-135M-Instruct.Q4_1.gguf', location.href).href;
 // The embedded GGUF carries no sampling metadata; these are its model card's
@@ -20,9 +22,18 @@ const ui = {
   progressPhase: $('progress-phase'), progressNumbers: $('progress-numbers'), progressFill: $('progress-fill'),
   loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), loadButton: $('load-button'),
   loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
+  remoteForm: $('remote-form'), serverUrl: $('server-url'), apiKey: $('api-key'), connectButton: $('connect-button'),
+  disconnectButton: $('disconnect-button'),
 };
+const LOCAL_NOTE = ui.empty.querySelector('p').textContent;
 
-let engine = null;
+let engine = null; // the one the chat uses: `local` or `remote`
+let local = null; // the WorkerEngine (kept while a server is used)
+let localModel = null; // { label, sampling } of the model `local` holds
+let remote = null; // the RemoteEngine, while connected
+let loadCtl = null; // aborts the running load (connecting to a server does)
+let loadSettled = Promise.resolve();
+let connecting = false;
 let loading = false;
 let generating = null; // AbortController of the running reply
 let history = [];
@@ -88,6 +99,10 @@ function setStatus(state, text) {
   ui.stop.disabled = state !== 'generating';
   ui.loadButton.disabled = loading || state === 'generating';
   ui.loadDefault.disabled = loading || state === 'generating';
+  // Connecting is allowed during a load: it stops the load (no need to wait
+  // for the default model when the chat is to run on a server).
+  ui.connectButton.disabled = connecting || state === 'generating';
+  ui.disconnectButton.disabled = loading || state === 'generating';
 }
 
 const ADVICE = {
@@ -102,10 +117,28 @@ const ADVICE = {
   QUOTA: ['The browser has no room to cache the model.', 'It still works; it will be downloaded again next time.'],
 };
 
-function showError(e) {
-  const [title, help] = ADVICE[e?.code] ?? ['Something went wrong.', ''];
+/** What an error of a server means (null: the same as for a local model). */
+function remoteAdvice(e) {
+  if (e?.code === 'NETWORK') {
+    if (e.status === 401 || e.status === 403) {
+      return ui.apiKey.value.trim() ? ['The server refused the API key.', 'Enter the key the server was started with (tramontane serve --api-key), then connect again.']
+        : ['The server needs an API key.', 'Enter it in the API key field (the server\'s --api-key), then connect again.'];
+    }
+    if (e.status === 0) return ['The server could not be reached.', 'Check the URL (tramontane serve prints it when it starts, http://127.0.0.1:8080 by default) and that the server is running and accepts requests from this page (CORS).'];
+    if (e.status === 404) return ['There is no OpenAI-compatible server at this URL.', "Give the server's base URL, e.g. http://127.0.0.1:8080 (with or without /v1)."];
+    if (e.status === 429) return ['The server is busy.', 'Wait a moment and send again.'];
+    return ['The server answered with an error.', ''];
+  }
+  if (e?.code === 'INVALID_REQUEST') return ['The server refused the request.', 'Check the settings (max tokens, temperature, top-p).'];
+  if (e?.code === 'OUT_OF_MEMORY' || e?.code === 'DEVICE_LOST') return ["The server's GPU could not run the request.", 'Start a new chat or ask for fewer tokens.'];
+  if (e?.code === 'UNSUPPORTED') return ['The server cannot do this.', ''];
+  return null;
+}
+
+function showError(e, fromServer = false) {
+  const [title, help] = (fromServer && remoteAdvice(e)) || (ADVICE[e?.code] ?? ['Something went wrong.', '']);
   let detail = e?.message ?? String(e);
-  if (e?.code === 'NETWORK' && e.status === 404) detail = `Not found: ${e.url}`;
+  if (e?.code === 'NETWORK' && e.status === 404 && !fromServer) detail = `Not found: ${e.url}`;
   ui.error.innerHTML = `<strong>${escapeHtml(title)}</strong>${help ? `<div>${escapeHtml(help)}</div>` : ''}<div class="hint">${escapeHtml(detail)}</div>`;
   ui.error.hidden = false;
 }
@@ -139,6 +172,8 @@ function onProgress(ev) {
 function describeModel(info, label) {
   const a = info.adapter ?? {};
   ui.modelName.textContent = label;
+  ui.empty.querySelector('p').textContent = LOCAL_NOTE;
+  ui.disconnectButton.hidden = true;
   const parts = [
     `${info.arch}${info.experts ? ` (${info.experts} experts)` : ''}, ${info.dtype.toUpperCase()}`,
     `${mb(info.weightBytes)} MB of weights, ${info.contextLength} tokens of context, ${info.kvCache} KV cache${info.splitMatrices ? `, ${info.splitMatrices} matrices split to fit the GPU's binding limit` : ''}`,
@@ -162,17 +197,87 @@ function applySampling(info, known) {
     : known ? `Sampling settings from ${known.source}.` : 'The model recommends no sampling settings: generic values.';
 }
 
+function describeRemote(info) {
+  ui.modelName.textContent = info.model;
+  ui.modelMeta.innerHTML = [
+    `Served by ${info.baseUrl}`,
+    info.models.length > 1 ? `${info.models.length} models there: ${info.models.join(', ')}` : 'OpenAI-compatible API',
+    'Runs on the server: what you type is sent there.',
+  ].map(escapeHtml).join('<br>');
+  ui.empty.querySelector('p').textContent = `Ask anything. The model runs on the server at ${info.baseUrl}: what you type is sent to the server.`;
+  ui.disconnectButton.hidden = false;
+  // The page cannot know what the server's model recommends.
+  ui.temperature.value = String(FALLBACK_SAMPLING.temperature);
+  ui.topP.value = String(FALLBACK_SAMPLING.top_p);
+  $('temperature-out').textContent = ui.temperature.value;
+  $('top-p-out').textContent = ui.topP.value;
+  ui.samplingSource.textContent = "Generic sampling settings: the page does not know what the server's model recommends.";
+}
+
+/** Chat with the OpenAI-compatible server at `url`; a failure keeps the model in use. */
+async function connect(url, apiKey) {
+  if (connecting) return;
+  connecting = true;
+  if (loadCtl) { loadCtl.abort(); await loadSettled; }
+  clearError();
+  loading = true;
+  setStatus('loading', `Connecting to ${url}…`);
+  try {
+    const r = await RemoteEngine.connect(url, apiKey ? { apiKey } : {});
+    generating?.abort();
+    remote = r;
+    engine = r;
+    describeRemote(r.info);
+    newChat();
+    loading = false;
+    connecting = false;
+    setStatus('ready', `Ready: ${r.model} on ${r.baseUrl}`);
+    ui.input.focus();
+  } catch (e) {
+    loading = false;
+    connecting = false;
+    showError(e, true);
+    setStatus(engine?.info ? 'ready' : 'error', engine?.info ? 'Not connected: still using the previous model.' : 'No model loaded.');
+  }
+}
+
+/** Back to the model on this device (loading the default one if there is none). */
+function disconnect() {
+  remote = null;
+  clearError();
+  if (local?.info) {
+    engine = local;
+    describeModel(local.info, localModel.label);
+    applySampling(local.info, localModel.sampling);
+    newChat();
+    setStatus('ready', `Ready: ${localModel.label}`);
+  } else {
+    engine = local;
+    load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS);
+  }
+}
+
 async function load(source, options = {}) {
   if (loading) return;
   clearError();
   loading = true;
+  // A model for this device: the server (if any) is left.
+  remote = null;
+  engine = local;
+  ui.disconnectButton.hidden = true;
+  ui.empty.querySelector('p').textContent = LOCAL_NOTE;
+  const ctl = new AbortController();
+  let settle;
+  loadCtl = ctl;
+  loadSettled = new Promise((r) => { settle = r; });
   setStatus('loading', 'Loading the model…');
   ui.progress.hidden = false;
   ui.progressFill.style.width = '0%';
   const label = options.label ?? source;
   try {
-    if (engine) await engine.load(source, { ...options, onProgress });
-    else engine = await WorkerEngine.load(source, { ...options, onProgress });
+    if (local) await local.load(source, { ...options, onProgress, signal: ctl.signal });
+    else engine = local = await WorkerEngine.load(source, { ...options, onProgress, signal: ctl.signal });
+    localModel = { label, sampling: options.sampling };
     describeModel(engine.info, label);
     applySampling(engine.info, options.sampling);
     newChat();
@@ -181,13 +286,16 @@ async function load(source, options = {}) {
     ui.input.focus();
   } catch (e) {
     loading = false;
-    showError(e);
+    // Stopped for a server: connect() says what happens next.
+    if (!ctl.signal.aborted) showError(e);
     // A failed load leaves no model (the previous one was freed to make room).
     ui.modelName.textContent = 'No model loaded';
     ui.modelMeta.textContent = 'Load the embedded default model or another one.';
     setStatus('error', 'No model loaded.');
   } finally {
     ui.progress.hidden = true;
+    if (loadCtl === ctl) loadCtl = null;
+    settle();
   }
 }
 
@@ -230,6 +338,8 @@ async function send() {
   let reply = '';
   let usage = null;
   let stopped = false;
+  const fromServer = engine === remote;
+  const t0 = performance.now();
   try {
     const messages = [];
     if (ui.system.value.trim()) messages.push({ role: 'system', content: ui.system.value.trim() });
@@ -250,7 +360,7 @@ async function send() {
     }
   } catch (e) {
     if (e?.code === 'ABORTED') stopped = true;
-    else showError(e);
+    else showError(e, fromServer);
   } finally {
     generating = null;
     li.removeAttribute('aria-busy');
@@ -258,9 +368,12 @@ async function send() {
   history.push({ role: 'assistant', content: reply });
   const stats = document.createElement('div');
   stats.className = 'stats';
-  if (usage) {
+  if (usage?.extra) {
     const x = usage.extra;
     stats.textContent = `${usage.completion_tokens} tokens · prefill ${x.prefill_tokens_per_s.toFixed(1)} tok/s · decode ${x.decode_tokens_per_s.toFixed(1)} tok/s · first token ${x.time_to_first_token_s.toFixed(2)} s`;
+  } else if (usage) {
+    // A server that reports no speeds (usage.extra): the time seen here.
+    stats.textContent = `${usage.completion_tokens} tokens · ${((performance.now() - t0) / 1000).toFixed(2)} s`;
   } else {
     stats.textContent = stopped ? 'stopped' : 'failed';
   }
@@ -284,6 +397,13 @@ ui.loadForm.addEventListener('submit', (e) => {
   load(source, gguf ? { ggufFile: gguf, label: `${source}/${gguf}` } : {});
 });
 ui.loadDefault.addEventListener('click', () => load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS));
+ui.remoteForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const url = ui.serverUrl.value.trim();
+  if (!url) { if (remote) disconnect(); else ui.serverUrl.focus(); return; }
+  connect(url, ui.apiKey.value.trim());
+});
+ui.disconnectButton.addEventListener('click', () => disconnect());
 for (const [input, out] of [[ui.temperature, $('temperature-out')], [ui.topP, $('top-p-out')]]) {
   input.addEventListener('input', () => { out.textContent = input.value; });
 }
@@ -292,4 +412,10 @@ ui.toggleSettings.addEventListener('click', () => {
   ui.toggleSettings.setAttribute('aria-expanded', String(open));
 });
 
-load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS);
+const startServer = new URLSearchParams(location.search).get('server');
+if (startServer) {
+  ui.serverUrl.value = startServer;
+  connect(startServer, '');
+} else {
+  load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS);
+}

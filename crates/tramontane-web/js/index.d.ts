@@ -236,3 +236,108 @@ export class WorkerEngine {
 export function resolveSource(source: string, options?: LoadOptions): { base: string; gguf: string | null };
 /** The headers `load` sends to the model's host: `headers` plus `hfToken`. */
 export function modelHeaders(options?: LoadOptions): Record<string, string>;
+
+/** What every engine does, on this device or on a server: code written against
+ * it runs on Engine, WorkerEngine and RemoteEngine alike. */
+export interface EngineAPI {
+  readonly info: EngineInfo | RemoteEngineInfo | null;
+  chat: ChatAPI;
+  completions: CompletionsAPI;
+  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
+  detokenize(ids: number[]): Promise<string>;
+  /** RemoteEngine: rejects UNSUPPORTED (the server renders the template). */
+  chatPrompt(req: ChatRequest): Promise<{ text: string; ids: number[] }>;
+  resetChat(): Promise<void>;
+  unload(): Promise<void>;
+}
+
+export interface RemoteEngineOptions {
+  /** Sent as `Authorization: Bearer <key>` (`tramontane serve --api-key`); never put in errors. */
+  apiKey?: string;
+  /** The model named in every request (default: the first the server lists at GET /v1/models). */
+  model?: string;
+  /** Headers sent with every request to the server. */
+  headers?: Record<string, string> | Headers | [string, string][];
+  /** A fetch to use instead of the global one. */
+  fetch?: (url: string, init: RequestInit) => Promise<Response>;
+  /** Aborts `connect`. */
+  signal?: AbortSignal;
+}
+
+export interface RemoteEngineInfo {
+  remote: true;
+  /** The server's root (a trailing /v1 removed): /tokenize and /detokenize live there. */
+  baseUrl: string;
+  /** `${baseUrl}/v1`: the OpenAI API. */
+  apiBase: string;
+  /** The model named in requests (also `source`). */
+  model: string;
+  source: string;
+  /** Every id the server lists. */
+  models: string[];
+  ownedBy: string | null;
+  created: number | null;
+}
+
+/** Engine's API over an OpenAI-compatible server (`tramontane serve`,
+ * llama.cpp's llama-server, vLLM, ...): `chat.completions.create` and
+ * `completions.create`, streamed (the same chunk stream as Engine's; a `break`
+ * out of `for await` cancels the request) or not, with `signal`. Requests are
+ * checked here first by Engine's rules (INVALID_REQUEST, nothing sent); what a
+ * request leaves out the server decides. Streams end with a usage chunk unless
+ * `stream_options.include_usage` is false. `token_ids` and `usage.extra` are
+ * there when the server sends them (tramontane serve does; llama-server's
+ * `timings` become `usage.extra`). Errors: NETWORK with `url` and `status`
+ * (0: no answer; 401: the API key was missing or refused; 429: busy),
+ * INVALID_REQUEST for 400/413/422 with the server's message, the server's own
+ * code where it is one of ours (CONTEXT_OVERFLOW, ...), ABORTED. */
+export class RemoteEngine implements EngineAPI {
+  /** Checks the server (GET /v1/models) and picks the model. `baseUrl` is the
+   * server's root or its /v1 (`http://127.0.0.1:8080` or `http://127.0.0.1:8080/v1`). */
+  static connect(baseUrl: string | URL, options?: RemoteEngineOptions): Promise<RemoteEngine>;
+  readonly kind: 'remote';
+  /** Set by createEngine: why this engine was chosen. */
+  reason?: string;
+  readonly baseUrl: string;
+  readonly apiBase: string;
+  readonly model: string;
+  readonly info: RemoteEngineInfo;
+  chat: ChatAPI;
+  completions: CompletionsAPI;
+  /** POST <baseUrl>/tokenize; UNSUPPORTED where the server has none. */
+  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): Promise<number[]>;
+  /** POST <baseUrl>/detokenize; UNSUPPORTED where the server has none. */
+  detokenize(ids: number[]): Promise<string>;
+  /** Rejects UNSUPPORTED. */
+  chatPrompt(req: ChatRequest): Promise<{ text: string; ids: number[] }>;
+  /** Nothing to do (the server keeps its own cache). */
+  resetChat(): Promise<void>;
+  /** Nothing to do (the model stays on the server). */
+  unload(): Promise<void>;
+  /** Rejects UNSUPPORTED: a server serves the model it was started with. */
+  load(source?: string, options?: LoadOptions): Promise<never>;
+}
+
+export interface CreateEngineOptions extends LoadOptions {
+  /** The server to use when this device cannot run the model: its URL, or
+   * RemoteEngine's options with `baseUrl`. Without it, createEngine loads
+   * locally or fails as Engine.load does. */
+  remote?: string | URL | (RemoteEngineOptions & { baseUrl: string | URL });
+  /** GPU memory the model may take here (the local load's `maxGpuBytes`):
+   * a model that needs more goes to the server, decided before any weight is
+   * downloaded. */
+  localMaxGpuBytes?: number;
+  /** Run the local engine in a Web Worker (a WorkerEngine). */
+  useWorker?: boolean;
+}
+
+export type LocalChoice = (Engine | WorkerEngine) & { kind: 'local'; reason: string };
+export type RemoteChoice = RemoteEngine & { kind: 'remote'; reason: string };
+
+/** A local engine when this device can run the model, else the server in
+ * `options.remote`. No `navigator.gpu` or no adapter: remote. Else the model is
+ * loaded here (`maxGpuBytes` = `localMaxGpuBytes`) and a load failing with
+ * WEBGPU_UNAVAILABLE, UNSUPPORTED or OUT_OF_MEMORY goes remote; other errors
+ * (NETWORK, ABORTED, ...) are thrown. `source` null with `remote`: remote.
+ * The engine says which (`kind`) and why (`reason`, a sentence). */
+export function createEngine(source: string | null, options?: CreateEngineOptions): Promise<LocalChoice | RemoteChoice>;
