@@ -14,4 +14,7 @@ target/pyenv/bin/python -m unittest discover -s tests/serve -v
 echo "== npm package: build (wasm32, wasm-bindgen, wasm-opt)"
 bash scripts/build-wasm.sh
 echo "== browser: the npm package in headless Chromium (WebGPU)"
-node --test --test-reporter=spec --test-concurrency=1 tests/browser/
+# Chromium's WebGPU on SwiftShader has no shader-f16, so the f16 KV cache check
+# is expected to print SKIPPED here; allow that skip for the browser step only
+# (the native tests above, on lavapipe, have shader-f16 and skip nothing).
+TRAMONTANE_ALLOW_SKIP=1 node --test --test-reporter=spec --test-concurrency=1 tests/browser/

@@ -1,6 +1,9 @@
 // The demo page (web/) as a newcomer uses it: served with the package and the
 // default model, in headless Chromium. Screenshots go to target/artifacts/.
-import { test, before, after } from 'node:test';
+// Every test opens the page afresh in its own browser context (its own Cache
+// API storage, settings and conversation); none relies on another having run.
+// TRAMONTANE_TEST_ORDER=reverse (or shuffle:<seed>) runs them in another order.
+import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,28 +13,63 @@ import { launch } from './browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ART = path.join(ROOT, 'target/artifacts');
-let server, browser, page;
+let server, browser;
+
+// Tests are queued here and registered at the end of the file, in the order
+// TRAMONTANE_TEST_ORDER asks for (default: as written).
+const queued = [];
+const test = (name, opts, fn) => { queued.push([name, opts, fn]); };
+function ordered(list) {
+  const how = process.env.TRAMONTANE_TEST_ORDER ?? '';
+  if (how === 'reverse') return [...list].reverse();
+  const m = /^shuffle:(\d+)$/.exec(how);
+  if (!m) return list;
+  let x = Number(m[1]) || 1; // xorshift32, so a seed reproduces its order
+  const rand = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) / 2 ** 32; };
+  const out = [...list];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
 
 before(async () => {
   fs.mkdirSync(ART, { recursive: true });
   server = await startServer({ mounts: { '/': path.join(ROOT, 'web'), '/pkg/': path.join(ROOT, 'pkg'), '/models/': path.join(ROOT, 'models') } });
   browser = await launch();
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  page = await ctx.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e.message));
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
-const state = () => page.getAttribute('#status', 'data-state');
-const lastReply = () => page.evaluate(() => document.querySelector('#messages li.assistant:last-of-type .body')?.textContent ?? '');
+// The demo in a new browser context: nothing cached, default settings, no
+// conversation. The page starts loading the default model by itself.
+async function openDemo(viewport = { width: 1280, height: 800 }) {
+  const ctx = await browser.newContext({ viewport });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  await page.goto(server.url);
+  return page;
+}
 
-async function waitState(want, ms) {
+// `fn(page)` on a fresh demo page, closed afterwards whatever happens.
+async function withDemo(fn, viewport) {
+  const page = await openDemo(viewport);
+  try {
+    await fn(page);
+  } finally {
+    await page.context().close();
+  }
+}
+
+const state = (page) => page.getAttribute('#status', 'data-state');
+const lastReply = (page) => page.evaluate(() => document.querySelector('#messages li.assistant:last-of-type .body')?.textContent ?? '');
+
+async function waitState(page, want, ms) {
   await page.waitForFunction((w) => document.querySelector('#status').dataset.state === w, want, { timeout: ms });
 }
 
-test('the default model loads with no typing and shows what it is', { timeout: 180000 }, async () => {
-  await page.goto(server.url);
-  await waitState('ready', 150000);
+test('the default model loads with no typing and shows what it is', { timeout: 180000 }, () => withDemo(async (page) => {
+  await waitState(page, 'ready', 150000);
   const name = await page.textContent('#model-name');
   assert.match(name, /SmolLM2-135M-Instruct/);
   const meta = await page.textContent('#model-meta');
@@ -44,25 +82,26 @@ test('the default model loads with no typing and shows what it is', { timeout: 1
   assert.equal(await page.inputValue('#temperature'), '0.2');
   assert.equal(await page.inputValue('#top-p'), '0.9');
   assert.match(await page.textContent('#sampling-source'), /model card/);
-});
+}));
 
-async function setRange(sel, v) {
+async function setRange(page, sel, v) {
   await page.evaluate(([s, val]) => { const el = document.querySelector(s); el.value = val; el.dispatchEvent(new Event('input')); }, [sel, String(v)]);
 }
 
-test('a question gets a streamed answer that mentions Paris, with speed stats', { timeout: 240000 }, async () => {
+test('a question gets a streamed answer that mentions Paris, with speed stats', { timeout: 300000 }, () => withDemo(async (page) => {
+  await waitState(page, 'ready', 150000);
   // Greedy and short: SwiftShader runs the model on the CPU.
-  await setRange('#temperature', 0);
+  await setRange(page, '#temperature', 0);
   await page.fill('#max-tokens', '24');
   await page.fill('#input', 'What is the capital of France?');
   await page.press('#input', 'Enter');
-  await waitState('generating', 10000);
+  await waitState(page, 'generating', 10000);
   const lengths = [];
-  while ((await state()) === 'generating') {
-    lengths.push((await lastReply()).length);
+  while ((await state(page)) === 'generating') {
+    lengths.push((await lastReply(page)).length);
     await page.waitForTimeout(250);
   }
-  const text = await lastReply();
+  const text = await lastReply(page);
   // Greedy with the template's own default system prompt, the answer the
   // native test smollm2_gguf.rs checks too.
   assert.match(text, /^The capital of France is Paris\./);
@@ -71,41 +110,45 @@ test('a question gets a streamed answer that mentions Paris, with speed stats', 
   const stats = await page.textContent('#messages li.assistant:last-of-type .stats');
   assert.match(stats, /tokens · prefill [\d.]+ tok\/s · decode [\d.]+ tok\/s · first token [\d.]+ s/);
   await page.screenshot({ path: path.join(ART, 'demo-desktop.png') });
-});
+}));
 
-test('Stop ends a long reply; New chat clears the conversation', { timeout: 240000 }, async () => {
+test('Stop ends a long reply; New chat clears the conversation', { timeout: 300000 }, () => withDemo(async (page) => {
+  await waitState(page, 'ready', 150000);
   await page.fill('#input', 'Write a very long story about a dragon who learns to fly.');
   await page.click('#send');
   await page.waitForFunction(() => (document.querySelector('#messages li.assistant:last-of-type .body')?.textContent ?? '').length > 5, null, { timeout: 120000 });
   await page.click('#stop');
-  await waitState('ready', 30000);
-  const a = await lastReply();
+  await waitState(page, 'ready', 30000);
+  const a = await lastReply(page);
   await page.waitForTimeout(2000);
-  assert.equal(await lastReply(), a, 'no more text after Stop');
+  assert.equal(await lastReply(page), a, 'no more text after Stop');
   assert.equal(await page.textContent('#messages li.assistant:last-of-type .stats'), 'stopped');
   await page.click('#new-chat');
   assert.equal(await page.locator('#messages li').count(), 0);
   assert.equal(await page.isVisible('#empty'), true);
-});
+}));
 
-test('a model that does not exist gets an explanation; the page stays usable', { timeout: 120000 }, async () => {
+test('a model that does not exist gets an explanation; the page stays usable', { timeout: 240000 }, () => withDemo(async (page) => {
+  // Once the page's own first load is over.
+  await waitState(page, 'ready', 150000);
   await page.fill('#model-source', '/models/no-such-model.gguf');
   await page.click('#load-button');
   await page.waitForSelector('#error:not([hidden])', { timeout: 30000 });
   const err = await page.textContent('#error');
   assert.match(err, /could not be downloaded/);
   assert.match(err, /no-such-model\.gguf/);
-  assert.equal(await state(), 'error', 'no model after a failed load');
+  assert.equal(await state(page), 'error', 'no model after a failed load');
   assert.equal(await page.isEnabled('#send'), false);
   await page.click('#load-default');
-  await waitState('ready', 60000);
+  await waitState(page, 'ready', 60000);
   assert.equal(await page.isHidden('#error'), true);
   assert.match(await page.textContent('#model-name'), /SmolLM2/);
   assert.equal(await page.isEnabled('#input'), true);
-});
+}));
 
-test('phone width: one column, nothing wider than the screen', { timeout: 30000 }, async () => {
-  await page.setViewportSize({ width: 390, height: 844 });
+test('phone width: one column, nothing wider than the screen', { timeout: 180000 }, () => withDemo(async (page) => {
+  // The input opens once the default model is ready.
+  await waitState(page, 'ready', 150000);
   await page.fill('#input', 'Hello');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px`);
@@ -116,7 +159,7 @@ test('phone width: one column, nothing wider than the screen', { timeout: 30000 
   const html = await page.evaluate(async () => (await import('/app.js')).renderMarkdown('<img src=x onerror=alert(1)> **b** `c`\n```js\n<script>\n```'));
   assert.ok(!html.includes('<img') && !html.includes('<script>'), html);
   assert.match(html, /<strong>b<\/strong>/);
-});
+}, { width: 390, height: 844 }));
 
 test('examples/minimal-chat installs the packed tarball and streams a reply', { timeout: 240000 }, async () => {
   const { execFileSync } = await import('node:child_process');
@@ -129,10 +172,16 @@ test('examples/minimal-chat installs the packed tarball and streams a reply', { 
   const srv = await startServer({ mounts: { '/': ex, '/models/': path.join(ROOT, 'models') } });
   try {
     const p = await browser.newPage();
-    await p.goto(`${srv.url}?model=/models/SmolLM2-135M-Instruct.Q4_1.gguf`);
-    await p.waitForSelector('#out[data-done=true]', { timeout: 200000 });
-    assert.match(await p.textContent('#out'), /Paris/);
+    try {
+      await p.goto(`${srv.url}?model=/models/SmolLM2-135M-Instruct.Q4_1.gguf`);
+      await p.waitForSelector('#out[data-done=true]', { timeout: 200000 });
+      assert.match(await p.textContent('#out'), /Paris/);
+    } finally {
+      await p.context().close();
+    }
   } finally {
     await srv.close();
   }
 });
+
+for (const [name, opts, fn] of ordered(queued)) nodeTest(name, opts, fn);

@@ -26,9 +26,14 @@ fn load_kv(dir: &std::path::Path, name: &str, kv_cache: KvCache) -> Result<Model
     pollster::block_on(Model::load_gguf(gpu(), &DirSource::new(dir), name, &opts, &mut |_| {}))
 }
 
-/// f32 KV cache: the float64 reference within 1e-3 (measured ~1e-5).
+/// f32 KV cache: |logit - float64 reference| measured 3.3e-6 (moe-q8_0 and
+/// its split parts), 2.9e-6 (moe-q4_0, moe-mixed) on lavapipe (2026-12-01).
+const F32_KV_TOL: f32 = 3e-5;
+/// f16 KV cache (keys and values rounded to f16): measured 3.0e-3 (moe-q8_0).
+const F16_KV_TOL: f32 = 3e-2;
+
 fn check(file: &str, reference_file: &str) {
-    check_kv(file, reference_file, KvCache::F32, 1e-3);
+    check_kv(file, reference_file, KvCache::F32, F32_KV_TOL);
 }
 
 /// `tol` bounds |logit - reference| on the top-10; argmax, router choices and
@@ -42,7 +47,9 @@ fn check_kv(file: &str, reference_file: &str, kv_cache: KvCache, tol: f32) {
     for p in r["models"][reference_file]["prompts"].as_array().expect("prompts") {
         let input = ids(&p["input_ids"]);
         let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
-        for (pos, want) in ids(&p["argmax_per_position"]).iter().enumerate() {
+        let want_argmax = ids(&p["argmax_per_position"]);
+        assert_eq!(want_argmax.len(), input.len(), "{file}: an argmax per position");
+        for (pos, want) in want_argmax.iter().enumerate() {
             assert_eq!(argmax(&logits[pos * vocab..(pos + 1) * vocab]), *want, "{file}: argmax at {pos}");
         }
         let last = &logits[(input.len() - 1) * vocab..];
@@ -54,8 +61,13 @@ fn check_kv(file: &str, reference_file: &str, kv_cache: KvCache, tol: f32) {
         if input.len() <= 16 {
             // Router choices of the last pass (one chunk holds the whole prompt).
             let got = pollster::block_on(model.runtime.router_choices(input.len())).expect("router");
-            for (l, route) in p["router"].as_array().expect("router").iter().enumerate() {
-                for (pos, experts) in route["experts"].as_array().expect("experts").iter().enumerate() {
+            let routes = p["router"].as_array().expect("router");
+            assert_eq!(got.len(), routes.len(), "{file}: MoE layers");
+            for (l, route) in routes.iter().enumerate() {
+                let experts = route["experts"].as_array().expect("experts");
+                assert_eq!(experts.len(), input.len(), "{file}: layer {l}, a route per position");
+                assert_eq!(got[l].0.len(), 2 * input.len(), "{file}: layer {l}, two experts per position");
+                for (pos, experts) in experts.iter().enumerate() {
                     assert_eq!(&got[l].0[pos * 2..pos * 2 + 2], &ids(experts)[..], "{file}: layer {l} position {pos}");
                 }
             }
@@ -71,12 +83,11 @@ fn check_kv(file: &str, reference_file: &str, kv_cache: KvCache, tol: f32) {
 #[test]
 fn f16_kv_cache_stays_close_to_float_math() {
     // What quantized models get by default on devices with shader-f16: keys and
-    // values rounded to f16 (as llama.cpp does) cost ~1e-3 on the logits here.
-    if !gpu().adapter.shader_f16 {
-        eprintln!("no shader-f16: f16 KV cache not checked");
+    // values rounded to f16 (as llama.cpp does) cost ~3e-3 on the logits here.
+    if !has_f16(gpu().adapter.shader_f16, "the f16 KV cache") {
         return;
     }
-    check_kv("moe-q8_0.gguf", "moe-q8_0.gguf", KvCache::F16, 1e-2);
+    check_kv("moe-q8_0.gguf", "moe-q8_0.gguf", KvCache::F16, F16_KV_TOL);
 }
 
 #[test]

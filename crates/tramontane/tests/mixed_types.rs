@@ -88,8 +88,14 @@ fn q_k_v_of_different_types_keep_their_types() {
         let input = ids(&p["input_ids"]);
         let a = pollster::block_on(mixed.logits_all(&input)).expect("mixed");
         let b = pollster::block_on(uniform.logits_all(&input)).expect("uniform");
+        assert_eq!(a.len(), b.len());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(worst < 1e-4, "mixed and uniform layouts differ by {worst}");
+        eprintln!("{}: mixed and uniform layouts differ by {worst:.2e}", p["name"]);
+        // Measured exactly 0 on lavapipe (2026-12-01): the same values through
+        // the same arithmetic. Two kernel specializations may still be compiled
+        // to different instruction orders on another driver or CPU, so allow
+        // f32 rounding, far below any layout mistake.
+        assert!(worst <= 1e-5, "mixed and uniform layouts differ by {worst}");
         for pos in 0..input.len() {
             assert_eq!(argmax(&a[pos * vocab..(pos + 1) * vocab]), argmax(&b[pos * vocab..(pos + 1) * vocab]));
         }

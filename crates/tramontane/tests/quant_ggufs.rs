@@ -2,7 +2,7 @@
 //! IQ4_XS, and a Q4_K_M whose ffn_up is Q6_K: gate and up of different types)
 //! of a Llama 3-style model with rope_freqs, against numpy float64 math on
 //! their dequantized weights (scripts/fixtures/make_quant_ggufs.py): argmax at
-//! every position, top-20 logits within 1e-2, greedy tokens identical.
+//! every position, top-20 logits within 1.5e-4, greedy tokens identical.
 
 mod common;
 
@@ -11,9 +11,10 @@ use tramontane::source::DirSource;
 use tramontane::upload::Ffn;
 use tramontane::{KvCache, LoadOptions, Model};
 
-/// Quantized weights, f32 accumulation: within 1e-2 of float64 on the same
-/// dequantized values (measured well below).
-const TOL: f32 = 1e-2;
+/// Quantized weights, f32 accumulation, against float64 on the same
+/// dequantized values: measured 1.53e-5 (Q2_K), 9.1e-6 (Q3_K_M), 7.6e-6
+/// (IQ4_XS), 6.9e-6 (IQ4_NL), 5.3e-6 (Q4_K_M + Q6_K) on lavapipe (2026-12-01).
+const TOL: f32 = 1.5e-4;
 
 fn check(file: &str) -> Model {
     let dir = fixtures().join("quant_ggufs");

@@ -1,7 +1,8 @@
 //! The embedded default model, SmolLM2-135M-Instruct Q4_1 (GGUF), against
 //! transformers' float32 math on the same dequantized weights
 //! (tests/fixtures/smollm2_reference.json): identical greedy tokens up to the
-//! first end-of-generation token, top-10 logits within 1e-2. llama.cpp's
+//! first end-of-generation token, top-10 logits within 3e-4 (f32 KV cache) or
+//! 5e-2 (f16 KV cache). llama.cpp's
 //! numbers (8-bit activations inside its dot products) are reported as a
 //! comparison figure, not asserted. The GGUF is fetched by scripts/setup.sh.
 
@@ -13,7 +14,15 @@ use tramontane::text::gguf_tokenizer;
 use tramontane::{GenerateRequest, KvCache, LoadOptions, Model, SamplingParams};
 
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const LOGIT_TOL: f32 = 1e-2;
+/// |logit - transformers| on the top-10 with an f32 KV cache: measured 3.05e-5
+/// on lavapipe (2026-12-01).
+const F32_KV_TOL: f32 = 3e-4;
+/// With an f16 KV cache (keys and values rounded to f16): measured 4.87e-3.
+const F16_KV_TOL: f32 = 5e-2;
+
+fn logit_tol(kv_cache: &str) -> f32 {
+    if kv_cache == "f16" { F16_KV_TOL } else { F32_KV_TOL }
+}
 
 fn models_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
@@ -71,10 +80,8 @@ fn smollm2_matches_transformers_float_math() {
     // (lavapipe does; the default for quantized models there).
     let gpu = gpu();
     check_smollm2(KvCache::F32);
-    if gpu.adapter.shader_f16 {
+    if has_f16(gpu.adapter.shader_f16, &format!("SmolLM2 with an f16 KV cache on {}", gpu.adapter.name)) {
         check_smollm2(KvCache::F16);
-    } else {
-        eprintln!("no shader-f16 on {}: f16 KV cache not checked", gpu.adapter.name);
     }
 }
 
@@ -90,6 +97,7 @@ fn check_smollm2(kv_cache: KvCache) {
         assert!(model.tokenizer().is_eos(*e), "end-of-generation {e}");
     }
     let (mut worst, mut cpp_top1, mut cpp_delta, mut cpp_n, mut prompts) = (0f32, 0, 0f64, 0, 0);
+    let tol = logit_tol(model.info.kv_cache);
     for p in r["prompts"].as_array().expect("prompts") {
         let name = p["name"].as_str().expect("name");
         let prompt = ids(&p["token_ids"]);
@@ -100,11 +108,13 @@ fn check_smollm2(kv_cache: KvCache) {
         let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: until, ignore_eos: true, top_logits: 10, ..Default::default() };
         let g = pollster::block_on(model.generate(&prompt, &req, &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, want[..until], "{name}: greedy tokens until the first end-of-generation token");
-        for (got, want) in g.top_logits.iter().zip(tf["top10_last_position"].as_array().expect("top10")) {
+        let top10 = tf["top10_last_position"].as_array().expect("top10");
+        assert_eq!(g.top_logits.len(), top10.len(), "{name}: top-10");
+        for (got, want) in g.top_logits.iter().zip(top10) {
             assert_eq!(got.0 as u64, want[0].as_u64().expect("id"), "{name}: top-10 order");
             let d = (got.1 - want[1].as_f64().expect("logit") as f32).abs();
             worst = worst.max(d);
-            assert!(d <= LOGIT_TOL, "{name}: logit of {} off by {d}", got.0);
+            assert!(d <= tol, "{name}: logit of {} off by {d} ({} KV cache)", got.0, model.info.kv_cache);
         }
         // llama.cpp, for the record.
         let cpp = &p["llama_cpp"];
@@ -136,6 +146,8 @@ fn weights_split_for_a_small_binding_limit_still_match() {
     assert!(model.info.split_matrices >= 91, "split {}", model.info.split_matrices);
     assert_eq!(model.info.dtype, "q4_1", "split weights stay quantized");
     let r = smollm_reference();
+    let mut worst = 0f32;
+    let tol = logit_tol(model.info.kv_cache);
     for p in r["prompts"].as_array().expect("prompts").iter().take(2) {
         let name = p["name"].as_str().expect("name");
         let tf = &p["transformers_dequantized_f32"];
@@ -145,12 +157,16 @@ fn weights_split_for_a_small_binding_limit_still_match() {
         let req = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: until, ignore_eos: true, top_logits: 10, ..Default::default() };
         let g = pollster::block_on(model.generate(&ids(&p["token_ids"]), &req, &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, want[..until], "{name}: greedy tokens");
-        for (got, want) in g.top_logits.iter().zip(tf["top10_last_position"].as_array().expect("top10")) {
+        let top10 = tf["top10_last_position"].as_array().expect("top10");
+        assert_eq!(g.top_logits.len(), top10.len(), "{name}: top-10");
+        for (got, want) in g.top_logits.iter().zip(top10) {
             assert_eq!(got.0 as u64, want[0].as_u64().expect("id"), "{name}: top-10 order");
             let d = (got.1 - want[1].as_f64().expect("logit") as f32).abs();
-            assert!(d <= LOGIT_TOL, "{name}: logit of {} off by {d}", got.0);
+            worst = worst.max(d);
+            assert!(d <= tol, "{name}: logit of {} off by {d} ({} KV cache)", got.0, model.info.kv_cache);
         }
     }
+    eprintln!("SmolLM2 Q4_1 in slabs, {} KV cache: max |logit - transformers| over top-10 = {worst:.2e}", model.info.kv_cache);
 }
 
 #[test]

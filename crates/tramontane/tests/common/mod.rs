@@ -74,8 +74,10 @@ pub fn nmse(got: &[f32], want: &[f32]) -> f64 {
 }
 
 /// |logit - reference| bound for float32 weights (transformers float32 and a
-/// float64 numpy pass agree to ~1e-5; we measure ~1e-5 too).
-pub const LOGIT_TOL: f32 = 1e-3;
+/// float64 numpy pass agree to ~1e-5). Measured on lavapipe (2026-12-01) over
+/// every fixture checked with it: 1.16e-5 (mixtral_tiny), 1.14e-5
+/// (head_dim_nemo), the others 2.9e-6..7.9e-6.
+pub const LOGIT_TOL: f32 = 1e-4;
 
 pub fn greedy(max_tokens: usize) -> tramontane::GenerateRequest {
     tramontane::GenerateRequest { sampling: tramontane::SamplingParams::greedy(), max_tokens, ignore_eos: true, ..Default::default() }
@@ -84,7 +86,7 @@ pub fn greedy(max_tokens: usize) -> tramontane::GenerateRequest {
 /// Every prompt of a reference.json (the shared fixtures' schema): argmax at
 /// every position, the top-20 and first 64 logits at the last one within
 /// `tol`, and the greedy continuation (prefill, then single-token decodes).
-/// Returns the largest top-20 difference.
+/// Returns the largest logit difference (top-20 and ids 0..63).
 pub fn check_reference(model: &mut Model, r: &serde_json::Value, name: &str, tol: f32) -> f32 {
     let vocab = model.config().vocab;
     let mut worst = 0f32;
@@ -94,6 +96,7 @@ pub fn check_reference(model: &mut Model, r: &serde_json::Value, name: &str, tol
         let logits = pollster::block_on(model.logits_all(&input)).expect("forward");
         assert_eq!(logits.len(), input.len() * vocab);
         let want_argmax = ids(&p["argmax_per_position"]);
+        assert_eq!(want_argmax.len(), input.len(), "{name} {pname}: an argmax per position");
         for (pos, want) in want_argmax.iter().enumerate() {
             let got = argmax(&logits[pos * vocab..(pos + 1) * vocab]);
             assert_eq!(got, *want, "{name} {pname}: argmax at position {pos}");
@@ -108,7 +111,9 @@ pub fn check_reference(model: &mut Model, r: &serde_json::Value, name: &str, tol
         }
         for (id, want) in p["last_position"]["logits_ids_0_63"].as_array().expect("0..63").iter().enumerate() {
             let want = want.as_f64().expect("logit") as f32;
-            assert!((last[id] - want).abs() <= tol, "{name} {pname}: logit of {id}");
+            let d = (last[id] - want).abs();
+            worst = worst.max(d);
+            assert!(d <= tol, "{name} {pname}: logit of {id} is {} want {want}", last[id]);
         }
         model.reset();
         let want = ids(&p["greedy"]["new_ids"]);
@@ -136,4 +141,26 @@ pub fn check_variant(name: &str, opts: LoadOptions) -> Model {
     let worst = check_reference(&mut model, &variant_reference(name), name, LOGIT_TOL);
     eprintln!("{name} (chunk {chunk}): max |logit - reference| over top-20 = {worst:.2e}");
     model
+}
+
+/// The environment variable that lets a test skip what this device cannot run.
+pub const ALLOW_SKIP: &str = "TRAMONTANE_ALLOW_SKIP";
+
+/// A check this device cannot run (`why`, e.g. no `shader-f16`): prints
+/// `SKIPPED: <why>` and fails the test, unless TRAMONTANE_ALLOW_SKIP=1
+/// allows skipping (then the caller leaves that check out).
+pub fn skip(why: &str) {
+    eprintln!("SKIPPED: {why}");
+    assert!(
+        std::env::var(ALLOW_SKIP).is_ok_and(|v| v == "1"),
+        "SKIPPED: {why} (set {ALLOW_SKIP}=1 to allow skipping on this device)"
+    );
+}
+
+/// Whether the device has `shader-f16`; without it, [`skip`]s `what`.
+pub fn has_f16(has: bool, what: &str) -> bool {
+    if !has {
+        skip(&format!("no shader-f16 on this device: {what} not checked"));
+    }
+    has
 }
