@@ -4,6 +4,14 @@
 //! forward as the loader asks for ranges in file order, a Range request when it
 //! jumps.
 //!
+//! The transport cannot corrupt: a 206 must start at the byte asked for, name
+//! the file's size and agree with its Content-Length; a 200 to a Range request
+//! must be the whole file; a body must bring the bytes it announced. A 5xx
+//! (408, 429), a failed connection or a dropped or short body is retried with
+//! backoff from the first byte not yet received (a Range request), then it is
+//! a NETWORK error with the URL and status. No buffer is sized by a length a
+//! server claims: they grow with the bytes that arrive.
+//!
 //! The access token (`--hf-token` / `HF_TOKEN`, for gated and private repos) is
 //! sent only to the model's host: redirects are followed here, not by the
 //! client, and a hop to another origin (Hugging Face sends file bodies from a
@@ -47,6 +55,18 @@ const SKIP_READ: u64 = 1 << 20;
 /// A body without Content-Length (chunked) is read whole to learn its size: only
 /// small files come that way.
 const MAX_UNSIZED: u64 = 256 << 20;
+/// Waits before the retries of a failed request or body (then it is a NETWORK
+/// error): four attempts in about two seconds.
+const BACKOFF_MS: [u64; 3] = [250, 500, 1000];
+/// Failed attempts of one read in all, progress or not: a server that drops
+/// every connection after a few bytes ends in an error, not an endless crawl.
+const MAX_FAILURES: u32 = 12;
+/// The first allocation of a read; it grows only with the bytes received.
+const FIRST_CAPACITY: u64 = 1 << 20;
+/// `read_all` of a file whose Content-Length is over the limit reads up to the
+/// limit, in pieces of this size, to tell a server that lies about the length
+/// from a file that really is too big.
+const PROBE: u64 = 1 << 20;
 
 /// `scheme://host:port` of a URL, lowercased, with the default port filled in.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -201,6 +221,10 @@ struct Stream {
     reader: Box<dyn Read>,
     /// File offset of the next byte `reader` gives.
     pos: u64,
+    /// File offset just after the last byte this body announced.
+    end: u64,
+    /// Status of its response (for errors).
+    status: u16,
     last_used: u64,
 }
 
@@ -213,16 +237,108 @@ pub struct HttpSource {
     token: Option<String>,
     /// Sizes learnt so far (`None`: the file does not exist).
     sizes: RefCell<HashMap<String, Option<u64>>>,
+    /// The first response's ETag per file: a resumed response with another one
+    /// is of a file that changed on the server meanwhile.
+    etags: RefCell<HashMap<String, String>>,
     streams: RefCell<HashMap<String, Stream>>,
     clock: Cell<u64>,
     /// Bytes received so far, over every file.
     pub downloaded: Cell<u64>,
 }
 
+/// The headers a response is checked by.
+#[derive(Default)]
+struct Head {
+    length: Option<u64>,
+    range: Option<String>,
+    etag: Option<String>,
+}
+
 /// What a GET answered.
 enum Got {
-    Body { status: u16, size: Option<u64>, reader: Box<dyn Read> },
+    Body { status: u16, head: Head, reader: Box<dyn Read> },
     NotFound,
+    /// A failure worth another attempt: the status (0: no response) and what.
+    Retry(u16, String),
+}
+
+/// Where a response's body lies in its file: the file's size (`None`: a 200
+/// without Content-Length) and the offsets of its first byte and of the byte
+/// after its last.
+struct Span {
+    size: Option<u64>,
+    start: u64,
+    end: Option<u64>,
+}
+
+/// A response that does not fit its file: worth retrying (the server may
+/// answer right next time) or not, and why.
+struct Misfit(bool, String);
+
+/// The attempts of one operation (opening a file, one read).
+#[derive(Default)]
+struct Tries {
+    /// Requests made (with the response a read started on).
+    attempts: u32,
+    /// Failures since the last byte of progress.
+    failures: u32,
+    /// Failures in all.
+    total: u32,
+}
+
+/// `bytes a-b/total` (`total` may be `*`: unknown).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.trim().split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+/// Where the body of a response (`status`, `head`) to a request from byte
+/// `from` lies, checked against what is known of the file: its size once
+/// learnt, the first response's ETag.
+fn span(status: u16, head: &Head, from: u64, known: Option<u64>, etag: Option<&str>) -> std::result::Result<Span, Misfit> {
+    if let (Some(want), Some(got)) = (etag, head.etag.as_deref()) {
+        if want != got {
+            return Err(Misfit(false, format!("the file changed on the server during the download (ETag {want} became {got})")));
+        }
+    }
+    match status {
+        200 => match (known, head.length) {
+            // The server ignored the Range: fine if it is the whole file.
+            (Some(k), Some(n)) if n != k => Err(Misfit(true, format!("a 200 answer of {n} bytes to a Range request for bytes {from}- of a {k}-byte file"))),
+            (Some(_), None) => Err(Misfit(true, format!("a 200 answer without Content-Length to a Range request for bytes {from}-"))),
+            (_, n) => Ok(Span { size: n, start: 0, end: n }),
+        },
+        206 => {
+            let Some(cr) = head.range.as_deref() else {
+                return Err(Misfit(true, "a 206 answer without Content-Range".into()));
+            };
+            let bad = |why: String| Misfit(true, format!("a 206 answer to a request for bytes {from}- with Content-Range {cr:?}: {why}"));
+            let (a, b, total) = parse_content_range(cr).ok_or_else(|| bad("not `bytes first-last/size`".into()))?;
+            let size = match (known, total) {
+                (Some(k), Some(t)) if k != t => return Err(bad(format!("the file has {k} bytes"))),
+                (Some(k), _) => k,
+                (None, Some(t)) => t,
+                (None, None) => return Err(bad("no file size".into())),
+            };
+            if a != from {
+                return Err(bad(format!("it starts at byte {a}")));
+            }
+            if b < a || b >= size {
+                return Err(bad("the range is not inside the file".into()));
+            }
+            if let Some(n) = head.length.filter(|&n| n != b - a + 1) {
+                return Err(bad(format!("its Content-Length is {n}, the range {} bytes", b - a + 1)));
+            }
+            Ok(Span { size: Some(size), start: a, end: Some(b + 1) })
+        }
+        s => Err(Misfit(true, format!("an unexpected status {s}"))),
+    }
 }
 
 impl HttpSource {
@@ -234,8 +350,8 @@ impl HttpSource {
             .max_redirects(0)
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
-            // A stalled transfer fails instead of hanging (a whole model may take
-            // long, so there is no overall limit).
+            // A stalled transfer fails (and is retried) instead of hanging (a
+            // whole model may take long, so there is no overall limit).
             .timeout_per_read(Some(Duration::from_secs(120)))
             .build();
         Ok(HttpSource {
@@ -244,6 +360,7 @@ impl HttpSource {
             origin,
             token,
             sizes: RefCell::new(HashMap::new()),
+            etags: RefCell::new(HashMap::new()),
             streams: RefCell::new(HashMap::new()),
             clock: Cell::new(0),
             downloaded: Cell::new(0),
@@ -276,11 +393,26 @@ impl HttpSource {
         }
     }
 
+    /// A failed attempt: wait, then try again (`Ok`), or give up with a
+    /// NETWORK error saying what happened.
+    fn retry(&self, url: &str, tries: &mut Tries, status: u16, what: String) -> Result<()> {
+        tries.failures += 1;
+        tries.total += 1;
+        let n = tries.attempts.max(1);
+        if tries.failures as usize > BACKOFF_MS.len() || tries.total > MAX_FAILURES {
+            let s = if n == 1 { "" } else { "s" };
+            return Err(self.net(url, status, format!("{what}, after {n} attempt{s}")));
+        }
+        std::thread::sleep(Duration::from_millis(BACKOFF_MS[tries.failures as usize - 1]));
+        Ok(())
+    }
+
     /// GET `name` from byte `from` on, following redirects. The token goes only
     /// to the model's origin: a redirect elsewhere (a CDN) is asked without it.
-    fn get(&self, name: &str, from: u64) -> Result<Got> {
+    fn get(&self, name: &str, from: u64, tries: &mut Tries) -> Result<Got> {
         let first = self.url(name);
         let mut url = first.clone();
+        tries.attempts += 1;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.agent.get(&url);
             if from > 0 {
@@ -294,9 +426,13 @@ impl HttpSource {
             // Errors name the file's URL, never a redirect target (signed URLs
             // carry credentials of their own), only its host.
             let hop = if url == first { String::new() } else { format!(" (redirected to {})", origin(&url).map(|o| o.host).unwrap_or_default()) };
-            let resp = req.call().map_err(|e| self.net(&first, 0, format!("{e}{hop}")))?;
+            let resp = match req.call() {
+                Ok(r) => r,
+                // No answer (refused, reset, timed out): worth another try.
+                Err(e) => return Ok(Got::Retry(0, self.clean(format!("{e}{hop}")))),
+            };
             let status = resp.status().as_u16();
-            let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string());
             match status {
                 301 | 302 | 303 | 307 | 308 => {
                     let loc = header("location").ok_or_else(|| self.net(&first, status, format!("a redirect without a Location{hop}")))?;
@@ -308,17 +444,20 @@ impl HttpSource {
                 404 | 410 => return Ok(Got::NotFound),
                 401 | 403 => return Err(self.net(&first, status, self.auth_message(status))),
                 200 | 206 => {
-                    // 206: `bytes a-b/total`; 200: the whole file.
-                    let size = if status == 206 {
-                        header("content-range").and_then(|r| r.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
-                    } else {
-                        header("content-length").and_then(|v| v.trim().parse().ok())
+                    let head = Head {
+                        length: header("content-length").and_then(|v| v.parse().ok()),
+                        range: header("content-range"),
+                        // Without its weak marker (compression may turn a strong one weak).
+                        etag: header("etag").map(|e| e.strip_prefix("W/").unwrap_or(&e).to_string()),
                     };
                     let reader: Box<dyn Read> = Box::new(resp.into_body().into_reader());
-                    return Ok(Got::Body { status, size, reader });
+                    return Ok(Got::Body { status, head, reader });
                 }
                 _ => {
                     let reason = resp.status().canonical_reason().unwrap_or("unexpected status");
+                    if matches!(status, 408 | 429 | 500..=599) {
+                        return Ok(Got::Retry(status, format!("{reason}{hop}")));
+                    }
                     return Err(self.net(&first, status, format!("{reason}{hop}")));
                 }
             }
@@ -346,56 +485,53 @@ impl HttpSource {
     /// first read.
     fn open(&self, name: &str) -> Result<Option<u64>> {
         let url = self.url(name);
-        let (size, reader): (u64, Box<dyn Read>) = match self.get(name, 0)? {
-            Got::NotFound => {
-                self.sizes.borrow_mut().insert(name.to_string(), None);
-                return Ok(None);
-            }
-            Got::Body { size: Some(n), reader, .. } => (n, reader),
-            Got::Body { size: None, reader, .. } => {
-                // No length given (a chunked body): small files only, read whole.
-                let mut all = Vec::new();
-                reader.take(MAX_UNSIZED + 1).read_to_end(&mut all).map_err(|e| self.net(&url, 0, e.to_string()))?;
-                if all.len() as u64 > MAX_UNSIZED {
-                    return Err(self.net(&url, 200, "the server sent no Content-Length for a large file".into()));
+        let mut tries = Tries::default();
+        loop {
+            let (status, head, reader) = match self.get(name, 0, &mut tries)? {
+                Got::NotFound => {
+                    self.sizes.borrow_mut().insert(name.to_string(), None);
+                    return Ok(None);
                 }
-                self.downloaded.set(self.downloaded.get() + all.len() as u64);
-                (all.len() as u64, Box::new(std::io::Cursor::new(all)))
-            }
-        };
-        self.sizes.borrow_mut().insert(name.to_string(), Some(size));
-        let last_used = self.tick();
-        self.keep(name, Stream { reader, pos: 0, last_used });
-        Ok(Some(size))
-    }
-
-    /// Read `buf.len()` bytes from the stream, counting them.
-    fn fill(&self, url: &str, s: &mut Stream, buf: &mut [u8], size: u64) -> Result<()> {
-        let mut got = 0;
-        while got < buf.len() {
-            match s.reader.read(&mut buf[got..]) {
-                Ok(0) => {
-                    return Err(Error::Format { file: url.to_string(), msg: format!("the download ended at byte {} of {size}", s.pos + got as u64) });
+                Got::Retry(status, what) => {
+                    self.retry(&url, &mut tries, status, what)?;
+                    continue;
                 }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.net(url, 0, e.to_string())),
+                Got::Body { status, head, reader } => (status, head, reader),
+            };
+            let sp = match span(status, &head, 0, None, None) {
+                Ok(sp) => sp,
+                Err(Misfit(true, what)) => {
+                    self.retry(&url, &mut tries, status, what)?;
+                    continue;
+                }
+                Err(Misfit(false, what)) => return Err(self.net(&url, status, what)),
+            };
+            let (size, end, reader): (u64, u64, Box<dyn Read>) = match (sp.size, sp.end) {
+                (Some(n), Some(end)) => (n, end, reader),
+                _ => {
+                    // No length given (a chunked body): small files only, read
+                    // whole (the buffer grows with what arrives).
+                    let mut all = Vec::new();
+                    if let Err(e) = reader.take(MAX_UNSIZED + 1).read_to_end(&mut all) {
+                        self.retry(&url, &mut tries, status, format!("the connection dropped at byte {} ({e})", all.len()))?;
+                        continue;
+                    }
+                    if all.len() as u64 > MAX_UNSIZED {
+                        return Err(self.net(&url, 200, "the server sent no Content-Length for a large file".into()));
+                    }
+                    self.downloaded.set(self.downloaded.get() + all.len() as u64);
+                    let n = all.len() as u64;
+                    (n, n, Box::new(std::io::Cursor::new(all)))
+                }
+            };
+            self.sizes.borrow_mut().insert(name.to_string(), Some(size));
+            if let Some(e) = head.etag {
+                self.etags.borrow_mut().insert(name.to_string(), e);
             }
+            let last_used = self.tick();
+            self.keep(name, Stream { reader, pos: sp.start, end, status, last_used });
+            return Ok(Some(size));
         }
-        s.pos += got as u64;
-        self.downloaded.set(self.downloaded.get() + got as u64);
-        Ok(())
-    }
-
-    fn skip(&self, url: &str, s: &mut Stream, n: u64, size: u64) -> Result<()> {
-        let mut left = n;
-        let mut scratch = vec![0u8; left.min(64 << 10) as usize];
-        while left > 0 {
-            let k = left.min(scratch.len() as u64) as usize;
-            self.fill(url, s, &mut scratch[..k], size)?;
-            left -= k as u64;
-        }
-        Ok(())
     }
 }
 
@@ -407,10 +543,13 @@ impl ModelSource for HttpSource {
         self.open(name)
     }
 
+    /// Exactly the bytes asked for. The stream in hand is read through when
+    /// the range lies ahead within SKIP_READ, else a Range request is made; a
+    /// body that breaks is resumed from the first byte not yet received.
     async fn read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let url = self.url(name);
         let size = self.size(name).await?.ok_or_else(|| Error::Network { url: url.clone(), status: 404, msg: "Not Found".into() })?;
-        offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {
+        let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {
             file: url.clone(),
             msg: format!("read of {len} bytes at {offset} runs past the end ({size} bytes)"),
         })?;
@@ -418,25 +557,99 @@ impl ModelSource for HttpSource {
             // Nothing to fetch (a Range request at the very end would be a 416).
             return Ok(Vec::new());
         }
-        let held = self.streams.borrow_mut().remove(name);
-        let mut s = match held {
-            Some(s) if s.pos <= offset && offset - s.pos <= SKIP_READ => s,
-            _ => match self.get(name, offset)? {
-                Got::NotFound => return Err(Error::Network { url, status: 404, msg: "Not Found".into() }),
-                // 206: the body starts at `offset`; 200: the server ignored the range.
-                Got::Body { status, reader, .. } => Stream { reader, pos: if status == 206 { offset } else { 0 }, last_used: 0 },
-            },
+        let etag = self.etags.borrow().get(name).cloned();
+        let mut tries = Tries::default();
+        let mut s = match self.streams.borrow_mut().remove(name) {
+            Some(s) if s.pos <= offset && offset - s.pos <= SKIP_READ => {
+                tries.attempts = 1;
+                Some(s)
+            }
+            _ => None,
         };
-        // Both arms above start at or before `offset`.
-        let gap = offset.saturating_sub(s.pos);
-        self.skip(&url, &mut s, gap, size)?;
-        let mut out = vec![0u8; len as usize];
-        self.fill(&url, &mut s, &mut out, size)?;
-        if s.pos < size {
-            s.last_used = self.tick();
-            self.keep(name, s);
+        // Grown as bytes arrive, not sized by the request (nor by a claimed length).
+        let mut out = Vec::with_capacity(len.min(FIRST_CAPACITY) as usize);
+        let mut scratch = Vec::new();
+        while (out.len() as u64) < len {
+            let want = offset + out.len() as u64;
+            let Some(st) = s.as_mut() else {
+                match self.get(name, want, &mut tries)? {
+                    Got::NotFound => return Err(Error::Network { url, status: 404, msg: "Not Found".into() }),
+                    Got::Retry(status, what) => self.retry(&url, &mut tries, status, what)?,
+                    Got::Body { status, head, reader } => match span(status, &head, want, Some(size), etag.as_deref()) {
+                        Ok(sp) => s = Some(Stream { reader, pos: sp.start, end: sp.end.unwrap_or(size), status, last_used: 0 }),
+                        Err(Misfit(true, what)) => self.retry(&url, &mut tries, status, what)?,
+                        Err(Misfit(false, what)) => return Err(self.net(&url, status, what)),
+                    },
+                }
+                continue;
+            };
+            if st.pos >= st.end {
+                // A 206 of less than was asked for, all there: ask for the rest.
+                s = None;
+                continue;
+            }
+            // Skip up to `want` (a forward jump, or a 200 to a Range request),
+            // then read into `out`; never past what the body announced.
+            let skipping = st.pos < want;
+            let n = if skipping { (want - st.pos).min(64 << 10) } else { len - out.len() as u64 }.min(st.end - st.pos);
+            let buf = if skipping {
+                scratch.clear();
+                &mut scratch
+            } else {
+                &mut out
+            };
+            let before = buf.len();
+            let r = (&mut st.reader).take(n).read_to_end(buf);
+            let got = (buf.len() - before) as u64;
+            st.pos += got;
+            self.downloaded.set(self.downloaded.get() + got);
+            if got > 0 && !skipping {
+                // Progress: the retries start afresh.
+                tries.failures = 0;
+            }
+            let (pos, status) = (st.pos, st.status);
+            match r {
+                Ok(_) if got == n => {}
+                Ok(_) => {
+                    s = None;
+                    self.retry(&url, &mut tries, status, format!("the download ended at byte {pos} of {size}"))?;
+                }
+                Err(e) => {
+                    s = None;
+                    self.retry(&url, &mut tries, status, format!("the connection dropped at byte {pos} of {size} ({e})"))?;
+                }
+            }
+        }
+        if let Some(mut st) = s {
+            if end < size && st.pos < st.end {
+                st.last_used = self.tick();
+                self.keep(name, st);
+            }
         }
         Ok(out)
+    }
+
+    /// As the default, except that a Content-Length over the limit is checked
+    /// against the body before the file is called too big: a server that
+    /// claims 8 GB for a small file is a NETWORK error (its body ends early),
+    /// not a malformed model. The bytes read to tell are dropped as they come
+    /// (one byte over the limit is read, no more).
+    async fn read_all(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
+        let Some(size) = self.size(name).await? else { return Ok(None) };
+        if size > max_len {
+            let stop = max_len.saturating_add(1);
+            let mut at = 0;
+            while at < stop {
+                let n = (stop - at).min(PROBE);
+                self.read(name, at, n).await?;
+                at += n;
+            }
+            return Err(Error::Format {
+                file: self.url(name),
+                msg: format!("file is more than the {max_len} bytes expected of it ({size}, says its Content-Length)"),
+            });
+        }
+        Ok(Some(self.read(name, 0, size).await?))
     }
 
     fn describe(&self, name: &str) -> String {

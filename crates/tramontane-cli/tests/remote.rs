@@ -1,7 +1,10 @@
 //! `--model` over HTTP: a URL or a Hugging Face repo id (`HF_ENDPOINT` pointed
 //! at a server in this test), gated behind a bearer token. The token goes only
 //! to the model's host (not to the host a file redirects to), never shows in
-//! output, and the results equal the local folder's.
+//! output, and the results equal the local folder's. Against a misbehaving
+//! server (`/chaos/<modes>/...`): dropped connections and 5xx answers are
+//! retried and resumed, and what cannot be recovered is a NETWORK error with
+//! the URL and status, in seconds.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -10,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -27,6 +31,46 @@ struct Seen {
     range: Option<String>,
 }
 
+/// Misbehaviour asked for by a `/chaos/<modes>/<path>` prefix, `<modes>` a
+/// comma-separated list (as scripts/server.mjs takes them):
+/// `drop-once=N` (the first response for a URL closes after N body bytes),
+/// `status-once=S` / `status-always=S`, `lie-length=L` (claims L bytes, sends
+/// the real ones and closes), `bad-range=offset|total|length` (a wrong 206),
+/// `only=TEXT` (only for paths containing TEXT).
+#[derive(Default, Debug)]
+struct Chaos {
+    drop_once: Option<usize>,
+    status_once: Option<u16>,
+    status_always: Option<u16>,
+    lie_length: Option<u64>,
+    bad_range: Option<String>,
+}
+
+/// `/chaos/<modes>/<rest>` → its modes (if they apply to `<rest>`) and `/<rest>`.
+fn chaos_of(path: &str) -> (Chaos, String) {
+    let Some(rest) = path.strip_prefix("/chaos/") else { return (Chaos::default(), path.to_string()) };
+    let (modes, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let rest = format!("/{rest}");
+    let mut c = Chaos::default();
+    let mut only = None;
+    for m in modes.split(',') {
+        let (k, v) = m.split_once('=').unwrap_or((m, ""));
+        match k {
+            "drop-once" => c.drop_once = v.parse().ok(),
+            "status-once" => c.status_once = v.parse().ok(),
+            "status-always" => c.status_always = v.parse().ok(),
+            "lie-length" => c.lie_length = v.parse().ok(),
+            "bad-range" => c.bad_range = Some(v.to_string()),
+            "only" => only = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if only.is_some_and(|o| !rest.contains(&o)) {
+        c = Chaos::default();
+    }
+    (c, rest)
+}
+
 /// A tiny static server on 127.0.0.1: `routes` maps URL prefixes to folders.
 /// With `token`, every request needs `Authorization: Bearer <token>` (else 401).
 /// With `cdn`, `.safetensors` files answer 302 to that server's `/cdn/<file>`
@@ -37,18 +81,29 @@ struct Server {
     log: Arc<Mutex<Vec<Seen>>>,
 }
 
+/// Requests seen per (mode, URL), for the "once" modes.
+type Counts = Arc<Mutex<HashMap<String, u32>>>;
+
+fn first(counts: &Counts, mode: &str, url: &str) -> bool {
+    let mut c = counts.lock().expect("counts");
+    let n = c.entry(format!("{mode} {url}")).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
 impl Server {
     fn start(routes: Vec<(&'static str, PathBuf)>, token: Option<&'static str>, cdn: Option<u16>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let log = Arc::new(Mutex::new(Vec::new()));
         let routes = Arc::new(routes);
+        let counts: Counts = Arc::default();
         let l = log.clone();
         thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (routes, log) = (routes.clone(), l.clone());
+                let (routes, log, counts) = (routes.clone(), l.clone(), counts.clone());
                 thread::spawn(move || {
-                    let _ = handle(conn, &routes, token, cdn, &log);
+                    let _ = handle(conn, &routes, token, cdn, &log, &counts);
                 });
             }
         });
@@ -64,7 +119,7 @@ impl Server {
     }
 }
 
-fn handle(mut conn: TcpStream, routes: &[(&str, PathBuf)], token: Option<&str>, cdn: Option<u16>, log: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+fn handle(mut conn: TcpStream, routes: &[(&str, PathBuf)], token: Option<&str>, cdn: Option<u16>, log: &Mutex<Vec<Seen>>, counts: &Counts) -> std::io::Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -92,7 +147,11 @@ fn handle(mut conn: TcpStream, routes: &[(&str, PathBuf)], token: Option<&str>, 
             return reply(&mut conn, "401 Unauthorized", "Content-Type: text/plain\r\n", b"Invalid credentials in Authorization header");
         }
     }
-    let path = path.split('?').next().unwrap_or("").to_string();
+    let url = path.clone();
+    let (chaos, path) = chaos_of(path.split('?').next().unwrap_or(""));
+    if let Some(s) = chaos.status_always.or(chaos.status_once.filter(|_| first(counts, "status-once", &url))) {
+        return reply(&mut conn, &format!("{s} Chaos"), "", b"chaos");
+    }
     if let Some(rest) = path.strip_prefix("/org/renamed/") {
         return reply(&mut conn, "307 Temporary Redirect", &format!("Location: /org/tiny/{rest}\r\n"), b"");
     }
@@ -112,11 +171,53 @@ fn handle(mut conn: TcpStream, routes: &[(&str, PathBuf)], token: Option<&str>, 
     };
     let size = bytes.len();
     let start = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')).and_then(|s| s.parse::<usize>().ok());
-    match start {
-        Some(s) if s < size => reply(&mut conn, "206 Partial Content", &format!("Content-Range: bytes {s}-{}/{size}\r\n", size - 1), &bytes[s..]),
-        Some(_) => reply(&mut conn, "416 Range Not Satisfiable", &format!("Content-Range: bytes */{size}\r\n"), b""),
-        None => reply(&mut conn, "200 OK", "Accept-Ranges: bytes\r\n", &bytes),
+    let plain = chaos.drop_once.is_none() && chaos.lie_length.is_none() && chaos.bad_range.is_none();
+    if plain {
+        return match start {
+            Some(s) if s < size => reply(&mut conn, "206 Partial Content", &format!("Content-Range: bytes {s}-{}/{size}\r\n", size - 1), &bytes[s..]),
+            Some(_) => reply(&mut conn, "416 Range Not Satisfiable", &format!("Content-Range: bytes */{size}\r\n"), b""),
+            None => reply(&mut conn, "200 OK", "Accept-Ranges: bytes\r\n", &bytes),
+        };
     }
+    // Misbehaving: what the headers claim (the file's size, the range, the
+    // length) and what is sent (bytes[from..to]), then maybe a hang-up.
+    let claimed = chaos.lie_length.unwrap_or(size as u64);
+    let s = start.unwrap_or(0) as u64;
+    if s >= claimed {
+        return reply(&mut conn, "416 Range Not Satisfiable", &format!("Content-Range: bytes */{claimed}\r\n"), b"");
+    }
+    let (mut first_byte, last, mut total, mut length) = (s, claimed - 1, claimed, claimed - s);
+    let (mut from, mut to) = (s as usize, size);
+    if start.is_some() {
+        match chaos.bad_range.as_deref() {
+            Some("offset") => {
+                first_byte = s.saturating_sub(1000);
+                from = first_byte as usize;
+                length = last - first_byte + 1;
+            }
+            Some("total") => total += 1000,
+            Some("length") => {
+                length -= 1;
+                to -= 1;
+            }
+            _ => {}
+        }
+    }
+    let from = from.min(size);
+    let mut body = &bytes[from..to.max(from)];
+    let dropped = chaos.drop_once.filter(|&n| n < body.len() && first(counts, "drop-once", &url));
+    if let Some(n) = dropped {
+        body = &body[..n];
+    }
+    let (status, extra) = match start {
+        Some(_) => ("206 Partial Content", format!("Content-Range: bytes {first_byte}-{last}/{total}\r\n")),
+        None => ("200 OK", String::new()),
+    };
+    write!(conn, "HTTP/1.1 {status}\r\n{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n")?;
+    conn.write_all(body)?;
+    // Short of its Content-Length: the client sees the connection end.
+    conn.flush()?;
+    conn.shutdown(std::net::Shutdown::Both)
 }
 
 /// The hub (gated) and the CDN it redirects weights to.
@@ -297,4 +398,86 @@ fn a_local_path_that_looks_like_a_repo_id_stays_local() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("http://127.0.0.1:9/org/absent/resolve/main/") && err.contains("NETWORK"), "{err}");
+}
+
+/// The tiny model (under /files/) and the GGUF fixtures (under /gguf/), no token.
+fn plain() -> Server {
+    Server::start(vec![("/files/", fixtures().join("llama_tiny")), ("/gguf/", fixtures().join("moe_gguf"))], None, None)
+}
+
+fn run_args(model: &str) -> Vec<String> {
+    ["run", "--model", model, "--prompt-ids", "1,2,3,4", "--max-tokens", "6", "--ignore-eos", "--json"].iter().map(|s| s.to_string()).collect()
+}
+
+fn run_model(model: &str) -> Output {
+    tramontane(&run_args(model).iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+const SHARD1: &str = "model-00001-of-00003.safetensors";
+const SHARD2: &str = "model-00002-of-00003.safetensors";
+
+#[test]
+fn dropped_connections_and_503s_are_retried_and_resumed_from_where_they_stopped() {
+    let local = fixtures().join("llama_tiny");
+    let want = json_ok(&run_model(local.to_str().expect("path")), TOKEN);
+    let srv = plain();
+    // Every file: a 503 first, then a response that breaks after 100000 bytes
+    // (the files longer than that), then the rest.
+    let got = json_ok(&run_model(&format!("{}/chaos/drop-once=100000,status-once=503/files/", srv.url())), TOKEN);
+    assert_eq!(got["generated_ids"], want["generated_ids"]);
+    assert_eq!(got["top_logits"], want["top_logits"]);
+    let seen = srv.seen();
+    for shard in [SHARD1, SHARD2] {
+        let reqs: Vec<&Seen> = seen.iter().filter(|s| s.path.ends_with(shard)).collect();
+        // The 503 and the broken GET; everything after is a Range request,
+        // the first from the byte where the connection dropped.
+        assert_eq!(reqs.iter().filter(|s| s.range.is_none()).count(), 2, "{reqs:?}");
+        let ranges: Vec<&str> = reqs.iter().filter_map(|s| s.range.as_deref()).collect();
+        assert_eq!(ranges.first().copied(), Some("bytes=100000-"), "{reqs:?}");
+    }
+}
+
+#[test]
+fn failures_that_do_not_go_away_are_network_errors_with_url_and_status_in_seconds() {
+    let srv = plain();
+    let t0 = Instant::now();
+    let out = run_model(&format!("{}/chaos/status-always=500,only={SHARD2}/files/", srv.url()));
+    let took = t0.elapsed();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[NETWORK]") && err.contains(&format!("/files/{SHARD2}: HTTP 500")) && err.contains("after 4 attempts"), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(srv.seen().iter().filter(|s| s.path.ends_with(SHARD2)).count(), 4, "one request and three retries");
+
+    // A missing file is not retried.
+    let out = run_model(&format!("{}/chaos/status-always=404,only={SHARD2}/files/", srv.url()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[NETWORK]") && err.contains(&format!("/files/{SHARD2}: HTTP 404")), "{err}");
+    assert_eq!(srv.seen().iter().filter(|s| s.path.ends_with(SHARD2)).count(), 5);
+}
+
+#[test]
+fn wrong_206_answers_and_lying_lengths_are_network_errors() {
+    let srv = plain();
+    let base = srv.url();
+    // The first response for shard 1 breaks at byte 100000; the resumed ones
+    // are bad 206s. A length of 8 GB claimed for small files (config.json, a
+    // GGUF): their bodies end early on every attempt, nothing is allocated for
+    // the claim, and it takes seconds.
+    for (model, file, status, what) in [
+        (format!("{base}/chaos/drop-once=100000,bad-range=offset,only={SHARD1}/files/"), SHARD1, 206, "it starts at byte 99000"),
+        (format!("{base}/chaos/drop-once=100000,bad-range=total,only={SHARD1}/files/"), SHARD1, 206, "the file has 3145864 bytes"),
+        (format!("{base}/chaos/drop-once=100000,bad-range=length,only={SHARD1}/files/"), SHARD1, 206, "its Content-Length is"),
+        (format!("{base}/chaos/lie-length=8000000000/files/"), "config.json", 206, "of 8000000000"),
+        (format!("{base}/chaos/lie-length=8000000000/gguf/moe-q4_0.gguf"), "moe-q4_0.gguf", 206, "of 8000000000"),
+    ] {
+        let t0 = Instant::now();
+        let out = run_model(&model);
+        let took = t0.elapsed();
+        assert!(!out.status.success(), "{model}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("[NETWORK]") && err.contains(&format!("{file}: HTTP {status}")), "{model}: {err}");
+        assert!(err.contains(what) && err.contains("after 4 attempts"), "{model}: {err}");
+        assert!(took < Duration::from_secs(30), "{model}: {took:?}");
+    }
 }

@@ -4,6 +4,22 @@
 //! ever sitting in wasm memory. Responses are kept in the Cache API; a cached
 //! file makes no network request.
 //!
+//! The transport cannot corrupt: every response is checked against what is
+//! known of its file before a byte of it is used (a 206's `Content-Range` must
+//! start at the byte asked for and name the file's size, its length must agree;
+//! a 200 to a Range request must be the whole file), and a body must bring the
+//! bytes it announced. A 5xx (408, 429), a failed fetch, a dropped connection or
+//! a short or stalled body is retried with backoff, resuming with a Range
+//! request from the first byte not yet received (bytes already given to the
+//! loader are never asked for again); after the last retry it is a NETWORK error
+//! naming the URL, the status and what happened. No allocation is sized by what
+//! a server claims: buffers grow with the bytes that arrive.
+//!
+//! The cache holds a model whole or not at all: only a file's first response
+//! (a complete GET from byte 0) is copied in, a broken body makes its copy fail,
+//! and when any copy fails, or the load itself fails, the copies of this load
+//! are deleted again.
+//!
 //! Headers of the `headers` / `hfToken` load options (`Authorization: Bearer`
 //! for gated Hugging Face repos) go only on requests to the origin of the base
 //! URL. Every request here is built from that base (Range re-requests too: never
@@ -13,18 +29,22 @@
 //! headers they keep. The Cache API is keyed by the URL alone and stores the
 //! response's headers, not the request's, so no header value is cached; nor is
 //! one ever part of an error message.
+//!
+//! Cross-origin servers must list `Content-Range` in
+//! `Access-Control-Expose-Headers` (Hugging Face does); without it a 206 is taken
+//! only when its length is exactly the rest of the file.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Function, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use tramontane::source::ModelSource;
 use tramontane::{Error, Result};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortSignal, Cache, Request, RequestInit, Response};
+use web_sys::{AbortController, AbortSignal, Cache, Request, RequestInit, Response};
 
 thread_local! {
     /// A rejection handler that does nothing (no `new Function`, so strict CSP
@@ -36,17 +56,55 @@ pub const CACHE_NAME: &str = "tramontane-v1";
 /// The file size, stored with each cached response.
 const SIZE_HEADER: &str = "x-tramontane-size";
 
+/// Waits before the retries of a failed request or body (then it is an error):
+/// four attempts in about two seconds.
+const BACKOFF_MS: [i32; 3] = [250, 500, 1000];
+/// Failed attempts of one read in all, progress or not: a server that drops
+/// every connection after a few bytes ends in an error, not an endless crawl.
+const MAX_FAILURES: u32 = 12;
+/// A request or body that gives nothing for this long is a dead connection
+/// (retried like a dropped one) rather than a load that hangs for ever.
+const STALL_MS: i32 = 30_000;
+/// The first allocation of a read; it grows only with the bytes received.
+const FIRST_CAPACITY: u64 = 1 << 20;
+/// `read_all` of a file whose Content-Length is over the limit reads up to the
+/// limit, to tell a server that lies about the length (the body ends early:
+/// NETWORK) from a file that really is too big (MODEL_FORMAT), in pieces of
+/// this size.
+const PROBE: u64 = 1 << 20;
+
+/// Let a promise fail unobserved (a cancel of an errored body rejects): an
+/// unhandled rejection would show as an uncaught error in the page.
+fn quietly(p: &Promise) {
+    NOOP.with(|f| {
+        let _ = p.catch(f);
+    });
+}
+
+fn cancel_body(resp: &Response) {
+    // Not yet locked by a reader (checked before one is made).
+    if let Some(body) = resp.body() {
+        quietly(&body.cancel());
+    }
+}
+
 struct Stream {
     reader: web_sys::ReadableStreamDefaultReader,
     /// File offset of `pending[0]`.
     pos: u64,
     pending: Vec<u8>,
+    /// File offset just after the last byte this body announced.
+    end: u64,
+    /// Status of the response (for errors).
+    status: u16,
+    /// From the Cache API: not counted as downloaded.
+    cached: bool,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
         // A partly read body holds its connection until cancelled.
-        let _ = self.reader.cancel();
+        quietly(&self.reader.cancel());
     }
 }
 
@@ -56,6 +114,9 @@ struct FileState {
     from_cache: bool,
     /// When this file's stream was last read (for closing the least recent).
     last_used: u64,
+    /// The first response's ETag: a resumed response with another one is of a
+    /// file that changed on the server meanwhile.
+    etag: Option<String>,
 }
 
 /// Streams kept open at once. A stream holds a connection until it is read to
@@ -65,13 +126,56 @@ struct FileState {
 /// number of parallel downloads, so header reads never evict a busy stream.
 const MAX_OPEN: usize = 5;
 
+/// Called with (file, bytes received so far, file size) as data arrives.
+pub type OnBytes = Box<dyn Fn(&str, u64, u64)>;
+
 /// What a load did, for progress reports and tests.
 #[derive(Default, Clone, serde::Serialize)]
 pub struct Stats {
+    /// Every request sent, retries included.
     pub network_requests: u32,
     pub cache_hits: u32,
     pub bytes_downloaded: u64,
     pub cache_warning: Option<String>,
+}
+
+/// The attempts of one operation (opening a file, one read).
+#[derive(Default)]
+struct Tries {
+    /// Requests made (with the response a read started on).
+    attempts: u32,
+    /// Failures since the last byte of progress.
+    failures: u32,
+    /// Failures in all.
+    total: u32,
+}
+
+/// What a GET answered.
+enum Got {
+    Resp(Response, bool),
+    NotFound,
+    /// A failure worth another attempt: the status (0: no response) and what.
+    Retry(u16, String),
+}
+
+/// Where a response's body lies in its file.
+struct Span {
+    /// The file's size.
+    size: u64,
+    /// File offsets of the body's first byte and of the byte after its last.
+    start: u64,
+    end: u64,
+}
+
+/// A response that does not fit its file: worth retrying (the server may
+/// answer right next time) or not, and why.
+struct Misfit(bool, String);
+
+/// How a stream read went.
+enum Next {
+    Chunk(Vec<u8>),
+    Done,
+    Broken(String),
 }
 
 pub struct FetchSource {
@@ -81,27 +185,57 @@ pub struct FetchSource {
     /// Headers for the model's host (`headers`, `hfToken` load options).
     headers: Vec<(String, String)>,
     files: RefCell<HashMap<String, FileState>>,
+    /// The load's signal (ABORTED when it fires).
     signal: Option<AbortSignal>,
+    /// The signal of every request: fires with `signal`, and when this source
+    /// goes (stopping cache copies of a failed load, stalled requests).
+    ctl: Option<AbortController>,
+    /// Listens on `signal` to fire `ctl`; removed on drop.
+    on_abort: Option<Closure<dyn FnMut()>>,
     cache: Option<Cache>,
     pub stats: Rc<RefCell<Stats>>,
-    /// Called with (file, bytes received so far, file size) as data arrives.
-    on_bytes: Box<dyn Fn(&str, u64, u64)>,
+    on_bytes: OnBytes,
     /// URLs fetched or served from the cache: the manifest of this source.
     pub urls: RefCell<Vec<String>>,
     aborted: Cell<bool>,
     clock: Cell<u64>,
     /// Streams taken out of `files` by reads in progress.
     checked_out: Cell<usize>,
-    /// Cache writes still streaming in.
-    puts: RefCell<Vec<Promise>>,
+    /// Cache writes still streaming in, by URL.
+    puts: RefCell<Vec<(String, Promise)>>,
+    /// `finish_caching` ran: the load succeeded and the cache is settled.
+    committed: Cell<bool>,
 }
 
 impl Drop for FetchSource {
     fn drop(&mut self) {
         // Release every connection still held by a partly read body.
         for f in self.files.borrow_mut().values_mut() {
-            if let Some(s) = f.stream.take() {
-                let _ = s.reader.cancel();
+            f.stream = None;
+        }
+        if let (Some(signal), Some(f)) = (&self.signal, &self.on_abort) {
+            let _ = signal.remove_event_listener_with_callback("abort", f.as_ref().unchecked_ref());
+        }
+        // Whatever still streams belongs to nothing now (after a failed load:
+        // the cache copies of files it was reading; any request given up as
+        // stalled): stop it.
+        if let Some(ctl) = &self.ctl {
+            ctl.abort();
+        }
+        if self.committed.get() {
+            return;
+        }
+        // The load failed: none of its copies stays in the cache. Those already
+        // stored go now, those still settling when they do (an aborted copy
+        // fails and stores nothing; one that had all its bytes may still land).
+        if let Some(cache) = &self.cache {
+            for (url, put) in self.puts.borrow_mut().drain(..) {
+                quietly(&cache.delete_with_str(&url));
+                let cache = cache.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = JsFuture::from(put).await;
+                    quietly(&cache.delete_with_str(&url));
+                });
             }
         }
     }
@@ -114,6 +248,32 @@ fn global_fetch(req: &Request) -> Promise {
     } else {
         g.unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(req)
     }
+}
+
+/// `setTimeout(f, ms, arg)` in a window or a worker.
+fn set_timeout(f: &Function, ms: i32, arg: &JsValue) -> Option<i32> {
+    let g = js_sys::global();
+    if let Some(w) = g.dyn_ref::<web_sys::Window>() {
+        w.set_timeout_with_callback_and_timeout_and_arguments_1(f, ms, arg).ok()
+    } else {
+        g.unchecked_into::<web_sys::WorkerGlobalScope>().set_timeout_with_callback_and_timeout_and_arguments_1(f, ms, arg).ok()
+    }
+}
+
+fn clear_timeout(id: i32) {
+    let g = js_sys::global();
+    if let Some(w) = g.dyn_ref::<web_sys::Window>() {
+        w.clear_timeout_with_handle(id);
+    } else {
+        g.unchecked_into::<web_sys::WorkerGlobalScope>().clear_timeout_with_handle(id);
+    }
+}
+
+/// A promise and its resolve function.
+fn deferred() -> Option<(Promise, Function)> {
+    let mut resolve = None;
+    let p = Promise::new(&mut |res, _| resolve = Some(res));
+    Some((p, resolve?))
 }
 
 pub async fn open_cache() -> Option<Cache> {
@@ -140,20 +300,54 @@ fn js_msg(v: &JsValue) -> String {
         .unwrap_or_else(|| format!("{v:?}"))
 }
 
+/// `bytes a-b/total` (`total` may be `*`: unknown).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.trim().split_once('-')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+/// An ETag without its weak marker (compression may turn a strong one weak).
+fn etag_of(resp: &Response) -> Option<String> {
+    let v = resp.headers().get("etag").ok().flatten()?;
+    let v = v.trim();
+    Some(v.strip_prefix("W/").unwrap_or(v).to_string())
+}
+
 impl FetchSource {
     pub fn new(
         base: String,
         headers: Vec<(String, String)>,
         signal: Option<AbortSignal>,
         cache: Option<Cache>,
-        on_bytes: Box<dyn Fn(&str, u64, u64)>,
+        on_bytes: OnBytes,
     ) -> Self {
+        let ctl = AbortController::new().ok();
+        let mut on_abort = None;
+        if let (Some(signal), Some(ctl)) = (&signal, &ctl) {
+            if signal.aborted() {
+                ctl.abort();
+            } else {
+                let c = ctl.clone();
+                let f = Closure::<dyn FnMut()>::new(move || c.abort());
+                if signal.add_event_listener_with_callback("abort", f.as_ref().unchecked_ref()).is_ok() {
+                    on_abort = Some(f);
+                }
+            }
+        }
         FetchSource {
             origin: origin_of(&base),
             base,
             headers,
             files: RefCell::new(HashMap::new()),
             signal,
+            ctl,
+            on_abort,
             cache,
             stats: Rc::new(RefCell::new(Stats::default())),
             on_bytes,
@@ -162,23 +356,40 @@ impl FetchSource {
             clock: Cell::new(0),
             checked_out: Cell::new(0),
             puts: RefCell::new(Vec::new()),
+            committed: Cell::new(false),
         }
     }
 
-    /// Wait for the cache to hold every file fetched; a failure (quota) is
-    /// reported in the stats, not as an error: the model works without cache.
+    /// Wait for the cache to hold every file fetched; a failure (quota, a
+    /// download that broke and was resumed) is reported in the stats, not as an
+    /// error: the model works without cache. The cache keeps a model whole or
+    /// not at all, so then the files that did make it in go again.
     pub async fn finish_caching(&self) {
-        let puts: Vec<Promise> = self.puts.borrow_mut().drain(..).collect();
-        for put in puts {
-            if let Err(e) = JsFuture::from(put).await {
-                let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
-                self.stats.borrow_mut().cache_warning = Some(if name == "QuotaExceededError" {
-                    "storage quota exceeded: the model was loaded without caching it".into()
-                } else {
-                    format!("the model could not be cached ({})", js_msg(&e))
-                });
+        let puts: Vec<(String, Promise)> = self.puts.borrow_mut().drain(..).collect();
+        let mut stored = Vec::new();
+        let mut failed = None;
+        for (url, put) in puts {
+            match JsFuture::from(put).await {
+                Ok(_) => stored.push(url),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
+        if let Some(e) = failed {
+            if let Some(cache) = &self.cache {
+                for url in stored {
+                    let _ = JsFuture::from(cache.delete_with_str(&url)).await;
+                }
+            }
+            let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
+            self.stats.borrow_mut().cache_warning = Some(if name == "QuotaExceededError" {
+                "storage quota exceeded: the model was loaded without caching it".into()
+            } else {
+                format!("the model could not be cached ({}): it was loaded without caching it", self.redact(js_msg(&e)))
+            });
+        }
+        self.committed.set(true);
     }
 
     fn tick(&self) -> u64 {
@@ -196,8 +407,9 @@ impl FetchSource {
             .collect();
         if open.len() + self.checked_out.get() + 1 > MAX_OPEN {
             if let Some((_, name)) = open.into_iter().min() {
-                if let Some(s) = files.get_mut(&name).and_then(|f| f.stream.take()) {
-                    let _ = s.reader.cancel();
+                // Dropping the stream cancels it.
+                if let Some(f) = files.get_mut(&name) {
+                    f.stream = None;
                 }
             }
         }
@@ -207,19 +419,16 @@ impl FetchSource {
         format!("{}{}", self.base, name)
     }
 
+    fn user_aborted(&self) -> bool {
+        self.aborted.get() || self.signal.as_ref().is_some_and(|s| s.aborted())
+    }
+
     fn check_abort(&self) -> Result<()> {
-        if self.aborted.get() || self.signal.as_ref().is_some_and(|s| s.aborted()) {
+        if self.user_aborted() {
             self.aborted.set(true);
             return Err(Error::Aborted);
         }
         Ok(())
-    }
-
-    fn fail(&self, url: &str, e: JsValue) -> Error {
-        if self.signal.as_ref().is_some_and(|s| s.aborted()) {
-            return Error::Aborted;
-        }
-        Error::Network { url: url.to_string(), status: 0, msg: self.redact(js_msg(&e)) }
     }
 
     /// A message with every header value taken out: messages of the browser and
@@ -232,6 +441,10 @@ impl FetchSource {
             }
         }
         msg
+    }
+
+    fn net(&self, url: &str, status: u16, msg: String) -> Error {
+        Error::Network { url: url.to_string(), status, msg: self.redact(msg) }
     }
 
     fn has_authorization(&self) -> bool {
@@ -250,78 +463,203 @@ impl FetchSource {
         Ok(())
     }
 
-    /// GET `name` from `from` on. `Ok(None)`: the file does not exist (404).
-    async fn get(&self, name: &str, from: u64) -> Result<Option<(Response, bool)>> {
+    /// The signal that fires when the load is aborted.
+    fn abort_signal(&self) -> Option<AbortSignal> {
+        self.ctl.as_ref().map(|c| c.signal()).or_else(|| self.signal.clone())
+    }
+
+    /// Wait `ms`, or less if the load is aborted meanwhile.
+    async fn sleep(&self, ms: i32) {
+        let Some((p, resolve)) = deferred() else { return };
+        let signal = self.abort_signal();
+        if signal.as_ref().is_some_and(|s| s.aborted()) {
+            return;
+        }
+        // Without a timer the wait would never end: then none.
+        let Some(id) = set_timeout(&resolve, ms, &JsValue::UNDEFINED) else { return };
+        let listening = signal.as_ref().is_some_and(|s| s.add_event_listener_with_callback("abort", &resolve).is_ok());
+        let _ = JsFuture::from(p).await;
+        clear_timeout(id);
+        if let (true, Some(s)) = (listening, &signal) {
+            let _ = s.remove_event_listener_with_callback("abort", &resolve);
+        }
+    }
+
+    /// `p`'s outcome, or `Ok(None)` when it has none after STALL_MS.
+    async fn or_stall(&self, p: &Promise) -> std::result::Result<Option<JsValue>, JsValue> {
+        let token: JsValue = Object::new().into();
+        let timer = deferred().and_then(|(t, resolve)| Some((t, set_timeout(&resolve, STALL_MS, &token)?)));
+        let Some((timer, id)) = timer else {
+            return JsFuture::from(p.clone()).await.map(Some);
+        };
+        let r = JsFuture::from(Promise::race(&Array::of2(p, &timer))).await;
+        clear_timeout(id);
+        match r {
+            Ok(v) if Object::is(&v, &token) => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A failed attempt: wait, then try again (`Ok`), or give up with a
+    /// NETWORK error saying what happened.
+    async fn retry(&self, url: &str, tries: &mut Tries, status: u16, what: String) -> Result<()> {
+        self.check_abort()?;
+        tries.failures += 1;
+        tries.total += 1;
+        let n = tries.attempts.max(1);
+        if tries.failures as usize > BACKOFF_MS.len() || tries.total > MAX_FAILURES {
+            let s = if n == 1 { "" } else { "s" };
+            return Err(self.net(url, status, format!("{what}, after {n} attempt{s}")));
+        }
+        self.sleep(BACKOFF_MS[tries.failures as usize - 1]).await;
+        self.check_abort()
+    }
+
+    /// GET `name` from byte `from` on (from the cache when `use_cache` and
+    /// `from` is 0).
+    async fn get(&self, name: &str, from: u64, use_cache: bool, tries: &mut Tries) -> Result<Got> {
         self.check_abort()?;
         let url = self.url(name);
-        if from == 0 {
+        if from == 0 && use_cache {
             if let Some(cache) = &self.cache {
                 if let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await {
                     if let Ok(resp) = hit.dyn_into::<Response>() {
                         self.stats.borrow_mut().cache_hits += 1;
-                        self.urls.borrow_mut().push(url);
-                        return Ok(Some((resp, true)));
+                        return Ok(Got::Resp(resp, true));
                     }
                 }
             }
         }
         let init = RequestInit::new();
         init.set_method("GET");
-        if let Some(s) = &self.signal {
+        if let Some(c) = &self.ctl {
+            init.set_signal(Some(&c.signal()));
+        } else if let Some(s) = &self.signal {
             init.set_signal(Some(s));
         }
-        let req = Request::new_with_str_and_init(&url, &init).map_err(|e| self.fail(&url, e))?;
+        let req = Request::new_with_str_and_init(&url, &init).map_err(|e| self.net(&url, 0, js_msg(&e)))?;
         if from > 0 {
             let _ = req.headers().set("Range", &format!("bytes={from}-"));
         }
         self.add_headers(&req, &url)?;
         self.stats.borrow_mut().network_requests += 1;
-        let resp: Response = JsFuture::from(global_fetch(&req))
-            .await
-            .map_err(|e| self.fail(&url, e))?
-            .dyn_into()
-            .map_err(|e| self.fail(&url, e))?;
-        if !resp.ok() {
-            if let Some(body) = resp.body() {
-                let _ = body.cancel();
+        tries.attempts += 1;
+        let resp: Response = match self.or_stall(&global_fetch(&req)).await {
+            Ok(Some(r)) => r.dyn_into().map_err(|e| self.net(&url, 0, js_msg(&e)))?,
+            Ok(None) => {
+                self.check_abort()?;
+                return Ok(Got::Retry(0, format!("no response in {} s", STALL_MS / 1000)));
             }
-            let status = resp.status();
-            if status == 404 {
-                return Ok(None);
+            // A rejected fetch: the network failed (or the load was aborted).
+            Err(e) => {
+                self.check_abort()?;
+                return Ok(Got::Retry(0, self.redact(js_msg(&e))));
             }
-            // Hugging Face answers 401 for a gated or private repo without a
-            // token (and for one that does not exist), 403 without access.
-            let msg = match (status, self.has_authorization()) {
-                (401, false) => "Unauthorized: the repository is gated or private (or does not exist): pass an access token (the hfToken load option)".into(),
-                (401, true) => "Unauthorized: the access token was not accepted (or the repository does not exist)".into(),
-                (403, false) => "Forbidden: the repository needs an access token (the hfToken load option)".into(),
-                (403, true) => "Forbidden: the access token has no access to this repository (a gated repo needs its terms accepted on its page)".into(),
-                _ => self.redact(resp.status_text()),
-            };
-            return Err(Error::Network { url, status, msg });
+        };
+        if resp.ok() {
+            return Ok(Got::Resp(resp, false));
         }
-        self.urls.borrow_mut().push(url.clone());
-        if from == 0 {
-            if let Some(cache) = &self.cache {
-                // Store a copy as it streams in; a broken or aborted download makes
-                // the put fail, so nothing partial is ever cached. The size goes in
-                // a header of our own: cached responses may lose Content-Length.
-                // The key is the bare URL (a request without our headers) and the
-                // stored headers are the response's: no token is cached.
-                if let (Ok(copy), Some(size)) = (resp.clone(), Self::content_length(&resp)) {
-                    if let Some(stored) = Self::with_size(&copy, size) {
-                        let put = cache.put_with_str(&url, &stored);
-                        // Handled in finish_caching; a handler now keeps a quick
-                        // rejection (quota) from showing as an uncaught error.
-                        NOOP.with(|f| {
-                            let _ = put.catch(f);
-                        });
-                        self.puts.borrow_mut().push(put);
-                    }
+        cancel_body(&resp);
+        let status = resp.status();
+        // Hugging Face answers 401 for a gated or private repo without a
+        // token (and for one that does not exist), 403 without access.
+        let msg = match (status, self.has_authorization()) {
+            (404, _) => return Ok(Got::NotFound),
+            (408 | 429 | 500..=599, _) => {
+                let text = self.redact(resp.status_text());
+                return Ok(Got::Retry(status, if text.is_empty() { format!("HTTP {status}") } else { text }));
+            }
+            (401, false) => "Unauthorized: the repository is gated or private (or does not exist): pass an access token (the hfToken load option)".into(),
+            (401, true) => "Unauthorized: the access token was not accepted (or the repository does not exist)".into(),
+            (403, false) => "Forbidden: the repository needs an access token (the hfToken load option)".into(),
+            (403, true) => "Forbidden: the access token has no access to this repository (a gated repo needs its terms accepted on its page)".into(),
+            _ => self.redact(resp.status_text()),
+        };
+        Err(Error::Network { url, status, msg })
+    }
+
+    /// Where the body of a response to a request from byte `from` lies, checked
+    /// against what is known of the file: its size once learnt, the first
+    /// response's ETag.
+    fn span(resp: &Response, from: u64, known: Option<u64>, cached: bool, etag: Option<&str>) -> std::result::Result<Span, Misfit> {
+        let h = resp.headers();
+        let header = |k: &str| h.get(k).ok().flatten();
+        let number = |k: &str| header(k).and_then(|v| v.trim().parse::<u64>().ok());
+        let length = number("content-length");
+        if cached {
+            // Our own copy, stored with its size (cached responses may lose
+            // Content-Length).
+            let size = number(SIZE_HEADER).or(length).ok_or_else(|| Misfit(true, "a cached copy without its size".into()))?;
+            if let Some(k) = known.filter(|&k| k != size) {
+                return Err(Misfit(true, format!("the cached copy has {size} bytes, the file {k}")));
+            }
+            return Ok(Span { size, start: 0, end: size });
+        }
+        if let (Some(want), Some(got)) = (etag, etag_of(resp)) {
+            if want != got {
+                return Err(Misfit(false, format!("the file changed on the server during the download (ETag {want} became {got})")));
+            }
+        }
+        match resp.status() {
+            200 => {
+                let size = length.ok_or_else(|| Misfit(false, "the server sent no Content-Length".into()))?;
+                match known {
+                    // The server ignored the Range: fine if it is the whole file.
+                    Some(k) if k != size => Err(Misfit(true, format!("a 200 answer of {size} bytes to a Range request for bytes {from}- of a {k}-byte file"))),
+                    _ => Ok(Span { size, start: 0, end: size }),
                 }
             }
+            206 => {
+                let Some(cr) = header("content-range") else {
+                    // Unreadable cross-origin unless exposed: take it only if its
+                    // length is exactly the rest of the file.
+                    return match (known, length) {
+                        (Some(k), Some(n)) if from < k && n == k - from => Ok(Span { size: k, start: from, end: k }),
+                        _ => Err(Misfit(true, "a 206 answer without a readable Content-Range (a cross-origin server must list it in Access-Control-Expose-Headers)".into())),
+                    };
+                };
+                let bad = |why: String| Misfit(true, format!("a 206 answer to a request for bytes {from}- with Content-Range {cr:?}: {why}"));
+                let (a, b, total) = parse_content_range(&cr).ok_or_else(|| bad("not `bytes first-last/size`".into()))?;
+                let size = match (known, total) {
+                    (Some(k), Some(t)) if k != t => return Err(bad(format!("the file has {k} bytes"))),
+                    (Some(k), _) => k,
+                    (None, Some(t)) => t,
+                    (None, None) => return Err(bad("no file size".into())),
+                };
+                if a != from {
+                    return Err(bad(format!("it starts at byte {a}")));
+                }
+                if b < a || b >= size {
+                    return Err(bad("the range is not inside the file".into()));
+                }
+                if let Some(n) = length.filter(|&n| n != b - a + 1) {
+                    return Err(bad(format!("its Content-Length is {n}, the range {} bytes", b - a + 1)));
+                }
+                Ok(Span { size, start: a, end: b + 1 })
+            }
+            s => Err(Misfit(true, format!("an unexpected status {s}"))),
         }
-        Ok(Some((resp, false)))
+    }
+
+    fn reader(resp: &Response) -> Option<web_sys::ReadableStreamDefaultReader> {
+        resp.body()?.get_reader().dyn_into().ok()
+    }
+
+    /// Copy a file's first response into the cache as it streams in; a broken
+    /// or aborted download makes the copy fail, so nothing partial is cached.
+    /// The size goes in a header of our own: cached responses may lose
+    /// Content-Length. The key is the bare URL (a request without our headers)
+    /// and the stored headers are the response's: no token is cached.
+    fn start_put(&self, url: &str, resp: &Response, size: u64) {
+        let Some(cache) = &self.cache else { return };
+        let Ok(copy) = resp.clone() else { return };
+        let Some(stored) = Self::with_size(&copy, size) else { return };
+        let put = cache.put_with_str(url, &stored);
+        // Handled in finish_caching (or on drop); a handler now keeps a quick
+        // rejection (quota) from showing as an uncaught error.
+        quietly(&put);
+        self.puts.borrow_mut().push((url.to_string(), put));
     }
 
     fn with_size(resp: &Response, size: u64) -> Option<Response> {
@@ -333,55 +671,81 @@ impl FetchSource {
         Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &init).ok()
     }
 
-    fn content_length(resp: &Response) -> Option<u64> {
-        let h = resp.headers();
-        if let Ok(Some(v)) = h.get(SIZE_HEADER) {
-            if let Ok(n) = v.trim().parse() {
-                return Some(n);
-            }
-        }
-        if let Ok(Some(r)) = h.get("Content-Range") {
-            if let Some(total) = r.rsplit('/').next().and_then(|t| t.trim().parse().ok()) {
-                return Some(total);
-            }
-        }
-        h.get("Content-Length").ok().flatten().and_then(|v| v.trim().parse().ok())
-    }
-
-    fn reader(resp: &Response) -> Option<web_sys::ReadableStreamDefaultReader> {
-        resp.body()?.get_reader().dyn_into().ok()
-    }
-
+    /// Open `name` from its start (learning its size); `Ok(false)`: it does not
+    /// exist (404).
     async fn open(&self, name: &str) -> Result<bool> {
         if self.files.borrow().contains_key(name) {
             return Ok(true);
         }
         self.evict();
-        let Some((resp, from_cache)) = self.get(name, 0).await? else {
-            return Ok(false);
-        };
         let url = self.url(name);
-        let size = Self::content_length(&resp).ok_or_else(|| Error::Network {
-            url: url.clone(),
-            status: resp.status(),
-            msg: "the server sent no Content-Length".into(),
-        })?;
-        let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url, status: resp.status(), msg: "no body".into() })?;
-        self.files.borrow_mut().insert(
-            name.to_string(),
-            FileState { size, stream: Some(Stream { reader, pos: 0, pending: Vec::new() }), from_cache, last_used: self.tick() },
-        );
-        Ok(true)
+        let mut tries = Tries::default();
+        let mut use_cache = true;
+        loop {
+            let (resp, cached) = match self.get(name, 0, use_cache, &mut tries).await? {
+                Got::NotFound => return Ok(false),
+                Got::Retry(status, what) => {
+                    self.retry(&url, &mut tries, status, what).await?;
+                    continue;
+                }
+                Got::Resp(resp, cached) => (resp, cached),
+            };
+            let span = match Self::span(&resp, 0, None, cached, None) {
+                Ok(span) => span,
+                Err(Misfit(again, what)) => {
+                    cancel_body(&resp);
+                    if cached {
+                        // A cache entry not of ours: the network then.
+                        use_cache = false;
+                    } else if again {
+                        self.retry(&url, &mut tries, resp.status(), what).await?;
+                    } else {
+                        return Err(self.net(&url, resp.status(), what));
+                    }
+                    continue;
+                }
+            };
+            if self.files.borrow().contains_key(name) {
+                // Opened meanwhile by another read.
+                cancel_body(&resp);
+                return Ok(true);
+            }
+            if !cached && span.start == 0 && span.end == span.size {
+                self.start_put(&url, &resp, span.size);
+            }
+            let Some(reader) = Self::reader(&resp) else {
+                return Err(self.net(&url, resp.status(), "no body".into()));
+            };
+            let stream = Stream { reader, pos: 0, pending: Vec::new(), end: span.end, status: resp.status(), cached };
+            let etag = if cached { None } else { etag_of(&resp) };
+            self.files.borrow_mut().insert(
+                name.to_string(),
+                FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag },
+            );
+            self.urls.borrow_mut().push(url);
+            return Ok(true);
+        }
     }
 
-    async fn next_chunk(&self, name: &str, reader: &web_sys::ReadableStreamDefaultReader) -> Result<Option<Vec<u8>>> {
-        let url = self.url(name);
-        let r = JsFuture::from(reader.read()).await.map_err(|e| self.fail(&url, e))?;
+    async fn next_chunk(&self, reader: &web_sys::ReadableStreamDefaultReader) -> Result<Next> {
+        let r = match self.or_stall(&reader.read()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.check_abort()?;
+                return Ok(Next::Broken(format!("no data for {} s", STALL_MS / 1000)));
+            }
+            Err(e) => {
+                self.check_abort()?;
+                return Ok(Next::Broken(self.redact(js_msg(&e))));
+            }
+        };
         if Reflect::get(&r, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-            return Ok(None);
+            return Ok(Next::Done);
         }
-        let v = Reflect::get(&r, &"value".into()).map_err(|e| self.fail(&url, e))?;
-        Ok(Some(v.dyn_into::<Uint8Array>().map_err(|e| self.fail(&url, e))?.to_vec()))
+        Ok(match Reflect::get(&r, &"value".into()).ok().and_then(|v| v.dyn_into::<Uint8Array>().ok()) {
+            Some(v) => Next::Chunk(v.to_vec()),
+            None => Next::Broken("the body gave something other than bytes".into()),
+        })
     }
 }
 
@@ -399,13 +763,36 @@ impl ModelSource for FetchSource {
         }
         let (size, stream, from_cache) = {
             let mut files = self.files.borrow_mut();
-            let f = files.get_mut(name).ok_or_else(|| Error::Gpu("file state lost".into()))?;
+            let f = files.get_mut(name).ok_or_else(|| Error::Internal(format!("{}: the state of an opened file is gone", self.url(name))))?;
             (f.size, f.stream.take(), f.from_cache)
         };
         self.checked_out.set(self.checked_out.get() + 1);
         let r = self.read_from(name, offset, len, size, stream, from_cache).await;
         self.checked_out.set(self.checked_out.get() - 1);
         r
+    }
+
+    /// As the default, except that a Content-Length over the limit is checked
+    /// against the body before the file is called too big: a server that
+    /// claims 8 GB for a small file is a NETWORK error (its body ends early),
+    /// not a malformed model. The bytes read to tell are dropped as they come
+    /// (one byte over the limit is read, no more).
+    async fn read_all(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
+        let Some(size) = self.size(name).await? else { return Ok(None) };
+        if size > max_len {
+            let stop = max_len.saturating_add(1);
+            let mut at = 0;
+            while at < stop {
+                let n = (stop - at).min(PROBE);
+                self.read(name, at, n).await?;
+                at += n;
+            }
+            return Err(Error::Format {
+                file: self.url(name),
+                msg: format!("file is more than the {max_len} bytes expected of it ({size}, says its Content-Length)"),
+            });
+        }
+        Ok(Some(self.read(name, 0, size).await?))
     }
 
     fn describe(&self, name: &str) -> String {
@@ -420,74 +807,112 @@ impl FetchSource {
             file: url.clone(),
             msg: format!("read of {len} bytes at {offset} runs past the end ({size} bytes)"),
         })?;
+        let etag = self.files.borrow().get(name).and_then(|f| f.etag.clone());
+        let mut tries = Tries::default();
         // Jumping back: a new request from `offset` (a Range request).
         let mut s = match stream {
-            Some(s) if s.pos <= offset => s,
-            other => {
-                if let Some(old) = other {
-                    let _ = old.reader.cancel();
-                } else {
-                    self.evict();
-                }
-                // From the cache: read it again from the start (no network);
-                // else a Range request.
-                let (resp, _) = self.get(name, if from_cache { 0 } else { offset }).await?.ok_or_else(|| Error::Network { url: url.clone(), status: 404, msg: "Not Found".into() })?;
-                let reader = Self::reader(&resp).ok_or_else(|| Error::Network { url: url.clone(), status: resp.status(), msg: "no body".into() })?;
-                // 206: the body starts at `offset`; 200: the server ignored the range.
-                let pos = if resp.status() == 206 { offset } else { 0 };
-                Stream { reader, pos, pending: Vec::new() }
+            Some(s) if s.pos <= offset => {
+                tries.attempts = 1;
+                Some(s)
+            }
+            // Dropping it cancels it.
+            Some(_) => None,
+            None => {
+                self.evict();
+                None
             }
         };
-        let mut out = Vec::with_capacity(len as usize);
+        // Grown as bytes arrive, not sized by the request.
+        let mut out = Vec::with_capacity(len.min(FIRST_CAPACITY) as usize);
         if len == 0 {
-            if let Some(f) = self.files.borrow_mut().get_mut(name) {
+            if let (Some(f), Some(s)) = (self.files.borrow_mut().get_mut(name), s) {
                 f.stream = Some(s);
             }
             return Ok(out);
         }
         loop {
             self.check_abort()?;
+            let want = offset + out.len() as u64;
+            let Some(st) = s.as_mut() else {
+                // (Re)open from the first byte not yet received: a Range request,
+                // or the cached copy again from its start (no network).
+                let from = if from_cache { 0 } else { want };
+                match self.get(name, from, from_cache, &mut tries).await? {
+                    Got::NotFound => return Err(Error::Network { url, status: 404, msg: "Not Found".into() }),
+                    Got::Retry(status, what) => self.retry(&url, &mut tries, status, what).await?,
+                    Got::Resp(resp, cached) => match Self::span(&resp, from, Some(size), cached, etag.as_deref()) {
+                        Ok(span) => match Self::reader(&resp) {
+                            Some(reader) => {
+                                s = Some(Stream { reader, pos: span.start, pending: Vec::new(), end: span.end, status: resp.status(), cached })
+                            }
+                            None => self.retry(&url, &mut tries, resp.status(), "a response without a body".into()).await?,
+                        },
+                        Err(Misfit(again, what)) => {
+                            cancel_body(&resp);
+                            if !again {
+                                return Err(self.net(&url, resp.status(), what));
+                            }
+                            self.retry(&url, &mut tries, resp.status(), what).await?;
+                        }
+                    },
+                }
+                continue;
+            };
             // Take what the pending chunk holds of the range.
-            let avail_end = s.pos + s.pending.len() as u64;
-            let want_from = offset + out.len() as u64;
-            if want_from >= s.pos && want_from < avail_end {
-                let a = (want_from - s.pos) as usize;
-                let b = ((end.min(avail_end)) - s.pos) as usize;
-                out.extend_from_slice(&s.pending[a..b]);
+            let avail_end = st.pos + st.pending.len() as u64;
+            if want >= st.pos && want < avail_end {
+                let a = (want - st.pos) as usize;
+                let b = ((end.min(avail_end)) - st.pos) as usize;
+                out.extend_from_slice(&st.pending[a..b]);
+                // Progress: the retries start afresh.
+                tries.failures = 0;
             }
             if out.len() as u64 == len {
                 // Keep only what lies after the range.
-                s.pending.drain(..(end - s.pos) as usize);
-                s.pos = end;
+                st.pending.drain(..(end - st.pos) as usize);
+                st.pos = end;
                 break;
             }
             // Everything pending is consumed (or before the range): drop it, read on.
-            s.pos = avail_end;
-            s.pending.clear();
-            match self.next_chunk(name, &s.reader).await? {
-                Some(chunk) => {
-                    if !from_cache {
+            st.pos = avail_end;
+            st.pending.clear();
+            let (pos, body_end, status) = (st.pos, st.end, st.status);
+            let next = self.next_chunk(&st.reader).await?;
+            match next {
+                Next::Chunk(chunk) => {
+                    if pos + chunk.len() as u64 > body_end {
+                        s = None;
+                        self.retry(&url, &mut tries, status, format!("the server sent more bytes than it announced (past byte {body_end} of {size})")).await?;
+                        continue;
+                    }
+                    if !st.cached {
                         self.stats.borrow_mut().bytes_downloaded += chunk.len() as u64;
                     }
-                    s.pending = chunk;
-                    (self.on_bytes)(name, (s.pos + s.pending.len() as u64).min(size), size);
+                    st.pending = chunk;
+                    (self.on_bytes)(name, (st.pos + st.pending.len() as u64).min(size), size);
                 }
-                None => {
-                    return Err(Error::Format { file: url, msg: format!("the download ended at byte {} of {size}", s.pos) });
+                Next::Done => {
+                    s = None;
+                    if pos == body_end && body_end < size {
+                        // A 206 of less than was asked for, all there: ask for the rest.
+                        continue;
+                    }
+                    self.retry(&url, &mut tries, status, format!("the download ended at byte {pos} of {size}")).await?;
+                }
+                Next::Broken(why) => {
+                    s = None;
+                    self.retry(&url, &mut tries, status, format!("the connection dropped at byte {pos} of {size} ({why})")).await?;
                 }
             }
         }
         let now = self.tick();
         if let Some(f) = self.files.borrow_mut().get_mut(name) {
-            if end == size {
-                // Read to the end: let the connection go.
-                let _ = s.reader.cancel();
-            } else {
-                f.stream = Some(s);
+            // Read to the end: let the connection go (dropping the stream).
+            if end < size {
+                f.stream = s;
             }
             f.last_used = now;
         }
         Ok(out)
     }
-
 }
