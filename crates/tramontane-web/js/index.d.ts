@@ -24,9 +24,9 @@ export interface LoadProgress {
   /** upload: weight bytes on the GPU so far, of all */
   loaded?: number;
   total?: number;
-  /** cache: why the model was not cached (code QUOTA) */
+  /** cache: why the model was not cached (code QUOTA for a full quota, else NOT_CACHED) */
   warning?: string;
-  code?: 'QUOTA';
+  code?: 'QUOTA' | 'NOT_CACHED';
 }
 
 export interface LoadOptions {

@@ -282,7 +282,10 @@ export class Engine {
         throw asError(err);
       }
       if (info.network.cacheWarning) {
-        report({ phase: 'cache', warning: info.network.cacheWarning, code: 'QUOTA' });
+        // QUOTA for a full storage quota; NOT_CACHED for the other reasons a
+        // model is left out of the cache (a resumed download, a failed write).
+        const w = info.network.cacheWarning;
+        report({ phase: 'cache', warning: w, code: /quota/i.test(w) ? 'QUOTA' : 'NOT_CACHED' });
       }
       const cache = (options.useCache ?? true) ? await openCache() : null;
       if (cache && !info.network.cacheWarning) {
