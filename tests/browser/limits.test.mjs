@@ -62,6 +62,7 @@ for (const kind of ['Engine', 'WorkerEngine']) {
       await attempt('toolCallId', () => chat([{ role: 'tool', content: 'x', tool_call_id: {} }]));
       await attempt('tools', () => e.chat.completions.create({ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: {} }] }));
       await attempt('badId', () => e.completions.create({ prompt: [1, 10 ** 6], max_tokens: 1 }));
+      r.memory = { ...e.info };
       r.tokens = (await e.completions.create({ prompt: a.ids, max_tokens: a.want.length, temperature: 0, ignore_eos: true })).token_ids;
       return r;
     }, { kind, ids: prompt.input_ids, want: prompt.greedy.new_ids });
@@ -82,6 +83,12 @@ for (const kind of ['Engine', 'WorkerEngine']) {
     refused('toolCallId', 'INVALID_REQUEST', /messages\[0\]\.tool_call_id/);
     refused('tools', 'INVALID_REQUEST', /tools\[0\]\.function\.name/);
     refused('badId', 'INVALID_REQUEST', /vocabulary/);
+    // GPU bytes by kind, and the wasm memory's peak, are reported.
+    const m = got.memory;
+    assert.equal(m.gpuMemory.weights, m.weightBytes);
+    assert.ok(m.gpuMemory.kvCache > 0 && m.gpuMemory.activations > 0, JSON.stringify(m.gpuMemory));
+    assert.ok(m.gpuMemory.weights + m.gpuMemory.kvCache + m.gpuMemory.activations + m.gpuMemory.scratch <= m.gpuBytes);
+    assert.ok(m.wasmMemoryBytes > 0 && m.wasmMemoryBytes < 256 * 2 ** 20, String(m.wasmMemoryBytes));
     assert.equal(got.tokens.length, prompt.greedy.new_ids.length);
     assert.deepEqual(got.tokens, prompt.greedy.new_ids);
     await p.context().close();

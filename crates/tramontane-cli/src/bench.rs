@@ -99,6 +99,13 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 "load_seconds": load_seconds,
                 "weight_bytes": info.weight_bytes,
                 "gpu_bytes": info.gpu_bytes,
+                "gpu_memory": {
+                    "weights": info.gpu_memory.weights,
+                    "kv_cache": info.gpu_memory.kv_cache,
+                    "activations": info.gpu_memory.activations,
+                    "scratch": info.gpu_memory.scratch,
+                },
+                "peak_host_bytes": peak_host_bytes(),
                 "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16 },
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
             })
@@ -107,6 +114,16 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         println!("model        {} ({}, {})", a.model.model, info.arch, info.dtype);
         println!("adapter      {} ({}; {}; shader-f16 {})", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" });
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
+        let m = &info.gpu_memory;
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "GPU memory   weights {:.1} MB, KV cache {:.1} MB, activations {:.1} MB, scratch {:.1} MB; peak host memory {}",
+            mb(m.weights),
+            mb(m.kv_cache),
+            mb(m.activations),
+            mb(m.scratch),
+            peak_host_bytes().map(|b| format!("{:.1} MB", mb(b))).unwrap_or_else(|| "unknown".into())
+        );
         println!("prefill      {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", p1, p0, p2, prompt.len());
         println!("decode       {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", d1, d0, d2, a.gen_tokens);
         println!("first token  {:>8.3} s      (min {:.3}, max {:.3})", t1, t0_, t2);
@@ -116,6 +133,15 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The most resident memory this process has held (Linux `VmHWM`), which for
+/// a bench is the peak of the load: weights stream through host memory.
+fn peak_host_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn kernel_json(k: &[KernelTime]) -> serde_json::Value {

@@ -191,3 +191,21 @@ fn a_successful_run_prints_no_error_line_and_zero_chunk_is_refused() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_REQUEST"), "{flag} 0: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn bench_json_reports_speeds_and_memory_by_kind() {
+    let model = fixtures().join("llama_tiny");
+    let v = json_out(&["bench", "--model", model.to_str().expect("utf8"), "--prompt-tokens", "8", "--gen-tokens", "3", "--repetitions", "1", "--json"]);
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "load_seconds"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
+    }
+    let m = &v["gpu_memory"];
+    let part = |k: &str| m[k].as_u64().unwrap_or_else(|| panic!("gpu_memory.{k}: {v}"));
+    assert_eq!(part("weights"), v["weight_bytes"].as_u64().expect("weight_bytes"));
+    assert!(part("kv_cache") > 0 && part("activations") > 0);
+    let sum = part("weights") + part("kv_cache") + part("activations") + part("scratch");
+    assert!(sum <= v["gpu_bytes"].as_u64().expect("gpu_bytes"), "{v}");
+    if cfg!(target_os = "linux") {
+        assert!(v["peak_host_bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
+    }
+}

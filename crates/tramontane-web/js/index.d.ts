@@ -80,6 +80,10 @@ export interface EngineInfo {
   dtype: string;
   weightBytes: number;
   gpuBytes: number;
+  /** GPU bytes by kind (what `gpuBytes` is made of). */
+  gpuMemory: { weights: number; kvCache: number; activations: number; scratch: number };
+  /** Size of the wasm linear memory after the load: its peak (it only grows). */
+  wasmMemoryBytes: number;
   contextLength: number;
   vocabSize: number;
   layers: number;

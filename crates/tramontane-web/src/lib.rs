@@ -15,6 +15,7 @@ use js_sys::{Function, Promise, Reflect};
 use serde::{Deserialize, Serialize};
 use tramontane::{ChatRequest, Error, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
 
 #[wasm_bindgen(start)]
@@ -107,6 +108,13 @@ struct LoadSpec {
     /// Headers for requests to the model's host only (`headers` and `hfToken`
     /// as `Authorization: Bearer`): never cached, logged or put in errors.
     headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
+        .unwrap_or(0.0)
 }
 
 fn yes() -> bool {
@@ -240,6 +248,10 @@ impl WasmEngine {
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
                 "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
+                "gpuMemory": {"weights": i.gpu_memory.weights, "kvCache": i.gpu_memory.kv_cache,
+                              "activations": i.gpu_memory.activations, "scratch": i.gpu_memory.scratch},
+                // Linear memory only grows: its size now is the peak of the load.
+                "wasmMemoryBytes": wasm_memory_bytes(),
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
                             "cacheWarning": stats.cache_warning},

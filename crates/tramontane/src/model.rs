@@ -6,7 +6,7 @@ use std::sync::Arc;
 use web_time::Instant;
 
 use crate::error::{Error, Result};
-use crate::forward::{Output, Runtime, RuntimeOptions, Sizes};
+use crate::forward::{GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
 use crate::gpu::Gpu;
 use crate::parse::{gguf, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
@@ -84,7 +84,11 @@ impl Default for LoadOptions {
 pub struct ModelInfo {
     pub arch: String,
     pub weight_bytes: u64,
+    /// Weights plus the planned size of every other buffer (or what was
+    /// allocated, if more): what `max_gpu_bytes` is checked against.
     pub gpu_bytes: u64,
+    /// GPU bytes allocated, by kind.
+    pub gpu_memory: GpuBytes,
     pub dtype: String,
     pub context: usize,
     pub kv_slots: usize,
@@ -287,12 +291,12 @@ impl Model {
         let split_matrices = weights.split_matrices();
         let arch = format!("{:?}", cfg.arch).to_lowercase();
         let runtime = Runtime::new(gpu, cfg, weights, ropts)?;
+        let memory = runtime.gpu_bytes();
         let info = ModelInfo {
             arch,
             weight_bytes,
-            // What `max_gpu_bytes` is checked against (the plan bounds what the
-            // runtime allocates).
-            gpu_bytes: weight_bytes + planned.max(runtime.scratch_bytes),
+            gpu_bytes: weight_bytes + planned.max(memory.buffers()),
+            gpu_memory: memory,
             dtype,
             context,
             kv_slots: runtime.kv_slots,
@@ -399,7 +403,8 @@ impl Model {
             let last = i + 1 == n_chunks;
             let out = if last { Output::Sample } else { Output::None };
             let start = self.cached.len();
-            let r = self.runtime.pass(part, part.len(), start, out, sampling, 0, last && req.top_logits > 0, lp).await;
+            let pass = PassRequest { capture_logits: last && req.top_logits > 0, logprobs: lp, ..PassRequest::new(part, start, out, sampling) };
+            let r = self.runtime.pass(pass).await;
             match r {
                 Ok(t) => {
                     self.cached.extend_from_slice(part);
@@ -486,7 +491,8 @@ impl Model {
                 break;
             }
             let start = self.cached.len();
-            let r = self.runtime.pass(&[], 1, start, Output::Sample, sampling, generated.len() as u32, false, lp).await;
+            let pass = PassRequest { sample_index: generated.len() as u32, logprobs: lp, ..PassRequest::new(&[], start, Output::Sample, sampling) };
+            let r = self.runtime.pass(pass).await;
             match r {
                 Ok(Some(t)) => {
                     self.cached.push(token);
@@ -547,7 +553,7 @@ impl Model {
         let sampling = SamplingParams::greedy();
         for part in ids.chunks(self.runtime.opts.chunk) {
             let start = self.cached.len();
-            self.runtime.pass(part, part.len(), start, Output::AllLogits, &sampling, 0, false, 0).await?;
+            self.runtime.pass(PassRequest::new(part, start, Output::AllLogits, &sampling)).await?;
             out.extend(self.runtime.read_all_logits(part.len()).await?);
             self.cached.extend_from_slice(part);
         }

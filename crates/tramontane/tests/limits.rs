@@ -94,6 +94,14 @@ fn a_model_larger_than_the_memory_limit_is_out_of_memory_then_loads() {
     let dir = fixtures().join("llama_tiny");
     let model = load_with(&gpu, &DirSource::new(&dir), LoadOptions::default()).expect("loads");
     let need = model.info.gpu_bytes;
+    // GPU bytes by kind add up: the weights as uploaded, a KV cache of
+    // layers × 2 × context × kv_dim f32s, and activations within the total.
+    let m = model.info.gpu_memory;
+    let cfg = model.config();
+    assert_eq!(m.weights, model.info.weight_bytes);
+    assert_eq!(m.kv_cache, (cfg.n_layers * 2 * model.info.context * cfg.kv_dim() * 4) as u64);
+    assert!(m.activations > 0 && m.scratch > 0);
+    assert!(m.weights + m.kv_cache + m.activations + m.scratch <= need, "{m:?} vs {need}");
     drop(model);
     // Too small for the KV cache and activations alone; then room for those
     // but not for the weights. Both are caught before any weight is read.

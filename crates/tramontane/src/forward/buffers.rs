@@ -1,0 +1,173 @@
+//! Every GPU buffer of the runtime besides the weights, allocated once at load
+//! from a checked [`Sizes`] plan: activations, KV cache, RoPE table, sampler
+//! state and readbacks, each counted by kind.
+
+use super::linear::{moe_group_tile, moe_max_tiles};
+use super::{rope_table, RuntimeOptions, Sizes, MAX_SPLITS, OUT_WORDS};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Step};
+use crate::parse::ModelConfig;
+
+/// GPU bytes by kind. `kv_cache + activations + scratch` is what the runtime
+/// allocates besides the weights (readback buffers aside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuBytes {
+    pub weights: u64,
+    /// Keys and values of every layer.
+    pub kv_cache: u64,
+    /// Rows of a pass: hidden states, q/k/v, attention partials, feed-forward,
+    /// logits, MoE routing.
+    pub activations: u64,
+    /// The RoPE table, the sampler's state and output, placeholders.
+    pub scratch: u64,
+}
+
+impl GpuBytes {
+    /// Everything but the weights.
+    pub fn buffers(&self) -> u64 {
+        self.kv_cache.saturating_add(self.activations).saturating_add(self.scratch)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights.saturating_add(self.buffers())
+    }
+}
+
+/// MoE routing buffers. A pass's rows sorted by expert and its tile table are
+/// made by each layer's `group` and read by the grouped matmuls right after,
+/// so all layers share one pair; each layer keeps its own chosen experts.
+pub(super) struct MoeBuffers {
+    pub router_logits: wgpu::Buffer,
+    pub expert_out: wgpu::Buffer,
+    pub order: wgpu::Buffer,
+    pub tiles: wgpu::Buffer,
+    /// Per layer: the chosen experts' ids and weights at each row.
+    pub choices: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+}
+
+pub(super) struct Buffers {
+    pub step: wgpu::Buffer,
+    pub ids: wgpu::Buffer,
+    pub x: wgpu::Buffer,
+    pub xn: wgpu::Buffer,
+    pub qkv: wgpu::Buffer,
+    pub attn: wgpu::Buffer,
+    pub partials: wgpu::Buffer,
+    pub ffn_h: wgpu::Buffer,
+    pub last: wgpu::Buffer,
+    pub logits: wgpu::Buffer,
+    pub state: wgpu::Buffer,
+    pub out: wgpu::Buffer,
+    /// Bound where a kernel's optional input is absent.
+    pub dummy: wgpu::Buffer,
+    pub rope_table: wgpu::Buffer,
+    /// Keys and values of each layer.
+    pub kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    pub moe: Option<MoeBuffers>,
+    pub out_rb: wgpu::Buffer,
+    pub logits_rb: wgpu::Buffer,
+    /// Bytes allocated (weights left at 0).
+    pub bytes: GpuBytes,
+}
+
+/// Storage buffers of f32 words, counted into one kind of [`GpuBytes`].
+struct Alloc<'g> {
+    g: &'g Gpu,
+    bytes: GpuBytes,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Kv,
+    Activations,
+    Scratch,
+}
+
+impl Alloc<'_> {
+    fn words(&mut self, kind: Kind, label: &str, n: usize) -> wgpu::Buffer {
+        let size = n as u64 * 4;
+        let counter = match kind {
+            Kind::Kv => &mut self.bytes.kv_cache,
+            Kind::Activations => &mut self.bytes.activations,
+            Kind::Scratch => &mut self.bytes.scratch,
+        };
+        *counter += size;
+        self.g.storage(label, size)
+    }
+}
+
+impl Buffers {
+    /// `sizes` has been checked against the device; `sizes.layer_slots` sizes
+    /// each layer's KV cache.
+    pub(super) fn new(g: &Gpu, cfg: &ModelConfig, opts: &RuntimeOptions, sizes: &Sizes) -> Result<Buffers> {
+        if opts.kv_f16 && !g.adapter.shader_f16 {
+            return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
+        }
+        let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
+        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let c = opts.chunk.max(1);
+        let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
+        let mut a = Alloc { g, bytes: GpuBytes::default() };
+        use Kind::{Activations as Act, Scratch};
+        let ids = a.words(Act, "ids", c);
+        let x = a.words(Act, "x", c * h);
+        let xn = a.words(Act, "xn", c * h);
+        let qkv = a.words(Act, "qkv", c * (cfg.q_dim() + 2 * cfg.kv_dim()));
+        let attn = a.words(Act, "attn", c * cfg.q_dim());
+        let partials = a.words(Act, "attn_partials", (c * nh).max(nh * MAX_SPLITS as usize) * (hd + 2));
+        let ffn_h = a.words(Act, "ffn_h", c * slots * cfg.intermediate);
+        let last = a.words(Act, "last", h);
+        let logits = a.words(Act, "logits", v);
+        let state = a.words(Scratch, "sampler_state", v);
+        let out = a.words(Scratch, "out", OUT_WORDS);
+        let dummy = a.words(Scratch, "dummy", 1);
+        let table = rope_table::table(cfg, opts.context);
+        a.bytes.scratch += table.len() as u64 * 4;
+        let rope_table = g.storage_init("rope_table", bytemuck::cast_slice(&table));
+        let moe = cfg.moe.as_ref().map(|m| {
+            let rows = c * m.top_k;
+            let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, moe_group_tile(g.is_cpu())) as usize;
+            MoeBuffers {
+                router_logits: a.words(Act, "router_logits", c * m.n_experts),
+                expert_out: a.words(Act, "expert_out", c * slots * h),
+                order: a.words(Act, "moe_order", rows),
+                tiles: a.words(Act, "moe_tiles", 4 * tiles),
+                choices: (0..cfg.n_layers)
+                    .map(|l| (a.words(Act, &format!("moe_ids{l}"), rows), a.words(Act, &format!("moe_weights{l}"), rows)))
+                    .collect(),
+            }
+        });
+        let kv = sizes
+            .layer_slots
+            .iter()
+            .enumerate()
+            .map(|(l, &slots_l)| {
+                // Sizes in f32 words: an f16 cache takes half.
+                let words = slots_l * nkv * hd;
+                let words = if opts.kv_f16 { words.div_ceil(2) } else { words };
+                (a.words(Kind::Kv, &format!("k_cache{l}"), words), a.words(Kind::Kv, &format!("v_cache{l}"), words))
+            })
+            .collect();
+        Ok(Buffers {
+            step: g.uniform("step", std::mem::size_of::<Step>() as u64),
+            ids,
+            x,
+            xn,
+            qkv,
+            attn,
+            partials,
+            ffn_h,
+            last,
+            logits,
+            state,
+            out,
+            dummy,
+            rope_table,
+            kv,
+            moe,
+            out_rb: g.readback("out_rb", OUT_WORDS as u64 * 4),
+            logits_rb: g.readback("logits_rb", v as u64 * 4),
+            bytes: a.bytes,
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! The dispatch plan: every pipeline and bind group of a pass, made once at
+//! load from the weights and the buffers, and the order a pass records them in.
+
+use super::buffers::Buffers;
+use super::linear::{moe_group_tile, Linear};
+use super::{Output, Visit};
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{Dispatch, Spec};
+use crate::gpu::{Family, Gpu};
+use crate::parse::ModelConfig;
+use crate::upload::{Ffn, LayerWeights, Weights};
+
+struct LayerPlan {
+    attn_norm: Dispatch,
+    qkv_mv: Linear,
+    qkv_mm: Linear,
+    rope: Dispatch,
+    attend: Dispatch,
+    combine: Dispatch,
+    o_mv: Linear,
+    o_mm: Linear,
+    ffn_norm: Dispatch,
+    ffn: FfnPlan,
+}
+
+/// `up_*` are there when gate and up are stored in different types: the gate
+/// dispatch writes the gate projection, the up one combines (`GATE_IN_Y`).
+enum FfnPlan {
+    Dense { gate_up_mv: Linear, gate_up_mm: Linear, up_mv: Option<Linear>, up_mm: Option<Linear>, down_mv: Linear, down_mm: Linear },
+    /// Decode runs the experts as matvecs over the t*k (token, slot) rows
+    /// (`*_mv`); prefill sorts those rows by expert (`group`) and runs each
+    /// expert's rows as tiles of one matmul (`*_mm`, weights read once a tile).
+    Moe {
+        router: Linear,
+        route: Dispatch,
+        group: Dispatch,
+        gate_up_mv: Linear,
+        gate_up_mm: Linear,
+        up_mv: Option<Linear>,
+        up_mm: Option<Linear>,
+        down_mv: Linear,
+        down_mm: Linear,
+        combine: Dispatch,
+    },
+}
+
+/// The final norm and LM head over every row ([`Output::AllLogits`]), made on
+/// first use.
+struct AllLogits {
+    buf: wgpu::Buffer,
+    norm: Dispatch,
+    lm_head: Linear,
+}
+
+pub(super) struct Plan {
+    /// One per slab of the embedding matrix.
+    embed: Vec<Dispatch>,
+    layers: Vec<LayerPlan>,
+    final_norm: Dispatch,
+    lm_head: Linear,
+    pub sample: Dispatch,
+    all_logits: Option<AllLogits>,
+}
+
+fn norm_spec(cfg: &ModelConfig) -> Spec {
+    Spec::new(Family::RmsNorm, "main").with("H", cfg.hidden as u32).with("EPS", cfg.rms_eps).with("LAST_ROW", 0u32)
+}
+
+impl Plan {
+    pub(super) fn new(g: &Gpu, cfg: &ModelConfig, kv_f16: bool, w: &Weights, b: &Buffers, layer_slots: &[usize]) -> Result<Plan> {
+        let k = &g.kernels;
+        let (step, dummy) = (&b.step, &b.dummy);
+        let embed = w
+            .embed
+            .slabs
+            .iter()
+            .map(|s| {
+                let spec = Spec::new(Family::Embed, "main").with("WTYPE", s.dtype.shader_code()).with("H", cfg.hidden as u32);
+                k.dispatch(&spec, &[(0, step), (1, &s.buf), (2, &b.ids), (3, &b.x), (4, &s.info)])
+            })
+            .collect();
+        let layers = w
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, lw)| LayerPlan::new(g, cfg, kv_f16, l, lw, b, layer_slots[l]))
+            .collect::<Result<_>>()?;
+        Ok(Plan {
+            embed,
+            layers,
+            final_norm: k.dispatch(
+                &norm_spec(cfg).with("LAST_ROW", 1u32),
+                &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)],
+            ),
+            lm_head: Linear::new(g, w.lm_head(), "matvec", |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy)]),
+            sample: k.dispatch(
+                &Spec::new(Family::Sample, "sample").with("V", cfg.vocab as u32),
+                &[(0, step), (1, &b.logits), (2, &b.state), (3, &b.ids), (4, &b.out)],
+            ),
+            all_logits: None,
+        })
+    }
+
+    /// Make the [`Output::AllLogits`] dispatches if not made yet.
+    pub(super) fn ensure_all_logits(&mut self, g: &Gpu, cfg: &ModelConfig, chunk: usize, w: &Weights, b: &Buffers) {
+        if self.all_logits.is_some() {
+            return;
+        }
+        let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
+        let norm = g.kernels.dispatch(&norm_spec(cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
+        let lm_head = Linear::new(g, w.lm_head(), "matmul", |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)]);
+        self.all_logits = Some(AllLogits { buf, norm, lm_head });
+    }
+
+    /// The logits of the last [`Output::AllLogits`] pass.
+    pub(super) fn all_logits(&self) -> Option<&wgpu::Buffer> {
+        self.all_logits.as_ref().map(|a| &a.buf)
+    }
+
+    /// Every dispatch of a pass over `t` rows with `n_splits` attention
+    /// splits, in order.
+    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, n_splits: u32, output: Output, s: Visit<'_, 'a>) {
+        let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
+        let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
+        // `qk_norm` runs a workgroup per head (q, k and v) of a row; `main` an
+        // invocation per rotated pair or stored v element.
+        let rope_x = if cfg.qk_norm { (cfg.n_heads + 2 * cfg.n_kv_heads) as u32 } else { rope_items.div_ceil(64) };
+        let decode = t == 1;
+        // Decode runs each linear layer as a matvec, prefill as a matmul.
+        let linear = |mv: &'a Linear, mm: &'a Linear, label_mv, label_mm, s: Visit<'_, 'a>| {
+            if decode { mv.visit(label_mv, 1, s) } else { mm.visit(label_mm, t, s) }
+        };
+        for e in &self.embed {
+            s("embed", e, [h.div_ceil(64), t, 1]);
+        }
+        for l in &self.layers {
+            s("rmsnorm", &l.attn_norm, [t, 1, 1]);
+            linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
+            s("rope + kv store", &l.rope, [rope_x, t, 1]);
+            s("attention", &l.attend, [nh, t, n_splits]);
+            s("attention combine", &l.combine, [nh, t, 1]);
+            linear(&l.o_mv, &l.o_mm, "o matvec", "o matmul", s);
+            s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
+            match &l.ffn {
+                FfnPlan::Dense { gate_up_mv, gate_up_mm, up_mv, up_mm, down_mv, down_mm } => {
+                    linear(gate_up_mv, gate_up_mm, "gate/up + swiglu matvec", "gate/up + swiglu matmul", s);
+                    if let (Some(mv), Some(mm)) = (up_mv, up_mm) {
+                        linear(mv, mm, "up (own type) + swiglu matvec", "up (own type) + swiglu matmul", s);
+                    }
+                    linear(down_mv, down_mm, "down matvec", "down matmul", s);
+                }
+                FfnPlan::Moe { router, route, group, gate_up_mv, gate_up_mm, up_mv, up_mm, down_mv, down_mm, combine } => {
+                    let k = cfg.moe.as_ref().map(|m| m.top_k as u32).unwrap_or(1);
+                    router.visit("moe router", t, s);
+                    s("moe top-k", route, [t.div_ceil(64), 1, 1]);
+                    if decode {
+                        gate_up_mv.visit("expert gate/up + swiglu matvec", k, s);
+                        if let Some(u) = up_mv {
+                            u.visit("expert up (own type) + swiglu matvec", k, s);
+                        }
+                        down_mv.visit("expert down matvec", k, s);
+                    } else {
+                        s("moe group by expert", group, [1, 1, 1]);
+                        gate_up_mm.visit("expert gate/up + swiglu grouped", t * k, s);
+                        if let Some(u) = up_mm {
+                            u.visit("expert up (own type) + swiglu grouped", t * k, s);
+                        }
+                        down_mm.visit("expert down grouped", t * k, s);
+                    }
+                    s("moe combine", combine, [h.div_ceil(64), t, 1]);
+                }
+            }
+        }
+        match output {
+            Output::None => {}
+            Output::Sample => {
+                s("rmsnorm", &self.final_norm, [1, 1, 1]);
+                self.lm_head.visit("lm head matvec", 1, s);
+            }
+            Output::AllLogits => {
+                if let Some(a) = &self.all_logits {
+                    s("rmsnorm", &a.norm, [t, 1, 1]);
+                    a.lm_head.visit("lm head matmul", t, s);
+                }
+            }
+        }
+    }
+}
+
+impl LayerPlan {
+    /// Layer `l`'s dispatches; `slots`: its KV cache slots.
+    fn new(g: &Gpu, cfg: &ModelConfig, kv_f16: bool, l: usize, lw: &LayerWeights, b: &Buffers, slots: usize) -> Result<LayerPlan> {
+        let k = &g.kernels;
+        let (hd, nh, nkv) = (cfg.head_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32);
+        let (step, dummy) = (&b.step, &b.dummy);
+        // Layers alike (same ring size and window) share pipelines.
+        let rope_spec = Spec::new(Family::Rope, "main")
+            .with("HD", hd)
+            .with("NH", nh)
+            .with("NKV", nkv)
+            .with("CAP", slots as u32)
+            .with("STYLE", cfg.rope_interleaved as u32)
+            .kv_f16(kv_f16);
+        let attn_spec = |entry| {
+            Spec::new(Family::Attention, entry)
+                .with("HD", hd)
+                .with("NH", nh)
+                .with("NKV", nkv)
+                .with("CAP", slots as u32)
+                .with("WINDOW", cfg.window(l).unwrap_or(0) as u32)
+                .with("SCALE", 1.0 / (hd as f32).sqrt())
+                .kv_f16(kv_f16)
+        };
+        let norm = norm_spec(cfg);
+        let qkv_bias = lw.qkv_bias.as_ref();
+        let qkv_tune = |s: Spec| s.with("HAS_BIAS", qkv_bias.is_some() as u32);
+        let qkv_bias = qkv_bias.unwrap_or(dummy);
+        // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
+        let o_bias = lw.o_bias.as_ref();
+        let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
+        let o_bias = o_bias.unwrap_or(dummy);
+        let (kc, vc) = &b.kv[l];
+        Ok(LayerPlan {
+            attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
+            qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias), (5, dummy)]),
+            qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)]),
+            rope: match &lw.qk_norm {
+                // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
+                Some(nw) => k.dispatch(
+                    &Spec { entry: "qk_norm", ..rope_spec }.with("EPS", cfg.rms_eps),
+                    &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc), (5, nw)],
+                ),
+                None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
+            },
+            attend: k.dispatch(&attn_spec("attend"), &[(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)]),
+            combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
+            o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy)]),
+            o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)]),
+            ffn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.ffn_norm), (3, &b.xn)]),
+            ffn: FfnPlan::new(g, cfg, l, lw, b)?,
+        })
+    }
+}
+
+impl FfnPlan {
+    fn new(g: &Gpu, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers) -> Result<FfnPlan> {
+        let (step, dummy, xn, ffn_h) = (&b.step, &b.dummy, &b.xn, &b.ffn_h);
+        let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
+        Ok(match &lw.ffn {
+            Ffn::Dense { gate_up, up, down } => {
+                let (gu_bias, down_bias) = match &lw.mlp_bias {
+                    Some((a, b)) => (Some(a), Some(b)),
+                    None => (None, None),
+                };
+                // Stacked: one SwiGLU dispatch; split: the gate alone first.
+                let stacked = up.is_none() as u32;
+                let gu = |s: Spec| s.with("SWIGLU", stacked).with("HAS_BIAS", gu_bias.is_some() as u32);
+                let dn = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", down_bias.is_some() as u32);
+                let (gb, db) = (gu_bias.unwrap_or(dummy), down_bias.unwrap_or(dummy));
+                FfnPlan::Dense {
+                    gate_up_mv: Linear::new(g, gate_up, "matvec", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb), (5, dummy)]),
+                    gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)]),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, dummy)])),
+                    up_mm: up.as_ref().map(|u| Linear::new(g, u, "matmul", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)])),
+                    down_mv: Linear::new(g, down, "matvec", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy)]),
+                    down_mm: Linear::new(g, down, "matmul", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)]),
+                }
+            }
+            Ffn::Moe { router, gate_up, up, down } => {
+                let (Some(m), Some(mb)) = (&cfg.moe, &b.moe) else {
+                    return Err(Error::Internal("MoE weights without MoE config".into()));
+                };
+                let (rl, eo, order, tiles) = (&mb.router_logits, &mb.expert_out, &mb.order, &mb.tiles);
+                let (ids_l, wts_l) = mb.choices.get(l).ok_or_else(|| Error::Internal("MoE buffers missing".into()))?;
+                let group_tile = moe_group_tile(g.is_cpu());
+                let moe_spec = |e| {
+                    Spec::new(Family::Moe, e)
+                        .with("E", m.n_experts as u32)
+                        .with("TOPK", m.top_k as u32)
+                        .with("NORM_TOPK", m.norm_topk as u32)
+                        .with("H", cfg.hidden as u32)
+                };
+                let expert = |s: Spec| s.with("SLOTS", m.top_k as u32).with("MOE", 1u32);
+                // The grouped entries take each tile's expert from the
+                // table, not EXPERT_IDS (MOE stays 0 there).
+                let grouped = |s: Spec| {
+                    s.with("SLOTS", m.top_k as u32).with("GROUP_TILE", group_tile).with("EXPERTS", m.n_experts as u32)
+                };
+                let gu = |s: Spec| s.with("SWIGLU", up.is_none() as u32);
+                let per_slot = |s: Spec| s.with("X_PER_SLOT", 1u32);
+                let mv_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, ids_l)];
+                let mm_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (7, order), (8, tiles)];
+                let mv_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (5, ids_l)];
+                let mm_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (7, order), (8, tiles)];
+                let mm = "matmul_grouped";
+                let k = &g.kernels;
+                FfnPlan::Moe {
+                    router: Linear::new(g, router, "matvec", |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy)]),
+                    route: k.dispatch(&moe_spec("route"), &[(0, step), (1, rl), (2, ids_l), (3, wts_l)]),
+                    group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(0, step), (2, ids_l), (6, order), (7, tiles)]),
+                    gate_up_mv: Linear::new(g, gate_up, "matvec", |s| gu(expert(s)), &mv_in),
+                    gate_up_mm: Linear::new(g, gate_up, mm, |s| gu(grouped(s)), &mm_in),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| gated(expert(s)), &mv_in)),
+                    up_mm: up.as_ref().map(|u| Linear::new(g, u, mm, |s| gated(grouped(s)), &mm_in)),
+                    down_mv: Linear::new(g, down, "matvec", |s| per_slot(expert(s)), &mv_down),
+                    down_mm: Linear::new(g, down, mm, |s| per_slot(grouped(s)), &mm_down),
+                    combine: k.dispatch(&moe_spec("combine"), &[(0, step), (3, wts_l), (4, eo), (5, &b.x)]),
+                }
+            }
+        })
+    }
+}

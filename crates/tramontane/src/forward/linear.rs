@@ -1,0 +1,177 @@
+//! Linear layers: the matmul kernel's specialization for a weight type, shape
+//! and device (`linear_spec`), the grid that follows from it, and a layer's
+//! dispatches, one per slab of its weight matrix.
+
+use super::Visit;
+use crate::gpu::kernels::{split_groups, Dispatch, Spec};
+use crate::gpu::{Family, Gpu};
+use crate::parse::DType;
+use crate::upload::Matrix;
+
+/// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
+pub const MM_TILE: u32 = 32;
+/// Rows per invocation of `matmul_rows` (CPU drivers' prefill).
+pub const MR: u32 = 8;
+
+/// The grid of a linear-layer dispatch (`spec` from [`linear_spec`]) over `n`
+/// outputs and `rows` input rows.
+pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
+    Grid::of(spec).groups(n, rows)
+}
+
+/// Rows per tile of moe.wgsl's `group` (and so of the grouped matmuls): a
+/// `matmul` tile on GPUs, a `matmul_rows` invocation's rows on CPU drivers.
+pub fn moe_group_tile(cpu: bool) -> u32 {
+    if cpu { MR } else { MM_TILE }
+}
+
+/// Most tiles `group` can emit for `rows` (token, slot) rows over `experts`
+/// experts in tiles of `tile` rows: each expert's run ends in at most one
+/// partial tile.
+pub fn moe_max_tiles(rows: u32, experts: u32, tile: u32) -> u32 {
+    rows.div_ceil(tile.max(1)) + experts.min(rows)
+}
+
+/// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs.
+/// The matvec is tuned to the row length and the device: on GPUs several
+/// invocations share an output (reading four weights, or a whole 32-weight
+/// block, at a time) and reduce in workgroup memory; on CPU drivers (`cpu`:
+/// lavapipe, SwiftShader) each invocation computes whole outputs, since there a
+/// SIMD lane per row beats a barrier-synchronized reduction.
+/// On CPU drivers, prefill uses `matmul_rows` (no workgroup memory or
+/// barriers; rows of whole vec4s) instead of the tiled `matmul`, and MoE
+/// prefill `matmul_rows_grouped` instead of `matmul_grouped`. The grouped
+/// entries also need `GROUP_TILE` ([`moe_group_tile`]) and `EXPERTS`.
+pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: bool) -> Spec {
+    let rows_ok = cpu && k.is_multiple_of(4);
+    let entry = match entry {
+        "matmul" if rows_ok => "matmul_rows",
+        "matmul_grouped" if rows_ok => "matmul_rows_grouped",
+        e => e,
+    };
+    let mut s = Spec::new(Family::Matmul, entry)
+        .with("WTYPE", dtype.shader_code())
+        .with("N", n as u32)
+        .with("K", k as u32);
+    let quad = k.is_multiple_of(4);
+    s = s.with("QUAD", quad as u32);
+    // 32 weights at a time: every block type (K-quants by 32-weight sub-block).
+    let blocks = k.is_multiple_of(32) && dtype.is_quantized();
+    let tiled = matches!(entry, "matmul" | "matmul_grouped");
+    if blocks && !tiled {
+        s = s.with("BLOCKS", 1u32);
+    }
+    if matches!(entry, "matmul_rows" | "matmul_rows_grouped") {
+        s = s.with("MR", MR);
+    }
+    if entry == "matvec" {
+        let per_output = if cpu {
+            1
+        } else if blocks {
+            (k / 32 / 2).clamp(2, 64) // a few blocks per invocation
+        } else {
+            let steps = if quad { k / 4 } else { k };
+            (steps / 8).clamp(4, 64) // ~8 quads per invocation
+        };
+        let per_output = 1usize << per_output.ilog2(); // a power of two, so 64 / it is exact
+        s = s.with("ROWS", (64 / per_output) as u32);
+    }
+    s
+}
+
+fn constant(spec: &Spec, name: &str) -> Option<u32> {
+    spec.constants.iter().find(|c| c.0 == name).map(|c| c.1 as u32)
+}
+
+/// How a linear kernel's grid follows from its outputs and rows, decided once
+/// per dispatch at load.
+#[derive(Clone, Copy)]
+enum Grid {
+    /// `matmul`: 32x32 tiles.
+    Tiled,
+    /// `matmul_rows`: 64 outputs by MR rows.
+    Rows,
+    /// `matvec`: this many outputs per workgroup, one row per y.
+    Matvec(u32),
+    /// `matmul_grouped` / `matmul_rows_grouped`: this many outputs per
+    /// workgroup, y over the most tiles of `tile` rows over `experts`.
+    Grouped { per: u32, tile: u32, experts: u32 },
+}
+
+impl Grid {
+    fn of(spec: &Spec) -> Grid {
+        let grouped = |per| Grid::Grouped {
+            per,
+            tile: constant(spec, "GROUP_TILE").unwrap_or(MM_TILE),
+            experts: constant(spec, "EXPERTS").unwrap_or(1),
+        };
+        match spec.entry {
+            "matmul" => Grid::Tiled,
+            "matmul_rows" => Grid::Rows,
+            "matmul_grouped" => grouped(MM_TILE),
+            "matmul_rows_grouped" => grouped(64),
+            _ => Grid::Matvec(constant(spec, "ROWS").unwrap_or(1).max(1)),
+        }
+    }
+
+    fn groups(self, n: u32, rows: u32) -> [u32; 3] {
+        let (per, y) = match self {
+            Grid::Tiled => (MM_TILE, rows.div_ceil(MM_TILE)),
+            Grid::Rows => (64, rows.div_ceil(MR)),
+            Grid::Matvec(per) => (per, rows),
+            Grid::Grouped { per, tile, experts } => (per, moe_max_tiles(rows, experts, tile)),
+        };
+        let (x, z) = split_groups(n.div_ceil(per));
+        [x, y, z]
+    }
+}
+
+/// A linear layer's dispatches: one per slab of its weight matrix (a single
+/// one unless the matrix exceeds the device's binding limit or stacks parts of
+/// different types), each computing that slab's range of outputs.
+pub(super) struct Linear(Vec<LinearPart>);
+
+/// One slab's dispatch, its outputs and its grid shape.
+struct LinearPart {
+    dispatch: Dispatch,
+    outputs: u32,
+    grid: Grid,
+}
+
+impl Linear {
+    /// `entry` is matmul.wgsl's entry point before [`linear_spec`] adapts it
+    /// to the device; `tune` adds the epilogue constants; `binds` are every
+    /// binding but the weights (1) and the slab (6).
+    pub(super) fn new(g: &Gpu, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
+                      binds: &[(u32, &wgpu::Buffer)]) -> Linear {
+        Linear(
+            m.slabs
+                .iter()
+                .map(|s| {
+                    let mut spec = tune(linear_spec(s.dtype, entry, s.rows, m.cols, g.is_cpu()));
+                    if m.slabs.len() > 1 {
+                        spec = spec.with("N_ALL", m.outputs as u32);
+                    }
+                    if m.experts > 1 {
+                        spec = spec.with("EXPERT_STRIDE", m.expert_stride(s) as u32);
+                    }
+                    let mut b = vec![(1, &s.buf), (6, &s.info)];
+                    b.extend_from_slice(binds);
+                    LinearPart {
+                        dispatch: g.kernels.dispatch(&spec, &b),
+                        outputs: s.rows as u32,
+                        grid: Grid::of(&spec),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// Every slab's dispatch over `rows` input rows (1 for a decode matvec,
+    /// `t` for a prefill matmul, `t * top_k` for experts).
+    pub(super) fn visit<'a>(&'a self, label: &'static str, rows: u32, out: Visit<'_, 'a>) {
+        for p in &self.0 {
+            out(label, &p.dispatch, p.grid.groups(p.outputs, rows));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The planned weights onto the GPU: allocate every buffer, then stream the
+//! tensors one at a time (in file order) from the source into them, so host
+//! memory never holds more than one tensor.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::planner::{Dest, FfnIdx, Layout, Piece};
+use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::parse::dequant::dequantize;
+use crate::source::ModelSource;
+
+/// Progress of a long operation, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Bytes read and written per step when a tensor is copied as it is.
+const UPLOAD_PIECE: u64 = 4 << 20;
+/// Submit staged uploads after this many bytes, so they drain instead of piling
+/// up in host memory.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+fn flush(gpu: &Gpu) {
+    gpu.queue.submit([]);
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+}
+
+/// Allocate, fill and assemble every weight of `layout`, reading up to
+/// `parallel` files at a time.
+pub(super) async fn upload<S: ModelSource>(gpu: &Gpu, src: &S, layout: Layout, parallel: usize,
+                                           progress: &mut dyn FnMut(Progress)) -> Result<Weights> {
+    let bufs = allocate(gpu, &layout).await?;
+    stream(gpu, src, &layout, &bufs, parallel, progress).await?;
+    assemble(gpu, layout, bufs)
+}
+
+/// A buffer per slab of each planned weight.
+async fn allocate(gpu: &Gpu, layout: &Layout) -> Result<Vec<Vec<wgpu::Buffer>>> {
+    let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let bufs = layout
+        .dests
+        .iter()
+        .map(|d| {
+            let many = d.slabs.len() > 1;
+            d.slabs
+                .iter()
+                .enumerate()
+                .map(|(si, s)| {
+                    let label = if many { format!("{}[{}..{}]", d.label, s.start, s.end) } else { d.label.clone() };
+                    gpu.storage(&label, d.slab_bytes(si))
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(e) = scope.pop().await {
+        return Err(Error::OutOfMemory(format!("allocating {} bytes of weights: {e}", layout.bytes)));
+    }
+    Ok(bufs)
+}
+
+/// Every part's bytes into its buffers: files in parallel (each one a
+/// sequential stream for a fetch source), tensors in file order within each.
+async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec<wgpu::Buffer>], parallel: usize,
+                                progress: &mut dyn FnMut(Progress)) -> Result<()> {
+    let mut by_file: BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, p) in layout.parts.iter().enumerate() {
+        by_file.entry(p.tensor.file.as_str()).or_default().push(i);
+    }
+    for parts in by_file.values_mut() {
+        parts.sort_by_key(|&i| layout.parts[i].tensor.offset);
+    }
+    let total: u64 = layout.parts.iter().map(|p| p.tensor.nbytes).sum();
+    let done = Cell::new(0u64);
+    let since_flush = Cell::new(0u64);
+    let progress = RefCell::new(progress);
+    (progress.borrow_mut())(Progress { done: 0, total });
+    let advance = |n: u64| {
+        done.set(done.get() + n);
+        since_flush.set(since_flush.get() + n);
+        if since_flush.get() > FLUSH_EVERY {
+            flush(gpu);
+            since_flush.set(0);
+        }
+        (progress.borrow_mut())(Progress { done: done.get(), total });
+    };
+    let upload_file = |indices: Vec<usize>| {
+        let advance = &advance;
+        async move {
+            for i in indices {
+                let part = &layout.parts[i];
+                let dest = &layout.dests[part.dest];
+                let t = &part.tensor;
+                let pieces = dest.pieces(part);
+                let buf = |p: &Piece| {
+                    bufs.get(part.dest).and_then(|b| b.get(p.slab)).ok_or_else(|| Error::Internal("weight buffer missing".into()))
+                };
+                let as_is = |p: &Piece| dest.slab_dtypes.get(p.slab) == Some(&t.dtype);
+                if pieces.iter().all(as_is) {
+                    // Same format: copy in pieces, so host (wasm) memory holds one
+                    // piece per stream, never a whole tensor.
+                    for p in &pieces {
+                        let buf = buf(p)?;
+                        let mut off = 0u64;
+                        while off < p.len {
+                            let n = UPLOAD_PIECE.min(p.len - off);
+                            let mut data = src.read(&t.file, t.offset + p.src + off, n).await?;
+                            if data.len() as u64 != n {
+                                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                            }
+                            data.resize(data.len().next_multiple_of(4), 0);
+                            gpu.queue.write_buffer(buf, p.at + off, &data);
+                            off += n;
+                            advance(n);
+                        }
+                    }
+                } else {
+                    // Converted to f32 (norms, biases, and the rare fallback).
+                    let raw = src.read(&t.file, t.offset, t.nbytes).await?;
+                    if raw.len() as u64 != t.nbytes {
+                        return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                    }
+                    let values = dequantize(t.dtype, &raw);
+                    for p in &pieces {
+                        let v = values.get(p.elems.clone()).ok_or_else(|| Error::Internal("weight piece out of range".into()))?;
+                        gpu.queue.write_buffer(buf(p)?, p.at, bytemuck::cast_slice(v));
+                    }
+                    advance(t.nbytes);
+                }
+            }
+            Ok::<(), Error>(())
+        }
+    };
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(by_file.into_values().map(upload_file))
+        .buffer_unordered(parallel.max(1))
+        .try_for_each(|_| std::future::ready(Ok(())))
+        .await?;
+    gpu.queue.submit([]);
+    gpu.check()
+}
+
+/// The allocated buffers as the weights the forward pass binds.
+fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
+    let mut a = Assembler { gpu, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
+    let mut layers = Vec::with_capacity(layout.layers.len());
+    for li in layout.layers {
+        layers.push(LayerWeights {
+            attn_norm: a.vector(li.attn_norm)?,
+            qkv: a.matrix(li.qkv)?,
+            qkv_bias: a.vector_opt(li.qkv_bias)?,
+            o: a.matrix(li.o)?,
+            o_bias: a.vector_opt(li.o_bias)?,
+            qk_norm: a.vector_opt(li.qk_norm)?,
+            mlp_bias: match li.mlp_bias {
+                Some((gu, d)) => Some((a.vector(gu)?, a.vector(d)?)),
+                None => None,
+            },
+            ffn_norm: a.vector(li.ffn_norm)?,
+            ffn: match li.ffn {
+                FfnIdx::Dense { gate_up, up, down } => {
+                    Ffn::Dense { gate_up: a.matrix(gate_up)?, up: a.matrix_opt(up)?, down: a.matrix(down)? }
+                }
+                FfnIdx::Moe { router, gate_up, up, down } => Ffn::Moe {
+                    router: a.matrix(router)?,
+                    gate_up: a.matrix(gate_up)?,
+                    up: a.matrix_opt(up)?,
+                    down: a.matrix(down)?,
+                },
+            },
+        });
+    }
+    Ok(Weights {
+        embed: a.matrix(layout.embed)?,
+        layers,
+        norm: a.vector(layout.norm)?,
+        lm_head: a.matrix_opt(layout.lm_head)?,
+        bytes: layout.bytes,
+    })
+}
+
+/// Each planned weight with its buffers, taken once.
+struct Assembler<'g> {
+    gpu: &'g Gpu,
+    slots: Vec<Option<(Dest, Vec<wgpu::Buffer>)>>,
+}
+
+impl Assembler<'_> {
+    fn take(&mut self, i: usize) -> Result<(Dest, Vec<wgpu::Buffer>)> {
+        self.slots.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Internal("weight planned twice".into()))
+    }
+
+    fn matrix(&mut self, i: usize) -> Result<Matrix> {
+        let (d, bufs) = self.take(i)?;
+        if d.vector || bufs.len() != d.slabs.len() {
+            return Err(Error::Internal("unallocated weight".into()));
+        }
+        let slabs = bufs
+            .into_iter()
+            .zip(d.slabs)
+            .zip(d.slab_dtypes)
+            .map(|((buf, s), dtype)| {
+                let info = self.gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
+                Slab { buf, dtype, rows: s.len(), info }
+            })
+            .collect();
+        Ok(Matrix { slabs, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })
+    }
+
+    fn vector(&mut self, i: usize) -> Result<wgpu::Buffer> {
+        self.take(i)?.1.into_iter().next().ok_or_else(|| Error::Internal("unallocated weight".into()))
+    }
+
+    fn matrix_opt(&mut self, i: Option<usize>) -> Result<Option<Matrix>> {
+        i.map(|i| self.matrix(i)).transpose()
+    }
+
+    fn vector_opt(&mut self, i: Option<usize>) -> Result<Option<wgpu::Buffer>> {
+        i.map(|i| self.vector(i)).transpose()
+    }
+}

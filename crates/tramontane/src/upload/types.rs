@@ -1,0 +1,91 @@
+//! The weights on the GPU, as the forward pass binds them.
+
+use crate::parse::DType;
+
+/// A weight matrix on the GPU: `experts` blocks of `halves * outputs` rows
+/// (`halves` = 2 for stacked [gate; up]) of `cols` elements, in one or more
+/// slabs of outputs.
+pub struct Matrix {
+    pub slabs: Vec<Slab>,
+    /// Outputs (rows per half per expert).
+    pub outputs: usize,
+    pub halves: usize,
+    pub cols: usize,
+    pub experts: usize,
+}
+
+/// A range of a matrix's outputs, for every expert and half:
+/// `[experts][halves][rows][cols]`.
+pub struct Slab {
+    pub buf: wgpu::Buffer,
+    pub dtype: DType,
+    pub rows: usize,
+    /// Uniform `vec4<u32>(first row, rows, 0, 0)` the kernels read (the `SLAB`
+    /// binding of matmul.wgsl and embed.wgsl).
+    pub info: wgpu::Buffer,
+}
+
+impl Matrix {
+    /// The storage type of the first slab (the matrix's, unless its parts
+    /// mix types).
+    pub fn dtype(&self) -> DType {
+        self.slabs.first().map(|s| s.dtype).unwrap_or(DType::F32)
+    }
+
+    /// Elements from one expert's block to the next within `slab`.
+    pub fn expert_stride(&self, slab: &Slab) -> usize {
+        self.halves * slab.rows * self.cols
+    }
+}
+
+/// `gate_up` stacks gate and up (one SwiGLU dispatch) when they share a type;
+/// when they do not, it holds the gate alone and `up` the up projection.
+pub enum Ffn {
+    Dense { gate_up: Matrix, up: Option<Matrix>, down: Matrix },
+    Moe { router: Matrix, gate_up: Matrix, up: Option<Matrix>, down: Matrix },
+}
+
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer,
+    pub qkv: Matrix,
+    pub qkv_bias: Option<wgpu::Buffer>,
+    pub o: Matrix,
+    pub o_bias: Option<wgpu::Buffer>,
+    /// `[q_norm | k_norm]`, head_dim each (Qwen3's per-head RMSNorm weights).
+    pub qk_norm: Option<wgpu::Buffer>,
+    /// (stacked gate/up bias, down bias) of a dense MLP with biases.
+    pub mlp_bias: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    pub ffn_norm: wgpu::Buffer,
+    pub ffn: Ffn,
+}
+
+pub struct Weights {
+    pub embed: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub norm: wgpu::Buffer,
+    /// `None` when the LM head is tied to the embeddings.
+    pub lm_head: Option<Matrix>,
+    /// Bytes of weights on the GPU.
+    pub bytes: u64,
+}
+
+impl Weights {
+    pub fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// How many matrices are split to fit the binding limit (slabs beyond
+    /// one per storage type).
+    pub fn split_matrices(&self) -> usize {
+        let mut all: Vec<&Matrix> = vec![&self.embed];
+        all.extend(self.lm_head.as_ref());
+        for l in &self.layers {
+            all.extend([&l.qkv, &l.o]);
+            match &l.ffn {
+                Ffn::Dense { gate_up, up, down } => all.extend([Some(gate_up), up.as_ref(), Some(down)].into_iter().flatten()),
+                Ffn::Moe { router, gate_up, up, down } => all.extend([Some(router), Some(gate_up), up.as_ref(), Some(down)].into_iter().flatten()),
+            }
+        }
+        all.iter().filter(|m| m.slabs.windows(2).any(|w| w[0].dtype == w[1].dtype)).count()
+    }
+}
