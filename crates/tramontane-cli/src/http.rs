@@ -23,6 +23,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use clap::Args;
+use tramontane::source::http::{span, Head, Misfit, Tries, FIRST_CAPACITY};
 use tramontane::source::ModelSource;
 use tramontane::{Error, Result};
 
@@ -55,19 +56,6 @@ const SKIP_READ: u64 = 1 << 20;
 /// A body without Content-Length (chunked) is read whole to learn its size: only
 /// small files come that way.
 const MAX_UNSIZED: u64 = 256 << 20;
-/// Waits before the retries of a failed request or body (then it is a NETWORK
-/// error): four attempts in about two seconds.
-const BACKOFF_MS: [u64; 3] = [250, 500, 1000];
-/// Failed attempts of one read in all, progress or not: a server that drops
-/// every connection after a few bytes ends in an error, not an endless crawl.
-const MAX_FAILURES: u32 = 12;
-/// The first allocation of a read; it grows only with the bytes received.
-const FIRST_CAPACITY: u64 = 1 << 20;
-/// `read_all` of a file whose Content-Length is over the limit reads up to the
-/// limit, in pieces of this size, to tell a server that lies about the length
-/// from a file that really is too big.
-const PROBE: u64 = 1 << 20;
-
 /// `scheme://host:port` of a URL, lowercased, with the default port filled in.
 #[derive(Clone, PartialEq, Eq, Debug)]
 struct Origin {
@@ -246,99 +234,12 @@ pub struct HttpSource {
     pub downloaded: Cell<u64>,
 }
 
-/// The headers a response is checked by.
-#[derive(Default)]
-struct Head {
-    length: Option<u64>,
-    range: Option<String>,
-    etag: Option<String>,
-}
-
 /// What a GET answered.
 enum Got {
     Body { status: u16, head: Head, reader: Box<dyn Read> },
     NotFound,
     /// A failure worth another attempt: the status (0: no response) and what.
     Retry(u16, String),
-}
-
-/// Where a response's body lies in its file: the file's size (`None`: a 200
-/// without Content-Length) and the offsets of its first byte and of the byte
-/// after its last.
-struct Span {
-    size: Option<u64>,
-    start: u64,
-    end: Option<u64>,
-}
-
-/// A response that does not fit its file: worth retrying (the server may
-/// answer right next time) or not, and why.
-struct Misfit(bool, String);
-
-/// The attempts of one operation (opening a file, one read).
-#[derive(Default)]
-struct Tries {
-    /// Requests made (with the response a read started on).
-    attempts: u32,
-    /// Failures since the last byte of progress.
-    failures: u32,
-    /// Failures in all.
-    total: u32,
-}
-
-/// `bytes a-b/total` (`total` may be `*`: unknown).
-fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.trim().split_once('-')?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
-}
-
-/// Where the body of a response (`status`, `head`) to a request from byte
-/// `from` lies, checked against what is known of the file: its size once
-/// learnt, the first response's ETag.
-fn span(status: u16, head: &Head, from: u64, known: Option<u64>, etag: Option<&str>) -> std::result::Result<Span, Misfit> {
-    if let (Some(want), Some(got)) = (etag, head.etag.as_deref()) {
-        if want != got {
-            return Err(Misfit(false, format!("the file changed on the server during the download (ETag {want} became {got})")));
-        }
-    }
-    match status {
-        200 => match (known, head.length) {
-            // The server ignored the Range: fine if it is the whole file.
-            (Some(k), Some(n)) if n != k => Err(Misfit(true, format!("a 200 answer of {n} bytes to a Range request for bytes {from}- of a {k}-byte file"))),
-            (Some(_), None) => Err(Misfit(true, format!("a 200 answer without Content-Length to a Range request for bytes {from}-"))),
-            (_, n) => Ok(Span { size: n, start: 0, end: n }),
-        },
-        206 => {
-            let Some(cr) = head.range.as_deref() else {
-                return Err(Misfit(true, "a 206 answer without Content-Range".into()));
-            };
-            let bad = |why: String| Misfit(true, format!("a 206 answer to a request for bytes {from}- with Content-Range {cr:?}: {why}"));
-            let (a, b, total) = parse_content_range(cr).ok_or_else(|| bad("not `bytes first-last/size`".into()))?;
-            let size = match (known, total) {
-                (Some(k), Some(t)) if k != t => return Err(bad(format!("the file has {k} bytes"))),
-                (Some(k), _) => k,
-                (None, Some(t)) => t,
-                (None, None) => return Err(bad("no file size".into())),
-            };
-            if a != from {
-                return Err(bad(format!("it starts at byte {a}")));
-            }
-            if b < a || b >= size {
-                return Err(bad("the range is not inside the file".into()));
-            }
-            if let Some(n) = head.length.filter(|&n| n != b - a + 1) {
-                return Err(bad(format!("its Content-Length is {n}, the range {} bytes", b - a + 1)));
-            }
-            Ok(Span { size: Some(size), start: a, end: Some(b + 1) })
-        }
-        s => Err(Misfit(true, format!("an unexpected status {s}"))),
-    }
 }
 
 impl HttpSource {
@@ -396,14 +297,8 @@ impl HttpSource {
     /// A failed attempt: wait, then try again (`Ok`), or give up with a
     /// NETWORK error saying what happened.
     fn retry(&self, url: &str, tries: &mut Tries, status: u16, what: String) -> Result<()> {
-        tries.failures += 1;
-        tries.total += 1;
-        let n = tries.attempts.max(1);
-        if tries.failures as usize > BACKOFF_MS.len() || tries.total > MAX_FAILURES {
-            let s = if n == 1 { "" } else { "s" };
-            return Err(self.net(url, status, format!("{what}, after {n} attempt{s}")));
-        }
-        std::thread::sleep(Duration::from_millis(BACKOFF_MS[tries.failures as usize - 1]));
+        let ms = tries.fail(what).map_err(|msg| self.net(url, status, msg))?;
+        std::thread::sleep(Duration::from_millis(ms));
         Ok(())
     }
 
@@ -447,8 +342,7 @@ impl HttpSource {
                     let head = Head {
                         length: header("content-length").and_then(|v| v.parse().ok()),
                         range: header("content-range"),
-                        // Without its weak marker (compression may turn a strong one weak).
-                        etag: header("etag").map(|e| e.strip_prefix("W/").unwrap_or(&e).to_string()),
+                        etag: header("etag").map(|e| tramontane::source::http::etag(&e)),
                     };
                     let reader: Box<dyn Read> = Box::new(resp.into_body().into_reader());
                     return Ok(Got::Body { status, head, reader });
@@ -604,8 +498,7 @@ impl ModelSource for HttpSource {
             st.pos += got;
             self.downloaded.set(self.downloaded.get() + got);
             if got > 0 && !skipping {
-                // Progress: the retries start afresh.
-                tries.failures = 0;
+                tries.progress();
             }
             let (pos, status) = (st.pos, st.status);
             match r {
@@ -627,29 +520,6 @@ impl ModelSource for HttpSource {
             }
         }
         Ok(out)
-    }
-
-    /// As the default, except that a Content-Length over the limit is checked
-    /// against the body before the file is called too big: a server that
-    /// claims 8 GB for a small file is a NETWORK error (its body ends early),
-    /// not a malformed model. The bytes read to tell are dropped as they come
-    /// (one byte over the limit is read, no more).
-    async fn read_all(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
-        let Some(size) = self.size(name).await? else { return Ok(None) };
-        if size > max_len {
-            let stop = max_len.saturating_add(1);
-            let mut at = 0;
-            while at < stop {
-                let n = (stop - at).min(PROBE);
-                self.read(name, at, n).await?;
-                at += n;
-            }
-            return Err(Error::Format {
-                file: self.url(name),
-                msg: format!("file is more than the {max_len} bytes expected of it ({size}, says its Content-Length)"),
-            });
-        }
-        Ok(Some(self.read(name, 0, size).await?))
     }
 
     fn describe(&self, name: &str) -> String {

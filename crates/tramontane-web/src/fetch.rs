@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
+use tramontane::source::http::{self as rules, Head, Misfit, Tries, FIRST_CAPACITY};
 use tramontane::source::ModelSource;
 use tramontane::{Error, Result};
 use wasm_bindgen::closure::Closure;
@@ -56,22 +57,9 @@ pub const CACHE_NAME: &str = "tramontane-v1";
 /// The file size, stored with each cached response.
 const SIZE_HEADER: &str = "x-tramontane-size";
 
-/// Waits before the retries of a failed request or body (then it is an error):
-/// four attempts in about two seconds.
-const BACKOFF_MS: [i32; 3] = [250, 500, 1000];
-/// Failed attempts of one read in all, progress or not: a server that drops
-/// every connection after a few bytes ends in an error, not an endless crawl.
-const MAX_FAILURES: u32 = 12;
 /// A request or body that gives nothing for this long is a dead connection
 /// (retried like a dropped one) rather than a load that hangs for ever.
 const STALL_MS: i32 = 30_000;
-/// The first allocation of a read; it grows only with the bytes received.
-const FIRST_CAPACITY: u64 = 1 << 20;
-/// `read_all` of a file whose Content-Length is over the limit reads up to the
-/// limit, to tell a server that lies about the length (the body ends early:
-/// NETWORK) from a file that really is too big (MODEL_FORMAT), in pieces of
-/// this size.
-const PROBE: u64 = 1 << 20;
 
 /// Let a promise fail unobserved (a cancel of an errored body rejects): an
 /// unhandled rejection would show as an uncaught error in the page.
@@ -139,17 +127,6 @@ pub struct Stats {
     pub cache_warning: Option<String>,
 }
 
-/// The attempts of one operation (opening a file, one read).
-#[derive(Default)]
-struct Tries {
-    /// Requests made (with the response a read started on).
-    attempts: u32,
-    /// Failures since the last byte of progress.
-    failures: u32,
-    /// Failures in all.
-    total: u32,
-}
-
 /// What a GET answered.
 enum Got {
     Resp(Response, bool),
@@ -158,7 +135,8 @@ enum Got {
     Retry(u16, String),
 }
 
-/// Where a response's body lies in its file.
+/// Where a response's body lies in its file (a checked [`rules::Span`], its
+/// size known).
 struct Span {
     /// The file's size.
     size: u64,
@@ -166,10 +144,6 @@ struct Span {
     start: u64,
     end: u64,
 }
-
-/// A response that does not fit its file: worth retrying (the server may
-/// answer right next time) or not, and why.
-struct Misfit(bool, String);
 
 /// How a stream read went.
 enum Next {
@@ -300,23 +274,9 @@ fn js_msg(v: &JsValue) -> String {
         .unwrap_or_else(|| format!("{v:?}"))
 }
 
-/// `bytes a-b/total` (`total` may be `*`: unknown).
-fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.trim().split_once('-')?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
-}
-
 /// An ETag without its weak marker (compression may turn a strong one weak).
 fn etag_of(resp: &Response) -> Option<String> {
-    let v = resp.headers().get("etag").ok().flatten()?;
-    let v = v.trim();
-    Some(v.strip_prefix("W/").unwrap_or(v).to_string())
+    resp.headers().get("etag").ok().flatten().map(|v| rules::etag(&v))
 }
 
 impl FetchSource {
@@ -505,14 +465,8 @@ impl FetchSource {
     /// NETWORK error saying what happened.
     async fn retry(&self, url: &str, tries: &mut Tries, status: u16, what: String) -> Result<()> {
         self.check_abort()?;
-        tries.failures += 1;
-        tries.total += 1;
-        let n = tries.attempts.max(1);
-        if tries.failures as usize > BACKOFF_MS.len() || tries.total > MAX_FAILURES {
-            let s = if n == 1 { "" } else { "s" };
-            return Err(self.net(url, status, format!("{what}, after {n} attempt{s}")));
-        }
-        self.sleep(BACKOFF_MS[tries.failures as usize - 1]).await;
+        let ms = tries.fail(what).map_err(|msg| self.net(url, status, msg))?;
+        self.sleep(i32::try_from(ms).unwrap_or(i32::MAX)).await;
         self.check_abort()
     }
 
@@ -596,49 +550,25 @@ impl FetchSource {
             }
             return Ok(Span { size, start: 0, end: size });
         }
-        if let (Some(want), Some(got)) = (etag, etag_of(resp)) {
-            if want != got {
-                return Err(Misfit(false, format!("the file changed on the server during the download (ETag {want} became {got})")));
-            }
-        }
+        rules::same_etag(etag, etag_of(resp).as_deref())?;
         match resp.status() {
-            200 => {
-                let size = length.ok_or_else(|| Misfit(false, "the server sent no Content-Length".into()))?;
-                match known {
-                    // The server ignored the Range: fine if it is the whole file.
-                    Some(k) if k != size => Err(Misfit(true, format!("a 200 answer of {size} bytes to a Range request for bytes {from}- of a {k}-byte file"))),
-                    _ => Ok(Span { size, start: 0, end: size }),
+            // Without a length the body would have to be read whole to learn
+            // the size: not taken.
+            200 if length.is_none() => Err(Misfit(false, "the server sent no Content-Length".into())),
+            // Unreadable cross-origin unless exposed: take it only if its
+            // length is exactly the rest of the file.
+            206 if header("content-range").is_none() => match (known, length) {
+                (Some(k), Some(n)) if from < k && n == k - from => Ok(Span { size: k, start: from, end: k }),
+                _ => Err(Misfit(true, "a 206 answer without a readable Content-Range (a cross-origin server must list it in Access-Control-Expose-Headers)".into())),
+            },
+            status => {
+                let head = Head { length, range: header("content-range"), etag: None };
+                match rules::span(status, &head, from, known, None)? {
+                    rules::Span { size: Some(size), start, end: Some(end) } => Ok(Span { size, start, end }),
+                    // Not given by a 200 with a length nor by a 206.
+                    _ => Err(Misfit(false, "the server sent no Content-Length".into())),
                 }
             }
-            206 => {
-                let Some(cr) = header("content-range") else {
-                    // Unreadable cross-origin unless exposed: take it only if its
-                    // length is exactly the rest of the file.
-                    return match (known, length) {
-                        (Some(k), Some(n)) if from < k && n == k - from => Ok(Span { size: k, start: from, end: k }),
-                        _ => Err(Misfit(true, "a 206 answer without a readable Content-Range (a cross-origin server must list it in Access-Control-Expose-Headers)".into())),
-                    };
-                };
-                let bad = |why: String| Misfit(true, format!("a 206 answer to a request for bytes {from}- with Content-Range {cr:?}: {why}"));
-                let (a, b, total) = parse_content_range(&cr).ok_or_else(|| bad("not `bytes first-last/size`".into()))?;
-                let size = match (known, total) {
-                    (Some(k), Some(t)) if k != t => return Err(bad(format!("the file has {k} bytes"))),
-                    (Some(k), _) => k,
-                    (None, Some(t)) => t,
-                    (None, None) => return Err(bad("no file size".into())),
-                };
-                if a != from {
-                    return Err(bad(format!("it starts at byte {a}")));
-                }
-                if b < a || b >= size {
-                    return Err(bad("the range is not inside the file".into()));
-                }
-                if let Some(n) = length.filter(|&n| n != b - a + 1) {
-                    return Err(bad(format!("its Content-Length is {n}, the range {} bytes", b - a + 1)));
-                }
-                Ok(Span { size, start: a, end: b + 1 })
-            }
-            s => Err(Misfit(true, format!("an unexpected status {s}"))),
         }
     }
 
@@ -772,29 +702,6 @@ impl ModelSource for FetchSource {
         r
     }
 
-    /// As the default, except that a Content-Length over the limit is checked
-    /// against the body before the file is called too big: a server that
-    /// claims 8 GB for a small file is a NETWORK error (its body ends early),
-    /// not a malformed model. The bytes read to tell are dropped as they come
-    /// (one byte over the limit is read, no more).
-    async fn read_all(&self, name: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
-        let Some(size) = self.size(name).await? else { return Ok(None) };
-        if size > max_len {
-            let stop = max_len.saturating_add(1);
-            let mut at = 0;
-            while at < stop {
-                let n = (stop - at).min(PROBE);
-                self.read(name, at, n).await?;
-                at += n;
-            }
-            return Err(Error::Format {
-                file: self.url(name),
-                msg: format!("file is more than the {max_len} bytes expected of it ({size}, says its Content-Length)"),
-            });
-        }
-        Ok(Some(self.read(name, 0, size).await?))
-    }
-
     fn describe(&self, name: &str) -> String {
         self.url(name)
     }
@@ -864,8 +771,7 @@ impl FetchSource {
                 let a = (want - st.pos) as usize;
                 let b = ((end.min(avail_end)) - st.pos) as usize;
                 out.extend_from_slice(&st.pending[a..b]);
-                // Progress: the retries start afresh.
-                tries.failures = 0;
+                tries.progress();
             }
             if out.len() as u64 == len {
                 // Keep only what lies after the range.
