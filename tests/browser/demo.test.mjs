@@ -9,30 +9,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../scripts/server.mjs';
-import { launch } from './browser.mjs';
+import { launch, openPage, testQueue } from './browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ART = path.join(ROOT, 'target/artifacts');
 let server, browser;
 
-// Tests are queued here and registered at the end of the file, in the order
-// TRAMONTANE_TEST_ORDER asks for (default: as written).
-const queued = [];
-const test = (name, opts, fn) => { queued.push([name, opts, fn]); };
-function ordered(list) {
-  const how = process.env.TRAMONTANE_TEST_ORDER ?? '';
-  if (how === 'reverse') return [...list].reverse();
-  const m = /^shuffle:(\d+)$/.exec(how);
-  if (!m) return list;
-  let x = Number(m[1]) || 1; // xorshift32, so a seed reproduces its order
-  const rand = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) / 2 ** 32; };
-  const out = [...list];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
+// Registered at the end of the file, in the order TRAMONTANE_TEST_ORDER asks for.
+const { test, register } = testQueue(nodeTest);
 
 before(async () => {
   fs.mkdirSync(ART, { recursive: true });
@@ -43,13 +27,7 @@ after(async () => { await browser?.close(); await server?.close(); });
 
 // The demo in a new browser context: nothing cached, default settings, no
 // conversation. The page starts loading the default model by itself.
-async function openDemo(viewport = { width: 1280, height: 800 }) {
-  const ctx = await browser.newContext({ viewport });
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => console.error('page error:', e.message));
-  await page.goto(server.url);
-  return page;
-}
+const openDemo = (viewport = { width: 1280, height: 800 }) => openPage(browser, server.url, { viewport });
 
 // `fn(page)` on a fresh demo page, closed afterwards whatever happens.
 async function withDemo(fn, viewport) {
@@ -184,4 +162,4 @@ test('examples/minimal-chat installs the packed tarball and streams a reply', { 
   }
 });
 
-for (const [name, opts, fn] of ordered(queued)) nodeTest(name, opts, fn);
+register();

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../scripts/server.mjs';
-import { launch } from './browser.mjs';
+import { launch, openPage, runInPage, testQueue } from './browser.mjs';
 
 // A check this browser cannot run: says so, and fails unless
 // TRAMONTANE_ALLOW_SKIP=1 allows skipping on this machine.
@@ -19,24 +19,8 @@ function skipped(why) {
   assert.equal(process.env.TRAMONTANE_ALLOW_SKIP, '1', `SKIPPED: ${why} (set TRAMONTANE_ALLOW_SKIP=1 to allow skipping here)`);
 }
 
-// Tests are queued here and registered at the end of the file, in the order
-// TRAMONTANE_TEST_ORDER asks for (default: as written).
-const queued = [];
-const test = (name, opts, fn) => { queued.push([name, opts, fn]); };
-function ordered(list) {
-  const how = process.env.TRAMONTANE_TEST_ORDER ?? '';
-  if (how === 'reverse') return [...list].reverse();
-  const m = /^shuffle:(\d+)$/.exec(how);
-  if (!m) return list;
-  let x = Number(m[1]) || 1; // xorshift32, so a seed reproduces its order
-  const rand = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) / 2 ** 32; };
-  const out = [...list];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
+// Registered at the end of the file, in the order TRAMONTANE_TEST_ORDER asks for.
+const { test, register } = testQueue(nodeTest);
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIX = path.join(ROOT, 'tests/fixtures');
@@ -64,22 +48,8 @@ before(async () => {
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
-async function page() {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  p.on('pageerror', (e) => console.error('page error:', e.message));
-  await p.goto(server.url + 'tests/browser/blank.html');
-  return p;
-}
-
-// Evaluate `fn(arg)` in the page with the package imported as `T`.
-async function run(p, fn, arg) {
-  return p.evaluate(async ([src, a]) => {
-    const T = await import('/pkg/index.js');
-    const f = new Function('T', 'a', `return (${src})(T, a);`);
-    try { return await f(T, a); } catch (e) { return { thrown: { code: e.code, message: e.message, url: e.url, status: e.status } }; }
-  }, [fn.toString(), arg]);
-}
+const page = () => openPage(browser, server.url + 'tests/browser/blank.html');
+const run = runInPage;
 
 const GREEDY = { max_tokens: 16, temperature: 0, ignore_eos: true };
 
@@ -744,4 +714,4 @@ test('every bad request field is INVALID_REQUEST by name; pre-aborted requests n
   await p.context().close();
 });
 
-for (const [name, opts, fn] of ordered(queued)) nodeTest(name, opts, fn);
+register();

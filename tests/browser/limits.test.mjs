@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../scripts/server.mjs';
-import { launch } from './browser.mjs';
+import { launch, openPage, runInPage } from './browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const REF = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/fixtures/llama_tiny/reference.json'), 'utf8'));
@@ -20,21 +20,8 @@ before(async () => {
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
-async function page() {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  p.on('pageerror', (e) => console.error('page error:', e.message));
-  await p.goto(server.url + 'tests/browser/blank.html');
-  return p;
-}
-
-async function run(p, fn, arg) {
-  return p.evaluate(async ([src, a]) => {
-    const T = await import('/pkg/index.js');
-    const f = new Function('T', 'a', `return (${src})(T, a);`);
-    try { return await f(T, a); } catch (e) { return { thrown: { code: e.code, message: e.message } }; }
-  }, [fn.toString(), arg]);
-}
+const page = () => openPage(browser, server.url + 'tests/browser/blank.html');
+const run = runInPage;
 
 for (const kind of ['Engine', 'WorkerEngine']) {
   test(`${kind}: limits and shapes are refused by name; the engine then answers as transformers`, { timeout: 180000 }, async () => {

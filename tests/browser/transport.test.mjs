@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../scripts/server.mjs';
-import { launch } from './browser.mjs';
+import { launch, openPage, runInPage } from './browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIX = path.join(ROOT, 'tests/fixtures');
@@ -30,24 +30,8 @@ before(async () => {
 });
 after(async () => { await browser?.close(); await server?.close(); });
 
-async function page() {
-  const ctx = await browser.newContext();
-  const p = await ctx.newPage();
-  const uncaught = [];
-  p.on('pageerror', (e) => { uncaught.push(e.message); console.error('page error:', e.message); });
-  p.uncaught = uncaught;
-  await p.goto(server.url + 'tests/browser/blank.html');
-  return p;
-}
-
-// Evaluate `fn(T, arg)` in the page with the package imported as `T`.
-async function run(p, fn, arg) {
-  return p.evaluate(async ([src, a]) => {
-    const T = await import('/pkg/index.js');
-    const f = new Function('T', 'a', `return (${src})(T, a);`);
-    try { return await f(T, a); } catch (e) { return { thrown: { code: e.code, message: e.message, url: e.url, status: e.status } }; }
-  }, [fn.toString(), arg]);
-}
+const page = () => openPage(browser, server.url + 'tests/browser/blank.html');
+const run = runInPage;
 
 // In the page: a load's error (or 'loaded'), and how long it took.
 const TRY_LOAD = `async (e, src, opts) => {
