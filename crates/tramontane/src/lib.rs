@@ -10,6 +10,8 @@
 
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod model;
 pub mod parse;

@@ -1,14 +1,9 @@
-//! The GGUF header parser on arbitrary bytes: it must return a header, ask for
-//! more bytes, or give an error; never panic, loop or allocate without bound.
+//! The GGUF header parser on arbitrary bytes (whole file, prefix of a larger one,
+//! the async reader): a header, a request for more bytes or an error; never a
+//! panic, a loop or an allocation without bound.
+//! See `tramontane::fuzzing::gguf_header`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tramontane::parse::gguf::{parse, Parse};
 
-fuzz_target!(|data: &[u8]| {
-    // Whole file, and the same bytes as a prefix of a (claimed) larger file.
-    let _ = parse(data, "fuzz.gguf", data.len() as u64);
-    if let Ok(Parse::NeedMore(n)) = parse(data, "fuzz.gguf", data.len() as u64 + 4096) {
-        assert!(n > data.len() as u64);
-    }
-});
+fuzz_target!(|data: &[u8]| tramontane::fuzzing::gguf_header(data));

@@ -284,7 +284,17 @@ pub fn from_gguf(h: &GgufHeader, file: &str) -> Result<Tokenizer> {
         .and_then(MetaValue::as_array)
         .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(NORMAL)).collect())
         .unwrap_or_default();
-    let id = |k: &str| h.get(k).and_then(MetaValue::as_u64).and_then(|v| u32::try_from(v).ok());
+    // A special token's id must name one of the tokens: llama.cpp ignores one
+    // that does not (with a warning), and so do we, rather than add an id to
+    // prompts that neither the tokenizer nor the model has.
+    let id = |k: &str, warnings: &mut Vec<String>| match h.get(k).and_then(MetaValue::as_u64) {
+        Some(v) if v < tokens.len() as u64 => Some(v as u32),
+        Some(v) => {
+            warnings.push(format!("{file}: {k} {v} is not one of the {} tokens; ignored", tokens.len()));
+            None
+        }
+        None => None,
+    };
     let flag = |k: &str| h.get(k).and_then(MetaValue::as_bool);
     let mut warnings = Vec::new();
     let (spec, default_bos) = match model {
@@ -317,7 +327,7 @@ pub fn from_gguf(h: &GgufHeader, file: &str) -> Result<Tokenizer> {
             let v = SpmVocab {
                 add_space_prefix: flag("tokenizer.ggml.add_space_prefix").unwrap_or(true),
                 remove_extra_whitespaces: false,
-                unk: id("tokenizer.ggml.unknown_token_id"),
+                unk: id("tokenizer.ggml.unknown_token_id", &mut warnings),
                 tokens: tokens.clone(),
                 scores,
                 types,
@@ -328,8 +338,8 @@ pub fn from_gguf(h: &GgufHeader, file: &str) -> Result<Tokenizer> {
         other => return Err(Error::Unsupported(format!("{file}: tokenizer model `{other}` (gpt2 and llama are supported)"))),
     };
     let ids = SpecialIds {
-        bos: id("tokenizer.ggml.bos_token_id"),
-        eos: id("tokenizer.ggml.eos_token_id"),
+        bos: id("tokenizer.ggml.bos_token_id", &mut warnings),
+        eos: id("tokenizer.ggml.eos_token_id", &mut warnings),
         add_bos: flag("tokenizer.ggml.add_bos_token").unwrap_or(default_bos),
         add_eos: flag("tokenizer.ggml.add_eos_token").unwrap_or(false),
     };

@@ -203,7 +203,9 @@ impl ModelText {
     /// A GGUF's tokenizer from its header alone (vocab-only files work).
     pub fn from_gguf(head: &GgufHeader, file: &str) -> Result<ModelText> {
         let mut tokenizer = gguf_tokenizer::from_gguf(head, file)?;
-        let tok = |k: &str| head.get(k).and_then(MetaValue::as_u64).map(|v| v as u32);
+        // Ids that name no token are ignored (as in gguf_tokenizer::from_gguf).
+        let n_tokens = head.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).map_or(0, <[MetaValue]>::len) as u64;
+        let tok = |k: &str| head.get(k).and_then(MetaValue::as_u64).filter(|&v| v < n_tokens).map(|v| v as u32);
         let mut eos: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
             .iter()
             .filter_map(|k| tok(k))
