@@ -51,13 +51,14 @@ struct MemFile {
 /// past the bytes really there fails (after allocating nothing). Every name
 /// asked for is recorded.
 #[derive(Default)]
-struct MemSource {
+pub struct MemSource {
     files: Vec<MemFile>,
     asked: RefCell<Vec<String>>,
 }
 
 impl MemSource {
-    fn with(mut self, name: &str, data: &[u8], claimed: u64) -> Self {
+    /// Add `name` holding `data`, said to be `claimed` bytes long.
+    pub fn with(mut self, name: &str, data: &[u8], claimed: u64) -> Self {
         self.files.push(MemFile { name: name.to_string(), data: data.to_vec(), claimed: claimed.max(data.len() as u64) });
         self
     }

@@ -8,8 +8,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tramontane::parse::gguf::{self, Parse};
-use tramontane::source::ModelSource;
-use tramontane::{Error, Result};
+use tramontane::fuzzing::MemSource;
+use tramontane::Result;
 
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -49,26 +49,6 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 const LIMIT: usize = 256 << 20;
 const EIGHT_GB: u64 = 8_000_000_000;
 
-/// A file of which only `data` exists, served as if it had `claimed` bytes:
-/// reads past the data fail as a dropped connection would.
-struct Lying {
-    data: Vec<u8>,
-    claimed: u64,
-}
-
-impl ModelSource for Lying {
-    async fn size(&self, _: &str) -> Result<Option<u64>> {
-        Ok(Some(self.claimed))
-    }
-    async fn read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.data.len() as u64);
-        match end {
-            Some(end) => Ok(self.data[offset as usize..end as usize].to_vec()),
-            None => Err(Error::Network { url: name.into(), status: 200, msg: format!("the connection closed at byte {}", self.data.len()) }),
-        }
-    }
-}
-
 fn gguf_start(n_tensors: u64, n_kv: u64) -> Vec<u8> {
     let mut b = b"GGUF".to_vec();
     b.extend(3u32.to_le_bytes());
@@ -83,8 +63,11 @@ fn key(b: &mut Vec<u8>, k: &str, ty: u32) {
     b.extend(ty.to_le_bytes());
 }
 
+/// Through a source of which only `data` exists, said to be `claimed` bytes:
+/// reads past the data fail as a dropped connection would.
 fn read_header(data: Vec<u8>, claimed: u64) -> Result<gguf::GgufHeader> {
-    pollster::block_on(gguf::read_header(&Lying { data, claimed }, "lying.gguf"))
+    let src = MemSource::default().with("lying.gguf", &data, claimed);
+    pollster::block_on(gguf::read_header(&src, "lying.gguf"))
 }
 
 #[test]

@@ -355,9 +355,3 @@ async fn detokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>)
     let text = rx.await.map_err(|_| refused(Refused::Gone))??;
     Ok(Json(json!({"content": text})))
 }
-
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> Self {
-        refused(r)
-    }
-}
