@@ -3,7 +3,7 @@
 //! state and readbacks, each counted by kind.
 
 use super::linear::{moe_group_tile, moe_max_tiles};
-use super::{rope_table, RuntimeOptions, Sizes, MAX_SPLITS, OUT_WORDS};
+use super::{rope_table, RuntimeOptions, Sizes, OUT_WORDS};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step};
 use crate::parse::ModelConfig;
@@ -97,16 +97,14 @@ impl Alloc<'_> {
 }
 
 impl Buffers {
-    /// `sizes` has been checked against the device; `sizes.layer_slots` sizes
-    /// each layer's KV cache.
+    /// `sizes` has been checked against the device; its word counts size the
+    /// KV cache and the activations the options set.
     pub(super) fn new(g: &Gpu, cfg: &ModelConfig, opts: &RuntimeOptions, sizes: &Sizes) -> Result<Buffers> {
         if opts.kv_f16 && !g.adapter.shader_f16 {
             return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
         }
-        let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
-        let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
+        let (h, v) = (cfg.hidden, cfg.vocab);
         let c = opts.chunk.max(1);
-        let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
         let mut a = Alloc { g, bytes: GpuBytes::default() };
         use Kind::{Activations as Act, Scratch};
         let ids = a.words(Act, "ids", c);
@@ -114,8 +112,8 @@ impl Buffers {
         let xn = a.words(Act, "xn", c * h);
         let qkv = a.words(Act, "qkv", c * (cfg.q_dim() + 2 * cfg.kv_dim()));
         let attn = a.words(Act, "attn", c * cfg.q_dim());
-        let partials = a.words(Act, "attn_partials", (c * nh).max(nh * MAX_SPLITS as usize) * (hd + 2));
-        let ffn_h = a.words(Act, "ffn_h", c * slots * cfg.intermediate);
+        let partials = a.words(Act, "attn_partials", sizes.words.attn_partials);
+        let ffn_h = a.words(Act, "ffn_h", sizes.words.ffn_h);
         let last = a.words(Act, "last", h);
         let logits = a.words(Act, "logits", v);
         let state = a.words(Scratch, "sampler_state", v);
@@ -128,8 +126,8 @@ impl Buffers {
             let rows = c * m.top_k;
             let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, moe_group_tile(g.is_cpu())) as usize;
             MoeBuffers {
-                router_logits: a.words(Act, "router_logits", c * m.n_experts),
-                expert_out: a.words(Act, "expert_out", c * slots * h),
+                router_logits: a.words(Act, "router_logits", sizes.words.router_logits),
+                expert_out: a.words(Act, "expert_out", sizes.words.expert_out),
                 order: a.words(Act, "moe_order", rows),
                 tiles: a.words(Act, "moe_tiles", 4 * tiles),
                 choices: (0..cfg.n_layers)
@@ -138,15 +136,10 @@ impl Buffers {
             }
         });
         let kv = sizes
-            .layer_slots
+            .kv_words
             .iter()
             .enumerate()
-            .map(|(l, &slots_l)| {
-                // Sizes in f32 words: an f16 cache takes half.
-                let words = slots_l * nkv * hd;
-                let words = if opts.kv_f16 { words.div_ceil(2) } else { words };
-                (a.words(Kind::Kv, &format!("k_cache{l}"), words), a.words(Kind::Kv, &format!("v_cache{l}"), words))
-            })
+            .map(|(l, &words)| (a.words(Kind::Kv, &format!("k_cache{l}"), words), a.words(Kind::Kv, &format!("v_cache{l}"), words)))
             .collect();
         Ok(Buffers {
             step: g.uniform("step", std::mem::size_of::<Step>() as u64),

@@ -16,10 +16,26 @@ pub struct Sizes {
     /// chunk never overwrites keys its own queries need), the whole context for
     /// a full-attention one.
     pub layer_slots: Vec<usize>,
+    /// f32 words of each layer's K buffer (and of its V buffer): an f16 cache
+    /// packs two values in a word.
+    pub kv_words: Vec<usize>,
+    /// f32 words of the buffers sized by the options, as allocated.
+    pub words: Words,
     /// Keys and values of every layer.
     pub kv_bytes: u64,
     /// Everything else: activations, logits, sampler state, RoPE table.
     pub scratch_bytes: u64,
+}
+
+/// Words of the activation buffers whose size the chunk and the config set
+/// (checked against the binding limit, so they fit a `usize`).
+#[derive(Debug, Clone, Copy)]
+pub struct Words {
+    pub attn_partials: usize,
+    pub ffn_h: usize,
+    /// MoE only (0 otherwise).
+    pub router_logits: usize,
+    pub expert_out: usize,
 }
 
 fn overflow(what: &str) -> Error {
@@ -53,17 +69,22 @@ impl Sizes {
             let words = product("a layer's KV cache (lower `context`)", &[slots_l, nkv, hd])?;
             Ok(if opts.kv_f16 { words.div_ceil(2) } else { words } * 4)
         };
+        let partials = product("the attention partials", &[(c * nh).max(nh * MAX_SPLITS as usize), hd + 2, 4])?;
+        let ffn_h = product("the feed-forward activations", &[c, slots, cfg.intermediate, 4])?;
         let mut bound: Vec<(&str, u64)> = vec![
             ("a layer's KV cache (lower `context`)", kv_layer(kv_slots)?),
             ("the RoPE table (lower `context`)", product("the RoPE table", &[ctx, hd, 4])?),
-            ("the feed-forward activations (lower `chunk`)", product("the feed-forward activations", &[c, slots, cfg.intermediate, 4])?),
+            ("the feed-forward activations (lower `chunk`)", ffn_h),
             ("the activations (lower `chunk`)", product("the activations", &[c, qkv_dim.max(h), 4])?),
-            ("the attention partials (lower `chunk`)", product("the attention partials", &[(c * nh).max(nh * MAX_SPLITS as usize), hd + 2, 4])?),
+            ("the attention partials (lower `chunk`)", partials),
             ("the logits", product("the logits", &[v, 4])?),
         ];
+        let (mut router_logits, mut expert_out) = (0, 0);
         if let Some(m) = &cfg.moe {
-            bound.push(("the router logits (lower `chunk`)", product("the router logits", &[c, m.n_experts, 4])?));
-            bound.push(("the expert outputs (lower `chunk`)", product("the expert outputs", &[c, slots, h, 4])?));
+            router_logits = product("the router logits", &[c, m.n_experts, 4])?;
+            expert_out = product("the expert outputs", &[c, slots, h, 4])?;
+            bound.push(("the router logits (lower `chunk`)", router_logits));
+            bound.push(("the expert outputs (lower `chunk`)", expert_out));
         }
         for &(what, size) in &bound {
             if size > max_binding {
@@ -72,9 +93,14 @@ impl Sizes {
                 )));
             }
         }
+        // Each is at most the binding limit now: a word count fits a usize.
+        let words_of = |bytes: u64| (bytes / 4) as usize;
         let mut kv_bytes = 0u64;
+        let mut kv_words = Vec::with_capacity(layer_slots.len());
         for &s in &layer_slots {
-            kv_bytes = kv_bytes.checked_add(2 * kv_layer(s)?).ok_or_else(|| overflow("the KV cache"))?;
+            let layer = kv_layer(s)?;
+            kv_bytes = kv_bytes.checked_add(2 * layer).ok_or_else(|| overflow("the KV cache"))?;
+            kv_words.push(words_of(layer));
         }
         // Each activation buffer once (x, xn, qkv, attn, ffn, logits twice for
         // the readback, sampler state, ...): a bound on what the runtime makes.
@@ -82,7 +108,13 @@ impl Sizes {
             .and_then(|s| s.checked_add(product("the activations", &[c, h, 4 * 3]).ok()?))
             .and_then(|s| s.checked_add(product("the logits", &[v, 4 * 2]).ok()?))
             .ok_or_else(|| overflow("the activations"))?;
-        Ok(Sizes { layer_slots, kv_bytes, scratch_bytes })
+        let words = Words {
+            attn_partials: words_of(partials),
+            ffn_h: words_of(ffn_h),
+            router_logits: words_of(router_logits),
+            expert_out: words_of(expert_out),
+        };
+        Ok(Sizes { layer_slots, kv_words, words, kv_bytes, scratch_bytes })
     }
 
     /// GPU bytes besides the weights.
