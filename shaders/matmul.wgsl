@@ -96,6 +96,12 @@ const WG: u32 = 64u;
 // matvec: ROWS outputs per workgroup, WG / ROWS invocations per output. Fewer,
 // fuller workgroups and shorter reductions suit short rows (and CPU drivers).
 override ROWS: u32 = 1u;
+// CPU drivers (ROWS == WG): outputs per invocation (at most 4), ROWS apart.
+// There an input value is loaded once per SIMD batch of invocations, and
+// those loads cost as much as the weights' (measured on lavapipe: with the
+// input loads taken out, a matvec ran 35-40% faster), so each load feeds NPI
+// rows' weights instead of one.
+override NPI: u32 = 1u;
 // 1: K % 4 == 0, read weights four at a time (one block header per quad).
 override QUAD: u32 = 0u;
 // 1: K % 32 == 0 and a 32-weight block type: read whole blocks (dot_block32).
@@ -103,66 +109,81 @@ override BLOCKS: u32 = 0u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_up: array<f32, WG>;
 
-// Grid: x (and z, for many outputs) over groups of ROWS outputs, y over rows.
+// Grid: x (and z, for many outputs) over groups of ROWS * NPI outputs, y over rows.
 @compute @workgroup_size(64)
 fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let tpr = WG / ROWS;
-    let n = (wg.z * nwg.x + wg.x) * ROWS + lid / tpr;
+    // This invocation's outputs: n0 + j * ROWS for j < NPI.
+    let n0 = (wg.z * nwg.x + wg.x) * ROWS * NPI + lid / tpr;
     let sub = lid % tpr;
     let r = wg.y;
     if (r >= step.n_tokens * SLOTS) {
         return;
     }
-    let live = n < N;
     let xoff = x_row(r) * K;
-    var woff = min(n, N - 1u) * K;
+    var expert_off = 0u;
     if (MOE != 0u) {
-        woff += EXPERT_IDS[r] * EXPERT_STRIDE;
+        expert_off = EXPERT_IDS[r] * EXPERT_STRIDE;
     }
-    let uoff = woff + N * K;
-    var acc = 0.0;
-    var acc_up = 0.0;
-    if (live) {
-        if (BLOCKS != 0u) {
-            // Whole 32-weight blocks per invocation (K % 32 == 0, q4_0/q4_1/q8_0).
-            for (var k = sub * 32u; k < K; k += tpr * 32u) {
-                var xs8: array<vec4<f32>, 8>;
-                for (var j = 0u; j < 8u; j++) {
-                    xs8[j] = X4[((xoff + k) >> 2u) + j];
-                }
-                acc += dot_block32((woff + k) >> 5u, &xs8);
+    // Each output's first weight (clamped: outputs past N compute row N - 1's
+    // dot again and are not written), and its up half's.
+    // vec4s rather than arrays: a CPU driver keeps them in registers, where an
+    // array indexed in a loop can end up in per-invocation memory.
+    var woff: vec4<u32>;
+    for (var j = 0u; j < NPI; j++) {
+        woff[j] = expert_off + min(n0 + j * ROWS, N - 1u) * K;
+    }
+    let up = N * K;
+    var acc = vec4<f32>(0.0);
+    var acc_up = vec4<f32>(0.0);
+    if (BLOCKS != 0u) {
+        // Whole 32-weight blocks per invocation (K % 32 == 0, block types).
+        for (var k = sub * 32u; k < K; k += tpr * 32u) {
+            var xs8: array<vec4<f32>, 8>;
+            for (var i = 0u; i < 8u; i++) {
+                xs8[i] = X4[((xoff + k) >> 2u) + i];
+            }
+            for (var j = 0u; j < NPI; j++) {
+                acc[j] += dot_block32((woff[j] + k) >> 5u, &xs8);
                 if (SWIGLU != 0u) {
-                    acc_up += dot_block32((uoff + k) >> 5u, &xs8);
+                    acc_up[j] += dot_block32((woff[j] + up + k) >> 5u, &xs8);
                 }
             }
-        } else if (QUAD != 0u) {
-            for (var k = sub * 4u; k < K; k += tpr * 4u) {
-                let xv = X4[(xoff + k) >> 2u];
-                acc += dot(load_w4(woff + k), xv);
+        }
+    } else if (QUAD != 0u) {
+        for (var k = sub * 4u; k < K; k += tpr * 4u) {
+            let xv = X4[(xoff + k) >> 2u];
+            for (var j = 0u; j < NPI; j++) {
+                acc[j] += dot(load_w4(woff[j] + k), xv);
                 if (SWIGLU != 0u) {
-                    acc_up += dot(load_w4(uoff + k), xv);
+                    acc_up[j] += dot(load_w4(woff[j] + up + k), xv);
                 }
             }
-        } else {
-            for (var k = sub; k < K; k += tpr) {
-                let xv = x_at(xoff + k);
-                acc += load_w(woff + k) * xv;
+        }
+    } else {
+        for (var k = sub; k < K; k += tpr) {
+            let xv = x_at(xoff + k);
+            for (var j = 0u; j < NPI; j++) {
+                acc[j] += load_w(woff[j] + k) * xv;
                 if (SWIGLU != 0u) {
-                    acc_up += load_w(uoff + k) * xv;
+                    acc_up[j] += load_w(woff[j] + up + k) * xv;
                 }
             }
         }
     }
     if (ROWS == WG) {
-        // One invocation per output (CPU drivers): no reduction, no barrier.
-        if (live) {
-            epilogue(r, n, acc, acc_up);
+        // Whole outputs per invocation (CPU drivers): no reduction, no barrier.
+        for (var j = 0u; j < NPI; j++) {
+            let n = n0 + j * ROWS;
+            if (n < N) {
+                epilogue(r, n, acc[j], acc_up[j]);
+            }
         }
         return;
     }
-    red[lid] = acc;
-    red_up[lid] = acc_up;
+    red[lid] = acc[0];
+    red_up[lid] = acc_up[0];
     workgroupBarrier();
     for (var s = tpr / 2u; s > 0u; s >>= 1u) {
         if (sub < s) {
@@ -171,8 +192,8 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
         workgroupBarrier();
     }
-    if (sub == 0u && live) {
-        epilogue(r, n, red[lid], red_up[lid]);
+    if (sub == 0u && n0 < N) {
+        epilogue(r, n0, red[lid], red_up[lid]);
     }
 }
 

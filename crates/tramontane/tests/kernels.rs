@@ -348,15 +348,35 @@ fn quantized_matvec_and_matmul_match_cpu_dequantization() {
     report();
 }
 
+/// The CPU drivers' matvec computes 2 or 4 outputs per invocation once there
+/// are enough outputs (`NPI`); output counts that are not multiples of 64 * NPI
+/// leave invocations whose last outputs lie past N.
+#[test]
+fn cpu_matvec_with_several_outputs_per_invocation_matches_cpu() {
+    let b = Bench::new();
+    for (n, npi) in [(515usize, 2.0), (1029, 4.0)] {
+        let spec = linear_spec(DType::Q4_1, "matvec", n, 64, true);
+        assert!(spec.constants.contains(&("NPI", npi)), "n {n}: {:?}", spec.constants);
+        for (dtype, k) in [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)] {
+            check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true);
+            check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true);
+            check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true);
+        }
+    }
+    report();
+}
+
 #[test]
 fn moe_expert_matvec_reads_the_chosen_experts() {
     let b = Bench::new();
-    let (experts, slots, tokens, n, k) = (5usize, 2usize, 3usize, 19usize, 27usize);
-    let mut cases = vec![(DType::F32, false), (DType::BF16, true), (DType::Q8_0, false), (DType::Q8_0, true), (DType::Q4_1, false)];
+    let (experts, slots, tokens, k) = (5usize, 2usize, 3usize, 27usize);
+    let mut cases = vec![(DType::F32, false, 19), (DType::BF16, true, 19), (DType::Q8_0, false, 19), (DType::Q8_0, true, 19), (DType::Q4_1, false, 19)];
     for dtype in [DType::Q2K, DType::Q3K, DType::IQ4NL, DType::IQ4XS] {
-        cases.extend([(dtype, false), (dtype, true)]);
+        cases.extend([(dtype, false, 19), (dtype, true, 19)]);
     }
-    for (dtype, cpu) in cases {
+    // Enough outputs for the CPU matvec's 2 and 4 outputs per invocation.
+    cases.extend([(DType::Q8_0, true, 515), (DType::Q4_1, true, 1029)]);
+    for (dtype, cpu, n) in cases {
         for x_per_slot in [false, true] {
             let mut rng = Rng(99 + x_per_slot as u64);
             // Quantized rows are whole blocks (two 32-weight blocks, or one super-block).
@@ -377,8 +397,8 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("X_PER_SLOT", x_per_slot as u32)
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
-            let per = spec.constants.iter().find(|c| c.0 == "ROWS").map(|c| c.1 as u32).unwrap_or(1);
-            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole)], [(n as u32).div_ceil(per), (tokens * slots) as u32, 1]);
+            let groups = linear_groups(&spec, n as u32, (tokens * slots) as u32);
+            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole)], groups);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -389,7 +409,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 }
             }
             let err = nmse(&got, &want);
-            within("linear", err, LINEAR_TOL, || format!("moe matvec {dtype:?} cpu {cpu} x_per_slot {x_per_slot}"));
+            within("linear", err, LINEAR_TOL, || format!("moe matvec {dtype:?} n {n} cpu {cpu} x_per_slot {x_per_slot}"));
         }
     }
     report();
