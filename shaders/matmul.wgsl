@@ -343,32 +343,50 @@ fn matmul_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // matmul_rows (K % 4 == 0 only): rows per invocation (at most 8).
 override MR: u32 = 8u;
 
-// Output n for rows rs[0 .. nr) (nr <= MR), weights from the block at `woff`.
-fn rows_body(n: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
-    let wo = woff + n * K;
-    let uo = wo + N * K;
-    var acc: array<f32, 8>;
-    var acc_up: array<f32, 8>;
+// Outputs n0 and, with NPI = 2, n0 + 64 (NPI is at most 2 here) for rows
+// rs[0 .. nr) (nr <= MR), weights from the block at `woff`: each input value
+// loaded feeds both outputs' weights. The caller checks n0 < N; a second
+// output past N computes row N - 1's dot again and is not written.
+fn rows_body(n0: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
+    let wo0 = woff + n0 * K;
+    let wo1 = woff + min(n0 + 64u, N - 1u) * K;
+    let up = N * K;
+    var acc: array<vec2<f32>, 8>;
+    var acc_up: array<vec2<f32>, 8>;
     var xr: array<u32, 8>;
     for (var i = 0u; i < nr; i++) {
         xr[i] = x_row(rs[i]) * K;
     }
     if (BLOCKS != 0u) {
         for (var k = 0u; k < K; k += 32u) {
-            let w = decode_block32((wo + k) >> 5u);
-            var u: array<vec4<f32>, 8>;
+            let w0 = decode_block32((wo0 + k) >> 5u);
+            var w1: array<vec4<f32>, 8>;
+            var u0: array<vec4<f32>, 8>;
+            var u1: array<vec4<f32>, 8>;
+            if (NPI > 1u) {
+                w1 = decode_block32((wo1 + k) >> 5u);
+            }
             if (SWIGLU != 0u) {
-                u = decode_block32((uo + k) >> 5u);
+                u0 = decode_block32((wo0 + up + k) >> 5u);
+                if (NPI > 1u) {
+                    u1 = decode_block32((wo1 + up + k) >> 5u);
+                }
             }
             for (var i = 0u; i < nr; i++) {
                 let xo = xr[i] + k;
-                var a = 0.0;
-                var b = 0.0;
+                var a = vec2<f32>(0.0);
+                var b = vec2<f32>(0.0);
                 for (var j = 0u; j < 8u; j++) {
                     let xv = X4[(xo >> 2u) + j];
-                    a += dot(w[j], xv);
+                    a.x += dot(w0[j], xv);
+                    if (NPI > 1u) {
+                        a.y += dot(w1[j], xv);
+                    }
                     if (SWIGLU != 0u) {
-                        b += dot(u[j], xv);
+                        b.x += dot(u0[j], xv);
+                        if (NPI > 1u) {
+                            b.y += dot(u1[j], xv);
+                        }
                     }
                 }
                 acc[i] += a;
@@ -377,28 +395,43 @@ fn rows_body(n: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
         }
     } else {
         for (var k = 0u; k < K; k += 4u) {
-            let w = load_w4(wo + k);
-            var u = vec4<f32>(0.0);
+            let w0 = load_w4(wo0 + k);
+            var w1 = vec4<f32>(0.0);
+            var u0 = vec4<f32>(0.0);
+            var u1 = vec4<f32>(0.0);
+            if (NPI > 1u) {
+                w1 = load_w4(wo1 + k);
+            }
             if (SWIGLU != 0u) {
-                u = load_w4(uo + k);
+                u0 = load_w4(wo0 + up + k);
+                if (NPI > 1u) {
+                    u1 = load_w4(wo1 + up + k);
+                }
             }
             for (var i = 0u; i < nr; i++) {
                 let xv = X4[(xr[i] + k) >> 2u];
-                acc[i] += dot(w, xv);
-                acc_up[i] += dot(u, xv);
+                acc[i].x += dot(w0, xv);
+                acc_up[i].x += dot(u0, xv);
+                if (NPI > 1u) {
+                    acc[i].y += dot(w1, xv);
+                    acc_up[i].y += dot(u1, xv);
+                }
             }
         }
     }
     for (var i = 0u; i < nr; i++) {
-        epilogue(rs[i], n, acc[i], acc_up[i]);
+        epilogue(rs[i], n0, acc[i].x, acc_up[i].x);
+        if (NPI > 1u && n0 + 64u < N) {
+            epilogue(rs[i], n0 + 64u, acc[i].y, acc_up[i].y);
+        }
     }
 }
 
-// Grid: x (and z) over groups of 64 outputs, y over groups of MR rows.
+// Grid: x (and z) over groups of 64 * NPI outputs, y over groups of MR rows.
 @compute @workgroup_size(64)
 fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
+    let n = (wg.z * nwg.x + wg.x) * 64u * NPI + lid;
     let r0 = wg.y * MR;
     let rows = step.n_tokens;
     if (n >= N || r0 >= rows) {
@@ -412,12 +445,12 @@ fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 }
 
 // MoE prefill on CPU drivers: one expert's rows (up to MR, the group tile)
-// per invocation. Grid: x (and z) over groups of 64 outputs, y over the
+// per invocation. Grid: x (and z) over groups of 64 * NPI outputs, y over the
 // worst-case tile count.
 @compute @workgroup_size(64)
 fn matmul_rows_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let n = (wg.z * nwg.x + wg.x) * 64u + lid;
+    let n = (wg.z * nwg.x + wg.x) * 64u * NPI + lid;
     let tile = group_tile(wg.y);
     let nr = min(tile.z, MR);
     if (n >= N || nr == 0u) {

@@ -349,18 +349,23 @@ fn quantized_matvec_and_matmul_match_cpu_dequantization() {
 }
 
 /// The CPU drivers' matvec computes 2 or 4 outputs per invocation once there
-/// are enough outputs (`NPI`); output counts that are not multiples of 64 * NPI
-/// leave invocations whose last outputs lie past N.
+/// are enough outputs, and `matmul_rows` 2 (`NPI`); output counts that are
+/// not multiples of 64 * NPI leave invocations whose last outputs lie past N.
 #[test]
-fn cpu_matvec_with_several_outputs_per_invocation_matches_cpu() {
+fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
     let b = Bench::new();
     for (n, npi) in [(515usize, 2.0), (1029, 4.0)] {
         let spec = linear_spec(DType::Q4_1, "matvec", n, 64, true);
         assert!(spec.constants.contains(&("NPI", npi)), "n {n}: {:?}", spec.constants);
+        let spec = linear_spec(DType::Q4_1, "matmul", n, 64, true);
+        assert!(spec.entry == "matmul_rows" && spec.constants.contains(&("NPI", 2.0)), "n {n}: {:?}", spec.constants);
         for (dtype, k) in [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)] {
             check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true);
             check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true);
             check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true);
+            // Prefill: 19 rows, two whole groups of MR and a partial one.
+            check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true);
+            check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true);
         }
     }
     report();
@@ -926,6 +931,10 @@ fn moe_prefill_groups_rows_by_expert_and_matches_cpu() {
     for cpu in [false, true] {
         check_grouped(&b, &[DType::F16], cpu, &ids, experts, slots, 37, 44, true, false, &[]);
     }
+    // Enough outputs for two per invocation of matmul_rows_grouped (CPU drivers).
+    assert!(linear_spec(DType::Q4_1, "matmul_grouped", 515, 64, true).constants.contains(&("NPI", 2.0)));
+    check_grouped(&b, &[DType::Q4_1], true, &ids, experts, slots, 515, 64, true, false, &[]);
+    check_grouped(&b, &[DType::F16], true, &ids, experts, slots, 515, 44, false, true, &[]);
     // Slabs (a matrix over the binding limit) and gate/up of different types.
     for cpu in [false, true] {
         check_grouped(&b, &[DType::F32], cpu, &ids, experts, slots, 77, 36, true, false, &[32, 64]);

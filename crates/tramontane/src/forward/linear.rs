@@ -63,7 +63,9 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
         s = s.with("BLOCKS", 1u32);
     }
     if matches!(entry, "matmul_rows" | "matmul_rows_grouped") {
-        s = s.with("MR", MR);
+        // Two outputs per invocation at most: with MR rows each, more
+        // accumulators spill (measured slower on lavapipe).
+        s = s.with("MR", MR).with("NPI", cpu_outputs_per_invocation(n).min(2));
     }
     if entry == "matvec" {
         let per_output = if cpu {
@@ -108,8 +110,9 @@ fn constant(spec: &Spec, name: &str) -> Option<u32> {
 enum Grid {
     /// `matmul`: 32x32 tiles.
     Tiled,
-    /// `matmul_rows`: 64 outputs by MR rows.
-    Rows,
+    /// `matmul_rows`: this many outputs (64 per output an invocation
+    /// computes) by MR rows.
+    Rows(u32),
     /// `matvec`: this many outputs per workgroup, one row per y.
     Matvec(u32),
     /// `matmul_grouped` / `matmul_rows_grouped`: this many outputs per
@@ -119,6 +122,7 @@ enum Grid {
 
 impl Grid {
     fn of(spec: &Spec) -> Grid {
+        let npi = constant(spec, "NPI").unwrap_or(1).max(1);
         let grouped = |per| Grid::Grouped {
             per,
             tile: constant(spec, "GROUP_TILE").unwrap_or(MM_TILE),
@@ -126,17 +130,17 @@ impl Grid {
         };
         match spec.entry {
             "matmul" => Grid::Tiled,
-            "matmul_rows" => Grid::Rows,
+            "matmul_rows" => Grid::Rows(64 * npi),
             "matmul_grouped" => grouped(MM_TILE),
-            "matmul_rows_grouped" => grouped(64),
-            _ => Grid::Matvec(constant(spec, "ROWS").unwrap_or(1).max(1) * constant(spec, "NPI").unwrap_or(1).max(1)),
+            "matmul_rows_grouped" => grouped(64 * npi),
+            _ => Grid::Matvec(constant(spec, "ROWS").unwrap_or(1).max(1) * npi),
         }
     }
 
     fn groups(self, n: u32, rows: u32) -> [u32; 3] {
         let (per, y) = match self {
             Grid::Tiled => (MM_TILE, rows.div_ceil(MM_TILE)),
-            Grid::Rows => (64, rows.div_ceil(MR)),
+            Grid::Rows(per) => (per, rows.div_ceil(MR)),
             Grid::Matvec(per) => (per, rows),
             Grid::Grouped { per, tile, experts } => (per, moe_max_tiles(rows, experts, tile)),
         };
