@@ -156,3 +156,90 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
         OUT[(t * NH + h) * HD + d] = num / den;
     }
 }
+
+// attend_rows: `attend` for CPU drivers (lavapipe, SwiftShader), where
+// workgroup barriers are costly and a load whose address differs between
+// invocations costs one load per SIMD lane. No workgroup memory, no barriers:
+// one invocation per (query head, query row, key split), ROWS_PER_GROUP
+// consecutive rows of one head per workgroup. A workgroup's rows walk the same
+// keys in the same order (the union of their ranges), so every K and V load
+// has one address for the whole workgroup; each row masks the keys outside its
+// own range. Needs HD % 4 == 0 (HD <= 256). Grid: x heads, y groups of rows,
+// z key splits. Writes the same partials as `attend`, for `combine`.
+const ROWS_PER_GROUP: u32 = 8u;
+
+// Keys [begin, end) of row t in split `split` (as `attend` walks them).
+fn key_range(t: u32, split: u32) -> vec2<u32> {
+    let pos = step.start_pos + t;
+    var lo = 0u;
+    if (WINDOW > 0u && pos + 1u > WINDOW) {
+        lo = pos + 1u - WINDOW;
+    }
+    let begin = lo + split * step.split_len;
+    return vec2<u32>(begin, min(begin + step.split_len, pos + 1u));
+}
+
+fn kv4(c: u32, from_v: bool) -> vec4<f32> {
+    if (from_v) {
+        return vec4<f32>(f32(VC[c]), f32(VC[c + 1u]), f32(VC[c + 2u]), f32(VC[c + 3u]));
+    }
+    return vec4<f32>(f32(KC[c]), f32(KC[c + 1u]), f32(KC[c + 2u]), f32(KC[c + 3u]));
+}
+
+@compute @workgroup_size(8)
+fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let t0 = wg.y * ROWS_PER_GROUP;
+    let split = wg.z;
+    if (t0 >= step.n_tokens || split >= step.n_splits) {
+        return;
+    }
+    let t_last = min(t0 + ROWS_PER_GROUP, step.n_tokens) - 1u;
+    // Rows past the last one repeat it (and are not written), so that every
+    // invocation runs the same loop.
+    let live = t0 + lid <= t_last;
+    let t = min(t0 + lid, t_last);
+    let mine = key_range(t, split);
+    // Both ends of a row's range grow with the row: the group's walk is from
+    // its first row's begin to its last row's end.
+    let walk = vec2<u32>(key_range(t0, split).x, key_range(t_last, split).y);
+    let kvh = h / (NH / NKV);
+    let qb = t * (NH + 2u * NKV) * HD + h * HD;
+    var q: array<vec4<f32>, 64>;
+    for (var d4 = 0u; d4 < HD / 4u; d4++) {
+        let c = qb + 4u * d4;
+        q[d4] = vec4<f32>(QKV[c], QKV[c + 1u], QKV[c + 2u], QKV[c + 3u]);
+    }
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<vec4<f32>, 64>;
+    for (var j = walk.x; j < walk.y; j++) {
+        let kb = ((j % CAP) * NKV + kvh) * HD;
+        var s = 0.0;
+        for (var d4 = 0u; d4 < HD / 4u; d4++) {
+            s += dot(q[d4], kv4(kb + 4u * d4, false));
+        }
+        s *= SCALE;
+        // Online softmax, with the keys outside this row's range weighing 0.
+        let seen = j >= mine.x && j < mine.y;
+        let m_new = select(m, max(m, s), seen);
+        let corr = exp(m - m_new);
+        let p = select(0.0, exp(s - m_new), seen);
+        l = l * corr + p;
+        for (var d4 = 0u; d4 < HD / 4u; d4++) {
+            acc[d4] = acc[d4] * corr + p * kv4(kb + 4u * d4, true);
+        }
+        m = m_new;
+    }
+    if (!live) {
+        return;
+    }
+    let base = part_base(t, h, split);
+    for (var d4 = 0u; d4 < HD / 4u; d4++) {
+        for (var c = 0u; c < 4u; c++) {
+            PART[base + 4u * d4 + c] = acc[d4][c];
+        }
+    }
+    PART[base + HD] = m;
+    PART[base + HD + 1u] = l;
+}

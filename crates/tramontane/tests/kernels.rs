@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles};
+use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -599,12 +599,20 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
         .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt()).kv_f16(kv16);
     let st = Step { start_pos: start as u32, n_splits, split_len, ..step(t as u32) };
-    b.run(&spec("attend"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, t as u32, n_splits]);
-    b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
-    let got = b.read(&out, t * nh * hd);
     let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
-    let e = nmse(&got, &want);
-    within("attention", e, ATTENTION_TOL, || format!("attention t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+    // Both devices' kernels: `attend` (GPUs), and `attend_rows` where CPU
+    // drivers run it (head dims that are multiples of 4).
+    for cpu in [false, true] {
+        let (entry, rows) = attend_entry(cpu, hd as u32);
+        if cpu && entry == "attend" {
+            continue;
+        }
+        b.run(&spec(entry), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
+        b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
+        let got = b.read(&out, t * nh * hd);
+        let e = nmse(&got, &want);
+        within("attention", e, ATTENTION_TOL, || format!("{entry} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+    }
 }
 
 #[test]
@@ -621,6 +629,11 @@ fn attention_matches_cpu() {
     check_attention(&b, 1, 130, 6, 3, 16, 160, 0, Some((4, 33)));
     // Split-K with a window, plus an empty split past the end.
     check_attention(&b, 1, 300, 2, 1, 6, 70, 50, Some((3, 20)));
+    // Rows in several groups of attend_rows (CPU drivers), the last one
+    // partial, each row's window starting elsewhere in a wrapped ring.
+    check_attention(&b, 21, 50, 4, 2, 16, 37, 12, None);
+    check_attention(&b, 2, 130, 6, 3, 16, 160, 0, Some((4, 33)));
+    check_attention(&b, 1, 300, 2, 1, 8, 70, 50, Some((3, 20)));
     report();
 }
 

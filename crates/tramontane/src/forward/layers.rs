@@ -15,7 +15,12 @@ struct LayerPlan {
     qkv_mv: Linear,
     qkv_mm: Linear,
     rope: Dispatch,
+    /// `attend`, for decode everywhere and prefill on GPUs.
     attend: Dispatch,
+    /// Prefill on CPU drivers: `attend_rows` and its query rows per
+    /// workgroup ([`attend_entry`]). Decode keeps `attend`, whose invocations
+    /// share one query's keys where `attend_rows` would walk them in one lane.
+    attend_prefill: Option<(Dispatch, u32)>,
     combine: Dispatch,
     o_mv: Linear,
     o_mm: Linear,
@@ -137,7 +142,10 @@ impl Plan {
             s("rmsnorm", &l.attn_norm, [t, 1, 1]);
             linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
             s("rope + kv store", &l.rope, [rope_x, t, 1]);
-            s("attention", &l.attend, [nh, t, n_splits]);
+            match &l.attend_prefill {
+                Some((d, rows)) if !decode => s("attention", d, [nh, t.div_ceil(*rows), n_splits]),
+                _ => s("attention", &l.attend, [nh, t, n_splits]),
+            }
             s("attention combine", &l.combine, [nh, t, 1]);
             linear(&l.o_mv, &l.o_mm, "o matvec", "o matmul", s);
             s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
@@ -187,6 +195,18 @@ impl Plan {
     }
 }
 
+/// attention.wgsl's entry for prefill on a device with this head dim, and the
+/// query rows per workgroup of its grid: on CPU drivers `attend_rows` (no
+/// barriers; K and V loads shared by a workgroup's rows; prefill on lavapipe
+/// +25% for SmolLM2) where the head dim allows it.
+pub fn attend_entry(cpu: bool, head_dim: u32) -> (&'static str, u32) {
+    if cpu && head_dim.is_multiple_of(4) && head_dim <= 256 {
+        ("attend_rows", 8)
+    } else {
+        ("attend", 1)
+    }
+}
+
 impl LayerPlan {
     /// Layer `l`'s dispatches; `slots`: its KV cache slots.
     fn new(g: &Gpu, cfg: &ModelConfig, kv_f16: bool, l: usize, lw: &LayerWeights, b: &Buffers, slots: usize) -> Result<LayerPlan> {
@@ -220,6 +240,7 @@ impl LayerPlan {
         let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
         let o_bias = o_bias.unwrap_or(dummy);
         let (kc, vc) = &b.kv[l];
+        let attend_binds = [(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)];
         Ok(LayerPlan {
             attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
             qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias), (5, dummy)]),
@@ -232,7 +253,11 @@ impl LayerPlan {
                 ),
                 None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
             },
-            attend: k.dispatch(&attn_spec("attend"), &[(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)]),
+            attend: k.dispatch(&attn_spec("attend"), &attend_binds),
+            attend_prefill: match attend_entry(g.is_cpu(), hd) {
+                ("attend", _) => None,
+                (entry, rows) => Some((k.dispatch(&attn_spec(entry), &attend_binds), rows)),
+            },
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
             o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy)]),
             o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)]),

@@ -15,6 +15,7 @@ pub mod rope_table;
 mod sizes;
 
 pub use buffers::GpuBytes;
+pub use layers::attend_entry;
 pub use linear::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles, MM_TILE, MR};
 pub use pass::{Output, PassRequest, Sampled};
 pub use profile::KernelTime;
