@@ -7,6 +7,8 @@
 //          (acc[HD], max, sum). Splitting the keys (split-K) keeps a single decode
 //          query busy on many workgroups when the context is long.
 // combine: merges the partials of each (row, head) into the output.
+// attend_rows, score_keys + attend_scored: CPU drivers' prefill and decode
+//          (below).
 override HD: u32 = 2u;       // head dim, at most 256
 override NH: u32 = 1u;       // query heads
 override NKV: u32 = 1u;      // KV heads (NH % NKV == 0)
@@ -17,6 +19,11 @@ override SCALE: f32 = 1.0;   // 1 / sqrt(HD)
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
 @group(0) @binding(2) var<storage, read> KC: array<kv_t>;
 @group(0) @binding(3) var<storage, read> VC: array<kv_t>;
+// The same buffers read as vec4s (CPU decode; HD % 4 == 0 keeps every
+// head's slice on a vec4 boundary): one load instruction per four values.
+@group(0) @binding(1) var<storage, read> QKV4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> KC4: array<vec4<kv_t>>;
+@group(0) @binding(3) var<storage, read> VC4: array<vec4<kv_t>>;
 @group(0) @binding(4) var<storage, read_write> PART: array<f32>;
 @group(0) @binding(5) var<storage, read_write> OUT: array<f32>;
 
@@ -242,4 +249,113 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     PART[base + HD] = m;
     PART[base + HD + 1u] = l;
+}
+
+// Decode on CPU drivers, in two dispatches without workgroup memory or
+// barriers (a CPU driver runs each load once per SIMD lane, so the split is
+// by which loads each invocation needs):
+// score_keys:    one invocation per (query head, key): q . k, scaled, into
+//                PART after the decode partials (SCORES_AT + h CAP + slot).
+// attend_scored: one workgroup of DIM_LANES invocations per (query head, key
+//                split), each owning output dims 4 lid, 4 (lid + DIM_LANES),
+//                ... (HD <= 256, HD % 4 == 0): online softmax over the split's
+//                scores, one score and one V vec4 load per key. Writes the same
+//                partials as `attend`, for `combine`, or with one split the
+//                output itself (no `combine`).
+// Both serve one query row (decode). PART holds the scores after the largest
+// decode partials: NH * MAX_SPLITS * (HD + 2) words (forward/sizes.rs sizes it).
+override MAX_SPLITS: u32 = 16u;
+const DIM_LANES: u32 = 16u;
+
+fn score_at(h: u32, j: u32) -> u32 {
+    return NH * MAX_SPLITS * (HD + 2u) + h * CAP + j % CAP;
+}
+
+// Grid: x heads, y key splits, z groups of 64 keys of the split.
+@compute @workgroup_size(64)
+fn score_keys(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let split = wg.y;
+    if (step.n_tokens != 1u || split >= step.n_splits) {
+        return;
+    }
+    let keys = key_range(0u, split);
+    let j = keys.x + wg.z * 64u + lid;
+    if (j >= keys.y) {
+        return;
+    }
+    let qb = (h * HD) >> 2u;
+    let kb = (((j % CAP) * NKV + h / (NH / NKV)) * HD) >> 2u;
+    var s = 0.0;
+    for (var d4 = 0u; d4 < HD / 4u; d4++) {
+        s += dot(QKV4[qb + d4], vec4<f32>(KC4[kb + d4]));
+    }
+    PART[score_at(h, j)] = s * SCALE;
+}
+
+// This invocation's vec4 of output dims i (clamped to the last one: lanes
+// past HD read it again and are not written).
+fn v_quad(kb: u32, lid: u32, i: u32) -> vec4<f32> {
+    return vec4<f32>(VC4[(kb >> 2u) + min(lid + i * DIM_LANES, HD / 4u - 1u)]);
+}
+
+// Grid: x heads, y 1, z key splits.
+@compute @workgroup_size(16)
+fn attend_scored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wg.x;
+    let split = wg.z;
+    if (step.n_tokens != 1u || split >= step.n_splits) {
+        return;
+    }
+    let keys = key_range(0u, split);
+    let kvh = h / (NH / NKV);
+    var m = NEG;
+    var l = 0.0;
+    // Four named accumulators rather than an array indexed in the loop (which
+    // a CPU driver keeps in memory); the ones past HD / (4 DIM_LANES) compile
+    // away.
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var j = keys.x; j < keys.y; j++) {
+        let kb = ((j % CAP) * NKV + kvh) * HD;
+        let s = PART[score_at(h, j)];
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let p = exp(s - m_new);
+        l = l * corr + p;
+        a0 = a0 * corr + p * v_quad(kb, lid, 0u);
+        if (HD > 4u * DIM_LANES) {
+            a1 = a1 * corr + p * v_quad(kb, lid, 1u);
+        }
+        if (HD > 8u * DIM_LANES) {
+            a2 = a2 * corr + p * v_quad(kb, lid, 2u);
+        }
+        if (HD > 12u * DIM_LANES) {
+            a3 = a3 * corr + p * v_quad(kb, lid, 3u);
+        }
+        m = m_new;
+    }
+    let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    // One split (fewer than 256 keys): the output itself, and no `combine`
+    // dispatch (on a CPU driver a dispatch costs ~0.1 ms).
+    let whole = step.n_splits == 1u;
+    let base = part_base(0u, h, split);
+    for (var i = 0u; i < 4u; i++) {
+        let d4 = lid + i * DIM_LANES;
+        if (d4 < HD / 4u) {
+            for (var c = 0u; c < 4u; c++) {
+                if (whole) {
+                    OUT[h * HD + 4u * d4 + c] = acc[i][c] / l;
+                } else {
+                    PART[base + 4u * d4 + c] = acc[i][c];
+                }
+            }
+        }
+    }
+    if (lid == 0u && !whole) {
+        PART[base + HD] = m;
+        PART[base + HD + 1u] = l;
+    }
 }

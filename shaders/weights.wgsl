@@ -152,9 +152,21 @@ fn load_w(i: u32) -> f32 {
     }
 }
 
-// The u32 at any byte offset (GGML blocks of 18, 20, 22, 34, 110, 210 bytes
-// leave their fields off word boundaries).
+// Types whose blocks are whole words (q4_1 20 bytes, q5_1 24, q2_K 84, q4_K
+// 144, q5_K 176, iq4_xs 136) and whose quant words start on word boundaries
+// within the block: every w_word on them is aligned.
+fn word_blocks() -> bool {
+    return WTYPE == 3u || WTYPE == 7u || WTYPE == 10u || WTYPE == 12u || WTYPE == 13u || WTYPE == 23u;
+}
+
+// The u32 at any byte offset (GGML blocks of 18, 22, 34, 110, 210 bytes
+// leave their fields off word boundaries). Word-sized blocks take one load:
+// the general path's test of the offset varies by row, so a CPU driver pays
+// for its second load's per-lane loop even when no lane takes it.
 fn w_word(b: u32) -> u32 {
+    if (word_blocks()) {
+        return W[b >> 2u];
+    }
     let s = (b & 3u) << 3u;
     let lo = W[b >> 2u];
     if (s == 0u) {
@@ -312,12 +324,14 @@ fn q45_layout(blk: u32) -> Q45 {
     let size = select(18u, 22u, five) + select(0u, 2u, has_min);
     let base = blk * size;
     let head = base + select(2u, 4u, has_min);
-    let d = w_f16(base);
+    // q4_1 / q5_1: d and m are one aligned word, read once.
+    let dm = select(vec2<f32>(w_f16(base), 0.0), unpack2x16float(W[base >> 2u]), has_min);
+    let d = dm.x;
     var qh = 0u;
     if (five) {
         qh = w_word(head);
     }
-    let m = select(select(-8.0, -16.0, five) * d, w_f16(base + 2u), has_min);
+    let m = select(select(-8.0, -16.0, five) * d, dm.y, has_min);
     return Q45(head + select(0u, 4u, five), qh, d, m);
 }
 
@@ -407,11 +421,11 @@ fn load_w4(i: u32) -> vec4<f32> {
             let has_min = WTYPE == 3u;
             let base = (i >> 5u) * select(18u, 20u, has_min);
             let q = nibbles(w_word(base + select(2u, 4u, has_min) + (j & 15u)), select(0u, 4u, j >= 16u));
-            let d = w_f16(base);
             if (has_min) {
-                return q * d + w_f16(base + 2u);
+                let dm = unpack2x16float(W[base >> 2u]);
+                return q * dm.x + dm.y;
             }
-            return (q - 8.0) * d;
+            return (q - 8.0) * w_f16(base);
         }
         case 6u, 7u: {
             let j = i & 31u;

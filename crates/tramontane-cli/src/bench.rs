@@ -154,7 +154,7 @@ fn kernel_json(k: &[KernelTime]) -> serde_json::Value {
 fn print_profile(title: &str, k: &[KernelTime]) {
     let total: f64 = k.iter().map(|x| x.seconds).sum();
     let n: usize = k.iter().map(|x| x.dispatches).sum();
-    println!("\nprofile: {title}: {n} dispatches, {:.1} ms (each submitted and awaited alone)", total * 1e3);
+    println!("\nprofile: {title}: {n} dispatches, {:.1} ms (each kind timed alone, best of 3 submits of 4 repeats)", total * 1e3);
     let mut k = k.to_vec();
     k.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     for x in k {

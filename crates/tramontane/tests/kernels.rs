@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles};
+use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, scored_decode, MAX_SPLITS};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -593,15 +593,19 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         vc = round_f16(&vc);
     }
     let (qb, kb, vb) = (b.f32(&q), upload(&kc), upload(&vc));
-    let part = b.zeros(t * nh * n_splits as usize * (hd + 2));
+    // Partials, then (CPU decode) each head's scores of every slot.
+    let part = b.zeros((t * nh * n_splits as usize).max(nh * MAX_SPLITS as usize) * (hd + 2) + nh * cap);
     let out = b.zeros(t * nh * hd);
     let spec = |e| Spec::new(Family::Attention, e)
         .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
-        .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt()).kv_f16(kv16);
+        .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt())
+        .with("MAX_SPLITS", MAX_SPLITS).kv_f16(kv16);
     let st = Step { start_pos: start as u32, n_splits, split_len, ..step(t as u32) };
     let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
-    // Both devices' kernels: `attend` (GPUs), and `attend_rows` where CPU
-    // drivers run it (head dims that are multiples of 4).
+    // Both devices' kernels: `attend` (GPUs), `attend_rows` where CPU drivers
+    // run it for prefill (head dims that are multiples of 4), each on every
+    // case whatever its row count; and CPU drivers' decode (`score_keys` +
+    // `attend_scored`) on the one-row cases.
     for cpu in [false, true] {
         let (entry, rows) = attend_entry(cpu, hd as u32);
         if cpu && entry == "attend" {
@@ -612,6 +616,17 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         let got = b.read(&out, t * nh * hd);
         let e = nmse(&got, &want);
         within("attention", e, ATTENTION_TOL, || format!("{entry} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+    }
+    if t == 1 && scored_decode(true, hd as u32) {
+        b.run(&spec("score_keys"), st, &[(1, &qb), (2, &kb), (4, &part)], [nh as u32, n_splits, split_len.min(1 << 16).div_ceil(64)]);
+        let out = b.zeros(nh * hd);
+        b.run(&spec("attend_scored"), st, &[(3, &vb), (4, &part), (5, &out)], [nh as u32, 1, n_splits]);
+        // One split: attend_scored wrote the output, with no combine.
+        if n_splits > 1 {
+            b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
+        }
+        let got = b.read(&out, t * nh * hd);
+        within("attention", nmse(&got, &want), ATTENTION_TOL, || format!("score_keys + attend_scored start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
     }
 }
 
@@ -634,6 +649,13 @@ fn attention_matches_cpu() {
     check_attention(&b, 21, 50, 4, 2, 16, 37, 12, None);
     check_attention(&b, 2, 130, 6, 3, 16, 160, 0, Some((4, 33)));
     check_attention(&b, 1, 300, 2, 1, 8, 70, 50, Some((3, 20)));
+    // CPU decode: one split over a wrapped ring with a window; the second to
+    // fourth vec4s of output dims per invocation (head dims 128, 200, 256);
+    // splits of keys past one 64-key group of score_keys.
+    check_attention(&b, 1, 40, 4, 2, 16, 30, 20, None);
+    check_attention(&b, 1, 90, 4, 2, 128, 100, 0, Some((2, 64)));
+    check_attention(&b, 1, 40, 2, 1, 200, 60, 33, None);
+    check_attention(&b, 1, 500, 2, 2, 256, 520, 0, Some((3, 200)));
     report();
 }
 

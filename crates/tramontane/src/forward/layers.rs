@@ -3,6 +3,7 @@
 
 use super::buffers::Buffers;
 use super::linear::{moe_group_tile, Linear};
+use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Dispatch, Spec};
@@ -15,12 +16,9 @@ struct LayerPlan {
     qkv_mv: Linear,
     qkv_mm: Linear,
     rope: Dispatch,
-    /// `attend`, for decode everywhere and prefill on GPUs.
-    attend: Dispatch,
-    /// Prefill on CPU drivers: `attend_rows` and its query rows per
-    /// workgroup ([`attend_entry`]). Decode keeps `attend`, whose invocations
-    /// share one query's keys where `attend_rows` would walk them in one lane.
-    attend_prefill: Option<(Dispatch, u32)>,
+    attend_decode: DecodeAttention,
+    /// Prefill's attention ([`attend_entry`]) and its query rows per workgroup.
+    attend_prefill: (Dispatch, u32),
     combine: Dispatch,
     o_mv: Linear,
     o_mm: Linear,
@@ -123,8 +121,8 @@ impl Plan {
     }
 
     /// Every dispatch of a pass over `t` rows with `n_splits` attention
-    /// splits, in order.
-    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, n_splits: u32, output: Output, s: Visit<'_, 'a>) {
+    /// splits of `split_len` keys, in order.
+    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, (n_splits, split_len): (u32, u32), output: Output, s: Visit<'_, 'a>) {
         let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
         let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
         // `qk_norm` runs a workgroup per head (q, k and v) of a row; `main` an
@@ -142,11 +140,25 @@ impl Plan {
             s("rmsnorm", &l.attn_norm, [t, 1, 1]);
             linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
             s("rope + kv store", &l.rope, [rope_x, t, 1]);
-            match &l.attend_prefill {
-                Some((d, rows)) if !decode => s("attention", d, [nh, t.div_ceil(*rows), n_splits]),
-                _ => s("attention", &l.attend, [nh, t, n_splits]),
+            let combine = match (&l.attend_decode, &l.attend_prefill) {
+                (DecodeAttention::Tiled(d), _) if decode => {
+                    s("attention", d, [nh, 1, n_splits]);
+                    true
+                }
+                (DecodeAttention::Scored { scores, attend }, _) if decode => {
+                    s("attention scores", scores, [nh, n_splits, split_len.div_ceil(64)]);
+                    s("attention", attend, [nh, 1, n_splits]);
+                    // One split: `attend_scored` wrote the output.
+                    n_splits > 1
+                }
+                (_, (d, rows)) => {
+                    s("attention", d, [nh, t.div_ceil(*rows), n_splits]);
+                    true
+                }
+            };
+            if combine {
+                s("attention combine", &l.combine, [nh, t, 1]);
             }
-            s("attention combine", &l.combine, [nh, t, 1]);
             linear(&l.o_mv, &l.o_mm, "o matvec", "o matmul", s);
             s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
             match &l.ffn {
@@ -195,16 +207,38 @@ impl Plan {
     }
 }
 
+/// Decode's attention before `combine`.
+enum DecodeAttention {
+    /// GPUs: `attend` (workgroup-memory tiles of keys).
+    Tiled(Dispatch),
+    /// CPU drivers ([`scored_decode`]): `score_keys`, then `attend_scored`.
+    Scored { scores: Dispatch, attend: Dispatch },
+}
+
+/// CPU drivers, where barriers are costly, run attention without them where
+/// the head dim allows (a multiple of 4, at most 256).
+fn barrier_free(cpu: bool, head_dim: u32) -> bool {
+    cpu && head_dim.is_multiple_of(4) && head_dim <= 256
+}
+
 /// attention.wgsl's entry for prefill on a device with this head dim, and the
-/// query rows per workgroup of its grid: on CPU drivers `attend_rows` (no
-/// barriers; K and V loads shared by a workgroup's rows; prefill on lavapipe
-/// +25% for SmolLM2) where the head dim allows it.
+/// query rows per workgroup of its grid: `attend` on GPUs, `attend_rows` on
+/// CPU drivers (K and V loads shared by a workgroup's rows; lavapipe prefill
+/// +25% for SmolLM2).
 pub fn attend_entry(cpu: bool, head_dim: u32) -> (&'static str, u32) {
-    if cpu && head_dim.is_multiple_of(4) && head_dim <= 256 {
+    if barrier_free(cpu, head_dim) {
         ("attend_rows", 8)
     } else {
         ("attend", 1)
     }
+}
+
+/// Whether decode runs `score_keys` + `attend_scored` rather than `attend`:
+/// on CPU drivers each invocation then loads only what it uses (its key, or
+/// its output dims of every value), where `attend`'s 64-key tiles pay 15
+/// barriers each (lavapipe, SmolLM2, 64 keys: attention 3× faster).
+pub fn scored_decode(cpu: bool, head_dim: u32) -> bool {
+    barrier_free(cpu, head_dim)
 }
 
 impl LayerPlan {
@@ -229,6 +263,7 @@ impl LayerPlan {
                 .with("CAP", slots as u32)
                 .with("WINDOW", cfg.window(l).unwrap_or(0) as u32)
                 .with("SCALE", 1.0 / (hd as f32).sqrt())
+                .with("MAX_SPLITS", MAX_SPLITS)
                 .kv_f16(kv_f16)
         };
         let norm = norm_spec(cfg);
@@ -241,6 +276,7 @@ impl LayerPlan {
         let o_bias = o_bias.unwrap_or(dummy);
         let (kc, vc) = &b.kv[l];
         let attend_binds = [(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)];
+        let (prefill_entry, prefill_rows) = attend_entry(g.is_cpu(), hd);
         Ok(LayerPlan {
             attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
             qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias), (5, dummy)]),
@@ -253,11 +289,15 @@ impl LayerPlan {
                 ),
                 None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
             },
-            attend: k.dispatch(&attn_spec("attend"), &attend_binds),
-            attend_prefill: match attend_entry(g.is_cpu(), hd) {
-                ("attend", _) => None,
-                (entry, rows) => Some((k.dispatch(&attn_spec(entry), &attend_binds), rows)),
+            attend_decode: if scored_decode(g.is_cpu(), hd) {
+                DecodeAttention::Scored {
+                    scores: k.dispatch(&attn_spec("score_keys"), &[(0, step), (1, &b.qkv), (2, kc), (4, &b.partials)]),
+                    attend: k.dispatch(&attn_spec("attend_scored"), &[(0, step), (3, vc), (4, &b.partials), (5, &b.attn)]),
+                }
+            } else {
+                DecodeAttention::Tiled(k.dispatch(&attn_spec("attend"), &attend_binds))
             },
+            attend_prefill: (k.dispatch(&attn_spec(prefill_entry), &attend_binds), prefill_rows),
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
             o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy)]),
             o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)]),

@@ -15,9 +15,9 @@ pub mod rope_table;
 mod sizes;
 
 pub use buffers::GpuBytes;
-pub use layers::attend_entry;
+pub use layers::{attend_entry, scored_decode};
 pub use linear::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles, MM_TILE, MR};
-pub use pass::{Output, PassRequest, Sampled};
+pub use pass::{Output, PassRequest, Sampled, MAX_SPLITS};
 pub use profile::KernelTime;
 pub use sizes::Sizes;
 
@@ -30,7 +30,6 @@ use crate::parse::ModelConfig;
 use crate::upload::Weights;
 use buffers::Buffers;
 use layers::Plan;
-use pass::MAX_SPLITS;
 
 /// Most top alternatives a step can report with its log-probability.
 pub const MAX_TOP_LOGPROBS: u32 = 20;

@@ -9,7 +9,7 @@ use crate::sample::SamplingParams;
 
 /// Keys per attention split in decode, and at most this many splits.
 const SPLIT_MIN: u32 = 256;
-pub(super) const MAX_SPLITS: u32 = 16;
+pub const MAX_SPLITS: u32 = 16;
 
 /// What a pass produces after the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +79,8 @@ fn attention_splits(cfg: &ModelConfig, t: u32, last_pos: usize) -> (u32, u32) {
 
 impl Runtime {
     /// Check that `t` rows from `start` fit the context and write the `Step`
-    /// uniform; returns the attention splits.
-    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32) -> Result<u32> {
+    /// uniform; returns the attention splits and their length.
+    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32) -> Result<(u32, u32)> {
         let end = start + t as usize;
         if end > self.opts.context {
             return Err(Error::ContextOverflow { tokens: end, context: self.opts.context });
@@ -105,7 +105,7 @@ impl Runtime {
             _pad: [0; 2],
         };
         self.gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&u));
-        Ok(n_splits)
+        Ok((n_splits, split_len))
     }
 
     /// Run one pass. Returns the sampled token for [`Output::Sample`].
@@ -116,7 +116,7 @@ impl Runtime {
             return Err(Error::InvalidRequest(format!("pass of {n_tokens} tokens (chunk {})", self.opts.chunk)));
         }
         let t = n_tokens as u32;
-        let n_splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs)?;
+        let splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs)?;
         if let Some(&bad) = req.ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
@@ -132,7 +132,7 @@ impl Runtime {
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
             let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            self.plan.steps(&self.cfg, t, n_splits, output, &mut |_, d, groups| d.record(&mut p, groups));
+            self.plan.steps(&self.cfg, t, splits, output, &mut |_, d, groups| d.record(&mut p, groups));
         }
         if output == Output::Sample {
             if req.capture_logits {

@@ -17,30 +17,46 @@ pub struct KernelTime {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+const REPEATS: usize = 4;
+#[cfg(not(target_arch = "wasm32"))]
+const TRIES: usize = 3;
+
+#[cfg(not(target_arch = "wasm32"))]
 impl Runtime {
     /// Time each kind of kernel in one pass over `n_tokens` (decode when 1)
-    /// at position `start`, by submitting every dispatch on its own and
-    /// waiting for it. Slower than a real pass (no overlap, a submit per
-    /// dispatch), but on CPU drivers it shows where the time goes. Native only.
+    /// at position `start`, by submitting every dispatch on its own (repeated,
+    /// see REPEATS) and waiting for it. No overlap between kernels, but on CPU
+    /// drivers it shows where the time goes. Native only; leaves the
+    /// runtime's activations and KV cache with meaningless values.
     pub fn profile(&mut self, n_tokens: usize, start: usize) -> Result<Vec<KernelTime>> {
         let t = n_tokens.clamp(1, self.opts.chunk) as u32;
-        let n_splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0)?;
+        let splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0)?;
         let g = self.gpu.clone();
         g.queue.write_buffer(&self.bufs.ids, 0, bytemuck::cast_slice(&vec![0u32; t as usize]));
         let _ = g.device.poll(wgpu::PollType::wait_indefinitely());
         let mut times: Vec<KernelTime> = Vec::new();
         let mut plan: Vec<(&'static str, &Dispatch, [u32; 3])> = Vec::new();
-        self.plan.steps(&self.cfg, t, n_splits, Output::Sample, &mut |label, d, groups| plan.push((label, d, groups)));
+        self.plan.steps(&self.cfg, t, splits, Output::Sample, &mut |label, d, groups| plan.push((label, d, groups)));
         for (label, d, groups) in plan {
-            let t0 = web_time::Instant::now();
-            let mut enc = g.device.create_command_encoder(&Default::default());
-            {
-                let mut p = enc.begin_compute_pass(&Default::default());
-                d.record(&mut p, groups);
+            // The dispatch REPEATS times in one pass, so the submit and the
+            // wait are spread over the repeats (a pass pays them once), and
+            // the best of TRIES such submits, so a busy moment on the host
+            // does not land on one kernel. Repeats change the values (the
+            // residual adds accumulate), never the work.
+            let mut dt = f64::INFINITY;
+            for _ in 0..TRIES {
+                let t0 = web_time::Instant::now();
+                let mut enc = g.device.create_command_encoder(&Default::default());
+                {
+                    let mut p = enc.begin_compute_pass(&Default::default());
+                    for _ in 0..REPEATS {
+                        d.record(&mut p, groups);
+                    }
+                }
+                g.queue.submit([enc.finish()]);
+                g.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("profiling: {e}")))?;
+                dt = dt.min(t0.elapsed().as_secs_f64() / REPEATS as f64);
             }
-            g.queue.submit([enc.finish()]);
-            g.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("profiling: {e}")))?;
-            let dt = t0.elapsed().as_secs_f64();
             match times.iter_mut().find(|k| k.kernel == label) {
                 Some(k) => {
                     k.dispatches += 1;

@@ -69,14 +69,20 @@ impl Sizes {
             let words = product("a layer's KV cache (lower `context`)", &[slots_l, nkv, hd])?;
             Ok(if opts.kv_f16 { words.div_ceil(2) } else { words } * 4)
         };
-        let partials = product("the attention partials", &[(c * nh).max(nh * MAX_SPLITS as usize), hd + 2, 4])?;
+        // A pass's partials, and in decode after them each head's scores of
+        // every slot (attention.wgsl `score_at`, CPU drivers).
+        let prefill_partials = product("the attention partials", &[c, nh, hd + 2, 4])?;
+        let decode_partials = product("the attention partials", &[nh, MAX_SPLITS as usize, hd + 2, 4])?
+            .checked_add(product("the attention scores (lower `context`)", &[nh, kv_slots, 4])?)
+            .ok_or_else(|| overflow("the attention scores (lower `context`)"))?;
+        let partials = prefill_partials.max(decode_partials);
         let ffn_h = product("the feed-forward activations", &[c, slots, cfg.intermediate, 4])?;
         let mut bound: Vec<(&str, u64)> = vec![
             ("a layer's KV cache (lower `context`)", kv_layer(kv_slots)?),
             ("the RoPE table (lower `context`)", product("the RoPE table", &[ctx, hd, 4])?),
             ("the feed-forward activations (lower `chunk`)", ffn_h),
             ("the activations (lower `chunk`)", product("the activations", &[c, qkv_dim.max(h), 4])?),
-            ("the attention partials (lower `chunk`)", partials),
+            ("the attention partials and scores (lower `chunk` or `context`)", partials),
             ("the logits", product("the logits", &[v, 4])?),
         ];
         let (mut router_logits, mut expert_out) = (0, 0);
