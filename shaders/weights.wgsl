@@ -175,6 +175,31 @@ fn w_word(b: u32) -> u32 {
     return (lo >> s) | (W[(b >> 2u) + 1u] << (32u - s));
 }
 
+// Bits `s` (0, 8, 16 or 24) onward of the 64-bit pair hi:lo.
+fn funnel(lo: u32, hi: u32, s: u32) -> u32 {
+    return select((lo >> s) | (hi << (32u - s)), lo, s == 0u);
+}
+
+// The four words at any byte offset, from five aligned loads, with no test of
+// the offset (which varies by row: see w_word). A block's 16 bytes of q4_0 /
+// q5_0 nibbles, or half of a q8_0 block's quants.
+fn w_span4(b: u32) -> vec4<u32> {
+    let i = b >> 2u;
+    if (word_blocks()) {
+        return vec4<u32>(W[i], W[i + 1u], W[i + 2u], W[i + 3u]);
+    }
+    let s = (b & 3u) << 3u;
+    let w1 = W[i + 1u];
+    let w2 = W[i + 2u];
+    let w3 = W[i + 3u];
+    return vec4<u32>(funnel(W[i], w1, s), funnel(w1, w2, s), funnel(w2, w3, s), funnel(w3, W[i + 4u], s));
+}
+
+// The four signed bytes of a word (q8_0 quants), as floats.
+fn i8x4(q: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>(i32(q << 24u), i32(q << 16u), i32(q << 8u), i32(q)) >> vec4<u32>(24u));
+}
+
 fn nibbles(word: u32, shift: u32) -> vec4<f32> {
     let w = word >> shift;
     return vec4<f32>(f32(w & 0xfu), f32((w >> 8u) & 0xfu), f32((w >> 16u) & 0xfu), f32((w >> 24u) & 0xfu));
@@ -292,10 +317,9 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
     if (WTYPE == 8u) {
         let base = blk * 34u;
         let d = w_f16(base);
+        let qs = array<vec4<u32>, 2>(w_span4(base + 2u), w_span4(base + 18u));
         for (var j = 0u; j < 8u; j++) {
-            let q = w_word(base + 2u + 4u * j);
-            let v = vec4<i32>(i32(q << 24u), i32(q << 16u), i32(q << 8u), i32(q)) >> vec4<u32>(24u);
-            w[j] = vec4<f32>(v) * d;
+            w[j] = i8x4(qs[j >> 2u][j & 3u]) * d;
         }
         return w;
     }
@@ -312,8 +336,8 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
 // Where a q4_0/q4_1/q5_0/q5_1 block keeps its fields, and its scale and
 // offset: value = d * q + m (q4_0: m = -8 d, q5_0: m = -16 d).
 struct Q45 {
-    qs: u32,    // byte offset of the 16 bytes of nibbles
-    qh: u32,    // q5: the 32 high bits
+    qs: vec4<u32>,  // the 16 bytes of nibbles
+    qh: u32,        // q5: the 32 high bits
     d: f32,
     m: f32,
 }
@@ -332,14 +356,14 @@ fn q45_layout(blk: u32) -> Q45 {
         qh = w_word(head);
     }
     let m = select(select(-8.0, -16.0, five) * d, dm.y, has_min);
-    return Q45(head + select(0u, 4u, five), qh, d, m);
+    return Q45(w_span4(head + select(0u, 4u, five)), qh, d, m);
 }
 
 // Quants 4j .. 4j+3 of the block's first (or, `high`, second) 16 weights:
 // byte i holds weight i (low nibble) and weight i + 16 (high nibble); q5 adds
 // bit i (or i + 16) of qh as the fifth bit.
 fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
-    var v = nibbles(w_word(q.qs + 4u * j), select(0u, 4u, high));
+    var v = nibbles(q.qs[j], select(0u, 4u, high));
     if (WTYPE == 6u || WTYPE == 7u) {
         let b = q.qh >> (4u * j + select(0u, 16u, high));
         v += vec4<f32>(f32(b & 1u), f32((b >> 1u) & 1u), f32((b >> 2u) & 1u), f32((b >> 3u) & 1u)) * 16.0;
@@ -367,11 +391,11 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
     }
     if (WTYPE == 8u) {
         let base = blk * 34u;
+        let lo = w_span4(base + 2u);
+        let hi = w_span4(base + 18u);
         var s = 0.0;
-        for (var j = 0u; j < 8u; j++) {
-            let q = w_word(base + 2u + 4u * j);
-            let v = vec4<i32>(i32(q << 24u), i32(q << 16u), i32(q << 8u), i32(q)) >> vec4<u32>(24u);
-            s += dot(vec4<f32>(v), (*x)[j]);
+        for (var j = 0u; j < 4u; j++) {
+            s += dot(i8x4(lo[j]), (*x)[j]) + dot(i8x4(hi[j]), (*x)[j + 4u]);
         }
         return s * w_f16(base);
     }
@@ -443,9 +467,7 @@ fn load_w4(i: u32) -> vec4<f32> {
         }
         case 8u: {
             let base = (i >> 5u) * 34u;
-            let w = w_word(base + 2u + (i & 31u));
-            let q = vec4<i32>(i32(w << 24u), i32(w << 16u), i32(w << 8u), i32(w)) >> vec4<u32>(24u);
-            return vec4<f32>(q) * w_f16(base);
+            return i8x4(w_word(base + 2u + (i & 31u))) * w_f16(base);
         }
         case 12u, 13u: {
             let five = WTYPE == 13u;
