@@ -261,18 +261,29 @@ fn sub_k(blk: u32) -> SubK {
     return SubK(dd.x * sm.x, off, dd.x * sm.x, off);
 }
 
+// Byte offsets of the low nibbles (x) and high bits (y) of q6_K sub-block
+// `blk`: 32 bytes each.
+fn q6k_at(blk: u32) -> vec2<u32> {
+    let j = blk & 7u;
+    let base = (blk >> 3u) * 210u;
+    let n = j >> 2u;
+    return vec2<u32>(base + n * 64u + (j & 1u) * 32u, base + 128u + n * 32u);
+}
+
+// Four q6_K quants (minus 32) from a word of low nibbles and a word of high
+// bits: sub-block quarter q takes the high nibbles for q >= 2 and bits 2q..
+fn q6k_quad(ql: u32, qh: u32, quarter: u32) -> vec4<f32> {
+    let hb = bits2(qh, 2u * quarter);
+    return nibbles(ql, select(0u, 4u, quarter >= 2u)) + hb * 16.0 - 32.0;
+}
+
 // Quants w*4 .. w*4+3 of sub-block `blk` of a K-quant, as integers.
 fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     let j = blk & 7u;
     let l = 4u * w;
     if (WTYPE == 14u) {
-        let base = (blk >> 3u) * 210u;
-        let n = j >> 2u;
-        let quarter = j & 3u;
-        let ql = nibbles(w_word(base + n * 64u + (quarter & 1u) * 32u + l), select(0u, 4u, quarter >= 2u));
-        let hw = w_word(base + 128u + n * 32u + l) >> (2u * quarter);
-        let hb = vec4<f32>(f32(hw & 3u), f32((hw >> 8u) & 3u), f32((hw >> 16u) & 3u), f32((hw >> 24u) & 3u));
-        return ql + hb * 16.0 - 32.0;
+        let at = q6k_at(blk);
+        return q6k_quad(w_word(at.x + l), w_word(at.y + l), j & 3u);
     }
     if (WTYPE == 10u || WTYPE == 11u) {
         // Sub-block 4n + s of q2_K / q3_K: bits 2s.. of the 32 bytes of half n;
@@ -374,6 +385,22 @@ fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
 // Dot product of block `blk` with x[0..32], without materializing the weights
 // (the decode path: cheaper than decode_block32 + dot on CPU drivers).
 fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
+    if (WTYPE == 14u) {
+        // q6_K off word boundaries (210-byte blocks): each 32-byte field as
+        // two spans of aligned words, not eight words of two loads each.
+        let k = sub_k(blk);
+        let at = q6k_at(blk);
+        let quarter = blk & 3u;
+        let l = array<vec4<u32>, 2>(w_span4(at.x), w_span4(at.x + 16u));
+        let h = array<vec4<u32>, 2>(w_span4(at.y), w_span4(at.y + 16u));
+        var s0 = 0.0;
+        var s1 = 0.0;
+        for (var j = 0u; j < 4u; j++) {
+            s0 += dot(q6k_quad(l[0][j], h[0][j], quarter), (*x)[j]);
+            s1 += dot(q6k_quad(l[1][j], h[1][j], quarter), (*x)[j + 4u]);
+        }
+        return k.scale * s0 + k.scale_hi * s1;
+    }
     if (scaled_sub()) {
         // sum(scale * q + offset) x, per 16 weights.
         let k = sub_k(blk);
