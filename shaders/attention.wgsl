@@ -19,8 +19,8 @@ override SCALE: f32 = 1.0;   // 1 / sqrt(HD)
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
 @group(0) @binding(2) var<storage, read> KC: array<kv_t>;
 @group(0) @binding(3) var<storage, read> VC: array<kv_t>;
-// The same buffers read as vec4s (CPU decode; HD % 4 == 0 keeps every
-// head's slice on a vec4 boundary): one load instruction per four values.
+// The same buffers read as vec4s (CPU drivers' kernels; HD % 4 == 0 keeps
+// every head's slice on a vec4 boundary): one load instruction per four values.
 @group(0) @binding(1) var<storage, read> QKV4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> KC4: array<vec4<kv_t>>;
 @group(0) @binding(3) var<storage, read> VC4: array<vec4<kv_t>>;
@@ -186,13 +186,6 @@ fn key_range(t: u32, split: u32) -> vec2<u32> {
     return vec2<u32>(begin, min(begin + step.split_len, pos + 1u));
 }
 
-fn kv4(c: u32, from_v: bool) -> vec4<f32> {
-    if (from_v) {
-        return vec4<f32>(f32(VC[c]), f32(VC[c + 1u]), f32(VC[c + 2u]), f32(VC[c + 3u]));
-    }
-    return vec4<f32>(f32(KC[c]), f32(KC[c + 1u]), f32(KC[c + 2u]), f32(KC[c + 3u]));
-}
-
 @compute @workgroup_size(8)
 fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wg.x;
@@ -214,8 +207,7 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let qb = t * (NH + 2u * NKV) * HD + h * HD;
     var q: array<vec4<f32>, 64>;
     for (var d4 = 0u; d4 < HD / 4u; d4++) {
-        let c = qb + 4u * d4;
-        q[d4] = vec4<f32>(QKV[c], QKV[c + 1u], QKV[c + 2u], QKV[c + 3u]);
+        q[d4] = QKV4[(qb >> 2u) + d4];
     }
     var m = NEG;
     var l = 0.0;
@@ -224,7 +216,7 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let kb = ((j % CAP) * NKV + kvh) * HD;
         var s = 0.0;
         for (var d4 = 0u; d4 < HD / 4u; d4++) {
-            s += dot(q[d4], kv4(kb + 4u * d4, false));
+            s += dot(q[d4], vec4<f32>(KC4[(kb >> 2u) + d4]));
         }
         s *= SCALE;
         // Online softmax, with the keys outside this row's range weighing 0.
@@ -234,7 +226,7 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let p = select(0.0, exp(s - m_new), seen);
         l = l * corr + p;
         for (var d4 = 0u; d4 < HD / 4u; d4++) {
-            acc[d4] = acc[d4] * corr + p * kv4(kb + 4u * d4, true);
+            acc[d4] = acc[d4] * corr + p * vec4<f32>(VC4[(kb >> 2u) + d4]);
         }
         m = m_new;
     }
@@ -339,7 +331,7 @@ fn attend_scored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
     // One split (fewer than 256 keys): the output itself, and no `combine`
-    // dispatch (on a CPU driver a dispatch costs ~0.1 ms).
+    // dispatch (on lavapipe a dispatch costs 40-100 us however small).
     let whole = step.n_splits == 1u;
     let base = part_base(0u, h, split);
     for (var i = 0u; i < 4u; i++) {
