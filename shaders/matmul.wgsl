@@ -3,8 +3,9 @@
 // Three kernels (and the MoE prefill variants of the last two) share the
 // epilogues below:
 //   matvec      - decode and MoE decode: a few outputs per workgroup, each reduced over
-//                 its invocations in workgroup memory (one invocation per output
-//                 on CPU drivers); weights read four, or a block, at a time.
+//                 its invocations by subgroup shuffles and/or in workgroup memory
+//                 (one invocation per output on CPU drivers); weights read four,
+//                 or a block, at a time.
 //   matmul      - prefill on GPUs: 32x32 output tiles staged through workgroup
 //                 memory, so each weight is read once per 32 rows.
 //   matmul_rows - prefill on CPU drivers (lavapipe, SwiftShader), where barriers
@@ -106,6 +107,10 @@ override NPI: u32 = 1u;
 override QUAD: u32 = 0u;
 // 1: K % 32 == 0 and a 32-weight block type: read whole blocks (dot_block32).
 override BLOCKS: u32 = 0u;
+// GPUs: invocations of an output summed by subgroup shuffles before the
+// workgroup tree (lanes.wgsl), up to the adapter's smallest subgroup; 1
+// without subgroups.
+override LANES: u32 = 1u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_up: array<f32, WG>;
 
@@ -182,18 +187,26 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
         return;
     }
-    red[lid] = acc[0];
-    red_up[lid] = acc_up[0];
-    workgroupBarrier();
-    for (var s = tpr / 2u; s > 0u; s >>= 1u) {
-        if (sub < s) {
-            red[lid] += red[lid + s];
-            red_up[lid] += red_up[lid + s];
-        }
+    // The output's sum over its tpr invocations: runs of `lanes` neighbours
+    // by subgroup shuffles (lanes.wgsl; 1 without subgroups), then the runs'
+    // sums in workgroup memory.
+    let lanes = min(LANES, tpr);
+    var sum = lanes_sum2(vec2<f32>(acc[0], acc_up[0]), lanes);
+    if (lanes < tpr) {
+        red[lid] = sum.x;
+        red_up[lid] = sum.y;
         workgroupBarrier();
+        for (var s = tpr / 2u; s >= lanes; s >>= 1u) {
+            if (sub < s) {
+                red[lid] += red[lid + s];
+                red_up[lid] += red_up[lid + s];
+            }
+            workgroupBarrier();
+        }
+        sum = vec2<f32>(red[lid], red_up[lid]);
     }
     if (sub == 0u && n0 < N) {
-        epilogue(r, n0, red[lid], red_up[lid]);
+        epilogue(r, n0, sum.x, sum.y);
     }
 }
 

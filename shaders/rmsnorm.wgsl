@@ -11,6 +11,9 @@ override LAST_ROW: u32 = 0u;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 
 const WG: u32 = 64u;
+// Invocations summed by subgroup shuffles before the workgroup tree
+// (lanes.wgsl): 1 without subgroups, else up to the subgroup size.
+override LANES: u32 = 1u;
 var<workgroup> partial: array<f32, WG>;
 
 @compute @workgroup_size(64)
@@ -28,15 +31,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let v = X[src * H + k];
         acc += v * v;
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
+    acc = lanes_sum(acc, LANES);
+    if (LANES < WG) {
+        partial[lid] = acc;
         workgroupBarrier();
+        for (var s = WG / 2u; s >= LANES; s >>= 1u) {
+            if (lid < s) {
+                partial[lid] += partial[lid + s];
+            }
+            workgroupBarrier();
+        }
+        acc = partial[0];
     }
-    let inv = 1.0 / sqrt(partial[0] / f32(H) + EPS);
+    let inv = 1.0 / sqrt(acc / f32(H) + EPS);
     for (var k = lid; k < H; k += WG) {
         Y[dst * H + k] = Wn[k] * (X[src * H + k] * inv);
     }

@@ -458,6 +458,36 @@ test('KV cache type follows shader-f16; asking for f16 without it is UNSUPPORTED
   await p.context().close();
 });
 
+test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens, and SmolLM2 answers as with CPU-shaped ones', { timeout: 300000 }, async () => {
+  const p = await page();
+  const cases = ['llama_tiny', 'mixtral_tiny'].map((name) => ({ name, prompts: ref(name).prompts.map((x) => ({ ids: x.input_ids, want: x.greedy.new_ids })) }));
+  const got = await run(p, async (T, a) => {
+    const e = new T.Engine();
+    const tiny = [];
+    for (const c of a.cases) {
+      await e.load(`/tests/fixtures/${c.name}/`, { useCache: false, kernels: 'gpu' });
+      const out = [];
+      for (const pr of c.prompts) {
+        await e.resetChat();
+        out.push((await e.completions.create({ prompt: pr.ids, ...a.greedy })).token_ids);
+      }
+      tiny.push(out);
+    }
+    const answer = async (kernels) => {
+      await e.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { useCache: false, kernels });
+      const r = await e.chat.completions.create({ messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 12, temperature: 0 });
+      return r.choices[0].message.content;
+    };
+    return { tiny, gpu: await answer('gpu'), cpu: await answer('cpu'), subgroups: e.info.adapter.subgroupMinSize };
+  }, { cases, greedy: GREEDY });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  cases.forEach((c, i) => c.prompts.forEach((pr, j) => assert.deepEqual(got.tiny[i][j], pr.want, `${c.name} prompt ${j}`)));
+  assert.match(got.gpu, /Paris/);
+  assert.equal(got.gpu, got.cpu, 'the same greedy answer from both kernel shapes');
+  if (!(got.subgroups > 0)) skipped('no WebGPU subgroups in this browser: the GPU kernels ran with workgroup-memory sums only');
+  await p.context().close();
+});
+
 // A Hermes-style template (as Qwen's), given as the `chatTemplate` load option.
 const HERMES_TEMPLATE = `{%- if tools %}<|im_start|>system
 # Tools

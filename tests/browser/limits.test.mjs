@@ -40,6 +40,7 @@ for (const kind of ['Engine', 'WorkerEngine']) {
       await attempt('parallel', () => e.load(src, { useCache: false, parallelDownloads: 0 }));
       await attempt('gpuBytesNaN', () => e.load(src, { useCache: false, maxGpuBytes: NaN }));
       await attempt('kvCache', () => e.load(src, { useCache: false, kvCache: 'f8' }));
+      await attempt('kernels', () => e.load(src, { useCache: false, kernels: 'fast' }));
       await attempt('context2e31', () => e.load(src, { useCache: false, contextLength: 2 ** 31 }));
       await attempt('oom', () => e.load(src, { useCache: false, maxGpuBytes: 64 * 1024 }));
       await e.load(src, { useCache: false });
@@ -63,6 +64,7 @@ for (const kind of ['Engine', 'WorkerEngine']) {
     refused('parallel', 'INVALID_REQUEST', /parallelDownloads/);
     refused('gpuBytesNaN', 'INVALID_REQUEST', /maxGpuBytes/);
     refused('kvCache', 'INVALID_REQUEST', /kvCache/);
+    refused('kernels', 'INVALID_REQUEST', /kernels/);
     refused('context2e31', 'UNSUPPORTED', /context/);
     refused('oom', 'OUT_OF_MEMORY', /max_gpu_bytes/);
     refused('role', 'INVALID_REQUEST', /messages\[0\]\.role/);

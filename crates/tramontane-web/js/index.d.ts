@@ -51,6 +51,10 @@ export interface LoadOptions {
   /** KV cache element type: "auto" (default: f16 for quantized models when the
    * adapter has shader-f16, else f32), "f16" (needs shader-f16) or "f32". */
   kvCache?: 'auto' | 'f16' | 'f32';
+  /** Kernel shapes: "auto" (default: CPU-shaped on a CPU rasterizer behind
+   * WebGPU such as SwiftShader, GPU-shaped otherwise), or "gpu" / "cpu" to
+   * choose (a misdetected adapter; comparing the two). */
+  kernels?: 'auto' | 'gpu' | 'cpu';
   /** Hugging Face repo ids: the revision (default "main") and which GGUF file to load. */
   revision?: string;
   ggufFile?: string;
@@ -109,7 +113,10 @@ export interface EngineInfo {
   adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number;
     vendor?: string; architecture?: string; device?: string; description?: string;
     /** A CPU rasterizer (SwiftShader, llvmpipe): kernels are shaped for CPUs. */
-    cpu?: boolean };
+    cpu?: boolean;
+    /** The device got WebGPU's `subgroups` with subgroups of at least this
+     * many invocations (0: none): reductions sum by subgroup shuffles. */
+    subgroupMinSize?: number };
   network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };
   urls: string[];
 }

@@ -150,6 +150,39 @@ function checkLoadOptions(o) {
   if (o.kvCache != null && !['auto', 'f16', 'f32'].includes(o.kvCache)) {
     throw new TramontaneError('INVALID_REQUEST', 'kvCache must be "auto", "f16" or "f32"');
   }
+  if (o.kernels != null && !['auto', 'gpu', 'cpu'].includes(o.kernels)) {
+    throw new TramontaneError('INVALID_REQUEST', 'kernels must be "auto", "gpu" or "cpu"');
+  }
+}
+
+// wgpu asks WebGPU only for the features it knows, and `subgroups` is not one
+// of them. So while the engine opens its device (`init`, also called before
+// each load: a new device after a loss), GPUAdapter.requestDevice also asks for `subgroups` where the
+// adapter has it, and notes the smallest subgroup size of a device that got
+// it: the engine's reductions then sum by subgroup shuffles (shaders/lanes.wgsl).
+// The page's own requestDevice calls are left as they are outside those calls.
+let subgroupMinSize = 0;
+async function withSubgroups(fn) {
+  const proto = globalThis.GPUAdapter?.prototype;
+  const original = proto?.requestDevice;
+  if (typeof original !== 'function') return fn();
+  proto.requestDevice = async function (desc) {
+    const want = this.features?.has?.('subgroups') && !(desc?.requiredFeatures ?? []).includes?.('subgroups');
+    let device;
+    try {
+      device = await original.call(this, want ? { ...desc, requiredFeatures: [...(desc?.requiredFeatures ?? []), 'subgroups'] } : desc);
+    } catch (err) {
+      if (!want) throw err;
+      device = await original.call(this, desc);
+    }
+    subgroupMinSize = device.features?.has?.('subgroups') ? (this.info?.subgroupMinSize ?? 0) : 0;
+    return device;
+  };
+  try {
+    return await fn();
+  } finally {
+    proto.requestDevice = original;
+  }
 }
 
 /** Text of an OpenAI message content: a string, or parts of which the text ones count. */
@@ -227,7 +260,7 @@ export class Engine {
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
    * `useCache` (default true), `contextLength`, `prefillChunk`,
-   * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `revision`, `ggufFile`, `wasmUrl`,
+   * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `kernels`, `revision`, `ggufFile`, `wasmUrl`,
    * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
   static async load(source, options = {}) {
     const e = new Engine();
@@ -244,7 +277,8 @@ export class Engine {
     wasmReady ??= initWasm(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
     await wasmReady;
     const wasm = new WasmEngine();
-    try { this._adapter = await wasm.init(); } catch (err) { throw asError(err); }
+    try { this._adapter = await withSubgroups(() => wasm.init()); } catch (err) { throw asError(err); }
+    this._adapter.subgroupMinSize = subgroupMinSize;
     // wgpu's adapter info is thin on the web: add what the browser says.
     try {
       const info = (await navigator.gpu.requestAdapter())?.info;
@@ -277,7 +311,10 @@ export class Engine {
       };
       let info;
       try {
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter: this._adapter?.cpu, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+        const cpuAdapter = options.kernels === 'cpu' || (options.kernels !== 'gpu' && this._adapter?.cpu);
+        // The device first (a new one after a loss), so that its subgroups are known.
+        await withSubgroups(() => this._wasm.init());
+        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
       } catch (err) {
         throw asError(err);
       }

@@ -101,6 +101,9 @@ struct LoadSpec {
     kv_cache: Option<String>,
     /// The page saw a CPU rasterizer behind WebGPU (SwiftShader, llvmpipe).
     cpu_adapter: Option<bool>,
+    /// The device has WebGPU's `subgroups`, at least this many invocations
+    /// each (0: none): the page asked for them (wgpu cannot).
+    subgroups: Option<u32>,
     #[serde(default = "yes")]
     use_cache: bool,
     /// A chat template that replaces the model's own.
@@ -188,6 +191,7 @@ impl WasmEngine {
             if let Some(cpu) = spec.cpu_adapter {
                 gpu.set_cpu(cpu);
             }
+            gpu.set_subgroups(spec.subgroups.unwrap_or(0));
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };

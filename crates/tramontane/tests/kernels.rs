@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, scored_decode, MAX_SPLITS};
+use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, scored_decode, with_lanes, MAX_SPLITS};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -71,6 +71,7 @@ struct Bench {
 impl Bench {
     fn new() -> Self {
         let gpu = pollster::block_on(Gpu::new()).expect("adapter");
+        eprintln!("adapter {}: subgroup lanes {}", gpu.adapter.name, gpu.subgroup_lanes());
         let step = gpu.uniform("step", std::mem::size_of::<Step>() as u64);
         let whole = gpu.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0]));
         Bench { gpu, step, whole }
@@ -202,18 +203,39 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
     y
 }
 
-/// Both tunings: GPU (matvec: several invocations per output reduced in
-/// workgroup memory; matmul: 32x32 tiles) and CPU driver (matvec: one
-/// invocation per output; prefill: `matmul_rows`).
+/// Subgroup runs a GPU reduction is tried with on this adapter: 1 (workgroup
+/// memory alone) and, where it has subgroups, its smallest subgroup and runs
+/// of 2 (so a run is both all and part of an output's invocations).
+fn lane_runs(b: &Bench) -> Vec<u32> {
+    let l = b.gpu.subgroup_lanes();
+    let mut runs = vec![1];
+    if l > 1 {
+        runs.push(l);
+    }
+    if l > 2 {
+        runs.push(2);
+    }
+    runs
+}
+
+/// Every tuning of a linear `entry` as (CPU driver, subgroup run): GPU
+/// (matvec: several invocations per output summed in workgroup memory, and
+/// by subgroup shuffles where the adapter has them; matmul: 32x32 tiles) and
+/// CPU driver (matvec: one invocation per output; prefill: `matmul_rows`).
+fn tunings(b: &Bench, entry: &str) -> Vec<(bool, u32)> {
+    let runs = if entry == "matvec" { lane_runs(b) } else { vec![1] };
+    runs.into_iter().map(|l| (false, l)).chain([(true, 1)]).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool) {
-    for cpu in [false, true] {
-        check_linear_tuned(b, entry, dtype, rows, n, k, bias, acc, swiglu, cpu);
+    for (cpu, lanes) in tunings(b, entry) {
+        check_linear_tuned(b, entry, dtype, rows, n, k, bias, acc, swiglu, cpu, lanes);
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool, cpu: bool) {
+fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool, cpu: bool, lanes: u32) {
     let mut rng = Rng(0x1234 + (rows * 31 + n * 7 + k) as u64);
     let w_rows = if swiglu { 2 * n } else { n };
     let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
@@ -225,7 +247,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     y_init.extend([SENTINEL; 16]);
     let (wbuf, xbuf, bbuf, ybuf) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
-    let spec = linear_spec(dtype, entry, n, k, cpu)
+    let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
@@ -239,7 +261,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
     let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
     let e = nmse(&got, &want);
-    within("linear", e, LINEAR_TOL, || format!("{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu} cpu {cpu}"));
+    within("linear", e, LINEAR_TOL, || format!("{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu} cpu {cpu} lanes {lanes}"));
 }
 
 #[test]
@@ -360,12 +382,12 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
         let spec = linear_spec(DType::Q4_1, "matmul", n, 64, true);
         assert!(spec.entry == "matmul_rows" && spec.constants.contains(&("NPI", 2.0)), "n {n}: {:?}", spec.constants);
         for (dtype, k) in [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)] {
-            check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true);
-            check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true);
-            check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true);
+            check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true, 1);
+            check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true, 1);
+            check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true, 1);
             // Prefill: 19 rows, two whole groups of MR and a partial one.
-            check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true);
-            check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true);
+            check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true, 1);
+            check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true, 1);
         }
     }
     report();
@@ -382,7 +404,8 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
     // Enough outputs for the CPU matvec's 2 and 4 outputs per invocation.
     cases.extend([(DType::Q8_0, true, 515), (DType::Q4_1, true, 1029)]);
     for (dtype, cpu, n) in cases {
-        for x_per_slot in [false, true] {
+        let runs = if cpu { vec![1] } else { lane_runs(&b) };
+        for (x_per_slot, &lanes) in [false, true].into_iter().flat_map(|x| runs.iter().map(move |l| (x, l))) {
             let mut rng = Rng(99 + x_per_slot as u64);
             // Quantized rows are whole blocks (two 32-weight blocks, or one super-block).
             let k = if dtype.is_quantized() { (dtype.block().0 as usize).max(64) } else { k };
@@ -396,7 +419,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
             let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
-            let spec = linear_spec(dtype, "matvec", n, k, cpu)
+            let spec = with_lanes(linear_spec(dtype, "matvec", n, k, cpu), lanes)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
@@ -414,7 +437,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 }
             }
             let err = nmse(&got, &want);
-            within("linear", err, LINEAR_TOL, || format!("moe matvec {dtype:?} n {n} cpu {cpu} x_per_slot {x_per_slot}"));
+            within("linear", err, LINEAR_TOL, || format!("moe matvec {dtype:?} n {n} cpu {cpu} lanes {lanes} x_per_slot {x_per_slot}"));
         }
     }
     report();
@@ -452,9 +475,9 @@ fn rmsnorm_matches_cpu() {
         let inv = 1.0 / (ms + eps as f64).sqrt();
         (0..h).map(|i| (w[i] as f64 * x[r * h + i] as f64 * inv) as f32).collect()
     };
-    for last in [false, true] {
+    for (last, lanes) in [false, true].into_iter().flat_map(|l| lane_runs(&b).into_iter().map(move |n| (l, n))) {
         let (xb, wb, yb) = (b.f32(&x), b.f32(&w), b.zeros(rows * h));
-        let spec = Spec::new(Family::RmsNorm, "main").with("H", h as u32).with("EPS", eps).with("LAST_ROW", last as u32);
+        let spec = Spec::new(Family::RmsNorm, "main").with("H", h as u32).with("EPS", eps).with("LAST_ROW", last as u32).lanes(lanes);
         b.run(&spec, step(rows as u32), &[(1, &xb), (2, &wb), (3, &yb)], [if last { 1 } else { rows as u32 }, 1, 1]);
         let (got, want) = if last {
             (b.read(&yb, h), reference(rows - 1))
@@ -462,7 +485,7 @@ fn rmsnorm_matches_cpu() {
             (b.read(&yb, rows * h), (0..rows).flat_map(reference).collect())
         };
         let e = nmse(&got, &want);
-        within("rmsnorm", e, NORM_TOL, || format!("rmsnorm last_row {last}"));
+        within("rmsnorm", e, NORM_TOL, || format!("rmsnorm last_row {last} lanes {lanes}"));
     }
     report();
 }
@@ -726,7 +749,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
     let b = Bench::new();
     for (gt, ut) in [(DType::Q4K, DType::Q6K), (DType::Q8_0, DType::F16), (DType::IQ4NL, DType::Q5_0)] {
         for entry in ["matvec", "matmul"] {
-            for cpu in [false, true] {
+            for (cpu, lanes) in tunings(&b, entry) {
                 let (rows, n, k) = (5, 29, 256);
                 let mut rng = Rng(0x6a7e + n as u64);
                 let (gb, gv, _) = weights(gt, n, k, &mut rng);
@@ -736,7 +759,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 y_init.extend([SENTINEL; 16]);
                 let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.gpu.storage_init("g", &gb), b.gpu.storage_init("u", &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
-                    let spec = linear_spec(dtype, entry, n, k, cpu).with("GATE_IN_Y", gate_in_y);
+                    let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes).with("GATE_IN_Y", gate_in_y);
                     let mut bind = vec![(1, wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
                     if spec.entry == "matvec" {
                         bind.push((5, &dummy));
@@ -750,7 +773,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 stacked.extend_from_slice(&uv);
                 let want = linear_ref(&x, &stacked, None, None, rows, n, k, true);
                 let e = nmse(&got, &want);
-                within("linear", e, LINEAR_TOL, || format!("{entry} gate {gt:?} up {ut:?} cpu {cpu}"));
+                within("linear", e, LINEAR_TOL, || format!("{entry} gate {gt:?} up {ut:?} cpu {cpu} lanes {lanes}"));
             }
         }
     }

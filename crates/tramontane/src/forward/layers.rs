@@ -65,8 +65,12 @@ pub(super) struct Plan {
     all_logits: Option<AllLogits>,
 }
 
-fn norm_spec(cfg: &ModelConfig) -> Spec {
-    Spec::new(Family::RmsNorm, "main").with("H", cfg.hidden as u32).with("EPS", cfg.rms_eps).with("LAST_ROW", 0u32)
+fn norm_spec(g: &Gpu, cfg: &ModelConfig) -> Spec {
+    Spec::new(Family::RmsNorm, "main")
+        .with("H", cfg.hidden as u32)
+        .with("EPS", cfg.rms_eps)
+        .with("LAST_ROW", 0u32)
+        .lanes(g.subgroup_lanes())
 }
 
 impl Plan {
@@ -92,7 +96,7 @@ impl Plan {
             embed,
             layers,
             final_norm: k.dispatch(
-                &norm_spec(cfg).with("LAST_ROW", 1u32),
+                &norm_spec(g, cfg).with("LAST_ROW", 1u32),
                 &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)],
             ),
             lm_head: Linear::new(g, w.lm_head(), "matvec", |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy)]),
@@ -110,7 +114,7 @@ impl Plan {
             return;
         }
         let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
-        let norm = g.kernels.dispatch(&norm_spec(cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
+        let norm = g.kernels.dispatch(&norm_spec(g, cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
         let lm_head = Linear::new(g, w.lm_head(), "matmul", |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)]);
         self.all_logits = Some(AllLogits { buf, norm, lm_head });
     }
@@ -267,7 +271,7 @@ impl LayerPlan {
                 .with("MAX_SPLITS", MAX_SPLITS)
                 .kv_f16(kv_f16)
         };
-        let norm = norm_spec(cfg);
+        let norm = norm_spec(g, cfg);
         let qkv_bias = lw.qkv_bias.as_ref();
         let qkv_tune = |s: Spec| s.with("HAS_BIAS", qkv_bias.is_some() as u32);
         let qkv_bias = qkv_bias.unwrap_or(dummy);

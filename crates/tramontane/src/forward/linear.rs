@@ -85,6 +85,22 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
     s
 }
 
+/// `spec` (from [`linear_spec`]) on a device whose subgroups hold at least
+/// `lanes` invocations (1: no subgroups). Only the GPU matvec reduces across
+/// invocations: there an output's invocations sum by subgroup shuffles
+/// (lanes.wgsl), and where a subgroup holds 16 or more, an output gets at
+/// most one subgroup's worth, so that sum needs no workgroup barrier (a
+/// subgroup per row, as GPU inference kernels commonly do).
+pub fn with_lanes(spec: Spec, lanes: u32) -> Spec {
+    let rows = constant(&spec, "ROWS").unwrap_or(64);
+    if spec.entry != "matvec" || rows >= 64 || lanes < 2 {
+        return spec;
+    }
+    let per_output = 64 / rows;
+    let spec = if lanes >= 16 && per_output > lanes { spec.with("ROWS", 64 / lanes) } else { spec };
+    spec.lanes(lanes)
+}
+
 /// Outputs per invocation of the CPU drivers' matvec (`NPI`): 4 (each input
 /// load feeds four rows of weights; +13-18% decode on lavapipe for SmolLM2),
 /// fewer where that would leave under four workgroups of 64 invocations to
@@ -171,7 +187,8 @@ impl Linear {
             m.slabs
                 .iter()
                 .map(|s| {
-                    let mut spec = tune(linear_spec(s.dtype, entry, s.rows, m.cols, g.is_cpu()));
+                    let spec = linear_spec(s.dtype, entry, s.rows, m.cols, g.is_cpu());
+                    let mut spec = tune(with_lanes(spec, g.subgroup_lanes()));
                     if m.slabs.len() > 1 {
                         spec = spec.with("N_ALL", m.outputs as u32);
                     }
@@ -196,5 +213,28 @@ impl Linear {
         for p in &self.0 {
             out(label, &p.dispatch, p.grid.groups(p.outputs, rows));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Subgroup sums go only where invocations share an output, and adapters
+    /// with subgroups of 16 or more give an output at most one subgroup.
+    #[test]
+    fn subgroup_lanes_shape_only_the_gpu_matvec() {
+        let rows = |s: &Spec| constant(s, "ROWS");
+        let gpu = linear_spec(DType::Q4_0, "matvec", 4096, 4096, false);
+        assert_eq!(rows(&gpu), Some(1), "64 invocations per output for long rows");
+        let wide = with_lanes(gpu.clone(), 32);
+        assert_eq!((rows(&wide), constant(&wide, "LANES"), wide.subgroups), (Some(2), Some(32), true));
+        let narrow = with_lanes(gpu.clone(), 8);
+        assert_eq!((rows(&narrow), constant(&narrow, "LANES")), (Some(1), Some(8)), "runs of 8, then workgroup memory");
+        assert_eq!(with_lanes(gpu.clone(), 1), gpu, "no subgroups: unchanged");
+        let cpu = linear_spec(DType::Q4_0, "matvec", 4096, 4096, true);
+        assert_eq!(with_lanes(cpu.clone(), 32), cpu, "CPU drivers' matvec does not reduce");
+        let tiled = linear_spec(DType::Q4_0, "matmul", 4096, 4096, false);
+        assert_eq!(with_lanes(tiled.clone(), 32), tiled);
     }
 }

@@ -6,13 +6,17 @@
 //! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
 //! weight tensors, and the KV cache's element type `kv_t` (WGSL has no
 //! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
-//! `shader-f16`.
+//! `shader-f16`; and, for the families that reduce, `lanes.wgsl` (sums by
+//! subgroup shuffles, after `enable subgroups;` in browsers) on devices with
+//! subgroups, else `lanes_serial.wgsl`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const WEIGHTS: &str = include_str!("../../../../shaders/weights.wgsl");
+const LANES: &str = include_str!("../../../../shaders/lanes.wgsl");
+const LANES_SERIAL: &str = include_str!("../../../../shaders/lanes_serial.wgsl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -46,6 +50,11 @@ impl Family {
     /// which also keeps the driver from unrolling) is left out: +6-12%
     /// prefill and decode on lavapipe. The others (the sampler's bisections,
     /// MoE routing) keep it.
+    /// Families whose reductions take the `LANES` constant (lanes.wgsl).
+    fn reduces_in_lanes(self) -> bool {
+        matches!(self, Family::Matmul | Family::RmsNorm)
+    }
+
     fn loops_end_by_construction(self) -> bool {
         matches!(self, Family::Matmul | Family::Attention)
     }
@@ -71,11 +80,13 @@ pub struct Spec {
     pub constants: Vec<(&'static str, f64)>,
     /// The KV cache holds f16 (needs the device's `shader-f16`).
     pub kv_f16: bool,
+    /// Built with subgroup shuffles (lanes.wgsl; needs the device's subgroups).
+    pub subgroups: bool,
 }
 
 impl Spec {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Spec { family, entry, constants: Vec::new(), kv_f16: false }
+        Spec { family, entry, constants: Vec::new(), kv_f16: false, subgroups: false }
     }
 
     pub fn kv_f16(mut self, on: bool) -> Self {
@@ -83,13 +94,25 @@ impl Spec {
         self
     }
 
+    /// Sum over runs of `lanes` invocations by subgroup shuffles (the `LANES`
+    /// constant of the families that reduce); 1 or 0: no subgroups.
+    pub fn lanes(mut self, lanes: u32) -> Self {
+        self.subgroups = lanes > 1;
+        self.with("LANES", lanes.max(1))
+    }
+
+    /// Set constant `name` (again: the new value replaces the old).
     pub fn with(mut self, name: &'static str, value: impl Into<f64>) -> Self {
-        self.constants.push((name, value.into()));
+        let value = value.into();
+        match self.constants.iter_mut().find(|c| c.0 == name) {
+            Some(c) => c.1 = value,
+            None => self.constants.push((name, value)),
+        }
         self
     }
 
     fn key(&self) -> String {
-        let mut k = format!("{}:{}:kv{}", self.family.name(), self.entry, if self.kv_f16 { 16 } else { 32 });
+        let mut k = format!("{}:{}:kv{}:sg{}", self.family.name(), self.entry, if self.kv_f16 { 16 } else { 32 }, self.subgroups as u8);
         for (n, v) in &self.constants {
             k.push_str(&format!(":{n}={v}"));
         }
@@ -99,7 +122,12 @@ impl Spec {
 
 pub struct Kernels {
     device: wgpu::Device,
-    modules: Mutex<HashMap<(Family, bool), wgpu::ShaderModule>>,
+    /// WGSL goes to a browser's WebGPU as written, where subgroup builtins
+    /// need `enable subgroups;` (naga rejects that directive: natively the
+    /// device's features decide).
+    browser: bool,
+    /// (family, f16 KV cache, subgroups)
+    modules: Mutex<HashMap<(Family, bool, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
@@ -121,20 +149,28 @@ impl Dispatch {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
-        Kernels { device: device.clone(), modules: Mutex::default(), pipelines: Mutex::default() }
+    pub fn new(device: &wgpu::Device, browser: bool) -> Self {
+        Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default() }
     }
 
-    fn module(&self, family: Family, kv_f16: bool) -> wgpu::ShaderModule {
+    fn module(&self, family: Family, kv_f16: bool, subgroups: bool) -> wgpu::ShaderModule {
+        let subgroups = subgroups && family.reduces_in_lanes();
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules
-            .entry((family, kv_f16))
+            .entry((family, kv_f16, subgroups))
             .or_insert_with(|| {
                 let (body, uses_weights) = family.source();
-                let mut src = String::from(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
+                let mut src = String::new();
+                if subgroups && self.browser {
+                    src.push_str("enable subgroups;\n");
+                }
+                src.push_str(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
                 src.push_str(COMMON);
                 if uses_weights {
                     src.push_str(WEIGHTS);
+                }
+                if family.reduces_in_lanes() {
+                    src.push_str(if subgroups { LANES } else { LANES_SERIAL });
                 }
                 src.push_str(body);
                 let desc = wgpu::ShaderModuleDescriptor { label: Some(family.name()), source: wgpu::ShaderSource::Wgsl(src.into()) };
@@ -157,7 +193,7 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
-        let module = self.module(spec.family, spec.kv_f16);
+        let module = self.module(spec.family, spec.kv_f16, spec.subgroups);
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,

@@ -58,6 +58,17 @@ pub struct Gpu {
     /// CPU-friendly shapes. Detected natively; the browser, where WebGPU hides
     /// the device type, sets it from the adapter's info (`set_cpu`).
     cpu: std::sync::atomic::AtomicBool,
+    /// Invocations a reduction may sum by subgroup shuffles (lanes.wgsl): the
+    /// adapter's smallest subgroup size where the device has subgroups, else
+    /// one. Natively from wgpu's SUBGROUP feature; browsers set it
+    /// (`set_subgroups`), since wgpu cannot ask WebGPU for `subgroups`.
+    lanes: std::sync::atomic::AtomicU32,
+}
+
+/// Lanes for a smallest subgroup size of `min_size`: a power of two, at most
+/// a workgroup (64); 1 (no subgroup sums) below 2.
+fn lanes_of(min_size: u32) -> u32 {
+    if min_size < 2 { 1 } else { 1 << min_size.min(64).ilog2() }
 }
 
 impl Gpu {
@@ -81,11 +92,20 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let shader_f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let mut features = wgpu::Features::empty();
+        if shader_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tramontane"),
-                // f16 KV caches where the device has it (see forward/).
-                required_features: if shader_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
+                // f16 KV caches (see forward/) and subgroup sums where the
+                // device has them.
+                required_features: features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -126,10 +146,32 @@ impl Gpu {
             max_buffer_size: limits.max_buffer_size,
             max_storage_binding: limits.max_storage_buffer_binding_size,
         };
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, info.backend == wgpu::Backend::BrowserWebGpu);
         let name = info.name.to_lowercase();
         let cpu = info.device_type == wgpu::DeviceType::Cpu || name.contains("llvmpipe") || name.contains("swiftshader");
-        Ok(Gpu { device, queue, adapter, kernels, fault, lost, cpu: std::sync::atomic::AtomicBool::new(cpu) })
+        let lanes = if subgroups { lanes_of(info.subgroup_min_size) } else { 1 };
+        Ok(Gpu {
+            device,
+            queue,
+            adapter,
+            kernels,
+            fault,
+            lost,
+            cpu: std::sync::atomic::AtomicBool::new(cpu),
+            lanes: std::sync::atomic::AtomicU32::new(lanes),
+        })
+    }
+
+    /// Invocations a reduction may sum by subgroup shuffles; 1: none.
+    pub fn subgroup_lanes(&self) -> u32 {
+        self.lanes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Say that the device has subgroups of at least `min_size` invocations
+    /// (0: none), for models loaded later: browsers, where the page asked
+    /// WebGPU for `subgroups` itself.
+    pub fn set_subgroups(&self, min_size: u32) {
+        self.lanes.store(lanes_of(min_size), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Return (and clear) the first GPU error seen since the last call; a lost
