@@ -1,9 +1,12 @@
-// Sums over runs of neighbouring invocations ("lanes") by subgroup shuffles,
-// prepended to the kernels that reduce (matvec, RMSNorm) on devices with
-// subgroups (wgpu's SUBGROUP feature natively, WebGPU's `subgroups` in
-// browsers, where `enable subgroups;` goes first). Those kernels' workgroup
-// memory tree then starts at runs of LANES sums instead of single values, so
-// a run as wide as an output's invocations needs no barrier at all.
+// Subgroup shuffles between neighbouring invocations ("lanes"), prepended to
+// the matvec and RMSNorm kernels on devices with subgroups (wgpu's SUBGROUP
+// feature natively, WebGPU's `subgroups` in browsers, where `enable
+// subgroups;` goes first):
+//   - lanes_sum: sums over runs of lanes. The kernels' workgroup-memory tree
+//     then starts at runs of LANES sums instead of single values, so a run as
+//     wide as an output's invocations needs no barrier at all.
+//   - lanes_get4: another lane's value, so that lanes which all need the same
+//     inputs (the CPU drivers' matvec) load a share each and pass them round.
 // Devices without subgroups get lanes_serial.wgsl and LANES = 1.
 //
 // A run is `width` invocations (a power of two, at most the adapter's
@@ -27,4 +30,9 @@ fn lanes_sum2(v: vec2<f32>, width: u32) -> vec2<f32> {
         s += subgroupShuffleXor(s, o);
     }
     return s;
+}
+
+// `v` of subgroup lane `lane` (below the smallest subgroup size).
+fn lanes_get4(v: vec4<f32>, lane: u32) -> vec4<f32> {
+    return subgroupShuffle(v, lane);
 }

@@ -1,9 +1,13 @@
-// lanes.wgsl's sums on devices without subgroups: kernels run with LANES = 1,
-// so a run is one invocation and its sum is its own value.
+// lanes.wgsl on devices without subgroups: kernels run with LANES = 1, so a
+// run is one invocation, its sum is its own value and the only lane is itself.
 fn lanes_sum(v: f32, width: u32) -> f32 {
     return v;
 }
 
 fn lanes_sum2(v: vec2<f32>, width: u32) -> vec2<f32> {
+    return v;
+}
+
+fn lanes_get4(v: vec4<f32>, lane: u32) -> vec4<f32> {
     return v;
 }

@@ -107,12 +107,25 @@ override NPI: u32 = 1u;
 override QUAD: u32 = 0u;
 // 1: K % 32 == 0 and a 32-weight block type: read whole blocks (dot_block32).
 override BLOCKS: u32 = 0u;
-// GPUs: invocations of an output summed by subgroup shuffles before the
-// workgroup tree (lanes.wgsl), up to the adapter's smallest subgroup; 1
-// without subgroups.
+// Lanes of a subgroup that shuffle (lanes.wgsl), up to the adapter's smallest
+// subgroup; 1 without subgroups. GPUs: an output's invocations sum by
+// shuffles before the workgroup tree. CPU drivers (8 or more): the lanes
+// share a block's input loads.
 override LANES: u32 = 1u;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_up: array<f32, WG>;
+
+// The matvec's dots of the 32-weight block at k of each of an invocation's
+// NPI outputs (first weights `woff`; up halves `up` further) with inputs xs8.
+fn add_block_dots(k: u32, xs8: ptr<function, array<vec4<f32>, 8>>, woff: vec4<u32>, up: u32,
+                  acc: ptr<function, vec4<f32>>, acc_up: ptr<function, vec4<f32>>) {
+    for (var j = 0u; j < NPI; j++) {
+        (*acc)[j] += dot_block32((woff[j] + k) >> 5u, xs8);
+        if (SWIGLU != 0u) {
+            (*acc_up)[j] += dot_block32((woff[j] + up + k) >> 5u, xs8);
+        }
+    }
+}
 
 // Grid: x (and z, for many outputs) over groups of ROWS * NPI outputs, y over rows.
 @compute @workgroup_size(64)
@@ -142,19 +155,30 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let up = N * K;
     var acc = vec4<f32>(0.0);
     var acc_up = vec4<f32>(0.0);
-    if (BLOCKS != 0u) {
+    if (BLOCKS != 0u && ROWS == WG && LANES >= 8u) {
+        // CPU drivers with subgroups of 8 or more, whole 32-weight blocks:
+        // every invocation of the workgroup walks the same blocks, so this
+        // loop's control flow is uniform, as shuffles need. They all read the
+        // same 32 inputs per block and a load costs one per lane there
+        // whatever the address, so lane i loads quad i (mod 8) and the
+        // subgroup passes the 8 round (lavapipe: +17% decode).
+        let lane = lid % 8u;
+        for (var k = 0u; k < K; k += 32u) {
+            let mine = X4[((xoff + k) >> 2u) + lane];
+            var xs8: array<vec4<f32>, 8>;
+            for (var i = 0u; i < 8u; i++) {
+                xs8[i] = lanes_get4(mine, i);
+            }
+            add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
+        }
+    } else if (BLOCKS != 0u) {
         // Whole 32-weight blocks per invocation (K % 32 == 0, block types).
         for (var k = sub * 32u; k < K; k += tpr * 32u) {
             var xs8: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
                 xs8[i] = X4[((xoff + k) >> 2u) + i];
             }
-            for (var j = 0u; j < NPI; j++) {
-                acc[j] += dot_block32((woff[j] + k) >> 5u, &xs8);
-                if (SWIGLU != 0u) {
-                    acc_up[j] += dot_block32((woff[j] + up + k) >> 5u, &xs8);
-                }
-            }
+            add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
         }
     } else if (QUAD != 0u) {
         for (var k = sub * 4u; k < K; k += tpr * 4u) {

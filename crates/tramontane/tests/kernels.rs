@@ -221,10 +221,12 @@ fn lane_runs(b: &Bench) -> Vec<u32> {
 /// Every tuning of a linear `entry` as (CPU driver, subgroup run): GPU
 /// (matvec: several invocations per output summed in workgroup memory, and
 /// by subgroup shuffles where the adapter has them; matmul: 32x32 tiles) and
-/// CPU driver (matvec: one invocation per output; prefill: `matmul_rows`).
+/// CPU driver (matvec: one invocation per output, whose lanes share the
+/// input loads by subgroup shuffles where the adapter has them; prefill:
+/// `matmul_rows`).
 fn tunings(b: &Bench, entry: &str) -> Vec<(bool, u32)> {
     let runs = if entry == "matvec" { lane_runs(b) } else { vec![1] };
-    runs.into_iter().map(|l| (false, l)).chain([(true, 1)]).collect()
+    [false, true].into_iter().flat_map(|cpu| runs.iter().map(move |&l| (cpu, l))).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,9 +384,11 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
         let spec = linear_spec(DType::Q4_1, "matmul", n, 64, true);
         assert!(spec.entry == "matmul_rows" && spec.constants.contains(&("NPI", 2.0)), "n {n}: {:?}", spec.constants);
         for (dtype, k) in [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)] {
-            check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true, 1);
-            check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true, 1);
-            check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true, 1);
+            for lanes in lane_runs(&b) {
+                check_linear_tuned(&b, "matvec", dtype, 1, n, k, false, false, false, true, lanes);
+                check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true, lanes);
+                check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true, lanes);
+            }
             // Prefill: 19 rows, two whole groups of MR and a partial one.
             check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true, 1);
             check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true, 1);
@@ -404,7 +408,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
     // Enough outputs for the CPU matvec's 2 and 4 outputs per invocation.
     cases.extend([(DType::Q8_0, true, 515), (DType::Q4_1, true, 1029)]);
     for (dtype, cpu, n) in cases {
-        let runs = if cpu { vec![1] } else { lane_runs(&b) };
+        let runs = lane_runs(&b);
         for (x_per_slot, &lanes) in [false, true].into_iter().flat_map(|x| runs.iter().map(move |l| (x, l))) {
             let mut rng = Rng(99 + x_per_slot as u64);
             // Quantized rows are whole blocks (two 32-weight blocks, or one super-block).
