@@ -112,10 +112,10 @@ export interface EngineInfo {
   tokenizerWarnings: string[];
   adapter: { name: string; backend: string; driver: string; shaderF16: boolean; maxBufferSize: number; maxStorageBufferBindingSize: number;
     vendor?: string; architecture?: string; device?: string; description?: string;
-    /** A CPU rasterizer (SwiftShader, llvmpipe): kernels are shaped for CPUs. */
+    /** A CPU rasterizer (SwiftShader, llvmpipe): what `kernels: 'auto'` follows. */
     cpu?: boolean;
     /** The device got WebGPU's `subgroups` with subgroups of at least this
-     * many invocations (0: none): reductions sum by subgroup shuffles. */
+     * many invocations (0: none): kernels shuffle between subgroup lanes. */
     subgroupMinSize?: number };
   network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };
   urls: string[];

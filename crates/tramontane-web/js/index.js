@@ -156,32 +156,40 @@ function checkLoadOptions(o) {
 }
 
 // wgpu asks WebGPU only for the features it knows, and `subgroups` is not one
-// of them. So while the engine opens its device (`init`, also called before
-// each load: a new device after a loss), GPUAdapter.requestDevice also asks for `subgroups` where the
-// adapter has it, and notes the smallest subgroup size of a device that got
-// it: the engine's reductions then sum by subgroup shuffles (shaders/lanes.wgsl).
-// The page's own requestDevice calls are left as they are outside those calls.
+// of them. So while an engine opens its device and loads (`withSubgroups`
+// around `init` and `load`: a new device after a loss opens inside `load`),
+// GPUAdapter.requestDevice also asks for `subgroups` where the adapter has
+// it, and notes the smallest subgroup size of a device that got it: the
+// kernels then shuffle between subgroup lanes (shaders/lanes.wgsl). Windows
+// of several engines may overlap: the page's own method is kept once and put
+// back when the last one closes. Every device is opened on the same default
+// adapter, so the size noted holds for any of them.
 let subgroupMinSize = 0;
+let pageRequestDevice = null;
+let openWindows = 0;
+async function requestDeviceWithSubgroups(desc) {
+  const want = this.features?.has?.('subgroups') && !(desc?.requiredFeatures ?? []).includes?.('subgroups');
+  let device;
+  try {
+    device = await pageRequestDevice.call(this, want ? { ...desc, requiredFeatures: [...(desc?.requiredFeatures ?? []), 'subgroups'] } : desc);
+  } catch (err) {
+    if (!want) throw err;
+    device = await pageRequestDevice.call(this, desc);
+  }
+  subgroupMinSize = device.features?.has?.('subgroups') ? (this.info?.subgroupMinSize ?? 0) : 0;
+  return device;
+}
 async function withSubgroups(fn) {
   const proto = globalThis.GPUAdapter?.prototype;
-  const original = proto?.requestDevice;
-  if (typeof original !== 'function') return fn();
-  proto.requestDevice = async function (desc) {
-    const want = this.features?.has?.('subgroups') && !(desc?.requiredFeatures ?? []).includes?.('subgroups');
-    let device;
-    try {
-      device = await original.call(this, want ? { ...desc, requiredFeatures: [...(desc?.requiredFeatures ?? []), 'subgroups'] } : desc);
-    } catch (err) {
-      if (!want) throw err;
-      device = await original.call(this, desc);
-    }
-    subgroupMinSize = device.features?.has?.('subgroups') ? (this.info?.subgroupMinSize ?? 0) : 0;
-    return device;
-  };
+  if (typeof proto?.requestDevice !== 'function') return fn();
+  if (openWindows++ === 0) {
+    pageRequestDevice = proto.requestDevice;
+    proto.requestDevice = requestDeviceWithSubgroups;
+  }
   try {
     return await fn();
   } finally {
-    proto.requestDevice = original;
+    if (--openWindows === 0) proto.requestDevice = pageRequestDevice;
   }
 }
 
@@ -312,9 +320,12 @@ export class Engine {
       let info;
       try {
         const cpuAdapter = options.kernels === 'cpu' || (options.kernels !== 'gpu' && this._adapter?.cpu);
-        // The device first (a new one after a loss), so that its subgroups are known.
-        await withSubgroups(() => this._wasm.init());
-        info = await this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+        info = await withSubgroups(async () => {
+          // The device first (a new one after a loss), so that its subgroups are known.
+          await this._wasm.init();
+          if (this._adapter) this._adapter.subgroupMinSize = subgroupMinSize;
+          return this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+        });
       } catch (err) {
         throw asError(err);
       }

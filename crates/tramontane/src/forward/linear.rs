@@ -35,7 +35,8 @@ pub fn moe_max_tiles(rows: u32, experts: u32, tile: u32) -> u32 {
 /// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs.
 /// The matvec is tuned to the row length and the device: on GPUs several
 /// invocations share an output (reading four weights, or a whole 32-weight
-/// block, at a time) and reduce in workgroup memory; on CPU drivers (`cpu`:
+/// block, at a time) and reduce in workgroup memory (and by subgroup
+/// shuffles: [`with_lanes`] adapts the spec to the device's subgroups); on CPU drivers (`cpu`:
 /// lavapipe, SwiftShader) each invocation computes whole outputs (up to four,
 /// [`cpu_outputs_per_invocation`]), since there a SIMD lane per row beats a
 /// barrier-synchronized reduction.

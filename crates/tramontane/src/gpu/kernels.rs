@@ -42,6 +42,12 @@ impl Family {
         }
     }
 
+    /// Families that take the `LANES` constant and lanes.wgsl's subgroup
+    /// shuffles (the matvec's sums and shared loads, RMSNorm's sum).
+    fn reduces_in_lanes(self) -> bool {
+        matches!(self, Family::Matmul | Family::RmsNorm)
+    }
+
     /// Families whose every loop ends whatever the data: a u32 counter
     /// stepping by a positive constant (or halving) toward a bound under 2^31
     /// (widths under 2^21 by the config limits, positions under the checked
@@ -50,11 +56,6 @@ impl Family {
     /// which also keeps the driver from unrolling) is left out: +6-12%
     /// prefill and decode on lavapipe. The others (the sampler's bisections,
     /// MoE routing) keep it.
-    /// Families whose reductions take the `LANES` constant (lanes.wgsl).
-    fn reduces_in_lanes(self) -> bool {
-        matches!(self, Family::Matmul | Family::RmsNorm)
-    }
-
     fn loops_end_by_construction(self) -> bool {
         matches!(self, Family::Matmul | Family::Attention)
     }
@@ -94,8 +95,9 @@ impl Spec {
         self
     }
 
-    /// Sum over runs of `lanes` invocations by subgroup shuffles (the `LANES`
-    /// constant of the families that reduce); 1 or 0: no subgroups.
+    /// Shuffle between `lanes` subgroup lanes (the `LANES` constant of
+    /// lanes.wgsl's families: sums over runs of lanes, and the CPU drivers'
+    /// matvec sharing input loads); 1 or 0: no subgroups.
     pub fn lanes(mut self, lanes: u32) -> Self {
         self.subgroups = lanes > 1;
         self.with("LANES", lanes.max(1))
