@@ -13,6 +13,7 @@
 //                 output for MR rows, decoding each weight once per MR rows.
 // Epilogues (pipeline constants): bias, SwiGLU (W holds [gate; up] stacked, the
 // output is silu(gate.x) * (up.x)), and ACCUMULATE (Y += result: the residual add).
+// Prologue (CPU drivers' matvec): NORM, the RMSNorm before the layer.
 // MoE: rows are (token, slot) pairs and each picks its expert's block of W from
 // EXPERT_IDS, so a decode step reads only the chosen experts' weights. MoE
 // prefill runs `matmul_grouped` / `matmul_rows_grouped` instead: the same tile
@@ -46,6 +47,20 @@ override N_ALL: u32 = 0u;
 fn x_at(i: u32) -> f32 {
     return X4[i >> 2u][i & 3u];
 }
+
+// 1: X holds the residual stream, not yet normalized, and this matvec applies
+// the RMSNorm before it (weights NORM_W, epsilon NORM_EPS): y = W (g * x) / rms(x),
+// the sum of squares taken over the same input loads as the dot products.
+// Decode on CPU drivers then skips a dispatch per norm, which there costs
+// 40-100 us however little it does. Only where an invocation computes whole
+// outputs (ROWS == WG): it must see every input of the row.
+override NORM: u32 = 0u;
+override NORM_EPS: f32 = 1e-5;
+// 1 (with NORM): the input is the pass's last row (the final norm before the
+// LM head, when only the next token's logits are needed).
+override LAST_ROW: u32 = 0u;
+// The norm's weights; matvec dispatches without NORM bind a dummy.
+@group(0) @binding(9) var<storage, read> NORM_W: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read> B: array<f32>;
 @group(0) @binding(5) var<storage, read> EXPERT_IDS: array<u32>;
@@ -139,7 +154,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if (r >= step.n_tokens * SLOTS) {
         return;
     }
-    let xoff = x_row(r) * K;
+    let xoff = select(x_row(r), step.n_tokens - 1u, LAST_ROW != 0u) * K;
     var expert_off = 0u;
     if (MOE != 0u) {
         expert_off = EXPERT_IDS[r] * EXPERT_STRIDE;
@@ -155,6 +170,8 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let up = N * K;
     var acc = vec4<f32>(0.0);
     var acc_up = vec4<f32>(0.0);
+    // NORM: the sum of squares of the inputs this invocation loaded.
+    var sq = 0.0;
     if (BLOCKS != 0u && ROWS == WG && LANES >= 8u) {
         // CPU drivers with subgroups of 8 or more, whole 32-weight blocks:
         // every invocation of the workgroup walks the same blocks, so this
@@ -164,12 +181,20 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         // subgroup passes the 8 round (lavapipe: +17% decode).
         let lane = lid % 8u;
         for (var k = 0u; k < K; k += 32u) {
-            let mine = X4[((xoff + k) >> 2u) + lane];
+            var mine = X4[((xoff + k) >> 2u) + lane];
+            if (NORM != 0u) {
+                sq += dot(mine, mine);
+                mine *= NORM_W[(k >> 2u) + lane];
+            }
             var xs8: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
                 xs8[i] = lanes_get4(mine, i);
             }
             add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
+        }
+        if (NORM != 0u) {
+            // Each run of 8 lanes loaded the row once between them.
+            sq = lanes_sum(sq, 8u);
         }
     } else if (BLOCKS != 0u) {
         // Whole 32-weight blocks per invocation (K % 32 == 0, block types).
@@ -177,12 +202,20 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             var xs8: array<vec4<f32>, 8>;
             for (var i = 0u; i < 8u; i++) {
                 xs8[i] = X4[((xoff + k) >> 2u) + i];
+                if (NORM != 0u) {
+                    sq += dot(xs8[i], xs8[i]);
+                    xs8[i] *= NORM_W[(k >> 2u) + i];
+                }
             }
             add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
         }
     } else if (QUAD != 0u) {
         for (var k = sub * 4u; k < K; k += tpr * 4u) {
-            let xv = X4[(xoff + k) >> 2u];
+            var xv = X4[(xoff + k) >> 2u];
+            if (NORM != 0u) {
+                sq += dot(xv, xv);
+                xv *= NORM_W[k >> 2u];
+            }
             for (var j = 0u; j < NPI; j++) {
                 acc[j] += dot(load_w4(woff[j] + k), xv);
                 if (SWIGLU != 0u) {
@@ -192,7 +225,11 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
     } else {
         for (var k = sub; k < K; k += tpr) {
-            let xv = x_at(xoff + k);
+            var xv = x_at(xoff + k);
+            if (NORM != 0u) {
+                sq += xv * xv;
+                xv *= NORM_W[k >> 2u][k & 3u];
+            }
             for (var j = 0u; j < NPI; j++) {
                 acc[j] += load_w(woff[j] + k) * xv;
                 if (SWIGLU != 0u) {
@@ -203,6 +240,11 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     if (ROWS == WG) {
         // Whole outputs per invocation (CPU drivers): no reduction, no barrier.
+        if (NORM != 0u) {
+            let inv = 1.0 / sqrt(sq / f32(K) + NORM_EPS);
+            acc *= inv;
+            acc_up *= inv;
+        }
         for (var j = 0u; j < NPI; j++) {
             let n = n0 + j * ROWS;
             if (n < N) {

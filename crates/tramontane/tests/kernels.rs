@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, scored_decode, with_lanes, MAX_SPLITS};
+use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, MAX_SPLITS};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -255,7 +255,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
         .with("SWIGLU", swiglu as u32);
     let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
     if spec.entry == "matvec" {
-        bind.push((5, &dummy));
+        bind.extend([(5, &dummy), (9, &dummy)]);
     }
     let groups = linear_groups(&spec, n as u32, rows as u32);
     b.run(&spec, step(rows as u32), &bind, groups);
@@ -315,7 +315,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
         let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
         let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
         if spec.entry == "matvec" {
-            bind.push((5, &dummy));
+            bind.extend([(5, &dummy), (9, &dummy)]);
         }
         let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
         b.run(&spec, step(rows as u32), &bind, groups);
@@ -397,6 +397,48 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
     report();
 }
 
+/// The CPU drivers' matvec with the RMSNorm before it (`NORM`, decode): it
+/// reads the residual row (the last of the pass with `LAST_ROW`) and must
+/// equal the norm followed by the layer, for the scalar, quad, whole-block
+/// and lane-sharing input loops, with 1, 2 and 4 outputs per invocation, a
+/// bias and SwiGLU.
+#[test]
+fn matvec_applies_the_rmsnorm_before_it() {
+    let b = Bench::new();
+    assert!(norm_in_matvec(true) && !norm_in_matvec(false), "fused on CPU drivers only");
+    let eps = 1e-5f32;
+    let cases = [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)];
+    for ((dtype, k), n) in cases.into_iter().flat_map(|c| [37usize, 515, 1029].map(|n| (c, n))) {
+        for (lanes, last_row) in lane_runs(&b).into_iter().flat_map(|l| [(l, false), (l, true)]) {
+            let (swiglu, bias) = (n % 2 == 1 && last_row, n != 515);
+            let rows = if last_row { 3 } else { 1 };
+            let mut rng = Rng(0x4e0 + (n * 3 + k) as u64);
+            let w_rows = if swiglu { 2 * n } else { n };
+            let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
+            // A residual row of some scale (the norm removes it) and its weights.
+            let x: Vec<f32> = rng.vec(rows * k).iter().map(|v| v * 7.0).collect();
+            let g = rng.vec(k);
+            let bv = rng.vec(w_rows);
+            let mut y_init = vec![0f32; n];
+            y_init.extend([SENTINEL; 16]);
+            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+            let spec = with_lanes(linear_spec(dtype, "matvec", n, k, true), lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
+            let spec = with_norm(spec, eps, last_row);
+            let bind = [(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
+            b.run(&spec, step(rows as u32), &bind, linear_groups(&spec, n as u32, 1));
+            let mut got = b.read(&ybuf, n + 16);
+            assert!(got.split_off(n).iter().all(|&v| v == SENTINEL), "write past the output");
+            let row = &x[(rows - 1) * k..];
+            let inv = 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + eps as f64).sqrt();
+            let normed: Vec<f32> = (0..k).map(|i| (g[i] as f64 * row[i] as f64 * inv) as f32).collect();
+            let want = linear_ref(&normed, &wv, bias.then_some(&bv[..]), None, 1, n, k, swiglu);
+            let e = nmse(&got, &want);
+            within("linear", e, LINEAR_TOL, || format!("normed matvec {dtype:?} n {n} k {k} lanes {lanes} last_row {last_row} swiglu {swiglu} bias {bias}"));
+        }
+    }
+    report();
+}
+
 #[test]
 fn moe_expert_matvec_reads_the_chosen_experts() {
     let b = Bench::new();
@@ -430,7 +472,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
             let groups = linear_groups(&spec, n as u32, (tokens * slots) as u32);
-            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole)], groups);
+            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole), (9, &dummy)], groups);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -766,7 +808,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                     let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes).with("GATE_IN_Y", gate_in_y);
                     let mut bind = vec![(1, wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
                     if spec.entry == "matvec" {
-                        bind.push((5, &dummy));
+                        bind.extend([(5, &dummy), (9, &dummy)]);
                     }
                     let groups = linear_groups(&spec, n as u32, rows as u32);
                     b.run(&spec, step(rows as u32), &bind, groups);

@@ -2,7 +2,7 @@
 //! load from the weights and the buffers, and the order a pass records them in.
 
 use super::buffers::Buffers;
-use super::linear::{moe_group_tile, Linear};
+use super::linear::{moe_group_tile, norm_in_matvec, with_norm, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
@@ -12,7 +12,11 @@ use crate::parse::ModelConfig;
 use crate::upload::{Ffn, LayerWeights, Weights};
 
 struct LayerPlan {
+    /// Prefill's; decode's is in `qkv_mv` where [`norm_in_matvec`].
     attn_norm: Dispatch,
+    /// Decode skips the norm dispatches (the matvecs after them apply them).
+    attn_norm_in_mv: bool,
+    ffn_norm_in_mv: bool,
     qkv_mv: Linear,
     qkv_mm: Linear,
     rope: Dispatch,
@@ -59,7 +63,8 @@ pub(super) struct Plan {
     /// One per slab of the embedding matrix.
     embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
-    final_norm: Dispatch,
+    /// None: the LM head's matvec applies it ([`norm_in_matvec`]).
+    final_norm: Option<Dispatch>,
     lm_head: Linear,
     pub sample: Dispatch,
     all_logits: Option<AllLogits>,
@@ -92,14 +97,20 @@ impl Plan {
             .enumerate()
             .map(|(l, lw)| LayerPlan::new(g, cfg, kv_f16, l, lw, b, layer_slots[l]))
             .collect::<Result<_>>()?;
+        let fused = norm_in_matvec(g.is_cpu());
+        let lm_head = if fused {
+            let tune = |s| with_norm(s, cfg.rms_eps, true);
+            Linear::new(g, w.lm_head(), "matvec", tune, &[(0, step), (2, &b.x), (3, &b.logits), (4, dummy), (5, dummy), (9, &w.norm)])
+        } else {
+            Linear::new(g, w.lm_head(), "matvec", |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy), (9, dummy)])
+        };
         Ok(Plan {
             embed,
             layers,
-            final_norm: k.dispatch(
-                &norm_spec(g, cfg).with("LAST_ROW", 1u32),
-                &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)],
-            ),
-            lm_head: Linear::new(g, w.lm_head(), "matvec", |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy)]),
+            final_norm: (!fused).then(|| {
+                k.dispatch(&norm_spec(g, cfg).with("LAST_ROW", 1u32), &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)])
+            }),
+            lm_head,
             sample: k.dispatch(
                 &Spec::new(Family::Sample, "sample").with("V", cfg.vocab as u32),
                 &[(0, step), (1, &b.logits), (2, &b.state), (3, &b.ids), (4, &b.out)],
@@ -141,8 +152,12 @@ impl Plan {
             s("embed", e, [h.div_ceil(64), t, 1]);
         }
         for l in &self.layers {
-            s("rmsnorm", &l.attn_norm, [t, 1, 1]);
-            linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
+            if decode && l.attn_norm_in_mv {
+                l.qkv_mv.visit("rmsnorm + qkv matvec", 1, s);
+            } else {
+                s("rmsnorm", &l.attn_norm, [t, 1, 1]);
+                linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
+            }
             s("rope + kv store", &l.rope, [rope_x, t, 1]);
             let combine = match (&l.attend_decode, &l.attend_prefill) {
                 (DecodeAttention::Tiled(d), _) if decode => {
@@ -164,12 +179,23 @@ impl Plan {
                 s("attention combine", &l.combine, [nh, t, 1]);
             }
             linear(&l.o_mv, &l.o_mm, "o matvec", "o matmul", s);
-            s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
+            let ffn_norm_in_mv = decode && l.ffn_norm_in_mv;
+            if !ffn_norm_in_mv {
+                s("rmsnorm", &l.ffn_norm, [t, 1, 1]);
+            }
             match &l.ffn {
                 FfnPlan::Dense { gate_up_mv, gate_up_mm, up_mv, up_mm, down_mv, down_mm } => {
-                    linear(gate_up_mv, gate_up_mm, "gate/up + swiglu matvec", "gate/up + swiglu matmul", s);
+                    if ffn_norm_in_mv {
+                        gate_up_mv.visit("rmsnorm + gate/up + swiglu matvec", 1, s);
+                    } else {
+                        linear(gate_up_mv, gate_up_mm, "gate/up + swiglu matvec", "gate/up + swiglu matmul", s);
+                    }
                     if let (Some(mv), Some(mm)) = (up_mv, up_mm) {
-                        linear(mv, mm, "up (own type) + swiglu matvec", "up (own type) + swiglu matmul", s);
+                        if ffn_norm_in_mv {
+                            mv.visit("rmsnorm + up (own type) + swiglu matvec", 1, s);
+                        } else {
+                            linear(mv, mm, "up (own type) + swiglu matvec", "up (own type) + swiglu matmul", s);
+                        }
                     }
                     linear(down_mv, down_mm, "down matvec", "down matmul", s);
                 }
@@ -197,10 +223,13 @@ impl Plan {
         }
         match output {
             Output::None => {}
-            Output::Sample => {
-                s("rmsnorm", &self.final_norm, [1, 1, 1]);
-                self.lm_head.visit("lm head matvec", 1, s);
-            }
+            Output::Sample => match &self.final_norm {
+                Some(norm) => {
+                    s("rmsnorm", norm, [1, 1, 1]);
+                    self.lm_head.visit("lm head matvec", 1, s);
+                }
+                None => self.lm_head.visit("rmsnorm + lm head matvec", 1, s),
+            },
             Output::AllLogits => {
                 if let Some(a) = &self.all_logits {
                     s("rmsnorm", &a.norm, [t, 1, 1]);
@@ -209,6 +238,11 @@ impl Plan {
             }
         }
     }
+}
+
+/// A decode matvec's spec, applying the norm before it where `fused`.
+fn normed(fused: bool, cfg: &ModelConfig, s: Spec) -> Spec {
+    if fused { with_norm(s, cfg.rms_eps, false) } else { s }
 }
 
 /// Decode's attention before `combine`.
@@ -272,9 +306,13 @@ impl LayerPlan {
                 .kv_f16(kv_f16)
         };
         let norm = norm_spec(g, cfg);
+        let fused = norm_in_matvec(g.is_cpu());
         let qkv_bias = lw.qkv_bias.as_ref();
         let qkv_tune = |s: Spec| s.with("HAS_BIAS", qkv_bias.is_some() as u32);
         let qkv_bias = qkv_bias.unwrap_or(dummy);
+        // Decode's input: the normalized row, or the residual and the norm's weights.
+        let (qkv_x, qkv_norm) = if fused { (&b.x, &lw.attn_norm) } else { (&b.xn, dummy) };
+        let qkv_mv = Linear::new(g, &lw.qkv, "matvec", |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)]);
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
         let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
@@ -284,7 +322,10 @@ impl LayerPlan {
         let (prefill_entry, prefill_rows) = attend_entry(g.is_cpu(), hd);
         Ok(LayerPlan {
             attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
-            qkv_mv: Linear::new(g, &lw.qkv, "matvec", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias), (5, dummy)]),
+            attn_norm_in_mv: fused,
+            // The experts' matvecs read the normalized input as it is.
+            ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
+            qkv_mv,
             qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)]),
             rope: match &lw.qk_norm {
                 // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
@@ -304,16 +345,17 @@ impl LayerPlan {
             },
             attend_prefill: (k.dispatch(&attn_spec(prefill_entry), &attend_binds), prefill_rows),
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
-            o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy)]),
+            o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
             o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)]),
             ffn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.ffn_norm), (3, &b.xn)]),
-            ffn: FfnPlan::new(g, cfg, l, lw, b)?,
+            ffn: FfnPlan::new(g, cfg, l, lw, b, fused)?,
         })
     }
 }
 
 impl FfnPlan {
-    fn new(g: &Gpu, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers) -> Result<FfnPlan> {
+    /// `fused`: a dense FFN's gate/up matvecs apply the norm ([`norm_in_matvec`]).
+    fn new(g: &Gpu, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers, fused: bool) -> Result<FfnPlan> {
         let (step, dummy, xn, ffn_h) = (&b.step, &b.dummy, &b.xn, &b.ffn_h);
         let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
         Ok(match &lw.ffn {
@@ -327,12 +369,14 @@ impl FfnPlan {
                 let gu = |s: Spec| s.with("SWIGLU", stacked).with("HAS_BIAS", gu_bias.is_some() as u32);
                 let dn = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", down_bias.is_some() as u32);
                 let (gb, db) = (gu_bias.unwrap_or(dummy), down_bias.unwrap_or(dummy));
+                // Decode's input: the normalized row, or the residual and the norm's weights.
+                let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };
                 FfnPlan::Dense {
-                    gate_up_mv: Linear::new(g, gate_up, "matvec", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb), (5, dummy)]),
+                    gate_up_mv: Linear::new(g, gate_up, "matvec", |s| normed(fused, cfg, gu(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, gb), (5, dummy), (9, mv_norm)]),
                     gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)]),
-                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, dummy)])),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| normed(fused, cfg, gated(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, dummy), (5, dummy), (9, mv_norm)])),
                     up_mm: up.as_ref().map(|u| Linear::new(g, u, "matmul", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)])),
-                    down_mv: Linear::new(g, down, "matvec", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy)]),
+                    down_mv: Linear::new(g, down, "matvec", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy), (9, dummy)]),
                     down_mm: Linear::new(g, down, "matmul", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)]),
                 }
             }
@@ -358,14 +402,14 @@ impl FfnPlan {
                 };
                 let gu = |s: Spec| s.with("SWIGLU", up.is_none() as u32);
                 let per_slot = |s: Spec| s.with("X_PER_SLOT", 1u32);
-                let mv_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, ids_l)];
+                let mv_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, ids_l), (9, dummy)];
                 let mm_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (7, order), (8, tiles)];
-                let mv_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (5, ids_l)];
+                let mv_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (5, ids_l), (9, dummy)];
                 let mm_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (7, order), (8, tiles)];
                 let mm = "matmul_grouped";
                 let k = &g.kernels;
                 FfnPlan::Moe {
-                    router: Linear::new(g, router, "matvec", |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy)]),
+                    router: Linear::new(g, router, "matvec", |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy), (9, dummy)]),
                     route: k.dispatch(&moe_spec("route"), &[(0, step), (1, rl), (2, ids_l), (3, wts_l)]),
                     group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(0, step), (2, ids_l), (6, order), (7, tiles)]),
                     gate_up_mv: Linear::new(g, gate_up, "matvec", |s| gu(expert(s)), &mv_in),

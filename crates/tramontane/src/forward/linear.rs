@@ -109,6 +109,22 @@ pub fn with_lanes(spec: Spec, lanes: u32) -> Spec {
     spec.lanes(lanes)
 }
 
+/// Whether decode applies each RMSNorm inside the matvecs that read its
+/// output (matmul.wgsl's `NORM`) instead of in a dispatch of its own: on CPU
+/// drivers, where an invocation sees the whole input row and every dispatch
+/// costs 40-100 us (lavapipe) however little it computes.
+pub fn norm_in_matvec(cpu: bool) -> bool {
+    cpu
+}
+
+/// A matvec `spec` that applies the RMSNorm (epsilon `eps`, weights bound at
+/// 9) to its input, the residual stream, first; `last_row`: its input is the
+/// pass's last row (the final norm before the LM head). Only for the CPU
+/// drivers' matvec ([`norm_in_matvec`]).
+pub fn with_norm(spec: Spec, eps: f32, last_row: bool) -> Spec {
+    spec.with("NORM", 1u32).with("NORM_EPS", eps).with("LAST_ROW", last_row as u32)
+}
+
 /// Outputs per invocation of the CPU drivers' matvec (`NPI`): 4 (each input
 /// load feeds four rows of weights; +13-18% decode on lavapipe for SmolLM2),
 /// fewer where that would leave under four workgroups of 64 invocations to
