@@ -134,10 +134,11 @@ var<workgroup> red_up: array<f32, WG>;
 // NPI outputs (first weights `woff`; up halves `up` further) with inputs xs8.
 fn add_block_dots(k: u32, xs8: ptr<function, array<vec4<f32>, 8>>, woff: vec4<u32>, up: u32,
                   acc: ptr<function, vec4<f32>>, acc_up: ptr<function, vec4<f32>>) {
+    let sums = x_sums(xs8);
     for (var j = 0u; j < NPI; j++) {
-        (*acc)[j] += dot_block32((woff[j] + k) >> 5u, xs8);
+        (*acc)[j] += dot_block32((woff[j] + k) >> 5u, xs8, sums);
         if (SWIGLU != 0u) {
-            (*acc_up)[j] += dot_block32((woff[j] + up + k) >> 5u, xs8);
+            (*acc_up)[j] += dot_block32((woff[j] + up + k) >> 5u, xs8, sums);
         }
     }
 }

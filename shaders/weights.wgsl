@@ -382,9 +382,20 @@ fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
     return v;
 }
 
+// The sums of x's first and last 16 values, which the block types with an
+// offset per 16 weights multiply it by (dot_block32's `sums`). They do not
+// depend on the weights, so a caller that dots several rows' blocks with the
+// same x computes them once.
+fn x_sums(x: ptr<function, array<vec4<f32>, 8>>) -> vec2<f32> {
+    let lo = (*x)[0] + (*x)[1] + (*x)[2] + (*x)[3];
+    let hi = (*x)[4] + (*x)[5] + (*x)[6] + (*x)[7];
+    return vec2<f32>(dot(lo, vec4<f32>(1.0)), dot(hi, vec4<f32>(1.0)));
+}
+
 // Dot product of block `blk` with x[0..32], without materializing the weights
-// (the decode path: cheaper than decode_block32 + dot on CPU drivers).
-fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
+// (the decode path: cheaper than decode_block32 + dot on CPU drivers); `sums`
+// is x_sums(x).
+fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>) -> f32 {
     if (WTYPE == 14u) {
         // q6_K off word boundaries (210-byte blocks): each 32-byte field as
         // two spans of aligned words, not eight words of two loads each.
@@ -406,15 +417,11 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
         let k = sub_k(blk);
         var s0 = 0.0;
         var s1 = 0.0;
-        var sx0 = 0.0;
-        var sx1 = 0.0;
         for (var j = 0u; j < 4u; j++) {
             s0 += dot(quants_k(blk, j), (*x)[j]);
             s1 += dot(quants_k(blk, j + 4u), (*x)[j + 4u]);
-            sx0 += dot((*x)[j], vec4<f32>(1.0));
-            sx1 += dot((*x)[j + 4u], vec4<f32>(1.0));
         }
-        return k.scale * s0 + k.scale_hi * s1 + k.offset * sx0 + k.offset_hi * sx1;
+        return k.scale * s0 + k.scale_hi * s1 + k.offset * sums.x + k.offset_hi * sums.y;
     }
     if (WTYPE == 8u) {
         let base = blk * 34u;
@@ -429,14 +436,10 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>) -> f32 {
     // sum(d * q + m) x = d * sum(q x) + m * sum(x).
     let q = q45_layout(blk);
     var s = 0.0;
-    var sx = 0.0;
     for (var j = 0u; j < 4u; j++) {
-        let lo = (*x)[j];
-        let hi = (*x)[j + 4u];
-        s += dot(q45_quants(q, j, false), lo) + dot(q45_quants(q, j, true), hi);
-        sx += dot(lo + hi, vec4<f32>(1.0));
+        s += dot(q45_quants(q, j, false), (*x)[j]) + dot(q45_quants(q, j, true), (*x)[j + 4u]);
     }
-    return q.d * s + q.m * sx;
+    return q.d * s + q.m * (sums.x + sums.y);
 }
 
 // Quad i / 4 (i a multiple of 4) of a type read by 32-weight sub-blocks.
