@@ -143,35 +143,20 @@ fn add_block_dots(k: u32, xs8: ptr<function, array<vec4<f32>, 8>>, woff: vec4<u3
     }
 }
 
-// Grid: x (and z, for many outputs) over groups of ROWS * NPI outputs, y over rows.
-@compute @workgroup_size(64)
-fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let tpr = WG / ROWS;
-    // This invocation's outputs: n0 + j * ROWS for j < NPI.
-    let n0 = (wg.z * nwg.x + wg.x) * ROWS * NPI + lid / tpr;
-    let sub = lid % tpr;
-    let r = wg.y;
-    if (r >= step.n_tokens * SLOTS) {
-        return;
-    }
-    let xoff = select(x_row(r), step.n_tokens - 1u, LAST_ROW != 0u) * K;
-    var expert_off = 0u;
-    if (MOE != 0u) {
-        expert_off = EXPERT_IDS[r] * EXPERT_STRIDE;
-    }
-    // Each output's first weight (clamped: outputs past N compute row N - 1's
-    // dot again and are not written), and its up half's.
-    // vec4s rather than arrays: a CPU driver keeps them in registers, where an
-    // array indexed in a loop can end up in per-invocation memory.
-    var woff: vec4<u32>;
-    for (var j = 0u; j < NPI; j++) {
-        woff[j] = expert_off + min(n0 + j * ROWS, N - 1u) * K;
-    }
+// An invocation's dot products for its NPI outputs (first weights at woff;
+// up halves `up` further) with the input row at xoff, over its share of K
+// (from `sub`, every `tpr`-th step), and the sum of squares of the inputs it
+// loaded (NORM).
+struct Dots {
+    acc: vec4<f32>,
+    up: vec4<f32>,
+    sq: f32,
+}
+
+fn dots(lid: u32, sub: u32, tpr: u32, xoff: u32, woff: vec4<u32>) -> Dots {
     let up = N * K;
     var acc = vec4<f32>(0.0);
     var acc_up = vec4<f32>(0.0);
-    // NORM: the sum of squares of the inputs this invocation loaded.
     var sq = 0.0;
     if (BLOCKS != 0u && ROWS == WG && LANES >= 8u) {
         // CPU drivers with subgroups of 8 or more, whole 32-weight blocks:
@@ -239,17 +224,51 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             }
         }
     }
+    return Dots(acc, acc_up, sq);
+}
+
+// NORM: the dots of a whole input row (CPU drivers) divided by its RMS.
+fn normalized(d: Dots) -> Dots {
+    if (NORM == 0u) {
+        return d;
+    }
+    let inv = 1.0 / sqrt(d.sq / f32(K) + NORM_EPS);
+    return Dots(d.acc * inv, d.up * inv, d.sq);
+}
+
+// Grid: x (and z, for many outputs) over groups of ROWS * NPI outputs, y over rows.
+@compute @workgroup_size(64)
+fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let tpr = WG / ROWS;
+    // This invocation's outputs: n0 + j * ROWS for j < NPI.
+    let n0 = (wg.z * nwg.x + wg.x) * ROWS * NPI + lid / tpr;
+    let sub = lid % tpr;
+    let r = wg.y;
+    if (r >= step.n_tokens * SLOTS) {
+        return;
+    }
+    let xoff = select(x_row(r), step.n_tokens - 1u, LAST_ROW != 0u) * K;
+    var expert_off = 0u;
+    if (MOE != 0u) {
+        expert_off = EXPERT_IDS[r] * EXPERT_STRIDE;
+    }
+    // Each output's first weight (clamped: outputs past N compute row N - 1's
+    // dot again and are not written).
+    // vec4s rather than arrays: a CPU driver keeps them in registers, where an
+    // array indexed in a loop can end up in per-invocation memory.
+    var woff: vec4<u32>;
+    for (var j = 0u; j < NPI; j++) {
+        woff[j] = expert_off + min(n0 + j * ROWS, N - 1u) * K;
+    }
+    let d = dots(lid, sub, tpr, xoff, woff);
     if (ROWS == WG) {
         // Whole outputs per invocation (CPU drivers): no reduction, no barrier.
-        if (NORM != 0u) {
-            let inv = 1.0 / sqrt(sq / f32(K) + NORM_EPS);
-            acc *= inv;
-            acc_up *= inv;
-        }
+        let dn = normalized(d);
         for (var j = 0u; j < NPI; j++) {
             let n = n0 + j * ROWS;
             if (n < N) {
-                epilogue(r, n, acc[j], acc_up[j]);
+                epilogue(r, n, dn.acc[j], dn.up[j]);
             }
         }
         return;
@@ -258,7 +277,7 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     // by subgroup shuffles (lanes.wgsl; 1 without subgroups), then the runs'
     // sums in workgroup memory.
     let lanes = min(LANES, tpr);
-    var sum = lanes_sum2(vec2<f32>(acc[0], acc_up[0]), lanes);
+    var sum = lanes_sum2(vec2<f32>(d.acc[0], d.up[0]), lanes);
     if (lanes < tpr) {
         red[lid] = sum.x;
         red_up[lid] = sum.y;
@@ -274,6 +293,93 @@ fn matvec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     if (sub == 0u && n0 < N) {
         epilogue(r, n0, sum.x, sum.y);
+    }
+}
+
+// matvec_rope: decode's qkv projection on CPU drivers with rope.wgsl's work
+// in its epilogue, a dispatch fewer per layer. Y is the [q heads | k heads |
+// v heads] row (HD each; this slab's outputs start at SLAB.x, a whole head).
+// An invocation computes NPI / 2 (NPI even) rotation pairs, each two outputs
+// of one head (i, i + HD/2, or 2i, 2i + 1 with STYLE 1), so it can rotate
+// them itself: q heads go to Y rotated, k heads rotated into their KV-cache
+// slot, v heads (their pairs only an output grouping) into theirs; k and v
+// are not written to Y. ROWS == WG, K % 4 == 0 or not, as matvec.
+override HD: u32 = 2u;
+override NH: u32 = 1u;
+override NKV: u32 = 1u;
+override CAP: u32 = 1u;
+override STYLE: u32 = 0u;
+@group(0) @binding(10) var<storage, read> ROPE_TABLE: array<f32>;   // [position][pair] (cos, sin)
+@group(0) @binding(11) var<storage, read_write> KC: array<kv_t>;
+@group(0) @binding(12) var<storage, read_write> VC: array<kv_t>;
+
+// Outputs (within a head) of rotation pair j.
+fn rope_pair(j: u32) -> vec2<u32> {
+    if (STYLE == 0u) {
+        return vec2<u32>(j, j + HD / 2u);
+    }
+    return vec2<u32>(2u * j, 2u * j + 1u);
+}
+
+// Pair `p` of row r (p < N / 2, slab-relative) with values (a, b) before the
+// bias: rotate and store as rope.wgsl's `main` does.
+fn rope_epilogue(r: u32, p: u32, a: f32, b: f32) {
+    let half = HD / 2u;
+    let j = p % half;
+    let head = (SLAB.x / HD) + p / half;
+    let e = rope_pair(j);
+    let n = head * HD;
+    var v = vec2<f32>(a, b);
+    if (HAS_BIAS != 0u) {
+        v += vec2<f32>(B[n + e.x], B[n + e.y]);
+    }
+    let pos = step.start_pos + r;
+    let slot = pos % CAP;
+    if (head < NH + NKV) {
+        let cs = vec2<f32>(ROPE_TABLE[(pos * half + j) * 2u], ROPE_TABLE[(pos * half + j) * 2u + 1u]);
+        v = vec2<f32>(v.x * cs.x - v.y * cs.y, v.y * cs.x + v.x * cs.y);
+    }
+    if (head < NH) {
+        let row = r * select(N, N_ALL, N_ALL != 0u) + n;
+        Y[row + e.x] = v.x;
+        Y[row + e.y] = v.y;
+    } else if (head < NH + NKV) {
+        let kv = (slot * NKV + head - NH) * HD;
+        KC[kv + e.x] = kv_t(v.x);
+        KC[kv + e.y] = kv_t(v.y);
+    } else {
+        let kv = (slot * NKV + head - NH - NKV) * HD;
+        VC[kv + e.x] = kv_t(v.x);
+        VC[kv + e.y] = kv_t(v.y);
+    }
+}
+
+// Grid: as matvec's (x and z over groups of 64 * NPI outputs, y over rows).
+@compute @workgroup_size(64)
+fn matvec_rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let r = wg.y;
+    if (r >= step.n_tokens) {
+        return;
+    }
+    let half = HD / 2u;
+    let pairs = NPI / 2u;
+    // This invocation's pairs: p0 + i * WG for i < pairs; outputs 2i and
+    // 2i + 1 of the NPI are pair i's.
+    let p0 = (wg.z * nwg.x + wg.x) * WG * pairs + lid;
+    var woff: vec4<u32>;
+    for (var j = 0u; j < NPI; j++) {
+        let p = p0 + (j / 2u) * WG;
+        let e = rope_pair(p % half);
+        let n = (p / half) * HD + select(e.x, e.y, (j & 1u) == 1u);
+        woff[j] = min(n, N - 1u) * K;
+    }
+    let d = normalized(dots(lid, 0u, 1u, r * K, woff));
+    for (var i = 0u; i < pairs; i++) {
+        let p = p0 + i * WG;
+        if (p < N / 2u) {
+            rope_epilogue(r, p, d.acc[2u * i], d.acc[2u * i + 1u]);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, MAX_SPLITS};
+use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
 use tramontane::gpu::{Family, Gpu, Step};
 use tramontane::parse::DType;
 
@@ -26,6 +26,11 @@ const ROPE_TOL: f64 = 6e-13;
 /// An f16 KV cache against the same values rounded once to f16: measured
 /// 5.7e-18 (qk_norm k), 0 (rope k); one f16 rounding flip would be ~1e-8.
 const F16_KV_TOL: f64 = 6e-16;
+/// The qkv matvec's k and v stored as f16: its f32 dots differ from the f64
+/// reference by ~1e-7, enough to flip the f16 rounding of a value now and
+/// then (~1e-9 each among hundreds); measured 4.8e-14 on lavapipe. An
+/// indexing mistake is O(1).
+const F16_LINEAR_TOL: f64 = 1e-7;
 /// Attention (split-K, windows, f32 and f16 caches): measured 6.8e-14.
 const ATTENTION_TOL: f64 = 7e-12;
 /// |routing weight - CPU softmax|: measured 5.3e-8.
@@ -595,6 +600,89 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
         within("rope", nmse(&got_q, &want_q), ROPE_TOL, || format!("rope q style {style}"));
         within(if kv16 { "rope k f16" } else { "rope" }, nmse(&got_k, &want_k), k_tol, || format!("rope k style {style} f16 {kv16}"));
         assert_eq!(got_v, want_v, "v copied into its slot (f16 {kv16})");
+    }
+    report();
+}
+
+/// Decode's qkv matvec on CPU drivers with RoPE and the KV store in its
+/// epilogue (`matvec_rope`): q rotated into the output row, k rotated and v
+/// copied into the ring slot, k and v's part of the row left alone; for
+/// both pair layouts, f32 and f16 caches, every input loop (scalar, quad,
+/// blocks, lanes), 2 (forced up from 1) and 4 outputs per invocation, a
+/// bias, the norm prologue, and the matrix in one slab or two cut at a head.
+#[test]
+fn qkv_matvec_rotates_q_and_stores_k_v() {
+    let b = Bench::new();
+    let (start, cap, eps) = (7usize, 9usize, 1e-5f32);
+    let kv_types: &[bool] = if has_f16(b.gpu.adapter.shader_f16, "f16 KV cache stores") { &[false, true] } else { &[false] };
+    // (type, inputs, head dim, q heads, kv heads, slab cut in heads)
+    let shapes = [(DType::F32, 45, 6, 3, 1, 0), (DType::F16, 36, 10, 4, 2, 4), (DType::Q4_1, 64, 6, 3, 1, 3), (DType::Q8_0, 96, 64, 14, 2, 0), (DType::IQ4XS, 256, 64, 14, 2, 14)];
+    for (dtype, k, hd, nh, nkv, cut) in shapes {
+        let n = (nh + 2 * nkv) * hd;
+        let half = hd / 2;
+        let mut rng = Rng(0x709e + (n + k) as u64);
+        let (wb, wv, _) = weights(dtype, n, k, &mut rng);
+        let x: Vec<f32> = rng.vec(k).iter().map(|v| v * 3.0).collect();
+        let (g, bias) = (rng.vec(k), rng.vec(n));
+        let table: Vec<f32> = (0..(start + 1) * half).flat_map(|i| [((i as f64) * 0.37).cos() as f32, ((i as f64) * 0.37).sin() as f32]).collect();
+        let y_init = rng.vec(n);
+        let row_bytes = dtype.nbytes(k as u64).expect("whole blocks") as usize;
+        let cuts: Vec<usize> = if cut == 0 { vec![0, n] } else { vec![0, cut * hd, n] };
+        for (style, &kv16, lanes, norm) in [0u32, 1].into_iter().flat_map(|st| kv_types.iter().flat_map(move |kv| [(st, kv, false), (st, kv, true)]))
+            .flat_map(|(st, kv, norm)| lane_runs(&b).into_iter().map(move |l| (st, kv, l, norm)))
+        {
+            let cells = cap * nkv * hd;
+            let words = if kv16 { cells.div_ceil(2) } else { cells };
+            let (xb, gb, bb, tb, yb, kc, vc) = (b.f32(&x), b.f32(&g), b.f32(&bias), b.f32(&table), b.f32(&y_init), b.zeros(words), b.zeros(words));
+            for w in cuts.windows(2) {
+                let (a, z) = (w[0], w[1]);
+                let wbuf = b.gpu.storage_init("w", &wb[a * row_bytes..z * row_bytes]);
+                let info = b.slab(a, z - a);
+                let mut spec = with_lanes(linear_spec(dtype, "matvec", z - a, k, true), lanes).with("HAS_BIAS", 1u32);
+                if norm {
+                    spec = with_norm(spec, eps, false);
+                }
+                let spec = with_rope(spec).with("N_ALL", n as u32)
+                    .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
+                    .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
+                let bind = [(1, &wbuf), (2, &xb), (3, &yb), (4, &bb), (6, &info), (9, &gb), (10, &tb), (11, &kc), (12, &vc)];
+                b.run(&spec, Step { start_pos: start as u32, ..step(1) }, &bind, linear_groups(&spec, (z - a) as u32, 1));
+            }
+            let got_y = b.read(&yb, n);
+            let (got_k, got_v) = if kv16 { (b.read_f16(&kc, cells), b.read_f16(&vc, cells)) } else { (b.read(&kc, cells), b.read(&vc, cells)) };
+            let input: Vec<f32> = if norm {
+                let inv = 1.0 / (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64 + eps as f64).sqrt();
+                (0..k).map(|i| (g[i] as f64 * x[i] as f64 * inv) as f32).collect()
+            } else {
+                x.clone()
+            };
+            let y = linear_ref(&input, &wv, Some(&bias), None, 1, n, k, false);
+            let (mut want_y, mut want_k, mut want_v) = (y_init.clone(), vec![0f32; cells], vec![0f32; cells]);
+            let slot = start % cap;
+            for head in 0..nh + nkv {
+                for j in 0..half {
+                    let (a, c) = if style == 0 { (j, j + half) } else { (2 * j, 2 * j + 1) };
+                    let (cs, sn) = (table[(start * half + j) * 2] as f64, table[(start * half + j) * 2 + 1] as f64);
+                    let (p, q) = (y[head * hd + a] as f64, y[head * hd + c] as f64);
+                    let (ra, rc) = ((p * cs - q * sn) as f32, (q * cs + p * sn) as f32);
+                    if head < nh {
+                        want_y[head * hd + a] = ra;
+                        want_y[head * hd + c] = rc;
+                    } else {
+                        let kb = (slot * nkv + head - nh) * hd;
+                        want_k[kb + a] = ra;
+                        want_k[kb + c] = rc;
+                    }
+                }
+            }
+            want_v[slot * nkv * hd..(slot + 1) * nkv * hd].copy_from_slice(&y[(nh + nkv) * hd..]);
+            let what = || format!("matvec_rope {dtype:?} hd {hd} cut {cut} style {style} f16 {kv16} lanes {lanes} norm {norm}");
+            assert_eq!(got_y[nh * hd..], want_y[nh * hd..], "k and v's part of the row untouched: {}", what());
+            within("linear", nmse(&got_y, &want_y), LINEAR_TOL, what);
+            let (want_k, want_v, tol) = if kv16 { (round_f16(&want_k), round_f16(&want_v), F16_LINEAR_TOL) } else { (want_k, want_v, LINEAR_TOL) };
+            within("linear", nmse(&got_k, &want_k), tol, what);
+            within("linear", nmse(&got_v, &want_v), tol, what);
+        }
     }
     report();
 }

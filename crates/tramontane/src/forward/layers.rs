@@ -2,7 +2,7 @@
 //! load from the weights and the buffers, and the order a pass records them in.
 
 use super::buffers::Buffers;
-use super::linear::{moe_group_tile, norm_in_matvec, with_norm, Linear};
+use super::linear::{moe_group_tile, norm_in_matvec, rope_in_matvec, with_norm, with_rope, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
@@ -17,6 +17,8 @@ struct LayerPlan {
     /// Decode skips the norm dispatches (the matvecs after them apply them).
     attn_norm_in_mv: bool,
     ffn_norm_in_mv: bool,
+    /// Decode skips `rope` (`qkv_mv` rotates and stores: [`rope_in_matvec`]).
+    rope_in_mv: bool,
     qkv_mv: Linear,
     qkv_mm: Linear,
     rope: Dispatch,
@@ -152,13 +154,17 @@ impl Plan {
             s("embed", e, [h.div_ceil(64), t, 1]);
         }
         for l in &self.layers {
-            if decode && l.attn_norm_in_mv {
-                l.qkv_mv.visit("rmsnorm + qkv matvec", 1, s);
-            } else {
-                s("rmsnorm", &l.attn_norm, [t, 1, 1]);
-                linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
+            match (decode && l.attn_norm_in_mv, decode && l.rope_in_mv) {
+                (true, true) => l.qkv_mv.visit("rmsnorm + qkv matvec + rope + kv store", 1, s),
+                (true, false) => l.qkv_mv.visit("rmsnorm + qkv matvec", 1, s),
+                (false, _) => {
+                    s("rmsnorm", &l.attn_norm, [t, 1, 1]);
+                    linear(&l.qkv_mv, &l.qkv_mm, "qkv matvec", "qkv matmul", s);
+                }
             }
-            s("rope + kv store", &l.rope, [rope_x, t, 1]);
+            if !(decode && l.rope_in_mv) {
+                s("rope + kv store", &l.rope, [rope_x, t, 1]);
+            }
             let combine = match (&l.attend_decode, &l.attend_prefill) {
                 (DecodeAttention::Tiled(d), _) if decode => {
                     s("attention", d, [nh, 1, n_splits]);
@@ -240,6 +246,17 @@ impl Plan {
     }
 }
 
+/// rope.wgsl's constants (also matmul.wgsl's `matvec_rope`'s): the heads,
+/// the KV ring's `slots`, the pair layout and the cache's type.
+fn with_rope_constants(s: Spec, cfg: &ModelConfig, slots: usize, kv_f16: bool) -> Spec {
+    s.with("HD", cfg.head_dim as u32)
+        .with("NH", cfg.n_heads as u32)
+        .with("NKV", cfg.n_kv_heads as u32)
+        .with("CAP", slots as u32)
+        .with("STYLE", cfg.rope_interleaved as u32)
+        .kv_f16(kv_f16)
+}
+
 /// A decode matvec's spec, applying the norm before it where `fused`.
 fn normed(fused: bool, cfg: &ModelConfig, s: Spec) -> Spec {
     if fused { with_norm(s, cfg.rms_eps, false) } else { s }
@@ -287,13 +304,7 @@ impl LayerPlan {
         let (hd, nh, nkv) = (cfg.head_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32);
         let (step, dummy) = (&b.step, &b.dummy);
         // Layers alike (same ring size and window) share pipelines.
-        let rope_spec = Spec::new(Family::Rope, "main")
-            .with("HD", hd)
-            .with("NH", nh)
-            .with("NKV", nkv)
-            .with("CAP", slots as u32)
-            .with("STYLE", cfg.rope_interleaved as u32)
-            .kv_f16(kv_f16);
+        let rope_spec = with_rope_constants(Spec::new(Family::Rope, "main"), cfg, slots, kv_f16);
         let attn_spec = |entry| {
             Spec::new(Family::Attention, entry)
                 .with("HD", hd)
@@ -312,12 +323,20 @@ impl LayerPlan {
         let qkv_bias = qkv_bias.unwrap_or(dummy);
         // Decode's input: the normalized row, or the residual and the norm's weights.
         let (qkv_x, qkv_norm) = if fused { (&b.x, &lw.attn_norm) } else { (&b.xn, dummy) };
-        let qkv_mv = Linear::new(g, &lw.qkv, "matvec", |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)]);
+        let (kc, vc) = &b.kv[l];
+        let rope_in_mv = rope_in_matvec(g.is_cpu(), &lw.qkv, cfg.head_dim, lw.qk_norm.is_some());
+        let qkv_mv = if rope_in_mv {
+            // The same rotation and cache slots as rope.wgsl's.
+            let tune = |s: Spec| with_rope_constants(with_rope(normed(fused, cfg, qkv_tune(s))), cfg, slots, kv_f16);
+            let binds = [(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (9, qkv_norm), (10, &b.rope_table), (11, kc), (12, vc)];
+            Linear::new(g, &lw.qkv, "matvec", tune, &binds)
+        } else {
+            Linear::new(g, &lw.qkv, "matvec", |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)])
+        };
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
         let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
         let o_bias = o_bias.unwrap_or(dummy);
-        let (kc, vc) = &b.kv[l];
         let attend_binds = [(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)];
         let (prefill_entry, prefill_rows) = attend_entry(g.is_cpu(), hd);
         Ok(LayerPlan {
@@ -325,6 +344,7 @@ impl LayerPlan {
             attn_norm_in_mv: fused,
             // The experts' matvecs read the normalized input as it is.
             ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
+            rope_in_mv,
             qkv_mv,
             qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)]),
             rope: match &lw.qk_norm {

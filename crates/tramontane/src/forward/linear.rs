@@ -125,6 +125,25 @@ pub fn with_norm(spec: Spec, eps: f32, last_row: bool) -> Spec {
     spec.with("NORM", 1u32).with("NORM_EPS", eps).with("LAST_ROW", last_row as u32)
 }
 
+/// Whether decode's qkv matvec also rotates q and k and stores k and v in
+/// the KV cache (matmul.wgsl's `matvec_rope`), instead of rope.wgsl's
+/// dispatch after it: on CPU drivers (as [`norm_in_matvec`]), where every
+/// slab of the qkv matrix `m` holds whole heads of an even `head_dim` (an
+/// invocation rotates pairs of outputs of one head), and not with Qwen3's
+/// `qk_norm`, which normalizes whole heads before the rotation.
+pub fn rope_in_matvec(cpu: bool, m: &Matrix, head_dim: usize, qk_norm: bool) -> bool {
+    cpu && !qk_norm && head_dim.is_multiple_of(2) && m.experts == 1 && m.slabs.iter().all(|s| s.rows.is_multiple_of(head_dim))
+}
+
+/// A CPU drivers' matvec `spec` turned into `matvec_rope`
+/// ([`rope_in_matvec`]); the caller adds rope.wgsl's constants (HD, NH, NKV,
+/// CAP, STYLE) and the cache's type. Outputs per invocation are pairs, so
+/// at least 2.
+pub fn with_rope(spec: Spec) -> Spec {
+    let npi = constant(&spec, "NPI").unwrap_or(1).max(2);
+    Spec { entry: "matvec_rope", ..spec }.with("NPI", npi)
+}
+
 /// Outputs per invocation of the CPU drivers' matvec (`NPI`): 4 (each input
 /// load feeds four rows of weights; +13-18% decode on lavapipe for SmolLM2),
 /// fewer where that would leave under four workgroups of 64 invocations to
