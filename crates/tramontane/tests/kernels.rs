@@ -613,10 +613,12 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
 #[test]
 fn qkv_matvec_rotates_q_and_stores_k_v() {
     let b = Bench::new();
-    let (start, cap, eps) = (7usize, 9usize, 1e-5f32);
+    // Position 11 of a 9-slot ring: slot 2.
+    let (start, cap, eps) = (11usize, 9usize, 1e-5f32);
     let kv_types: &[bool] = if has_f16(b.gpu.adapter.shader_f16, "f16 KV cache stores") { &[false, true] } else { &[false] };
-    // (type, inputs, head dim, q heads, kv heads, slab cut in heads)
-    let shapes = [(DType::F32, 45, 6, 3, 1, 0), (DType::F16, 36, 10, 4, 2, 4), (DType::Q4_1, 64, 6, 3, 1, 3), (DType::Q8_0, 96, 64, 14, 2, 0), (DType::IQ4XS, 256, 64, 14, 2, 14)];
+    // (type, inputs, head dim, q heads, kv heads, slab cut in heads: at the
+    // q/k boundary, or inside the q heads so that the second slab has some)
+    let shapes = [(DType::F32, 45, 6, 3, 1, 0), (DType::F16, 36, 10, 4, 2, 4), (DType::F16, 36, 10, 4, 2, 2), (DType::Q4_1, 64, 6, 3, 1, 3), (DType::Q8_0, 96, 64, 14, 2, 0), (DType::IQ4XS, 256, 64, 14, 2, 14)];
     for (dtype, k, hd, nh, nkv, cut) in shapes {
         let n = (nh + 2 * nkv) * hd;
         let half = hd / 2;
