@@ -5,8 +5,9 @@
 //   - lanes_sum: sums over runs of lanes. The kernels' workgroup-memory tree
 //     then starts at runs of LANES sums instead of single values, so a run as
 //     wide as an output's invocations needs no barrier at all.
-//   - lanes_get4: another lane's value, so that lanes which all need the same
-//     inputs (the CPU drivers' matvec) load a share each and pass them round.
+//   - lanes_all8: the values of lanes 0 .. 8, so that lanes which all need the
+//     same inputs (the CPU drivers' matvec and matmul_rows) load a share each
+//     and pass them round.
 // Devices without subgroups get lanes_serial.wgsl and LANES = 1.
 //
 // A run is `width` invocations (a power of two, at most the adapter's
@@ -32,7 +33,10 @@ fn lanes_sum2(v: vec2<f32>, width: u32) -> vec2<f32> {
     return s;
 }
 
-// `v` of subgroup lane `lane` (below the smallest subgroup size).
-fn lanes_get4(v: vec4<f32>, lane: u32) -> vec4<f32> {
-    return subgroupShuffle(v, lane);
+// `v` of each of lanes 0 .. 8 (the subgroup holds at least 8): broadcasts from
+// constant lanes, which a CPU driver can turn into register moves.
+fn lanes_all8(v: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u),
+        subgroupBroadcast(v, 7u));
 }

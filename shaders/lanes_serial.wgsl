@@ -8,6 +8,6 @@ fn lanes_sum2(v: vec2<f32>, width: u32) -> vec2<f32> {
     return v;
 }
 
-fn lanes_get4(v: vec4<f32>, lane: u32) -> vec4<f32> {
-    return v;
+fn lanes_all8(v: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(v, v, v, v, v, v, v, v);
 }

@@ -226,12 +226,13 @@ fn lane_runs(b: &Bench) -> Vec<u32> {
 /// Every tuning of a linear `entry` as (CPU driver, subgroup run): GPU
 /// (matvec: several invocations per output summed in workgroup memory, and
 /// by subgroup shuffles where the adapter has them; matmul: 32x32 tiles) and
-/// CPU driver (matvec: one invocation per output, whose lanes share the
-/// input loads by subgroup shuffles where the adapter has them; prefill:
-/// `matmul_rows`).
+/// CPU driver (matvec: one invocation per output; prefill: `matmul_rows`;
+/// both with lanes that share the input loads by subgroup shuffles where
+/// the adapter has them).
 fn tunings(b: &Bench, entry: &str) -> Vec<(bool, u32)> {
-    let runs = if entry == "matvec" { lane_runs(b) } else { vec![1] };
-    [false, true].into_iter().flat_map(|cpu| runs.iter().map(move |&l| (cpu, l))).collect()
+    let runs = lane_runs(b);
+    let gpu_runs = if entry == "matvec" { runs.clone() } else { vec![1] };
+    gpu_runs.into_iter().map(|l| (false, l)).chain(runs.into_iter().map(|l| (true, l))).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -395,8 +396,10 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
                 check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true, lanes);
             }
             // Prefill: 19 rows, two whole groups of MR and a partial one.
-            check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true, 1);
-            check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true, 1);
+            for lanes in lane_runs(&b) {
+                check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true, lanes);
+                check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true, lanes);
+            }
         }
     }
     report();
@@ -1029,6 +1032,15 @@ fn group_rows(b: &Bench, ids: &[u32], experts: usize, slots: usize, tile: u32) -
 #[allow(clippy::too_many_arguments)]
 fn check_grouped(b: &Bench, dtypes: &[DType], cpu: bool, ids: &[u32], experts: usize, slots: usize, n: usize, k: usize,
                  swiglu: bool, x_per_slot: bool, cuts: &[usize]) {
+    // CPU drivers' grouped rows share input loads between lanes where the adapter has subgroups.
+    for lanes in if cpu { lane_runs(b) } else { vec![1] } {
+        check_grouped_tuned(b, dtypes, cpu, lanes, ids, experts, slots, n, k, swiglu, x_per_slot, cuts);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: &[u32], experts: usize, slots: usize, n: usize,
+                       k: usize, swiglu: bool, x_per_slot: bool, cuts: &[usize]) {
     let rows = ids.len();
     let tile = moe_group_tile(cpu);
     let (obuf, tbuf) = group_rows(b, ids, experts, slots, tile);
@@ -1066,7 +1078,7 @@ fn check_grouped(b: &Bench, dtypes: &[DType], cpu: bool, ids: &[u32], experts: u
                     slab.extend_from_slice(&wb[(r0 + a) * row_bytes..(r0 + z) * row_bytes]);
                 }
             }
-            let spec = linear_spec(dtype, "matmul_grouped", z - a, k, cpu)
+            let spec = with_lanes(linear_spec(dtype, "matmul_grouped", z - a, k, cpu), lanes)
                 .with("SLOTS", slots as u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
                 .with("SWIGLU", (swiglu && dtypes.len() == 1) as u32)
@@ -1094,7 +1106,7 @@ fn check_grouped(b: &Bench, dtypes: &[DType], cpu: bool, ids: &[u32], experts: u
         }
     }
     let err = nmse(&got, &want);
-    within("linear", err, LINEAR_TOL, || format!("grouped {dtypes:?} cpu {cpu} n {n} k {k} swiglu {swiglu} x_per_slot {x_per_slot} cuts {cuts:?}"));
+    within("linear", err, LINEAR_TOL, || format!("grouped {dtypes:?} cpu {cpu} lanes {lanes} n {n} k {k} swiglu {swiglu} x_per_slot {x_per_slot} cuts {cuts:?}"));
 }
 
 #[test]

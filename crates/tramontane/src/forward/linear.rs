@@ -87,16 +87,21 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
 }
 
 /// `spec` (from [`linear_spec`]) on a device whose subgroups hold at least
-/// `lanes` invocations (1: no subgroups), for the matvec. On GPUs an output's
+/// `lanes` invocations (1: no subgroups). On GPUs the matvec's output's
 /// invocations sum by subgroup shuffles (lanes.wgsl), and where a subgroup
 /// holds 16 or more, an output gets at most one subgroup's worth, so that
 /// sum needs no workgroup barrier (a subgroup per row, as GPU inference
 /// kernels commonly do). On CPU drivers, where each invocation owns its
-/// outputs, 8 lanes or more share a block's input loads (whole-block types):
-/// measured on SmolLM2 Q4_1 decode, +17% on lavapipe (8 lanes), but -7% on
+/// outputs, 8 lanes or more share a block's input loads (whole-block types),
+/// in the matvec and in prefill's `matmul_rows`: measured on SmolLM2 Q4_1,
+/// +17% decode and +80% prefill on lavapipe (8 lanes), but -7% decode on
 /// SwiftShader (4 lanes; its shuffles cost more than the loads they save).
 pub fn with_lanes(spec: Spec, lanes: u32) -> Spec {
     let rows = constant(&spec, "ROWS").unwrap_or(64);
+    if matches!(spec.entry, "matmul_rows" | "matmul_rows_grouped") {
+        // Prefill on CPU drivers: the same sharing, row by row.
+        return if constant(&spec, "BLOCKS") == Some(1) && lanes >= 8 { spec.lanes(lanes) } else { spec };
+    }
     if spec.entry != "matvec" || lanes < 2 {
         return spec;
     }
@@ -284,5 +289,12 @@ mod tests {
         assert_eq!(with_lanes(cpu_f16.clone(), 8), cpu_f16, "no whole blocks: nothing to share");
         let tiled = linear_spec(DType::Q4_0, "matmul", 4096, 4096, false);
         assert_eq!(with_lanes(tiled.clone(), 32), tiled);
+        for entry in ["matmul", "matmul_grouped"] {
+            let rows = linear_spec(DType::Q4_0, entry, 4096, 4096, true);
+            assert_eq!(constant(&with_lanes(rows.clone(), 8), "LANES"), Some(8), "CPU drivers' prefill: lanes share input loads");
+            assert_eq!(with_lanes(rows.clone(), 4), rows);
+            let rows_f16 = linear_spec(DType::F16, entry, 4096, 4096, true);
+            assert_eq!(with_lanes(rows_f16.clone(), 8), rows_f16);
+        }
     }
 }
