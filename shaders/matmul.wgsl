@@ -526,37 +526,43 @@ fn matmul_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // matmul_rows (K % 4 == 0 only): rows per invocation (at most 8).
 override MR: u32 = 8u;
 
-// Outputs n0, n0 + 64, ... (NPI of them, at most 4) for rows rs[0 .. nr)
-// (nr <= MR), weights from the block at `woff`: each input value loaded feeds
-// every output's weights. An output past N computes row N - 1's dot again
-// and is not written, so that every invocation of a workgroup walks the same
-// loops (the lanes' shuffles need uniform control flow).
+// Outputs n0 and, with NPI = 2, n0 + 64 (NPI is at most 2 here) for rows
+// rs[0 .. nr) (nr <= MR), weights from the block at `woff`: each input value
+// loaded feeds both outputs' weights. An output past N computes row N - 1's
+// dot again and is not written, so that every invocation of a workgroup
+// walks the same loops (the lanes' broadcasts need uniform control flow).
+// The two outputs are written out by name, not as an array indexed by a loop
+// over NPI: with K-quants' longer decoding, that loop stays a loop on
+// lavapipe and its arrays go to memory (Qwen2.5 0.5B prefill 2.6x slower).
 fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
-    var wo: vec4<u32>;
-    for (var o = 0u; o < NPI; o++) {
-        wo[o] = woff + min(n0 + 64u * o, N - 1u) * K;
-    }
+    let wo0 = woff + min(n0, N - 1u) * K;
+    let wo1 = woff + min(n0 + 64u, N - 1u) * K;
     let up = N * K;
-    var acc: array<vec4<f32>, 8>;
-    var acc_up: array<vec4<f32>, 8>;
+    var acc: array<vec2<f32>, 8>;
+    var acc_up: array<vec2<f32>, 8>;
     var xr: array<u32, 8>;
     for (var i = 0u; i < nr; i++) {
         xr[i] = x_row(rs[i]) * K;
     }
     if (BLOCKS != 0u) {
         for (var k = 0u; k < K; k += 32u) {
-            var w: array<array<vec4<f32>, 8>, 4>;
-            var u: array<array<vec4<f32>, 8>, 4>;
-            for (var o = 0u; o < NPI; o++) {
-                w[o] = decode_block32((wo[o] + k) >> 5u);
-                if (SWIGLU != 0u) {
-                    u[o] = decode_block32((wo[o] + up + k) >> 5u);
+            let w0 = decode_block32((wo0 + k) >> 5u);
+            var w1: array<vec4<f32>, 8>;
+            var u0: array<vec4<f32>, 8>;
+            var u1: array<vec4<f32>, 8>;
+            if (NPI > 1u) {
+                w1 = decode_block32((wo1 + k) >> 5u);
+            }
+            if (SWIGLU != 0u) {
+                u0 = decode_block32((wo0 + up + k) >> 5u);
+                if (NPI > 1u) {
+                    u1 = decode_block32((wo1 + up + k) >> 5u);
                 }
             }
             for (var i = 0u; i < nr; i++) {
                 let xo = xr[i] + k;
-                var a = vec4<f32>(0.0);
-                var b = vec4<f32>(0.0);
+                var a = vec2<f32>(0.0);
+                var b = vec2<f32>(0.0);
                 // With 8 lanes or more (CPU drivers), all invocations read
                 // the same 32 inputs of a row: lane l loads quad l (mod 8)
                 // and the subgroup passes the 8 round, as in the matvec.
@@ -571,10 +577,14 @@ fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
                     } else {
                         xv = X4[(xo >> 2u) + j];
                     }
-                    for (var o = 0u; o < NPI; o++) {
-                        a[o] += dot(w[o][j], xv);
-                        if (SWIGLU != 0u) {
-                            b[o] += dot(u[o][j], xv);
+                    a.x += dot(w0[j], xv);
+                    if (NPI > 1u) {
+                        a.y += dot(w1[j], xv);
+                    }
+                    if (SWIGLU != 0u) {
+                        b.x += dot(u0[j], xv);
+                        if (NPI > 1u) {
+                            b.y += dot(u1[j], xv);
                         }
                     }
                 }
@@ -584,30 +594,36 @@ fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 8>, woff: u32) {
         }
     } else {
         for (var k = 0u; k < K; k += 4u) {
-            var w: array<vec4<f32>, 4>;
-            var u: array<vec4<f32>, 4>;
-            for (var o = 0u; o < NPI; o++) {
-                w[o] = load_w4(wo[o] + k);
-                if (SWIGLU != 0u) {
-                    u[o] = load_w4(wo[o] + up + k);
+            let w0 = load_w4(wo0 + k);
+            var w1 = vec4<f32>(0.0);
+            var u0 = vec4<f32>(0.0);
+            var u1 = vec4<f32>(0.0);
+            if (NPI > 1u) {
+                w1 = load_w4(wo1 + k);
+            }
+            if (SWIGLU != 0u) {
+                u0 = load_w4(wo0 + up + k);
+                if (NPI > 1u) {
+                    u1 = load_w4(wo1 + up + k);
                 }
             }
             for (var i = 0u; i < nr; i++) {
                 let xv = X4[(xr[i] + k) >> 2u];
-                for (var o = 0u; o < NPI; o++) {
-                    acc[i][o] += dot(w[o], xv);
-                    if (SWIGLU != 0u) {
-                        acc_up[i][o] += dot(u[o], xv);
-                    }
+                acc[i].x += dot(w0, xv);
+                acc_up[i].x += dot(u0, xv);
+                if (NPI > 1u) {
+                    acc[i].y += dot(w1, xv);
+                    acc_up[i].y += dot(u1, xv);
                 }
             }
         }
     }
     for (var i = 0u; i < nr; i++) {
-        for (var o = 0u; o < NPI; o++) {
-            if (n0 + 64u * o < N) {
-                epilogue(rs[i], n0 + 64u * o, acc[i][o], acc_up[i][o]);
-            }
+        if (n0 < N) {
+            epilogue(rs[i], n0, acc[i].x, acc_up[i].x);
+        }
+        if (NPI > 1u && n0 + 64u < N) {
+            epilogue(rs[i], n0 + 64u, acc[i].y, acc_up[i].y);
         }
     }
 }
