@@ -395,10 +395,10 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
                 check_linear_tuned(&b, "matvec", dtype, 2, n, k, true, true, false, true, lanes);
                 check_linear_tuned(&b, "matvec", dtype, 1, n, k, true, false, true, true, lanes);
             }
-            // Prefill: 19 rows, two whole groups of MR and a partial one.
+            // Prefill: 35 rows, two whole groups of MR (16) and a partial one.
             for lanes in lane_runs(&b) {
-                check_linear_tuned(&b, "matmul", dtype, 19, n, k, true, true, false, true, lanes);
-                check_linear_tuned(&b, "matmul", dtype, 19, n, k, false, false, true, true, lanes);
+                check_linear_tuned(&b, "matmul", dtype, 35, n, k, true, true, false, true, lanes);
+                check_linear_tuned(&b, "matmul", dtype, 35, n, k, false, false, true, true, lanes);
             }
         }
     }

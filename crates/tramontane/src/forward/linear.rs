@@ -11,7 +11,7 @@ use crate::upload::Matrix;
 /// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
 pub const MM_TILE: u32 = 32;
 /// Rows per invocation of `matmul_rows` (CPU drivers' prefill).
-pub const MR: u32 = 8;
+pub const MR: u32 = 16;
 
 /// The grid of a linear-layer dispatch (`spec` from [`linear_spec`]) over `n`
 /// outputs and `rows` input rows.
