@@ -1,6 +1,7 @@
-// Prelude for kernels that read a weight tensor `W` (declared by the kernel).
+// Prelude for kernels that read a weight tensor `W4` (declared by the kernel).
 //
-// Weights are bound as raw u32 words and decoded here, element by element, so
+// Weights are bound as raw words (as vec4<u32>: weight buffers are sized in
+// whole 16-byte units) and decoded here, element by element, so
 // one kernel serves every storage type, quantized blocks stay quantized on the
 // GPU, and no device needs `shader-f16` (f16 values, including the block scales,
 // are unpacked from their word). WTYPE is a pipeline-overridable constant (the
@@ -10,24 +11,84 @@
 override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0,
                           // 10 q2_K, 11 q3_K, 12 q4_K, 13 q5_K, 14 q6_K, 20 iq4_nl, 23 iq4_xs
 
+// Word i. Fields 16-byte aligned in every block are read as whole vec4s
+// instead (W4[i]): a CPU driver pays per load instruction and lane, not per
+// component, so one vec4 load costs far less than four word loads.
+fn w_at(i: u32) -> u32 {
+    return W4[i >> 2u][i & 3u];
+}
+
 fn w_byte(b: u32) -> u32 {
-    return (W[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
+    return (w_at(b >> 2u) >> ((b & 3u) << 3u)) & 0xffu;
 }
 
 // An f16 at an even byte offset.
 fn w_f16(b: u32) -> f32 {
-    return unpack2x16float(W[b >> 2u] >> ((b & 2u) << 3u)).x;
+    return unpack2x16float(w_at(b >> 2u) >> ((b & 2u) << 3u)).x;
 }
 
-// 6-bit scale and min of sub-block j of a q4_K / q5_K super-block (scales at s).
-fn w_scale_min_k4(j: u32, s: u32) -> vec2<f32> {
+// Byte b of four words.
+fn byte_of(v: vec4<u32>, b: u32) -> u32 {
+    return (v[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
+}
+
+// q4_K / q5_K super-blocks (144, 176 bytes) are 16-byte aligned: their first
+// 16 bytes (d, dmin, then 12 bytes of 6-bit scales and mins) are one vec4.
+fn k45_head(blk: u32) -> vec4<u32> {
+    return W4[(blk >> 3u) * select(9u, 11u, WTYPE == 13u)];
+}
+
+// 6-bit scale and min of sub-block j of a q4_K / q5_K super-block, from its head.
+fn scale_min_k4(h: vec4<u32>, j: u32) -> vec2<f32> {
     if (j < 4u) {
-        return vec2<f32>(f32(w_byte(s + j) & 63u), f32(w_byte(s + j + 4u) & 63u));
+        return vec2<f32>(f32(byte_of(h, 4u + j) & 63u), f32(byte_of(h, 8u + j) & 63u));
     }
-    let a = w_byte(s + j + 4u);
-    let sc = (a & 0xfu) | ((w_byte(s + j - 4u) >> 6u) << 4u);
-    let mn = (a >> 4u) | ((w_byte(s + j) >> 6u) << 4u);
+    let a = byte_of(h, 8u + j);
+    let sc = (a & 0xfu) | ((byte_of(h, j) >> 6u) << 4u);
+    let mn = (a >> 4u) | ((byte_of(h, 4u + j) >> 6u) << 4u);
     return vec2<f32>(f32(sc), f32(mn));
+}
+
+// The quant words of a q4_K / q5_K sub-block, read as aligned vec4s: the 32
+// bytes of nibbles it shares with its neighbour sub-block (qs) and, q5_K, the
+// 32 bytes of fifth bits (qh). Other types read nothing here.
+struct K45 {
+    qs: array<vec4<u32>, 2>,
+    qh: array<vec4<u32>, 2>,
+}
+
+fn k45_words(blk: u32) -> K45 {
+    var w: K45;
+    if (WTYPE == 12u || WTYPE == 13u) {
+        let five = WTYPE == 13u;
+        let v = (blk >> 3u) * select(9u, 11u, five);
+        let q = v + select(1u, 3u, five) + ((blk & 7u) >> 1u) * 2u;
+        w.qs = array<vec4<u32>, 2>(W4[q], W4[q + 1u]);
+        if (five) {
+            w.qh = array<vec4<u32>, 2>(W4[v + 1u], W4[v + 2u]);
+        }
+    }
+    return w;
+}
+
+// Quants l*4 .. l*4+3 of q4_K / q5_K sub-block `blk` from its words `kw`.
+fn k45_quad(kw: K45, blk: u32, l: u32) -> vec4<f32> {
+    let j = blk & 7u;
+    // Sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles.
+    var q = nibbles(kw.qs[l >> 2u][l & 3u], (j & 1u) * 4u);
+    if (WTYPE == 13u) {
+        q += vec4<f32>(bits4(kw.qh[l >> 2u][l & 3u], j)) * 16.0;
+    }
+    return q;
+}
+
+// Quants l*4 .. l*4+3 of sub-block `blk` (a K-quant's or iq4's), as integers;
+// q4_K / q5_K from the words `kw` already read (k45_words), once per sub-block.
+fn sub_quad(blk: u32, l: u32, kw: K45) -> vec4<f32> {
+    if (WTYPE == 12u || WTYPE == 13u) {
+        return k45_quad(kw, blk, l);
+    }
+    return quants_k(blk, l);
 }
 
 // 6-bit scale k (0..16) of a q3_K super-block (scales at s), minus 32: low
@@ -79,13 +140,13 @@ fn load_w(i: u32) -> f32 {
     }
     switch WTYPE {
         case 0u: {
-            return bitcast<f32>(W[i]);
+            return bitcast<f32>(w_at(i));
         }
         case 1u: {
-            return unpack2x16float(W[i >> 1u] >> ((i & 1u) << 4u)).x;
+            return unpack2x16float(w_at(i >> 1u) >> ((i & 1u) << 4u)).x;
         }
         case 30u: {
-            return bitcast<f32>(((W[i >> 1u] >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
+            return bitcast<f32>(((w_at(i >> 1u) >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
         }
         case 2u, 3u: {   // q4_0: d, qs[16]; q4_1: d, m, qs[16]
             let j = i & 31u;
@@ -130,8 +191,10 @@ fn load_w(i: u32) -> f32 {
             if (five) {
                 v += ((w_byte(base + 16u + l) >> (2u * c + hi)) & 1u) << 4u;
             }
-            let sm = w_scale_min_k4(2u * c + hi, base + 4u);
-            return w_f16(base) * sm.x * f32(v) - w_f16(base + 2u) * sm.y;
+            let h = k45_head(i >> 5u);
+            let dd = unpack2x16float(h.x);
+            let sm = scale_min_k4(h, 2u * c + hi);
+            return dd.x * sm.x * f32(v) - dd.y * sm.y;
         }
         case 14u: {      // q6_K: ql[128], qh[64], scales[16] (i8), d
             let base = (i >> 8u) * 210u;
@@ -165,14 +228,14 @@ fn word_blocks() -> bool {
 // for its second load's per-lane loop even when no lane takes it.
 fn w_word(b: u32) -> u32 {
     if (word_blocks()) {
-        return W[b >> 2u];
+        return w_at(b >> 2u);
     }
     let s = (b & 3u) << 3u;
-    let lo = W[b >> 2u];
+    let lo = w_at(b >> 2u);
     if (s == 0u) {
         return lo;
     }
-    return (lo >> s) | (W[(b >> 2u) + 1u] << (32u - s));
+    return (lo >> s) | (w_at((b >> 2u) + 1u) << (32u - s));
 }
 
 // Bits `s` (0, 8, 16 or 24) onward of the 64-bit pair hi:lo.
@@ -186,13 +249,13 @@ fn funnel(lo: u32, hi: u32, s: u32) -> u32 {
 fn w_span4(b: u32) -> vec4<u32> {
     let i = b >> 2u;
     if (word_blocks()) {
-        return vec4<u32>(W[i], W[i + 1u], W[i + 2u], W[i + 3u]);
+        return vec4<u32>(w_at(i), w_at(i + 1u), w_at(i + 2u), w_at(i + 3u));
     }
     let s = (b & 3u) << 3u;
-    let w1 = W[i + 1u];
-    let w2 = W[i + 2u];
-    let w3 = W[i + 3u];
-    return vec4<u32>(funnel(W[i], w1, s), funnel(w1, w2, s), funnel(w2, w3, s), funnel(w3, W[i + 4u], s));
+    let w1 = w_at(i + 1u);
+    let w2 = w_at(i + 2u);
+    let w3 = w_at(i + 3u);
+    return vec4<u32>(funnel(w_at(i), w1, s), funnel(w1, w2, s), funnel(w2, w3, s), funnel(w3, w_at(i + 4u), s));
 }
 
 // The four signed bytes of a word (q8_0 quants), as floats.
@@ -232,7 +295,7 @@ fn sub_k(blk: u32) -> SubK {
     }
     if (WTYPE == 10u) {   // q2_K: scales[16] (scale | min << 4), qs[64], d, dmin
         let base = (blk >> 3u) * 84u;
-        let dd = unpack2x16float(W[(base + 80u) >> 2u]);   // 84-byte blocks: d, dmin is one aligned word
+        let dd = unpack2x16float(w_at((base + 80u) >> 2u));   // 84-byte blocks: d, dmin is one aligned word
         let s0 = w_byte(base + 2u * j);
         let s1 = w_byte(base + 2u * j + 1u);
         return SubK(dd.x * f32(s0 & 0xfu), -dd.y * f32(s0 >> 4u), dd.x * f32(s1 & 0xfu), -dd.y * f32(s1 >> 4u));
@@ -248,15 +311,15 @@ fn sub_k(blk: u32) -> SubK {
     }
     if (WTYPE == 23u) {   // iq4_xs: d, scales_h, scales_l[4], qs[128]
         let base = (blk >> 3u) * 136u;
-        let head = W[base >> 2u];   // 136-byte blocks: d and scales_h are one aligned word
+        let head = w_at(base >> 2u);   // 136-byte blocks: d and scales_h are one aligned word
         let lo = (w_byte(base + 4u + (j >> 1u)) >> ((j & 1u) << 2u)) & 0xfu;
         let hi = (head >> (16u + 2u * j)) & 3u;
         let s = unpack2x16float(head).x * f32(i32(lo | (hi << 4u)) - 32);
         return SubK(s, 0.0, s, 0.0);
     }
-    let base = (blk >> 3u) * select(144u, 176u, WTYPE == 13u);
-    let dd = unpack2x16float(W[base >> 2u]);   // d, dmin: one aligned word
-    let sm = w_scale_min_k4(j, base + 4u);
+    let h = k45_head(blk);
+    let dd = unpack2x16float(h.x);   // d, dmin
+    let sm = scale_min_k4(h, j);
     let off = -dd.y * sm.y;
     return SubK(dd.x * sm.x, off, dd.x * sm.x, off);
 }
@@ -277,7 +340,8 @@ fn q6k_quad(ql: u32, qh: u32, quarter: u32) -> vec4<f32> {
     return nibbles(ql, select(0u, 4u, quarter >= 2u)) + hb * 16.0 - 32.0;
 }
 
-// Quants w*4 .. w*4+3 of sub-block `blk` of a K-quant, as integers.
+// Quants w*4 .. w*4+3 of sub-block `blk` of a K-quant, as integers (q4_K and
+// q5_K: sub_quad, whose callers read the words once per sub-block).
 fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     let j = blk & 7u;
     let l = 4u * w;
@@ -291,7 +355,7 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
         let n = j >> 2u;
         let s = j & 3u;
         if (WTYPE == 10u) {
-            return bits2(W[((blk >> 3u) * 84u + 16u + n * 32u + l) >> 2u], 2u * s);
+            return bits2(w_at(((blk >> 3u) * 84u + 16u + n * 32u + l) >> 2u), 2u * s);
         }
         let base = (blk >> 3u) * 110u;
         let lo = bits2(w_word(base + 32u + n * 32u + l), 2u * s);
@@ -302,14 +366,7 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
         let qs = select(blk * 18u + 2u, (blk >> 3u) * 136u + 8u + j * 16u, WTYPE == 23u);
         return kvalues4(w_word(qs + (l & 15u)), select(0u, 4u, w >= 4u));
     }
-    let five = WTYPE == 13u;
-    let base = (blk >> 3u) * select(144u, 176u, five);
-    // Sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles.
-    var q = nibbles(W[(base + select(16u, 48u, five) + (j >> 1u) * 32u + l) >> 2u], (j & 1u) * 4u);
-    if (five) {
-        q += vec4<f32>(bits4(W[(base + 16u + l) >> 2u], j)) * 16.0;
-    }
-    return q;
+    return k45_quad(k45_words(blk), blk, w);
 }
 
 // The 32 weights of block `blk` (q4_0 … q8_0, iq4_nl; for K-quants and
@@ -320,8 +377,9 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
     var w: array<vec4<f32>, 8>;
     if (scaled_sub()) {
         let k = sub_k(blk);
+        let kw = k45_words(blk);
         for (var j = 0u; j < 8u; j++) {
-            w[j] = quants_k(blk, j) * select(k.scale, k.scale_hi, j >= 4u) + select(k.offset, k.offset_hi, j >= 4u);
+            w[j] = sub_quad(blk, j, kw) * select(k.scale, k.scale_hi, j >= 4u) + select(k.offset, k.offset_hi, j >= 4u);
         }
         return w;
     }
@@ -360,7 +418,7 @@ fn q45_layout(blk: u32) -> Q45 {
     let base = blk * size;
     let head = base + select(2u, 4u, has_min);
     // q4_1 / q5_1: d and m are one aligned word, read once.
-    let dm = select(vec2<f32>(w_f16(base), 0.0), unpack2x16float(W[base >> 2u]), has_min);
+    let dm = select(vec2<f32>(w_f16(base), 0.0), unpack2x16float(w_at(base >> 2u)), has_min);
     let d = dm.x;
     var qh = 0u;
     if (five) {
@@ -415,11 +473,12 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>)
     if (scaled_sub()) {
         // sum(scale * q + offset) x, per 16 weights.
         let k = sub_k(blk);
+        let kw = k45_words(blk);
         var s0 = 0.0;
         var s1 = 0.0;
         for (var j = 0u; j < 4u; j++) {
-            s0 += dot(quants_k(blk, j), (*x)[j]);
-            s1 += dot(quants_k(blk, j + 4u), (*x)[j + 4u]);
+            s0 += dot(sub_quad(blk, j, kw), (*x)[j]);
+            s1 += dot(sub_quad(blk, j + 4u, kw), (*x)[j + 4u]);
         }
         return k.scale * s0 + k.scale_hi * s1 + k.offset * sums.x + k.offset_hi * sums.y;
     }
@@ -459,15 +518,15 @@ fn load_w4(i: u32) -> vec4<f32> {
     }
     switch WTYPE {
         case 0u: {
-            return vec4<f32>(bitcast<f32>(W[i]), bitcast<f32>(W[i + 1u]), bitcast<f32>(W[i + 2u]), bitcast<f32>(W[i + 3u]));
+            return vec4<f32>(bitcast<f32>(w_at(i)), bitcast<f32>(w_at(i + 1u)), bitcast<f32>(w_at(i + 2u)), bitcast<f32>(w_at(i + 3u)));
         }
         case 1u: {
             let w = i >> 1u;
-            return vec4<f32>(unpack2x16float(W[w]), unpack2x16float(W[w + 1u]));
+            return vec4<f32>(unpack2x16float(w_at(w)), unpack2x16float(w_at(w + 1u)));
         }
         case 30u: {
-            let a = W[i >> 1u];
-            let b = W[(i >> 1u) + 1u];
+            let a = w_at(i >> 1u);
+            let b = w_at((i >> 1u) + 1u);
             return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
         }
         case 2u, 3u: {
@@ -476,7 +535,7 @@ fn load_w4(i: u32) -> vec4<f32> {
             let base = (i >> 5u) * select(18u, 20u, has_min);
             let q = nibbles(w_word(base + select(2u, 4u, has_min) + (j & 15u)), select(0u, 4u, j >= 16u));
             if (has_min) {
-                let dm = unpack2x16float(W[base >> 2u]);
+                let dm = unpack2x16float(w_at(base >> 2u));
                 return q * dm.x + dm.y;
             }
             return (q - 8.0) * w_f16(base);
@@ -506,12 +565,14 @@ fn load_w4(i: u32) -> vec4<f32> {
             let c = j >> 6u;
             let hi = (j >> 5u) & 1u;
             let l = j & 31u;
-            var q = nibbles(W[(base + select(16u, 48u, five) + c * 32u + l) >> 2u], hi * 4u);
+            var q = nibbles(w_at((base + select(16u, 48u, five) + c * 32u + l) >> 2u), hi * 4u);
             if (five) {
-                q += vec4<f32>(bits4(W[(base + 16u + l) >> 2u], 2u * c + hi)) * 16.0;
+                q += vec4<f32>(bits4(w_at((base + 16u + l) >> 2u), 2u * c + hi)) * 16.0;
             }
-            let sm = w_scale_min_k4(2u * c + hi, base + 4u);
-            return q * (w_f16(base) * sm.x) - w_f16(base + 2u) * sm.y;
+            let h = k45_head(i >> 5u);
+            let dd = unpack2x16float(h.x);
+            let sm = scale_min_k4(h, 2u * c + hi);
+            return q * (dd.x * sm.x) - dd.y * sm.y;
         }
         case 14u: {
             let base = (i >> 8u) * 210u;
