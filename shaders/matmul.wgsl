@@ -524,7 +524,7 @@ fn matmul_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 }
 
 // matmul_rows (K % 4 == 0 only): rows per invocation (at most 16).
-override MR: u32 = 8u;
+override MR: u32 = 16u;   // linear.rs sets it (MR there)
 
 // Outputs n0 and, with NPI = 2, n0 + 64 (NPI is at most 2 here) for rows
 // rs[0 .. nr) (nr <= MR), weights from the block at `woff`: each input value
