@@ -32,6 +32,63 @@ fn byte_of(v: vec4<u32>, b: u32) -> u32 {
     return (v[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
 }
 
+// The 32-weight block types (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl) sit on the
+// GPU regrouped (upload/repack.rs): groups of G blocks (8; 4 for q4_1 / q5_1,
+// whose header is 4 bytes), field by field: the G headers (one vec4), q5's G
+// high-bit words, then each block's quants. Every field is one aligned load.
+fn b32_shift() -> u32 {   // log2 G
+    return select(3u, 2u, WTYPE == 3u || WTYPE == 7u);
+}
+
+// vec4s per group, and where block `blk`'s group starts.
+fn b32_group(blk: u32) -> u32 {
+    var v = 9u;                    // q4_0, iq4_nl: 16 + 8 x 16 bytes
+    switch WTYPE {
+        case 3u: { v = 5u; }       // q4_1: 16 + 4 x 16
+        case 6u: { v = 11u; }      // q5_0: 16 + 32 + 8 x 16
+        case 7u: { v = 6u; }       // q5_1: 16 + 16 + 4 x 16
+        case 8u: { v = 17u; }      // q8_0: 16 + 8 x 32
+        default: {}
+    }
+    return (blk >> b32_shift()) * v;
+}
+
+// Block `blk`'s slot in its group.
+fn b32_slot(blk: u32) -> u32 {
+    return blk & ((1u << b32_shift()) - 1u);
+}
+
+// Block `blk`'s scale d and offset m: value = d * q + m (q4_0 m = -8 d,
+// q5_0 -16 d; q8_0 and iq4_nl 0, their quants are signed or levels).
+fn b32_dm(blk: u32) -> vec2<f32> {
+    let head = W4[b32_group(blk)];
+    let s = b32_slot(blk);
+    if (WTYPE == 3u || WTYPE == 7u) {
+        return unpack2x16float(head[s]);
+    }
+    let d = unpack2x16float(head[s >> 1u] >> ((s & 1u) << 4u)).x;
+    return vec2<f32>(d, select(select(0.0, -16.0, WTYPE == 6u), -8.0, WTYPE == 2u) * d);
+}
+
+// q5_0 / q5_1 block `blk`'s 32 high bits.
+fn b32_qh(blk: u32) -> u32 {
+    let s = b32_slot(blk);
+    return W4[b32_group(blk) + 1u + (s >> 2u)][s & 3u];
+}
+
+// Block `blk`'s quants: 16 bytes of nibbles (q4, q5, iq4_nl), or q8_0's
+// first (`half` 0) or second 16 bytes.
+fn b32_qs(blk: u32, half: u32) -> vec4<u32> {
+    let s = b32_slot(blk);
+    let v = b32_group(blk);
+    switch WTYPE {
+        case 6u: { return W4[v + 3u + s]; }
+        case 7u: { return W4[v + 2u + s]; }
+        case 8u: { return W4[v + 1u + 2u * s + half]; }
+        default: { return W4[v + 1u + s]; }
+    }
+}
+
 // q4_K / q5_K super-blocks (144, 176 bytes) are 16-byte aligned: their first
 // 16 bytes (d, dmin, then 12 bytes of 6-bit scales and mins) are one vec4.
 fn k45_head(blk: u32) -> vec4<u32> {
@@ -122,10 +179,10 @@ fn bits2(word: u32, shift: u32) -> vec4<f32> {
 }
 
 // Types decoded only through the 32-weight sub-block path (sub_k / quants_k):
-// q2_K, q3_K and the iq4s. Their per-element and per-quad reads decode one
-// quad of a sub-block, so each layout is written once.
+// q2_K, q3_K, q6_K and the iq4s. Their per-element and per-quad reads decode
+// one quad of a sub-block, so each layout is written once.
 fn sub_only() -> bool {
-    return WTYPE == 10u || WTYPE == 11u || WTYPE == 20u || WTYPE == 23u;
+    return WTYPE == 10u || WTYPE == 11u || WTYPE == 14u || WTYPE == 20u || WTYPE == 23u;
 }
 
 // Types whose 32-weight blocks decode as scale * q + offset per 16 weights
@@ -148,36 +205,22 @@ fn load_w(i: u32) -> f32 {
         case 30u: {
             return bitcast<f32>(((w_at(i >> 1u) >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
         }
-        case 2u, 3u: {   // q4_0: d, qs[16]; q4_1: d, m, qs[16]
+        case 2u, 3u, 6u, 7u: {   // q4_0, q4_1, q5_0, q5_1: byte j % 16 holds weights j and j + 16
+            let blk = i >> 5u;
             let j = i & 31u;
-            let has_min = WTYPE == 3u;
-            let base = (i >> 5u) * select(18u, 20u, has_min);
-            let q = w_byte(base + select(2u, 4u, has_min) + (j & 15u));
-            let nib = f32(select(q & 0xfu, q >> 4u, j >= 16u));
-            let d = w_f16(base);
-            if (has_min) {
-                return nib * d + w_f16(base + 2u);
+            let q = byte_of(b32_qs(blk, 0u), j & 15u);
+            var v = select(q & 0xfu, q >> 4u, j >= 16u);
+            if (WTYPE == 6u || WTYPE == 7u) {
+                v |= ((b32_qh(blk) >> j) & 1u) << 4u;
             }
-            return (nib - 8.0) * d;
+            let dm = b32_dm(blk);
+            return f32(v) * dm.x + dm.y;
         }
-        case 6u, 7u: {   // q5_0: d, qh[4], qs[16]; q5_1: d, m, qh[4], qs[16]
+        case 8u: {       // q8_0: quants are i8
+            let blk = i >> 5u;
             let j = i & 31u;
-            let has_min = WTYPE == 7u;
-            let base = (i >> 5u) * select(22u, 24u, has_min);
-            let hb = base + select(2u, 4u, has_min);
-            let high = (w_byte(hb + (j >> 3u)) >> (j & 7u)) & 1u;
-            let q = w_byte(hb + 4u + (j & 15u));
-            let v = f32(select(q & 0xfu, q >> 4u, j >= 16u) | (high << 4u));
-            let d = w_f16(base);
-            if (has_min) {
-                return v * d + w_f16(base + 2u);
-            }
-            return (v - 16.0) * d;
-        }
-        case 8u: {       // q8_0: d, qs[32] (i8)
-            let base = (i >> 5u) * 34u;
-            let q = i32(w_byte(base + 2u + (i & 31u)) << 24u) >> 24u;
-            return f32(q) * w_f16(base);
+            let q = i32(byte_of(b32_qs(blk, j >> 4u), j & 15u) << 24u) >> 24u;
+            return f32(q) * b32_dm(blk).x;
         }
         case 12u, 13u: { // q4_K: d, dmin, scales[12], qs[128]; q5_K adds qh[32] before qs
             let five = WTYPE == 13u;
@@ -196,33 +239,20 @@ fn load_w(i: u32) -> f32 {
             let sm = scale_min_k4(h, 2u * c + hi);
             return dd.x * sm.x * f32(v) - dd.y * sm.y;
         }
-        case 14u: {      // q6_K: ql[128], qh[64], scales[16] (i8), d
-            let base = (i >> 8u) * 210u;
-            let j = i & 255u;
-            let n = j >> 7u;               // 128-element half
-            let quarter = (j >> 5u) & 3u;
-            let l = j & 31u;
-            let ql = w_byte(base + n * 64u + l + (quarter & 1u) * 32u);
-            let lo = select(ql & 0xfu, ql >> 4u, quarter >= 2u);
-            let hb = (w_byte(base + 128u + n * 32u + l) >> (2u * quarter)) & 3u;
-            let q = i32(lo | (hb << 4u)) - 32;
-            let sc = i32(w_byte(base + 192u + n * 8u + (l >> 4u) + quarter * 2u) << 24u) >> 24;
-            return w_f16(base + 208u) * f32(sc) * f32(q);
-        }
         default: {
             return 0.0;
         }
     }
 }
 
-// Types whose blocks are whole words (q4_1 20 bytes, q5_1 24, q2_K 84, q4_K
-// 144, q5_K 176, iq4_xs 136) and whose quant words start on word boundaries
-// within the block: every w_word on them is aligned.
+// Types whose blocks are whole words (q2_K 84 bytes, q4_K 144, q5_K 176,
+// iq4_xs 136) and whose quant words start on word boundaries within the
+// block: every w_word on them is aligned.
 fn word_blocks() -> bool {
-    return WTYPE == 3u || WTYPE == 7u || WTYPE == 10u || WTYPE == 12u || WTYPE == 13u || WTYPE == 23u;
+    return WTYPE == 10u || WTYPE == 12u || WTYPE == 13u || WTYPE == 23u;
 }
 
-// The u32 at any byte offset (GGML blocks of 18, 22, 34, 110, 210 bytes
+// The u32 at any byte offset (q3_K's 110-byte blocks
 // leave their fields off word boundaries). Word-sized blocks take one load:
 // the general path's test of the offset varies by row, so a CPU driver pays
 // for its second load's per-lane loop even when no lane takes it.
@@ -236,26 +266,6 @@ fn w_word(b: u32) -> u32 {
         return lo;
     }
     return (lo >> s) | (w_at((b >> 2u) + 1u) << (32u - s));
-}
-
-// Bits `s` (0, 8, 16 or 24) onward of the 64-bit pair hi:lo.
-fn funnel(lo: u32, hi: u32, s: u32) -> u32 {
-    return select((lo >> s) | (hi << (32u - s)), lo, s == 0u);
-}
-
-// The four words at any byte offset, from five aligned loads, with no test of
-// the offset (which varies by row: see w_word). A block's 16 bytes of q4_0 /
-// q5_0 nibbles, or half of a q8_0 block's quants.
-fn w_span4(b: u32) -> vec4<u32> {
-    let i = b >> 2u;
-    if (word_blocks()) {
-        return vec4<u32>(w_at(i), w_at(i + 1u), w_at(i + 2u), w_at(i + 3u));
-    }
-    let s = (b & 3u) << 3u;
-    let w1 = w_at(i + 1u);
-    let w2 = w_at(i + 2u);
-    let w3 = w_at(i + 3u);
-    return vec4<u32>(funnel(w_at(i), w1, s), funnel(w1, w2, s), funnel(w2, w3, s), funnel(w3, w_at(i + 4u), s));
 }
 
 // The four signed bytes of a word (q8_0 quants), as floats.
@@ -285,12 +295,13 @@ struct SubK {
 
 fn sub_k(blk: u32) -> SubK {
     let j = blk & 7u;
-    if (WTYPE == 14u) {
-        let base = (blk >> 3u) * 210u;
-        let sc = base + 192u + (j >> 2u) * 8u + (j & 3u) * 2u;
-        let d = w_f16(base + 208u);
-        let s0 = f32(i32(w_byte(sc) << 24u) >> 24);
-        let s1 = f32(i32(w_byte(sc + 1u) << 24u) >> 24);
+    if (WTYPE == 14u) {   // q6_K: an i8 scale per 16 weights, times d
+        let sb = blk >> 3u;
+        let sc = W4[q6k_group(sb) + 96u + (sb & 7u)];
+        let b = (j >> 2u) * 8u + (j & 3u) * 2u;
+        let d = q6k_d(sb);
+        let s0 = f32(i32(byte_of(sc, b) << 24u) >> 24);
+        let s1 = f32(i32(byte_of(sc, b + 1u) << 24u) >> 24);
         return SubK(d * s0, 0.0, d * s1, 0.0);
     }
     if (WTYPE == 10u) {   // q2_K: scales[16] (scale | min << 4), qs[64], d, dmin
@@ -305,8 +316,8 @@ fn sub_k(blk: u32) -> SubK {
         let d = w_f16(base + 108u);
         return SubK(d * w_scale_q3k(2u * j, base + 96u), 0.0, d * w_scale_q3k(2u * j + 1u, base + 96u), 0.0);
     }
-    if (WTYPE == 20u) {   // iq4_nl: d, qs[16]
-        let d = w_f16(blk * 18u);
+    if (WTYPE == 20u) {   // iq4_nl: d, qs[16], regrouped like q4_0
+        let d = b32_dm(blk).x;
         return SubK(d, 0.0, d, 0.0);
     }
     if (WTYPE == 23u) {   // iq4_xs: d, scales_h, scales_l[4], qs[128]
@@ -324,13 +335,27 @@ fn sub_k(blk: u32) -> SubK {
     return SubK(dd.x * sm.x, off, dd.x * sm.x, off);
 }
 
-// Byte offsets of the low nibbles (x) and high bits (y) of q6_K sub-block
-// `blk`: 32 bytes each.
+// q6_K super-blocks (ql[128], qh[64], scales[16], d: 210 bytes, fields off
+// word boundaries) sit on the GPU regrouped eight at a time (upload/repack.rs):
+// the eight ql (8 vec4 each), qh (4 each), scales (1 each), then the eight d
+// (one vec4), 105 vec4s a group. Super-block sb's group starts at:
+fn q6k_group(sb: u32) -> u32 {
+    return (sb >> 3u) * 105u;
+}
+
+fn q6k_d(sb: u32) -> f32 {
+    let s = sb & 7u;
+    return unpack2x16float(W4[q6k_group(sb) + 104u][s >> 1u] >> ((s & 1u) << 4u)).x;
+}
+
+// vec4 indexes of the low nibbles (x) and high bits (y) of q6_K sub-block
+// `blk`: 32 bytes (two vec4s) each.
 fn q6k_at(blk: u32) -> vec2<u32> {
     let j = blk & 7u;
-    let base = (blk >> 3u) * 210u;
+    let sb = blk >> 3u;
+    let g = q6k_group(sb) + (sb & 7u) * 8u;
     let n = j >> 2u;
-    return vec2<u32>(base + n * 64u + (j & 1u) * 32u, base + 128u + n * 32u);
+    return vec2<u32>(g + n * 4u + (j & 1u) * 2u, q6k_group(sb) + 64u + (sb & 7u) * 4u + n * 2u);
 }
 
 // Four q6_K quants (minus 32) from a word of low nibbles and a word of high
@@ -347,7 +372,7 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     let l = 4u * w;
     if (WTYPE == 14u) {
         let at = q6k_at(blk);
-        return q6k_quad(w_word(at.x + l), w_word(at.y + l), j & 3u);
+        return q6k_quad(W4[at.x + (w >> 2u)][w & 3u], W4[at.y + (w >> 2u)][w & 3u], j & 3u);
     }
     if (WTYPE == 10u || WTYPE == 11u) {
         // Sub-block 4n + s of q2_K / q3_K: bits 2s.. of the 32 bytes of half n;
@@ -363,8 +388,11 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     }
     if (WTYPE == 20u || WTYPE == 23u) {
         // 16 bytes per 32 weights: byte b holds weight b (low nibble) and b + 16.
-        let qs = select(blk * 18u + 2u, (blk >> 3u) * 136u + 8u + j * 16u, WTYPE == 23u);
-        return kvalues4(w_word(qs + (l & 15u)), select(0u, 4u, w >= 4u));
+        let shift = select(0u, 4u, w >= 4u);
+        if (WTYPE == 20u) {
+            return kvalues4(b32_qs(blk, 0u)[w & 3u], shift);
+        }
+        return kvalues4(w_word((blk >> 3u) * 136u + 8u + j * 16u + (l & 15u)), shift);
     }
     return k45_quad(k45_words(blk), blk, w);
 }
@@ -384,9 +412,8 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
         return w;
     }
     if (WTYPE == 8u) {
-        let base = blk * 34u;
-        let d = w_f16(base);
-        let qs = array<vec4<u32>, 2>(w_span4(base + 2u), w_span4(base + 18u));
+        let d = b32_dm(blk).x;
+        let qs = array<vec4<u32>, 2>(b32_qs(blk, 0u), b32_qs(blk, 1u));
         for (var j = 0u; j < 8u; j++) {
             w[j] = i8x4(qs[j >> 2u][j & 3u]) * d;
         }
@@ -412,20 +439,12 @@ struct Q45 {
 }
 
 fn q45_layout(blk: u32) -> Q45 {
-    let has_min = WTYPE == 3u || WTYPE == 7u;
-    let five = WTYPE == 6u || WTYPE == 7u;
-    let size = select(18u, 22u, five) + select(0u, 2u, has_min);
-    let base = blk * size;
-    let head = base + select(2u, 4u, has_min);
-    // q4_1 / q5_1: d and m are one aligned word, read once.
-    let dm = select(vec2<f32>(w_f16(base), 0.0), unpack2x16float(w_at(base >> 2u)), has_min);
-    let d = dm.x;
     var qh = 0u;
-    if (five) {
-        qh = w_word(head);
+    if (WTYPE == 6u || WTYPE == 7u) {
+        qh = b32_qh(blk);
     }
-    let m = select(select(-8.0, -16.0, five) * d, dm.y, has_min);
-    return Q45(w_span4(head + select(0u, 4u, five)), qh, d, m);
+    let dm = b32_dm(blk);
+    return Q45(b32_qs(blk, 0u), qh, dm.x, dm.y);
 }
 
 // Quants 4j .. 4j+3 of the block's first (or, `high`, second) 16 weights:
@@ -455,13 +474,12 @@ fn x_sums(x: ptr<function, array<vec4<f32>, 8>>) -> vec2<f32> {
 // is x_sums(x).
 fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>) -> f32 {
     if (WTYPE == 14u) {
-        // q6_K off word boundaries (210-byte blocks): each 32-byte field as
-        // two spans of aligned words, not eight words of two loads each.
+        // q6_K: each 32-byte field as two aligned vec4s.
         let k = sub_k(blk);
         let at = q6k_at(blk);
         let quarter = blk & 3u;
-        let l = array<vec4<u32>, 2>(w_span4(at.x), w_span4(at.x + 16u));
-        let h = array<vec4<u32>, 2>(w_span4(at.y), w_span4(at.y + 16u));
+        let l = array<vec4<u32>, 2>(W4[at.x], W4[at.x + 1u]);
+        let h = array<vec4<u32>, 2>(W4[at.y], W4[at.y + 1u]);
         var s0 = 0.0;
         var s1 = 0.0;
         for (var j = 0u; j < 4u; j++) {
@@ -483,14 +501,13 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>)
         return k.scale * s0 + k.scale_hi * s1 + k.offset * sums.x + k.offset_hi * sums.y;
     }
     if (WTYPE == 8u) {
-        let base = blk * 34u;
-        let lo = w_span4(base + 2u);
-        let hi = w_span4(base + 18u);
+        let lo = b32_qs(blk, 0u);
+        let hi = b32_qs(blk, 1u);
         var s = 0.0;
         for (var j = 0u; j < 4u; j++) {
             s += dot(i8x4(lo[j]), (*x)[j]) + dot(i8x4(hi[j]), (*x)[j + 4u]);
         }
-        return s * w_f16(base);
+        return s * b32_dm(blk).x;
     }
     // sum(d * q + m) x = d * sum(q x) + m * sum(x).
     let q = q45_layout(blk);
@@ -529,34 +546,21 @@ fn load_w4(i: u32) -> vec4<f32> {
             let b = w_at((i >> 1u) + 1u);
             return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
         }
-        case 2u, 3u: {
+        case 2u, 3u, 6u, 7u: {
+            let blk = i >> 5u;
             let j = i & 31u;
-            let has_min = WTYPE == 3u;
-            let base = (i >> 5u) * select(18u, 20u, has_min);
-            let q = nibbles(w_word(base + select(2u, 4u, has_min) + (j & 15u)), select(0u, 4u, j >= 16u));
-            if (has_min) {
-                let dm = unpack2x16float(w_at(base >> 2u));
-                return q * dm.x + dm.y;
+            var q = nibbles(b32_qs(blk, 0u)[(j & 15u) >> 2u], select(0u, 4u, j >= 16u));
+            if (WTYPE == 6u || WTYPE == 7u) {
+                let h = b32_qh(blk) >> j;   // weights j .. j+3: four consecutive bits
+                q += vec4<f32>(f32(h & 1u), f32((h >> 1u) & 1u), f32((h >> 2u) & 1u), f32((h >> 3u) & 1u)) * 16.0;
             }
-            return (q - 8.0) * w_f16(base);
-        }
-        case 6u, 7u: {
-            let j = i & 31u;
-            let has_min = WTYPE == 7u;
-            let base = (i >> 5u) * select(22u, 24u, has_min);
-            let hb = base + select(2u, 4u, has_min);
-            let qh = w_word(hb) >> j;
-            let high = vec4<f32>(f32(qh & 1u), f32((qh >> 1u) & 1u), f32((qh >> 2u) & 1u), f32((qh >> 3u) & 1u));
-            let q = nibbles(w_word(hb + 4u + (j & 15u)), select(0u, 4u, j >= 16u)) + high * 16.0;
-            let d = w_f16(base);
-            if (has_min) {
-                return q * d + w_f16(base + 2u);
-            }
-            return (q - 16.0) * d;
+            let dm = b32_dm(blk);
+            return q * dm.x + dm.y;
         }
         case 8u: {
-            let base = (i >> 5u) * 34u;
-            return i8x4(w_word(base + 2u + (i & 31u))) * w_f16(base);
+            let blk = i >> 5u;
+            let j = i & 31u;
+            return i8x4(b32_qs(blk, j >> 4u)[(j & 15u) >> 2u]) * b32_dm(blk).x;
         }
         case 12u, 13u: {
             let five = WTYPE == 13u;
@@ -573,18 +577,6 @@ fn load_w4(i: u32) -> vec4<f32> {
             let dd = unpack2x16float(h.x);
             let sm = scale_min_k4(h, 2u * c + hi);
             return q * (dd.x * sm.x) - dd.y * sm.y;
-        }
-        case 14u: {
-            let base = (i >> 8u) * 210u;
-            let j = i & 255u;
-            let n = j >> 7u;
-            let quarter = (j >> 5u) & 3u;
-            let l = j & 31u;
-            let ql = nibbles(w_word(base + n * 64u + l + (quarter & 1u) * 32u), select(0u, 4u, quarter >= 2u));
-            let hw = w_word(base + 128u + n * 32u + l) >> (2u * quarter);
-            let hb = vec4<f32>(f32(hw & 3u), f32((hw >> 8u) & 3u), f32((hw >> 16u) & 3u), f32((hw >> 24u) & 3u));
-            let sc = i32(w_byte(base + 192u + n * 8u + (l >> 4u) + quarter * 2u) << 24u) >> 24;
-            return (ql + hb * 16.0 - 32.0) * (w_f16(base + 208u) * f32(sc));
         }
         default: {
             return vec4<f32>(load_w(i), load_w(i + 1u), load_w(i + 2u), load_w(i + 3u));

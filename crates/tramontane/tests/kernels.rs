@@ -90,6 +90,10 @@ impl Bench {
     fn u32(&self, v: &[u32]) -> wgpu::Buffer {
         self.gpu.storage_init("u32", bytemuck::cast_slice(v))
     }
+    /// Weights as the file holds them, laid out as the upload lays them out.
+    fn weights(&self, dtype: DType, file: &[u8]) -> wgpu::Buffer {
+        self.gpu.storage_init("w", &tramontane::upload::to_gpu(dtype, file))
+    }
     fn zeros(&self, n: usize) -> wgpu::Buffer {
         self.gpu.storage("zeros", 4 * n as u64)
     }
@@ -253,7 +257,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     // Sentinels past the end of the output catch out-of-bounds writes.
     let mut y_init = y0.clone();
     y_init.extend([SENTINEL; 16]);
-    let (wbuf, xbuf, bbuf, ybuf) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
+    let (wbuf, xbuf, bbuf, ybuf) = (b.weights(dtype, &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
     let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes)
         .with("HAS_BIAS", bias as u32)
@@ -318,7 +322,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
             .with("HAS_BIAS", 1u32)
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
-        let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
+        let (wbuf, info) = (b.weights(dtype, &slab), b.slab(a, z - a));
         let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
         if spec.entry == "matvec" {
             bind.extend([(5, &dummy), (9, &dummy)]);
@@ -353,7 +357,7 @@ fn weights_split_into_slabs_give_the_unsplit_result() {
     let ids: Vec<u32> = (0..t).map(|i| if i == 0 { 60 } else { rng.next_u32() % vocab as u32 }).collect();
     let (ibuf, ybuf) = (b.u32(&ids), b.zeros(t * h));
     for (a, z) in [(0usize, 20usize), (20, 40), (40, 61)] {
-        let (wbuf, info) = (b.gpu.storage_init("w", &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
+        let (wbuf, info) = (b.weights(DType::Q8_0, &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
         b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
     }
@@ -429,7 +433,7 @@ fn matvec_applies_the_rmsnorm_before_it() {
             let bv = rng.vec(w_rows);
             let mut y_init = vec![0f32; n];
             y_init.extend([SENTINEL; 16]);
-            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
             let spec = with_lanes(linear_spec(dtype, "matvec", n, k, true), lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
             let spec = with_norm(spec, eps, last_row);
             let bind = [(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
@@ -472,7 +476,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x_rows = if x_per_slot { tokens * slots } else { tokens };
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
-            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.gpu.storage_init("w", &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
+            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.weights(dtype, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
             let spec = with_lanes(linear_spec(dtype, "matvec", n, k, cpu), lanes)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
@@ -506,7 +510,7 @@ fn embedding_gather_matches_cpu() {
         let h = if dtype.is_quantized() { dtype.block().0 as usize * 2 } else { h };
         let (wb, wv, code) = weights(dtype, vocab, h, &mut rng);
         let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
-        let (wbuf, ibuf, ybuf) = (b.gpu.storage_init("w", &wb), b.u32(&ids), b.zeros(t * h));
+        let (wbuf, ibuf, ybuf) = (b.weights(dtype, &wb), b.u32(&ids), b.zeros(t * h));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
         b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
         let got = b.read(&ybuf, t * h);
@@ -641,7 +645,7 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
             let (xb, gb, bb, tb, yb, kc, vc) = (b.f32(&x), b.f32(&g), b.f32(&bias), b.f32(&table), b.f32(&y_init), b.zeros(words), b.zeros(words));
             for w in cuts.windows(2) {
                 let (a, z) = (w[0], w[1]);
-                let wbuf = b.gpu.storage_init("w", &wb[a * row_bytes..z * row_bytes]);
+                let wbuf = b.weights(dtype, &wb[a * row_bytes..z * row_bytes]);
                 let info = b.slab(a, z - a);
                 let mut spec = with_lanes(linear_spec(dtype, "matvec", z - a, k, true), lanes).with("HAS_BIAS", 1u32);
                 if norm {
@@ -896,7 +900,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 let x = rng.vec(rows * k);
                 let mut y_init = vec![0f32; rows * n];
                 y_init.extend([SENTINEL; 16]);
-                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.gpu.storage_init("g", &gb), b.gpu.storage_init("u", &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
+                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, &gb), b.weights(ut, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
                     let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes).with("GATE_IN_Y", gate_in_y);
                     let mut bind = vec![(1, wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
@@ -1088,7 +1092,7 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
                 .with("GROUP_TILE", tile)
                 .with("EXPERTS", experts as u32);
             assert_eq!(spec.entry, if cpu && k.is_multiple_of(4) { "matmul_rows_grouped" } else { "matmul_grouped" });
-            let (wbuf, info) = (b.gpu.storage_init("w", &slab), b.slab(a, z - a));
+            let (wbuf, info) = (b.weights(dtype, &slab), b.slab(a, z - a));
             let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
             b.run(&spec, step((rows / slots) as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &info), (7, &obuf), (8, &tbuf)], groups);
         }

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::planner::{Dest, FfnIdx, Layout, Piece};
+use super::repack::{packing, Groups};
 use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -78,6 +79,8 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
     let total: u64 = layout.parts.iter().map(|p| p.tensor.nbytes).sum();
     let done = Cell::new(0u64);
     let since_flush = Cell::new(0u64);
+    // Groups of regrouped blocks that arrive in parts, by (dest, slab).
+    let groups = RefCell::new(Groups::default());
     let progress = RefCell::new(progress);
     (progress.borrow_mut())(Progress { done: 0, total });
     let advance = |n: u64| {
@@ -90,7 +93,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         (progress.borrow_mut())(Progress { done: done.get(), total });
     };
     let upload_file = |indices: Vec<usize>| {
-        let advance = &advance;
+        let (advance, groups) = (&advance, &groups);
         async move {
             for i in indices {
                 let part = &layout.parts[i];
@@ -101,7 +104,29 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                     bufs.get(part.dest).and_then(|b| b.get(p.slab)).ok_or_else(|| Error::Internal("weight buffer missing".into()))
                 };
                 let as_is = |p: &Piece| dest.slab_dtypes.get(p.slab) == Some(&t.dtype);
-                if pieces.iter().all(as_is) {
+                if let (Some(pk), true) = (packing(t.dtype), pieces.iter().all(as_is)) {
+                    // Regrouped on the way (repack.rs): runs of whole groups, so
+                    // only a piece's first and last group can arrive in parts.
+                    let (g, bb) = (pk.blocks(), pk.block_bytes());
+                    let most = (UPLOAD_PIECE / pk.group_bytes()).max(1) * g;
+                    for p in &pieces {
+                        let buf = buf(p)?;
+                        let (first, n) = (p.at / bb, p.len / bb);
+                        let mut b = 0u64;
+                        while b < n {
+                            let take = (most - (first + b) % g).min(n - b);
+                            let data = src.read(&t.file, t.offset + p.src + b * bb, take * bb).await?;
+                            if data.len() as u64 != take * bb {
+                                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+                            }
+                            for (at, bytes) in groups.borrow_mut().put((part.dest, p.slab), pk, first + b, &data) {
+                                gpu.queue.write_buffer(buf, at, &bytes);
+                            }
+                            b += take;
+                            advance(take * bb);
+                        }
+                    }
+                } else if pieces.iter().all(as_is) {
                     // Same format: copy in pieces, so host (wasm) memory holds one
                     // piece per stream, never a whole tensor.
                     for p in &pieces {
@@ -141,6 +166,10 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         .buffer_unordered(parallel.max(1))
         .try_for_each(|_| std::future::ready(Ok(())))
         .await?;
+    for ((d, si), at, bytes) in groups.borrow_mut().finish() {
+        let buf = bufs.get(d).and_then(|b| b.get(si)).ok_or_else(|| Error::Internal("weight buffer missing".into()))?;
+        gpu.queue.write_buffer(buf, at, &bytes);
+    }
     gpu.queue.submit([]);
     gpu.check()
 }

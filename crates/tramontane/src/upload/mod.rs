@@ -2,14 +2,16 @@
 //! every source tensor's presence and shape, with no GPU involved; then
 //! `executor` allocates the buffers and streams the tensors into them.
 //! `types` are the weights the forward pass binds, `naming` the tensor names
-//! of each file format.
+//! of each file format, `repack` how 32-weight block types sit on the GPU.
 
 mod executor;
 mod naming;
 mod planner;
+mod repack;
 mod types;
 
 pub use executor::Progress;
+pub use repack::{gpu_nbytes, packing, to_gpu, Packing};
 pub use naming::{ExpertTensor, GgufNaming, HfNaming, HfQwenMoeNaming, LayerTensor, Naming};
 pub use types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 

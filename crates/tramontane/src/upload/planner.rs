@@ -19,6 +19,7 @@
 use std::ops::Range;
 
 use super::naming::{ExpertTensor, LayerTensor, Naming};
+use super::repack::{gpu_nbytes, packing};
 use crate::error::{Error, Result};
 use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
 
@@ -187,7 +188,7 @@ impl Dest {
     pub(super) fn slab_bytes(&self, si: usize) -> u64 {
         let (Some(s), Some(dtype)) = (self.slabs.get(si), self.slab_dtypes.get(si)) else { return u64::MAX };
         let elems = if self.vector { self.outputs } else { self.experts * self.halves * s.len() * self.cols };
-        dtype.nbytes(elems as u64).unwrap_or(u64::MAX)
+        gpu_nbytes(*dtype, elems as u64).unwrap_or(u64::MAX)
     }
 
     /// Where the source rows of `part` land, slab by slab.
@@ -302,8 +303,9 @@ impl<'a> Planner<'a> {
         for (slab_dtypes, slabs) in candidates {
             let all_f32 = slab_dtypes.iter().all(|&d| d == DType::F32);
             let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, slabs, slab_dtypes };
-            // Every part must land on whole words, and the slabs must cover
-            // every output exactly once.
+            // Every part must land on whole words (regrouped types: on whole
+            // blocks, which rows are), and the slabs must cover every output
+            // exactly once.
             let covered = d.slabs.iter().map(|s| s.len()).sum::<usize>() == outputs
                 && d.slabs.windows(2).all(|w| w[0].end <= w[1].start);
             let fits = covered
@@ -311,7 +313,7 @@ impl<'a> Planner<'a> {
                     d.pieces(&Part { tensor: t.clone(), dest: 0, expert: *e, row: *r }).iter().all(|p| {
                         let same_type = d.slab_dtypes.get(p.slab) == Some(&t.dtype);
                         let end = d.slab_bytes(p.slab);
-                        !same_type || (p.at % 4 == 0 && (p.len % 4 == 0 || p.at + p.len == end))
+                        !same_type || packing(t.dtype).is_some() || (p.at % 4 == 0 && (p.len % 4 == 0 || p.at + p.len == end))
                     })
                 });
             if fits || all_f32 {
@@ -333,10 +335,12 @@ impl<'a> Planner<'a> {
     fn slabs(&self, label: &str, outputs: Range<usize>, halves: usize, cols: usize, experts: usize,
              dtype: DType) -> Result<Vec<Range<usize>>> {
         let per_output = dtype.nbytes((experts * halves * cols) as u64).unwrap_or(u64::MAX);
-        if per_output.saturating_mul(outputs.len() as u64) <= self.limit {
+        // A regrouped type's buffer ends in a whole group: room for its padding.
+        let limit = self.limit.saturating_sub(packing(dtype).map_or(0, |p| p.group_bytes()));
+        if per_output.saturating_mul(outputs.len() as u64) <= limit {
             return Ok(std::iter::once(outputs).collect());
         }
-        let fit = (self.limit / per_output) as usize;
+        let fit = (limit / per_output) as usize;
         // Multiples of the matmul tile keep every slab's tiles full.
         let step = if fit >= 32 { fit / 32 * 32 } else { fit };
         if step == 0 {
