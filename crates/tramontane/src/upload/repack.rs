@@ -100,7 +100,9 @@ pub(super) struct Groups<K: Ord + Copy = (usize, usize)> {
 
 impl<K: Ord + Copy> Groups<K> {
     /// Place `data` (whole blocks in the file's layout) as blocks `first ..`
-    /// of buffer `key`; returns the writes ready to go: (byte offset, bytes).
+    /// of buffer `key`; returns the writes ready to go: (byte offset, bytes),
+    /// neighbouring groups in one write (a write per group would be a
+    /// `writeBuffer` call per 80-272 bytes in a browser).
     pub(super) fn put(&mut self, key: K, p: Packing, first: u64, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
         let (g, bb, gb) = (p.blocks(), p.block_bytes() as usize, p.group_bytes() as usize);
         let n = (data.len() / bb) as u64;
@@ -111,11 +113,10 @@ impl<K: Ord + Copy> Groups<K> {
             let take = (g - slot).min(n - b);
             let blocks = &data[b as usize * bb..(b + take) as usize * bb];
             if take == g {
-                let mut bytes = vec![0u8; gb];
+                let bytes = run_at(&mut out, group * gb as u64, gb);
                 for (s, block) in blocks.chunks_exact(bb).enumerate() {
-                    p.place(&mut bytes, s as u64, block);
+                    p.place(bytes, s as u64, block);
                 }
-                out.push((group * gb as u64, bytes));
             } else {
                 let entry = self.pending.entry((key, group)).or_insert_with(|| (vec![0u8; gb], 0));
                 for (s, block) in blocks.chunks_exact(bb).enumerate() {
@@ -124,7 +125,7 @@ impl<K: Ord + Copy> Groups<K> {
                 entry.1 += take;
                 if entry.1 >= g {
                     if let Some((bytes, _)) = self.pending.remove(&(key, group)) {
-                        out.push((group * gb as u64, bytes));
+                        run_at(&mut out, group * gb as u64, gb).copy_from_slice(&bytes);
                     }
                 }
             }
@@ -137,6 +138,22 @@ impl<K: Ord + Copy> Groups<K> {
     /// offset, bytes).
     pub(super) fn finish(&mut self) -> Vec<(K, u64, Vec<u8>)> {
         std::mem::take(&mut self.pending).into_iter().map(|((k, g), (bytes, _))| (k, g * bytes.len() as u64, bytes)).collect()
+    }
+}
+
+/// `len` zeroed bytes to fill at byte `at`: the end of the last write when
+/// it ends there, else a new write.
+fn run_at(out: &mut Vec<(u64, Vec<u8>)>, at: u64, len: usize) -> &mut [u8] {
+    if !matches!(out.last(), Some((a, bytes)) if a + bytes.len() as u64 == at) {
+        out.push((at, Vec::new()));
+    }
+    match out.last_mut() {
+        Some((_, bytes)) => {
+            let start = bytes.len();
+            bytes.resize(start + len, 0);
+            &mut bytes[start..]
+        }
+        None => &mut [],
     }
 }
 
@@ -206,7 +223,7 @@ mod tests {
             for (k, a, z) in runs {
                 for (at, data) in groups.put(k, p, a as u64, &files[k][a * bb..z * bb]) {
                     gpu[k][at as usize..at as usize + data.len()].copy_from_slice(&data);
-                    written[k].push(at as usize);
+                    written[k].extend((0..data.len()).step_by(p.group_bytes() as usize).map(|o| at as usize + o));
                 }
             }
             for (k, at, data) in groups.finish() {
