@@ -192,9 +192,6 @@ fn scaled_sub() -> bool {
 }
 
 fn load_w(i: u32) -> f32 {
-    if (sub_only()) {
-        return sub_w4(i & ~3u)[i & 3u];
-    }
     switch WTYPE {
         case 0u: {
             return bitcast<f32>(w_at(i));
@@ -205,42 +202,11 @@ fn load_w(i: u32) -> f32 {
         case 30u: {
             return bitcast<f32>(((w_at(i >> 1u) >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
         }
-        case 2u, 3u, 6u, 7u: {   // q4_0, q4_1, q5_0, q5_1: byte j % 16 holds weights j and j + 16
-            let blk = i >> 5u;
-            let j = i & 31u;
-            let q = byte_of(b32_qs(blk, 0u), j & 15u);
-            var v = select(q & 0xfu, q >> 4u, j >= 16u);
-            if (WTYPE == 6u || WTYPE == 7u) {
-                v |= ((b32_qh(blk) >> j) & 1u) << 4u;
-            }
-            let dm = b32_dm(blk);
-            return f32(v) * dm.x + dm.y;
-        }
-        case 8u: {       // q8_0: quants are i8
-            let blk = i >> 5u;
-            let j = i & 31u;
-            let q = i32(byte_of(b32_qs(blk, j >> 4u), j & 15u) << 24u) >> 24u;
-            return f32(q) * b32_dm(blk).x;
-        }
-        case 12u, 13u: { // q4_K: d, dmin, scales[12], qs[128]; q5_K adds qh[32] before qs
-            let five = WTYPE == 13u;
-            let base = (i >> 8u) * select(144u, 176u, five);
-            let j = i & 255u;
-            let c = j >> 6u;               // 64-element chunk
-            let hi = (j >> 5u) & 1u;       // second half of the chunk: high nibbles
-            let l = j & 31u;
-            let q = w_byte(base + select(16u, 48u, five) + c * 32u + l);
-            var v = select(q & 0xfu, q >> 4u, hi == 1u);
-            if (five) {
-                v += ((w_byte(base + 16u + l) >> (2u * c + hi)) & 1u) << 4u;
-            }
-            let h = k45_head(i >> 5u);
-            let dd = unpack2x16float(h.x);
-            let sm = scale_min_k4(h, 2u * c + hi);
-            return dd.x * sm.x * f32(v) - dd.y * sm.y;
-        }
         default: {
-            return 0.0;
+            // Block types (blocks of 32 or 256 weights, so whole quads): the
+            // quad holding weight i. Only the embedding gather reads block
+            // types a weight at a time; the matmuls read quads.
+            return load_w4(i & ~3u)[i & 3u];
         }
     }
 }
@@ -578,8 +544,8 @@ fn load_w4(i: u32) -> vec4<f32> {
             let sm = scale_min_k4(h, 2u * c + hi);
             return q * (dd.x * sm.x) - dd.y * sm.y;
         }
-        default: {
-            return vec4<f32>(load_w(i), load_w(i + 1u), load_w(i + 2u), load_w(i + 3u));
+        default: {   // none: every other type is sub_only()
+            return vec4<f32>(0.0);
         }
     }
 }

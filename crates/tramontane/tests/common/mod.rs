@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tramontane::source::DirSource;
 use tramontane::{Gpu, LoadOptions, Model};
@@ -11,8 +11,21 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// The device every test of this binary shares (a test file's tests run as
+/// threads of one process). Engines on one device share its pipeline cache,
+/// so a kernel that twenty tests use is compiled once, not twenty times: a
+/// pipeline takes lavapipe ~0.4 s, which was most of the native suite's time.
+/// A lost device is replaced. Tests that need a device of their own (mutated
+/// shaders, injected faults) call `Gpu::new` themselves.
 pub fn gpu() -> Arc<Gpu> {
-    Arc::new(pollster::block_on(Gpu::new()).expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"))
+    static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(g) = shared.as_ref().filter(|g| !g.is_lost()) {
+        return g.clone();
+    }
+    let g = Arc::new(pollster::block_on(Gpu::new()).expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"));
+    *shared = Some(g.clone());
+    g
 }
 
 pub fn load(name: &str, opts: LoadOptions) -> Model {
