@@ -158,39 +158,47 @@ fn dots(lid: u32, sub: u32, tpr: u32, xoff: u32, woff: vec4<u32>) -> Dots {
     var acc = vec4<f32>(0.0);
     var acc_up = vec4<f32>(0.0);
     var sq = 0.0;
-    if (BLOCKS != 0u && ROWS == WG && LANES >= 8u) {
-        // CPU drivers with subgroups of 8 or more, whole 32-weight blocks:
-        // every invocation of the workgroup walks the same blocks, so this
-        // loop's control flow is uniform, as shuffles need. They all read the
-        // same 32 inputs per block and a load costs one per lane there
-        // whatever the address, so lane i loads quad i (mod 8) and the
-        // subgroup passes the 8 round (lavapipe: +17% decode).
+    if (BLOCKS != 0u) {
+        // Whole 32-weight blocks (K % 32 == 0, block types), every tpr-th
+        // from sub. One loop and one add_block_dots for both ways of loading
+        // the inputs: the block decoders are inlined once, and a pipeline's
+        // creation time grows with the code inlined (measured on lavapipe).
+        //
+        // CPU drivers with subgroups of 8 or more (`by_lanes`: then tpr is 1
+        // and sub 0): every invocation of the workgroup walks the same
+        // blocks, so this loop's control flow is uniform, as shuffles need
+        // (its bounds do not depend on sub). They all read the same 32 inputs
+        // per block and a load costs one per lane there whatever the address,
+        // so lane i loads quad i (mod 8) and the subgroup passes the 8 round
+        // (lavapipe: +17% decode).
+        let by_lanes = ROWS == WG && LANES >= 8u;
         let lane = lid % 8u;
-        for (var k = 0u; k < K; k += 32u) {
-            var mine = X4[((xoff + k) >> 2u) + lane];
-            if (NORM != 0u) {
-                sq += dot(mine, mine);
-                mine *= NORM_W[(k >> 2u) + lane];
-            }
-            var xs8 = lanes_all8(mine);
-            add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
-        }
-        if (NORM != 0u) {
-            // Each run of 8 lanes loaded the row once between them.
-            sq = lanes_sum(sq, 8u);
-        }
-    } else if (BLOCKS != 0u) {
-        // Whole 32-weight blocks per invocation (K % 32 == 0, block types).
-        for (var k = sub * 32u; k < K; k += tpr * 32u) {
+        for (var k0 = 0u; k0 < K; k0 += tpr * 32u) {
+            let k = k0 + sub * 32u;
             var xs8: array<vec4<f32>, 8>;
-            for (var i = 0u; i < 8u; i++) {
-                xs8[i] = X4[((xoff + k) >> 2u) + i];
+            if (by_lanes) {
+                var mine = X4[((xoff + k0) >> 2u) + lane];
                 if (NORM != 0u) {
-                    sq += dot(xs8[i], xs8[i]);
-                    xs8[i] *= NORM_W[(k >> 2u) + i];
+                    sq += dot(mine, mine);
+                    mine *= NORM_W[(k0 >> 2u) + lane];
+                }
+                xs8 = lanes_all8(mine);
+            } else if (k < K) {
+                for (var i = 0u; i < 8u; i++) {
+                    xs8[i] = X4[((xoff + k) >> 2u) + i];
+                    if (NORM != 0u) {
+                        sq += dot(xs8[i], xs8[i]);
+                        xs8[i] *= NORM_W[(k >> 2u) + i];
+                    }
                 }
             }
-            add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
+            if (k < K) {
+                add_block_dots(k, &xs8, woff, up, &acc, &acc_up);
+            }
+        }
+        if (NORM != 0u && by_lanes) {
+            // Each run of 8 lanes loaded the row once between them.
+            sq = lanes_sum(sq, 8u);
         }
     } else if (QUAD != 0u) {
         for (var k = sub * 4u; k < K; k += tpr * 4u) {
