@@ -373,7 +373,7 @@ fn weights_split_into_slabs_give_the_unsplit_result() {
 /// (bias, accumulate, SwiGLU) runs with the plain reductions; a subgroup run
 /// changes only how an output's partial sums meet, which two shapes (one row,
 /// as in decode, and several rows with bias and SwiGLU) exercise: each case
-/// is a pipeline to compile (~0.4 s on lavapipe), and the suite has a budget.
+/// is a pipeline to compile (0.1-0.3 s on lavapipe), and the suite has a budget.
 fn check_quantized(entry: &'static str) {
     let b = Bench::new();
     for dtype in QUANTS {

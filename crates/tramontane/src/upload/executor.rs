@@ -11,6 +11,7 @@ use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::parse::dequant::dequantize;
+use crate::parse::TensorInfo;
 use crate::source::ModelSource;
 
 /// Progress of a long operation, in bytes.
@@ -103,8 +104,8 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                 let buf = |p: &Piece| {
                     bufs.get(part.dest).and_then(|b| b.get(p.slab)).ok_or_else(|| Error::Internal("weight buffer missing".into()))
                 };
-                let as_is = |p: &Piece| dest.slab_dtypes.get(p.slab) == Some(&t.dtype);
-                if let (Some(pk), true) = (packing(t.dtype), pieces.iter().all(as_is)) {
+                let as_is = pieces.iter().all(|p| dest.slab_dtypes.get(p.slab) == Some(&t.dtype));
+                if let (Some(pk), true) = (packing(t.dtype), as_is) {
                     // Regrouped on the way (repack.rs): runs of whole groups, so
                     // only a piece's first and last group can arrive in parts.
                     let (g, bb) = (pk.blocks(), pk.block_bytes());
@@ -115,10 +116,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                         let mut b = 0u64;
                         while b < n {
                             let take = (most - (first + b) % g).min(n - b);
-                            let data = src.read(&t.file, t.offset + p.src + b * bb, take * bb).await?;
-                            if data.len() as u64 != take * bb {
-                                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-                            }
+                            let data = read_exact(src, t, p.src + b * bb, take * bb).await?;
                             for (at, bytes) in groups.borrow_mut().put((part.dest, p.slab), pk, first + b, &data) {
                                 gpu.queue.write_buffer(buf, at, &bytes);
                             }
@@ -126,7 +124,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                             advance(take * bb);
                         }
                     }
-                } else if pieces.iter().all(as_is) {
+                } else if as_is {
                     // Same format: copy in pieces, so host (wasm) memory holds one
                     // piece per stream, never a whole tensor.
                     for p in &pieces {
@@ -134,10 +132,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                         let mut off = 0u64;
                         while off < p.len {
                             let n = UPLOAD_PIECE.min(p.len - off);
-                            let mut data = src.read(&t.file, t.offset + p.src + off, n).await?;
-                            if data.len() as u64 != n {
-                                return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-                            }
+                            let mut data = read_exact(src, t, p.src + off, n).await?;
                             data.resize(data.len().next_multiple_of(4), 0);
                             gpu.queue.write_buffer(buf, p.at + off, &data);
                             off += n;
@@ -146,10 +141,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                     }
                 } else {
                     // Converted to f32 (norms, biases, and the rare fallback).
-                    let raw = src.read(&t.file, t.offset, t.nbytes).await?;
-                    if raw.len() as u64 != t.nbytes {
-                        return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
-                    }
+                    let raw = read_exact(src, t, 0, t.nbytes).await?;
                     let values = dequantize(t.dtype, &raw);
                     for p in &pieces {
                         let v = values.get(p.elems.clone()).ok_or_else(|| Error::Internal("weight piece out of range".into()))?;
@@ -175,6 +167,15 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
 }
 
 /// The allocated buffers as the weights the forward pass binds.
+/// `n` bytes of tensor `t` from byte `at` of its data; fewer is an error.
+async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) -> Result<Vec<u8>> {
+    let data = src.read(&t.file, t.offset + at, n).await?;
+    if data.len() as u64 != n {
+        return Err(Error::tensor(&src.describe(&t.file), &t.name, "short read"));
+    }
+    Ok(data)
+}
+
 fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
     let mut a = Assembler { gpu, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
     let mut layers = Vec::with_capacity(layout.layers.len());

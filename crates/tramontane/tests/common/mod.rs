@@ -14,7 +14,7 @@ pub fn fixtures() -> PathBuf {
 /// The device every test of this binary shares (a test file's tests run as
 /// threads of one process). Engines on one device share its pipeline cache,
 /// so a kernel that twenty tests use is compiled once, not twenty times: a
-/// pipeline takes lavapipe ~0.4 s, which was most of the native suite's time.
+/// pipeline takes lavapipe 0.1-0.3 s, most of the native suite's time.
 /// A lost device is replaced. Tests that need a device of their own (mutated
 /// shaders, injected faults) call `Gpu::new` themselves.
 pub fn gpu() -> Arc<Gpu> {
