@@ -1,7 +1,7 @@
 // Embedding gather: Y[t, :] = W[ids[t], :], dequantized to f32.
 override H: u32 = 1u;
 
-@group(0) @binding(1) var<storage, read> W4: array<vec4<u32>>;
+// Binding 1, the weights: a prelude's (weights.wgsl's `w_quad`).
 @group(0) @binding(2) var<storage, read> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 // A vocabulary split into slabs (see upload/): this dispatch holds rows

@@ -37,7 +37,7 @@ override SWIGLU: u32 = 0u;
 // first output is a uniform, not a constant, so equal slabs share a pipeline.
 override N_ALL: u32 = 0u;
 
-@group(0) @binding(1) var<storage, read> W4: array<vec4<u32>>;
+// Binding 1, the weights: a prelude's (weights.wgsl's `w_quad`).
 @group(0) @binding(2) var<storage, read> X: array<f32>;
 // The same input as vec4s, one load per four values, for matvec and
 // matmul_rows (the tiled matmul reads X): no entry point uses both. Buffers are

@@ -1,4 +1,5 @@
-// Prelude for kernels that read a weight tensor `W4` (declared by the kernel).
+// Prelude for kernels that read a weight tensor: word quad i through `w_quad`
+// (weights_in_buffer.wgsl or weights_in_texture.wgsl, prepended before this).
 //
 // Weights are bound as raw words (as vec4<u32>: weight buffers are sized in
 // whole 16-byte units) and decoded here, element by element, so
@@ -12,10 +13,10 @@ override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5
                           // 10 q2_K, 11 q3_K, 12 q4_K, 13 q5_K, 14 q6_K, 20 iq4_nl, 23 iq4_xs
 
 // Word i. Fields 16-byte aligned in every block are read as whole vec4s
-// instead (W4[i]): a CPU driver pays per load instruction and lane, not per
+// instead (w_quad(i)): a CPU driver pays per load instruction and lane, not per
 // component, so one vec4 load costs far less than four word loads.
 fn w_at(i: u32) -> u32 {
-    return W4[i >> 2u][i & 3u];
+    return w_quad(i >> 2u)[i & 3u];
 }
 
 fn w_byte(b: u32) -> u32 {
@@ -32,6 +33,26 @@ fn byte_of(v: vec4<u32>, b: u32) -> u32 {
     return (v[b >> 2u] >> ((b & 3u) << 3u)) & 0xffu;
 }
 
+// Rows interleaved by 8 (lavapipe's weight textures, upload/interleave.rs):
+// each run of 8 rows stores its blocks column by column, block c of rows
+// 8q .. 8q+7 side by side, so the 8 SIMD lanes of a CPU driver's matvec (8
+// neighbouring rows) read one contiguous run instead of 8 streams (measured on a q4_1 matvec too big for the caches: 1.9x with
+// the texture loads, 1.25x without). W_INTERLEAVE: 1 for that layout, 0 for
+// plain rows; W_UNITS: blocks per row (32-weight blocks, or the K-quants'
+// 256-weight super-blocks; the types with other block sizes never interleave).
+override W_INTERLEAVE: u32 = 0u;
+override W_UNITS: u32 = 1u;
+
+// Where unit u (a block or a super-block, counted row by row from the start
+// of the weights) sits.
+fn w_unit(u: u32) -> u32 {
+    if (W_INTERLEAVE == 0u) {
+        return u;
+    }
+    let r = u / W_UNITS;
+    return ((r >> 3u) * W_UNITS + u % W_UNITS) * 8u + (r & 7u);
+}
+
 // The 32-weight block types (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl) sit on the
 // GPU regrouped (upload/repack.rs): groups of G blocks (8; 4 for q4_1 / q5_1,
 // whose header is 4 bytes), field by field: the G headers (one vec4), q5's G
@@ -42,6 +63,7 @@ fn b32_shift() -> u32 {   // log2 G
 
 // vec4s per group, and where block `blk`'s group starts.
 fn b32_group(blk: u32) -> u32 {
+    let p = w_unit(blk);
     var v = 9u;                    // q4_0, iq4_nl: 16 + 8 x 16 bytes
     switch WTYPE {
         case 3u: { v = 5u; }       // q4_1: 16 + 4 x 16
@@ -50,18 +72,18 @@ fn b32_group(blk: u32) -> u32 {
         case 8u: { v = 17u; }      // q8_0: 16 + 8 x 32
         default: {}
     }
-    return (blk >> b32_shift()) * v;
+    return (p >> b32_shift()) * v;
 }
 
 // Block `blk`'s slot in its group.
 fn b32_slot(blk: u32) -> u32 {
-    return blk & ((1u << b32_shift()) - 1u);
+    return w_unit(blk) & ((1u << b32_shift()) - 1u);
 }
 
 // Block `blk`'s scale d and offset m: value = d * q + m (q4_0 m = -8 d,
 // q5_0 -16 d; q8_0 and iq4_nl 0, their quants are signed or levels).
 fn b32_dm(blk: u32) -> vec2<f32> {
-    let head = W4[b32_group(blk)];
+    let head = w_quad(b32_group(blk));
     let s = b32_slot(blk);
     if (WTYPE == 3u || WTYPE == 7u) {
         return unpack2x16float(head[s]);
@@ -73,7 +95,7 @@ fn b32_dm(blk: u32) -> vec2<f32> {
 // q5_0 / q5_1 block `blk`'s 32 high bits.
 fn b32_qh(blk: u32) -> u32 {
     let s = b32_slot(blk);
-    return W4[b32_group(blk) + 1u + (s >> 2u)][s & 3u];
+    return w_quad(b32_group(blk) + 1u + (s >> 2u))[s & 3u];
 }
 
 // Block `blk`'s quants: 16 bytes of nibbles (q4, q5, iq4_nl), or q8_0's
@@ -82,17 +104,17 @@ fn b32_qs(blk: u32, half: u32) -> vec4<u32> {
     let s = b32_slot(blk);
     let v = b32_group(blk);
     switch WTYPE {
-        case 6u: { return W4[v + 3u + s]; }
-        case 7u: { return W4[v + 2u + s]; }
-        case 8u: { return W4[v + 1u + 2u * s + half]; }
-        default: { return W4[v + 1u + s]; }
+        case 6u: { return w_quad(v + 3u + s); }
+        case 7u: { return w_quad(v + 2u + s); }
+        case 8u: { return w_quad(v + 1u + 2u * s + half); }
+        default: { return w_quad(v + 1u + s); }
     }
 }
 
 // q4_K / q5_K super-blocks (144, 176 bytes) are 16-byte aligned: their first
 // 16 bytes (d, dmin, then 12 bytes of 6-bit scales and mins) are one vec4.
 fn k45_head(blk: u32) -> vec4<u32> {
-    return W4[(blk >> 3u) * select(9u, 11u, WTYPE == 13u)];
+    return w_quad(w_unit(blk >> 3u) * select(9u, 11u, WTYPE == 13u));
 }
 
 // 6-bit scale and min of sub-block j of a q4_K / q5_K super-block, from its head.
@@ -118,11 +140,11 @@ fn k45_words(blk: u32) -> K45 {
     var w: K45;
     if (WTYPE == 12u || WTYPE == 13u) {
         let five = WTYPE == 13u;
-        let v = (blk >> 3u) * select(9u, 11u, five);
+        let v = w_unit(blk >> 3u) * select(9u, 11u, five);
         let q = v + select(1u, 3u, five) + ((blk & 7u) >> 1u) * 2u;
-        w.qs = array<vec4<u32>, 2>(W4[q], W4[q + 1u]);
+        w.qs = array<vec4<u32>, 2>(w_quad(q), w_quad(q + 1u));
         if (five) {
-            w.qh = array<vec4<u32>, 2>(W4[v + 1u], W4[v + 2u]);
+            w.qh = array<vec4<u32>, 2>(w_quad(v + 1u), w_quad(v + 2u));
         }
     }
     return w;
@@ -262,8 +284,8 @@ struct SubK {
 fn sub_k(blk: u32) -> SubK {
     let j = blk & 7u;
     if (WTYPE == 14u) {   // q6_K: an i8 scale per 16 weights, times d
-        let sb = blk >> 3u;
-        let sc = W4[q6k_group(sb) + 96u + (sb & 7u)];
+        let sb = w_unit(blk >> 3u);
+        let sc = w_quad(q6k_group(sb) + 96u + (sb & 7u));
         let b = (j >> 2u) * 8u + (j & 3u) * 2u;
         let d = q6k_d(sb);
         let s0 = f32(i32(byte_of(sc, b) << 24u) >> 24);
@@ -311,14 +333,14 @@ fn q6k_group(sb: u32) -> u32 {
 
 fn q6k_d(sb: u32) -> f32 {
     let s = sb & 7u;
-    return unpack2x16float(W4[q6k_group(sb) + 104u][s >> 1u] >> ((s & 1u) << 4u)).x;
+    return unpack2x16float(w_quad(q6k_group(sb) + 104u)[s >> 1u] >> ((s & 1u) << 4u)).x;
 }
 
 // vec4 indexes of the low nibbles (x) and high bits (y) of q6_K sub-block
 // `blk`: 32 bytes (two vec4s) each.
 fn q6k_at(blk: u32) -> vec2<u32> {
     let j = blk & 7u;
-    let sb = blk >> 3u;
+    let sb = w_unit(blk >> 3u);
     let g = q6k_group(sb) + (sb & 7u) * 8u;
     let n = j >> 2u;
     return vec2<u32>(g + n * 4u + (j & 1u) * 2u, q6k_group(sb) + 64u + (sb & 7u) * 4u + n * 2u);
@@ -338,7 +360,7 @@ fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     let l = 4u * w;
     if (WTYPE == 14u) {
         let at = q6k_at(blk);
-        return q6k_quad(W4[at.x + (w >> 2u)][w & 3u], W4[at.y + (w >> 2u)][w & 3u], j & 3u);
+        return q6k_quad(w_quad(at.x + (w >> 2u))[w & 3u], w_quad(at.y + (w >> 2u))[w & 3u], j & 3u);
     }
     if (WTYPE == 10u || WTYPE == 11u) {
         // Sub-block 4n + s of q2_K / q3_K: bits 2s.. of the 32 bytes of half n;
@@ -444,8 +466,8 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>)
         let k = sub_k(blk);
         let at = q6k_at(blk);
         let quarter = blk & 3u;
-        let l = array<vec4<u32>, 2>(W4[at.x], W4[at.x + 1u]);
-        let h = array<vec4<u32>, 2>(W4[at.y], W4[at.y + 1u]);
+        let l = array<vec4<u32>, 2>(w_quad(at.x), w_quad(at.x + 1u));
+        let h = array<vec4<u32>, 2>(w_quad(at.y), w_quad(at.y + 1u));
         var s0 = 0.0;
         var s1 = 0.0;
         for (var j = 0u; j < 4u; j++) {
@@ -530,7 +552,7 @@ fn load_w4(i: u32) -> vec4<f32> {
         }
         case 12u, 13u: {
             let five = WTYPE == 13u;
-            let base = (i >> 8u) * select(144u, 176u, five);
+            let base = w_unit(i >> 8u) * select(144u, 176u, five);
             let j = i & 255u;
             let c = j >> 6u;
             let hi = (j >> 5u) & 1u;

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
 use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
-use tramontane::gpu::{Family, Gpu, Step};
+use tramontane::gpu::{Family, Gpu, Step, WeightStore};
 use tramontane::parse::DType;
 
 // Tolerances, from the worst error measured on lavapipe (2026-12-01; each
@@ -68,6 +68,10 @@ fn report() {
 
 struct Bench {
     gpu: std::sync::Arc<Gpu>,
+    /// Weights in textures, rows interleaved (as the upload stores them on
+    /// this device: lavapipe), or in buffers (other devices); see
+    /// `weights_in_buffers_and_textures_agree` for the other one.
+    textures: bool,
     step: wgpu::Buffer,
     /// The `SLAB` uniform of an unsplit weight: outputs from 0, all rows.
     whole: wgpu::Buffer,
@@ -81,7 +85,13 @@ impl Bench {
         eprintln!("adapter {}: subgroup lanes {}", gpu.adapter.name, gpu.subgroup_lanes());
         let step = gpu.uniform("step", std::mem::size_of::<Step>() as u64);
         let whole = gpu.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0]));
-        Bench { gpu, step, whole }
+        let textures = gpu.weights_in_textures();
+        Bench { gpu, textures, step, whole }
+    }
+    /// The same, weights stored the other way.
+    fn other_weights() -> Self {
+        let b = Bench::new();
+        Bench { textures: !b.textures, ..b }
     }
     fn slab(&self, row0: usize, rows: usize) -> wgpu::Buffer {
         self.gpu.uniform_init("slab", bytemuck::cast_slice(&[row0 as u32, rows as u32, 0, 0]))
@@ -92,18 +102,29 @@ impl Bench {
     fn u32(&self, v: &[u32]) -> wgpu::Buffer {
         self.gpu.storage_init("u32", bytemuck::cast_slice(v))
     }
-    /// Weights as the file holds them, laid out as the upload lays them out.
-    fn weights(&self, dtype: DType, file: &[u8]) -> wgpu::Buffer {
-        self.gpu.storage_init("w", &tramontane::upload::to_gpu(dtype, file))
+    /// Weights as the file holds them (rows of `cols`), laid out as the
+    /// upload lays them out.
+    fn weights(&self, dtype: DType, cols: usize, file: &[u8]) -> WeightStore {
+        tramontane::upload::store_matrix(&self.gpu, dtype, cols, file, self.textures)
     }
     fn zeros(&self, n: usize) -> wgpu::Buffer {
         self.gpu.storage("zeros", 4 * n as u64)
     }
     fn run(&self, spec: &Spec, step: Step, bindings: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
+        self.run_on(spec, step, None, bindings, groups)
+    }
+    /// `run` for a kernel that reads weights `w` (binding 1).
+    fn run_w(&self, spec: &Spec, step: Step, w: &WeightStore, bindings: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
+        self.run_on(spec, step, Some(w), bindings, groups)
+    }
+    fn run_on(&self, spec: &Spec, step: Step, w: Option<&WeightStore>, bindings: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
         self.gpu.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         let mut all = vec![(0u32, &self.step)];
         all.extend_from_slice(bindings);
-        let d = self.gpu.kernels.dispatch(spec, &all);
+        let d = match w {
+            Some(w) => self.gpu.kernels.dispatch_weights(spec, w, &all),
+            None => self.gpu.kernels.dispatch(spec, &all),
+        };
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut p = enc.begin_compute_pass(&Default::default());
@@ -259,18 +280,18 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     // Sentinels past the end of the output catch out-of-bounds writes.
     let mut y_init = y0.clone();
     y_init.extend([SENTINEL; 16]);
-    let (wbuf, xbuf, bbuf, ybuf) = (b.weights(dtype, &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
+    let (wbuf, xbuf, bbuf, ybuf) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
     let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
-    let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
+    let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
     if spec.entry == "matvec" {
         bind.extend([(5, &dummy), (9, &dummy)]);
     }
     let groups = linear_groups(&spec, n as u32, rows as u32);
-    b.run(&spec, step(rows as u32), &bind, groups);
+    b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
     let mut got = b.read(&ybuf, rows * n + 16);
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
     let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
@@ -324,13 +345,13 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
             .with("HAS_BIAS", 1u32)
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
-        let (wbuf, info) = (b.weights(dtype, &slab), b.slab(a, z - a));
-        let mut bind = vec![(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
+        let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
+        let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
         if spec.entry == "matvec" {
             bind.extend([(5, &dummy), (9, &dummy)]);
         }
         let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
-        b.run(&spec, step(rows as u32), &bind, groups);
+        b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
     }
     let mut got = b.read(&ybuf, rows * n + 16);
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry} slabs: write past the output");
@@ -359,9 +380,9 @@ fn weights_split_into_slabs_give_the_unsplit_result() {
     let ids: Vec<u32> = (0..t).map(|i| if i == 0 { 60 } else { rng.next_u32() % vocab as u32 }).collect();
     let (ibuf, ybuf) = (b.u32(&ids), b.zeros(t * h));
     for (a, z) in [(0usize, 20usize), (20, 40), (40, 61)] {
-        let (wbuf, info) = (b.weights(DType::Q8_0, &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
+        let (wbuf, info) = (b.weights(DType::Q8_0, h, &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
+        b.run_w(&spec, step(t as u32), &wbuf, &[(2, &ibuf), (3, &ybuf), (4, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
     }
     let got = b.read(&ybuf, t * h);
     let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
@@ -401,6 +422,27 @@ fn quantized_matvec_matches_cpu_dequantization() {
 #[test]
 fn quantized_matmul_matches_cpu_dequantization() {
     check_quantized("matmul");
+}
+
+/// Weights stored the other way than this device's uploads store them
+/// (natively on lavapipe: buffers, as on GPUs and in browsers; elsewhere:
+/// lavapipe's textures with interleaved rows): every type through a GPU
+/// matvec (with subgroup sums where there are subgroups) and the CPU
+/// drivers' prefill matmul, on a shape with a short last run of rows,
+/// several blocks per row, a bias and SwiGLU. (The other tests run every
+/// tuning the way this device stores weights; the kernels' code differs
+/// between the two only in where a quad of words is read from and in which
+/// order rows' blocks sit: each case is a pipeline to compile.)
+#[test]
+fn weights_stored_the_other_way_match_cpu() {
+    let b = Bench::other_weights();
+    let lanes = *lane_runs(&b).iter().max().unwrap_or(&1);
+    for dtype in FLOATS.into_iter().chain(QUANTS) {
+        let k = if dtype.is_quantized() { dtype.block().0 as usize * 3 } else { 53 };
+        check_linear_tuned(&b, "matvec", dtype, 4, 13, k, true, false, true, false, lanes);
+        check_linear_tuned(&b, "matmul", dtype, 4, 13, k, true, false, true, true, lanes);
+    }
+    report();
 }
 
 /// The CPU drivers' matvec computes 2 or 4 outputs per invocation once there
@@ -454,11 +496,11 @@ fn matvec_applies_the_rmsnorm_before_it() {
             let bv = rng.vec(w_rows);
             let mut y_init = vec![0f32; n];
             y_init.extend([SENTINEL; 16]);
-            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
             let spec = with_lanes(linear_spec(dtype, "matvec", n, k, true), lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
             let spec = with_norm(spec, eps, last_row);
-            let bind = [(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
-            b.run(&spec, step(rows as u32), &bind, linear_groups(&spec, n as u32, 1));
+            let bind = [(2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
+            b.run_w(&spec, step(rows as u32), &wbuf, &bind, linear_groups(&spec, n as u32, 1));
             let mut got = b.read(&ybuf, n + 16);
             assert!(got.split_off(n).iter().all(|&v| v == SENTINEL), "write past the output");
             let row = &x[(rows - 1) * k..];
@@ -497,7 +539,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x_rows = if x_per_slot { tokens * slots } else { tokens };
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
-            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.weights(dtype, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
+            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.weights(dtype, if dtype.is_quantized() { k } else { stride }, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
             let spec = with_lanes(linear_spec(dtype, "matvec", n, k, cpu), lanes)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
@@ -505,7 +547,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
             let groups = linear_groups(&spec, n as u32, (tokens * slots) as u32);
-            b.run(&spec, step(tokens as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole), (9, &dummy)], groups);
+            b.run_w(&spec, step(tokens as u32), &wbuf, &[(2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole), (9, &dummy)], groups);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -531,9 +573,9 @@ fn embedding_gather_matches_cpu() {
         let h = if dtype.is_quantized() { dtype.block().0 as usize * 2 } else { h };
         let (wb, wv, code) = weights(dtype, vocab, h, &mut rng);
         let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
-        let (wbuf, ibuf, ybuf) = (b.weights(dtype, &wb), b.u32(&ids), b.zeros(t * h));
+        let (wbuf, ibuf, ybuf) = (b.weights(dtype, h, &wb), b.u32(&ids), b.zeros(t * h));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run(&spec, step(t as u32), &[(1, &wbuf), (2, &ibuf), (3, &ybuf), (4, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
+        b.run_w(&spec, step(t as u32), &wbuf, &[(2, &ibuf), (3, &ybuf), (4, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
         let got = b.read(&ybuf, t * h);
         let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         let e = nmse(&got, &want);
@@ -666,7 +708,7 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
             let (xb, gb, bb, tb, yb, kc, vc) = (b.f32(&x), b.f32(&g), b.f32(&bias), b.f32(&table), b.f32(&y_init), b.zeros(words), b.zeros(words));
             for w in cuts.windows(2) {
                 let (a, z) = (w[0], w[1]);
-                let wbuf = b.weights(dtype, &wb[a * row_bytes..z * row_bytes]);
+                let wbuf = b.weights(dtype, k, &wb[a * row_bytes..z * row_bytes]);
                 let info = b.slab(a, z - a);
                 let mut spec = with_lanes(linear_spec(dtype, "matvec", z - a, k, true), lanes).with("HAS_BIAS", 1u32);
                 if norm {
@@ -675,8 +717,8 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
                 let spec = with_rope(spec).with("N_ALL", n as u32)
                     .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
                     .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
-                let bind = [(1, &wbuf), (2, &xb), (3, &yb), (4, &bb), (6, &info), (9, &gb), (10, &tb), (11, &kc), (12, &vc)];
-                b.run(&spec, Step { start_pos: start as u32, ..step(1) }, &bind, linear_groups(&spec, (z - a) as u32, 1));
+                let bind = [(2, &xb), (3, &yb), (4, &bb), (6, &info), (9, &gb), (10, &tb), (11, &kc), (12, &vc)];
+                b.run_w(&spec, Step { start_pos: start as u32, ..step(1) }, &wbuf, &bind, linear_groups(&spec, (z - a) as u32, 1));
             }
             let got_y = b.read(&yb, n);
             let (got_k, got_v) = if kv16 { (b.read_f16(&kc, cells), b.read_f16(&vc, cells)) } else { (b.read(&kc, cells), b.read(&vc, cells)) };
@@ -921,15 +963,15 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 let x = rng.vec(rows * k);
                 let mut y_init = vec![0f32; rows * n];
                 y_init.extend([SENTINEL; 16]);
-                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, &gb), b.weights(ut, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
+                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, k, &gb), b.weights(ut, k, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
                     let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes).with("GATE_IN_Y", gate_in_y);
-                    let mut bind = vec![(1, wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
+                    let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
                     if spec.entry == "matvec" {
                         bind.extend([(5, &dummy), (9, &dummy)]);
                     }
                     let groups = linear_groups(&spec, n as u32, rows as u32);
-                    b.run(&spec, step(rows as u32), &bind, groups);
+                    b.run_w(&spec, step(rows as u32), wbuf, &bind, groups);
                 }
                 let mut got = b.read(&ybuf, rows * n + 16);
                 assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "write past the output");
@@ -1113,9 +1155,9 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
                 .with("GROUP_TILE", tile)
                 .with("EXPERTS", experts as u32);
             assert_eq!(spec.entry, if cpu && k.is_multiple_of(4) { "matmul_rows_grouped" } else { "matmul_grouped" });
-            let (wbuf, info) = (b.weights(dtype, &slab), b.slab(a, z - a));
+            let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
             let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
-            b.run(&spec, step((rows / slots) as u32), &[(1, &wbuf), (2, &xbuf), (3, &ybuf), (4, &dummy), (6, &info), (7, &obuf), (8, &tbuf)], groups);
+            b.run_w(&spec, step((rows / slots) as u32), &wbuf, &[(2, &xbuf), (3, &ybuf), (4, &dummy), (6, &info), (7, &obuf), (8, &tbuf)], groups);
         }
     }
     let mut got = b.read(&ybuf, rows * n + 16);

@@ -90,7 +90,7 @@ impl Plan {
             .iter()
             .map(|s| {
                 let spec = Spec::new(Family::Embed, "main").with("WTYPE", s.dtype.shader_code()).with("H", cfg.hidden as u32);
-                k.dispatch(&spec, &[(0, step), (1, &s.buf), (2, &b.ids), (3, &b.x), (4, &s.info)])
+                k.dispatch_weights(&spec, &s.store, &[(0, step), (2, &b.ids), (3, &b.x), (4, &s.info)])
             })
             .collect();
         let layers = w

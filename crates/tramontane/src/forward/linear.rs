@@ -243,10 +243,10 @@ impl Linear {
                     if m.experts > 1 {
                         spec = spec.with("EXPERT_STRIDE", m.expert_stride(s) as u32);
                     }
-                    let mut b = vec![(1, &s.buf), (6, &s.info)];
+                    let mut b = vec![(6, &s.info)];
                     b.extend_from_slice(binds);
                     LinearPart {
-                        dispatch: g.kernels.dispatch(&spec, &b),
+                        dispatch: g.kernels.dispatch_weights(&spec, &s.store, &b),
                         outputs: s.rows as u32,
                         grid: Grid::of(&spec),
                     }

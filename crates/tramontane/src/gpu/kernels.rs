@@ -4,7 +4,9 @@
 //! pipeline-overridable constants (dtype, shapes, epilogues). The only
 //! "preprocessing" is prepending shared preludes: `common.wgsl` (the per-pass
 //! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
-//! weight tensors, and the KV cache's element type `kv_t` (WGSL has no
+//! weight tensors, after the binding it reads them from (`weights_in_buffer.wgsl`,
+//! or `weights_in_texture.wgsl` where the weights are textures: see
+//! [`WeightStore`]), and the KV cache's element type `kv_t` (WGSL has no
 //! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
 //! `shader-f16`; and, for the families that reduce, `lanes.wgsl` (sums by
 //! subgroup shuffles, after `enable subgroups;` in browsers) on devices with
@@ -13,8 +15,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::WeightStore;
+
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const WEIGHTS: &str = include_str!("../../../../shaders/weights.wgsl");
+const WEIGHTS_IN_BUFFER: &str = include_str!("../../../../shaders/weights_in_buffer.wgsl");
+const WEIGHTS_IN_TEXTURE: &str = include_str!("../../../../shaders/weights_in_texture.wgsl");
 const LANES: &str = include_str!("../../../../shaders/lanes.wgsl");
 const LANES_SERIAL: &str = include_str!("../../../../shaders/lanes_serial.wgsl");
 
@@ -83,11 +89,14 @@ pub struct Spec {
     pub kv_f16: bool,
     /// Built with subgroup shuffles (lanes.wgsl; needs the device's subgroups).
     pub subgroups: bool,
+    /// Reads its weights from a texture (weights_in_texture.wgsl); set by
+    /// [`Kernels::dispatch_weights`] from the weights it binds.
+    pub weights_texture: bool,
 }
 
 impl Spec {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Spec { family, entry, constants: Vec::new(), kv_f16: false, subgroups: false }
+        Spec { family, entry, constants: Vec::new(), kv_f16: false, subgroups: false, weights_texture: false }
     }
 
     pub fn kv_f16(mut self, on: bool) -> Self {
@@ -114,7 +123,14 @@ impl Spec {
     }
 
     fn key(&self) -> String {
-        let mut k = format!("{}:{}:kv{}:sg{}", self.family.name(), self.entry, if self.kv_f16 { 16 } else { 32 }, self.subgroups as u8);
+        let mut k = format!(
+            "{}:{}:kv{}:sg{}:wt{}",
+            self.family.name(),
+            self.entry,
+            if self.kv_f16 { 16 } else { 32 },
+            self.subgroups as u8,
+            self.weights_texture as u8
+        );
         for (n, v) in &self.constants {
             k.push_str(&format!(":{n}={v}"));
         }
@@ -128,8 +144,8 @@ pub struct Kernels {
     /// need `enable subgroups;` (naga rejects that directive: natively the
     /// device's features decide).
     browser: bool,
-    /// (family, f16 KV cache, subgroups)
-    modules: Mutex<HashMap<(Family, bool, bool), wgpu::ShaderModule>>,
+    /// (family, f16 KV cache, subgroups, weights in a texture)
+    modules: Mutex<HashMap<(Family, bool, bool, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
@@ -155,13 +171,14 @@ impl Kernels {
         Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default() }
     }
 
-    fn module(&self, family: Family, kv_f16: bool, subgroups: bool) -> wgpu::ShaderModule {
+    fn module(&self, family: Family, kv_f16: bool, subgroups: bool, weights_texture: bool) -> wgpu::ShaderModule {
         let subgroups = subgroups && family.reduces_in_lanes();
+        let (body, uses_weights) = family.source();
+        let weights_texture = weights_texture && uses_weights;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules
-            .entry((family, kv_f16, subgroups))
+            .entry((family, kv_f16, subgroups, weights_texture))
             .or_insert_with(|| {
-                let (body, uses_weights) = family.source();
                 let mut src = String::new();
                 if subgroups && self.browser {
                     src.push_str("enable subgroups;\n");
@@ -169,6 +186,7 @@ impl Kernels {
                 src.push_str(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
                 src.push_str(COMMON);
                 if uses_weights {
+                    src.push_str(if weights_texture { WEIGHTS_IN_TEXTURE } else { WEIGHTS_IN_BUFFER });
                     src.push_str(WEIGHTS);
                 }
                 if family.reduces_in_lanes() {
@@ -195,7 +213,7 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
-        let module = self.module(spec.family, spec.kv_f16, spec.subgroups);
+        let module = self.module(spec.family, spec.kv_f16, spec.subgroups, spec.weights_texture);
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,
@@ -214,11 +232,27 @@ impl Kernels {
     /// Pipeline plus bind group. `bindings` are (binding index, buffer) pairs:
     /// exactly the bindings the entry point uses (its layout is derived from it).
     pub fn dispatch(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
+        self.dispatch_entries(spec, bindings, None)
+    }
+
+    /// [`Kernels::dispatch`] for a kernel that reads weights (weights.wgsl):
+    /// `weights` at binding 1, from a buffer or a texture, the spec built
+    /// for whichever it is and for its row order.
+    pub fn dispatch_weights(&self, spec: &Spec, weights: &WeightStore, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
+        let mut spec = Spec { weights_texture: weights.is_texture(), ..spec.clone() };
+        if weights.interleaved_units() > 0 {
+            spec = spec.with("W_INTERLEAVE", 1u32).with("W_UNITS", weights.interleaved_units());
+        }
+        self.dispatch_entries(&spec, bindings, Some(weights.binding()))
+    }
+
+    fn dispatch_entries(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)], weights: Option<wgpu::BindingResource>) -> Dispatch {
         let pipeline = self.pipeline(spec);
-        let entries: Vec<wgpu::BindGroupEntry> = bindings
+        let mut entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
             .collect();
+        entries.extend(weights.map(|resource| wgpu::BindGroupEntry { binding: 1, resource }));
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
             layout: &pipeline.get_bind_group_layout(0),

@@ -42,6 +42,45 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     pub max_buffer_size: u64,
     pub max_storage_binding: u64,
+    pub max_texture_2d: u32,
+}
+
+/// Where a weight slab lives on the GPU, and so which prelude its kernels
+/// read it through (gpu/kernels.rs): a storage buffer of vec4 words
+/// (weights_in_buffer.wgsl), or on lavapipe a 2-D `rgba32uint` texture with
+/// [`WEIGHT_TEXTURE_WIDTH`] word quads per texel row (weights_in_texture.wgsl),
+/// whose loads that driver runs without a branch per SIMD lane, its rows
+/// interleaved by 8 where the type allows (upload/interleave.rs): `units`
+/// blocks (or super-blocks) per row, 0 for plain rows.
+pub enum WeightStore {
+    Buffer(wgpu::Buffer),
+    Texture { texture: wgpu::Texture, view: wgpu::TextureView, units: u32 },
+}
+
+/// Word quads (texels) per row of a weight texture; weights_in_texture.wgsl
+/// addresses quad i at (i % 4096, i / 4096).
+pub const WEIGHT_TEXTURE_WIDTH: u64 = 4096;
+
+impl WeightStore {
+    pub fn is_texture(&self) -> bool {
+        matches!(self, WeightStore::Texture { .. })
+    }
+
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            WeightStore::Buffer(b) => b.as_entire_binding(),
+            WeightStore::Texture { view, .. } => wgpu::BindingResource::TextureView(view),
+        }
+    }
+
+    /// Blocks per row of interleaved rows (weights.wgsl's `W_UNITS`); 0:
+    /// plain rows.
+    pub fn interleaved_units(&self) -> u32 {
+        match self {
+            WeightStore::Buffer(_) => 0,
+            WeightStore::Texture { units, .. } => *units,
+        }
+    }
 }
 
 pub struct Gpu {
@@ -145,6 +184,7 @@ impl Gpu {
             shader_f16,
             max_buffer_size: limits.max_buffer_size,
             max_storage_binding: limits.max_storage_buffer_binding_size,
+            max_texture_2d: limits.max_texture_dimension_2d,
         };
         let kernels = Kernels::new(&device, info.backend == wgpu::Backend::BrowserWebGpu);
         let name = info.name.to_lowercase();
@@ -205,6 +245,71 @@ impl Gpu {
     /// Largest buffer a kernel may bind.
     pub fn max_binding(&self) -> u64 {
         self.adapter.max_storage_binding.min(self.adapter.max_buffer_size)
+    }
+
+    /// Whether weight matrices go into textures ([`WeightStore`]): on
+    /// lavapipe, natively. (SwiftShader, native or in Chromium, keeps
+    /// buffers: the texture path was measured on lavapipe only.)
+    pub fn weights_in_textures(&self) -> bool {
+        self.adapter.name.to_lowercase().contains("llvmpipe") && self.adapter.backend != "browserwebgpu"
+    }
+
+    /// Largest weight slab the kernels may bind: the binding limit, and in
+    /// textures the largest texture.
+    pub fn max_weight_binding(&self) -> u64 {
+        let texture = u64::from(self.adapter.max_texture_2d) * WEIGHT_TEXTURE_WIDTH * 16;
+        if self.weights_in_textures() { self.max_binding().min(texture) } else { self.max_binding() }
+    }
+
+    /// A weight buffer's words copied into a texture of
+    /// [`WEIGHT_TEXTURE_WIDTH`] quads per row (the last row partly filled), on
+    /// the GPU; the buffer may be dropped once this is submitted. `units`:
+    /// see [`WeightStore`].
+    pub fn weight_texture(&self, label: &str, buf: &wgpu::Buffer, units: u32) -> WeightStore {
+        let quads = (buf.size() / 16).max(1);
+        let (full, rest) = (quads / WEIGHT_TEXTURE_WIDTH, quads % WEIGHT_TEXTURE_WIDTH);
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: quads.min(WEIGHT_TEXTURE_WIDTH) as u32,
+                height: quads.div_ceil(WEIGHT_TEXTURE_WIDTH) as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let row_bytes = WEIGHT_TEXTURE_WIDTH * 16;
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        // Whole rows, then the last row's first `rest` texels.
+        for (y, width, height) in [(0, WEIGHT_TEXTURE_WIDTH, full), (full, rest, 1)] {
+            if width == 0 || height == 0 {
+                continue;
+            }
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: buf,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: y * row_bytes,
+                        bytes_per_row: Some(row_bytes as u32),
+                        rows_per_image: None,
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+            );
+        }
+        self.queue.submit([enc.finish()]);
+        let view = texture.create_view(&Default::default());
+        WeightStore::Texture { texture, view, units }
     }
 
     /// A storage buffer of `size` bytes, zero-filled, rounded up to whole

@@ -6,10 +6,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::planner::{Dest, FfnIdx, Layout, Piece};
+use super::interleave::{unit_elems, Runs, Shape};
 use super::repack::{packing, Groups};
 use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, WeightStore};
 use crate::parse::dequant::dequantize;
 use crate::parse::TensorInfo;
 use crate::source::ModelSource;
@@ -80,8 +81,48 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
     let total: u64 = layout.parts.iter().map(|p| p.tensor.nbytes).sum();
     let done = Cell::new(0u64);
     let since_flush = Cell::new(0u64);
-    // Groups of regrouped blocks that arrive in parts, by (dest, slab).
+    // Groups of regrouped blocks, and runs of interleaved rows, that arrive
+    // in parts, by (dest, slab).
     let groups = RefCell::new(Groups::default());
+    let runs = RefCell::new(Runs::default());
+    let shape = |(d, si): (usize, usize)| {
+        let dest = &layout.dests[d];
+        let dtype = dest.slab_dtypes.get(si).copied().unwrap_or(crate::parse::DType::F32);
+        let bytes = |n: u64| dtype.nbytes(n).unwrap_or(0);
+        Shape { row_bytes: bytes(dest.cols as u64), unit_bytes: unit_elems(dtype).map_or(0, bytes) }
+    };
+    // Bytes of buffer (dest, slab) from `at`, as the file lays them out:
+    // regrouped (repack.rs) where the type is, then written.
+    let regrouped = |key: (usize, usize), at: u64, data: &[u8]| -> Result<()> {
+        let buf = bufs.get(key.0).and_then(|b| b.get(key.1)).ok_or_else(|| Error::Internal("weight buffer missing".into()))?;
+        let dtype = layout.dests[key.0].slab_dtypes.get(key.1).copied();
+        match dtype.and_then(packing) {
+            Some(pk) => {
+                for (at, bytes) in groups.borrow_mut().put(key, pk, at / pk.block_bytes(), data) {
+                    gpu.queue.write_buffer(buf, at, &bytes);
+                }
+            }
+            None if data.len().is_multiple_of(4) => gpu.queue.write_buffer(buf, at, data),
+            None => {
+                // A tensor's last piece: whole words for writeBuffer.
+                let mut padded = data.to_vec();
+                padded.resize(data.len().next_multiple_of(4), 0);
+                gpu.queue.write_buffer(buf, at, &padded);
+            }
+        }
+        Ok(())
+    };
+    // The same, interleaved first (interleave.rs) where the slab is.
+    let place = |key: (usize, usize), at: u64, data: &[u8]| -> Result<()> {
+        if layout.dests[key.0].interleaved(key.1) {
+            for (at, run) in runs.borrow_mut().put(key, shape(key), at, data) {
+                regrouped(key, at, &run)?;
+            }
+            Ok(())
+        } else {
+            regrouped(key, at, data)
+        }
+    };
     let progress = RefCell::new(progress);
     (progress.borrow_mut())(Progress { done: 0, total });
     let advance = |n: u64| {
@@ -94,7 +135,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         (progress.borrow_mut())(Progress { done: done.get(), total });
     };
     let upload_file = |indices: Vec<usize>| {
-        let (advance, groups) = (&advance, &groups);
+        let (advance, place) = (&advance, &place);
         async move {
             for i in indices {
                 let part = &layout.parts[i];
@@ -105,36 +146,21 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                     bufs.get(part.dest).and_then(|b| b.get(p.slab)).ok_or_else(|| Error::Internal("weight buffer missing".into()))
                 };
                 let as_is = pieces.iter().all(|p| dest.slab_dtypes.get(p.slab) == Some(&t.dtype));
-                if let (Some(pk), true) = (packing(t.dtype), as_is) {
-                    // Regrouped on the way (repack.rs): runs of whole groups, so
-                    // only a piece's first and last group can arrive in parts.
-                    let (g, bb) = (pk.blocks(), pk.block_bytes());
-                    let most = (UPLOAD_PIECE / pk.group_bytes()).max(1) * g;
+                if as_is {
+                    // Same format: copied in pieces, so host (wasm) memory
+                    // holds one piece per stream, never a whole tensor.
+                    // Regrouped types go by runs of whole groups (so only a
+                    // piece's first and last group can arrive in parts).
+                    let group = packing(t.dtype).map(|pk| pk.group_bytes());
                     for p in &pieces {
-                        let buf = buf(p)?;
-                        let (first, n) = (p.at / bb, p.len / bb);
-                        let mut b = 0u64;
-                        while b < n {
-                            let take = (most - (first + b) % g).min(n - b);
-                            let data = read_exact(src, t, p.src + b * bb, take * bb).await?;
-                            for (at, bytes) in groups.borrow_mut().put((part.dest, p.slab), pk, first + b, &data) {
-                                gpu.queue.write_buffer(buf, at, &bytes);
-                            }
-                            b += take;
-                            advance(take * bb);
-                        }
-                    }
-                } else if as_is {
-                    // Same format: copy in pieces, so host (wasm) memory holds one
-                    // piece per stream, never a whole tensor.
-                    for p in &pieces {
-                        let buf = buf(p)?;
                         let mut off = 0u64;
                         while off < p.len {
-                            let n = UPLOAD_PIECE.min(p.len - off);
-                            let mut data = read_exact(src, t, p.src + off, n).await?;
-                            data.resize(data.len().next_multiple_of(4), 0);
-                            gpu.queue.write_buffer(buf, p.at + off, &data);
+                            let n = match group {
+                                Some(g) => ((UPLOAD_PIECE / g).max(1) * g - (p.at + off) % g).min(p.len - off),
+                                None => UPLOAD_PIECE.min(p.len - off),
+                            };
+                            let data = read_exact(src, t, p.src + off, n).await?;
+                            place((part.dest, p.slab), p.at + off, &data)?;
                             off += n;
                             advance(n);
                         }
@@ -158,6 +184,10 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         .buffer_unordered(parallel.max(1))
         .try_for_each(|_| std::future::ready(Ok(())))
         .await?;
+    let short_runs = runs.borrow_mut().finish(shape);
+    for (key, at, run) in short_runs {
+        regrouped(key, at, &run)?;
+    }
     for ((d, si), at, bytes) in groups.borrow_mut().finish() {
         let buf = bufs.get(d).and_then(|b| b.get(si)).ok_or_else(|| Error::Internal("weight buffer missing".into()))?;
         gpu.queue.write_buffer(buf, at, &bytes);
@@ -166,7 +196,6 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
     gpu.check()
 }
 
-/// The allocated buffers as the weights the forward pass binds.
 /// `n` bytes of tensor `t` from byte `at` of its data; fewer is an error.
 async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) -> Result<Vec<u8>> {
     let data = src.read(&t.file, t.offset + at, n).await?;
@@ -176,8 +205,11 @@ async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) ->
     Ok(data)
 }
 
+/// The allocated buffers as the weights the forward pass binds (matrices
+/// moved into textures where the device reads those faster, buffers dropped
+/// as their copies run).
 fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
-    let mut a = Assembler { gpu, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
+    let mut a = Assembler { gpu, copied: 0, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
     let mut layers = Vec::with_capacity(layout.layers.len());
     for li in layout.layers {
         layers.push(LayerWeights {
@@ -217,6 +249,8 @@ fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<W
 /// Each planned weight with its buffers, taken once.
 struct Assembler<'g> {
     gpu: &'g Gpu,
+    /// Bytes copied into textures since the last flush.
+    copied: u64,
     slots: Vec<Option<(Dest, Vec<wgpu::Buffer>)>>,
 }
 
@@ -232,11 +266,28 @@ impl Assembler<'_> {
         }
         let slabs = bufs
             .into_iter()
-            .zip(d.slabs)
-            .zip(d.slab_dtypes)
-            .map(|((buf, s), dtype)| {
+            .zip(d.slabs.iter().cloned())
+            .zip(d.slab_dtypes.iter().copied())
+            .enumerate()
+            .map(|(si, ((buf, s), dtype))| {
                 let info = self.gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
-                Slab { buf, dtype, rows: s.len(), info }
+                let store = if self.gpu.weights_in_textures() {
+                    let units = if d.interleaved(si) { unit_elems(dtype).map_or(0, |u| (d.cols as u64 / u) as u32) } else { 0 };
+                    let store = self.gpu.weight_texture(&d.label, &buf, units);
+                    // The buffer goes once the copy has run: waited for
+                    // every FLUSH_EVERY bytes, so that the weights are held
+                    // twice only that far.
+                    self.copied += buf.size();
+                    drop(buf);
+                    if self.copied > FLUSH_EVERY {
+                        flush(self.gpu);
+                        self.copied = 0;
+                    }
+                    store
+                } else {
+                    WeightStore::Buffer(buf)
+                };
+                Slab { store, dtype, rows: s.len(), info }
             })
             .collect();
         Ok(Matrix { slabs, outputs: d.outputs, halves: d.halves, cols: d.cols, experts: d.experts })

@@ -2,23 +2,39 @@
 //! every source tensor's presence and shape, with no GPU involved; then
 //! `executor` allocates the buffers and streams the tensors into them.
 //! `types` are the weights the forward pass binds, `naming` the tensor names
-//! of each file format, `repack` how 32-weight block types sit on the GPU.
+//! of each file format, `repack` how 32-weight block types sit on the GPU,
+//! `interleave` how lavapipe's weight matrices order their rows.
 
 mod executor;
+mod interleave;
 mod naming;
 mod planner;
 mod repack;
 mod types;
 
 pub use executor::Progress;
+pub use interleave::{interleave, unit_elems};
 pub use repack::{gpu_nbytes, packing, to_gpu, Packing};
 pub use naming::{ExpertTensor, GgufNaming, HfNaming, HfQwenMoeNaming, LayerTensor, Naming};
 pub use types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::parse::{ModelConfig, TensorTable};
+use crate::gpu::{Gpu, WeightStore};
+use crate::parse::{DType, ModelConfig, TensorTable};
 use crate::source::ModelSource;
+
+/// A matrix's weights from a file's bytes (whole rows of `cols` elements of
+/// `dtype`) as the upload stores them: in a buffer, or with `texture` (the
+/// upload's choice on lavapipe) in a texture, rows interleaved where the
+/// type allows. The kernel tests build their weights with it.
+pub fn store_matrix(gpu: &Gpu, dtype: DType, cols: usize, file: &[u8], texture: bool) -> WeightStore {
+    if !texture {
+        return WeightStore::Buffer(gpu.storage_init("weights", &to_gpu(dtype, file)));
+    }
+    let units = unit_elems(dtype).map_or(0, |u| (cols as u64 / u) as u32);
+    let bytes = if units > 0 { to_gpu(dtype, &interleave(dtype, cols, file)) } else { to_gpu(dtype, file) };
+    gpu.weight_texture("weights", &gpu.storage_init("weights", &bytes), units)
+}
 
 /// Check, allocate and upload every weight of `cfg` from `src`. `budget`:
 /// the GPU bytes the weights may take (`max_gpu_bytes` less the rest), checked
@@ -35,8 +51,8 @@ pub async fn load_weights<S: ModelSource>(
     budget: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Weights> {
-    let limit = gpu.max_binding().min(max_binding.unwrap_or(u64::MAX)).max(4);
-    let layout = planner::plan(cfg, table, naming, limit)?;
+    let limit = gpu.max_weight_binding().min(max_binding.unwrap_or(u64::MAX)).max(4);
+    let layout = planner::plan(cfg, table, naming, limit, gpu.weights_in_textures())?;
     let bytes = layout.bytes;
     if let Some(budget) = budget.filter(|&b| bytes > b) {
         return Err(Error::OutOfMemory(format!(

@@ -18,6 +18,7 @@
 
 use std::ops::Range;
 
+use super::interleave::{unit_elems, RUN};
 use super::naming::{ExpertTensor, LayerTensor, Naming};
 use super::repack::{gpu_nbytes, packing};
 use crate::error::{Error, Result};
@@ -38,12 +39,13 @@ pub(super) struct Layout {
 }
 
 /// Plan every weight of `cfg` found in `table` under `naming`, in buffers of
-/// at most `limit` bytes.
-pub(super) fn plan(cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, limit: u64) -> Result<Layout> {
+/// at most `limit` bytes; `interleave`: matrices of the types that can will
+/// have their rows interleaved by 8 (interleave.rs), their last run padded.
+pub(super) fn plan(cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, limit: u64, interleave: bool) -> Result<Layout> {
     let (h, v) = (cfg.hidden, cfg.vocab);
     let (qd, kvd, inter) = (cfg.q_dim(), cfg.kv_dim(), cfg.intermediate);
     let qkv_rows = qd + 2 * kvd;
-    let mut plan = Planner { table, dests: Vec::new(), parts: Vec::new(), limit };
+    let mut plan = Planner { table, dests: Vec::new(), parts: Vec::new(), limit, interleave };
     let naming = naming.for_arch(cfg.arch).unwrap_or(naming);
 
     let embed = plan.dense("embed".into(), v, 1, h, &[(0, naming.embed(), v)])?;
@@ -179,6 +181,8 @@ pub(super) struct Dest {
     pub cols: usize,
     pub experts: usize,
     pub vector: bool,
+    /// Rows interleaved by 8 in the slabs whose type can be (interleave.rs).
+    pub interleave: bool,
     /// Output ranges, one per buffer, and each one's storage type.
     pub slabs: Vec<Range<usize>>,
     pub slab_dtypes: Vec<DType>,
@@ -187,8 +191,15 @@ pub(super) struct Dest {
 impl Dest {
     pub(super) fn slab_bytes(&self, si: usize) -> u64 {
         let (Some(s), Some(dtype)) = (self.slabs.get(si), self.slab_dtypes.get(si)) else { return u64::MAX };
-        let elems = if self.vector { self.outputs } else { self.experts * self.halves * s.len() * self.cols };
+        let rows = self.experts * self.halves * s.len();
+        let rows = if self.interleaved(si) { rows.next_multiple_of(RUN as usize) } else { rows };
+        let elems = if self.vector { self.outputs } else { rows * self.cols };
         gpu_nbytes(*dtype, elems as u64).unwrap_or(u64::MAX)
+    }
+
+    /// Whether slab `si` has its rows interleaved.
+    pub(super) fn interleaved(&self, si: usize) -> bool {
+        self.interleave && !self.vector && self.slab_dtypes.get(si).is_some_and(|&d| unit_elems(d).is_some())
     }
 
     /// Where the source rows of `part` land, slab by slab.
@@ -234,6 +245,7 @@ struct Planner<'a> {
     parts: Vec<Part>,
     /// Largest buffer a kernel may bind.
     limit: u64,
+    interleave: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -302,7 +314,7 @@ impl<'a> Planner<'a> {
         let mut chosen = None;
         for (slab_dtypes, slabs) in candidates {
             let all_f32 = slab_dtypes.iter().all(|&d| d == DType::F32);
-            let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, slabs, slab_dtypes };
+            let d = Dest { label: label.clone(), outputs, halves, cols, experts, vector: false, interleave: self.interleave, slabs, slab_dtypes };
             // Every part must land on whole words (regrouped types: on whole
             // blocks, which rows are), and the slabs must cover every output
             // exactly once.
@@ -335,8 +347,11 @@ impl<'a> Planner<'a> {
     fn slabs(&self, label: &str, outputs: Range<usize>, halves: usize, cols: usize, experts: usize,
              dtype: DType) -> Result<Vec<Range<usize>>> {
         let per_output = dtype.nbytes((experts * halves * cols) as u64).unwrap_or(u64::MAX);
-        // A regrouped type's buffer ends in a whole group: room for its padding.
-        let limit = self.limit.saturating_sub(packing(dtype).map_or(0, |p| p.group_bytes()));
+        // A regrouped type's buffer ends in a whole group, an interleaved
+        // one in a whole run of rows: room for their padding.
+        let row = dtype.nbytes(cols as u64).unwrap_or(u64::MAX);
+        let run = if self.interleave && unit_elems(dtype).is_some() { row.saturating_mul(RUN - 1) } else { 0 };
+        let limit = self.limit.saturating_sub(packing(dtype).map_or(0, |p| p.group_bytes())).saturating_sub(run);
         if per_output.saturating_mul(outputs.len() as u64) <= limit {
             return Ok(std::iter::once(outputs).collect());
         }
@@ -400,7 +415,7 @@ impl<'a> Planner<'a> {
             .collect::<Result<_>>()?;
         let dest = self.dests.len();
         self.dests.push(Dest {
-            label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true,
+            label, outputs: len, halves: 1, cols: 1, experts: 1, vector: true, interleave: false,
             slabs: std::iter::once(0..len).collect(), slab_dtypes: vec![DType::F32],
         });
         for (o, t) in found {
@@ -544,7 +559,7 @@ mod tests {
     fn qkv_and_gate_up_are_stacked() {
         let cfg = config(serde_json::json!({}));
         let table = table(dense_tensors(&cfg, f16));
-        let layout = plan(&cfg, &table, &HfNaming, u64::MAX).expect("plan");
+        let layout = plan(&cfg, &table, &HfNaming, u64::MAX, false).expect("plan");
         let qkv = dest(&layout, "l0.qkv");
         assert_eq!((qkv.outputs, qkv.halves, qkv.cols, qkv.slabs.len(), qkv.slabs[0].clone()), (16, 1, 8, 1, 0..16));
         assert_eq!(qkv.slab_dtypes, [DType::F16]);
@@ -570,10 +585,38 @@ mod tests {
         assert!(layout.lm_head.is_some());
     }
 
+    /// With interleaved rows, a matrix of a type that interleaves takes whole
+    /// runs of 8 rows (its last one padded); vectors and other types do not.
+    #[test]
+    fn interleaved_matrices_take_whole_runs_of_rows() {
+        let cfg = config(serde_json::json!({"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1,
+                                            "intermediate_size": 64}));
+        let q8 = |name: &str| if name.contains("mlp") { DType::Q8_0 } else { DType::F16 };
+        let table = table(dense_tensors(&cfg, q8));
+        let plain = plan(&cfg, &table, &HfNaming, u64::MAX, false).expect("plan");
+        let runs = plan(&cfg, &table, &HfNaming, u64::MAX, true).expect("plan");
+        let row = DType::Q8_0.nbytes(64).expect("blocks");
+        // [gate; up]: 2 x 64 rows of 64, whole runs.
+        let (gu, gu_runs) = (dest(&plain, "l0.gate_up"), dest(&runs, "l0.gate_up"));
+        assert!(gu_runs.interleaved(0) && !gu.interleaved(0));
+        assert_eq!((gu.slab_bytes(0), gu_runs.slab_bytes(0)), (128 * row, 128 * row));
+        let qkv = dest(&runs, "l0.qkv");
+        assert!(!qkv.interleaved(0), "f16 keeps plain rows");
+        assert!(!dest(&runs, "l0.attn_norm").interleaved(0), "vectors keep plain rows");
+        // 36 rows of one half: a short last run, padded to 40.
+        let cfg = config(serde_json::json!({"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1,
+                                            "intermediate_size": 64, "vocab_size": 36}));
+        let all_q8 = |name: &str| if name.contains("norm") { DType::F32 } else { DType::Q8_0 };
+        let runs = plan(&cfg, &self::table(dense_tensors(&cfg, all_q8)), &HfNaming, u64::MAX, true).expect("plan");
+        let embed = dest(&runs, "embed");
+        assert!(embed.interleaved(0));
+        assert_eq!(embed.slab_bytes(0), gpu_nbytes(DType::Q8_0, 40 * 64).expect("size"));
+    }
+
     #[test]
     fn tied_embeddings_need_no_lm_head() {
         let cfg = config(serde_json::json!({"tie_word_embeddings": true}));
-        let layout = plan(&cfg, &table(dense_tensors(&cfg, f16)), &HfNaming, u64::MAX).expect("plan");
+        let layout = plan(&cfg, &table(dense_tensors(&cfg, f16)), &HfNaming, u64::MAX, false).expect("plan");
         assert!(layout.lm_head.is_none());
     }
 
@@ -582,13 +625,13 @@ mod tests {
         let cfg = config(serde_json::json!({}));
         let table = table(dense_tensors(&cfg, f16));
         // 16 bytes an embedding row: 1024 bytes hold 64 rows (a multiple of 32).
-        let layout = plan(&cfg, &table, &HfNaming, 1024).expect("plan");
+        let layout = plan(&cfg, &table, &HfNaming, 1024, false).expect("plan");
         assert_eq!(dest(&layout, "embed").slabs, [0..64, 64..128]);
         assert_eq!(dest(&layout, "lm_head").slabs, [0..64, 64..128]);
         assert_eq!(dest(&layout, "l0.qkv").slabs, std::iter::once(0..16).collect::<Vec<_>>());
         // 256 bytes hold 8 rows of [gate; up] (32 bytes an output): each slab
         // is [gate rows; up rows] of its 8 outputs.
-        let layout = plan(&cfg, &table, &HfNaming, 256).expect("plan");
+        let layout = plan(&cfg, &table, &HfNaming, 256, false).expect("plan");
         let gu = dest(&layout, "l0.gate_up");
         assert_eq!(gu.slabs, [0..8, 8..16]);
         assert!((0..2).all(|s| gu.slab_bytes(s) == 256));
@@ -596,14 +639,14 @@ mod tests {
         let pieces: Vec<(u64, u64, usize, u64)> = gu.pieces(up).iter().map(|p| (p.src, p.len, p.slab, p.at)).collect();
         assert_eq!(pieces, [(0, 128, 0, 128), (128, 128, 1, 128)]);
         // Slabs' bytes add up to the whole matrix.
-        let whole = plan(&cfg, &table, &HfNaming, u64::MAX).expect("plan");
+        let whole = plan(&cfg, &table, &HfNaming, u64::MAX, false).expect("plan");
         assert_eq!(layout.bytes, whole.bytes);
     }
 
     #[test]
     fn a_row_over_the_binding_limit_is_refused() {
         let cfg = config(serde_json::json!({}));
-        let e = err(plan(&cfg, &table(dense_tensors(&cfg, f16)), &HfNaming, 8));
+        let e = err(plan(&cfg, &table(dense_tensors(&cfg, f16)), &HfNaming, 8, false));
         assert!(e.contains("weight `embed`") && e.contains("binds at most 8 bytes"), "{e}");
     }
 
@@ -612,7 +655,7 @@ mod tests {
         let cfg = config(serde_json::json!({}));
         let mixed = |n: &str| if n.ends_with("v_proj.weight") || n.ends_with("up_proj.weight") { DType::BF16 } else { DType::F16 };
         let table = table(dense_tensors(&cfg, mixed));
-        let layout = plan(&cfg, &table, &HfNaming, u64::MAX).expect("plan");
+        let layout = plan(&cfg, &table, &HfNaming, u64::MAX, false).expect("plan");
         // A slab per part, each in its part's type.
         let qkv = dest(&layout, "l0.qkv");
         assert_eq!(qkv.slabs, [0..8, 8..12, 12..16]);
@@ -634,14 +677,14 @@ mod tests {
         let cfg = config(serde_json::json!({}));
         let mut tensors = dense_tensors(&cfg, f16);
         tensors.retain(|t| t.0 != "model.layers.0.self_attn.k_proj.weight");
-        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX));
+        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX, false));
         assert!(e.contains("model.layers.0.self_attn.k_proj.weight") && e.contains("missing"), "{e}");
 
         let mut tensors = dense_tensors(&cfg, f16);
         for t in tensors.iter_mut().filter(|t| t.0 == "model.layers.0.mlp.down_proj.weight") {
             t.2 = vec![16, 8];
         }
-        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX));
+        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX, false));
         assert!(e.contains("down_proj") && e.contains("[16, 8]") && e.contains("[8, 16]"), "{e}");
     }
 
@@ -650,10 +693,10 @@ mod tests {
         let cfg = config(serde_json::json!({}));
         let mut tensors = dense_tensors(&cfg, f16);
         tensors.push(("model.layers.0.self_attn.rotary_emb.inv_freq".into(), DType::F32, vec![2]));
-        assert!(plan(&cfg, &table(tensors.clone()), &HfNaming, u64::MAX).is_ok());
+        assert!(plan(&cfg, &table(tensors.clone()), &HfNaming, u64::MAX, false).is_ok());
         tensors.push(("model.layers.0.self_attn.q_proj.bias".into(), DType::F32, vec![8]));
         tensors.push(("model.layers.0.extra.weight".into(), DType::F32, vec![8]));
-        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX));
+        let e = err(plan(&cfg, &table(tensors), &HfNaming, u64::MAX, false));
         assert!(e.contains("model.layers.0.extra.weight") && e.contains("not used") && e.contains("1 more"), "{e}");
     }
 
@@ -673,7 +716,7 @@ mod tests {
             tensors.push((n.experts_fused(0, w).expect("fused"), DType::F16, shape));
         }
         let table = table(tensors);
-        let layout = plan(&cfg, &table, &GgufNaming, u64::MAX).expect("plan");
+        let layout = plan(&cfg, &table, &GgufNaming, u64::MAX, false).expect("plan");
         let gu = dest(&layout, "l0.experts.gate_up");
         assert_eq!((gu.experts, gu.halves, gu.outputs), (2, 2, 16));
         let up = table.get("blk.0.ffn_up_exps.weight").expect("up");

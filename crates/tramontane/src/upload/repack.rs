@@ -143,7 +143,9 @@ impl<K: Ord + Copy> Groups<K> {
 
 /// `len` zeroed bytes to fill at byte `at`: the end of the last write when
 /// it ends there, else a new write.
-fn run_at(out: &mut Vec<(u64, Vec<u8>)>, at: u64, len: usize) -> &mut [u8] {
+/// Room for `len` bytes at `at` in `out`: the end of its last write when
+/// that ends at `at`, else a new write.
+pub(super) fn run_at(out: &mut Vec<(u64, Vec<u8>)>, at: u64, len: usize) -> &mut [u8] {
     if !matches!(out.last(), Some((a, bytes)) if a + bytes.len() as u64 == at) {
         out.push((at, Vec::new()));
     }

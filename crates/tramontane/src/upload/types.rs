@@ -1,5 +1,6 @@
 //! The weights on the GPU, as the forward pass binds them.
 
+use crate::gpu::WeightStore;
 use crate::parse::DType;
 
 /// A weight matrix on the GPU: `experts` blocks of `halves * outputs` rows
@@ -17,7 +18,7 @@ pub struct Matrix {
 /// A range of a matrix's outputs, for every expert and half:
 /// `[experts][halves][rows][cols]`.
 pub struct Slab {
-    pub buf: wgpu::Buffer,
+    pub store: WeightStore,
     pub dtype: DType,
     pub rows: usize,
     /// Uniform `vec4<u32>(first row, rows, 0, 0)` the kernels read (the `SLAB`
