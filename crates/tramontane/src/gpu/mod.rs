@@ -102,6 +102,8 @@ pub struct Gpu {
     /// one. Natively from wgpu's SUBGROUP feature; browsers set it
     /// (`set_subgroups`), since wgpu cannot ask WebGPU for `subgroups`.
     lanes: std::sync::atomic::AtomicU32,
+    /// Weight matrices go into textures (see `weights_in_textures`).
+    textures: bool,
 }
 
 /// Lanes for a smallest subgroup size of `min_size`: a power of two, at most
@@ -189,6 +191,7 @@ impl Gpu {
         let kernels = Kernels::new(&device, info.backend == wgpu::Backend::BrowserWebGpu);
         let name = info.name.to_lowercase();
         let cpu = info.device_type == wgpu::DeviceType::Cpu || name.contains("llvmpipe") || name.contains("swiftshader");
+        let textures = name.contains("llvmpipe") && info.backend != wgpu::Backend::BrowserWebGpu;
         let lanes = if subgroups { lanes_of(info.subgroup_min_size) } else { 1 };
         Ok(Gpu {
             device,
@@ -199,6 +202,7 @@ impl Gpu {
             lost,
             cpu: std::sync::atomic::AtomicBool::new(cpu),
             lanes: std::sync::atomic::AtomicU32::new(lanes),
+            textures,
         })
     }
 
@@ -251,7 +255,7 @@ impl Gpu {
     /// lavapipe, natively. (SwiftShader, native or in Chromium, keeps
     /// buffers: the texture path was measured on lavapipe only.)
     pub fn weights_in_textures(&self) -> bool {
-        self.adapter.name.to_lowercase().contains("llvmpipe") && self.adapter.backend != "browserwebgpu"
+        self.textures
     }
 
     /// Largest weight slab the kernels may bind: the binding limit, and in

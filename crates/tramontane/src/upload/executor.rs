@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::planner::{Dest, FfnIdx, Layout, Piece};
-use super::interleave::{unit_elems, Runs, Shape};
+use super::interleave::{unit_elems, units_per_row, Runs, Shape};
 use super::repack::{packing, Groups};
 use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 use crate::error::{Error, Result};
@@ -272,7 +272,7 @@ impl Assembler<'_> {
             .map(|(si, ((buf, s), dtype))| {
                 let info = self.gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
                 let store = if self.gpu.weights_in_textures() {
-                    let units = if d.interleaved(si) { unit_elems(dtype).map_or(0, |u| (d.cols as u64 / u) as u32) } else { 0 };
+                    let units = if d.interleaved(si) { units_per_row(dtype, d.cols) } else { 0 };
                     let store = self.gpu.weight_texture(&d.label, &buf, units);
                     // The buffer goes once the copy has run: waited for
                     // every FLUSH_EVERY bytes, so that the weights are held

@@ -29,6 +29,12 @@ pub fn unit_elems(dtype: DType) -> Option<u64> {
     }
 }
 
+/// Units per row of `cols` elements of `dtype` (weights.wgsl's `W_UNITS`);
+/// 0 for the types that keep plain rows.
+pub fn units_per_row(dtype: DType, cols: usize) -> u32 {
+    unit_elems(dtype).map_or(0, |u| (cols as u64 / u) as u32)
+}
+
 /// One run of rows (`data`: up to 8 whole rows of `row_bytes`, the file's
 /// layout) interleaved by units of `unit_bytes`: unit c of row r lands at
 /// unit c * 8 + r. Rows missing from a short run are zeros.

@@ -13,7 +13,7 @@ mod repack;
 mod types;
 
 pub use executor::Progress;
-pub use interleave::{interleave, unit_elems};
+pub use interleave::{interleave, unit_elems, units_per_row};
 pub use repack::{gpu_nbytes, packing, to_gpu, Packing};
 pub use naming::{ExpertTensor, GgufNaming, HfNaming, HfQwenMoeNaming, LayerTensor, Naming};
 pub use types::{Ffn, LayerWeights, Matrix, Slab, Weights};
@@ -31,7 +31,7 @@ pub fn store_matrix(gpu: &Gpu, dtype: DType, cols: usize, file: &[u8], texture: 
     if !texture {
         return WeightStore::Buffer(gpu.storage_init("weights", &to_gpu(dtype, file)));
     }
-    let units = unit_elems(dtype).map_or(0, |u| (cols as u64 / u) as u32);
+    let units = units_per_row(dtype, cols);
     let bytes = if units > 0 { to_gpu(dtype, &interleave(dtype, cols, file)) } else { to_gpu(dtype, file) };
     gpu.weight_texture("weights", &gpu.storage_init("weights", &bytes), units)
 }
