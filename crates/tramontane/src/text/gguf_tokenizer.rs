@@ -3,7 +3,7 @@
 //! to `tokenizer.ggml.pre`) and SentencePiece-style BPE (`llama`: scores, byte
 //! fallback). We write the equivalent tokenizer.json and let the `tokenizers`
 //! crate do the rest, as transformers does when it loads a GGUF.
-//! Checked against llama.cpp's own tokenizer suite (tests/tokenizers.rs).
+//! Checked against llama.cpp's own tokenizer suite (tests/suite/tokenizers.rs).
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //! `tokenizers` tokenizer, for Hugging Face folders that ship no
 //! tokenizer.json. Only BPE models: they become exactly the tokenizer the GGUF
 //! `llama` path builds (`gguf_tokenizer::spm_json`). Checked against the
-//! sentencepiece library (tests/tokenizers.rs).
+//! sentencepiece library (tests/suite/tokenizers.rs).
 //!
 //! A minimal protobuf reader: only the fields below are read, everything else
 //! is skipped by wire type; a repeated message field merges (protobuf rules).

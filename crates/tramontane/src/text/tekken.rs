@@ -8,7 +8,7 @@
 //! default_num_special_tokens` ranks are used (mistral-common cuts there).
 //! BPE merges are derived from the ranks as transformers' tiktoken converter
 //! does; `ignore_merges` gives tiktoken's "a whole piece in the vocabulary is
-//! one token". Checked against mistral-common (tests/tokenizers.rs).
+//! one token". Checked against mistral-common (tests/suite/tokenizers.rs).
 
 use std::collections::HashMap;
 

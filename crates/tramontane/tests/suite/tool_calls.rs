@@ -4,7 +4,7 @@
 //! tool calls, stream none of the call as content, and render the call and its
 //! result back through the same template for the next turn.
 
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use tramontane::source::DirSource;

@@ -3,13 +3,11 @@
 //! INVALID_REQUEST naming the field; and after each, the same GPU loads the
 //! model again and gives the reference tokens.
 
-mod common;
-
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use tramontane::source::{DirSource, ModelSource};
 use tramontane::text::ChatRequest;
 use tramontane::{Error, Gpu, LoadOptions, Model};

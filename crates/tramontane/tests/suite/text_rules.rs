@@ -2,7 +2,7 @@
 //! and chat prompts, sampling defaults, templates that fail, tokenizer files.
 //! Each case is a copy of a fixture folder with one file changed.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

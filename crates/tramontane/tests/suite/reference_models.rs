@@ -4,9 +4,7 @@
 //! (through the KV-cache decode path), Mistral's 60-token decode far past its
 //! 16-token window, and Mixtral's router choices.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tramontane::{GenerateRequest, LoadOptions, SamplingParams};
 
 /// |router weight - transformers|: measured 7.2e-7 (mixtral_tiny_bf16),
@@ -15,7 +13,6 @@ const ROUTER_TOL: f32 = 1e-5;
 /// |log-probability - (transformers' logit - logsumexp)|: measured 2.4e-6
 /// (qwen2_tiny, 2026-12-01).
 const LOGPROB_TOL: f32 = 2.5e-5;
-
 
 fn check_model(name: &str, chunk: usize) {
     check_model_with(name, LoadOptions { chunk, ..Default::default() });

@@ -1,11 +1,9 @@
 //! Bad input gets a clear, typed error naming the file and tensor: never a
 //! panic, never a wrong answer. Each case corrupts a copy of llama_tiny.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use tramontane::source::DirSource;
 use tramontane::{Error, GenerateRequest, LoadOptions, Model};
 

@@ -5,11 +5,9 @@
 //! argmax at every position, top-10 logits, greedy tokens, router choices.
 //! Also split loading, and malformed GGUF files.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use tramontane::source::DirSource;
 use tramontane::{Error, KvCache, GenerateRequest, LoadOptions, Model, SamplingParams};
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the suite's tests.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-/// The device every test of this binary shares (a test file's tests run as
-/// threads of one process). Engines on one device share its pipeline cache,
+/// The device every test of the suite shares (its tests run as threads of
+/// one process). Engines on one device share its pipeline cache,
 /// so a kernel that twenty tests use is compiled once, not twenty times: a
 /// pipeline takes lavapipe 0.1-0.3 s, most of the native suite's time.
 /// A lost device is replaced. Tests that need a device of their own (mutated

@@ -3,9 +3,7 @@
 //! window + chunk slots, a full-attention layer the whole context, and both
 //! decode far past the window.
 
-mod common;
-
-use common::check_variant as check;
+use crate::common::check_variant as check;
 use tramontane::LoadOptions;
 
 #[test]

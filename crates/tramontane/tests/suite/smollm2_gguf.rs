@@ -6,9 +6,7 @@
 //! numbers (8-bit activations inside its dot products) are reported as a
 //! comparison figure, not asserted. The GGUF is fetched by scripts/setup.sh.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tramontane::source::DirSource;
 use tramontane::text::gguf_tokenizer;
 use tramontane::{GenerateRequest, KvCache, LoadOptions, Model, SamplingParams};
@@ -64,7 +62,7 @@ fn gguf_tokenizer_matches_hugging_face() {
     // characters such as "½": the GGUF's pre-type `smollm` splits every \p{N}
     // off (llama.cpp, and the Hugging Face SmolLM2 tokenizer's Digits
     // pre-tokenizer), while this tokenizer.json, rebuilt by transformers from
-    // the GGUF, ignores the pre-type (tests/tokenizers.rs checks llama.cpp's rules).
+    // the GGUF, ignores the pre-type (tests/suite/tokenizers.rs checks llama.cpp's rules).
     for text in ["  leading spaces\n\n\ttabs", "Zürich–Genève 1234567890 ∑ 日本語", "<|im_start|>user\nhi<|im_end|>", "x".repeat(300).as_str()] {
         assert_eq!(tok.encode(text).expect("encode"), hf.encode(text).expect("encode"), "{text:?}");
         let ids = tok.encode(text).expect("encode");

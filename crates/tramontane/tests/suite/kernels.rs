@@ -3,9 +3,7 @@
 //! otherwise the normalized error sum((gpu-cpu)^2)/sum(cpu^2) must be below
 //! the kernel's tolerance (f32 math on both sides; the CPU accumulates in f64).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;

@@ -5,9 +5,7 @@
 //! f16-rounded values stored as f32 (one uniform f32 matrix): the same numbers
 //! through both layouts must give the same logits.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use half::f16;
 use std::path::{Path, PathBuf};
 use tramontane::parse::DType;

@@ -4,9 +4,7 @@
 //! their dequantized weights (scripts/fixtures/make_quant_ggufs.py): argmax at
 //! every position, top-20 logits within 1.5e-4, greedy tokens identical.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tramontane::source::DirSource;
 use tramontane::upload::Ffn;
 use tramontane::{KvCache, LoadOptions, Model};

@@ -5,14 +5,12 @@
 //! Qwen3 (q/k norms) and Qwen3-MoE (routing, with and without renormalizing),
 //! from safetensors and from llama.cpp's GGUF conversion.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tramontane::source::DirSource;
 use tramontane::parse::{Arch, ModelConfig, RopeScaling};
 use tramontane::{LoadOptions, Model};
 
-use common::check_variant as check;
+use crate::common::check_variant as check;
 
 /// |router weight - transformers|: measured 8.6e-7 (qwen3_moe, qwen3_moe_gguf),
 /// 8.3e-7 (qwen3_moe_nonorm) on lavapipe (2026-12-01).

@@ -16,12 +16,10 @@
 //! them in one command buffer, each bound (at buffer offsets) to its own copy
 //! of the logits, the state and the outputs, and reads them all back at once.
 
-mod common;
-
 use std::num::NonZeroU64;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use tramontane::gpu::kernels::Spec;
 use tramontane::gpu::{Family, Gpu, Step};
 
@@ -76,7 +74,7 @@ impl Sampler {
     /// The kernel for `v` tokens: the engine's, or the mutant's.
     fn pipeline(&self, v: usize) -> wgpu::ComputePipeline {
         let Some(body) = &self.mutant else { return self.gpu.kernels.pipeline(&Self::spec(v)) };
-        let src = format!("alias kv_t = f32;\n{}{body}", include_str!("../../../shaders/common.wgsl"));
+        let src = format!("alias kv_t = f32;\n{}{body}", include_str!("../../../../shaders/common.wgsl"));
         let module = self.gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("mutant"), source: wgpu::ShaderSource::Wgsl(src.into()) });
         let p = self.gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("mutant"),
@@ -559,7 +557,6 @@ fn temperature_scales_the_distribution_on(s: &Sampler) {
     print_worst();
 }
 
-
 /// The untruncated softmax of the processed logits (top-k and top-p off).
 fn untruncated(logits: &[f32], state: &[u32], st: Step) -> Vec<f64> {
     with(logits, state, st, |s| {
@@ -878,15 +875,14 @@ fn seeds_reproduce_and_differ_on(s: &Sampler) {
     assert!(distinct >= 8, "{distinct} distinct tokens in 1000 draws");
 }
 
-
 /// The checks above catch real kernel bugs: each mutant (a one-line change
 /// of sample.wgsl, compiled by the test) must fail at least one of them, and
 /// the unchanged source, compiled the same way, must pass them all. On
-/// demand (about a minute on lavapipe): `cargo test --test sampler -- --ignored`.
+/// demand (about a minute on lavapipe): `cargo test --test suite sampler:: -- --ignored`.
 #[test]
 #[ignore]
 fn mutants_of_the_kernel_are_caught() {
-    let source = include_str!("../../../shaders/sample.wgsl");
+    let source = include_str!("../../../../shaders/sample.wgsl");
     let mutants: [(&str, &str, &str); 13] = [
         ("repetition penalty divides negative logits", "l = l * step.repetition_penalty;", "l = l / step.repetition_penalty;"),
         ("presence penalty per occurrence", "f32(count) * step.frequency_penalty + step.presence_penalty", "f32(count) * (step.frequency_penalty + step.presence_penalty)"),
