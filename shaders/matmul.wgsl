@@ -42,6 +42,8 @@ override N_ALL: u32 = 0u;
 // The same input as vec4s, one load per four values, for matvec and
 // matmul_rows (the tiled matmul reads X): no entry point uses both. Buffers are
 // sized in whole 16-byte units (Gpu::storage), so X4 covers every element.
+// matmul_rows reads it through the prelude's `x_quad` (inputs_in_buffer.wgsl),
+// or on lavapipe a texture copy of it (inputs_in_texture.wgsl).
 @group(0) @binding(2) var<storage, read> X4: array<vec4<f32>>;
 
 fn x_at(i: u32) -> f32 {
@@ -576,14 +578,14 @@ fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 16>, woff: u32) {
                 // and the subgroup passes the 8 round, as in the matvec.
                 var xs8: array<vec4<f32>, 8>;
                 if (LANES >= 8u) {
-                    xs8 = lanes_all8(X4[(xo >> 2u) + lid % 8u]);
+                    xs8 = lanes_all8(x_quad((xo >> 2u) + lid % 8u));
                 }
                 for (var j = 0u; j < 8u; j++) {
                     var xv: vec4<f32>;
                     if (LANES >= 8u) {
                         xv = xs8[j];
                     } else {
-                        xv = X4[(xo >> 2u) + j];
+                        xv = x_quad((xo >> 2u) + j);
                     }
                     a.x += dot(w0[j], xv);
                     if (NPI > 1u) {
@@ -616,7 +618,7 @@ fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 16>, woff: u32) {
                 }
             }
             for (var i = 0u; i < nr; i++) {
-                let xv = X4[(xr[i] + k) >> 2u];
+                let xv = x_quad((xr[i] + k) >> 2u);
                 acc[i].x += dot(w0, xv);
                 acc_up[i].x += dot(u0, xv);
                 if (NPI > 1u) {

@@ -5,7 +5,7 @@
 use super::linear::{moe_group_tile, moe_max_tiles};
 use super::{rope_table, RuntimeOptions, Sizes, OUT_WORDS};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Step};
+use crate::gpu::{Gpu, InputTexture, Step};
 use crate::parse::ModelConfig;
 
 /// GPU bytes by kind. `kv_cache + activations + scratch` is what the runtime
@@ -16,7 +16,7 @@ pub struct GpuBytes {
     /// Keys and values of every layer.
     pub kv_cache: u64,
     /// Rows of a pass: hidden states, q/k/v, attention partials, feed-forward,
-    /// logits, MoE routing.
+    /// logits, MoE routing (and on lavapipe the prefill inputs' textures).
     pub activations: u64,
     /// The RoPE table, the sampler's state and output, placeholders.
     pub scratch: u64,
@@ -64,6 +64,10 @@ pub(super) struct Buffers {
     /// Keys and values of each layer.
     pub kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
     pub moe: Option<MoeBuffers>,
+    /// On lavapipe, texture copies of the prefill matmuls' input buffers
+    /// (normed rows, attention output, feed-forward activations): see
+    /// [`InputTexture`]. Empty elsewhere.
+    pub inputs: Vec<InputTexture>,
     pub out_rb: wgpu::Buffer,
     pub logits_rb: wgpu::Buffer,
     /// Bytes allocated (weights left at 0).
@@ -135,6 +139,15 @@ impl Buffers {
                     .collect(),
             }
         });
+        let inputs: Vec<InputTexture> = if g.weights_in_textures() {
+            [(&xn, "xn_texture"), (&attn, "attn_texture"), (&ffn_h, "ffn_h_texture")]
+                .into_iter()
+                .filter_map(|(b, label)| g.input_texture(label, b))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        a.bytes.activations += inputs.iter().map(InputTexture::bytes).sum::<u64>();
         let kv = sizes
             .kv_words
             .iter()
@@ -158,6 +171,7 @@ impl Buffers {
             rope_table,
             kv,
             moe,
+            inputs,
             out_rb: g.readback("out_rb", OUT_WORDS as u64 * 4),
             logits_rb: g.readback("logits_rb", v as u64 * 4),
             bytes: a.bytes,

@@ -128,7 +128,7 @@ impl Plan {
         }
         let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
         let norm = g.kernels.dispatch(&norm_spec(g, cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
-        let lm_head = Linear::new(g, w.lm_head(), "matmul", |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)]);
+        let lm_head = Linear::reading(g, w.lm_head(), "matmul", |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)], &b.inputs);
         self.all_logits = Some(AllLogits { buf, norm, lm_head });
     }
 
@@ -346,7 +346,7 @@ impl LayerPlan {
             ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
             rope_in_mv,
             qkv_mv,
-            qkv_mm: Linear::new(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)]),
+            qkv_mm: Linear::reading(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)], &b.inputs),
             rope: match &lw.qk_norm {
                 // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
                 Some(nw) => k.dispatch(
@@ -366,7 +366,7 @@ impl LayerPlan {
             attend_prefill: (k.dispatch(&attn_spec(prefill_entry), &attend_binds), prefill_rows),
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
             o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
-            o_mm: Linear::new(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)]),
+            o_mm: Linear::reading(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)], &b.inputs),
             ffn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.ffn_norm), (3, &b.xn)]),
             ffn: FfnPlan::new(g, cfg, l, lw, b, fused)?,
         })
@@ -393,11 +393,11 @@ impl FfnPlan {
                 let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };
                 FfnPlan::Dense {
                     gate_up_mv: Linear::new(g, gate_up, "matvec", |s| normed(fused, cfg, gu(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, gb), (5, dummy), (9, mv_norm)]),
-                    gate_up_mm: Linear::new(g, gate_up, "matmul", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)]),
+                    gate_up_mm: Linear::reading(g, gate_up, "matmul", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)], &b.inputs),
                     up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| normed(fused, cfg, gated(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, dummy), (5, dummy), (9, mv_norm)])),
-                    up_mm: up.as_ref().map(|u| Linear::new(g, u, "matmul", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)])),
+                    up_mm: up.as_ref().map(|u| Linear::reading(g, u, "matmul", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)], &b.inputs)),
                     down_mv: Linear::new(g, down, "matvec", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy), (9, dummy)]),
-                    down_mm: Linear::new(g, down, "matmul", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)]),
+                    down_mm: Linear::reading(g, down, "matmul", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)], &b.inputs),
                 }
             }
             Ffn::Moe { router, gate_up, up, down } => {

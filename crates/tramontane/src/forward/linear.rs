@@ -4,7 +4,7 @@
 
 use super::Visit;
 use crate::gpu::kernels::{split_groups, Dispatch, Spec};
-use crate::gpu::{Family, Gpu};
+use crate::gpu::{Family, Gpu, InputTexture};
 use crate::parse::DType;
 use crate::upload::Matrix;
 
@@ -231,6 +231,13 @@ impl Linear {
     /// binding but the weights (1) and the slab (6).
     pub(super) fn new(g: &Gpu, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
                       binds: &[(u32, &wgpu::Buffer)]) -> Linear {
+        Linear::reading(g, m, entry, tune, binds, &[])
+    }
+
+    /// [`Linear::new`] whose `matmul_rows` reads its inputs from whichever of
+    /// `inputs` copies its input buffer (see [`Kernels::dispatch_rows`]).
+    pub(super) fn reading(g: &Gpu, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
+                          binds: &[(u32, &wgpu::Buffer)], inputs: &[InputTexture]) -> Linear {
         Linear(
             m.slabs
                 .iter()
@@ -246,7 +253,7 @@ impl Linear {
                     let mut b = vec![(6, &s.info)];
                     b.extend_from_slice(binds);
                     LinearPart {
-                        dispatch: g.kernels.dispatch_weights(&spec, &s.store, &b),
+                        dispatch: g.kernels.dispatch_rows(&spec, &s.store, &b, inputs),
                         outputs: s.rows as u32,
                         grid: Grid::of(&spec),
                     }

@@ -131,8 +131,17 @@ impl Runtime {
         let b = &self.bufs;
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
-            let mut p = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            self.plan.steps(&self.cfg, t, splits, output, &mut |_, d, groups| d.record(&mut p, groups));
+            // One compute pass, cut where a dispatch's inputs are first
+            // copied into a texture (lavapipe's prefill: Dispatch::copy_inputs).
+            let desc = wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None };
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
+            self.plan.steps(&self.cfg, t, splits, output, &mut |_, d, groups| {
+                if d.inputs.is_some() {
+                    pass = None;
+                    d.copy_inputs(&mut enc, t);
+                }
+                d.record(pass.get_or_insert_with(|| enc.begin_compute_pass(&desc).forget_lifetime()), groups);
+            });
         }
         if output == Output::Sample {
             if req.capture_logits {

@@ -61,6 +61,7 @@ impl Runtime {
             for _ in 0..TRIES {
                 let t0 = web_time::Instant::now();
                 let mut enc = g.device.create_command_encoder(&Default::default());
+                d.copy_inputs(&mut enc, t);
                 {
                     let mut p = enc.begin_compute_pass(&Default::default());
                     for _ in 0..REPEATS {

@@ -6,7 +6,9 @@
 //! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
 //! weight tensors, after the binding it reads them from (`weights_in_buffer.wgsl`,
 //! or `weights_in_texture.wgsl` where the weights are textures: see
-//! [`WeightStore`]), and the KV cache's element type `kv_t` (WGSL has no
+//! [`WeightStore`]); to matmul.wgsl, where `matmul_rows` reads its input quads
+//! (`inputs_in_buffer.wgsl`, or `inputs_in_texture.wgsl`: see [`InputTexture`]);
+//! and the KV cache's element type `kv_t` (WGSL has no
 //! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
 //! `shader-f16`; and, for the families that reduce, `lanes.wgsl` (sums by
 //! subgroup shuffles, after `enable subgroups;` in browsers) on devices with
@@ -15,12 +17,14 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::WeightStore;
+use super::{InputTexture, WeightStore};
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const WEIGHTS: &str = include_str!("../../../../shaders/weights.wgsl");
 const WEIGHTS_IN_BUFFER: &str = include_str!("../../../../shaders/weights_in_buffer.wgsl");
 const WEIGHTS_IN_TEXTURE: &str = include_str!("../../../../shaders/weights_in_texture.wgsl");
+const INPUTS_IN_BUFFER: &str = include_str!("../../../../shaders/inputs_in_buffer.wgsl");
+const INPUTS_IN_TEXTURE: &str = include_str!("../../../../shaders/inputs_in_texture.wgsl");
 const LANES: &str = include_str!("../../../../shaders/lanes.wgsl");
 const LANES_SERIAL: &str = include_str!("../../../../shaders/lanes_serial.wgsl");
 
@@ -92,11 +96,14 @@ pub struct Spec {
     /// Reads its weights from a texture (weights_in_texture.wgsl); set by
     /// [`Kernels::dispatch_weights`] from the weights it binds.
     pub weights_texture: bool,
+    /// `matmul_rows` reads its inputs from a texture (inputs_in_texture.wgsl);
+    /// set by [`Kernels::dispatch_rows`].
+    pub inputs_texture: bool,
 }
 
 impl Spec {
     pub fn new(family: Family, entry: &'static str) -> Self {
-        Spec { family, entry, constants: Vec::new(), kv_f16: false, subgroups: false, weights_texture: false }
+        Spec { family, entry, constants: Vec::new(), kv_f16: false, subgroups: false, weights_texture: false, inputs_texture: false }
     }
 
     pub fn kv_f16(mut self, on: bool) -> Self {
@@ -124,12 +131,13 @@ impl Spec {
 
     fn key(&self) -> String {
         let mut k = format!(
-            "{}:{}:kv{}:sg{}:wt{}",
+            "{}:{}:kv{}:sg{}:wt{}:xt{}",
             self.family.name(),
             self.entry,
             if self.kv_f16 { 16 } else { 32 },
             self.subgroups as u8,
-            self.weights_texture as u8
+            self.weights_texture as u8,
+            self.inputs_texture as u8
         );
         for (n, v) in &self.constants {
             k.push_str(&format!(":{n}={v}"));
@@ -138,14 +146,16 @@ impl Spec {
     }
 }
 
+/// (family, f16 KV cache, subgroups, weights in a texture, inputs in a texture)
+type ModuleKey = (Family, bool, bool, bool, bool);
+
 pub struct Kernels {
     device: wgpu::Device,
     /// WGSL goes to a browser's WebGPU as written, where subgroup builtins
     /// need `enable subgroups;` (naga rejects that directive: natively the
     /// device's features decide).
     browser: bool,
-    /// (family, f16 KV cache, subgroups, weights in a texture)
-    modules: Mutex<HashMap<(Family, bool, bool, bool), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
 }
 
@@ -153,9 +163,22 @@ pub struct Kernels {
 pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
+    /// The texture it reads its inputs from, and the quads per input row:
+    /// copied in before it runs ([`Dispatch::copy_inputs`]). Boxed: most
+    /// dispatches have none.
+    pub inputs: Option<Box<(InputTexture, u32)>>,
 }
 
 impl Dispatch {
+    /// Record the copy of the first `rows` input rows into the texture the
+    /// dispatch reads them from, if it reads a texture (outside any compute
+    /// pass: a pass that records this dispatch starts after it).
+    pub fn copy_inputs(&self, enc: &mut wgpu::CommandEncoder, rows: u32) {
+        if let Some((tex, row_quads)) = self.inputs.as_deref() {
+            tex.copy(enc, u64::from(rows) * u64::from(*row_quads));
+        }
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, groups: [u32; 3]) {
         if groups.contains(&0) {
             return;
@@ -171,13 +194,14 @@ impl Kernels {
         Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default() }
     }
 
-    fn module(&self, family: Family, kv_f16: bool, subgroups: bool, weights_texture: bool) -> wgpu::ShaderModule {
+    fn module(&self, family: Family, kv_f16: bool, subgroups: bool, weights_texture: bool, inputs_texture: bool) -> wgpu::ShaderModule {
         let subgroups = subgroups && family.reduces_in_lanes();
         let (body, uses_weights) = family.source();
         let weights_texture = weights_texture && uses_weights;
+        let inputs_texture = inputs_texture && family == Family::Matmul;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules
-            .entry((family, kv_f16, subgroups, weights_texture))
+            .entry((family, kv_f16, subgroups, weights_texture, inputs_texture))
             .or_insert_with(|| {
                 let mut src = String::new();
                 if subgroups && self.browser {
@@ -188,6 +212,9 @@ impl Kernels {
                 if uses_weights {
                     src.push_str(if weights_texture { WEIGHTS_IN_TEXTURE } else { WEIGHTS_IN_BUFFER });
                     src.push_str(WEIGHTS);
+                }
+                if family == Family::Matmul {
+                    src.push_str(if inputs_texture { INPUTS_IN_TEXTURE } else { INPUTS_IN_BUFFER });
                 }
                 if family.reduces_in_lanes() {
                     src.push_str(if subgroups { LANES } else { LANES_SERIAL });
@@ -213,7 +240,7 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
-        let module = self.module(spec.family, spec.kv_f16, spec.subgroups, spec.weights_texture);
+        let module = self.module(spec.family, spec.kv_f16, spec.subgroups, spec.weights_texture, spec.inputs_texture);
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,
@@ -232,33 +259,55 @@ impl Kernels {
     /// Pipeline plus bind group. `bindings` are (binding index, buffer) pairs:
     /// exactly the bindings the entry point uses (its layout is derived from it).
     pub fn dispatch(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
-        self.dispatch_entries(spec, bindings, None)
+        self.dispatch_entries(spec, bindings, None, None)
     }
 
     /// [`Kernels::dispatch`] for a kernel that reads weights (weights.wgsl):
     /// `weights` at binding 1, from a buffer or a texture, the spec built
     /// for whichever it is and for its row order.
     pub fn dispatch_weights(&self, spec: &Spec, weights: &WeightStore, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
+        self.dispatch_rows(spec, weights, bindings, &[])
+    }
+
+    /// [`Kernels::dispatch_weights`], and where `spec` is a dense
+    /// `matmul_rows` and one of `inputs` is a texture copy of its input buffer
+    /// (binding 2), reading its inputs from that texture instead (binding 10).
+    pub fn dispatch_rows(&self, spec: &Spec, weights: &WeightStore, bindings: &[(u32, &wgpu::Buffer)],
+                         inputs: &[InputTexture]) -> Dispatch {
         let mut spec = Spec { weights_texture: weights.is_texture(), ..spec.clone() };
         if weights.interleaved_units() > 0 {
             spec = spec.with("W_INTERLEAVE", 1u32).with("W_UNITS", weights.interleaved_units());
         }
-        self.dispatch_entries(&spec, bindings, Some(weights.binding()))
+        let reads = |name| spec.constants.iter().find(|c| c.0 == name).map(|c| c.1 as u32);
+        let dense_rows = spec.entry == "matmul_rows" && reads("MOE").unwrap_or(0) == 0;
+        let input = bindings.iter().find(|(i, _)| *i == 2).map(|(_, b)| *b);
+        let texture = inputs.iter().find(|x| dense_rows && input == Some(&x.source));
+        let Some(x) = texture else {
+            return self.dispatch_entries(&spec, bindings, Some(weights.binding()), None);
+        };
+        let row_quads = reads("K").unwrap_or(0) / 4;
+        let spec = Spec { inputs_texture: true, ..spec };
+        let bindings: Vec<_> = bindings.iter().copied().filter(|(i, _)| *i != 2).collect();
+        let mut d = self.dispatch_entries(&spec, &bindings, Some(weights.binding()), Some(&x.view));
+        d.inputs = Some(Box::new((x.clone(), row_quads)));
+        d
     }
 
-    fn dispatch_entries(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)], weights: Option<wgpu::BindingResource>) -> Dispatch {
+    fn dispatch_entries(&self, spec: &Spec, bindings: &[(u32, &wgpu::Buffer)], weights: Option<wgpu::BindingResource>,
+                        inputs: Option<&wgpu::TextureView>) -> Dispatch {
         let pipeline = self.pipeline(spec);
         let mut entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
             .collect();
         entries.extend(weights.map(|resource| wgpu::BindGroupEntry { binding: 1, resource }));
+        entries.extend(inputs.map(|v| wgpu::BindGroupEntry { binding: 10, resource: wgpu::BindingResource::TextureView(v) }));
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        Dispatch { pipeline, bind_group }
+        Dispatch { pipeline, bind_group, inputs: None }
     }
 }
 

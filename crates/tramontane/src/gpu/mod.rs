@@ -83,6 +83,61 @@ impl WeightStore {
     }
 }
 
+/// A copy of an activation buffer in a texture laid out as weight textures
+/// are (quad i at (i % 4096, i / 4096)), for kernels that read the same
+/// inputs on every SIMD lane of lavapipe (matmul.wgsl's `matmul_rows`, through
+/// inputs_in_texture.wgsl): a texel fetch runs there as one gather, a storage
+/// load as a branch per lane and component (prefill +20-25% when the input
+/// loads cost nothing at all, measured). The pass refreshes it before each
+/// dispatch that reads it: [`InputTexture::copy`].
+#[derive(Clone)]
+pub struct InputTexture {
+    pub source: wgpu::Buffer,
+    texture: wgpu::Texture,
+    pub view: wgpu::TextureView,
+}
+
+impl InputTexture {
+    /// Copy the first `quads` quads of the source buffer in.
+    pub fn copy(&self, enc: &mut wgpu::CommandEncoder, quads: u64) {
+        copy_quads(enc, &self.source, &self.texture, quads.min(self.source.size() / 16));
+    }
+
+    pub fn bytes(&self) -> u64 {
+        let s = self.texture.size();
+        u64::from(s.width) * u64::from(s.height) * 16
+    }
+}
+
+/// Record the copy of `buf`'s first `quads` quads into `texture`'s rows of
+/// [`WEIGHT_TEXTURE_WIDTH`]: whole rows, then the last row's first texels.
+fn copy_quads(enc: &mut wgpu::CommandEncoder, buf: &wgpu::Buffer, texture: &wgpu::Texture, quads: u64) {
+    let (full, rest) = (quads / WEIGHT_TEXTURE_WIDTH, quads % WEIGHT_TEXTURE_WIDTH);
+    let row_bytes = WEIGHT_TEXTURE_WIDTH * 16;
+    for (y, width, height) in [(0, WEIGHT_TEXTURE_WIDTH, full), (full, rest, 1)] {
+        if width == 0 || height == 0 {
+            continue;
+        }
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: buf,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: y * row_bytes,
+                    bytes_per_row: Some(row_bytes as u32),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+        );
+    }
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -270,9 +325,31 @@ impl Gpu {
     /// the GPU; the buffer may be dropped once this is submitted. `units`:
     /// see [`WeightStore`].
     pub fn weight_texture(&self, label: &str, buf: &wgpu::Buffer, units: u32) -> WeightStore {
-        let quads = (buf.size() / 16).max(1);
-        let (full, rest) = (quads / WEIGHT_TEXTURE_WIDTH, quads % WEIGHT_TEXTURE_WIDTH);
-        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+        let texture = self.quad_texture(label, buf.size() / 16);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        copy_quads(&mut enc, buf, &texture, buf.size() / 16);
+        self.queue.submit([enc.finish()]);
+        let view = texture.create_view(&Default::default());
+        WeightStore::Texture { texture, view, units }
+    }
+
+    /// An [`InputTexture`] for the activations in `source`, as large as it
+    /// (None where that exceeds the device's largest texture).
+    pub fn input_texture(&self, label: &str, source: &wgpu::Buffer) -> Option<InputTexture> {
+        let quads = source.size() / 16;
+        if quads.div_ceil(WEIGHT_TEXTURE_WIDTH) > u64::from(self.adapter.max_texture_2d) {
+            return None;
+        }
+        let texture = self.quad_texture(label, quads);
+        let view = texture.create_view(&Default::default());
+        Some(InputTexture { source: source.clone(), texture, view })
+    }
+
+    /// An `rgba32uint` texture holding `quads` 16-byte quads,
+    /// [`WEIGHT_TEXTURE_WIDTH`] per row, filled by [`copy_quads`].
+    fn quad_texture(&self, label: &str, quads: u64) -> wgpu::Texture {
+        let quads = quads.max(1);
+        self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
                 width: quads.min(WEIGHT_TEXTURE_WIDTH) as u32,
@@ -285,35 +362,7 @@ impl Gpu {
             format: wgpu::TextureFormat::Rgba32Uint,
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
-        });
-        let row_bytes = WEIGHT_TEXTURE_WIDTH * 16;
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        // Whole rows, then the last row's first `rest` texels.
-        for (y, width, height) in [(0, WEIGHT_TEXTURE_WIDTH, full), (full, rest, 1)] {
-            if width == 0 || height == 0 {
-                continue;
-            }
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: buf,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: y * row_bytes,
-                        bytes_per_row: Some(row_bytes as u32),
-                        rows_per_image: None,
-                    },
-                },
-                wgpu::TexelCopyTextureInfo {
-                    texture: &texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
-            );
-        }
-        self.queue.submit([enc.finish()]);
-        let view = texture.create_view(&Default::default());
-        WeightStore::Texture { texture, view, units }
+        })
     }
 
     /// A storage buffer of `size` bytes, zero-filled, rounded up to whole

@@ -8,7 +8,7 @@ use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
 use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
-use tramontane::gpu::{Family, Gpu, Step, WeightStore};
+use tramontane::gpu::{Family, Gpu, InputTexture, Step, WeightStore};
 use tramontane::parse::DType;
 
 // Tolerances, from the worst error measured on lavapipe (2026-12-01; each
@@ -119,11 +119,20 @@ impl Bench {
         self.gpu.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
         let mut all = vec![(0u32, &self.step)];
         all.extend_from_slice(bindings);
+        // With weights in textures (lavapipe's way), `matmul_rows` reads its
+        // inputs from a texture copy too, as the runtime's prefill does there.
+        let inputs: Vec<InputTexture> = match (self.textures, bindings.iter().find(|(i, _)| *i == 2)) {
+            (true, Some((_, x))) => self.gpu.input_texture("x", x).into_iter().collect(),
+            _ => Vec::new(),
+        };
         let d = match w {
-            Some(w) => self.gpu.kernels.dispatch_weights(spec, w, &all),
+            Some(w) => self.gpu.kernels.dispatch_rows(spec, w, &all, &inputs),
             None => self.gpu.kernels.dispatch(spec, &all),
         };
+        let dense_rows = spec.entry == "matmul_rows" && !spec.constants.contains(&("MOE", 1.0));
+        assert_eq!(d.inputs.is_some(), dense_rows && !inputs.is_empty(), "inputs texture for {}", spec.entry);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        d.copy_inputs(&mut enc, step.n_tokens);
         {
             let mut p = enc.begin_compute_pass(&Default::default());
             d.record(&mut p, groups);
