@@ -7,8 +7,7 @@
 //          (acc[HD], max, sum). Splitting the keys (split-K) keeps a single decode
 //          query busy on many workgroups when the context is long.
 // combine: merges the partials of each (row, head) into the output.
-// attend_rows, score_keys + attend_scored: CPU drivers' prefill and decode
-//          (below).
+// attend_rows, attend_scored: CPU drivers' prefill and decode (below).
 override HD: u32 = 2u;       // head dim, at most 256
 override NH: u32 = 1u;       // query heads
 override NKV: u32 = 1u;      // KV heads (NH % NKV == 0)
@@ -243,19 +242,21 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     PART[base + HD + 1u] = l;
 }
 
-// Decode on CPU drivers, in two dispatches without workgroup memory or
-// barriers (a CPU driver runs each load once per SIMD lane, so the split is
-// by which loads each invocation needs):
-// score_keys:    one invocation per (query head, key): q . k, scaled, into
-//                PART after the decode partials (SCORES_AT + h CAP + slot).
-// attend_scored: one workgroup of DIM_LANES invocations per (query head, key
-//                split), each owning output dims 4 lid, 4 (lid + DIM_LANES),
-//                ... (HD <= 256, HD % 4 == 0): online softmax over the split's
-//                scores, one score and one V vec4 load per key. Writes the same
-//                partials as `attend`, for `combine`, or with one split the
-//                output itself (no `combine`).
-// Both serve one query row (decode). PART holds the scores after the largest
-// decode partials: NH * MAX_SPLITS * (HD + 2) words (forward/sizes.rs sizes it).
+// Decode on CPU drivers (attend_scored): one workgroup of 64 invocations per
+// (query head, key split), one barrier and no workgroup memory (a CPU driver
+// runs each load once per SIMD lane, so the work is split by which loads each
+// invocation needs):
+// 1. every invocation scores keys lid, lid + 64, ... of the split: q . k,
+//    scaled, into PART after the decode partials (score_at);
+// 2. the first DIM_LANES invocations each own output dims 4 lid,
+//    4 (lid + DIM_LANES), ... (HD <= 256, HD % 4 == 0): online softmax over
+//    the split's scores, one score and one V vec4 load per key. Writes the
+//    same partials as `attend`, for `combine`, or with one split the output
+//    itself (no `combine`).
+// One dispatch rather than one per phase: on lavapipe a dispatch costs
+// 40-100 us however small, a barrier a few. PART holds the scores after the
+// largest decode partials: NH * MAX_SPLITS * (HD + 2) words
+// (forward/sizes.rs sizes it).
 override MAX_SPLITS: u32 = 16u;
 const DIM_LANES: u32 = 16u;
 
@@ -263,26 +264,18 @@ fn score_at(h: u32, j: u32) -> u32 {
     return NH * MAX_SPLITS * (HD + 2u) + h * CAP + j % CAP;
 }
 
-// Grid: x heads, y key splits, z groups of 64 keys of the split.
-@compute @workgroup_size(64)
-fn score_keys(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let h = wg.x;
-    let split = wg.y;
-    if (step.n_tokens != 1u || split >= step.n_splits) {
-        return;
-    }
-    let keys = key_range(0u, split);
-    let j = keys.x + wg.z * 64u + lid;
-    if (j >= keys.y) {
-        return;
-    }
+// Phase 1: the scores of keys lid, lid + 64, ... of `keys`.
+fn score_keys(h: u32, keys: vec2<u32>, lid: u32) {
     let qb = (h * HD) >> 2u;
-    let kb = (((j % CAP) * NKV + h / (NH / NKV)) * HD) >> 2u;
-    var s = 0.0;
-    for (var d4 = 0u; d4 < HD / 4u; d4++) {
-        s += dot(QKV4[qb + d4], vec4<f32>(KC4[kb + d4]));
+    let kvh = h / (NH / NKV);
+    for (var j = keys.x + lid; j < keys.y; j += 64u) {
+        let kb = (((j % CAP) * NKV + kvh) * HD) >> 2u;
+        var s = 0.0;
+        for (var d4 = 0u; d4 < HD / 4u; d4++) {
+            s += dot(QKV4[qb + d4], vec4<f32>(KC4[kb + d4]));
+        }
+        PART[score_at(h, j)] = s * SCALE;
     }
-    PART[score_at(h, j)] = s * SCALE;
 }
 
 // This invocation's vec4 of output dims i (clamped to the last one: lanes
@@ -292,7 +285,7 @@ fn v_quad(kb: u32, lid: u32, i: u32) -> vec4<f32> {
 }
 
 // Grid: x heads, y 1, z key splits.
-@compute @workgroup_size(16)
+@compute @workgroup_size(64)
 fn attend_scored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wg.x;
     let split = wg.z;
@@ -300,6 +293,11 @@ fn attend_scored(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         return;
     }
     let keys = key_range(0u, split);
+    score_keys(h, keys, lid);
+    storageBarrier();
+    if (lid >= DIM_LANES) {
+        return;
+    }
     let kvh = h / (NH / NKV);
     var m = NEG;
     var l = 0.0;

@@ -139,7 +139,7 @@ impl Plan {
 
     /// Every dispatch of a pass over `t` rows with `n_splits` attention
     /// splits of `split_len` keys, in order.
-    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, (n_splits, split_len): (u32, u32), output: Output, s: Visit<'_, 'a>) {
+    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, (n_splits, _): (u32, u32), output: Output, s: Visit<'_, 'a>) {
         let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
         let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
         // `qk_norm` runs a workgroup per head (q, k and v) of a row; `main` an
@@ -170,9 +170,8 @@ impl Plan {
                     s("attention", d, [nh, 1, n_splits]);
                     true
                 }
-                (DecodeAttention::Scored { scores, attend }, _) if decode => {
-                    s("attention scores", scores, [nh, n_splits, split_len.div_ceil(64)]);
-                    s("attention", attend, [nh, 1, n_splits]);
+                (DecodeAttention::Scored(d), _) if decode => {
+                    s("attention", d, [nh, 1, n_splits]);
                     // One split: `attend_scored` wrote the output.
                     n_splits > 1
                 }
@@ -266,8 +265,8 @@ fn normed(fused: bool, cfg: &ModelConfig, s: Spec) -> Spec {
 enum DecodeAttention {
     /// GPUs: `attend` (workgroup-memory tiles of keys).
     Tiled(Dispatch),
-    /// CPU drivers ([`scored_decode`]): `score_keys`, then `attend_scored`.
-    Scored { scores: Dispatch, attend: Dispatch },
+    /// CPU drivers ([`scored_decode`]): `attend_scored` (scores, then values).
+    Scored(Dispatch),
 }
 
 /// CPU drivers, where barriers are costly, run attention without them where
@@ -288,11 +287,13 @@ pub fn attend_entry(cpu: bool, head_dim: u32) -> (&'static str, u32) {
     }
 }
 
-/// Whether decode runs `score_keys` + `attend_scored` rather than `attend`:
-/// on CPU drivers each invocation then loads only what it uses (its key, or
-/// its output dims of every value), where `attend`'s 64-key tiles pay 15
-/// barriers each (lavapipe, SmolLM2, 64 keys: attention 13.5 -> 9.3 ms of a
-/// decode step).
+/// Whether decode runs `attend_scored` rather than `attend`: on CPU drivers
+/// each invocation then loads only what it uses (its keys, or its output dims
+/// of every value), with one barrier between the two, where `attend`'s 64-key
+/// tiles pay 15 barriers each (lavapipe, SmolLM2, 64 keys: attention 13.5 ->
+/// 9.3 ms of a decode step as two dispatches, `score_keys` then
+/// `attend_scored`; one dispatch since, saving a dispatch's fixed cost per
+/// layer).
 pub fn scored_decode(cpu: bool, head_dim: u32) -> bool {
     barrier_free(cpu, head_dim)
 }
@@ -356,10 +357,10 @@ impl LayerPlan {
                 None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
             },
             attend_decode: if scored_decode(g.is_cpu(), hd) {
-                DecodeAttention::Scored {
-                    scores: k.dispatch(&attn_spec("score_keys"), &[(0, step), (1, &b.qkv), (2, kc), (4, &b.partials)]),
-                    attend: k.dispatch(&attn_spec("attend_scored"), &[(0, step), (3, vc), (4, &b.partials), (5, &b.attn)]),
-                }
+                DecodeAttention::Scored(k.dispatch(
+                    &attn_spec("attend_scored"),
+                    &[(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials), (5, &b.attn)],
+                ))
             } else {
                 DecodeAttention::Tiled(k.dispatch(&attn_spec("attend"), &attend_binds))
             },

@@ -840,8 +840,8 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
     let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
     // Both devices' kernels: `attend` (GPUs), `attend_rows` where CPU drivers
     // run it for prefill (head dims that are multiples of 4), each on every
-    // case whatever its row count; and CPU drivers' decode (`score_keys` +
-    // `attend_scored`) on the one-row cases.
+    // case whatever its row count; and CPU drivers' decode (`attend_scored`)
+    // on the one-row cases.
     for cpu in [false, true] {
         let (entry, rows) = attend_entry(cpu, hd as u32);
         if cpu && entry == "attend" {
@@ -854,15 +854,14 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         within("attention", e, ATTENTION_TOL, || format!("{entry} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
     }
     if t == 1 && scored_decode(true, hd as u32) {
-        b.run(&spec("score_keys"), st, &[(1, &qb), (2, &kb), (4, &part)], [nh as u32, n_splits, split_len.min(1 << 16).div_ceil(64)]);
         let out = b.zeros(nh * hd);
-        b.run(&spec("attend_scored"), st, &[(3, &vb), (4, &part), (5, &out)], [nh as u32, 1, n_splits]);
+        b.run(&spec("attend_scored"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, 1, n_splits]);
         // One split: attend_scored wrote the output, with no combine.
         if n_splits > 1 {
             b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
         }
         let got = b.read(&out, t * nh * hd);
-        within("attention", nmse(&got, &want), ATTENTION_TOL, || format!("score_keys + attend_scored start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+        within("attention", nmse(&got, &want), ATTENTION_TOL, || format!("attend_scored start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
     }
 }
 
@@ -887,7 +886,7 @@ fn attention_matches_cpu() {
     check_attention(&b, 1, 300, 2, 1, 8, 70, 50, Some((3, 20)));
     // CPU decode: one split over a wrapped ring with a window; the second to
     // fourth vec4s of output dims per invocation (head dims 128, 200, 256);
-    // splits of keys past one 64-key group of score_keys.
+    // splits of more than 64 keys (each invocation scores several).
     check_attention(&b, 1, 40, 4, 2, 16, 30, 20, None);
     check_attention(&b, 1, 90, 4, 2, 128, 100, 0, Some((2, 64)));
     check_attention(&b, 1, 40, 2, 1, 200, 60, 33, None);
