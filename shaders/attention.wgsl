@@ -171,7 +171,8 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // keys in the same order (the union of their ranges), so every K and V load
 // has one address for the whole workgroup; each row masks the keys outside its
 // own range. Needs HD % 4 == 0 (HD <= 256). Grid: x heads, y groups of rows,
-// z key splits. Writes the same partials as `attend`, for `combine`.
+// z key splits. Writes the same partials as `attend`, for `combine`, or with
+// one split the output itself (no `combine`).
 const ROWS_PER_GROUP: u32 = 8u;
 
 // Keys [begin, end) of row t in split `split` (as `attend` walks them).
@@ -230,6 +231,15 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         m = m_new;
     }
     if (!live) {
+        return;
+    }
+    // One split (prefill): the output itself, and no `combine` dispatch.
+    if (step.n_splits == 1u) {
+        for (var d4 = 0u; d4 < HD / 4u; d4++) {
+            for (var c = 0u; c < 4u; c++) {
+                OUT[(t * NH + h) * HD + 4u * d4 + c] = acc[d4][c] / l;
+            }
+        }
         return;
     }
     let base = part_base(t, h, split);

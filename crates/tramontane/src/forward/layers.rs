@@ -23,8 +23,7 @@ struct LayerPlan {
     qkv_mm: Linear,
     rope: Dispatch,
     attend_decode: DecodeAttention,
-    /// Prefill's attention ([`attend_entry`]) and its query rows per workgroup.
-    attend_prefill: (Dispatch, u32),
+    attend_prefill: PrefillAttention,
     combine: Dispatch,
     o_mv: Linear,
     o_mm: Linear,
@@ -175,9 +174,9 @@ impl Plan {
                     // One split: `attend_scored` wrote the output.
                     n_splits > 1
                 }
-                (_, (d, rows)) => {
-                    s("attention", d, [nh, t.div_ceil(*rows), n_splits]);
-                    true
+                (_, p) => {
+                    s("attention", &p.dispatch, [nh, t.div_ceil(p.rows), n_splits]);
+                    n_splits > 1 || !p.whole_is_output
                 }
             };
             if combine {
@@ -259,6 +258,15 @@ fn with_rope_constants(s: Spec, cfg: &ModelConfig, slots: usize, kv_f16: bool) -
 /// A decode matvec's spec, applying the norm before it where `fused`.
 fn normed(fused: bool, cfg: &ModelConfig, s: Spec) -> Spec {
     if fused { with_norm(s, cfg.rms_eps, false) } else { s }
+}
+
+/// Prefill's attention ([`attend_entry`]) and its query rows per workgroup.
+struct PrefillAttention {
+    dispatch: Dispatch,
+    rows: u32,
+    /// With one split it writes the output itself (`attend_rows`), and
+    /// `combine` is skipped.
+    whole_is_output: bool,
 }
 
 /// Decode's attention before `combine`.
@@ -364,7 +372,13 @@ impl LayerPlan {
             } else {
                 DecodeAttention::Tiled(k.dispatch(&attn_spec("attend"), &attend_binds))
             },
-            attend_prefill: (k.dispatch(&attn_spec(prefill_entry), &attend_binds), prefill_rows),
+            attend_prefill: if prefill_entry == "attend_rows" {
+                let mut binds = attend_binds.to_vec();
+                binds.push((5, &b.attn));
+                PrefillAttention { dispatch: k.dispatch(&attn_spec(prefill_entry), &binds), rows: prefill_rows, whole_is_output: true }
+            } else {
+                PrefillAttention { dispatch: k.dispatch(&attn_spec(prefill_entry), &attend_binds), rows: prefill_rows, whole_is_output: false }
+            },
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
             o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
             o_mm: Linear::reading(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)], &b.inputs),
