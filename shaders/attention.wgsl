@@ -174,6 +174,8 @@ fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 // z key splits. Writes the same partials as `attend`, for `combine`, or with
 // one split the output itself (no `combine`).
 const ROWS_PER_GROUP: u32 = 8u;
+// Subgroup lanes attend_rows' loads are shared over (lanes.wgsl); 1: none.
+override LANES: u32 = 1u;
 
 // Keys [begin, end) of row t in split `split` (as `attend` walks them).
 fn key_range(t: u32, split: u32) -> vec2<u32> {
@@ -212,11 +214,26 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var m = NEG;
     var l = 0.0;
     var acc: array<vec4<f32>, 64>;
+    // With subgroups of 8 lanes or more (the workgroup is one subgroup) and
+    // HD % 32 == 0, the lanes share each K and V row's loads: lane l loads
+    // quad l of every 8 and the subgroup passes them round (lanes.wgsl), a
+    // load per lane where a CPU driver pays for each load on every lane.
+    let by_lanes = LANES >= 8u && HD % 32u == 0u;
+    let lane = lid % 8u;
     for (var j = walk.x; j < walk.y; j++) {
         let kb = ((j % CAP) * NKV + kvh) * HD;
         var s = 0.0;
-        for (var d4 = 0u; d4 < HD / 4u; d4++) {
-            s += dot(q[d4], vec4<f32>(KC4[(kb >> 2u) + d4]));
+        if (by_lanes) {
+            for (var g = 0u; g < HD / 32u; g++) {
+                let ks = lanes_all8(vec4<f32>(KC4[(kb >> 2u) + 8u * g + lane]));
+                for (var i = 0u; i < 8u; i++) {
+                    s += dot(q[8u * g + i], ks[i]);
+                }
+            }
+        } else {
+            for (var d4 = 0u; d4 < HD / 4u; d4++) {
+                s += dot(q[d4], vec4<f32>(KC4[(kb >> 2u) + d4]));
+            }
         }
         s *= SCALE;
         // Online softmax, with the keys outside this row's range weighing 0.
@@ -225,8 +242,17 @@ fn attend_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         let corr = exp(m - m_new);
         let p = select(0.0, exp(s - m_new), seen);
         l = l * corr + p;
-        for (var d4 = 0u; d4 < HD / 4u; d4++) {
-            acc[d4] = acc[d4] * corr + p * vec4<f32>(VC4[(kb >> 2u) + d4]);
+        if (by_lanes) {
+            for (var g = 0u; g < HD / 32u; g++) {
+                let vs = lanes_all8(vec4<f32>(VC4[(kb >> 2u) + 8u * g + lane]));
+                for (var i = 0u; i < 8u; i++) {
+                    acc[8u * g + i] = acc[8u * g + i] * corr + p * vs[i];
+                }
+            }
+        } else {
+            for (var d4 = 0u; d4 < HD / 4u; d4++) {
+                acc[d4] = acc[d4] * corr + p * vec4<f32>(VC4[(kb >> 2u) + d4]);
+            }
         }
         m = m_new;
     }

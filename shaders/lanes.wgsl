@@ -1,13 +1,13 @@
 // Subgroup shuffles between neighbouring invocations ("lanes"), prepended to
-// the matvec and RMSNorm kernels on devices with subgroups (wgpu's SUBGROUP
+// the matvec, RMSNorm and attention kernels on devices with subgroups (wgpu's SUBGROUP
 // feature natively, WebGPU's `subgroups` in browsers, where `enable
 // subgroups;` goes first):
 //   - lanes_sum: sums over runs of lanes. The kernels' workgroup-memory tree
 //     then starts at runs of LANES sums instead of single values, so a run as
 //     wide as an output's invocations needs no barrier at all.
 //   - lanes_all8: the values of lanes 0 .. 8, so that lanes which all need the
-//     same inputs (the CPU drivers' matvec and matmul_rows) load a share each
-//     and pass them round.
+//     same inputs (the CPU drivers' matvec and matmul_rows, attend_rows' K and
+//     V rows) load a share each and pass them round.
 // Devices without subgroups get lanes_serial.wgsl and LANES = 1.
 //
 // A run is `width` invocations (a power of two, at most the adapter's

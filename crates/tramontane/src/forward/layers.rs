@@ -295,6 +295,13 @@ pub fn attend_entry(cpu: bool, head_dim: u32) -> (&'static str, u32) {
     }
 }
 
+/// Subgroup lanes `attend_rows` shares its K and V loads over: 8 or more
+/// (its workgroup of 8 is one subgroup) and head dims of whole groups of 8
+/// quads; else 1 (each invocation loads them all).
+pub fn rows_lanes(lanes: u32, head_dim: u32) -> u32 {
+    if lanes >= 8 && head_dim.is_multiple_of(32) { lanes } else { 1 }
+}
+
 /// Whether decode runs `attend_scored` rather than `attend`: on CPU drivers
 /// each invocation then loads only what it uses (its keys, or its output dims
 /// of every value), with one barrier between the two, where `attend`'s 64-key
@@ -375,7 +382,8 @@ impl LayerPlan {
             attend_prefill: if prefill_entry == "attend_rows" {
                 let mut binds = attend_binds.to_vec();
                 binds.push((5, &b.attn));
-                PrefillAttention { dispatch: k.dispatch(&attn_spec(prefill_entry), &binds), rows: prefill_rows, whole_is_output: true }
+                let spec = attn_spec(prefill_entry).lanes(rows_lanes(g.subgroup_lanes(), hd));
+                PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output: true }
             } else {
                 PrefillAttention { dispatch: k.dispatch(&attn_spec(prefill_entry), &attend_binds), rows: prefill_rows, whole_is_output: false }
             },

@@ -15,7 +15,7 @@ pub mod rope_table;
 mod sizes;
 
 pub use buffers::GpuBytes;
-pub use layers::{attend_entry, scored_decode};
+pub use layers::{attend_entry, rows_lanes, scored_decode};
 pub use linear::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, rope_in_matvec, with_lanes, with_norm, with_rope, MM_TILE, MR};
 pub use pass::{Output, PassRequest, Sampled, MAX_SPLITS};
 pub use profile::{KernelTime, Profile};

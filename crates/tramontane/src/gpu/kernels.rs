@@ -53,9 +53,10 @@ impl Family {
     }
 
     /// Families that take the `LANES` constant and lanes.wgsl's subgroup
-    /// shuffles (the matvec's sums and shared loads, RMSNorm's sum).
+    /// shuffles (the matvec's sums and shared loads, RMSNorm's sum,
+    /// `attend_rows`' shared K and V loads).
     fn reduces_in_lanes(self) -> bool {
-        matches!(self, Family::Matmul | Family::RmsNorm)
+        matches!(self, Family::Matmul | Family::RmsNorm | Family::Attention)
     }
 
     /// Families whose every loop ends whatever the data: a u32 counter

@@ -7,7 +7,7 @@ use crate::common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
+use tramontane::forward::{attend_entry, linear_groups, rows_lanes, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
 use tramontane::gpu::{Family, Gpu, InputTexture, Step, WeightStore};
 use tramontane::parse::DType;
 
@@ -841,14 +841,21 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
     // run it for prefill (head dims that are multiples of 4), each on every
     // case whatever its row count; and CPU drivers' decode (`attend_scored`)
     // on the one-row cases.
-    for cpu in [false, true] {
+    // attend_rows both with its K and V loads shared over subgroup lanes
+    // (where the device and head dim allow) and without.
+    let lanes = rows_lanes(b.gpu.subgroup_lanes(), hd as u32);
+    let mut cases = vec![(false, 1), (true, 1)];
+    if lanes > 1 {
+        cases.push((true, lanes));
+    }
+    for (cpu, lanes) in cases {
         let (entry, rows) = attend_entry(cpu, hd as u32);
         if cpu && entry == "attend" {
             continue;
         }
         let out = b.zeros(t * nh * hd);
         if entry == "attend_rows" {
-            b.run(&spec(entry), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
+            b.run(&spec(entry).lanes(lanes), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         } else {
             b.run(&spec(entry), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         }
@@ -858,7 +865,7 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         }
         let got = b.read(&out, t * nh * hd);
         let e = nmse(&got, &want);
-        within("attention", e, ATTENTION_TOL, || format!("{entry} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+        within("attention", e, ATTENTION_TOL, || format!("{entry} lanes {lanes} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
     }
     if t == 1 && scored_decode(true, hd as u32) {
         let out = b.zeros(nh * hd);
@@ -889,6 +896,10 @@ fn attention_matches_cpu() {
     // Rows in several groups of attend_rows (CPU drivers), the last one
     // partial, each row's window starting elsewhere in a wrapped ring.
     check_attention(&b, 21, 50, 4, 2, 16, 37, 12, None);
+    // attend_rows' K and V loads shared over 8 lanes (head dims of whole
+    // groups of 32), in full and partial groups of rows, with a window.
+    check_attention(&b, 13, 20, 4, 2, 64, 40, 0, None);
+    check_attention(&b, 9, 30, 2, 1, 32, 24, 10, None);
     check_attention(&b, 2, 130, 6, 3, 16, 160, 0, Some((4, 33)));
     check_attention(&b, 1, 300, 2, 1, 8, 70, 50, Some((3, 20)));
     // CPU decode: one split over a wrapped ring with a window; the second to
