@@ -137,8 +137,8 @@ impl Plan {
     }
 
     /// Every dispatch of a pass over `t` rows with `n_splits` attention
-    /// splits of `split_len` keys, in order.
-    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, (n_splits, _): (u32, u32), output: Output, s: Visit<'_, 'a>) {
+    /// splits, in order.
+    pub(super) fn steps<'a>(&'a self, cfg: &ModelConfig, t: u32, n_splits: u32, output: Output, s: Visit<'_, 'a>) {
         let (h, nh) = (cfg.hidden as u32, cfg.n_heads as u32);
         let rope_items = ((cfg.n_heads + cfg.n_kv_heads) * cfg.head_dim / 2 + cfg.kv_dim()) as u32;
         // `qk_norm` runs a workgroup per head (q, k and v) of a row; `main` an
@@ -379,13 +379,15 @@ impl LayerPlan {
             } else {
                 DecodeAttention::Tiled(k.dispatch(&attn_spec("attend"), &attend_binds))
             },
-            attend_prefill: if prefill_entry == "attend_rows" {
-                let mut binds = attend_binds.to_vec();
-                binds.push((5, &b.attn));
-                let spec = attn_spec(prefill_entry).lanes(rows_lanes(g.subgroup_lanes(), hd));
-                PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output: true }
-            } else {
-                PrefillAttention { dispatch: k.dispatch(&attn_spec(prefill_entry), &attend_binds), rows: prefill_rows, whole_is_output: false }
+            attend_prefill: {
+                let whole_is_output = prefill_entry == "attend_rows";
+                let (spec, binds) = if whole_is_output {
+                    let spec = attn_spec(prefill_entry).lanes(rows_lanes(g.subgroup_lanes(), hd));
+                    (spec, [&attend_binds[..], &[(5, &b.attn)]].concat())
+                } else {
+                    (attn_spec(prefill_entry), attend_binds.to_vec())
+                };
+                PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output }
             },
             combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
             o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),

@@ -235,9 +235,11 @@ impl Linear {
     }
 
     /// [`Linear::new`] whose `matmul_rows` reads its inputs from whichever of
-    /// `inputs` copies its input buffer (see [`Kernels::dispatch_rows`]).
+    /// `inputs` copies its input buffer (see [`Kernels::dispatch_rows`]); the
+    /// first slab's dispatch copies them in, for every slab.
     pub(super) fn reading(g: &Gpu, m: &Matrix, entry: &'static str, tune: impl Fn(Spec) -> Spec,
                           binds: &[(u32, &wgpu::Buffer)], inputs: &[InputTexture]) -> Linear {
+        let mut copied = false;
         Linear(
             m.slabs
                 .iter()
@@ -252,8 +254,13 @@ impl Linear {
                     }
                     let mut b = vec![(6, &s.info)];
                     b.extend_from_slice(binds);
+                    let mut dispatch = g.kernels.dispatch_rows(&spec, &s.store, &b, inputs);
+                    if copied {
+                        dispatch.inputs = None;
+                    }
+                    copied |= dispatch.inputs.is_some();
                     LinearPart {
-                        dispatch: g.kernels.dispatch_rows(&spec, &s.store, &b, inputs),
+                        dispatch,
                         outputs: s.rows as u32,
                         grid: Grid::of(&spec),
                     }

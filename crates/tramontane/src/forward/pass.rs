@@ -79,8 +79,9 @@ fn attention_splits(cfg: &ModelConfig, t: u32, last_pos: usize) -> (u32, u32) {
 
 impl Runtime {
     /// Check that `t` rows from `start` fit the context and write the `Step`
-    /// uniform; returns the attention splits and their length.
-    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32) -> Result<(u32, u32)> {
+    /// uniform (with the attention splits and their length); returns the
+    /// number of splits.
+    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32) -> Result<u32> {
         let end = start + t as usize;
         if end > self.opts.context {
             return Err(Error::ContextOverflow { tokens: end, context: self.opts.context });
@@ -105,7 +106,7 @@ impl Runtime {
             _pad: [0; 2],
         };
         self.gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&u));
-        Ok((n_splits, split_len))
+        Ok(n_splits)
     }
 
     /// Run one pass. Returns the sampled token for [`Output::Sample`].
@@ -116,7 +117,7 @@ impl Runtime {
             return Err(Error::InvalidRequest(format!("pass of {n_tokens} tokens (chunk {})", self.opts.chunk)));
         }
         let t = n_tokens as u32;
-        let splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs)?;
+        let n_splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs)?;
         if let Some(&bad) = req.ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
@@ -135,7 +136,7 @@ impl Runtime {
             // copied into a texture (lavapipe's prefill: Dispatch::copy_inputs).
             let desc = wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None };
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
-            self.plan.steps(&self.cfg, t, splits, output, &mut |_, d, groups| {
+            self.plan.steps(&self.cfg, t, n_splits, output, &mut |_, d, groups| {
                 if d.inputs.is_some() {
                     pass = None;
                     d.copy_inputs(&mut enc, t);

@@ -43,13 +43,13 @@ impl Runtime {
     /// sampler state with meaningless values.
     pub async fn profile(&mut self, n_tokens: usize, start: usize) -> Result<Profile> {
         let t = n_tokens.clamp(1, self.opts.chunk) as u32;
-        let splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0)?;
+        let n_splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0)?;
         let g = self.gpu.clone();
         g.queue.write_buffer(&self.bufs.ids, 0, bytemuck::cast_slice(&vec![0u32; t as usize]));
         let _ = g.device.poll(wgpu::PollType::wait_indefinitely());
         let mut times: Vec<KernelTime> = Vec::new();
         let mut plan: Vec<(&'static str, &Dispatch, [u32; 3])> = Vec::new();
-        self.plan.steps(&self.cfg, t, splits, Output::Sample, &mut |label, d, groups| plan.push((label, d, groups)));
+        self.plan.steps(&self.cfg, t, n_splits, Output::Sample, &mut |label, d, groups| plan.push((label, d, groups)));
         plan.push(("sample", &self.plan.sample, [1, 1, 1]));
         for (label, d, groups) in plan {
             // The dispatch REPEATS times in one pass, so the submit and the

@@ -165,8 +165,9 @@ pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     /// The texture it reads its inputs from, and the quads per input row:
-    /// copied in before it runs ([`Dispatch::copy_inputs`]). Boxed: most
-    /// dispatches have none.
+    /// copied in before it runs ([`Dispatch::copy_inputs`]); None also where
+    /// an earlier dispatch of the pass copies them (a split matrix's later
+    /// slabs). Boxed: most dispatches have none.
     pub inputs: Option<Box<(InputTexture, u32)>>,
 }
 
