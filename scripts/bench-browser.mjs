@@ -1,6 +1,8 @@
 // `npm run bench`: the same measurement as `tramontane bench`, through the npm
 // package in headless Chromium (WebGPU), on the default model. Prints JSON.
 //   node scripts/bench-browser.mjs [--model URL-PATH] [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3]
+//     [--json-schema FILE]   also decode under that JSON Schema, alternating with
+//                            unconstrained runs: both speeds, mask ms/token, compile time
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +16,7 @@ const opts = {
   promptTokens: Number(arg('prompt-tokens', 128)),
   genTokens: Number(arg('gen-tokens', 64)),
   repetitions: Number(arg('repetitions', 3)),
+  schema: arg('json-schema', null) ? JSON.parse(fs.readFileSync(arg('json-schema'), 'utf8')) : null,
 };
 
 const server = await startServer({ root: ROOT });
@@ -45,7 +48,24 @@ try {
       const u = (await e.completions.create(req)).usage.extra;
       pre.push(u.prefill_tokens_per_s); dec.push(u.decode_tokens_per_s); ttft.push(u.time_to_first_token_s);
     }
-    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info };
+    let schema = null;
+    if (o.schema) {
+      // The same prompt asking for the JSON, free and constrained in turn.
+      const messages = [{ role: 'user', content: 'Invent a realistic example record and write it as JSON: fill every field with plausible values.' }];
+      const response_format = { type: 'json_schema', json_schema: { name: 'bench', schema: o.schema } };
+      const free = [], under = [], masks = [], compile = [];
+      for (let i = 0; i < o.repetitions; i++) {
+        await e.resetChat();
+        free.push((await e.chat.completions.create({ messages, max_tokens: o.genTokens, temperature: 0, ignore_eos: true })).usage.extra.decode_tokens_per_s);
+        await e.resetChat();
+        const u = (await e.chat.completions.create({ messages, max_tokens: o.genTokens, temperature: 0, response_format })).usage;
+        under.push(u.extra.decode_tokens_per_s);
+        masks.push(u.extra.constraint.mask_ms_per_token);
+        compile.push(u.extra.constraint);
+      }
+      schema = { free, under, masks, compile: compile[0] };
+    }
+    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info, schema };
   }, opts);
   const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
   const out = {
@@ -59,6 +79,13 @@ try {
     adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
     browser: `chromium ${browser.version()}`,
   };
+  if (r.schema) {
+    out.json_schema = {
+      decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
+      ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
+      compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
+    };
+  }
   console.log(JSON.stringify(out, null, 1));
 } finally {
   await browser.close();

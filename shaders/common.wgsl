@@ -18,7 +18,7 @@ struct Step {
     sample_index: u32,      // which generated token this is: the RNG stream position
     greedy: u32,
     logprobs: u32,          // 0 = off, else 1 + how many top alternatives to report
-    _pad1: u32,
+    masked: u32,            // 1: the sampler draws only tokens allowed by its MASK
     _pad2: u32,
 }
 

@@ -11,6 +11,11 @@
 //     (seed, sample_index, token id), so the same seed gives the same text.
 //  4. optionally, log-probabilities of the sampled distribution (after
 //     penalties and temperature; for greedy decoding, the model's own).
+// With `step.masked` (constrained decoding), only tokens whose bit is set in
+// MASK may be drawn: the others get the lowest finite logit before anything
+// else looks at them, so greedy, truncation, the draw and the log-probabilities
+// all see the constrained distribution (bits are computed on the CPU while the
+// forward pass runs; src/constrain).
 // The host writes STATE once per request (the prompt's tokens); this kernel
 // updates it as tokens are generated.
 override V: u32 = 1u;
@@ -19,6 +24,7 @@ override V: u32 = 1u;
 @group(0) @binding(2) var<storage, read_write> STATE: array<u32>; // bit 0: in context; >> 1: generated count
 @group(0) @binding(3) var<storage, read_write> IDS: array<u32>;   // next forward's input row 0
 @group(0) @binding(4) var<storage, read_write> OUT: array<u32>;   // read back by the host
+@group(0) @binding(5) var<storage, read> MASK: array<u32>;        // bit i % 32 of word i / 32: token i allowed
 
 const WG: u32 = 256u;
 var<workgroup> rv: array<f32, WG>;
@@ -55,6 +61,14 @@ fn penalized(i: u32) -> f32 {
         l -= f32(count) * step.frequency_penalty + step.presence_penalty;
     }
     return l;
+}
+
+// The lowest finite f32: masked tokens' logit (no infinities: WGSL
+// implementations may assume there are none).
+const MASKED: f32 = -3.4028235e38;
+
+fn allowed(i: u32) -> bool {
+    return step.masked == 0u || ((MASK[i >> 5u] >> (i & 31u)) & 1u) != 0u;
 }
 
 // Workgroup argmax of (value, index); ties to the lower index.
@@ -116,6 +130,9 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
         var l = penalized(i);
         if (!greedy) {
             l = l / step.temperature;
+        }
+        if (!allowed(i)) {
+            l = MASKED;
         }
         LOGITS[i] = l;
         if (l > bv) {
@@ -182,7 +199,7 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
         var gi = best;
         for (var i = lid; i < V; i += WG) {
             let l = LOGITS[i];
-            if (key(l) >= thr) {
+            if (key(l) >= thr && allowed(i)) {
                 let u = (f32(pcg(stream ^ pcg(i)) >> 8u) + 0.5) * (1.0 / 16777216.0);
                 let g = l - log(-log(u));
                 if (g > gv) {
@@ -217,7 +234,7 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
             var ci = 0xffffffffu;
             for (var i = lid; i < V; i += WG) {
                 let l = LOGITS[i];
-                if ((l < pv || (l == pv && i > pi)) && (l > cv || ci == 0xffffffffu)) {
+                if (allowed(i) && (l < pv || (l == pv && i > pi)) && (l > cv || ci == 0xffffffffu)) {
                     cv = l;
                     ci = i;
                 }

@@ -23,7 +23,19 @@ const ui = {
   loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), loadButton: $('load-button'),
   loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
   remoteForm: $('remote-form'), serverUrl: $('server-url'), apiKey: $('api-key'), connectButton: $('connect-button'),
-  disconnectButton: $('disconnect-button'),
+  disconnectButton: $('disconnect-button'), jsonSchema: $('json-schema'), jsonExample: $('json-example'),
+  jsonSchemaStatus: $('json-schema-status'),
+};
+const EXAMPLE_SCHEMA = {
+  type: 'object',
+  properties: {
+    city: { type: 'string', maxLength: 40 },
+    country: { type: 'string', maxLength: 40 },
+    population_millions: { type: 'number', minimum: 0 },
+    landmarks: { type: 'array', items: { type: 'string', maxLength: 40 }, maxItems: 3 },
+  },
+  required: ['city', 'country', 'population_millions', 'landmarks'],
+  additionalProperties: false,
 };
 const LOCAL_NOTE = ui.empty.querySelector('p').textContent;
 
@@ -115,6 +127,7 @@ const ADVICE = {
   DEVICE_LOST: ['The GPU stopped responding (often: out of memory).', 'Reload the page; try a smaller model if it happens again.'],
   CONTEXT_OVERFLOW: ['The conversation no longer fits the model\'s context window.', 'Start a new chat.'],
   QUOTA: ['The browser has no room to cache the model.', 'It still works; it will be downloaded again next time.'],
+  INVALID_REQUEST: ['The request was refused.', 'Check the settings: the JSON Schema (it must be valid JSON and a schema the engine compiles), max tokens, temperature, top-p.'],
 };
 
 /** What an error of a server means (null: the same as for a local model). */
@@ -322,10 +335,34 @@ function newChat() {
   engine?.resetChat().catch(() => {});
 }
 
+/** The settings' JSON Schema: null when empty; throws when it is not JSON. */
+function answerSchema() {
+  const src = ui.jsonSchema.value.trim();
+  if (!src) return null;
+  try {
+    return JSON.parse(src);
+  } catch (e) {
+    const err = new Error(`The JSON Schema in the settings is not valid JSON (${e.message}). Fix it, or empty it for free text.`);
+    err.code = 'INVALID_REQUEST';
+    throw err;
+  }
+}
+
+/** A JSON answer, parsed, as a formatted block (falls back to the text). */
+function showParsed(body, reply) {
+  let value;
+  try { value = JSON.parse(reply); } catch { return false; }
+  body.innerHTML = `<div class="parsed-label">Parsed object</div><div class="parsed"><pre><code>${escapeHtml(JSON.stringify(value, null, 2))}</code></pre></div>`;
+  body.closest('li').dataset.parsed = 'true';
+  return true;
+}
+
 async function send() {
   const text = ui.input.value.trim();
   if (!text || !engine?.info || generating || loading) return;
   clearError();
+  let schema;
+  try { schema = answerSchema(); } catch (e) { showError(e); return; }
   ui.input.value = '';
   history.push({ role: 'user', content: text });
   addMessage('user', text);
@@ -348,16 +385,20 @@ async function send() {
       messages, stream: true, signal: ctl.signal,
       temperature: Number(ui.temperature.value), top_p: Number(ui.topP.value),
       max_tokens: Math.max(1, Number(ui.maxTokens.value) || 256), stream_options: { include_usage: true },
+      ...(schema ? { response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } } } : {}),
     });
     for await (const chunk of stream) {
       if (chunk.usage) usage = chunk.usage;
       const delta = chunk.choices[0]?.delta?.content;
       if (delta) {
         reply += delta;
-        body.innerHTML = renderMarkdown(reply);
+        // JSON streams as plain text; it is shown parsed once complete.
+        if (schema) body.textContent = reply;
+        else body.innerHTML = renderMarkdown(reply);
         ui.messages.scrollTop = ui.messages.scrollHeight;
       }
     }
+    if (schema) showParsed(body, reply);
   } catch (e) {
     if (e?.code === 'ABORTED') stopped = true;
     else showError(e, fromServer);
@@ -407,6 +448,15 @@ ui.disconnectButton.addEventListener('click', () => disconnect());
 for (const [input, out] of [[ui.temperature, $('temperature-out')], [ui.topP, $('top-p-out')]]) {
   input.addEventListener('input', () => { out.textContent = input.value; });
 }
+ui.jsonExample.addEventListener('click', () => {
+  ui.jsonSchema.value = JSON.stringify(EXAMPLE_SCHEMA, null, 2);
+  ui.jsonSchema.dispatchEvent(new Event('input'));
+});
+ui.jsonSchema.addEventListener('input', () => {
+  let msg = '';
+  try { if (answerSchema()) msg = 'Answers will be JSON valid for this schema.'; } catch (e) { msg = e.message; }
+  ui.jsonSchemaStatus.textContent = msg;
+});
 ui.toggleSettings.addEventListener('click', () => {
   const open = ui.settings.classList.toggle('open');
   ui.toggleSettings.setAttribute('aria-expanded', String(open));

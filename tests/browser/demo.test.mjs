@@ -106,6 +106,36 @@ test('Stop ends a long reply; New chat clears the conversation', { timeout: 3000
   assert.equal(await page.isVisible('#empty'), true);
 }));
 
+test('a JSON Schema in the settings gives answers valid for it, shown parsed', { timeout: 360000 }, () => withDemo(async (page) => {
+  await waitState(page, 'ready', 150000);
+  await setRange(page, '#temperature', 0);
+  await page.fill('#max-tokens', '120');
+  await page.click('#json-example');
+  assert.match(await page.textContent('#json-schema-status'), /valid for this schema/);
+  await page.fill('#input', 'Tell me about Paris.');
+  await page.press('#input', 'Enter');
+  await waitState(page, 'generating', 10000);
+  await waitState(page, 'ready', 300000);
+  await page.waitForSelector('#messages li.assistant[data-parsed=true]', { timeout: 10000 });
+  const v = JSON.parse(await page.textContent('#messages li.assistant:last-of-type .parsed code'));
+  assert.deepEqual(Object.keys(v), ['city', 'country', 'population_millions', 'landmarks']);
+  assert.ok(typeof v.city === 'string' && typeof v.country === 'string' && v.population_millions >= 0 && Array.isArray(v.landmarks), JSON.stringify(v));
+  assert.ok(v.landmarks.length <= 3);
+  await page.screenshot({ path: path.join(ART, 'demo-json-schema.png') });
+  // A schema that is not JSON: said so, nothing sent.
+  await page.fill('#json-schema', '{not json');
+  assert.match(await page.textContent('#json-schema-status'), /not valid JSON/);
+  const before = await page.locator('#messages li').count();
+  await page.fill('#input', 'Again?');
+  await page.press('#input', 'Enter');
+  await page.waitForSelector('#error:not([hidden])', { timeout: 10000 });
+  assert.match(await page.textContent('#error'), /not valid JSON/);
+  assert.equal(await page.locator('#messages li').count(), before);
+  // Emptied: free text again.
+  await page.fill('#json-schema', '');
+  assert.equal(await page.textContent('#json-schema-status'), '');
+}));
+
 test('a model that does not exist gets an explanation; the page stays usable', { timeout: 240000 }, () => withDemo(async (page) => {
   // Once the page's own first load is over.
   await waitState(page, 'ready', 150000);

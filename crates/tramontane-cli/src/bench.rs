@@ -5,7 +5,7 @@ use serde_json::json;
 use web_time::Instant;
 
 use tramontane::forward::Profile;
-use tramontane::{GenerateRequest, SamplingParams};
+use tramontane::{ChatRequest, Constraint, GenerateRequest, Model, SamplingParams};
 
 use crate::{load, ModelArgs};
 
@@ -25,6 +25,54 @@ pub struct BenchArgs {
     /// prompt) and one prefill pass, every dispatch submitted on its own.
     #[arg(long)]
     profile: bool,
+    /// Also decode under this JSON Schema (a file), alternating with
+    /// unconstrained runs of the same prompt: reports both speeds, the mask's
+    /// CPU time per token and the schema's compile time.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<String>,
+}
+
+/// Decode with and without a constraint, alternating, on a chat prompt
+/// asking for the JSON (so the constrained answer is a real one).
+async fn constrained(model: &mut Model, c: &Constraint, gen_tokens: usize, repetitions: usize) -> tramontane::Result<serde_json::Value> {
+    let t0 = Instant::now();
+    let first = model.compile_constraint(c)?;
+    let setup_and_compile = t0.elapsed().as_secs_f64();
+    let again = model.compile_constraint(c)?;
+    let ask = "Invent a realistic example record and write it as JSON: fill every field with plausible values.";
+    let ids = match model.chat_ids(&ChatRequest::from_messages(&[tramontane::ChatMessage::new("user", ask)])) {
+        Ok(ids) => ids,
+        Err(_) => model.text_prompt(ask)?,
+    };
+    let free = GenerateRequest { sampling: SamplingParams::greedy(), max_tokens: gen_tokens.max(2), ignore_eos: true, ..Default::default() };
+    let under = GenerateRequest { constraint: Some(c.clone()), ignore_eos: false, ..free.clone() };
+    let (mut fd, mut cd, mut masks, mut tokens) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repetitions.max(1) {
+        model.reset();
+        fd.push(model.generate(&ids, &free, &mut |_, _, _| true).await?.decode_tokens_per_s());
+        model.reset();
+        let g = model.generate(&ids, &under, &mut |_, _, _| true).await?;
+        cd.push(g.decode_tokens_per_s());
+        tokens.push(g.generated.len() as f64);
+        masks.push(g.constraint.as_ref().map(|s| s.mask_ms_per_token()).unwrap_or(0.0));
+    }
+    let (f0, f1, f2) = stats(fd);
+    let (c0, c1, c2) = stats(cd);
+    let (_, m1, _) = stats(masks);
+    let (_, n1, _) = stats(tokens);
+    Ok(json!({
+        "decode_tokens_per_s": c1,
+        "decode_tokens_per_s_min_max": [c0, c2],
+        "unconstrained_decode_tokens_per_s": f1,
+        "unconstrained_decode_tokens_per_s_min_max": [f0, f2],
+        "ratio": c1 / f1.max(1e-9),
+        "mask_ms_per_token": m1,
+        "generated_tokens": n1,
+        "compile_seconds": first.compile_seconds,
+        "first_compile_with_setup_seconds": setup_and_compile,
+        "cached_compile": again.cached,
+        "vocab": model.config().vocab,
+    }))
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -69,6 +117,14 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         dec.push(g.decode_tokens_per_s());
         ttft.push(g.prefill_seconds);
     }
+    let schema = match &a.json_schema {
+        None => None,
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| tramontane::Error::Io { file: f.clone(), msg: e.to_string() })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| tramontane::Error::InvalidRequest(format!("{f}: not valid JSON: {e}")))?;
+            Some(constrained(&mut model, &Constraint::JsonSchema(v), a.gen_tokens, a.repetitions).await?)
+        }
+    };
     let profile = if a.profile {
         // Decode after the prompt's prefill, so attention sees that many keys.
         let decode = model.runtime.profile(1, prompt.len()).await?;
@@ -109,6 +165,7 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 "peak_host_bytes": peak_host_bytes(),
                 "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16, "subgroup_lanes": lanes },
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
+                "json_schema": schema,
             })
         );
     } else {
@@ -129,6 +186,25 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         println!("prefill      {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", p1, p0, p2, prompt.len());
         println!("decode       {:>8.1} tok/s  (min {:.1}, max {:.1}; {} tokens)", d1, d0, d2, a.gen_tokens);
         println!("first token  {:>8.3} s      (min {:.3}, max {:.3})", t1, t0_, t2);
+        if let Some(s) = &schema {
+            let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
+            println!(
+                "json schema  decode {:.1} tok/s vs {:.1} unconstrained ({:.2}x; median of {} alternating runs, {:.0} tokens each)",
+                f("decode_tokens_per_s"),
+                f("unconstrained_decode_tokens_per_s"),
+                f("ratio"),
+                a.repetitions.max(1),
+                f("generated_tokens")
+            );
+            println!(
+                "             mask {:.3} ms/token (vocabulary {}); compile {:.2} ms ({:.1} ms with the vocabulary's trie, first use); cached: {}",
+                f("mask_ms_per_token"),
+                s["vocab"],
+                f("compile_seconds") * 1e3,
+                f("first_compile_with_setup_seconds") * 1e3,
+                s["cached_compile"]
+            );
+        }
         if let Some((d, p)) = &profile {
             print_profile(&format!("decode step at position {}", prompt.len()), d);
             print_profile(&format!("prefill pass of {} tokens", prompt.len().min(model.runtime.opts.chunk)), p);

@@ -12,6 +12,7 @@ use serde_json::json;
 use tramontane::{ChatMessage, ChatRequest, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
 
 mod bench;
+mod constraint;
 mod http;
 mod progress;
 mod serve;
@@ -114,6 +115,8 @@ struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    constraint: constraint::ConstraintArgs,
 }
 
 #[derive(Args)]
@@ -234,31 +237,44 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         model.text.set_template(&t);
     }
     let mut chat_req: Option<ChatRequest> = None;
-    let prompt_ids = match (&a.prompt_ids, &a.prompt) {
-        (Some(ids), _) => ids.clone(),
-        _ if a.conversation.messages.is_some() => {
-            let req = a.conversation.request(true)?;
-            let ids = model.chat_ids(&req)?;
-            chat_req = Some(req);
-            ids
+    if a.prompt_ids.is_none() && a.conversation.messages.is_some() {
+        chat_req = Some(a.conversation.request(true)?);
+    } else if let (None, Some(text), true) = (&a.prompt_ids, &a.prompt, a.chat) {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s));
         }
-        (None, Some(text)) if a.chat => {
-            let mut msgs = Vec::new();
-            if let Some(s) = &a.system {
-                msgs.push(ChatMessage::new("system", s));
+        msgs.push(ChatMessage::new("user", text));
+        let mut req = ChatRequest::from_messages(&msgs);
+        a.conversation.add_to(&mut req)?;
+        chat_req = Some(req);
+    }
+    if let Some(r) = chat_req.as_mut() {
+        match a.constraint.choice() {
+            // `--tool-choice none`: the template does not see the tools.
+            None => r.tools = None,
+            // A named function: the template sees only it.
+            Some(tramontane::ToolChoice::Named(n)) => {
+                if let Some(t) = r.tools.as_mut() {
+                    t.retain(|x| x.get("function").unwrap_or(x).get("name").and_then(|v| v.as_str()) == Some(n.as_str()));
+                    if t.is_empty() {
+                        return Err(tramontane::Error::InvalidRequest(format!("--tool-choice names {n:?}, which is not in the tools")));
+                    }
+                }
             }
-            msgs.push(ChatMessage::new("user", text));
-            let mut req = ChatRequest::from_messages(&msgs);
-            a.conversation.add_to(&mut req)?;
-            let ids = model.chat_ids(&req)?;
-            chat_req = Some(req);
-            ids
+            _ => {}
         }
+    }
+    let prompt_ids = match (&a.prompt_ids, &a.prompt, &chat_req) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, _, Some(req)) => model.chat_ids(req)?,
         // A text prompt: the tokenizer's own BOS/EOS rule.
-        (None, Some(text)) => model.text_prompt(text)?,
-        (None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt, --prompt-ids or --messages".into())),
+        (None, Some(text), None) => model.text_prompt(text)?,
+        (None, None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt, --prompt-ids or --messages".into())),
     };
-    let tools = chat_req.as_ref().is_some_and(|r| r.tools.is_some());
+    let offered = chat_req.as_ref().and_then(|r| r.tools.clone());
+    let constraint = a.constraint.constraint(offered.as_deref())?;
+    let tools = offered.is_some();
     let req = GenerateRequest {
         sampling: SamplingParams {
             temperature: a.temperature,
@@ -273,7 +289,8 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         ignore_eos: a.ignore_eos,
         top_logits: a.top_logits,
         logprobs: None,
-        tools: if tools { model.text.tool_format } else { None },
+        tools: if tools { Some(model.text.effective_tool_format()) } else { None },
+        constraint,
     };
     let json_out = a.json;
     let mut stdout = std::io::stdout();
@@ -297,6 +314,10 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
             "prefill_tokens_per_s": g.prefill_tokens_per_s(),
             "decode_tokens_per_s": g.decode_tokens_per_s(),
         });
+        let mut v = v;
+        if let Some(c) = &g.constraint {
+            v["constraint"] = c.to_json();
+        }
         println!("{v}");
     } else {
         println!();

@@ -136,9 +136,13 @@ export interface ChatRequest {
   messages: ChatMessage[];
   /** Offered to the model through its template; calls come back in `message.tool_calls`. */
   tools?: Tool[];
-  /** 'auto' (default) or 'required': tools offered; 'none': not offered; a named
-   * function: only that one offered (generation is not constrained). */
+  /** 'auto' (default): text or calls, and a call the model opens must name a
+   * tool and carry arguments valid for its `parameters`; 'required': at least
+   * one call, forced, in the model's own tool-call format; a named function:
+   * only it is offered and a call to it is forced; 'none': no tools offered. */
   tool_choice?: 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+  /** false: at most one call (default true). */
+  parallel_tool_calls?: boolean;
   /** Documents for templates that render them (RAG). */
   documents?: object[];
   /** Extra template variables, e.g. `{ enable_thinking: false }`. */
@@ -151,7 +155,33 @@ export interface ChatRequest {
  * (max_tokens an integer >= 1, temperature >= 0, top_p in (0, 1], top_k and
  * seed integers >= 0, repetition_penalty > 0, finite penalties, stop strings,
  * top_logprobs 0..20). A request whose signal is already aborted never runs. */
-export interface SamplingRequest {
+/** What the output must be (OpenAI's `response_format`, with our `regex`
+ * and `grammar` types). The JSON is laid out as `json.dumps` writes it
+ * (`", "` and `": "`, no other whitespace); a schema keyword llguidance does
+ * not implement is ignored with a warning in `usage.extra.constraint`. */
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | { type: 'json_schema'; json_schema: { name?: string; schema?: object | boolean; strict?: boolean; description?: string } }
+  /** Ours: the whole output matches the regex. */
+  | { type: 'regex'; regex: string }
+  /** Ours: the output follows a grammar in llguidance's Lark syntax. */
+  | { type: 'grammar'; grammar: string };
+
+/** Output constraints (compiled by llguidance, cached by their text; the
+ * mask of allowed tokens is applied on the GPU). A schema or grammar that
+ * does not compile rejects with INVALID_REQUEST naming what is wrong. */
+export interface ConstraintRequest {
+  response_format?: ResponseFormat;
+  /** Extension: the whole output matches this regex. */
+  regex?: string;
+  /** Extension: a grammar in llguidance's Lark syntax (llama.cpp's GBNF is refused). */
+  grammar?: string;
+  /** llama.cpp's extension: a JSON Schema the output follows. */
+  json_schema?: object | boolean;
+}
+
+export interface SamplingRequest extends ConstraintRequest {
   max_tokens?: number;
   max_completion_tokens?: number;
   /** 0 = greedy; default: the model's recommendation, else 1 */
@@ -178,7 +208,11 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
-  extra: { prefilled_tokens: number; prefill_tokens_per_s: number; decode_tokens_per_s: number; time_to_first_token_s: number; e2e_latency_s: number };
+  extra: { prefilled_tokens: number; prefill_tokens_per_s: number; decode_tokens_per_s: number; time_to_first_token_s: number; e2e_latency_s: number;
+    /** With an output constraint: compiling it (`cached`: it came from the
+     * cache), the mask's CPU time per token, and whether the model looped or
+     * ran short of `max_tokens` and was steered to close its JSON. */
+    constraint?: { compile_seconds: number; cached: boolean; mask_ms_per_token: number; masks: number; warnings?: string[]; steered?: boolean } };
 }
 
 export interface ChatCompletion {
@@ -205,6 +239,10 @@ export interface ChatAPI {
   completions: {
     create(req: SamplingRequest & ChatRequest & { stream: true }): AsyncIterable<ChatCompletionChunk>;
     create(req: SamplingRequest & ChatRequest & { stream?: false }): Promise<ChatCompletion>;
+    /** As OpenAI's SDKs: `create` (not streamed) with `message.parsed`, the
+     * content read as JSON when `response_format` asked for JSON (else null). */
+    parse<T = unknown>(req: SamplingRequest & ChatRequest & { stream?: false }): Promise<ChatCompletion & {
+      choices: (ChatCompletion['choices'][number] & { message: ChatCompletion['choices'][number]['message'] & { parsed: T | null } })[] }>;
   };
 }
 

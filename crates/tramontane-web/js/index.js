@@ -21,7 +21,7 @@ export class TramontaneError extends Error {
 function asError(e) {
   if (e instanceof TramontaneError) return e;
   if (e && typeof e === 'object' && typeof e.code === 'string') {
-    return new TramontaneError(e.code, e.message, { url: e.url, status: e.status });
+    return new TramontaneError(e.code, e.message, { url: e.url, status: e.status, ...(e.param ? { param: e.param } : {}) });
   }
   if (e && e.name === 'AbortError') return new TramontaneError('ABORTED', 'aborted');
   // A trap in the wasm module (it should never happen): say so plainly.
@@ -240,6 +240,54 @@ export function chatRequest(req) {
 /** OpenAI's streamed form of finished tool calls. */
 const toolCallDeltas = (calls) => calls.map((c, index) => ({ index, ...c }));
 
+/** The fields that shape a request's output (the engine reads them as
+ * OpenAI's server does: crates/tramontane/src/constrain/openai.rs):
+ * `response_format` (`text`, `json_object`, `json_schema`), our extensions
+ * `regex` and `grammar` (llguidance's Lark syntax), llama.cpp's `json_schema`,
+ * and `tool_choice` / `parallel_tool_calls` with the tools the template got. */
+const CONSTRAINT_FIELDS = ['response_format', 'regex', 'grammar', 'json_schema', 'tool_choice', 'parallel_tool_calls'];
+function constraintFields(req, tools) {
+  const o = {};
+  for (const k of CONSTRAINT_FIELDS) if (req[k] != null) o[k] = req[k];
+  if (tools) o.tools = tools;
+  if (!Object.keys(o).length) return undefined;
+  try {
+    return JSON.stringify(o);
+  } catch (e) {
+    throw new TramontaneError('INVALID_REQUEST', `response_format, tools and the like must be JSON (${e?.message ?? e})`);
+  }
+}
+
+/** `chat.completions.parse`, as OpenAI's SDKs have it: the reply with
+ * `message.parsed`, the content read as JSON when the request asked for JSON
+ * (`json_schema`, `json_object`) and the answer is not a tool call. */
+async function withParsed(reply, req) {
+  const r = await reply;
+  const t = req?.response_format?.type;
+  for (const c of r?.choices ?? []) {
+    const m = c?.message;
+    if (!m) continue;
+    m.parsed = null;
+    if ((t === 'json_schema' || t === 'json_object') && typeof m.content === 'string' && !m.tool_calls?.length) {
+      try { m.parsed = JSON.parse(m.content); } catch {
+        if (c.finish_reason !== 'length') throw new TramontaneError('INTERNAL', `the answer is not JSON: ${m.content.slice(0, 200)}`);
+      }
+    }
+  }
+  return r;
+}
+function chatApi(create) {
+  return {
+    completions: {
+      create,
+      parse: (req) => {
+        if (req?.stream) throw new TramontaneError('INVALID_REQUEST', 'parse does not stream: use create with stream: true');
+        return withParsed(create(req), req);
+      },
+    },
+  };
+}
+
 /** A queue of chunks fed by the engine and drained by an async iterator. */
 class ChunkStream {
   constructor() { this.items = []; this.waiting = null; this.done = false; this.error = null; }
@@ -262,7 +310,7 @@ export class Engine {
     this._info = null;
     this._adapter = null;
     this._source = null;
-    this.chat = { completions: { create: (req) => this._create(req, 'chat') } };
+    this.chat = chatApi((req) => this._create(req, 'chat'));
     this.completions = { create: (req) => this._create(req, 'text') };
   }
 
@@ -411,7 +459,9 @@ export class Engine {
         // Exactly what the template writes (its own BOS), nothing added.
         prompt = wasm.chatPrompt(JSON.stringify(request)).ids;
         params.tools = request.tools != null;
+        params.constrain = constraintFields(req, request.tools);
       } else if (typeof req.prompt === 'string') {
+        params.constrain = constraintFields(req, null);
         // A text prompt gets the tokenizer's BOS/EOS rule, as transformers'
         // tokenizer(text) and llama.cpp do.
         prompt = wasm.tokenize(req.prompt, true, true);
@@ -422,6 +472,7 @@ export class Engine {
           throw new TramontaneError('INVALID_REQUEST', 'prompt token ids must be integers >= 0');
         }
         prompt = Uint32Array.from(req.prompt);
+        params.constrain = constraintFields(req, null);
       } else {
         throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
       }
@@ -468,6 +519,8 @@ export class Engine {
         e2e_latency_s: (now() - t0) / 1000,
       },
     };
+    // The constraint's costs: compile (or cached) and mask time per token.
+    if (g.constraint) usage.extra.constraint = g.constraint;
     const lp = params.logprobs ? { content: logprobs } : null;
     const toolCalls = g.tool_calls ?? [];
     if (chunks) {
@@ -526,7 +579,7 @@ export class WorkerEngine {
       for (const c of this._calls.values()) c.reject(err);
       this._calls.clear();
     };
-    this.chat = { completions: { create: (req) => this._create('chat', req) } };
+    this.chat = chatApi((req) => this._create('chat', req));
     this.completions = { create: (req) => this._create('text', req) };
   }
 
@@ -773,7 +826,7 @@ export class RemoteEngine {
     this._fetch = options.fetch ?? ((u, init) => globalThis.fetch(u, init));
     this.model = options.model ?? null;
     this._info = null;
-    this.chat = { completions: { create: (req) => this._create(req, 'chat') } };
+    this.chat = chatApi((req) => this._create(req, 'chat'));
     this.completions = { create: (req) => this._create(req, 'text') };
   }
 

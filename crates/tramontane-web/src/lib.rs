@@ -142,6 +142,10 @@ struct GenParams {
     logprobs: u32,
     /// The request offered tools: parse tool calls in the model's format.
     tools: bool,
+    /// The request's output-shaping fields as JSON text: `response_format`,
+    /// `regex`, `grammar`, `json_schema`, `tool_choice`,
+    /// `parallel_tool_calls`, and `tools` (those the template was given).
+    constrain: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +161,20 @@ struct GenResult {
     prefill_tokens_per_s: f64,
     decode_tokens_per_s: f64,
     top_logits: Vec<(u32, f32)>,
+    /// What the constraint cost, when the request had one.
+    constraint: Option<serde_json::Value>,
+}
+
+/// The constraint of a request's output-shaping fields (see `GenParams::constrain`).
+fn request_constraint(json: &str) -> Result<Option<tramontane::Constraint>, JsValue> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| coded("INVALID_REQUEST", &format!("request: {e}")))?;
+    let serde_json::Value::Object(m) = v else { return Err(coded("INVALID_REQUEST", "request: expected an object")) };
+    let tools = m.get("tools").and_then(serde_json::Value::as_array).cloned();
+    tramontane::constrain::openai::request_constraint(&m, tools.as_deref()).map_err(|b| {
+        let err = coded("INVALID_REQUEST", &b.message);
+        let _ = Reflect::set(&err, &"param".into(), &b.field.into());
+        err
+    })
 }
 
 fn progress(cb: &Function, v: serde_json::Value) {
@@ -281,6 +299,10 @@ impl WasmEngine {
             } else {
                 serde_wasm_bindgen::from_value(params).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?
             };
+            let constraint = match &p.constrain {
+                Some(j) => request_constraint(j)?,
+                None => None,
+            };
             let mut model = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
             let d = SamplingParams::default();
             let req = GenerateRequest {
@@ -298,7 +320,8 @@ impl WasmEngine {
                 ignore_eos: p.ignore_eos,
                 top_logits: p.top_logits,
                 logprobs: (p.logprobs > 0).then(|| p.logprobs - 1),
-                tools: if p.tools { model.text.tool_format } else { None },
+                tools: if p.tools { Some(model.text.effective_tool_format()) } else { None },
+                constraint,
             };
             // Token texts for log-probabilities come from a copy of the tokenizer
             // (the model is borrowed by `generate`); copy it only when needed.
@@ -334,6 +357,7 @@ impl WasmEngine {
                 prefill_seconds: g.prefill_seconds,
                 decode_seconds: g.decode_seconds,
                 top_logits: g.top_logits,
+                constraint: g.constraint.as_ref().map(|c| c.to_json()),
             }))
         })
     }

@@ -8,6 +8,7 @@
 //! Nothing here depends on the browser: the wasm crate adds a `fetch` source
 //! and the JS API around the same engine.
 
+pub mod constrain;
 pub mod error;
 pub mod forward;
 #[doc(hidden)]
@@ -20,6 +21,7 @@ pub mod source;
 pub mod text;
 pub mod upload;
 
+pub use constrain::{Constraint, ConstraintStats, ToolChoice, ToolConstraint};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use model::{FinishReason, GenerateRequest, Generation, KvCache, LoadOptions, Model, ModelInfo, TokenLogprob};

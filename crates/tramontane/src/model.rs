@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use web_time::Instant;
 
+use crate::constrain::{Constrainer, Constraint, ConstraintStats, Next, Session};
 use crate::error::{Error, Result};
 use crate::forward::{GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
 use crate::gpu::Gpu;
@@ -114,11 +115,24 @@ pub struct GenerateRequest {
     /// The request offered tools: recognize calls written in this format
     /// (held back from the streamed text, returned in `tool_calls`).
     pub tools: Option<ToolFormat>,
+    /// What the output must be (JSON Schema, regex, grammar, tool calls):
+    /// only tokens that keep it valid are sampled, and the generation ends
+    /// when it is complete.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateRequest {
     fn default() -> Self {
-        GenerateRequest { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, top_logits: 0, logprobs: None, tools: None }
+        GenerateRequest {
+            sampling: SamplingParams::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            ignore_eos: false,
+            top_logits: 0,
+            logprobs: None,
+            tools: None,
+            constraint: None,
+        }
     }
 }
 
@@ -166,6 +180,8 @@ pub struct Generation {
     pub logprobs: Vec<TokenLogprob>,
     pub prefill_seconds: f64,
     pub decode_seconds: f64,
+    /// What the request's constraint cost (compile, masks), if it had one.
+    pub constraint: Option<ConstraintStats>,
 }
 
 impl Generation {
@@ -187,6 +203,28 @@ pub struct Model {
     cached: Vec<u32>,
     /// The last sampled token: on the GPU as the next input, not yet in the cache.
     pending: Option<u32>,
+    /// Constrained decoding, set up on the first constrained request.
+    constrainer: Option<Constrainer>,
+}
+
+/// One pass; a sampling pass under a constraint draws only the tokens its
+/// session allows (the mask computed while the GPU runs the layers). When the
+/// constraint is complete the mask allows only the end-of-generation ids and
+/// `ended` is set: the caller does not use the drawn token.
+async fn sample(rt: &mut Runtime, pass: PassRequest<'_>, session: Option<&mut Session>, eos: &[u32], ended: &mut bool) -> Result<Option<crate::forward::Sampled>> {
+    let Some(s) = session.filter(|_| pass.output == Output::Sample) else { return rt.pass(pass).await };
+    let vocab = rt.cfg.vocab;
+    rt.pass_masked(pass, &mut |words| {
+        if s.mask(words)? == Next::End {
+            *ended = true;
+            words.iter_mut().for_each(|w| *w = 0);
+            for &e in eos.iter().filter(|&&e| (e as usize) < vocab) {
+                words[e as usize / 32] |= 1 << (e % 32);
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// llama.cpp's per-frequency RoPE divisors (`rope_freqs.weight`, F32, one per
@@ -304,7 +342,7 @@ impl Model {
             split_matrices,
             kv_cache: if kv_f16 { "f16" } else { "f32" },
         };
-        Ok(Model { runtime, text, info, cached: Vec::new(), pending: None })
+        Ok(Model { runtime, text, info, cached: Vec::new(), pending: None, constrainer: None })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -340,6 +378,23 @@ impl Model {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.text.tokenizer
+    }
+
+    /// Compile `c` for this model (or find it compiled): a constraint that
+    /// does not compile is INVALID_REQUEST naming what is wrong. Generating
+    /// with it later starts at once. The first call sets up the vocabulary's
+    /// token trie.
+    pub fn compile_constraint(&mut self, c: &Constraint) -> Result<ConstraintStats> {
+        Ok(self.constraint_session(c)?.stats)
+    }
+
+    fn constraint_session(&mut self, c: &Constraint) -> Result<Session> {
+        let syntax = self.text.tool_syntax();
+        let constrainer = match &mut self.constrainer {
+            Some(k) => k,
+            None => self.constrainer.insert(Constrainer::new(&self.text.tokenizer, self.runtime.cfg.vocab)?),
+        };
+        constrainer.compile(c, &syntax)
     }
 
     /// How many leading tokens of `prompt` can be reused from the cache.
@@ -391,6 +446,15 @@ impl Model {
         if req.sampling.uses_penalties() {
             self.runtime.reset_sampler_state(prompt);
         }
+        // The constraint compiles (or comes from the cache) before anything runs:
+        // a bad schema costs no GPU work and leaves the cache as it was.
+        let mut session = match &req.constraint {
+            Some(c) => Some(self.constraint_session(c)?),
+            None => None,
+        };
+        let eos = self.text.tokenizer.eos.clone();
+        // The constraint's output is complete: what the last pass drew is not used.
+        let mut ended = false;
         let sampling = &req.sampling;
         let t0 = Instant::now();
         let new = &prompt[keep..];
@@ -403,8 +467,11 @@ impl Model {
             let last = i + 1 == n_chunks;
             let out = if last { Output::Sample } else { Output::None };
             let start = self.cached.len();
+            if let Some(s) = session.as_mut().filter(|_| last) {
+                s.budget(req.max_tokens.saturating_sub(1), req.max_tokens);
+            }
             let pass = PassRequest { capture_logits: last && req.top_logits > 0, logprobs: lp, ..PassRequest::new(part, start, out, sampling) };
-            let r = self.runtime.pass(pass).await;
+            let r = sample(&mut self.runtime, pass, session.as_mut(), &eos, &mut ended).await;
             match r {
                 Ok(t) => {
                     self.cached.extend_from_slice(part);
@@ -441,8 +508,11 @@ impl Model {
         let mut logprobs = Vec::new();
         // With tools: the raw text (control tokens kept) shows where a call starts.
         let mut tools = req.tools.map(|f| (ToolCallStream::new(f, req.sampling.seed ^ prompt.len() as u64), StreamDecoder::keeping_special(), String::new()));
+        if ended {
+            finish = FinishReason::Stop;
+        }
         loop {
-            if req.max_tokens == 0 {
+            if req.max_tokens == 0 || ended {
                 break;
             }
             generated.push(token);
@@ -454,6 +524,14 @@ impl Model {
                 finish = FinishReason::Stop;
                 done = true;
             } else {
+                if let Some(s) = session.as_mut() {
+                    s.commit(token)?;
+                    if s.is_finished() {
+                        // Nothing may follow: the output is complete.
+                        finish = FinishReason::Stop;
+                        done = true;
+                    }
+                }
                 text.push_str(&decoder.push(&self.text.tokenizer, token)?);
                 if let Some((stream, raw_dec, raw)) = tools.as_mut() {
                     raw.push_str(&raw_dec.push(&self.text.tokenizer, token)?);
@@ -491,14 +569,30 @@ impl Model {
                 break;
             }
             let start = self.cached.len();
+            if let Some(s) = session.as_mut() {
+                s.budget(req.max_tokens.saturating_sub(generated.len() + 1), req.max_tokens);
+            }
             let pass = PassRequest { sample_index: generated.len() as u32, logprobs: lp, ..PassRequest::new(&[], start, Output::Sample, sampling) };
-            let r = self.runtime.pass(pass).await;
+            let r = sample(&mut self.runtime, pass, session.as_mut(), &eos, &mut ended).await;
             match r {
                 Ok(Some(t)) => {
                     self.cached.push(token);
                     self.pending = None;
                     token = t.token;
                     token_lp = t.logprob;
+                    if ended {
+                        finish = FinishReason::Stop;
+                        // Text held back (a possible stop string) goes out now.
+                        let safe = match &tools {
+                            Some((stream, _, _)) => stream.safe_len(&text).max(emitted),
+                            None => text.len(),
+                        };
+                        if safe > emitted && text.is_char_boundary(safe) && !on_token(&text[emitted..safe], token, None) {
+                            aborted = true;
+                        }
+                        emitted = safe.max(emitted);
+                        break;
+                    }
                 }
                 Ok(None) => return Err(Error::Internal("decode pass produced no token".into())),
                 Err(e) => {
@@ -535,6 +629,7 @@ impl Model {
             logprobs,
             prefill_seconds,
             decode_seconds: t1.elapsed().as_secs_f64(),
+            constraint: session.map(|s| s.stats),
         })
     }
 

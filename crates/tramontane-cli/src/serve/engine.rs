@@ -44,7 +44,8 @@ pub enum Work {
 #[derive(Clone)]
 pub struct ModelFacts {
     pub defaults: GenerationDefaults,
-    pub tool_format: Option<ToolFormat>,
+    /// The format tool calls are parsed in (the template's, else Hermes).
+    pub tool_format: ToolFormat,
     pub context: usize,
 }
 
@@ -86,7 +87,7 @@ impl Engine {
                 };
                 let facts = ModelFacts {
                     defaults: model.text.defaults.clone(),
-                    tool_format: model.text.tool_format,
+                    tool_format: model.text.effective_tool_format(),
                     context: model.info.context,
                 };
                 let _ = ready_tx.send(Ok(facts));
@@ -133,6 +134,12 @@ fn serve_queue(mut model: Model, rx: Receiver<Work>, stopping: &AtomicBool) {
                     Prompt::Text(t) => model.text_prompt(&t),
                     Prompt::Ids(ids) => Ok(ids),
                 };
+                // A constraint that does not compile fails the request here,
+                // before the answer starts (a 400, not a broken stream).
+                let ids = ids.and_then(|ids| match &req.constraint {
+                    Some(c) => model.compile_constraint(c).map(|_| ids),
+                    None => Ok(ids),
+                });
                 let ids = match ids {
                     Ok(ids) => ids,
                     Err(e) => {

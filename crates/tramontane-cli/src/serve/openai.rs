@@ -236,11 +236,14 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
     if req.get("logit_bias").is_some_and(|b| b.as_object().is_none_or(|o| !o.is_empty()) && !b.is_null()) {
         return Err(ApiError::bad("logit_bias", "logit_bias is not supported"));
     }
-    if let Some(f) = req.get("response_format").filter(|f| !f.is_null()) {
-        if f.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::bad("response_format", "only response_format {\"type\": \"text\"} is supported"));
-        }
-    }
+    // What the output must be: response_format (and our regex / grammar
+    // extensions), tool calls forced or checked. Compiled on the model's
+    // thread before the answer starts, so a schema that does not compile is a 400.
+    let tools = match &prompt {
+        Prompt::Chat(c) => c.tools.as_deref(),
+        _ => None,
+    };
+    let constraint = tramontane::constrain::openai::request_constraint(req, tools).map_err(|b| ApiError::bad(b.field, b.message))?;
     let d = &facts.defaults;
     let max_tokens = match int(req, "max_completion_tokens", 1, u32::MAX as u64)? {
         Some(n) => Some(n),
@@ -299,7 +302,8 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
         ignore_eos,
         top_logits: 0,
         logprobs: (logprobs != Logprobs::None).then_some(top),
-        tools: if tools { facts.tool_format } else { None },
+        tools: if tools { Some(facts.tool_format) } else { None },
+        constraint,
     };
     Ok(Parsed { prompt, gen, stream, include_usage, logprobs })
 }
@@ -421,7 +425,7 @@ impl Head {
 
 /// Usage as the JS API reports it (OpenAI's three counts, then ours in `extra`).
 pub fn usage(g: &Generation, ttft: f64, e2e: f64) -> Value {
-    json!({
+    let mut u = json!({
         "prompt_tokens": g.prompt_tokens,
         "completion_tokens": g.generated.len(),
         "total_tokens": g.prompt_tokens + g.generated.len(),
@@ -432,7 +436,12 @@ pub fn usage(g: &Generation, ttft: f64, e2e: f64) -> Value {
             "time_to_first_token_s": ttft,
             "e2e_latency_s": e2e,
         },
-    })
+    });
+    // The constraint's costs: compiling it (or the cache) and masks per token.
+    if let Some(c) = &g.constraint {
+        u["extra"]["constraint"] = c.to_json();
+    }
+    u
 }
 
 fn logprobs_json(lps: &[Logprob], mode: Logprobs, offset: usize) -> Value {

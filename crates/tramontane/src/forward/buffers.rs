@@ -57,6 +57,8 @@ pub(super) struct Buffers {
     pub last: wgpu::Buffer,
     pub logits: wgpu::Buffer,
     pub state: wgpu::Buffer,
+    /// The sampler's mask of allowed tokens (constrained decoding), one bit a token.
+    pub mask: wgpu::Buffer,
     pub out: wgpu::Buffer,
     /// Bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
@@ -121,6 +123,7 @@ impl Buffers {
         let last = a.words(Act, "last", h);
         let logits = a.words(Act, "logits", v);
         let state = a.words(Scratch, "sampler_state", v);
+        let mask = a.words(Scratch, "sample_mask", v.div_ceil(32));
         let out = a.words(Scratch, "out", OUT_WORDS);
         let dummy = a.words(Scratch, "dummy", 1);
         let table = rope_table::table(cfg, opts.context);
@@ -166,6 +169,7 @@ impl Buffers {
             last,
             logits,
             state,
+            mask,
             out,
             dummy,
             rope_table,

@@ -114,7 +114,7 @@ impl Plan {
             lm_head,
             sample: k.dispatch(
                 &Spec::new(Family::Sample, "sample").with("V", cfg.vocab as u32),
-                &[(0, step), (1, &b.logits), (2, &b.state), (3, &b.ids), (4, &b.out)],
+                &[(0, step), (1, &b.logits), (2, &b.state), (3, &b.ids), (4, &b.out), (5, &b.mask)],
             ),
             all_logits: None,
         })

@@ -63,6 +63,8 @@ pub struct Runtime {
     pub layer_slots: Vec<usize>,
     bufs: Buffers,
     plan: Plan,
+    /// The host side of the sampler's mask, reused every step.
+    mask_words: Vec<u32>,
 }
 
 impl Runtime {
@@ -74,7 +76,8 @@ impl Runtime {
         let kv_slots = layer_slots.iter().copied().max().unwrap_or(opts.context);
         let plan = Plan::new(&gpu, &cfg, opts.kv_f16, &weights, &bufs, &layer_slots)?;
         gpu.check()?;
-        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan })
+        let mask_words = Vec::with_capacity(cfg.vocab.div_ceil(32));
+        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words })
     }
 
     /// GPU bytes of the weights and of every buffer the runtime allocated.

@@ -81,7 +81,7 @@ impl Runtime {
     /// Check that `t` rows from `start` fit the context and write the `Step`
     /// uniform (with the attention splits and their length); returns the
     /// number of splits.
-    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32) -> Result<u32> {
+    pub(super) fn begin(&self, t: u32, start: usize, sampling: &SamplingParams, sample_index: u32, logprobs: u32, masked: bool) -> Result<u32> {
         let end = start + t as usize;
         if end > self.opts.context {
             return Err(Error::ContextOverflow { tokens: end, context: self.opts.context });
@@ -103,7 +103,8 @@ impl Runtime {
             sample_index,
             greedy: s.is_greedy() as u32,
             logprobs,
-            _pad: [0; 2],
+            masked: masked as u32,
+            _pad: 0,
         };
         self.gpu.queue.write_buffer(&self.bufs.step, 0, bytemuck::bytes_of(&u));
         Ok(n_splits)
@@ -111,13 +112,29 @@ impl Runtime {
 
     /// Run one pass. Returns the sampled token for [`Output::Sample`].
     pub async fn pass(&mut self, req: PassRequest<'_>) -> Result<Option<Sampled>> {
+        self.run(req, None).await
+    }
+
+    /// A sampling pass that draws only tokens `mask` allows. `mask` fills the
+    /// mask's words (bit `i % 32` of word `i / 32`: token `i`) on the CPU
+    /// while the GPU runs the layers: the layers go in one command buffer,
+    /// submitted first, and the sampler in a second one after the mask is
+    /// written. An error from `mask` is returned as it is.
+    pub async fn pass_masked(&mut self, req: PassRequest<'_>, mask: &mut dyn FnMut(&mut Vec<u32>) -> Result<()>) -> Result<Option<Sampled>> {
+        if req.output != Output::Sample {
+            return Err(Error::Internal("a masked pass must sample".into()));
+        }
+        self.run(req, Some(mask)).await
+    }
+
+    async fn run(&mut self, req: PassRequest<'_>, mask: Option<&mut dyn FnMut(&mut Vec<u32>) -> Result<()>>) -> Result<Option<Sampled>> {
         let logprobs = req.logprobs.min(MAX_TOP_LOGPROBS + 1);
         let n_tokens = req.n_tokens();
         if n_tokens > self.opts.chunk {
             return Err(Error::InvalidRequest(format!("pass of {n_tokens} tokens (chunk {})", self.opts.chunk)));
         }
         let t = n_tokens as u32;
-        let n_splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs)?;
+        let n_splits = self.begin(t, req.start, req.sampling, req.sample_index, logprobs, mask.is_some())?;
         if let Some(&bad) = req.ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
@@ -143,6 +160,18 @@ impl Runtime {
                 }
                 d.record(pass.get_or_insert_with(|| enc.begin_compute_pass(&desc).forget_lifetime()), groups);
             });
+        }
+        if let Some(mask) = mask {
+            // The layers run while the CPU computes the mask.
+            g.queue.submit([enc.finish()]);
+            let words = &mut self.mask_words;
+            mask(words)?;
+            let n = self.cfg.vocab.div_ceil(32);
+            if words.len() != n {
+                return Err(Error::Internal(format!("a mask of {} words for {n}", words.len())));
+            }
+            g.queue.write_buffer(&b.mask, 0, bytemuck::cast_slice(words));
+            enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sample") });
         }
         if output == Output::Sample {
             if req.capture_logits {

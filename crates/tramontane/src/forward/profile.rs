@@ -43,7 +43,7 @@ impl Runtime {
     /// sampler state with meaningless values.
     pub async fn profile(&mut self, n_tokens: usize, start: usize) -> Result<Profile> {
         let t = n_tokens.clamp(1, self.opts.chunk) as u32;
-        let n_splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0)?;
+        let n_splits = self.begin(t, start, &SamplingParams::greedy(), 0, 0, false)?;
         let g = self.gpu.clone();
         g.queue.write_buffer(&self.bufs.ids, 0, bytemuck::cast_slice(&vec![0u32; t as usize]));
         let _ = g.device.poll(wgpu::PollType::wait_indefinitely());

@@ -30,7 +30,9 @@ pub struct Step {
     pub greedy: u32,
     /// 0 = off, else 1 + the number of top alternatives to report.
     pub logprobs: u32,
-    pub _pad: [u32; 2],
+    /// 1: only tokens allowed by the sampler's mask may be drawn.
+    pub masked: u32,
+    pub _pad: u32,
 }
 
 /// What the engine runs on, for `engine.info` and benchmarks.

@@ -33,6 +33,30 @@ pub struct ModelText {
     pub defaults: GenerationDefaults,
     /// How the model writes tool calls (read off its template).
     pub tool_format: Option<ToolFormat>,
+    /// Mistral's `name[ARGS]{...}` tool calls (the template writes `[ARGS]`).
+    tool_args_form: bool,
+    /// The template shows the model the request's tools. When it does not,
+    /// [`ModelText::chat_text`] describes them in the system message, in the
+    /// Hermes format the calls are then parsed in.
+    renders_tools: bool,
+}
+
+/// What a model whose template ignores `tools` is told about them: the
+/// Hermes layout (Qwen's, SmolLM2's training format), which tool calls of
+/// such a model are parsed and constrained in.
+fn describe_tools(tools: &[Value]) -> String {
+    let mut s = String::from(
+        "# Tools\n\nYou can call functions to help answer. Their signatures are inside <tools></tools>:\n<tools>\n",
+    );
+    for t in tools {
+        s.push_str(&t.to_string());
+        s.push('\n');
+    }
+    s.push_str(
+        "</tools>\n\nTo call a function, answer with a JSON object holding its name and arguments inside <tool_call></tool_call>:\n\
+         <tool_call>\n{\"name\": <function-name>, \"arguments\": <arguments-object>}\n</tool_call>",
+    );
+    s
 }
 
 /// Texts of control tokens that end a turn; llama.cpp treats them as
@@ -219,7 +243,8 @@ impl ModelText {
     }
 
     fn assemble(tokenizer: Tokenizer, template_src: Option<&str>, defaults: GenerationDefaults) -> ModelText {
-        let mut text = ModelText { tokenizer, template: None, template_error: None, defaults, tool_format: None };
+        let mut text =
+            ModelText { tokenizer, template: None, template_error: None, defaults, tool_format: None, tool_args_form: false, renders_tools: false };
         if let Some(src) = template_src {
             text.set_template(src);
         }
@@ -230,6 +255,8 @@ impl ModelText {
     /// template that does not compile is remembered as the reason chat fails.
     pub fn set_template(&mut self, source: &str) {
         self.tool_format = ToolFormat::detect(source);
+        self.tool_args_form = source.contains("[ARGS]");
+        self.renders_tools = source.contains("tools");
         match ChatTemplate::new(source, self.tokenizer.bos_text.as_deref(), self.tokenizer.eos_text.as_deref()) {
             Ok(t) => {
                 self.template = Some(t);
@@ -242,8 +269,46 @@ impl ModelText {
         }
     }
 
-    /// The prompt text a chat request renders to.
+    /// The format tool calls are parsed (and constrained) in: the template's,
+    /// else Hermes (the tools were described in that format: `chat_text`).
+    pub fn effective_tool_format(&self) -> ToolFormat {
+        self.tool_format.unwrap_or(ToolFormat::Hermes)
+    }
+
+    /// How this model writes tool calls, for constrained decoding.
+    pub fn tool_syntax(&self) -> crate::constrain::ToolSyntax {
+        let special = |t: &str| self.tokenizer.token_id(t);
+        crate::constrain::ToolSyntax {
+            format: self.effective_tool_format(),
+            mistral_args: self.tool_args_form,
+            tool_calls_token: special("[TOOL_CALLS]"),
+            args_token: special("[ARGS]"),
+        }
+    }
+
+    /// The prompt text a chat request renders to. Tools a template does not
+    /// render are described in the system message (a new one first if there
+    /// is none), so the model knows them and how to call them.
     pub fn chat_text(&self, req: &ChatRequest) -> Result<String> {
+        let offered = req.tools.as_ref().filter(|t| !t.is_empty());
+        let described;
+        let req = match offered {
+            Some(tools) if !self.renders_tools && self.template.is_some() => {
+                let mut r = req.clone();
+                let text = describe_tools(tools);
+                let first_system = r.messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("system");
+                match r.messages.first_mut().and_then(|m| m.get_mut("content")) {
+                    Some(Value::String(c)) if first_system => {
+                        c.push_str("\n\n");
+                        c.push_str(&text);
+                    }
+                    _ => r.messages.insert(0, serde_json::json!({"role": "system", "content": text})),
+                }
+                described = r;
+                &described
+            }
+            _ => req,
+        };
         match (&self.template, &self.template_error) {
             (Some(t), _) => t.render(req),
             (None, Some(e)) => Err(Error::Template(format!("the model's chat template cannot be used ({e}); completions still work"))),

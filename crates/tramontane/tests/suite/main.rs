@@ -11,6 +11,7 @@ mod common;
 
 mod bad_input;
 mod chat_templates;
+mod constrained_tokens;
 mod gguf_models;
 mod kernels;
 mod limits;
@@ -19,6 +20,7 @@ mod quant_ggufs;
 mod reference_models;
 mod sampler;
 mod smollm2_gguf;
+mod structured;
 mod text_rules;
 mod tokenizers;
 mod tool_calls;

@@ -56,6 +56,9 @@ struct Sampler {
     gpu: Gpu,
     /// A deliberately broken copy of sample.wgsl to run instead (see `mutants`).
     mutant: Option<String>,
+    /// The mask bound to every draw (bit i: token i allowed); draws read it
+    /// only with `Step::masked`. Empty: all ones.
+    mask: std::cell::RefCell<Vec<u32>>,
 }
 
 /// `size` bytes of `buffer` from `offset`, bound at `binding`.
@@ -68,7 +71,15 @@ fn at(buffer: &wgpu::Buffer, binding: u32, offset: usize, size: usize) -> wgpu::
 
 impl Sampler {
     fn new() -> Self {
-        Sampler { gpu: pollster::block_on(Gpu::new()).expect("a wgpu adapter"), mutant: None }
+        Sampler { gpu: pollster::block_on(Gpu::new()).expect("a wgpu adapter"), mutant: None, mask: Default::default() }
+    }
+
+    /// The mask buffer for `v` tokens.
+    fn mask_buffer(&self, v: usize) -> wgpu::Buffer {
+        let mask = self.mask.borrow();
+        let words = if mask.is_empty() { vec![u32::MAX; v.div_ceil(32)] } else { mask.clone() };
+        assert_eq!(words.len(), v.div_ceil(32), "a mask word per 32 tokens");
+        self.gpu.storage_init("mask", bytemuck::cast_slice(&words))
     }
 
     /// The kernel for `v` tokens: the engine's, or the mutant's.
@@ -103,7 +114,8 @@ impl Sampler {
         let ub = g.uniform_init("step", bytemuck::bytes_of(&st));
         let (lb, sb) = (g.storage_init("logits", bytemuck::cast_slice(logits)), g.storage_init("state", bytemuck::cast_slice(state)));
         let (ib, ob) = (g.storage("ids", 4), g.storage("out", 4 * OUT_WORDS as u64));
-        let d = g.kernels.dispatch(&Self::spec(v), &[(0, &ub), (1, &lb), (2, &sb), (3, &ib), (4, &ob)]);
+        let mb = self.mask_buffer(v);
+        let d = g.kernels.dispatch(&Self::spec(v), &[(0, &ub), (1, &lb), (2, &sb), (3, &ib), (4, &ob), (5, &mb)]);
         let mut enc = g.device.create_command_encoder(&Default::default());
         {
             let mut p = enc.begin_compute_pass(&Default::default());
@@ -150,6 +162,7 @@ impl Sampler {
             }
             let (lb, sb, ub) = (g.storage_init("logits", &lbytes), g.storage_init("state", &sbytes), g.uniform_init("steps", &ubytes));
             let (ib, ob) = (g.storage("ids", (n * id_row) as u64), g.storage("out", (n * out_row) as u64));
+            let mb = self.mask_buffer(v);
             let groups: Vec<wgpu::BindGroup> = (0..n)
                 .map(|i| {
                     g.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -161,6 +174,7 @@ impl Sampler {
                             at(&sb, 2, i * row, 4 * v),
                             at(&ib, 3, i * id_row, 4),
                             at(&ob, 4, i * out_row, 4 * OUT_WORDS),
+                            at(&mb, 5, 0, 4 * v.div_ceil(32)),
                         ],
                     })
                 })
@@ -875,6 +889,94 @@ fn seeds_reproduce_and_differ_on(s: &Sampler) {
     assert!(distinct >= 8, "{distinct} distinct tokens in 1000 draws");
 }
 
+#[test]
+fn masked_draws_follow_the_constrained_distribution() {
+    masked_draws_follow_the_constrained_distribution_on(&Sampler::new());
+}
+
+/// The softmax of `logits / t` over the allowed tokens (the `top_k` best of
+/// them when set): what a masked draw follows.
+fn constrained(logits: &[f32], allow: &[bool], t: f32, top_k: usize) -> Vec<f64> {
+    let l: Vec<f64> = logits.iter().map(|&x| (x / t) as f64).collect();
+    let mut kept: Vec<usize> = (0..l.len()).filter(|&i| allow[i]).collect();
+    kept.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
+    if top_k > 0 {
+        kept.truncate(top_k);
+    }
+    let mx = l[kept[0]];
+    let mut p = vec![0.0; l.len()];
+    for &i in &kept {
+        p[i] = (l[i] - mx).exp();
+    }
+    let z: f64 = p.iter().sum();
+    p.iter().map(|x| x / z).collect()
+}
+
+/// Constrained decoding: with `masked`, draws come only from the tokens the
+/// mask allows, as softmax over them (greedy: their argmax), whatever top-k
+/// and top-p keep; the logits of the others are written back as f32::MIN and
+/// log-probabilities are of the constrained distribution.
+fn masked_draws_follow_the_constrained_distribution_on(s: &Sampler) {
+    let v = 301;
+    let mut rng = Rng(11);
+    let logits: Vec<f32> = rng.vec(v).iter().map(|x| x * 2.0).collect();
+    let mut order: Vec<usize> = (0..v).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    // Every third token, but not the two best of all.
+    let mut allow: Vec<bool> = (0..v).map(|i| i % 3 == 0).collect();
+    allow[order[0]] = false;
+    allow[order[1]] = false;
+    let pack = |allow: &[bool]| -> Vec<u32> {
+        let mut w = vec![0u32; v.div_ceil(32)];
+        for (i, _) in allow.iter().enumerate().filter(|(_, &a)| a) {
+            w[i / 32] |= 1 << (i % 32);
+        }
+        w
+    };
+    let before = s.mask.replace(pack(&allow));
+    let zero = vec![0u32; v];
+    let masked = Step { masked: 1, ..base() };
+    // Sampling at T 0.8, then with a top-k larger than the allowed set.
+    for (top_k, name) in [(0u32, "masked, T 0.8"), (250, "masked, T 0.8, top-k 250 > allowed")] {
+        let st = Step { temperature: 0.8, top_k, seed: 90 + top_k, ..masked };
+        let draws = s.batch(&logits, &zero, &(0..3000).map(|i| Step { sample_index: i, ..st }).collect::<Vec<_>>());
+        let mut counts = vec![0u64; v];
+        for d in &draws {
+            assert!(allow[d.token as usize], "{name}: drew masked token {}", d.token);
+            counts[d.token as usize] += 1;
+            for (i, &l) in d.logits.iter().enumerate() {
+                if !allow[i] {
+                    assert_eq!(l, f32::MIN, "{name}: token {i}'s logit is the lowest finite one");
+                }
+            }
+        }
+        let want = constrained(&logits, &allow, 0.8, 0);
+        let unmasked = distribution(&logits, &zero, &Step { masked: 0, ..st });
+        fit(name, &counts, &want, &[("the unmasked distribution", unmasked)]);
+    }
+    // Greedy: the best allowed token, with the constrained log-probabilities.
+    let d = s.once(&logits, &zero, Step { greedy: 1, logprobs: 4, ..masked });
+    let p = constrained(&logits, &allow, 1.0, 0);
+    let mut best: Vec<usize> = (0..v).filter(|&i| allow[i]).collect();
+    best.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    assert_eq!(d.token as usize, best[0], "greedy takes the best allowed token");
+    let lp = |w: u32| f32::from_bits(w) as f64;
+    assert!((lp(d.out[1]) - p[best[0]].ln()).abs() < LOGPROB_TOL, "log-probability {} want {}", lp(d.out[1]), p[best[0]].ln());
+    for n in 0..3 {
+        assert_eq!(d.out[2 + 2 * n] as usize, best[n], "alternative {n} is the next best allowed token");
+        assert!((lp(d.out[3 + 2 * n]) - p[best[n]].ln()).abs() < LOGPROB_TOL, "alternative {n}'s log-probability");
+    }
+    // One allowed token, a poor one: drawn every time, even under top-p.
+    let mut one = vec![false; v];
+    one[order[v - 5]] = true;
+    s.mask.replace(pack(&one));
+    let st = Step { temperature: 1.0, top_p: 0.5, seed: 3, ..masked };
+    for d in s.batch(&logits, &zero, &(0..50).map(|i| Step { sample_index: i, ..st }).collect::<Vec<_>>()) {
+        assert_eq!(d.token as usize, order[v - 5], "the only allowed token");
+    }
+    s.mask.replace(before);
+}
+
 /// The checks above catch real kernel bugs: each mutant (a one-line change
 /// of sample.wgsl, compiled by the test) must fail at least one of them, and
 /// the unchanged source, compiled the same way, must pass them all. On
@@ -883,7 +985,7 @@ fn seeds_reproduce_and_differ_on(s: &Sampler) {
 #[ignore]
 fn mutants_of_the_kernel_are_caught() {
     let source = include_str!("../../../../shaders/sample.wgsl");
-    let mutants: [(&str, &str, &str); 13] = [
+    let mutants: [(&str, &str, &str); 14] = [
         ("repetition penalty divides negative logits", "l = l * step.repetition_penalty;", "l = l / step.repetition_penalty;"),
         ("presence penalty per occurrence", "f32(count) * step.frequency_penalty + step.presence_penalty", "f32(count) * (step.frequency_penalty + step.presence_penalty)"),
         ("penalties on prompt tokens' counts too", "let count = st >> 1u;", "let count = (st >> 1u) + (st & 1u);"),
@@ -891,7 +993,8 @@ fn mutants_of_the_kernel_are_caught() {
         ("top-k keeps one fewer", "if (reduce_count(lid, c) >= step.top_k) {", "if (reduce_count(lid, c) > step.top_k) {"),
         ("top-p over every token", "if (key(l) >= thr) {\n                    z += exp(l - mx);", "if (true) {\n                    z += exp(l - mx);"),
         ("top-p drops the token that crosses top_p", "thr = lo;\n        }\n        // 3.", "thr = lo + 1u;\n        }\n        // 3."),
-        ("draw ignores the truncation", "if (key(l) >= thr) {\n                let u", "if (true) {\n                let u"),
+        ("draw ignores the truncation", "if (key(l) >= thr && allowed(i)) {\n                let u", "if (allowed(i)) {\n                let u"),
+        ("mask ignored", "if (!allowed(i)) {\n            l = MASKED;", "if (false) {\n            l = MASKED;"),
         ("Gumbel noise halved", "let g = l - log(-log(u));", "let g = l - 0.5 * log(-log(u));"),
         ("uniforms in (0, 1/2)", "pcg(stream ^ pcg(i)) >> 8u", "pcg(stream ^ pcg(i)) >> 9u"),
         ("seed ignored", "pcg(pcg(step.seed) ^ step.sample_index)", "pcg(step.sample_index)"),
@@ -899,16 +1002,17 @@ fn mutants_of_the_kernel_are_caught() {
         ("log-probability without log-sum-exp", "OUT[1] = bitcast<u32>(LOGITS[token] - lse);", "OUT[1] = bitcast<u32>(LOGITS[token] - mx);"),
     ];
     type Suite = (&'static str, fn(&Sampler));
-    let suites: [Suite; 6] = [
+    let suites: [Suite; 7] = [
         ("greedy", greedy_penalties_flip_at_their_exact_margins_on),
         ("penalties", penalties_shift_the_distribution_exactly_on),
         ("temperature", temperature_scales_the_distribution_on),
         ("top-k/top-p", top_k_and_top_p_keep_their_set_and_renormalize_on),
         ("large vocabulary", large_vocabulary_case_fits_on),
         ("seeds", seeds_reproduce_and_differ_on),
+        ("mask", masked_draws_follow_the_constrained_distribution_on),
     ];
     let run = |body: &str| -> Option<(&str, String)> {
-        let s = Sampler { gpu: pollster::block_on(Gpu::new()).expect("adapter"), mutant: Some(body.to_string()) };
+        let s = Sampler { gpu: pollster::block_on(Gpu::new()).expect("adapter"), mutant: Some(body.to_string()), mask: Default::default() };
         for (name, suite) in suites {
             if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| suite(&s))) {
                 let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|m| m.to_string())).unwrap_or_default();

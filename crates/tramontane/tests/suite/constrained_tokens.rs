@@ -1,0 +1,146 @@
+//! Constrained decoding on every kind of tokenizer we load (byte-level BPE,
+//! tekken, SentencePiece with byte fallback), without a GPU: a seeded walk
+//! draws only tokens the constraint's mask allows and commits them, the way
+//! generation does. The constrained texts are multi-byte (accents, CJK,
+//! emoji), and the walk prefers tokens that stop inside a character (a byte
+//! fallback `<0xE6>`, a byte-level piece holding half of one), so the
+//! constraint is shown to hold on the text across those splits: the ids must
+//! decode to text the constraint accepts.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tramontane::constrain::{token_bytes, Constrainer, Next, ToolSyntax};
+use tramontane::text::{spm_model, tekken};
+use tramontane::{Constraint, Tokenizer};
+
+use crate::common::Rng;
+
+fn read(path: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn byte_level() -> Tokenizer {
+    Tokenizer::from_json(&read("smollm2-tokenizer/tokenizer.json"), "tokenizer.json").expect("tokenizer")
+}
+
+fn tekken_tok() -> Tokenizer {
+    tekken::from_tekken_json(&read("tokenizers/tekken_240718.json"), "tekken.json").expect("tokenizer")
+}
+
+fn spm() -> Tokenizer {
+    spm_model::from_sentencepiece_model(&read("tokenizers/llama-spm.tokenizer.model"), "tokenizer.model").expect("tokenizer")
+}
+
+/// A walk's tokens, and how many of them ended inside a character.
+struct Walk {
+    ids: Vec<u32>,
+    split_tokens: usize,
+}
+
+/// Draws allowed tokens (preferring ones whose bytes are not whole UTF-8
+/// characters, when `split` and the mask has any) until the constraint is
+/// complete, the end is drawn, or 300 tokens.
+fn walk(tok: &Tokenizer, c: &Constraint, seed: u64, split: bool) -> Walk {
+    let n = tok.vocab_size();
+    let bytes = token_bytes(tok, n).expect("token bytes");
+    let mut k = Constrainer::new(tok, n).expect("constrainer");
+    let mut s = k.compile(c, &ToolSyntax::default()).expect("compiles");
+    let mut rng = Rng(seed);
+    let (mut words, mut ids, mut split_tokens) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..300 {
+        if s.mask(&mut words).expect("mask") == Next::End {
+            break;
+        }
+        let allowed: Vec<u32> = (0..n as u32).filter(|&t| words[t as usize / 32] >> (t % 32) & 1 == 1).collect();
+        let ends = allowed.iter().any(|t| tok.is_eos(*t));
+        let tokens: Vec<u32> = allowed.into_iter().filter(|t| !tok.is_eos(*t)).collect();
+        if tokens.is_empty() || (ends && rng.next_u32() % 3 == 0) {
+            assert!(ends, "the mask allows nothing");
+            break;
+        }
+        let partial: Vec<u32> = tokens.iter().copied().filter(|&t| std::str::from_utf8(&bytes[t as usize]).is_err()).collect();
+        let pool = if split && !partial.is_empty() && rng.next_u32() % 2 == 0 { &partial } else { &tokens };
+        let t = pool[rng.next_u32() as usize % pool.len()];
+        if std::str::from_utf8(&bytes[t as usize]).is_err() {
+            split_tokens += 1;
+        }
+        s.commit(t).expect("an allowed token commits");
+        ids.push(t);
+        if s.is_finished() {
+            break;
+        }
+    }
+    Walk { ids, split_tokens }
+}
+
+/// Whether `text` is one or more of `words` back to back, `min..=max` times.
+fn repeats(text: &str, words: &[&str], min: usize, max: usize) -> bool {
+    fn go(t: &str, words: &[&str], n: usize, min: usize, max: usize) -> bool {
+        (t.is_empty() && n >= min) || (n < max && words.iter().any(|w| t.strip_prefix(w).is_some_and(|r| go(r, words, n + 1, min, max))))
+    }
+    go(text, words, 0, min, max)
+}
+
+fn check_kind(name: &str, tok: &Tokenizer) {
+    let words = ["é", "日本", "🙂", "ß", "Zürich"];
+    let rx = Constraint::Regex("(é|日本|🙂|ß|Zürich){2,5}".into());
+    let enum_values = ["Zürich", "東京都", "🙂👍", "naïve café", "Ελλάδα"];
+    let schema = Constraint::JsonSchema(json!({"type": "object", "properties": {"city": {"enum": enum_values}}, "required": ["city"], "additionalProperties": false}));
+    let mut splits = 0;
+    for seed in 1..=6u64 {
+        let w = walk(tok, &rx, seed, true);
+        splits += w.split_tokens;
+        let text = tok.decode(&w.ids, true).expect("decodes");
+        assert!(repeats(&text, &words, 2, 5), "{name}, seed {seed}: {text:?} ({:?}) is not what the regex allows", w.ids);
+
+        let w = walk(tok, &schema, seed, true);
+        splits += w.split_tokens;
+        let text = tok.decode(&w.ids, true).expect("decodes");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}, seed {seed}: {text:?} is not JSON: {e}"));
+        assert!(enum_values.contains(&v["city"].as_str().unwrap_or("")), "{name}, seed {seed}: {text}");
+    }
+    eprintln!("{name}: {splits} drawn tokens ended inside a character");
+    assert!(splits > 0, "{name}: no walk crossed a character boundary mid-token: the test shows nothing");
+}
+
+#[test]
+fn byte_level_bpe_keeps_multibyte_text_valid() {
+    check_kind("byte-level BPE (SmolLM2)", &byte_level());
+}
+
+#[test]
+fn tekken_keeps_multibyte_text_valid() {
+    check_kind("tekken", &tekken_tok());
+}
+
+#[test]
+fn sentencepiece_byte_fallback_keeps_multibyte_text_valid() {
+    let tok = spm();
+    // Byte-fallback pieces are what a split goes through here.
+    let bytes = token_bytes(&tok, tok.vocab_size()).expect("bytes");
+    let id = tok.token_id("<0xE6>").expect("a byte piece");
+    assert_eq!(bytes[id as usize], [0xE6]);
+    assert_eq!(bytes[tok.token_id("\u{2581}the").expect("a piece") as usize], b" the");
+    check_kind("SentencePiece (Llama)", &tok);
+}
+
+/// Control tokens are marked, so they never count as text, and the model's
+/// vocabulary past the tokenizer's (a padded LM head) stands for nothing.
+#[test]
+fn special_tokens_and_padding_spell_no_text() {
+    let tok = byte_level();
+    let n = tok.vocab_size();
+    let bytes = token_bytes(&tok, n + 5).expect("bytes");
+    let im_end = tok.token_id("<|im_end|>").expect("special");
+    assert_eq!(bytes[im_end as usize][0], 0xFF, "marked special");
+    assert!(bytes[n..].iter().all(Vec::is_empty));
+    // A regex over the text never allows a control token, even one whose
+    // text would match.
+    let mut k = Constrainer::new(&tok, n).expect("constrainer");
+    let mut s = k.compile(&Constraint::Regex("(<\\|im_end\\|>|x)+".into()), &ToolSyntax::default()).expect("compiles");
+    let mut words = Vec::new();
+    assert_eq!(s.mask(&mut words).expect("mask"), Next::Tokens);
+    assert_eq!(words[im_end as usize / 32] >> (im_end % 32) & 1, 0);
+}
