@@ -63,9 +63,10 @@ fn penalized(i: u32) -> f32 {
     return l;
 }
 
-// The lowest finite f32: masked tokens' logit (no infinities: WGSL
+// The lowest finite f32 (its decimal rounds to it; Tint refuses one that
+// rounds past it): masked tokens' logit (no infinities: WGSL
 // implementations may assume there are none).
-const MASKED: f32 = -3.4028235e38;
+const MASKED: f32 = -3.40282346e38;
 
 fn allowed(i: u32) -> bool {
     return step.masked == 0u || ((MASK[i >> 5u] >> (i & 31u)) & 1u) != 0u;

@@ -32,9 +32,9 @@ const EXAMPLE_SCHEMA = {
     city: { type: 'string', maxLength: 40 },
     country: { type: 'string', maxLength: 40 },
     population_millions: { type: 'number', minimum: 0 },
-    landmarks: { type: 'array', items: { type: 'string', maxLength: 40 }, maxItems: 3 },
+    capital: { type: 'boolean' },
   },
-  required: ['city', 'country', 'population_millions', 'landmarks'],
+  required: ['city', 'country', 'population_millions', 'capital'],
   additionalProperties: false,
 };
 const LOCAL_NOTE = ui.empty.querySelector('p').textContent;

@@ -136,9 +136,16 @@ pub struct Constrainer {
     pub setup_seconds: f64,
 }
 
-/// Constraints whose whole output is JSON (what `closing.rs` can finish).
+/// Constraints whose output is JSON with nothing around it but markers
+/// without quotes or unbalanced brackets (what `closing.rs` can finish):
+/// JSON, and forced tool calls (free text around `auto` calls could hold
+/// anything).
 fn is_json(c: &Constraint) -> bool {
-    matches!(c, Constraint::JsonObject | Constraint::JsonSchema(_))
+    match c {
+        Constraint::JsonObject | Constraint::JsonSchema(_) => true,
+        Constraint::Tools(t) => t.choice != ToolChoice::Auto,
+        _ => false,
+    }
 }
 
 /// Errors of llguidance that say the schema uses something it does not

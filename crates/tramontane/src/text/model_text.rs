@@ -288,33 +288,37 @@ impl ModelText {
 
     /// The prompt text a chat request renders to. Tools a template does not
     /// render are described in the system message (a new one first if there
-    /// is none), so the model knows them and how to call them.
+    /// is none; in the first user message for templates that refuse a system
+    /// role), so the model knows them and how to call them.
     pub fn chat_text(&self, req: &ChatRequest) -> Result<String> {
-        let offered = req.tools.as_ref().filter(|t| !t.is_empty());
-        let described;
-        let req = match offered {
-            Some(tools) if !self.renders_tools && self.template.is_some() => {
-                let mut r = req.clone();
-                let text = describe_tools(tools);
-                let first_system = r.messages.first().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("system");
-                match r.messages.first_mut().and_then(|m| m.get_mut("content")) {
-                    Some(Value::String(c)) if first_system => {
-                        c.push_str("\n\n");
-                        c.push_str(&text);
-                    }
-                    _ => r.messages.insert(0, serde_json::json!({"role": "system", "content": text})),
-                }
-                described = r;
-                &described
+        let t = match (&self.template, &self.template_error) {
+            (Some(t), _) => t,
+            (None, Some(e)) => return Err(Error::Template(format!("the model's chat template cannot be used ({e}); completions still work"))),
+            (None, None) => {
+                return Err(Error::Unsupported(
+                    "this model has no chat template: give one (--chat-template, the `chatTemplate` load option) or use completions".into(),
+                ))
             }
-            _ => req,
         };
-        match (&self.template, &self.template_error) {
-            (Some(t), _) => t.render(req),
-            (None, Some(e)) => Err(Error::Template(format!("the model's chat template cannot be used ({e}); completions still work"))),
-            (None, None) => Err(Error::Unsupported(
-                "this model has no chat template: give one (--chat-template, the `chatTemplate` load option) or use completions".into(),
-            )),
+        let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty() && !self.renders_tools) else { return t.render(req) };
+        let text = describe_tools(tools);
+        // Prepended to the content of the first message with `role`, or
+        // (`insert`) a new message of that role first.
+        let with = |role: &str, insert: bool| {
+            let mut r = req.clone();
+            let at = r.messages.iter().position(|m| m.get("role").and_then(Value::as_str) == Some(role));
+            match at.and_then(|i| r.messages[i].get_mut("content")) {
+                // After a system message's own words; before a user's.
+                Some(Value::String(c)) if role == "system" => *c = format!("{c}\n\n{text}"),
+                Some(Value::String(c)) => *c = format!("{text}\n\n{c}"),
+                _ if insert => r.messages.insert(0, serde_json::json!({"role": role, "content": text})),
+                _ => {}
+            }
+            r
+        };
+        match t.render(&with("system", true)) {
+            Err(Error::Template(_)) => t.render(&with("user", false)),
+            other => other,
         }
     }
 

@@ -144,3 +144,51 @@ fn special_tokens_and_padding_spell_no_text() {
     assert_eq!(s.mask(&mut words).expect("mask"), Next::Tokens);
     assert_eq!(words[im_end as usize / 32] >> (im_end % 32) & 1, 0);
 }
+
+/// Mistral's `[TOOL_CALLS]name[ARGS]{...}` form (Small 3.2, Devstral), which
+/// the scripted model does not write: a walk through the forced grammar on
+/// tekken (where `[TOOL_CALLS]` is a control token; a control token stands in
+/// for `[ARGS]`) gives text the tool-call parser reads back as one call to the
+/// named function with valid arguments.
+#[test]
+fn mistral_args_form_calls_walk_to_a_parsable_call() {
+    use tramontane::text::tool_calls::ToolCallStream;
+    use tramontane::{ToolChoice, ToolConstraint, ToolFormat};
+    let tok = tekken_tok();
+    let tc = tok.token_id("[TOOL_CALLS]").expect("[TOOL_CALLS]");
+    let args = tok.token_id("<SPECIAL_40>").expect("a control token");
+    let syntax = ToolSyntax { format: ToolFormat::Mistral, mistral_args: true, tool_calls_token: Some(tc), args_token: Some(args) };
+    let tools = vec![
+        json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}),
+        json!({"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+            "properties": {"tz": {"enum": ["UTC", "CET"]}}, "required": ["tz"], "additionalProperties": false}}}),
+    ];
+    let c = Constraint::Tools(ToolConstraint { tools, choice: ToolChoice::Named("get_time".into()), parallel: true, content: None });
+    let n = tok.vocab_size();
+    let mut k = Constrainer::new(&tok, n).expect("constrainer");
+    for seed in 1..=4u64 {
+        let mut s = k.compile(&c, &syntax).expect("compiles");
+        let mut rng = Rng(seed);
+        let (mut words, mut ids) = (Vec::new(), Vec::new());
+        while ids.len() < 200 && !s.is_finished() && s.mask(&mut words).expect("mask") == Next::Tokens {
+            let allowed: Vec<u32> = (0..n as u32).filter(|&t| words[t as usize / 32] >> (t % 32) & 1 == 1 && !tok.is_eos(t)).collect();
+            if allowed.is_empty() {
+                break;
+            }
+            let t = allowed[rng.next_u32() as usize % allowed.len()];
+            s.commit(t).expect("commits");
+            ids.push(t);
+        }
+        assert_eq!(ids[0], tc, "the call opens with the control token");
+        // The parser reads the text with control tokens kept, `[ARGS]` spelled out.
+        let raw = tok.decode(&ids, false).expect("decodes").replace("<SPECIAL_40>", "[ARGS]");
+        let visible = tok.decode(&ids, true).expect("decodes");
+        let mut stream = ToolCallStream::new(ToolFormat::Mistral, seed);
+        stream.observe(&raw, &visible);
+        let (_, calls) = stream.finish(&raw, &visible);
+        assert_eq!(calls.len(), 1, "seed {seed}: {raw:?}");
+        assert_eq!(calls[0].name, "get_time", "{raw:?}");
+        let a: Value = serde_json::from_str(&calls[0].arguments).expect("JSON arguments");
+        assert!(a["tz"] == "UTC" || a["tz"] == "CET", "{raw:?}");
+    }
+}

@@ -190,3 +190,38 @@ fn a_template_that_never_ends_runs_out_of_fuel() {
     let ok = load(&folder("after_endless", &[])).expect("loads");
     assert!(ok.chat_text(&req).is_ok());
 }
+
+/// A template that does not render `tools` still lets the model know them:
+/// they are described (in the Hermes format calls are then parsed and
+/// constrained in) in the system message, or in the first user message where
+/// the template refuses a system role.
+#[test]
+fn tools_a_template_ignores_are_described_to_the_model() {
+    let tool = serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}});
+    let req = |system: bool| ChatRequest {
+        messages: [system.then(|| serde_json::json!({"role": "system", "content": "Be brief."})), Some(serde_json::json!({"role": "user", "content": "Hi"}))]
+            .into_iter()
+            .flatten()
+            .collect(),
+        tools: Some(vec![tool.clone()]),
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    let smollm2 = std::fs::read_to_string(common::fixtures().join("templates/SmolLM2-135M-Instruct.jinja")).expect("template");
+    let t = load(&folder("describes_tools", &[("chat_template.jinja", Some(smollm2))])).expect("loads");
+    assert_eq!(t.tool_format, None, "the template has no format of its own");
+    assert_eq!(t.effective_tool_format(), tramontane::ToolFormat::Hermes);
+    let text = t.chat_text(&req(false)).expect("renders");
+    assert!(text.starts_with("<|im_start|>system\n# Tools"), "{text}");
+    assert!(text.contains(&format!("<tools>\n{tool}\n</tools>")) && text.contains("<tool_call>"), "{text}");
+    let text = t.chat_text(&req(true)).expect("renders");
+    assert!(text.starts_with("<|im_start|>system\nBe brief.\n\n# Tools"), "{text}");
+    // Without tools nothing changes.
+    let plain = ChatRequest { tools: None, ..req(true) };
+    assert!(!t.chat_text(&plain).expect("renders").contains("# Tools"));
+
+    let v01 = std::fs::read_to_string(common::fixtures().join("templates/mistralai-Mistral-7B-Instruct-v0.1.jinja")).expect("template");
+    let t = load(&folder("describes_tools_v01", &[("chat_template.jinja", Some(v01))])).expect("loads");
+    let text = t.chat_text(&req(false)).expect("renders with the tools in the user turn");
+    assert!(text.contains("[INST] # Tools") && text.ends_with("Hi [/INST]"), "{text}");
+}

@@ -8,7 +8,7 @@ use crate::common;
 
 use serde_json::{json, Value};
 use tramontane::source::DirSource;
-use tramontane::{ChatRequest, FinishReason, GenerateRequest, LoadOptions, Model, ToolFormat};
+use tramontane::{ChatRequest, Constraint, FinishReason, GenerateRequest, LoadOptions, Model, ToolChoice, ToolConstraint, ToolFormat};
 
 fn model() -> Model {
     let src = DirSource::new(common::fixtures().join("scripted"));
@@ -150,4 +150,48 @@ fn text_prompts_get_the_gguf_bos() {
     let ids = m.text_prompt("Where?").expect("encodes");
     assert_eq!(ids[0], m.tokenizer().bos.expect("bos"));
     assert_eq!(ids.iter().filter(|&&i| Some(i) == m.tokenizer().bos).count(), 1);
+}
+
+/// Generate greedily under a tool constraint (`choice`) for `req`.
+fn constrained(m: &mut Model, req: &ChatRequest, choice: ToolChoice) -> tramontane::Generation {
+    let ids = m.chat_ids(req).expect("renders");
+    let c = Constraint::Tools(ToolConstraint { tools: req.tools.clone().expect("tools"), choice, parallel: true, content: None });
+    // The scripted vocabulary is bytes: a call is a token a character.
+    let r = GenerateRequest { max_tokens: 160, tools: Some(m.text.effective_tool_format()), constraint: Some(c), ..Default::default() };
+    m.reset();
+    pollster::block_on(m.generate(&ids, &r, &mut |_, _, _| true)).expect("generates")
+}
+
+/// Each family's tool-call grammar (`constrain/tools.rs`): with `auto` the
+/// scripted model's own call (what the published format looks like) passes
+/// the grammar unchanged; a named function forces a call to it, in the
+/// family's format, with arguments valid for its parameters, though the
+/// model wanted another.
+#[test]
+fn tool_grammars_accept_each_familys_calls_and_force_named_ones() {
+    let llama = template("meta-llama-Llama-3.1-8B-Instruct.jinja")
+        .replace("'<|start_header_id|>assistant<|end_header_id|>\\n\\n'", "'<|start_header_id|>assistant<|end_header_id|>'");
+    let time = json!({"type": "function", "function": {"name": "get_time", "description": "Time in a zone",
+        "parameters": {"type": "object", "properties": {"tz": {"enum": ["UTC", "CET", "JST"]}}, "required": ["tz"], "additionalProperties": false}}});
+    for (name, source, format) in [
+        ("Qwen2.5", template("Qwen-Qwen2.5-7B-Instruct.jinja"), ToolFormat::Hermes),
+        ("Mistral Nemo", template("mistralai-Mistral-Nemo-Instruct-2407.jinja"), ToolFormat::Mistral),
+        ("Llama 3.1", llama, ToolFormat::Llama3),
+    ] {
+        let mut m = model();
+        m.text.set_template(&source);
+        assert_eq!(m.text.tool_format, Some(format));
+        let g = constrained(&mut m, &request(true), ToolChoice::Auto);
+        check_call(&g);
+
+        let mut req = request(true);
+        req.tools.as_mut().expect("tools").push(time.clone());
+        let g = constrained(&mut m, &req, ToolChoice::Named("get_time".into()));
+        assert_eq!(g.finish, FinishReason::ToolCalls, "{name}: {:?} {:?}", g.text, g.generated);
+        assert_eq!(g.tool_calls.len(), 1, "{name}: {:?}", g.tool_calls);
+        assert_eq!(g.tool_calls[0].name, "get_time", "{name}");
+        let args: Value = serde_json::from_str(&g.tool_calls[0].arguments).expect("JSON arguments");
+        assert!(["UTC", "CET", "JST"].contains(&args["tz"].as_str().unwrap_or("")), "{name}: {args}");
+        assert_eq!(args.as_object().map(|o| o.len()), Some(1), "{name}: {args}");
+    }
 }
