@@ -161,8 +161,11 @@ after(async () => {
 let serving = null;
 async function real() {
   await (serving ??= (async () => {
-    // Fresh from this tree (a no-op when `cargo test` built it just before).
-    execFileSync('cargo', ['build', '--locked', '-p', 'tramontane-cli'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+    // Fresh from this tree: built as `cargo test` builds it (the binary its
+    // tests use, with the dev-dependencies' features), so that after
+    // scripts/test.sh's `cargo test` this is a no-op; a plain `cargo build`
+    // would resolve other features and rebuild half the dependencies.
+    execFileSync('cargo', ['test', '--locked', '--no-run'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
     const help = (() => { try { return execFileSync(BIN, ['serve', '--help'], { encoding: 'utf8' }); } catch (e) { return `${e.stdout ?? ''}${e.stderr ?? ''}`; } })();
     assert.match(help, /--api-key/, `${BIN} has no working \`serve\` subcommand:\n${help}`);
     [serve, locked] = await Promise.all([startServe(), startServe(['--api-key', KEY])]);

@@ -192,3 +192,69 @@ fn mistral_args_form_calls_walk_to_a_parsable_call() {
         assert!(a["tz"] == "UTC" || a["tz"] == "CET", "{raw:?}");
     }
 }
+
+/// Every family's grammar compiles in every mode (auto with free text, auto
+/// with an answer format, required, named, one call or several), and a walk
+/// through `auto` with a JSON answer format ends as JSON or as a call.
+#[test]
+fn tool_grammars_compile_in_every_mode() {
+    use tramontane::{ToolChoice, ToolConstraint, ToolFormat};
+    let tok = tekken_tok();
+    let n = tok.vocab_size();
+    let mut k = Constrainer::new(&tok, n).expect("constrainer");
+    let tools = vec![
+        json!({"type": "function", "function": {"name": "a\"b", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}),
+        json!({"function": {"name": "plain"}}),
+    ];
+    let tc = tok.token_id("[TOOL_CALLS]");
+    for syntax in [
+        ToolSyntax::default(),
+        ToolSyntax { format: ToolFormat::Mistral, mistral_args: false, tool_calls_token: tc, args_token: None },
+        ToolSyntax { format: ToolFormat::Mistral, mistral_args: true, tool_calls_token: None, args_token: None },
+        ToolSyntax { format: ToolFormat::Llama3, ..ToolSyntax::default() },
+    ] {
+        for choice in [ToolChoice::Auto, ToolChoice::Required, ToolChoice::Named("plain".into())] {
+            for (parallel, content) in [(true, None), (false, Some(Box::new(Constraint::JsonObject)))] {
+                let c = Constraint::Tools(ToolConstraint { tools: tools.clone(), choice: choice.clone(), parallel, content });
+                if let Err(e) = k.compile(&c, &syntax) {
+                    panic!("{syntax:?} {choice:?} parallel {parallel}: {e}");
+                }
+            }
+        }
+    }
+    // A named function that is not offered, and no tools at all, are refused.
+    for (tools, choice) in [(tools.clone(), ToolChoice::Named("nope".into())), (vec![], ToolChoice::Required)] {
+        let c = Constraint::Tools(ToolConstraint { tools, choice, parallel: true, content: None });
+        assert_eq!(k.compile(&c, &ToolSyntax::default()).err().map(|e| e.code()), Some("INVALID_REQUEST"));
+    }
+    let c = Constraint::Tools(ToolConstraint { tools, choice: ToolChoice::Auto, parallel: true, content: Some(Box::new(Constraint::JsonObject)) });
+    // Random tokens rarely close an object: the walk shows which way it went.
+    for seed in 1..=3 {
+        let w = walk_with(&tok, &mut k, &c, &ToolSyntax::default(), seed);
+        let text = tok.decode(&w, true).expect("decodes");
+        let call = text.starts_with("<tool_call>\n{\"name\": \"a\\\"b\"") || text.starts_with("<tool_call>\n{\"name\": \"plain\"");
+        assert!(text.starts_with('{') || call || "<tool_call>\n{\"name\": \"".starts_with(&text), "seed {seed}: {text:?}");
+    }
+}
+
+/// Random allowed tokens until the constraint ends (or 200 tokens).
+fn walk_with(tok: &Tokenizer, k: &mut Constrainer, c: &Constraint, syntax: &ToolSyntax, seed: u64) -> Vec<u32> {
+    let n = tok.vocab_size();
+    let mut s = k.compile(c, syntax).expect("compiles");
+    let mut rng = Rng(seed);
+    let (mut words, mut ids) = (Vec::new(), Vec::new());
+    while ids.len() < 200 && !s.is_finished() && s.mask(&mut words).expect("mask") == Next::Tokens {
+        let allowed: Vec<u32> = (0..n as u32).filter(|&t| words[t as usize / 32] >> (t % 32) & 1 == 1).collect();
+        if allowed.iter().any(|&t| tok.is_eos(t)) && rng.next_u32() % 4 == 0 {
+            break;
+        }
+        let pick: Vec<u32> = allowed.into_iter().filter(|&t| !tok.is_eos(t)).collect();
+        if pick.is_empty() {
+            break;
+        }
+        let t = pick[rng.next_u32() as usize % pick.len()];
+        s.commit(t).expect("commits");
+        ids.push(t);
+    }
+    ids
+}
