@@ -60,7 +60,7 @@ if [ -n "$OPT" ]; then
 else
   log "no binaryen 116+ wasm-opt found: the .wasm is not size-optimized"
 fi
-cp crates/tramontane-web/js/*.js crates/tramontane-web/js/*.d.ts pkg/
+cp crates/tramontane-web/js/*.js crates/tramontane-web/js/*.d.ts crates/tramontane-web/README.md pkg/
 VERSION=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 cat > pkg/package.json <<JSON
 {
@@ -74,9 +74,10 @@ cat > pkg/package.json <<JSON
   "exports": {
     ".": { "types": "./index.d.ts", "import": "./index.js" },
     "./worker.js": "./worker.js",
+    "./wasm/*": "./wasm/*",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "index.d.ts", "worker.js", "wasm/"],
+  "files": ["index.js", "index.d.ts", "worker.js", "wasm/", "README.md"],
   "sideEffects": false,
   "license": "MIT OR Apache-2.0",
   "keywords": ["llm", "webgpu", "wasm", "mistral", "mixtral", "llama", "gguf", "safetensors"]

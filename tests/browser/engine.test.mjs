@@ -74,6 +74,37 @@ for (const name of ['llama_tiny', 'mistral_tiny', 'mixtral_tiny', 'mixtral_tiny_
   });
 }
 
+test('a .wasm URL that gives no module is NETWORK naming it; a later load with the right one works', { timeout: 120000 }, async () => {
+  const p = await page();
+  const r = ref('llama_tiny');
+  const pr = r.prompts[0];
+  const got = await run(p, async (T, a) => {
+    const tries = [];
+    // What a bundler's dev server does with a file it does not have: its HTML page.
+    for (const wasmUrl of ['/tests/browser/blank.html', '/pkg/wasm/missing.wasm', '/pkg/index.js']) {
+      try { await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false, wasmUrl }); tries.push('loaded'); } catch (e) {
+        tries.push({ name: e.name, code: e.code, url: e.url, status: e.status, message: e.message });
+      }
+    }
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const ids = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
+    return { tries, ids };
+  }, { ids: pr.input_ids, greedy: GREEDY });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  const [html, missing, js] = got.tries;
+  for (const t of got.tries) {
+    assert.equal(t.name, 'TramontaneError', JSON.stringify(t));
+    assert.equal(t.code, 'NETWORK', JSON.stringify(t));
+    assert.match(t.message, /wasmUrl/);
+  }
+  assert.match(html.url, /blank\.html$/);
+  assert.match(html.message, /web page/);
+  assert.equal(missing.status, 404);
+  assert.match(js.message, /not a WebAssembly module/);
+  assert.deepEqual(got.ids, pr.greedy.new_ids, 'the engine starts after the failures');
+  await p.context().close();
+});
+
 test('mistral decodes 60 tokens past its window in the browser', { timeout: 180000 }, async () => {
   const p = await page();
   const r = ref('mistral_tiny');

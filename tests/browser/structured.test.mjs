@@ -101,7 +101,7 @@ test('json_object, parse, forced calls, regex, grammar, seeded schemas; bad ones
     out.parsed = { content: parsed.choices[0].message.content, parsed: parsed.choices[0].message.parsed };
     const required = await ask({ tools: a.tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 60 });
     out.required = { finish: required.choices[0].finish_reason, calls: required.choices[0].message.tool_calls };
-    const named = await ask({ tools: a.tools, tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 32 });
+    const named = await ask({ tools: a.tools, tool_choice: { type: 'function', function: { name: 'get_time' } }, max_tokens: 80 });
     out.named = { finish: named.choices[0].finish_reason, calls: named.choices[0].message.tool_calls };
     out.regex = (await ask({ regex: '[0-9]{4}-[0-9]{2}-[0-9]{2}' })).choices[0].message.content;
     out.grammar = (await ask({ response_format: { type: 'grammar', grammar: 'start: ("yes" | "no") ", because " /[a-z ]{1,30}/ "."\n' } })).choices[0].message.content;

@@ -68,7 +68,12 @@ export interface LoadOptions {
    * Browsers keep custom headers other than Authorization across redirects:
    * put credentials in `hfToken` or `Authorization`. */
   headers?: Record<string, string> | Headers | [string, string][];
-  /** Where the .wasm is, if not next to index.js. */
+  /** Where the .wasm is, if not next to index.js (relative URLs: to the page).
+   * Needed where a bundler copies index.js without the .wasm, e.g. Vite's
+   * dev server when it pre-bundles the package:
+   * `import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url'`.
+   * A URL that does not give the module is a NETWORK error naming it; a
+   * later load may pass a corrected one. */
   wasmUrl?: string | URL;
   /** A Jinja chat template used instead of the model's own. */
   chatTemplate?: string;

@@ -29,6 +29,25 @@ function asError(e) {
   return new TramontaneError('INTERNAL', msg);
 }
 
+/** Fetches and starts the engine's WebAssembly module: from `wasmUrl`, else
+ * from next to this file. What can go wrong is a NETWORK error naming the URL,
+ * never a raw CompileError: the commonest cause is a bundler that copied
+ * index.js somewhere else without the .wasm (Vite's dev server pre-bundles
+ * dependencies into node_modules/.vite/deps/), whose server then answers the
+ * .wasm URL with the app's HTML page. */
+async function startWasm(wasmUrl) {
+  const url = String(wasmUrl ?? new URL('./wasm/tramontane_web_bg.wasm', import.meta.url));
+  const fail = (why, status) => new TramontaneError('NETWORK',
+    `the engine's WebAssembly module at ${url}: ${why}. If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass the .wasm's URL as the wasmUrl option (Vite: import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url').`,
+    { url, status });
+  let res;
+  try { res = await fetch(url); } catch (e) { throw fail(`it could not be fetched (${e?.message ?? e})`, 0); }
+  if (!res.ok) throw fail(`the server answered ${res.status}`, res.status);
+  const type = res.headers.get('content-type') ?? '';
+  if (/^text\/html/i.test(type)) throw fail(`the server answered with a web page (${type}), not the module`, res.status);
+  try { await initWasm({ module_or_path: res }); } catch (e) { throw fail(`it is not a WebAssembly module this package can run (${e?.message ?? e})`, res.status); }
+}
+
 function aborted() {
   return new TramontaneError('ABORTED', 'the request was aborted');
 }
@@ -330,7 +349,9 @@ export class Engine {
       throw new TramontaneError('WEBGPU_UNAVAILABLE',
         'WebGPU is not available in this browser: use a recent Chrome, Edge or Safari, or enable WebGPU (Firefox: dom.webgpu.enabled; Chromium: --enable-unsafe-webgpu).');
     }
-    wasmReady ??= initWasm(options.wasmUrl ? { module_or_path: options.wasmUrl } : undefined);
+    // A failed start is not remembered: a later load (say with a corrected
+    // `wasmUrl`) tries again.
+    wasmReady ??= startWasm(options.wasmUrl).catch((err) => { wasmReady = null; throw err; });
     await wasmReady;
     const wasm = new WasmEngine();
     try { this._adapter = await withSubgroups(() => wasm.init()); } catch (err) { throw asError(err); }
@@ -635,6 +656,8 @@ export class WorkerEngine {
     const { onProgress, signal, worker, ...rest } = options;
     // A Headers object cannot be posted to the worker: send a plain one.
     if (rest.headers != null) rest.headers = modelHeaders({ headers: rest.headers });
+    // Relative to the page, as for Engine (the worker would resolve it against worker.js).
+    if (rest.wasmUrl != null && globalThis.location) rest.wasmUrl = String(new URL(rest.wasmUrl, location.href));
     this._info = null; // the previous model is freed as the new one loads
     this._info = await this._call('load', [source, rest], { onProgress, signal });
     return this;

@@ -185,4 +185,17 @@ fn chat_answers_sensibly() {
     assert_eq!(g.finish, tramontane::FinishReason::Stop, "stops at <|im_end|>");
     assert!(streamed.len() > 2, "text streamed piece by piece");
     assert_eq!(streamed.concat(), g.text);
+
+    // The demo's settings for this model (web/app.js: greedy, repetition
+    // penalty 1.1): the same first answer, and a longer one that does not
+    // loop (greedy alone repeats "a place where the sea is a place" here).
+    let demo = GenerateRequest { max_tokens: 24, sampling: SamplingParams { repetition_penalty: 1.1, ..SamplingParams::greedy() }, ..Default::default() };
+    let g = pollster::block_on(model.generate(&prompt, &demo, &mut |_, _, _| true)).expect("generate");
+    assert_eq!(g.text, "The capital of France is Paris.", "{:?}", g.text);
+    let poem = model.chat_prompt(&[tramontane::ChatMessage::new("user", "Write a short poem about the sea.")]).expect("template");
+    let g = pollster::block_on(model.generate(&poem, &GenerateRequest { max_tokens: 96, ..demo.clone() }, &mut |_, _, _| true)).expect("generate");
+    let words: Vec<&str> = g.text.split_whitespace().collect();
+    let mut seen = std::collections::HashSet::new();
+    let repeated: Vec<_> = words.windows(6).filter(|w| !seen.insert(w.to_vec())).collect();
+    assert!(words.len() > 40 && repeated.is_empty(), "a loop: {repeated:?} in {:?}", g.text);
 }
