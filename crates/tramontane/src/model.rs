@@ -85,8 +85,9 @@ impl Default for LoadOptions {
 pub struct ModelInfo {
     pub arch: String,
     pub weight_bytes: u64,
-    /// Weights plus the planned size of every other buffer (or what was
-    /// allocated, if more): what `max_gpu_bytes` is checked against.
+    /// Weights plus the planned size of every other buffer (the plan counts
+    /// every buffer and texture the runtime allocates; suite/limits.rs checks
+    /// it): what `max_gpu_bytes` is checked against.
     pub gpu_bytes: u64,
     /// GPU bytes allocated, by kind.
     pub gpu_memory: GpuBytes,
@@ -305,15 +306,16 @@ impl Model {
             KvCache::F16 => true,
         };
         let ropts = RuntimeOptions { context, chunk, kv_f16 };
-        let sizes = Sizes::plan(cfg, &ropts, gpu.max_binding())?;
+        let sizes = Sizes::plan(cfg, &ropts, gpu)?;
         let budget = match opts.max_gpu_bytes {
             None => None,
             Some(limit) => match limit.checked_sub(sizes.total()) {
                 Some(left) => Some(left),
                 None => {
                     return Err(Error::OutOfMemory(format!(
-                        "a context of {context} tokens needs {} bytes of KV cache and {} bytes of activations, more than the {limit}-byte GPU memory limit (max_gpu_bytes) before any weight",
-                        sizes.kv_bytes, sizes.scratch_bytes
+                        "a context of {context} tokens needs {} bytes of KV cache and {} bytes of activations and other buffers, more than the {limit}-byte GPU memory limit (max_gpu_bytes) before any weight",
+                        sizes.planned.kv_cache,
+                        sizes.planned.activations + sizes.planned.scratch
                     )))
                 }
             },
@@ -347,6 +349,12 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.runtime.cfg
+    }
+
+    /// GPU bytes by kind as planned before the download (`info.gpu_memory`
+    /// is what was allocated; the two are equal).
+    pub fn planned_gpu_memory(&self) -> GpuBytes {
+        self.runtime.planned_gpu_bytes()
     }
 
     /// Forget the conversation (the KV cache is simply overwritten later).

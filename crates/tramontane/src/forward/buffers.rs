@@ -2,14 +2,13 @@
 //! from a checked [`Sizes`] plan: activations, KV cache, RoPE table, sampler
 //! state and readbacks, each counted by kind.
 
-use super::linear::{moe_group_tile, moe_max_tiles};
-use super::{rope_table, RuntimeOptions, Sizes, OUT_WORDS};
+use super::{rope_table, RuntimeOptions, Sizes};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, InputTexture, Step};
 use crate::parse::ModelConfig;
 
 /// GPU bytes by kind. `kv_cache + activations + scratch` is what the runtime
-/// allocates besides the weights (readback buffers aside).
+/// allocates besides the weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GpuBytes {
     pub weights: u64,
@@ -18,7 +17,8 @@ pub struct GpuBytes {
     /// Rows of a pass: hidden states, q/k/v, attention partials, feed-forward,
     /// logits, MoE routing (and on lavapipe the prefill inputs' textures).
     pub activations: u64,
-    /// The RoPE table, the sampler's state and output, placeholders.
+    /// The RoPE table, the sampler's state, mask and output, the per-pass
+    /// uniform, readbacks, a placeholder.
     pub scratch: u64,
 }
 
@@ -72,11 +72,13 @@ pub(super) struct Buffers {
     pub inputs: Vec<InputTexture>,
     pub out_rb: wgpu::Buffer,
     pub logits_rb: wgpu::Buffer,
-    /// Bytes allocated (weights left at 0).
+    /// Bytes allocated, as the device reports each buffer's and texture's
+    /// size (weights left at 0).
     pub bytes: GpuBytes,
 }
 
-/// Storage buffers of f32 words, counted into one kind of [`GpuBytes`].
+/// Buffers and textures, each counted into one kind of [`GpuBytes`] by the
+/// size the device gave it.
 struct Alloc<'g> {
     g: &'g Gpu,
     bytes: GpuBytes,
@@ -90,15 +92,24 @@ enum Kind {
 }
 
 impl Alloc<'_> {
-    fn words(&mut self, kind: Kind, label: &str, n: usize) -> wgpu::Buffer {
-        let size = n as u64 * 4;
+    fn count(&mut self, kind: Kind, bytes: u64) {
         let counter = match kind {
             Kind::Kv => &mut self.bytes.kv_cache,
             Kind::Activations => &mut self.bytes.activations,
             Kind::Scratch => &mut self.bytes.scratch,
         };
-        *counter += size;
-        self.g.storage(label, size)
+        *counter += bytes;
+    }
+
+    fn buffer(&mut self, kind: Kind, buffer: wgpu::Buffer) -> wgpu::Buffer {
+        self.count(kind, buffer.size());
+        buffer
+    }
+
+    /// A storage buffer of `n` f32 words.
+    fn words(&mut self, kind: Kind, label: &str, n: usize) -> wgpu::Buffer {
+        let buffer = self.g.storage(label, n as u64 * 4);
+        self.buffer(kind, buffer)
     }
 }
 
@@ -109,38 +120,35 @@ impl Buffers {
         if opts.kv_f16 && !g.adapter.shader_f16 {
             return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
         }
-        let (h, v) = (cfg.hidden, cfg.vocab);
-        let c = opts.chunk.max(1);
+        let w = &sizes.words;
         let mut a = Alloc { g, bytes: GpuBytes::default() };
         use Kind::{Activations as Act, Scratch};
-        let ids = a.words(Act, "ids", c);
-        let x = a.words(Act, "x", c * h);
-        let xn = a.words(Act, "xn", c * h);
-        let qkv = a.words(Act, "qkv", c * (cfg.q_dim() + 2 * cfg.kv_dim()));
-        let attn = a.words(Act, "attn", c * cfg.q_dim());
-        let partials = a.words(Act, "attn_partials", sizes.words.attn_partials);
-        let ffn_h = a.words(Act, "ffn_h", sizes.words.ffn_h);
-        let last = a.words(Act, "last", h);
-        let logits = a.words(Act, "logits", v);
-        let state = a.words(Scratch, "sampler_state", v);
-        let mask = a.words(Scratch, "sample_mask", v.div_ceil(32));
-        let out = a.words(Scratch, "out", OUT_WORDS);
+        let ids = a.words(Act, "ids", w.ids);
+        let x = a.words(Act, "x", w.x);
+        let xn = a.words(Act, "xn", w.xn);
+        let qkv = a.words(Act, "qkv", w.qkv);
+        let attn = a.words(Act, "attn", w.attn);
+        let partials = a.words(Act, "attn_partials", w.attn_partials);
+        let ffn_h = a.words(Act, "ffn_h", w.ffn_h);
+        let last = a.words(Act, "last", w.last);
+        let logits = a.words(Act, "logits", w.logits);
+        let state = a.words(Scratch, "sampler_state", w.sampler_state);
+        let mask = a.words(Scratch, "sample_mask", w.sample_mask);
+        let out = a.words(Scratch, "out", w.out);
         let dummy = a.words(Scratch, "dummy", 1);
         let table = rope_table::table(cfg, opts.context);
-        a.bytes.scratch += table.len() as u64 * 4;
-        let rope_table = g.storage_init("rope_table", bytemuck::cast_slice(&table));
-        let moe = cfg.moe.as_ref().map(|m| {
-            let rows = c * m.top_k;
-            let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, moe_group_tile(g.is_cpu())) as usize;
-            MoeBuffers {
-                router_logits: a.words(Act, "router_logits", sizes.words.router_logits),
-                expert_out: a.words(Act, "expert_out", sizes.words.expert_out),
-                order: a.words(Act, "moe_order", rows),
-                tiles: a.words(Act, "moe_tiles", 4 * tiles),
-                choices: (0..cfg.n_layers)
-                    .map(|l| (a.words(Act, &format!("moe_ids{l}"), rows), a.words(Act, &format!("moe_weights{l}"), rows)))
-                    .collect(),
-            }
+        if table.len() != w.rope_table {
+            return Err(Error::Internal(format!("the RoPE table has {} words, {} planned", table.len(), w.rope_table)));
+        }
+        let rope_table = a.buffer(Scratch, g.storage_init("rope_table", bytemuck::cast_slice(&table)));
+        let moe = w.moe.map(|m| MoeBuffers {
+            router_logits: a.words(Act, "router_logits", m.router_logits),
+            expert_out: a.words(Act, "expert_out", m.expert_out),
+            order: a.words(Act, "moe_order", m.order),
+            tiles: a.words(Act, "moe_tiles", m.tiles),
+            choices: (0..cfg.n_layers)
+                .map(|l| (a.words(Act, &format!("moe_ids{l}"), m.choices), a.words(Act, &format!("moe_weights{l}"), m.choices)))
+                .collect(),
         });
         let inputs: Vec<InputTexture> = if g.weights_in_textures() {
             [(&xn, "xn_texture"), (&attn, "attn_texture"), (&ffn_h, "ffn_h_texture")]
@@ -150,15 +158,20 @@ impl Buffers {
         } else {
             Vec::new()
         };
-        a.bytes.activations += inputs.iter().map(InputTexture::bytes).sum::<u64>();
+        for t in &inputs {
+            a.count(Act, t.bytes());
+        }
         let kv = sizes
             .kv_words
             .iter()
             .enumerate()
             .map(|(l, &words)| (a.words(Kind::Kv, &format!("k_cache{l}"), words), a.words(Kind::Kv, &format!("v_cache{l}"), words)))
             .collect();
+        let step = a.buffer(Scratch, g.uniform("step", std::mem::size_of::<Step>() as u64));
+        let out_rb = a.buffer(Scratch, g.readback("out_rb", w.out as u64 * 4));
+        let logits_rb = a.buffer(Scratch, g.readback("logits_rb", w.logits as u64 * 4));
         Ok(Buffers {
-            step: g.uniform("step", std::mem::size_of::<Step>() as u64),
+            step,
             ids,
             x,
             xn,
@@ -176,8 +189,8 @@ impl Buffers {
             kv,
             moe,
             inputs,
-            out_rb: g.readback("out_rb", OUT_WORDS as u64 * 4),
-            logits_rb: g.readback("logits_rb", v as u64 * 4),
+            out_rb,
+            logits_rb,
             bytes: a.bytes,
         })
     }

@@ -65,24 +65,32 @@ pub struct Runtime {
     plan: Plan,
     /// The host side of the sampler's mask, reused every step.
     mask_words: Vec<u32>,
+    planned: GpuBytes,
 }
 
 impl Runtime {
     pub fn new(gpu: Arc<Gpu>, cfg: ModelConfig, weights: Weights, opts: RuntimeOptions) -> Result<Self> {
         // Sizes checked again (the loader checked them before downloading).
-        let sizes = Sizes::plan(&cfg, &opts, gpu.max_binding())?;
+        let sizes = Sizes::plan(&cfg, &opts, &gpu)?;
         let bufs = Buffers::new(&gpu, &cfg, &opts, &sizes)?;
+        let planned = sizes.planned;
         let layer_slots = sizes.layer_slots;
         let kv_slots = layer_slots.iter().copied().max().unwrap_or(opts.context);
         let plan = Plan::new(&gpu, &cfg, opts.kv_f16, &weights, &bufs, &layer_slots)?;
         gpu.check()?;
         let mask_words = Vec::with_capacity(cfg.vocab.div_ceil(32));
-        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words })
+        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words, planned })
     }
 
     /// GPU bytes of the weights and of every buffer the runtime allocated.
     pub fn gpu_bytes(&self) -> GpuBytes {
         GpuBytes { weights: self.weights.bytes, ..self.bufs.bytes }
+    }
+
+    /// What [`Sizes::plan`] said the buffers besides the weights would take
+    /// (the figure checked against `max_gpu_bytes` before the download).
+    pub fn planned_gpu_bytes(&self) -> GpuBytes {
+        GpuBytes { weights: self.weights.bytes, ..self.planned }
     }
 
     /// Overwrite the sampler's per-token state: `context` tokens are "in context"

@@ -1,12 +1,17 @@
 //! The GPU memory a model needs besides its weights: KV cache, activations,
-//! RoPE table, sampler state. Computed from the config and the load options in
-//! `u64` with checked arithmetic (a `usize` product wraps on wasm32), and
-//! checked against the device before the first weight byte is downloaded, so a
-//! `context` or `chunk` too large, or a config that lies, fails in words at once
-//! instead of after minutes of download (or as a trap in the wasm module).
+//! RoPE table, sampler state, readbacks. Computed from the config, the load
+//! options and the device in `u64` with checked arithmetic (a `usize` product
+//! wraps on wasm32), and checked against the device before the first weight
+//! byte is downloaded, so a `context` or `chunk` too large, or a config that
+//! lies, fails in words at once instead of after minutes of download (or as a
+//! trap in the wasm module). `buffers.rs` allocates exactly what this plans
+//! (every size it uses comes from here); suite/limits.rs checks the two agree,
+//! kind by kind.
 
-use super::{RuntimeOptions, MAX_SPLITS};
+use super::linear::{moe_group_tile, moe_max_tiles};
+use super::{rope_table, GpuBytes, RuntimeOptions, MAX_SPLITS, OUT_WORDS};
 use crate::error::{Error, Result};
+use crate::gpu::{readback_bytes, storage_bytes, Gpu, Step};
 use crate::parse::ModelConfig;
 
 /// Buffer sizes (bytes) of one runtime.
@@ -19,23 +24,46 @@ pub struct Sizes {
     /// f32 words of each layer's K buffer (and of its V buffer): an f16 cache
     /// packs two values in a word.
     pub kv_words: Vec<usize>,
-    /// f32 words of the buffers sized by the options, as allocated.
+    /// f32 words of every other storage buffer, as allocated.
     pub words: Words,
-    /// Keys and values of every layer.
-    pub kv_bytes: u64,
-    /// Everything else: activations, logits, sampler state, RoPE table.
-    pub scratch_bytes: u64,
+    /// Whether the prefill matmuls' inputs get texture copies (lavapipe), and
+    /// their bytes: normed rows, attention output, feed-forward activations.
+    pub input_textures: Vec<u64>,
+    /// Everything the runtime allocates besides the weights, by kind, as the
+    /// device allocates it (buffers padded to whole 16-byte units).
+    pub planned: GpuBytes,
 }
 
-/// Words of the activation buffers whose size the chunk and the config set
-/// (checked against the binding limit, so they fit a `usize`).
+/// Words of each activation and scratch buffer (each checked against the
+/// binding limit, so it fits a `usize`).
 #[derive(Debug, Clone, Copy)]
 pub struct Words {
+    pub ids: usize,
+    pub x: usize,
+    pub xn: usize,
+    pub qkv: usize,
+    pub attn: usize,
     pub attn_partials: usize,
     pub ffn_h: usize,
-    /// MoE only (0 otherwise).
+    pub last: usize,
+    pub logits: usize,
+    pub sampler_state: usize,
+    pub sample_mask: usize,
+    pub out: usize,
+    pub rope_table: usize,
+    /// MoE only.
+    pub moe: Option<MoeWords>,
+}
+
+/// Words of the MoE routing buffers (see `buffers::MoeBuffers`).
+#[derive(Debug, Clone, Copy)]
+pub struct MoeWords {
     pub router_logits: usize,
     pub expert_out: usize,
+    pub order: usize,
+    pub tiles: usize,
+    /// Each layer's chosen experts' ids (and, as many, their weights).
+    pub choices: usize,
 }
 
 fn overflow(what: &str) -> Error {
@@ -49,8 +77,9 @@ fn product(what: &str, factors: &[usize]) -> Result<u64> {
 
 impl Sizes {
     /// Every buffer the runtime allocates, with its size checked against the
-    /// binding limit `max_binding` (activations are bound whole).
-    pub fn plan(cfg: &ModelConfig, opts: &RuntimeOptions, max_binding: u64) -> Result<Sizes> {
+    /// binding limit of the device (activations are bound whole).
+    pub fn plan(cfg: &ModelConfig, opts: &RuntimeOptions, g: &Gpu) -> Result<Sizes> {
+        let max_binding = g.max_binding();
         let (h, v, hd) = (cfg.hidden, cfg.vocab, cfg.head_dim);
         let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
         let c = opts.chunk.max(1);
@@ -77,20 +106,22 @@ impl Sizes {
             .ok_or_else(|| overflow("the attention scores (lower `context`)"))?;
         let partials = prefill_partials.max(decode_partials);
         let ffn_h = product("the feed-forward activations", &[c, slots, cfg.intermediate, 4])?;
+        let rope = product("the RoPE table", &[ctx, rope_table::inv_freq(cfg).len(), 2, 4])?;
         let mut bound: Vec<(&str, u64)> = vec![
             ("a layer's KV cache (lower `context`)", kv_layer(kv_slots)?),
-            ("the RoPE table (lower `context`)", product("the RoPE table", &[ctx, hd, 4])?),
+            ("the RoPE table (lower `context`)", rope),
             ("the feed-forward activations (lower `chunk`)", ffn_h),
             ("the activations (lower `chunk`)", product("the activations", &[c, qkv_dim.max(h), 4])?),
             ("the attention partials and scores (lower `chunk` or `context`)", partials),
             ("the logits", product("the logits", &[v, 4])?),
         ];
-        let (mut router_logits, mut expert_out) = (0, 0);
+        let mut moe_bytes = None;
         if let Some(m) = &cfg.moe {
-            router_logits = product("the router logits", &[c, m.n_experts, 4])?;
-            expert_out = product("the expert outputs", &[c, slots, h, 4])?;
+            let router_logits = product("the router logits", &[c, m.n_experts, 4])?;
+            let expert_out = product("the expert outputs", &[c, slots, h, 4])?;
             bound.push(("the router logits (lower `chunk`)", router_logits));
             bound.push(("the expert outputs (lower `chunk`)", expert_out));
+            moe_bytes = Some((router_logits, expert_out));
         }
         for &(what, size) in &bound {
             if size > max_binding {
@@ -99,32 +130,64 @@ impl Sizes {
                 )));
             }
         }
-        // Each is at most the binding limit now: a word count fits a usize.
+        // Each is at most the binding limit now, and every other buffer is
+        // smaller than one of them: word counts fit a usize.
         let words_of = |bytes: u64| (bytes / 4) as usize;
-        let mut kv_bytes = 0u64;
-        let mut kv_words = Vec::with_capacity(layer_slots.len());
-        for &s in &layer_slots {
-            let layer = kv_layer(s)?;
-            kv_bytes = kv_bytes.checked_add(2 * layer).ok_or_else(|| overflow("the KV cache"))?;
-            kv_words.push(words_of(layer));
-        }
-        // Each activation buffer once (x, xn, qkv, attn, ffn, logits twice for
-        // the readback, sampler state, ...): a bound on what the runtime makes.
-        let scratch_bytes = bound.iter().skip(1).try_fold(0u64, |acc, &(_, b)| acc.checked_add(b))
-            .and_then(|s| s.checked_add(product("the activations", &[c, h, 4 * 3]).ok()?))
-            .and_then(|s| s.checked_add(product("the logits", &[v, 4 * 2]).ok()?))
-            .ok_or_else(|| overflow("the activations"))?;
+        let moe = cfg.moe.as_ref().zip(moe_bytes).map(|(m, (router_logits, expert_out))| {
+            let rows = c * m.top_k;
+            let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, moe_group_tile(g.is_cpu())) as usize;
+            MoeWords { router_logits: words_of(router_logits), expert_out: words_of(expert_out), order: rows, tiles: 4 * tiles, choices: rows }
+        });
         let words = Words {
+            ids: c,
+            x: c * h,
+            xn: c * h,
+            qkv: c * qkv_dim,
+            attn: c * cfg.q_dim(),
             attn_partials: words_of(partials),
             ffn_h: words_of(ffn_h),
-            router_logits: words_of(router_logits),
-            expert_out: words_of(expert_out),
+            last: h,
+            logits: v,
+            sampler_state: v,
+            sample_mask: v.div_ceil(32),
+            out: OUT_WORDS,
+            rope_table: words_of(rope),
+            moe,
         };
-        Ok(Sizes { layer_slots, kv_words, words, kv_bytes, scratch_bytes })
+        let mut kv_words = Vec::with_capacity(layer_slots.len());
+        for &s in &layer_slots {
+            kv_words.push(words_of(kv_layer(s)?));
+        }
+        let input_textures: Vec<u64> = if g.weights_in_textures() {
+            [words.xn, words.attn, words.ffn_h].iter().filter_map(|&w| g.input_texture_bytes(storage_bytes(w as u64 * 4))).collect()
+        } else {
+            Vec::new()
+        };
+        let planned = planned_bytes(cfg, &words, &kv_words, &input_textures).ok_or_else(|| overflow("the activations"))?;
+        Ok(Sizes { layer_slots, kv_words, words, input_textures, planned })
     }
 
     /// GPU bytes besides the weights.
     pub fn total(&self) -> u64 {
-        self.kv_bytes.saturating_add(self.scratch_bytes)
+        self.planned.buffers()
     }
+}
+
+/// What `Buffers::new` allocates for these sizes, by kind (as it counts them).
+fn planned_bytes(cfg: &ModelConfig, w: &Words, kv_words: &[usize], input_textures: &[u64]) -> Option<GpuBytes> {
+    let sum = |words: &[usize]| words.iter().try_fold(0u64, |acc, &n| acc.checked_add(storage_bytes(n as u64 * 4)));
+    let mut activations = sum(&[w.ids, w.x, w.xn, w.qkv, w.attn, w.attn_partials, w.ffn_h, w.last, w.logits])?;
+    if let Some(m) = &w.moe {
+        activations = activations.checked_add(sum(&[m.router_logits, m.expert_out, m.order, m.tiles])?)?;
+        activations = activations.checked_add(sum(&[m.choices, m.choices])?.checked_mul(cfg.n_layers as u64)?)?;
+    }
+    activations = input_textures.iter().try_fold(activations, |acc, &b| acc.checked_add(b))?;
+    // The sampler's state, mask and output, a placeholder word, the RoPE
+    // table, the per-pass uniform and the two readbacks.
+    let scratch = sum(&[w.sampler_state, w.sample_mask, w.out, 1, w.rope_table])?
+        .checked_add(std::mem::size_of::<Step>() as u64)?
+        .checked_add(readback_bytes(w.out as u64 * 4))?
+        .checked_add(readback_bytes(w.logits as u64 * 4))?;
+    let kv_cache = sum(kv_words)?.checked_mul(2)?;
+    Some(GpuBytes { weights: 0, kv_cache, activations, scratch })
 }

@@ -99,6 +99,24 @@ pub struct InputTexture {
     pub view: wgpu::TextureView,
 }
 
+/// Bytes of the buffer [`Gpu::storage`] (and `storage_init`) makes for `size`
+/// bytes: whole 16-byte units, at least one.
+pub fn storage_bytes(size: u64) -> u64 {
+    size.max(16).next_multiple_of(16)
+}
+
+/// Bytes of the buffer [`Gpu::readback`] makes for `size` bytes.
+pub fn readback_bytes(size: u64) -> u64 {
+    size.max(4).next_multiple_of(4)
+}
+
+/// Width and height in texels of a texture of `quads` quads (at least one),
+/// [`WEIGHT_TEXTURE_WIDTH`] a row.
+fn quad_extent(quads: u64) -> (u64, u64) {
+    let quads = quads.max(1);
+    (quads.min(WEIGHT_TEXTURE_WIDTH), quads.div_ceil(WEIGHT_TEXTURE_WIDTH))
+}
+
 impl InputTexture {
     /// Copy the first `quads` quads of the source buffer in.
     pub fn copy(&self, enc: &mut wgpu::CommandEncoder, quads: u64) {
@@ -338,26 +356,26 @@ impl Gpu {
     /// An [`InputTexture`] for the activations in `source`, as large as it
     /// (None where that exceeds the device's largest texture).
     pub fn input_texture(&self, label: &str, source: &wgpu::Buffer) -> Option<InputTexture> {
-        let quads = source.size() / 16;
-        if quads.div_ceil(WEIGHT_TEXTURE_WIDTH) > u64::from(self.adapter.max_texture_2d) {
-            return None;
-        }
-        let texture = self.quad_texture(label, quads);
+        self.input_texture_bytes(source.size())?;
+        let texture = self.quad_texture(label, source.size() / 16);
         let view = texture.create_view(&Default::default());
         Some(InputTexture { source: source.clone(), texture, view })
+    }
+
+    /// Bytes of the [`InputTexture`] [`Gpu::input_texture`] makes for a
+    /// `source_bytes` buffer (None: it makes none, the buffer is too large).
+    pub fn input_texture_bytes(&self, source_bytes: u64) -> Option<u64> {
+        let (width, height) = quad_extent(source_bytes / 16);
+        (height <= u64::from(self.adapter.max_texture_2d)).then_some(width * height * 16)
     }
 
     /// An `rgba32uint` texture holding `quads` 16-byte quads,
     /// [`WEIGHT_TEXTURE_WIDTH`] per row, filled by [`copy_quads`].
     fn quad_texture(&self, label: &str, quads: u64) -> wgpu::Texture {
-        let quads = quads.max(1);
+        let (width, height) = quad_extent(quads);
         self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
-            size: wgpu::Extent3d {
-                width: quads.min(WEIGHT_TEXTURE_WIDTH) as u32,
-                height: quads.div_ceil(WEIGHT_TEXTURE_WIDTH) as u32,
-                depth_or_array_layers: 1,
-            },
+            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -372,7 +390,7 @@ impl Gpu {
     pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(16).next_multiple_of(16),
+            size: storage_bytes(size),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -382,9 +400,9 @@ impl Gpu {
 
     pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         let mut padded;
-        let data = if !data.len().is_multiple_of(16) || data.is_empty() {
+        let data = if storage_bytes(data.len() as u64) != data.len() as u64 {
             padded = data.to_vec();
-            padded.resize(data.len().max(16).next_multiple_of(16), 0);
+            padded.resize(storage_bytes(data.len() as u64) as usize, 0);
             &padded[..]
         } else {
             data
@@ -418,7 +436,7 @@ impl Gpu {
     pub fn readback(&self, label: &str, size: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4).next_multiple_of(4),
+            size: readback_bytes(size),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })

@@ -115,6 +115,30 @@ fn a_model_larger_than_the_memory_limit_is_out_of_memory_then_loads() {
     assert_reference_tokens(&mut model);
 }
 
+/// What the plan checked against `max_gpu_bytes` before the download is
+/// what the runtime allocated, kind by kind, as the device sizes each buffer
+/// and texture: dense, sliding-window (KV rings), MoE (routing buffers per
+/// layer), an f16 KV cache, odd chunks and contexts; on lavapipe the prefill
+/// inputs' texture copies are in it too.
+#[test]
+fn the_plan_counts_every_buffer_the_runtime_allocates() {
+    let gpu = gpu();
+    let f16 = if gpu.adapter.shader_f16 { tramontane::KvCache::F16 } else { tramontane::KvCache::F32 };
+    for (name, context, chunk, kv_cache) in [
+        ("llama_tiny", None, 64, tramontane::KvCache::Auto),
+        ("llama_tiny", Some(77), 7, f16),
+        ("mistral_tiny", Some(200), 5, tramontane::KvCache::Auto),
+        ("mixtral_tiny", None, 64, tramontane::KvCache::Auto),
+        ("mixtral_tiny", Some(50), 3, f16),
+    ] {
+        let opts = LoadOptions { context, chunk, kv_cache, ..Default::default() };
+        let model = load_with(&gpu, &DirSource::new(fixtures().join(name)), opts).expect("loads");
+        let (planned, allocated) = (model.planned_gpu_memory(), model.info.gpu_memory);
+        assert_eq!(planned, allocated, "{name} context {context:?} chunk {chunk} {kv_cache:?}: planned vs allocated");
+        assert_eq!(model.info.gpu_bytes, allocated.total(), "{name}: the figure checked is the total");
+    }
+}
+
 #[test]
 fn configs_that_claim_absurd_sizes_are_format_errors() {
     let base: serde_json::Value =
