@@ -163,7 +163,8 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                     "scratch": info.gpu_memory.scratch,
                 },
                 "peak_host_bytes": peak_host_bytes(),
-                "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16, "subgroup_lanes": lanes },
+                "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16, "subgroup_lanes": lanes,
+                    "kernels": if gpu.is_cpu() { "cpu" } else { "gpu" }, "weights_in_textures": gpu.weights_in_textures() },
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
                 "json_schema": schema,
             })
@@ -171,7 +172,7 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
     } else {
         println!("model        {} ({}, {})", a.model.model, info.arch, info.dtype);
         let sub = if lanes > 1 { format!("subgroup sums over {lanes}") } else { "no subgroups".into() };
-        println!("adapter      {} ({}; {}; shader-f16 {}; {sub})", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" });
+        println!("adapter      {} ({}; {}; shader-f16 {}; {sub}; {}-shaped kernels)", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" }, if gpu.is_cpu() { "CPU" } else { "GPU" });
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
         let m = &info.gpu_memory;
         let mb = |b: u64| b as f64 / 1e6;

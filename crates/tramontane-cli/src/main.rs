@@ -70,6 +70,11 @@ pub struct ModelArgs {
     /// more fails with OUT_OF_MEMORY before any weight is read.
     #[arg(long)]
     pub max_gpu_bytes: Option<u64>,
+    /// Kernel shapes: auto (CPU-shaped on a CPU rasterizer such as lavapipe,
+    /// GPU-shaped elsewhere), gpu or cpu (either on any device: to test or
+    /// compare them).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
+    pub kernels: String,
 }
 
 #[derive(Args)]
@@ -188,6 +193,7 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
 pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>, Model)> {
     let remote = http::resolve(&args.model, &args.remote)?;
     let gpu = Arc::new(Gpu::new().await?);
+    gpu.set_kernel_shape(args.kernels.parse()?);
     let kv_cache = match args.kv_cache.as_str() {
         "f16" => KvCache::F16,
         "f32" => KvCache::F32,

@@ -178,7 +178,34 @@ pub struct Gpu {
     /// (`set_subgroups`), since wgpu cannot ask WebGPU for `subgroups`.
     lanes: std::sync::atomic::AtomicU32,
     /// Weight matrices go into textures (see `weights_in_textures`).
-    textures: bool,
+    textures: std::sync::atomic::AtomicBool,
+    /// What the adapter was detected to be, before any [`Gpu::set_kernel_shape`].
+    detected_cpu: bool,
+    detected_textures: bool,
+}
+
+/// Which shapes the kernels take: `Auto` as the adapter was detected (CPU
+/// shapes on a CPU rasterizer, GPU shapes elsewhere); `Gpu` / `Cpu` force
+/// one, so that both can run on any device (the native tests run the GPU
+/// shapes on lavapipe; `--kernels` in the CLI, `kernels` in the npm package).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelShape {
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl std::str::FromStr for KernelShape {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(KernelShape::Auto),
+            "gpu" => Ok(KernelShape::Gpu),
+            "cpu" => Ok(KernelShape::Cpu),
+            _ => Err(Error::InvalidRequest(format!("kernels must be auto, gpu or cpu, not {s:?}"))),
+        }
+    }
 }
 
 /// Lanes for a smallest subgroup size of `min_size`: a power of two, at most
@@ -277,7 +304,9 @@ impl Gpu {
             lost,
             cpu: std::sync::atomic::AtomicBool::new(cpu),
             lanes: std::sync::atomic::AtomicU32::new(lanes),
-            textures,
+            textures: std::sync::atomic::AtomicBool::new(textures),
+            detected_cpu: cpu,
+            detected_textures: textures,
         })
     }
 
@@ -330,7 +359,20 @@ impl Gpu {
     /// lavapipe, natively. (SwiftShader, native or in Chromium, keeps
     /// buffers: the texture path was measured on lavapipe only.)
     pub fn weights_in_textures(&self) -> bool {
-        self.textures
+        self.textures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Force the kernels' shapes (for models loaded later; a loaded model
+    /// keeps the shapes it was built with). GPU shapes store weights in
+    /// buffers, as on a real GPU; CPU shapes keep lavapipe's textures.
+    pub fn set_kernel_shape(&self, shape: KernelShape) {
+        let cpu = match shape {
+            KernelShape::Auto => self.detected_cpu,
+            KernelShape::Gpu => false,
+            KernelShape::Cpu => true,
+        };
+        self.set_cpu(cpu);
+        self.textures.store(self.detected_textures && cpu, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Largest weight slab the kernels may bind: the binding limit, and in

@@ -1,11 +1,12 @@
 //! Helpers shared by the suite's tests.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tramontane::source::DirSource;
-use tramontane::{Gpu, LoadOptions, Model};
+use tramontane::{Gpu, KernelShape, LoadOptions, Model};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -17,15 +18,35 @@ pub fn fixtures() -> PathBuf {
 /// pipeline takes lavapipe 0.1-0.3 s, most of the native suite's time.
 /// A lost device is replaced. Tests that need a device of their own (mutated
 /// shaders, injected faults) call `Gpu::new` themselves.
+/// Inside [`in_gpu_shapes`] it is a second shared device whose kernels take
+/// their GPU shapes (lavapipe gets the CPU ones by default).
 pub fn gpu() -> Arc<Gpu> {
-    static SHARED: Mutex<Option<Arc<Gpu>>> = Mutex::new(None);
+    static SHARED: Mutex<[Option<Arc<Gpu>>; 2]> = Mutex::new([None, None]);
+    let shape = SHAPE.get();
+    let slot = usize::from(shape == KernelShape::Gpu);
     let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(g) = shared.as_ref().filter(|g| !g.is_lost()) {
+    if let Some(g) = shared[slot].as_ref().filter(|g| !g.is_lost()) {
         return g.clone();
     }
     let g = Arc::new(pollster::block_on(Gpu::new()).expect("a wgpu adapter (lavapipe: apt-get install mesa-vulkan-drivers)"));
-    *shared = Some(g.clone());
+    g.set_kernel_shape(shape);
+    shared[slot] = Some(g.clone());
     g
+}
+
+thread_local! {
+    /// The kernel shapes this test thread's [`gpu`] has.
+    static SHAPE: Cell<KernelShape> = const { Cell::new(KernelShape::Auto) };
+}
+
+/// Run `f` with the kernels in their GPU shapes (tiled matmuls, workgroup
+/// reductions with subgroup sums, weights in buffers: what a real GPU
+/// runs), on whatever device this is. Each test runs on its own thread, so
+/// this changes nothing for the others.
+pub fn in_gpu_shapes(f: impl FnOnce()) {
+    SHAPE.set(KernelShape::Gpu);
+    f();
+    SHAPE.set(KernelShape::Auto);
 }
 
 pub fn load(name: &str, opts: LoadOptions) -> Model {

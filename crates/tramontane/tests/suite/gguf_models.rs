@@ -93,6 +93,16 @@ fn moe_q8_0_matches_float_math() {
     check("moe-q8_0.gguf", "moe-q8_0.gguf");
 }
 
+/// Quantized experts through the kernels' GPU shapes (the grouped matmul
+/// over rows sorted by expert).
+#[test]
+fn moe_ggufs_in_gpu_shapes_match_float_math() {
+    in_gpu_shapes(|| {
+        check("moe-q8_0.gguf", "moe-q8_0.gguf");
+        check("moe-q4_0.gguf", "moe-q4_0.gguf");
+    });
+}
+
 #[test]
 fn moe_q4_0_matches_float_math() {
     check("moe-q4_0.gguf", "moe-q4_0.gguf");

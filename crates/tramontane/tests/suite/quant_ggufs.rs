@@ -31,6 +31,17 @@ fn check(file: &str) -> Model {
     m
 }
 
+/// Every quantized type again through the kernels' GPU shapes (a block per
+/// workgroup lane group, dequantized in the tiled matmul).
+#[test]
+fn gpu_shapes_match_float_math() {
+    in_gpu_shapes(|| {
+        for file in ["llama3-Q2_K.gguf", "llama3-Q3_K_M.gguf", "llama3-IQ4_NL.gguf", "llama3-IQ4_XS.gguf", "llama3-Q4_K_M-up_q6_K.gguf"] {
+            check(file);
+        }
+    });
+}
+
 #[test]
 fn q2_k() {
     check("llama3-Q2_K.gguf");

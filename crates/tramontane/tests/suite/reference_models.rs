@@ -130,6 +130,22 @@ fn mixtral_router_picks_the_reference_experts() {
     check_router("mixtral_tiny_bf16");
 }
 
+/// The references again through the kernels' GPU shapes: every
+/// architecture, a small prefill chunk (Mistral's ring wrapping), 60 tokens
+/// past the window and the router's choices.
+#[test]
+fn gpu_shapes_match_transformers() {
+    in_gpu_shapes(|| {
+        for name in ["llama_tiny", "qwen2_tiny", "mistral_tiny", "mixtral_tiny", "mixtral_tiny_bf16"] {
+            check_model(name, 64);
+        }
+        check_model("mistral_tiny", 7);
+        long_generation(5);
+        check_router("mixtral_tiny");
+        assert!(!gpu().is_cpu(), "the GPU shapes were used");
+    });
+}
+
 #[test]
 fn a_new_turn_prefills_only_its_new_tokens() {
     let r = reference("llama_tiny");
