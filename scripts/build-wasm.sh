@@ -77,7 +77,7 @@ cat > pkg/package.json <<JSON
     "./wasm/*": "./wasm/*",
     "./package.json": "./package.json"
   },
-  "files": ["index.js", "index.d.ts", "worker.js", "wasm/", "README.md"],
+  "files": ["*.js", "index.d.ts", "wasm/", "README.md"],
   "sideEffects": false,
   "license": "MIT OR Apache-2.0",
   "keywords": ["llm", "webgpu", "wasm", "mistral", "mixtral", "llama", "gguf", "safetensors"]

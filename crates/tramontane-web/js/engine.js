@@ -1,0 +1,296 @@
+// Engine: the OpenAI-shaped API over the wasm engine
+// (crates/tramontane-web/src/lib.rs), on this page's WebGPU device.
+import initWasm, { WasmEngine } from './wasm/tramontane_web.js';
+import { TramontaneError, asError, aborted } from './errors.js';
+import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js';
+import { samplingParams, checkLoadOptions, chatRequest, toolCallDeltas, constraintFields, chatApi, ChunkStream } from './protocol.js';
+import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
+
+let wasmReady = null;
+
+/** Fetches and starts the engine's WebAssembly module (its exports): from `wasmUrl`, else
+ * from next to this file. What can go wrong is a NETWORK error naming the URL,
+ * never a raw CompileError: the commonest cause is a bundler that copied
+ * index.js somewhere else without the .wasm (Vite's dev server pre-bundles
+ * dependencies into node_modules/.vite/deps/), whose server then answers the
+ * .wasm URL with the app's HTML page. */
+async function startWasm(wasmUrl) {
+  const url = String(wasmUrl ?? new URL('./wasm/tramontane_web_bg.wasm', import.meta.url));
+  const fail = (why, status) => new TramontaneError('NETWORK',
+    `the engine's WebAssembly module at ${url}: ${why}. If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass the .wasm's URL as the wasmUrl option (Vite: import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url').`,
+    { url, status });
+  let res;
+  try { res = await fetch(url); } catch (e) { throw fail(`it could not be fetched (${e?.message ?? e})`, 0); }
+  if (!res.ok) throw fail(`the server answered ${res.status}`, res.status);
+  const type = res.headers.get('content-type') ?? '';
+  if (/^text\/html/i.test(type)) throw fail(`the server answered with a web page (${type}), not the module`, res.status);
+  try { return await initWasm({ module_or_path: res }); } catch (e) { throw fail(`it is not a WebAssembly module this package can run (${e?.message ?? e})`, res.status); }
+}
+
+let nextId = 0;
+const now = () => (globalThis.performance ?? Date).now();
+
+export class Engine {
+  constructor() {
+    this._wasm = null;
+    this._queue = Promise.resolve();
+    this._info = null;
+    this._adapter = null;
+    this._source = null;
+    this.chat = chatApi((req) => this._create(req, 'chat'));
+    this.completions = { create: (req) => this._create(req, 'text') };
+  }
+
+  /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
+   * `useCache` (default true), `contextLength`, `prefillChunk`,
+   * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `kernels`, `revision`, `ggufFile`, `wasmUrl`,
+   * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
+  static async load(source, options = {}) {
+    const e = new Engine();
+    await e.load(source, options);
+    return e;
+  }
+
+  async _init(options) {
+    if (this._wasm) return;
+    if (!globalThis.navigator?.gpu) {
+      throw new TramontaneError('WEBGPU_UNAVAILABLE',
+        'WebGPU is not available in this browser: use a recent Chrome, Edge or Safari, or enable WebGPU (Firefox: dom.webgpu.enabled; Chromium: --enable-unsafe-webgpu).');
+    }
+    // A failed start is not remembered: a later load (say with a corrected
+    // `wasmUrl`) tries again.
+    wasmReady ??= startWasm(options.wasmUrl).catch((err) => { wasmReady = null; throw err; });
+    await wasmReady;
+    const wasm = new WasmEngine();
+    try { this._adapter = await withSubgroups(() => wasm.init()); } catch (err) { throw asError(err); }
+    this._adapter.subgroupMinSize = subgroupMinSize;
+    // wgpu's adapter info is thin on the web: add what the browser says.
+    try {
+      const info = (await navigator.gpu.requestAdapter())?.info;
+      if (info) Object.assign(this._adapter, { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description });
+      // A CPU rasterizer behind WebGPU (SwiftShader, llvmpipe): the engine picks
+      // CPU-shaped kernels (WebGPU does not expose the device type to wasm).
+      const desc = [info?.vendor, info?.architecture, info?.device, info?.description].join(' ').toLowerCase();
+      this._adapter.cpu = /swiftshader|llvmpipe|lavapipe/.test(desc) || info?.isFallbackAdapter === true;
+      if (!this._adapter.name) this._adapter.name = [info?.vendor, info?.architecture].filter(Boolean).join(' ') || info?.description || '';
+    } catch { /* informative only */ }
+    this._wasm = wasm;
+  }
+
+  /** (Re)load a model into this engine; the previous one is freed first. */
+  load(source, options = {}) {
+    return this._enqueue(async () => {
+      await this._init(options);
+      checkLoadOptions(options);
+      const r = resolveSource(source, options);
+      const headers = modelHeaders(options);
+      this._info = null; // the previous model is freed as the new one loads
+      if (options.signal?.aborted) throw aborted();
+      const onProgress = options.onProgress ?? (() => {});
+      const files = new Map();
+      const report = (ev) => {
+        if (ev.phase === 'download') files.set(ev.file, { loaded: ev.fileLoaded, total: ev.fileTotal });
+        let loaded = 0, total = 0;
+        for (const f of files.values()) { loaded += f.loaded; total += f.total; }
+        try { onProgress({ ...ev, downloaded: loaded, downloadTotal: total }); } catch { /* the page's problem */ }
+      };
+      let info;
+      try {
+        const cpuAdapter = options.kernels === 'cpu' || (options.kernels !== 'gpu' && this._adapter?.cpu);
+        info = await withSubgroups(async () => {
+          // The device first (a new one after a loss), so that its subgroups are known.
+          await this._wasm.init();
+          if (this._adapter) this._adapter.subgroupMinSize = subgroupMinSize;
+          return this._wasm.load({ base: r.base, gguf: r.gguf, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+        });
+      } catch (err) {
+        throw asError(err);
+      }
+      if (info.network.cacheWarning) {
+        // QUOTA for a full storage quota; NOT_CACHED for the other reasons a
+        // model is left out of the cache (a resumed download, a failed write).
+        const w = info.network.cacheWarning;
+        report({ phase: 'cache', warning: w, code: /quota/i.test(w) ? 'QUOTA' : 'NOT_CACHED' });
+      }
+      const cache = (options.useCache ?? true) ? await openCache() : null;
+      if (cache && !info.network.cacheWarning) {
+        try {
+          await cache.put(manifestKey(r), new Response(JSON.stringify(info.urls), { headers: { 'content-type': 'application/json' } }));
+        } catch { /* quota: the model still works */ }
+      }
+      this._source = source;
+      this._info = { ...info, source, adapter: this._adapter };
+      return this;
+    });
+  }
+
+  get info() { return this._info; }
+
+  /** Bytes of wasm linear memory (it only grows: the peak so far). */
+  static async wasmMemoryBytes() {
+    if (!wasmReady) return 0;
+    const exports = await wasmReady;
+    return exports.memory.buffer.byteLength;
+  }
+
+  _enqueue(fn) {
+    const run = this._queue.then(fn);
+    this._queue = run.catch(() => {});
+    return run;
+  }
+
+  _model() {
+    if (!this._info) throw new TramontaneError('INVALID_REQUEST', 'no model is loaded');
+    return this._wasm;
+  }
+
+  /** Token ids of `text`. Options: `addSpecial` (the tokenizer's BOS/EOS
+   * rule, default false), `parseSpecial` (special-token texts become their
+   * ids, default true). */
+  tokenize(text, options = {}) {
+    return this._enqueue(async () => Array.from(this._model().tokenize(String(text), options.addSpecial ?? false, options.parseSpecial ?? true)));
+  }
+
+  /** The prompt a chat request renders to: `{ text, ids }` (no generation). */
+  chatPrompt(req) {
+    return this._enqueue(async () => {
+      try {
+        const r = this._model().chatPrompt(JSON.stringify(chatRequest(req)));
+        return { text: r.text, ids: Array.from(r.ids) };
+      } catch (err) { throw asError(err); }
+    });
+  }
+  detokenize(ids) { return this._enqueue(async () => this._model().detokenize(Uint32Array.from(ids))); }
+  /** Forget the conversation: the next request prefills everything. */
+  resetChat() { return this._enqueue(async () => { this._model().resetChat(); }); }
+  /** Free every GPU buffer of the model; `load()` may be called again. */
+  unload() { return this._enqueue(async () => { this._wasm?.unload(); this._info = null; }); }
+
+  _create(req, kind) {
+    if (!req || typeof req !== 'object') throw new TramontaneError('INVALID_REQUEST', 'expected a request object');
+    const stream = !!req.stream;
+    const chunks = stream ? new ChunkStream() : null;
+    const run = this._enqueue(() => this._run(req, kind, chunks));
+    if (!stream) return run;
+    run.then(() => chunks.end(), (e) => chunks.end(asError(e)));
+    return chunks;
+  }
+
+  async _run(req, kind, chunks) {
+    const wasm = this._model();
+    const signal = req.signal;
+    if (signal?.aborted) throw aborted();
+    const params = samplingParams(req, this._info.generationDefaults ?? {});
+    let prompt;
+    try {
+      if (kind === 'chat') {
+        const request = chatRequest(req);
+        // Exactly what the template writes (its own BOS), nothing added.
+        prompt = wasm.chatPrompt(JSON.stringify(request)).ids;
+        params.tools = request.tools != null;
+        params.constrain = constraintFields(req, request.tools);
+      } else if (typeof req.prompt === 'string') {
+        params.constrain = constraintFields(req, null);
+        // A text prompt gets the tokenizer's BOS/EOS rule, as transformers'
+        // tokenizer(text) and llama.cpp do.
+        prompt = wasm.tokenize(req.prompt, true, true);
+      } else if (Array.isArray(req.prompt) || req.prompt instanceof Uint32Array) {
+        // Ids are checked against the vocabulary by the engine; here, that
+        // they are ids at all (Uint32Array.from would wrap -1 and floor 1.5).
+        if (!Array.from(req.prompt).every((x) => Number.isSafeInteger(x) && x >= 0 && x < 2 ** 32)) {
+          throw new TramontaneError('INVALID_REQUEST', 'prompt token ids must be integers >= 0');
+        }
+        prompt = Uint32Array.from(req.prompt);
+        params.constrain = constraintFields(req, null);
+      } else {
+        throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
+      }
+    } catch (err) { throw asError(err); }
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${(nextId++).toString(36)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const model = String(this._source);
+    const t0 = now();
+    let firstTokenAt = null;
+    let first = true;
+    const logprobs = [];
+    const onToken = (piece, token, lp) => {
+      if (signal?.aborted) return false;
+      if (firstTokenAt === null) firstTokenAt = now();
+      const entry = lp ? { token: lp.token, id: token, logprob: lp.logprob, top_logprobs: lp.top } : null;
+      if (entry) logprobs.push(entry);
+      if (chunks && (piece.length > 0 || entry)) {
+        const choice = kind === 'chat'
+          ? { index: 0, delta: first ? { role: 'assistant', content: piece } : { content: piece }, finish_reason: null, logprobs: entry ? { content: [entry] } : null }
+          : { index: 0, text: piece, finish_reason: null, logprobs: entry ? { content: [entry] } : null };
+        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [choice] });
+        first = false;
+      }
+      return true;
+    };
+    let g;
+    try {
+      g = await wasm.generate(prompt, params, onToken);
+    } catch (err) {
+      const e = asError(err);
+      // The model went with the device; `load()` again makes a new one.
+      if (e.code === 'DEVICE_LOST') this._info = null;
+      throw e;
+    }
+    const usage = {
+      prompt_tokens: g.prompt_tokens,
+      completion_tokens: g.generated.length,
+      total_tokens: g.prompt_tokens + g.generated.length,
+      extra: {
+        prefilled_tokens: g.prefilled_tokens,
+        prefill_tokens_per_s: g.prefill_tokens_per_s,
+        decode_tokens_per_s: g.decode_tokens_per_s,
+        time_to_first_token_s: ((firstTokenAt ?? now()) - t0) / 1000,
+        e2e_latency_s: (now() - t0) / 1000,
+      },
+    };
+    // The constraint's costs: compile (or cached) and mask time per token.
+    if (g.constraint) usage.extra.constraint = g.constraint;
+    const lp = params.logprobs ? { content: logprobs } : null;
+    const toolCalls = g.tool_calls ?? [];
+    if (chunks) {
+      if (toolCalls.length) {
+        const delta = { tool_calls: toolCallDeltas(toolCalls) };
+        if (first) delta.role = 'assistant';
+        chunks.push({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, finish_reason: null, logprobs: null }] });
+      }
+      const last = kind === 'chat' ? { index: 0, delta: {}, finish_reason: g.finish_reason, logprobs: null } : { index: 0, text: '', finish_reason: g.finish_reason, logprobs: null };
+      chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [last] });
+      if (req.stream_options?.include_usage ?? true) {
+        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage });
+      }
+      return undefined;
+    }
+    if (kind === 'chat') {
+      const message = toolCalls.length ? { role: 'assistant', content: g.text || null, tool_calls: toolCalls } : { role: 'assistant', content: g.text };
+      return { id, object: 'chat.completion', created, model, choices: [{ index: 0, message, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
+    }
+    return { id, object: 'text_completion', created, model, choices: [{ index: 0, text: g.text, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
+  }
+}
+
+/** The browser cache of downloaded model files (Cache API). */
+Engine.cache = {
+  async has(source, options = {}) {
+    const cache = await openCache();
+    if (!cache) return false;
+    const m = await cache.match(manifestKey(resolveSource(source, options)));
+    if (!m) return false;
+    const urls = await m.json();
+    for (const u of urls) if (!(await cache.match(u))) return false;
+    return true;
+  },
+  async delete(source, options = {}) {
+    const cache = await openCache();
+    if (!cache) return false;
+    const key = manifestKey(resolveSource(source, options));
+    const m = await cache.match(key);
+    if (!m) return false;
+    for (const u of await m.json()) await cache.delete(u);
+    return cache.delete(key);
+  },
+};

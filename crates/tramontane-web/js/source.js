@@ -1,0 +1,64 @@
+// Where a model's files are, the headers for its host, and the Cache API
+// manifest of a cached model.
+import { TramontaneError } from './errors.js';
+
+const HF = 'https://huggingface.co';
+const CACHE_NAME = 'tramontane-v1';
+
+/** Where a model's files are: `{ base, gguf }`. `source` is a model folder URL,
+ * a `.gguf` URL (the first part of a split model), or a Hugging Face repo id
+ * `org/name` (`options.revision`, `options.ggufFile` pick what to load). */
+export function resolveSource(source, options = {}) {
+  if (typeof source !== 'string' || source.length === 0) {
+    throw new TramontaneError('INVALID_REQUEST', 'source must be a URL or a Hugging Face repo id');
+  }
+  if (/^[\w.-]+\/[\w.-]+$/.test(source) && !source.startsWith('.')) {
+    const base = `${options.hfEndpoint ?? HF}/${source}/resolve/${encodeURIComponent(options.revision ?? 'main')}/`;
+    return { base, gguf: options.ggufFile ?? null };
+  }
+  const url = new URL(source, globalThis.location?.href);
+  url.hash = '';
+  const path = url.pathname;
+  if (path.toLowerCase().endsWith('.gguf')) {
+    const cut = url.href.lastIndexOf('/') + 1;
+    return { base: url.href.slice(0, cut), gguf: decodeURIComponent(url.href.slice(cut).split('?')[0]) };
+  }
+  return { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
+}
+
+/** The headers for the model's host, as a plain object: `options.headers` (an
+ * object, a Headers or [name, value] pairs) and `options.hfToken` as
+ * `Authorization: Bearer <token>`. The engine sends them only to the origin of
+ * the model's URL, never caches them and never puts them in an error. */
+export function modelHeaders(options = {}) {
+  const out = {};
+  const h = options.headers;
+  if (h != null) {
+    if (typeof h !== 'object') throw new TramontaneError('INVALID_REQUEST', 'headers must be an object, a Headers or [name, value] pairs');
+    // Headers and Maps iterate as [name, value]; a plain object does not iterate.
+    const entries = Array.isArray(h) || typeof h[Symbol.iterator] === 'function' ? [...h] : Object.entries(h);
+    for (const e of entries) {
+      if (!Array.isArray(e) || e.length !== 2) throw new TramontaneError('INVALID_REQUEST', 'headers must be [name, value] pairs');
+      out[String(e[0])] = String(e[1]);
+    }
+  }
+  const token = options.hfToken;
+  if (token != null && token !== '') {
+    // The message does not echo the value.
+    if (typeof token !== 'string') throw new TramontaneError('INVALID_REQUEST', 'hfToken must be a string');
+    for (const k of Object.keys(out)) if (k.toLowerCase() === 'authorization') delete out[k];
+    out.Authorization = `Bearer ${token.trim()}`;
+  }
+  return out;
+}
+
+// The list of a source's cached files. A query string, not a fragment: the
+// Cache API ignores fragments, so `model.gguf#x` would overwrite `model.gguf`.
+export function manifestKey(r) {
+  return `${r.base}${r.gguf ?? ''}?tramontane-manifest`;
+}
+
+export async function openCache() {
+  if (!globalThis.caches) return null;
+  try { return await caches.open(CACHE_NAME); } catch { return null; }
+}

@@ -1,0 +1,98 @@
+// WorkerEngine: Engine's API with the engine in a Web Worker (worker.js).
+import { TramontaneError, aborted } from './errors.js';
+import { modelHeaders } from './source.js';
+import { chatApi, ChunkStream } from './protocol.js';
+
+/** The same API with the engine in a Web Worker, so the page stays responsive. */
+export class WorkerEngine {
+  constructor(worker) {
+    this._worker = worker;
+    this._calls = new Map();
+    this._info = null;
+    this._next = 0;
+    worker.onmessage = (ev) => this._onMessage(ev.data);
+    worker.onerror = (ev) => {
+      const err = new TramontaneError('INTERNAL', `worker error: ${ev.message ?? ev}`);
+      for (const c of this._calls.values()) c.reject(err);
+      this._calls.clear();
+    };
+    this.chat = chatApi((req) => this._create('chat', req));
+    this.completions = { create: (req) => this._create('text', req) };
+  }
+
+  static async load(source, options = {}) {
+    const worker = options.worker ?? new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    const e = new WorkerEngine(worker);
+    try {
+      await e.load(source, options);
+    } catch (err) {
+      if (!options.worker) worker.terminate(); // ours: do not leave it running
+      throw err;
+    }
+    return e;
+  }
+
+  _onMessage(m) {
+    const c = this._calls.get(m.id);
+    if (!c) return;
+    if (m.progress) { c.onProgress?.(m.progress); return; }
+    if (m.chunk) { c.chunks?.push(m.chunk); return; }
+    this._calls.delete(m.id);
+    if (m.error) {
+      const err = new TramontaneError(m.error.code ?? 'INTERNAL', m.error.message, { url: m.error.url, status: m.error.status });
+      if (err.code === 'DEVICE_LOST') this._info = null; // as Engine: load() again
+      c.chunks?.end(err);
+      c.reject(err);
+    } else {
+      c.chunks?.end();
+      c.resolve(m.result);
+    }
+  }
+
+  _call(method, args, extra = {}) {
+    // An already-aborted request never reaches the worker (an abort message
+    // sent first would name an id the worker does not know yet).
+    if (extra.signal?.aborted) {
+      const err = aborted();
+      extra.chunks?.end(err);
+      return Promise.reject(err);
+    }
+    const id = this._next++;
+    const p = new Promise((resolve, reject) => this._calls.set(id, { resolve, reject, ...extra }));
+    const signal = extra.signal;
+    if (signal) {
+      if (signal.aborted) this._worker.postMessage({ abort: id });
+      else signal.addEventListener('abort', () => this._worker.postMessage({ abort: id }), { once: true });
+    }
+    this._worker.postMessage({ id, method, args });
+    return p;
+  }
+
+  async load(source, options = {}) {
+    const { onProgress, signal, worker, ...rest } = options;
+    // A Headers object cannot be posted to the worker: send a plain one.
+    if (rest.headers != null) rest.headers = modelHeaders({ headers: rest.headers });
+    // Relative to the page, as for Engine (the worker would resolve it against worker.js).
+    if (rest.wasmUrl != null && globalThis.location) rest.wasmUrl = String(new URL(rest.wasmUrl, location.href));
+    this._info = null; // the previous model is freed as the new one loads
+    this._info = await this._call('load', [source, rest], { onProgress, signal });
+    return this;
+  }
+
+  get info() { return this._info; }
+
+  _create(kind, req) {
+    const { signal, ...rest } = req;
+    if (!rest.stream) return this._call(kind, [rest], { signal });
+    const chunks = new ChunkStream();
+    this._call(kind, [rest], { signal, chunks }).catch(() => {});
+    return chunks;
+  }
+
+  tokenize(text, options = {}) { return this._call('tokenize', [text, options]); }
+  chatPrompt(req) { return this._call('chatPrompt', [req]); }
+  detokenize(ids) { return this._call('detokenize', [Array.from(ids)]); }
+  resetChat() { return this._call('resetChat', []); }
+  async unload() { await this._call('unload', []); this._info = null; }
+  terminate() { this._worker.terminate(); }
+}
