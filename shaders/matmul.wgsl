@@ -533,8 +533,8 @@ fn matmul_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     tile_body(lid, n0, tile.z, tile.x * EXPERT_STRIDE);
 }
 
-// matmul_rows (K % 4 == 0 only): rows per invocation (at most 16).
-override MR: u32 = 16u;   // linear.rs sets it (MR there)
+// matmul_rows (K % 4 == 0 only): MR rows per invocation, a host constant
+// (kernels.rs writes linear.rs's MR) so that it sizes the arrays below.
 
 // Outputs n0 and, with NPI = 2, n0 + 64 (NPI is at most 2 here) for rows
 // rs[0 .. nr) (nr <= MR), weights from the block at `woff`: each input value
@@ -544,13 +544,13 @@ override MR: u32 = 16u;   // linear.rs sets it (MR there)
 // The two outputs are written out by name, not as an array indexed by a loop
 // over NPI: with K-quants' longer decoding, that loop stays a loop on
 // lavapipe and its arrays go to memory (Qwen2.5 0.5B prefill 2.6x slower).
-fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, 16>, woff: u32) {
+fn rows_body(lid: u32, n0: u32, nr: u32, rs: array<u32, MR>, woff: u32) {
     let wo0 = woff + min(n0, N - 1u) * K;
     let wo1 = woff + min(n0 + 64u, N - 1u) * K;
     let up = N * K;
-    var acc: array<vec2<f32>, 16>;
-    var acc_up: array<vec2<f32>, 16>;
-    var xr: array<u32, 16>;
+    var acc: array<vec2<f32>, MR>;
+    var acc_up: array<vec2<f32>, MR>;
+    var xr: array<u32, MR>;
     for (var i = 0u; i < nr; i++) {
         xr[i] = x_row(rs[i]) * K;
     }
@@ -648,7 +648,7 @@ fn matmul_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     if (first >= N || r0 >= rows) {
         return;
     }
-    var rs: array<u32, 16>;
+    var rs: array<u32, MR>;
     for (var i = 0u; i < 16u; i++) {
         rs[i] = r0 + i;
     }
@@ -667,7 +667,7 @@ fn matmul_rows_grouped(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     if (first >= N || nr == 0u) {
         return;
     }
-    var rs: array<u32, 16>;
+    var rs: array<u32, MR>;
     for (var i = 0u; i < nr; i++) {
         rs[i] = ORDER[tile.y + i];
     }

@@ -5,12 +5,13 @@
 // whole 16-byte units) and decoded here, element by element, so
 // one kernel serves every storage type, quantized blocks stay quantized on the
 // GPU, and no device needs `shader-f16` (f16 values, including the block scales,
-// are unpacked from their word). WTYPE is a pipeline-overridable constant (the
-// GGML type id), so each specialization compiles to a single branch.
+// are unpacked from their word). WTYPE is a pipeline-overridable constant, one
+// of the GGML_* type ids (ggml.h's numbering; kernels.rs prepends them, from
+// the host's list of supported types), so each specialization compiles to a
+// single branch.
 // Element i of a [rows][cols] matrix lives in block i / block_size: GGML rows
 // are whole blocks, so blocks never straddle rows.
-override WTYPE: u32 = 0u; // 0 f32, 1 f16, 30 bf16, 2 q4_0, 3 q4_1, 6 q5_0, 7 q5_1, 8 q8_0,
-                          // 10 q2_K, 11 q3_K, 12 q4_K, 13 q5_K, 14 q6_K, 20 iq4_nl, 23 iq4_xs
+override WTYPE: u32 = GGML_F32;
 
 // Word i. Fields 16-byte aligned in every block are read as whole vec4s
 // instead (w_quad(i)): a CPU driver pays per load instruction and lane, not per
@@ -58,7 +59,7 @@ fn w_unit(u: u32) -> u32 {
 // whose header is 4 bytes), field by field: the G headers (one vec4), q5's G
 // high-bit words, then each block's quants. Every field is one aligned load.
 fn b32_shift() -> u32 {   // log2 G
-    return select(3u, 2u, WTYPE == 3u || WTYPE == 7u);
+    return select(3u, 2u, WTYPE == GGML_Q4_1 || WTYPE == GGML_Q5_1);
 }
 
 // vec4s per group, and where block `blk`'s group starts.
@@ -66,10 +67,10 @@ fn b32_group(blk: u32) -> u32 {
     let p = w_unit(blk);
     var v = 9u;                    // q4_0, iq4_nl: 16 + 8 x 16 bytes
     switch WTYPE {
-        case 3u: { v = 5u; }       // q4_1: 16 + 4 x 16
-        case 6u: { v = 11u; }      // q5_0: 16 + 32 + 8 x 16
-        case 7u: { v = 6u; }       // q5_1: 16 + 16 + 4 x 16
-        case 8u: { v = 17u; }      // q8_0: 16 + 8 x 32
+        case GGML_Q4_1: { v = 5u; }       // q4_1: 16 + 4 x 16
+        case GGML_Q5_0: { v = 11u; }      // q5_0: 16 + 32 + 8 x 16
+        case GGML_Q5_1: { v = 6u; }       // q5_1: 16 + 16 + 4 x 16
+        case GGML_Q8_0: { v = 17u; }      // q8_0: 16 + 8 x 32
         default: {}
     }
     return (p >> b32_shift()) * v;
@@ -85,11 +86,11 @@ fn b32_slot(blk: u32) -> u32 {
 fn b32_dm(blk: u32) -> vec2<f32> {
     let head = w_quad(b32_group(blk));
     let s = b32_slot(blk);
-    if (WTYPE == 3u || WTYPE == 7u) {
+    if (WTYPE == GGML_Q4_1 || WTYPE == GGML_Q5_1) {
         return unpack2x16float(head[s]);
     }
     let d = unpack2x16float(head[s >> 1u] >> ((s & 1u) << 4u)).x;
-    return vec2<f32>(d, select(select(0.0, -16.0, WTYPE == 6u), -8.0, WTYPE == 2u) * d);
+    return vec2<f32>(d, select(select(0.0, -16.0, WTYPE == GGML_Q5_0), -8.0, WTYPE == GGML_Q4_0) * d);
 }
 
 // q5_0 / q5_1 block `blk`'s 32 high bits.
@@ -104,9 +105,9 @@ fn b32_qs(blk: u32, half: u32) -> vec4<u32> {
     let s = b32_slot(blk);
     let v = b32_group(blk);
     switch WTYPE {
-        case 6u: { return w_quad(v + 3u + s); }
-        case 7u: { return w_quad(v + 2u + s); }
-        case 8u: { return w_quad(v + 1u + 2u * s + half); }
+        case GGML_Q5_0: { return w_quad(v + 3u + s); }
+        case GGML_Q5_1: { return w_quad(v + 2u + s); }
+        case GGML_Q8_0: { return w_quad(v + 1u + 2u * s + half); }
         default: { return w_quad(v + 1u + s); }
     }
 }
@@ -114,7 +115,7 @@ fn b32_qs(blk: u32, half: u32) -> vec4<u32> {
 // q4_K / q5_K super-blocks (144, 176 bytes) are 16-byte aligned: their first
 // 16 bytes (d, dmin, then 12 bytes of 6-bit scales and mins) are one vec4.
 fn k45_head(blk: u32) -> vec4<u32> {
-    return w_quad(w_unit(blk >> 3u) * select(9u, 11u, WTYPE == 13u));
+    return w_quad(w_unit(blk >> 3u) * select(9u, 11u, WTYPE == GGML_Q5_K));
 }
 
 // 6-bit scale and min of sub-block j of a q4_K / q5_K super-block, from its head.
@@ -138,8 +139,8 @@ struct K45 {
 
 fn k45_words(blk: u32) -> K45 {
     var w: K45;
-    if (WTYPE == 12u || WTYPE == 13u) {
-        let five = WTYPE == 13u;
+    if (WTYPE == GGML_Q4_K || WTYPE == GGML_Q5_K) {
+        let five = WTYPE == GGML_Q5_K;
         let v = w_unit(blk >> 3u) * select(9u, 11u, five);
         let q = v + select(1u, 3u, five) + ((blk & 7u) >> 1u) * 2u;
         w.qs = array<vec4<u32>, 2>(w_quad(q), w_quad(q + 1u));
@@ -155,7 +156,7 @@ fn k45_quad(kw: K45, blk: u32, l: u32) -> vec4<f32> {
     let j = blk & 7u;
     // Sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles.
     var q = nibbles(kw.qs[l >> 2u][l & 3u], (j & 1u) * 4u);
-    if (WTYPE == 13u) {
+    if (WTYPE == GGML_Q5_K) {
         q += vec4<f32>(bits4(kw.qh[l >> 2u][l & 3u], j)) * 16.0;
     }
     return q;
@@ -164,7 +165,7 @@ fn k45_quad(kw: K45, blk: u32, l: u32) -> vec4<f32> {
 // Quants l*4 .. l*4+3 of sub-block `blk` (a K-quant's or iq4's), as integers;
 // q4_K / q5_K from the words `kw` already read (k45_words), once per sub-block.
 fn sub_quad(blk: u32, l: u32, kw: K45) -> vec4<f32> {
-    if (WTYPE == 12u || WTYPE == 13u) {
+    if (WTYPE == GGML_Q4_K || WTYPE == GGML_Q5_K) {
         return k45_quad(kw, blk, l);
     }
     return quants_k(blk, l);
@@ -204,24 +205,24 @@ fn bits2(word: u32, shift: u32) -> vec4<f32> {
 // q2_K, q3_K, q6_K and the iq4s. Their per-element and per-quad reads decode
 // one quad of a sub-block, so each layout is written once.
 fn sub_only() -> bool {
-    return WTYPE == 10u || WTYPE == 11u || WTYPE == 14u || WTYPE == 20u || WTYPE == 23u;
+    return WTYPE == GGML_Q2_K || WTYPE == GGML_Q3_K || WTYPE == GGML_Q6_K || WTYPE == GGML_IQ4_NL || WTYPE == GGML_IQ4_XS;
 }
 
 // Types whose 32-weight blocks decode as scale * q + offset per 16 weights
 // (sub_k / quants_k): every K-quant sub-block, and iq4_nl's whole block.
 fn scaled_sub() -> bool {
-    return sub_only() || WTYPE == 12u || WTYPE == 13u || WTYPE == 14u;
+    return sub_only() || WTYPE == GGML_Q4_K || WTYPE == GGML_Q5_K || WTYPE == GGML_Q6_K;
 }
 
 fn load_w(i: u32) -> f32 {
     switch WTYPE {
-        case 0u: {
+        case GGML_F32: {
             return bitcast<f32>(w_at(i));
         }
-        case 1u: {
+        case GGML_F16: {
             return unpack2x16float(w_at(i >> 1u) >> ((i & 1u) << 4u)).x;
         }
-        case 30u: {
+        case GGML_BF16: {
             return bitcast<f32>(((w_at(i >> 1u) >> ((i & 1u) << 4u)) & 0xffffu) << 16u);
         }
         default: {
@@ -237,7 +238,7 @@ fn load_w(i: u32) -> f32 {
 // iq4_xs 136) and whose quant words start on word boundaries within the
 // block: every w_word on them is aligned.
 fn word_blocks() -> bool {
-    return WTYPE == 10u || WTYPE == 12u || WTYPE == 13u || WTYPE == 23u;
+    return WTYPE == GGML_Q2_K || WTYPE == GGML_Q4_K || WTYPE == GGML_Q5_K || WTYPE == GGML_IQ4_XS;
 }
 
 // The u32 at any byte offset (q3_K's 110-byte blocks
@@ -283,7 +284,7 @@ struct SubK {
 
 fn sub_k(blk: u32) -> SubK {
     let j = blk & 7u;
-    if (WTYPE == 14u) {   // q6_K: an i8 scale per 16 weights, times d
+    if (WTYPE == GGML_Q6_K) {   // q6_K: an i8 scale per 16 weights, times d
         let sb = w_unit(blk >> 3u);
         let sc = w_quad(q6k_group(sb) + 96u + (sb & 7u));
         let b = (j >> 2u) * 8u + (j & 3u) * 2u;
@@ -292,23 +293,23 @@ fn sub_k(blk: u32) -> SubK {
         let s1 = f32(i32(byte_of(sc, b + 1u) << 24u) >> 24);
         return SubK(d * s0, 0.0, d * s1, 0.0);
     }
-    if (WTYPE == 10u) {   // q2_K: scales[16] (scale | min << 4), qs[64], d, dmin
+    if (WTYPE == GGML_Q2_K) {   // q2_K: scales[16] (scale | min << 4), qs[64], d, dmin
         let base = (blk >> 3u) * 84u;
         let dd = unpack2x16float(w_at((base + 80u) >> 2u));   // 84-byte blocks: d, dmin is one aligned word
         let s0 = w_byte(base + 2u * j);
         let s1 = w_byte(base + 2u * j + 1u);
         return SubK(dd.x * f32(s0 & 0xfu), -dd.y * f32(s0 >> 4u), dd.x * f32(s1 & 0xfu), -dd.y * f32(s1 >> 4u));
     }
-    if (WTYPE == 11u) {   // q3_K: hmask[32], qs[64], scales[12], d
+    if (WTYPE == GGML_Q3_K) {   // q3_K: hmask[32], qs[64], scales[12], d
         let base = (blk >> 3u) * 110u;
         let d = w_f16(base + 108u);
         return SubK(d * w_scale_q3k(2u * j, base + 96u), 0.0, d * w_scale_q3k(2u * j + 1u, base + 96u), 0.0);
     }
-    if (WTYPE == 20u) {   // iq4_nl: d, qs[16], regrouped like q4_0
+    if (WTYPE == GGML_IQ4_NL) {   // iq4_nl: d, qs[16], regrouped like q4_0
         let d = b32_dm(blk).x;
         return SubK(d, 0.0, d, 0.0);
     }
-    if (WTYPE == 23u) {   // iq4_xs: d, scales_h, scales_l[4], qs[128]
+    if (WTYPE == GGML_IQ4_XS) {   // iq4_xs: d, scales_h, scales_l[4], qs[128]
         let base = (blk >> 3u) * 136u;
         let head = w_at(base >> 2u);   // 136-byte blocks: d and scales_h are one aligned word
         let lo = (w_byte(base + 4u + (j >> 1u)) >> ((j & 1u) << 2u)) & 0xfu;
@@ -358,26 +359,26 @@ fn q6k_quad(ql: u32, qh: u32, quarter: u32) -> vec4<f32> {
 fn quants_k(blk: u32, w: u32) -> vec4<f32> {
     let j = blk & 7u;
     let l = 4u * w;
-    if (WTYPE == 14u) {
+    if (WTYPE == GGML_Q6_K) {
         let at = q6k_at(blk);
         return q6k_quad(w_quad(at.x + (w >> 2u))[w & 3u], w_quad(at.y + (w >> 2u))[w & 3u], j & 3u);
     }
-    if (WTYPE == 10u || WTYPE == 11u) {
+    if (WTYPE == GGML_Q2_K || WTYPE == GGML_Q3_K) {
         // Sub-block 4n + s of q2_K / q3_K: bits 2s.. of the 32 bytes of half n;
         // q3_K's third bit is bit 4n + s of hmask (clear: subtract 4).
         let n = j >> 2u;
         let s = j & 3u;
-        if (WTYPE == 10u) {
+        if (WTYPE == GGML_Q2_K) {
             return bits2(w_at(((blk >> 3u) * 84u + 16u + n * 32u + l) >> 2u), 2u * s);
         }
         let base = (blk >> 3u) * 110u;
         let lo = bits2(w_word(base + 32u + n * 32u + l), 2u * s);
         return lo + vec4<f32>(bits4(w_word(base + l), 4u * n + s)) * 4.0 - 4.0;
     }
-    if (WTYPE == 20u || WTYPE == 23u) {
+    if (WTYPE == GGML_IQ4_NL || WTYPE == GGML_IQ4_XS) {
         // 16 bytes per 32 weights: byte b holds weight b (low nibble) and b + 16.
         let shift = select(0u, 4u, w >= 4u);
-        if (WTYPE == 20u) {
+        if (WTYPE == GGML_IQ4_NL) {
             return kvalues4(b32_qs(blk, 0u)[w & 3u], shift);
         }
         return kvalues4(w_word((blk >> 3u) * 136u + 8u + j * 16u + (l & 15u)), shift);
@@ -399,7 +400,7 @@ fn decode_block32(blk: u32) -> array<vec4<f32>, 8> {
         }
         return w;
     }
-    if (WTYPE == 8u) {
+    if (WTYPE == GGML_Q8_0) {
         let d = b32_dm(blk).x;
         let qs = array<vec4<u32>, 2>(b32_qs(blk, 0u), b32_qs(blk, 1u));
         for (var j = 0u; j < 8u; j++) {
@@ -428,7 +429,7 @@ struct Q45 {
 
 fn q45_layout(blk: u32) -> Q45 {
     var qh = 0u;
-    if (WTYPE == 6u || WTYPE == 7u) {
+    if (WTYPE == GGML_Q5_0 || WTYPE == GGML_Q5_1) {
         qh = b32_qh(blk);
     }
     let dm = b32_dm(blk);
@@ -440,7 +441,7 @@ fn q45_layout(blk: u32) -> Q45 {
 // bit i (or i + 16) of qh as the fifth bit.
 fn q45_quants(q: Q45, j: u32, high: bool) -> vec4<f32> {
     var v = nibbles(q.qs[j], select(0u, 4u, high));
-    if (WTYPE == 6u || WTYPE == 7u) {
+    if (WTYPE == GGML_Q5_0 || WTYPE == GGML_Q5_1) {
         let b = q.qh >> (4u * j + select(0u, 16u, high));
         v += vec4<f32>(f32(b & 1u), f32((b >> 1u) & 1u), f32((b >> 2u) & 1u), f32((b >> 3u) & 1u)) * 16.0;
     }
@@ -461,7 +462,7 @@ fn x_sums(x: ptr<function, array<vec4<f32>, 8>>) -> vec2<f32> {
 // (the decode path: cheaper than decode_block32 + dot on CPU drivers); `sums`
 // is x_sums(x).
 fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>) -> f32 {
-    if (WTYPE == 14u) {
+    if (WTYPE == GGML_Q6_K) {
         // q6_K: each 32-byte field as two aligned vec4s.
         let k = sub_k(blk);
         let at = q6k_at(blk);
@@ -488,7 +489,7 @@ fn dot_block32(blk: u32, x: ptr<function, array<vec4<f32>, 8>>, sums: vec2<f32>)
         }
         return k.scale * s0 + k.scale_hi * s1 + k.offset * sums.x + k.offset_hi * sums.y;
     }
-    if (WTYPE == 8u) {
+    if (WTYPE == GGML_Q8_0) {
         let lo = b32_qs(blk, 0u);
         let hi = b32_qs(blk, 1u);
         var s = 0.0;
@@ -522,36 +523,36 @@ fn load_w4(i: u32) -> vec4<f32> {
         return sub_w4(i);
     }
     switch WTYPE {
-        case 0u: {
+        case GGML_F32: {
             return vec4<f32>(bitcast<f32>(w_at(i)), bitcast<f32>(w_at(i + 1u)), bitcast<f32>(w_at(i + 2u)), bitcast<f32>(w_at(i + 3u)));
         }
-        case 1u: {
+        case GGML_F16: {
             let w = i >> 1u;
             return vec4<f32>(unpack2x16float(w_at(w)), unpack2x16float(w_at(w + 1u)));
         }
-        case 30u: {
+        case GGML_BF16: {
             let a = w_at(i >> 1u);
             let b = w_at((i >> 1u) + 1u);
             return vec4<f32>(bitcast<f32>(a << 16u), bitcast<f32>(a & 0xffff0000u), bitcast<f32>(b << 16u), bitcast<f32>(b & 0xffff0000u));
         }
-        case 2u, 3u, 6u, 7u: {
+        case GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1: {
             let blk = i >> 5u;
             let j = i & 31u;
             var q = nibbles(b32_qs(blk, 0u)[(j & 15u) >> 2u], select(0u, 4u, j >= 16u));
-            if (WTYPE == 6u || WTYPE == 7u) {
+            if (WTYPE == GGML_Q5_0 || WTYPE == GGML_Q5_1) {
                 let h = b32_qh(blk) >> j;   // weights j .. j+3: four consecutive bits
                 q += vec4<f32>(f32(h & 1u), f32((h >> 1u) & 1u), f32((h >> 2u) & 1u), f32((h >> 3u) & 1u)) * 16.0;
             }
             let dm = b32_dm(blk);
             return q * dm.x + dm.y;
         }
-        case 8u: {
+        case GGML_Q8_0: {
             let blk = i >> 5u;
             let j = i & 31u;
             return i8x4(b32_qs(blk, j >> 4u)[(j & 15u) >> 2u]) * b32_dm(blk).x;
         }
-        case 12u, 13u: {
-            let five = WTYPE == 13u;
+        case GGML_Q4_K, GGML_Q5_K: {
+            let five = WTYPE == GGML_Q5_K;
             let base = w_unit(i >> 8u) * select(144u, 176u, five);
             let j = i & 255u;
             let c = j >> 6u;

@@ -1,5 +1,5 @@
 // Where weights.wgsl reads its words on lavapipe: a 2-D rgba32uint texture,
-// quad i at texel (i % 4096, i / 4096) (Gpu::weight_texture lays the buffer
+// quad i at texel (i % TEXTURE_WIDTH, i / TEXTURE_WIDTH) (Gpu::weight_texture lays the buffer
 // out so). lavapipe runs a storage-buffer load as a loop over the SIMD lanes
 // with a bounds test and a branch per lane and component, but a texel fetch
 // as one branch-free gather: measured on a decode-shaped q4 matvec, the same
@@ -7,5 +7,5 @@
 @group(0) @binding(1) var W_TEX: texture_2d<u32>;
 
 fn w_quad(i: u32) -> vec4<u32> {
-    return textureLoad(W_TEX, vec2<u32>(i & 4095u, i >> 12u), 0);
+    return textureLoad(W_TEX, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0);
 }

@@ -342,7 +342,7 @@ test('the default model (GGUF Q4_1) streams from the server to the GPU: it answe
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   assert.deepEqual(got.phases, ['download', 'upload', 'compile', 'ready']);
   assert.equal(got.maxUpload, got.weights);
-  assert.match(got.text, /Paris/);
+  assert.match(got.text, /^The capital of France is Paris\./);
   console.log(`wasm memory after loading ${(got.weights / 1e6).toFixed(1)} MB of weights: ${(got.mem / 1e6).toFixed(1)} MB`);
   assert.ok(got.mem < got.weights / 2, `peak wasm memory ${got.mem} vs weights ${got.weights}`);
   await p.context().close();
@@ -489,7 +489,7 @@ test('KV cache type follows shader-f16; asking for f16 without it is UNSUPPORTED
   await p.context().close();
 });
 
-test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens, and SmolLM2 answers as with CPU-shaped ones', { timeout: 300000 }, async () => {
+test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens, and SmolLM2 answers right', { timeout: 300000 }, async () => {
   const p = await page();
   const cases = ['llama_tiny', 'mixtral_tiny'].map((name) => ({ name, prompts: ref(name).prompts.map((x) => ({ ids: x.input_ids, want: x.greedy.new_ids })) }));
   const got = await run(p, async (T, a) => {
@@ -504,17 +504,16 @@ test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens, 
       }
       tiny.push(out);
     }
-    const answer = async (kernels) => {
-      await e.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { useCache: false, kernels });
-      const r = await e.chat.completions.create({ messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 12, temperature: 0 });
-      return r.choices[0].message.content;
-    };
-    return { tiny, gpu: await answer('gpu'), cpu: await answer('cpu'), subgroups: e.info.adapter.subgroupMinSize };
+    // The CPU-shaped answer to the same question is checked by the test of
+    // the default model above (and natively, both shapes, by --kernels).
+    await e.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { useCache: false, kernels: 'gpu' });
+    const r = await e.chat.completions.create({ messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 12, temperature: 0 });
+    return { tiny, gpu: r.choices[0].message.content, subgroups: e.info.adapter.subgroupMinSize };
   }, { cases, greedy: GREEDY });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   cases.forEach((c, i) => c.prompts.forEach((pr, j) => assert.deepEqual(got.tiny[i][j], pr.want, `${c.name} prompt ${j}`)));
-  assert.match(got.gpu, /Paris/);
-  assert.equal(got.gpu, got.cpu, 'the same greedy answer from both kernel shapes');
+  // Greedy, as the CPU-shaped kernels answer it (smollm2_gguf.rs natively).
+  assert.match(got.gpu, /^The capital of France is Paris\./);
   if (!(got.subgroups > 0)) skipped('no WebGPU subgroups in this browser: the GPU kernels ran with workgroup-memory sums only');
   await p.context().close();
 });

@@ -202,8 +202,6 @@ pub struct Model {
     pub info: ModelInfo,
     /// Tokens whose keys and values are in the cache, in order.
     cached: Vec<u32>,
-    /// The last sampled token: on the GPU as the next input, not yet in the cache.
-    pending: Option<u32>,
     /// Constrained decoding, set up on the first constrained request.
     constrainer: Option<Constrainer>,
 }
@@ -344,7 +342,7 @@ impl Model {
             split_matrices,
             kv_cache: if kv_f16 { "f16" } else { "f32" },
         };
-        Ok(Model { runtime, text, info, cached: Vec::new(), pending: None, constrainer: None })
+        Ok(Model { runtime, text, info, cached: Vec::new(), constrainer: None })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -360,7 +358,6 @@ impl Model {
     /// Forget the conversation (the KV cache is simply overwritten later).
     pub fn reset(&mut self) {
         self.cached.clear();
-        self.pending = None;
     }
 
     /// Tokens currently held in the KV cache.
@@ -450,7 +447,6 @@ impl Model {
         }
         let keep = self.reusable_prefix(prompt);
         self.cached.truncate(keep);
-        self.pending = None;
         if req.sampling.uses_penalties() {
             self.runtime.reset_sampler_state(prompt);
         }
@@ -525,7 +521,6 @@ impl Model {
             }
             generated.push(token);
             let this_lp = token_lp.take().map(|(logprob, top)| TokenLogprob { id: token, logprob, top });
-            self.pending = Some(token);
             let is_eos = !req.ignore_eos && self.text.tokenizer.is_eos(token);
             let mut done = false;
             if is_eos {
@@ -585,7 +580,6 @@ impl Model {
             match r {
                 Ok(Some(t)) => {
                     self.cached.push(token);
-                    self.pending = None;
                     token = t.token;
                     token_lp = t.logprob;
                     if ended {
@@ -605,7 +599,6 @@ impl Model {
                 Ok(None) => return Err(Error::Internal("decode pass produced no token".into())),
                 Err(e) => {
                     self.cached.clear();
-                    self.pending = None;
                     return Err(e);
                 }
             }

@@ -66,7 +66,7 @@ pub fn linear_spec(dtype: DType, entry: &'static str, n: usize, k: usize, cpu: b
     if matches!(entry, "matmul_rows" | "matmul_rows_grouped") {
         // Two outputs per invocation at most: with MR rows each, more
         // accumulators spill (measured slower on lavapipe).
-        s = s.with("MR", MR).with("NPI", cpu_outputs_per_invocation(n).min(2));
+        s = s.with("NPI", cpu_outputs_per_invocation(n).min(2));
     }
     if entry == "matvec" {
         let per_output = if cpu {

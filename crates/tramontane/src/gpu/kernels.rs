@@ -12,12 +12,31 @@
 //! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
 //! `shader-f16`; and, for the families that reduce, `lanes.wgsl` (sums by
 //! subgroup shuffles, after `enable subgroups;` in browsers) on devices with
-//! subgroups, else `lanes_serial.wgsl`.
+//! subgroups, else `lanes_serial.wgsl`. Before all of them, the constants the
+//! kernels share with the host, defined once on the host ([`host_constants`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{InputTexture, WeightStore};
+use super::{InputTexture, WeightStore, WEIGHT_TEXTURE_WIDTH};
+use crate::forward::MR;
+use crate::parse::{ggml_type_name, SUPPORTED};
+
+/// The WGSL constants whose values the host decides, written from the
+/// host's own definitions so the two cannot disagree: `GGML_<TYPE>` for each
+/// weight type the engine reads (the values of weights.wgsl's `WTYPE`:
+/// `GGML_Q4_K`, `GGML_IQ4_NL`, ...), `TEXTURE_WIDTH` (texels per row of the
+/// weight and input textures, [`WEIGHT_TEXTURE_WIDTH`]) and `MR` (rows per
+/// invocation of matmul.wgsl's `matmul_rows`, [`MR`]).
+pub fn host_constants() -> String {
+    let mut s = String::new();
+    for d in SUPPORTED {
+        let name = ggml_type_name(d.ggml_type()).unwrap_or("UNKNOWN");
+        s.push_str(&format!("const GGML_{name}: u32 = {}u;\n", d.shader_code()));
+    }
+    s.push_str(&format!("const TEXTURE_WIDTH: u32 = {WEIGHT_TEXTURE_WIDTH}u;\nconst MR: u32 = {MR}u;\n"));
+    s
+}
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const WEIGHTS: &str = include_str!("../../../../shaders/weights.wgsl");
@@ -210,6 +229,7 @@ impl Kernels {
                     src.push_str("enable subgroups;\n");
                 }
                 src.push_str(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
+                src.push_str(&host_constants());
                 src.push_str(COMMON);
                 if uses_weights {
                     src.push_str(if weights_texture { WEIGHTS_IN_TEXTURE } else { WEIGHTS_IN_BUFFER });

@@ -60,7 +60,7 @@ pub enum WeightStore {
 }
 
 /// Word quads (texels) per row of a weight texture; weights_in_texture.wgsl
-/// addresses quad i at (i % 4096, i / 4096).
+/// addresses quad i at (i % WEIGHT_TEXTURE_WIDTH, i / WEIGHT_TEXTURE_WIDTH): the shaders get the value as `TEXTURE_WIDTH` (kernels.rs `host_constants`).
 pub const WEIGHT_TEXTURE_WIDTH: u64 = 4096;
 
 impl WeightStore {
@@ -86,7 +86,7 @@ impl WeightStore {
 }
 
 /// A copy of an activation buffer in a texture laid out as weight textures
-/// are (quad i at (i % 4096, i / 4096)), for kernels that read the same
+/// are (quad i at (i % WEIGHT_TEXTURE_WIDTH, i / WEIGHT_TEXTURE_WIDTH)), for kernels that read the same
 /// inputs on every SIMD lane of lavapipe (matmul.wgsl's `matmul_rows`, through
 /// inputs_in_texture.wgsl): a texel fetch runs there as one gather, a storage
 /// load as a branch per lane and component (prefill +20-25% when the input
