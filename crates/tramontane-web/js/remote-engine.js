@@ -1,9 +1,8 @@
-// RemoteEngine: Engine's API over an OpenAI-compatible HTTP server.
+// RemoteEngine: Engine's API over an OpenAI-compatible HTTP server
+// (`tramontane serve`, llama.cpp's llama-server, vLLM, OpenAI itself).
 import { TramontaneError, asError, aborted } from './errors.js';
 import { modelHeaders } from './source.js';
 import { samplingParams, chatRequest, chatApi, ChunkStream } from './protocol.js';
-
-// (`tramontane serve`, llama.cpp's llama-server, vLLM, OpenAI itself.)
 
 /** Codes a server may carry in `error.code` that are ours (tramontane serve sends them). */
 const ERROR_CODES = new Set(['WEBGPU_UNAVAILABLE', 'MODEL_FORMAT', 'UNSUPPORTED', 'NETWORK', 'ABORTED', 'CONTEXT_OVERFLOW',

@@ -26,9 +26,6 @@ pub struct Sizes {
     pub kv_words: Vec<usize>,
     /// f32 words of every other storage buffer, as allocated.
     pub words: Words,
-    /// Whether the prefill matmuls' inputs get texture copies (lavapipe), and
-    /// their bytes: normed rows, attention output, feed-forward activations.
-    pub input_textures: Vec<u64>,
     /// Everything the runtime allocates besides the weights, by kind, as the
     /// device allocates it (buffers padded to whole 16-byte units).
     pub planned: GpuBytes,
@@ -158,13 +155,15 @@ impl Sizes {
         for &s in &layer_slots {
             kv_words.push(words_of(kv_layer(s)?));
         }
+        // On lavapipe the prefill matmuls' inputs get texture copies: normed
+        // rows, attention output, feed-forward activations.
         let input_textures: Vec<u64> = if g.weights_in_textures() {
             [words.xn, words.attn, words.ffn_h].iter().filter_map(|&w| g.input_texture_bytes(storage_bytes(w as u64 * 4))).collect()
         } else {
             Vec::new()
         };
         let planned = planned_bytes(cfg, &words, &kv_words, &input_textures).ok_or_else(|| overflow("the activations"))?;
-        Ok(Sizes { layer_slots, kv_words, words, input_textures, planned })
+        Ok(Sizes { layer_slots, kv_words, words, planned })
     }
 
     /// GPU bytes besides the weights.
