@@ -1,6 +1,7 @@
 // Subgroups for wgpu's WebGPU device. wgpu asks WebGPU only for the
-// features it knows, and `subgroups` is not one of them. So while an engine opens its device and loads (`withSubgroups`
-// around `init` and `load`: a new device after a loss opens inside `load`),
+// features it knows, and `subgroups` is not one of them. So while an engine
+// opens its device and loads (`withSubgroups` around `init` and `load`: a
+// new device after a loss opens inside `load`),
 // GPUAdapter.requestDevice also asks for `subgroups` where the adapter has
 // it, and notes the smallest subgroup size of a device that got it: the
 // kernels then shuffle between subgroup lanes (shaders/lanes.wgsl). Windows
