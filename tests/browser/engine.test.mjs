@@ -74,7 +74,7 @@ for (const name of ['llama_tiny', 'mistral_tiny', 'mixtral_tiny', 'mixtral_tiny_
   });
 }
 
-test('a .wasm URL that gives no module is NETWORK naming it; a later load with the right one works', { timeout: 120000 }, async () => {
+test('a .wasm URL that gives no module is WASM_LOAD naming it; a later load with the right one works', { timeout: 120000 }, async () => {
   const p = await page();
   const r = ref('llama_tiny');
   const pr = r.prompts[0];
@@ -94,7 +94,7 @@ test('a .wasm URL that gives no module is NETWORK naming it; a later load with t
   const [html, missing, js] = got.tries;
   for (const t of got.tries) {
     assert.equal(t.name, 'TramontaneError', JSON.stringify(t));
-    assert.equal(t.code, 'NETWORK', JSON.stringify(t));
+    assert.equal(t.code, 'WASM_LOAD', JSON.stringify(t));
     assert.match(t.message, /wasmUrl/);
   }
   assert.match(html.url, /blank\.html$/);
@@ -508,12 +508,15 @@ test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens, 
     // the default model above (and natively, both shapes, by --kernels).
     await e.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { useCache: false, kernels: 'gpu' });
     const r = await e.chat.completions.create({ messages: [{ role: 'user', content: 'What is the capital of France?' }], max_tokens: 12, temperature: 0 });
-    return { tiny, gpu: r.choices[0].message.content, subgroups: e.info.adapter.subgroupMinSize };
+    return { tiny, gpu: r.choices[0].message.content, subgroups: e.info.adapter.subgroupMinSize, profile: e.info.deviceProfile, selfTest: e.info.selfTest };
   }, { cases, greedy: GREEDY });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   cases.forEach((c, i) => c.prompts.forEach((pr, j) => assert.deepEqual(got.tiny[i][j], pr.want, `${c.name} prompt ${j}`)));
   // Greedy, as the CPU-shaped kernels answer it (smollm2_gguf.rs natively).
   assert.match(got.gpu, /^The capital of France is Paris\./);
+  // What the device got, and the self-test of the kernels it runs.
+  assert.deepEqual([got.profile.shapes, got.profile.decodeMatvec, got.profile.prefillMatmul, got.profile.weights], ['gpu', 'shared_outputs', 'tiles', 'buffer'], JSON.stringify(got.profile));
+  assert.ok(got.selfTest.kernels >= 5 && got.selfTest.fallbacks.length === 0, JSON.stringify(got.selfTest));
   if (!(got.subgroups > 0)) skipped('no WebGPU subgroups in this browser: the GPU kernels ran with workgroup-memory sums only');
   await p.context().close();
 });

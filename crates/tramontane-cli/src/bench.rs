@@ -5,6 +5,7 @@ use serde_json::json;
 use web_time::Instant;
 
 use tramontane::forward::Profile;
+use tramontane::gpu::{DeviceProfile, Shapes, Store};
 use tramontane::{ChatRequest, Constraint, GenerateRequest, Model, SamplingParams};
 
 use crate::{load, ModelArgs};
@@ -138,7 +139,9 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
     let (t0_, t1, t2) = stats(ttft);
     let info = &model.info;
     let ad = &gpu.adapter;
-    let lanes = gpu.subgroup_lanes();
+    let dp = info.device_profile;
+    let lanes = dp.lanes;
+    let kernels = if dp.shapes == Shapes::Cpu { "cpu" } else { "gpu" };
     if a.json {
         println!(
             "{}",
@@ -164,7 +167,9 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 },
                 "peak_host_bytes": peak_host_bytes(),
                 "adapter": { "name": ad.name, "backend": ad.backend, "driver": ad.driver, "shader_f16": ad.shader_f16, "subgroup_lanes": lanes,
-                    "kernels": if gpu.is_cpu() { "cpu" } else { "gpu" }, "weights_in_textures": gpu.weights_in_textures() },
+                    "kernels": kernels, "weights_in_textures": dp.weights == Store::Texture },
+                "device_profile": dp,
+                "self_test": info.self_test,
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
                 "json_schema": schema,
             })
@@ -172,7 +177,10 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
     } else {
         println!("model        {} ({}, {})", a.model.model, info.arch, info.dtype);
         let sub = if lanes > 1 { format!("subgroup sums over {lanes}") } else { "no subgroups".into() };
-        println!("adapter      {} ({}; {}; shader-f16 {}; {sub}; {}-shaped kernels)", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" }, if gpu.is_cpu() { "CPU" } else { "GPU" });
+        println!("adapter      {} ({}; {}; shader-f16 {}; {sub}; {}-shaped kernels)", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" }, kernels.to_uppercase());
+        println!("kernels      {}", profile_line(&dp));
+        let st = &info.self_test;
+        println!("self-test    {} kernels in {:.1} ms{}", st.kernels, st.millis, st.fallbacks.iter().map(|f| format!("; {f}")).collect::<String>());
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
         let m = &info.gpu_memory;
         let mb = |b: u64| b as f64 / 1e6;
@@ -243,4 +251,23 @@ fn print_profile(title: &str, p: &Profile) {
     for x in k {
         println!("  {:<26} {:>5} dispatches {:>9.2} ms {:>5.1}%", x.kernel, x.dispatches, x.seconds * 1e3, 100.0 * x.seconds / total.max(1e-12));
     }
+}
+
+/// The device profile in one line: each part of the pass and its shape.
+fn profile_line(p: &DeviceProfile) -> String {
+    let name = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let j = json!(p);
+    let field = |k: &str| name(j.get(k).cloned().unwrap_or_default());
+    format!(
+        "matvec {}, prefill {}, attention {}, norm in matvec {}, rope in matvec {}, weights in {}, prefill inputs in {}, lanes {}, MoE tile {}",
+        field("decode_matvec"),
+        field("prefill_matmul"),
+        field("attention"),
+        p.norm_in_matvec,
+        p.rope_in_matvec,
+        field("weights"),
+        field("prefill_inputs"),
+        p.lanes,
+        p.moe_tile
+    )
 }

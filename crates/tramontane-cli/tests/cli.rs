@@ -208,4 +208,19 @@ fn bench_json_reports_speeds_and_memory_by_kind() {
     if cfg!(target_os = "linux") {
         assert!(v["peak_host_bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
     }
+    // The device profile, and the adapter's kernel shapes agree with it.
+    let p = &v["device_profile"];
+    let shapes = p["shapes"].as_str().unwrap_or_else(|| panic!("device_profile.shapes: {v}"));
+    assert_eq!(v["adapter"]["kernels"].as_str(), Some(shapes), "{v}");
+    assert!(p["lanes"].as_u64().is_some_and(|l| l >= 1) && p["decode_matvec"].is_string() && p["weights"].is_string(), "{v}");
+    assert!(v["self_test"]["kernels"].as_u64().is_some_and(|k| k >= 5), "{v}");
+    assert_eq!(v["self_test"]["fallbacks"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn kernels_gpu_gives_the_gpu_shaped_profile() {
+    let model = fixtures().join("llama_tiny");
+    let v = json_out(&["bench", "--model", model.to_str().expect("utf8"), "--kernels", "gpu", "--prompt-tokens", "4", "--gen-tokens", "2", "--repetitions", "1", "--json"]);
+    let p = &v["device_profile"];
+    assert_eq!((p["shapes"].as_str(), p["decode_matvec"].as_str(), p["prefill_matmul"].as_str(), p["weights"].as_str()), (Some("gpu"), Some("shared_outputs"), Some("tiles"), Some("buffer")), "{v}");
 }

@@ -9,14 +9,14 @@ import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 let wasmReady = null;
 
 /** Fetches and starts the engine's WebAssembly module (its exports): from `wasmUrl`, else
- * from next to this file. What can go wrong is a NETWORK error naming the URL,
+ * from next to this file. What can go wrong is a WASM_LOAD error naming the URL,
  * never a raw CompileError: the commonest cause is a bundler that copied
  * index.js somewhere else without the .wasm (Vite's dev server pre-bundles
  * dependencies into node_modules/.vite/deps/), whose server then answers the
  * .wasm URL with the app's HTML page. */
 async function startWasm(wasmUrl) {
   const url = String(wasmUrl ?? new URL('./wasm/tramontane_web_bg.wasm', import.meta.url));
-  const fail = (why, status) => new TramontaneError('NETWORK',
+  const fail = (why, status) => new TramontaneError('WASM_LOAD',
     `the engine's WebAssembly module at ${url}: ${why}. If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass the .wasm's URL as the wasmUrl option (Vite: import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url').`,
     { url, status });
   let res;

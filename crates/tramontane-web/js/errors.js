@@ -1,7 +1,8 @@
 // Errors: every failure the package reports is a TramontaneError with a stable code.
 
 /** An Error with a stable `code`: WEBGPU_UNAVAILABLE, MODEL_FORMAT, UNSUPPORTED,
- * NETWORK (with `url` and `status`), ABORTED, CONTEXT_OVERFLOW, DEVICE_LOST,
+ * NETWORK (with `url` and `status`), WASM_LOAD (the engine's .wasm did not start;
+ * `url` and `status`), ABORTED, CONTEXT_OVERFLOW, DEVICE_LOST,
  * OUT_OF_MEMORY, QUOTA, INVALID_REQUEST, INTERNAL. */
 export class TramontaneError extends Error {
   constructor(code, message, extra = {}) {

@@ -1,13 +1,13 @@
 // Types of the tramontane npm package (js/index.js).
 
 export type ErrorCode =
-  | 'WEBGPU_UNAVAILABLE' | 'MODEL_FORMAT' | 'UNSUPPORTED' | 'NETWORK' | 'ABORTED'
+  | 'WEBGPU_UNAVAILABLE' | 'MODEL_FORMAT' | 'UNSUPPORTED' | 'NETWORK' | 'WASM_LOAD' | 'ABORTED'
   | 'CONTEXT_OVERFLOW' | 'DEVICE_LOST' | 'OUT_OF_MEMORY' | 'QUOTA' | 'INVALID_REQUEST'
   | 'GPU' | 'INTERNAL';
 
 export class TramontaneError extends Error {
   code: ErrorCode;
-  /** NETWORK: the URL that failed and its HTTP status (0 when there was no response). */
+  /** NETWORK, WASM_LOAD: the URL that failed and its HTTP status (0 when there was no response). */
   url?: string;
   status?: number;
 }
@@ -72,7 +72,7 @@ export interface LoadOptions {
    * Needed where a bundler copies index.js without the .wasm, e.g. Vite's
    * dev server when it pre-bundles the package:
    * `import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url'`.
-   * A URL that does not give the module is a NETWORK error naming it; a
+   * A URL that does not give the module is a WASM_LOAD error naming it; a
    * later load may pass a corrected one. */
   wasmUrl?: string | URL;
   /** A Jinja chat template used instead of the model's own. */
@@ -82,6 +82,21 @@ export interface LoadOptions {
 /** Sampling settings the model recommends (generation_config.json, GGUF
  * general.sampling.*); requests that leave a setting out use these. */
 export interface GenerationDefaults { temperature: number | null; top_p: number | null; top_k: number | null; min_p: number | null; repetition_penalty: number | null }
+
+/** Every kernel-shape choice of a load (crates/tramontane/src/gpu/profile.rs). */
+export interface DeviceProfile {
+  shapes: 'gpu' | 'cpu';
+  decodeMatvec: 'shared_outputs' | 'whole_outputs';
+  prefillMatmul: 'tiles' | 'rows';
+  attention: 'tiled' | 'barrier_free';
+  normInMatvec: boolean;
+  ropeInMatvec: boolean;
+  weights: 'buffer' | 'texture';
+  prefillInputs: 'buffer' | 'texture';
+  /** Subgroup lanes reductions sum over; 1: none. */
+  lanes: number;
+  moeTile: number;
+}
 
 export interface EngineInfo {
   source: string;
@@ -103,6 +118,17 @@ export interface EngineInfo {
   splitMatrices: number;
   /** What the KV cache holds. */
   kvCache: 'f16' | 'f32';
+  /** The kernel shapes this device got (the `kernels` load option and the adapter). */
+  deviceProfile: DeviceProfile;
+  /** The adapter self-test run before the weights were fetched. */
+  selfTest: {
+    /** Kernels run and compared with the CPU. */
+    kernels: number;
+    /** Its time (0 where an earlier load on this device ran the same test). */
+    millis: number;
+    /** What gave wrong values and what was used instead; empty when all passed. */
+    fallbacks: string[];
+  };
   hasChatTemplate: boolean;
   /** Why the model's template cannot be used (it does not compile); chat fails, completions work. */
   chatTemplateError: string | null;

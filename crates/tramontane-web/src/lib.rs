@@ -270,6 +270,8 @@ impl WasmEngine {
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
                 "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
+                "deviceProfile": profile_json(&i.device_profile),
+                "selfTest": {"kernels": i.self_test.kernels, "millis": i.self_test.millis, "fallbacks": i.self_test.fallbacks},
                 "gpuMemory": {"weights": i.gpu_memory.weights, "kvCache": i.gpu_memory.kv_cache,
                               "activations": i.gpu_memory.activations, "scratch": i.gpu_memory.scratch},
                 // Linear memory only grows: its size now is the peak of the load.
@@ -411,6 +413,27 @@ impl WasmEngine {
 
     pub fn info(&self) -> JsValue {
         self.state.borrow().info.as_ref().map(to_js).unwrap_or(JsValue::NULL)
+    }
+}
+
+/// The device profile for `info`, its keys in camelCase like the rest.
+fn profile_json(p: &tramontane::gpu::DeviceProfile) -> serde_json::Value {
+    let snake = serde_json::to_value(p).unwrap_or_default();
+    match snake {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| {
+                let mut parts = k.split('_');
+                let mut key = parts.next().unwrap_or_default().to_string();
+                for w in parts {
+                    let mut c = w.chars();
+                    key.extend(c.next().map(|f| f.to_ascii_uppercase()));
+                    key.push_str(c.as_str());
+                }
+                (key, v)
+            })
+            .collect(),
+        other => other,
     }
 }
 

@@ -7,9 +7,10 @@ use web_time::Instant;
 
 use crate::constrain::{Constrainer, Constraint, ConstraintStats, Next, Session};
 use crate::error::{Error, Result};
+use crate::forward::self_test::{self, SelfTest};
 use crate::forward::{GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
-use crate::gpu::Gpu;
-use crate::parse::{gguf, ModelConfig, RopeScaling, TensorTable};
+use crate::gpu::{DeviceProfile, Gpu};
+use crate::parse::{gguf, DType, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
 use crate::text::tool_calls::ToolCallStream;
@@ -99,6 +100,10 @@ pub struct ModelInfo {
     pub split_matrices: usize,
     /// "f16" or "f32".
     pub kv_cache: &'static str,
+    /// The kernel shapes this model was built with.
+    pub device_profile: DeviceProfile,
+    /// What the adapter self-test ran and any fallback it chose.
+    pub self_test: SelfTest,
 }
 
 #[derive(Debug, Clone)]
@@ -259,9 +264,9 @@ impl Model {
         let text = ModelText::load_hf(src).await?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;
-        let (ropts, budget, planned) = Self::plan_memory(&gpu, &cfg, &table, opts)?;
-        let weights = load_weights(&gpu, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, t0)
+        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, t0)
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -285,16 +290,18 @@ impl Model {
         if let Some(t) = table.get("rope_freqs.weight") {
             cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
         }
-        let (ropts, budget, planned) = Self::plan_memory(&gpu, &cfg, &table, opts)?;
-        let weights = load_weights(&gpu, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, t0)
+        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, t0)
     }
 
     /// The runtime's options and the GPU bytes left for weights, decided from
-    /// the config and the tensor table alone: every buffer besides the weights
-    /// is sized (checked arithmetic) and checked against the device and
-    /// `max_gpu_bytes` before the first weight byte is downloaded.
-    fn plan_memory(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64)> {
+    /// the config and the tensor table alone: the kernels this model will use
+    /// pass the adapter self-test (forward/self_test.rs), and every buffer
+    /// besides the weights is sized (checked arithmetic) and checked against
+    /// the device and `max_gpu_bytes`, before the first weight byte is
+    /// downloaded.
+    async fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64, SelfTest)> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.min(context);
         let quantized = table.tensors.values().any(|t| t.dtype.is_quantized());
@@ -303,7 +310,18 @@ impl Model {
             KvCache::F32 => false,
             KvCache::F16 => true,
         };
-        let ropts = RuntimeOptions { context, chunk, kv_f16 };
+        if kv_f16 && !gpu.adapter.shader_f16 {
+            return Err(Error::Unsupported("an f16 KV cache needs the device's shader-f16 feature".into()));
+        }
+        let mut dtypes: Vec<DType> = table.tensors.values().filter(|t| t.shape.len() >= 2).map(|t| t.dtype).collect();
+        dtypes.sort_by_key(|d| d.shader_code());
+        dtypes.dedup();
+        // The sizes' own errors (a cache past the binding limit) come first.
+        let first = RuntimeOptions { context, chunk, kv_f16, profile: gpu.profile() };
+        let sizes = Sizes::plan(cfg, &first, gpu)?;
+        let needs = self_test::Needs { dtypes, cfg, slots: sizes.layer_slots.first().copied().unwrap_or(context) };
+        let settled = self_test::settle(gpu, first.profile, kv_f16, opts.kv_cache == KvCache::Auto, &needs).await?;
+        let ropts = RuntimeOptions { kv_f16: settled.kv_f16, profile: settled.profile, ..first };
         let sizes = Sizes::plan(cfg, &ropts, gpu)?;
         let budget = match opts.max_gpu_bytes {
             None => None,
@@ -318,12 +336,13 @@ impl Model {
                 }
             },
         };
-        Ok((ropts, budget, sizes.total()))
+        Ok((ropts, budget, sizes.total(), settled.report))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
-                ropts: RuntimeOptions, planned: u64, t0: Instant) -> Result<Model> {
-        let (context, kv_f16) = (ropts.context, ropts.kv_f16);
+                ropts: RuntimeOptions, planned: u64, self_test: SelfTest, t0: Instant) -> Result<Model> {
+        let (context, kv_f16, profile) = (ropts.context, ropts.kv_f16, ropts.profile);
         let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
         let weight_bytes = weights.bytes;
         let split_matrices = weights.split_matrices();
@@ -341,6 +360,8 @@ impl Model {
             load_seconds: t0.elapsed().as_secs_f64(),
             split_matrices,
             kv_cache: if kv_f16 { "f16" } else { "f32" },
+            device_profile: profile,
+            self_test,
         };
         Ok(Model { runtime, text, info, cached: Vec::new(), constrainer: None })
     }

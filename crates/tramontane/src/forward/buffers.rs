@@ -4,7 +4,7 @@
 
 use super::{rope_table, RuntimeOptions, Sizes};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, InputTexture, Step};
+use crate::gpu::{Gpu, InputTexture, Step, Store};
 use crate::parse::ModelConfig;
 
 /// GPU bytes by kind. `kv_cache + activations + scratch` is what the runtime
@@ -150,7 +150,7 @@ impl Buffers {
                 .map(|l| (a.words(Act, &format!("moe_ids{l}"), m.choices), a.words(Act, &format!("moe_weights{l}"), m.choices)))
                 .collect(),
         });
-        let inputs: Vec<InputTexture> = if g.weights_in_textures() {
+        let inputs: Vec<InputTexture> = if opts.profile.prefill_inputs == Store::Texture {
             [(&xn, "xn_texture"), (&attn, "attn_texture"), (&ffn_h, "ffn_h_texture")]
                 .into_iter()
                 .filter_map(|(b, label)| g.input_texture(label, b))

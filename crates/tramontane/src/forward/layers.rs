@@ -2,22 +2,23 @@
 //! load from the weights and the buffers, and the order a pass records them in.
 
 use super::buffers::Buffers;
-use super::linear::{moe_group_tile, norm_in_matvec, rope_in_matvec, with_norm, with_rope, Linear};
+use super::linear::{with_norm, with_rope, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Dispatch, Spec};
+use crate::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use crate::gpu::{Family, Gpu};
 use crate::parse::ModelConfig;
 use crate::upload::{Ffn, LayerWeights, Weights};
 
 struct LayerPlan {
-    /// Prefill's; decode's is in `qkv_mv` where [`norm_in_matvec`].
+    /// Prefill's; decode's is in `qkv_mv` where the profile's `norm_in_matvec`.
     attn_norm: Dispatch,
     /// Decode skips the norm dispatches (the matvecs after them apply them).
     attn_norm_in_mv: bool,
     ffn_norm_in_mv: bool,
-    /// Decode skips `rope` (`qkv_mv` rotates and stores: [`rope_in_matvec`]).
+    /// Decode skips `rope` (`qkv_mv` rotates and stores: [`DeviceProfile::rope_in_matvec_for`]).
     rope_in_mv: bool,
     qkv_mv: Linear,
     qkv_mm: Linear,
@@ -64,23 +65,40 @@ pub(super) struct Plan {
     /// One per slab of the embedding matrix.
     embed: Vec<Dispatch>,
     layers: Vec<LayerPlan>,
-    /// None: the LM head's matvec applies it ([`norm_in_matvec`]).
+    /// None: the LM head's matvec applies it (the profile's `norm_in_matvec`).
     final_norm: Option<Dispatch>,
     lm_head: Linear,
     pub sample: Dispatch,
     all_logits: Option<AllLogits>,
 }
 
-fn norm_spec(g: &Gpu, cfg: &ModelConfig) -> Spec {
+/// The RMSNorm dispatch's kernel (the self-test builds the same one).
+pub(super) fn norm_spec(p: &DeviceProfile, cfg: &ModelConfig) -> Spec {
     Spec::new(Family::RmsNorm, "main")
         .with("H", cfg.hidden as u32)
         .with("EPS", cfg.rms_eps)
         .with("LAST_ROW", 0u32)
-        .lanes(g.subgroup_lanes())
+        .lanes(p.lanes)
+}
+
+/// Layer `l`'s attention kernel `entry` over `slots` KV cache slots (the
+/// self-test builds the same ones).
+pub(super) fn attention_spec(cfg: &ModelConfig, l: usize, slots: usize, kv_f16: bool, entry: AttentionEntry) -> Spec {
+    let hd = cfg.head_dim as u32;
+    Spec::new(Family::Attention, entry.name())
+        .with("HD", hd)
+        .with("NH", cfg.n_heads as u32)
+        .with("NKV", cfg.n_kv_heads as u32)
+        .with("CAP", slots as u32)
+        .with("WINDOW", cfg.window(l).unwrap_or(0) as u32)
+        .with("SCALE", 1.0 / (hd as f32).sqrt())
+        .with("MAX_SPLITS", MAX_SPLITS)
+        .kv_f16(kv_f16)
 }
 
 impl Plan {
-    pub(super) fn new(g: &Gpu, cfg: &ModelConfig, kv_f16: bool, w: &Weights, b: &Buffers, layer_slots: &[usize]) -> Result<Plan> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, kv_f16: bool, w: &Weights, b: &Buffers, layer_slots: &[usize]) -> Result<Plan> {
         let k = &g.kernels;
         let (step, dummy) = (&b.step, &b.dummy);
         let embed = w
@@ -96,20 +114,20 @@ impl Plan {
             .layers
             .iter()
             .enumerate()
-            .map(|(l, lw)| LayerPlan::new(g, cfg, kv_f16, l, lw, b, layer_slots[l]))
+            .map(|(l, lw)| LayerPlan::new(g, p, cfg, kv_f16, l, lw, b, layer_slots[l]))
             .collect::<Result<_>>()?;
-        let fused = norm_in_matvec(g.is_cpu());
+        let fused = p.norm_in_matvec;
         let lm_head = if fused {
             let tune = |s| with_norm(s, cfg.rms_eps, true);
-            Linear::new(g, w.lm_head(), "matvec", tune, &[(0, step), (2, &b.x), (3, &b.logits), (4, dummy), (5, dummy), (9, &w.norm)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, tune, &[(0, step), (2, &b.x), (3, &b.logits), (4, dummy), (5, dummy), (9, &w.norm)])
         } else {
-            Linear::new(g, w.lm_head(), "matvec", |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy), (9, dummy)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy), (9, dummy)])
         };
         Ok(Plan {
             embed,
             layers,
             final_norm: (!fused).then(|| {
-                k.dispatch(&norm_spec(g, cfg).with("LAST_ROW", 1u32), &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)])
+                k.dispatch(&norm_spec(p, cfg).with("LAST_ROW", 1u32), &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)])
             }),
             lm_head,
             sample: k.dispatch(
@@ -121,13 +139,13 @@ impl Plan {
     }
 
     /// Make the [`Output::AllLogits`] dispatches if not made yet.
-    pub(super) fn ensure_all_logits(&mut self, g: &Gpu, cfg: &ModelConfig, chunk: usize, w: &Weights, b: &Buffers) {
+    pub(super) fn ensure_all_logits(&mut self, g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, chunk: usize, w: &Weights, b: &Buffers) {
         if self.all_logits.is_some() {
             return;
         }
         let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
-        let norm = g.kernels.dispatch(&norm_spec(g, cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
-        let lm_head = Linear::reading(g, w.lm_head(), "matmul", |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)], &b.inputs);
+        let norm = g.kernels.dispatch(&norm_spec(p, cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
+        let lm_head = Linear::reading(g, p, w.lm_head(), MatmulEntry::Matmul, |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)], &b.inputs);
         self.all_logits = Some(AllLogits { buf, norm, lm_head });
     }
 
@@ -260,7 +278,7 @@ fn normed(fused: bool, cfg: &ModelConfig, s: Spec) -> Spec {
     if fused { with_norm(s, cfg.rms_eps, false) } else { s }
 }
 
-/// Prefill's attention ([`attend_entry`]) and its query rows per workgroup.
+/// Prefill's attention ([`DeviceProfile::prefill_attention`]) and its query rows per workgroup.
 struct PrefillAttention {
     dispatch: Dispatch,
     rows: u32,
@@ -273,88 +291,43 @@ struct PrefillAttention {
 enum DecodeAttention {
     /// GPUs: `attend` (workgroup-memory tiles of keys).
     Tiled(Dispatch),
-    /// CPU drivers ([`scored_decode`]): `attend_scored` (scores, then values).
+    /// Barrier-free ([`DeviceProfile::decode_attention`]): `attend_scored` (scores, then values).
     Scored(Dispatch),
-}
-
-/// CPU drivers, where barriers are costly, run attention without them where
-/// the head dim allows (a multiple of 4, at most 256).
-fn barrier_free(cpu: bool, head_dim: u32) -> bool {
-    cpu && head_dim.is_multiple_of(4) && head_dim <= 256
-}
-
-/// attention.wgsl's entry for prefill on a device with this head dim, and the
-/// query rows per workgroup of its grid: `attend` on GPUs, `attend_rows` on
-/// CPU drivers (K and V loads shared by a workgroup's rows; lavapipe prefill
-/// +25% for SmolLM2).
-pub fn attend_entry(cpu: bool, head_dim: u32) -> (&'static str, u32) {
-    if barrier_free(cpu, head_dim) {
-        ("attend_rows", 8)
-    } else {
-        ("attend", 1)
-    }
-}
-
-/// Subgroup lanes `attend_rows` shares its K and V loads over: 8 or more
-/// (its workgroup of 8 is one subgroup) and head dims of whole groups of 8
-/// quads; else 1 (each invocation loads them all).
-pub fn rows_lanes(lanes: u32, head_dim: u32) -> u32 {
-    if lanes >= 8 && head_dim.is_multiple_of(32) { lanes } else { 1 }
-}
-
-/// Whether decode runs `attend_scored` rather than `attend`: on CPU drivers
-/// each invocation then loads only what it uses (its keys, or its output dims
-/// of every value), with one barrier between the two, where `attend`'s 64-key
-/// tiles pay 15 barriers each (lavapipe, SmolLM2, 64 keys: attention 13.5 ->
-/// 9.3 ms of a decode step as two dispatches, `score_keys` then
-/// `attend_scored`; one dispatch since, saving a dispatch's fixed cost per
-/// layer).
-pub fn scored_decode(cpu: bool, head_dim: u32) -> bool {
-    barrier_free(cpu, head_dim)
 }
 
 impl LayerPlan {
     /// Layer `l`'s dispatches; `slots`: its KV cache slots.
-    fn new(g: &Gpu, cfg: &ModelConfig, kv_f16: bool, l: usize, lw: &LayerWeights, b: &Buffers, slots: usize) -> Result<LayerPlan> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, kv_f16: bool, l: usize, lw: &LayerWeights, b: &Buffers, slots: usize) -> Result<LayerPlan> {
         let k = &g.kernels;
-        let (hd, nh, nkv) = (cfg.head_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32);
+        let hd = cfg.head_dim as u32;
         let (step, dummy) = (&b.step, &b.dummy);
         // Layers alike (same ring size and window) share pipelines.
         let rope_spec = with_rope_constants(Spec::new(Family::Rope, "main"), cfg, slots, kv_f16);
-        let attn_spec = |entry| {
-            Spec::new(Family::Attention, entry)
-                .with("HD", hd)
-                .with("NH", nh)
-                .with("NKV", nkv)
-                .with("CAP", slots as u32)
-                .with("WINDOW", cfg.window(l).unwrap_or(0) as u32)
-                .with("SCALE", 1.0 / (hd as f32).sqrt())
-                .with("MAX_SPLITS", MAX_SPLITS)
-                .kv_f16(kv_f16)
-        };
-        let norm = norm_spec(g, cfg);
-        let fused = norm_in_matvec(g.is_cpu());
+        let attn_spec = |entry: AttentionEntry| attention_spec(cfg, l, slots, kv_f16, entry);
+        let norm = norm_spec(p, cfg);
+        let fused = p.norm_in_matvec;
         let qkv_bias = lw.qkv_bias.as_ref();
         let qkv_tune = |s: Spec| s.with("HAS_BIAS", qkv_bias.is_some() as u32);
         let qkv_bias = qkv_bias.unwrap_or(dummy);
         // Decode's input: the normalized row, or the residual and the norm's weights.
         let (qkv_x, qkv_norm) = if fused { (&b.x, &lw.attn_norm) } else { (&b.xn, dummy) };
         let (kc, vc) = &b.kv[l];
-        let rope_in_mv = rope_in_matvec(g.is_cpu(), &lw.qkv, cfg.head_dim, lw.qk_norm.is_some());
+        let rope_in_mv = p.rope_in_matvec_for(&lw.qkv, cfg.head_dim, lw.qk_norm.is_some());
         let qkv_mv = if rope_in_mv {
             // The same rotation and cache slots as rope.wgsl's.
             let tune = |s: Spec| with_rope_constants(with_rope(normed(fused, cfg, qkv_tune(s))), cfg, slots, kv_f16);
             let binds = [(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (9, qkv_norm), (10, &b.rope_table), (11, kc), (12, vc)];
-            Linear::new(g, &lw.qkv, "matvec", tune, &binds)
+            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, tune, &binds)
         } else {
-            Linear::new(g, &lw.qkv, "matvec", |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)])
+            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)])
         };
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
         let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
         let o_bias = o_bias.unwrap_or(dummy);
         let attend_binds = [(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)];
-        let (prefill_entry, prefill_rows) = attend_entry(g.is_cpu(), hd);
+        let (prefill_entry, prefill_rows) = p.prefill_attention(hd);
         Ok(LayerPlan {
             attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
             attn_norm_in_mv: fused,
@@ -362,7 +335,7 @@ impl LayerPlan {
             ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
             rope_in_mv,
             qkv_mv,
-            qkv_mm: Linear::reading(g, &lw.qkv, "matmul", qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)], &b.inputs),
+            qkv_mm: Linear::reading(g, p, &lw.qkv, MatmulEntry::Matmul, qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)], &b.inputs),
             rope: match &lw.qk_norm {
                 // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
                 Some(nw) => k.dispatch(
@@ -371,36 +344,38 @@ impl LayerPlan {
                 ),
                 None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
             },
-            attend_decode: if scored_decode(g.is_cpu(), hd) {
+            attend_decode: if p.decode_attention(hd) == AttentionEntry::AttendScored {
                 DecodeAttention::Scored(k.dispatch(
-                    &attn_spec("attend_scored"),
+                    &attn_spec(AttentionEntry::AttendScored),
                     &[(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials), (5, &b.attn)],
                 ))
             } else {
-                DecodeAttention::Tiled(k.dispatch(&attn_spec("attend"), &attend_binds))
+                DecodeAttention::Tiled(k.dispatch(&attn_spec(AttentionEntry::Attend), &attend_binds))
             },
             attend_prefill: {
-                let whole_is_output = prefill_entry == "attend_rows";
+                let whole_is_output = prefill_entry == AttentionEntry::AttendRows;
                 let (spec, binds) = if whole_is_output {
-                    let spec = attn_spec(prefill_entry).lanes(rows_lanes(g.subgroup_lanes(), hd));
+                    let spec = attn_spec(prefill_entry).lanes(p.attend_rows_lanes(hd));
                     (spec, [&attend_binds[..], &[(5, &b.attn)]].concat())
                 } else {
                     (attn_spec(prefill_entry), attend_binds.to_vec())
                 };
                 PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output }
             },
-            combine: k.dispatch(&attn_spec("combine"), &[(0, step), (4, &b.partials), (5, &b.attn)]),
-            o_mv: Linear::new(g, &lw.o, "matvec", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
-            o_mm: Linear::reading(g, &lw.o, "matmul", o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)], &b.inputs),
+            combine: k.dispatch(&attn_spec(AttentionEntry::Combine), &[(0, step), (4, &b.partials), (5, &b.attn)]),
+            o_mv: Linear::new(g, p, &lw.o, MatmulEntry::Matvec, o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
+            o_mm: Linear::reading(g, p, &lw.o, MatmulEntry::Matmul, o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)], &b.inputs),
             ffn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.ffn_norm), (3, &b.xn)]),
-            ffn: FfnPlan::new(g, cfg, l, lw, b, fused)?,
+            ffn: FfnPlan::new(g, p, cfg, l, lw, b)?,
         })
     }
 }
 
 impl FfnPlan {
-    /// `fused`: a dense FFN's gate/up matvecs apply the norm ([`norm_in_matvec`]).
-    fn new(g: &Gpu, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers, fused: bool) -> Result<FfnPlan> {
+    /// A dense FFN's gate/up matvecs apply the norm where the profile says
+    /// `norm_in_matvec`.
+    fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers) -> Result<FfnPlan> {
+        let fused = p.norm_in_matvec;
         let (step, dummy, xn, ffn_h) = (&b.step, &b.dummy, &b.xn, &b.ffn_h);
         let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
         Ok(match &lw.ffn {
@@ -417,12 +392,12 @@ impl FfnPlan {
                 // Decode's input: the normalized row, or the residual and the norm's weights.
                 let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };
                 FfnPlan::Dense {
-                    gate_up_mv: Linear::new(g, gate_up, "matvec", |s| normed(fused, cfg, gu(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, gb), (5, dummy), (9, mv_norm)]),
-                    gate_up_mm: Linear::reading(g, gate_up, "matmul", gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)], &b.inputs),
-                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| normed(fused, cfg, gated(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, dummy), (5, dummy), (9, mv_norm)])),
-                    up_mm: up.as_ref().map(|u| Linear::reading(g, u, "matmul", gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)], &b.inputs)),
-                    down_mv: Linear::new(g, down, "matvec", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy), (9, dummy)]),
-                    down_mm: Linear::reading(g, down, "matmul", dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)], &b.inputs),
+                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| normed(fused, cfg, gu(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, gb), (5, dummy), (9, mv_norm)]),
+                    gate_up_mm: Linear::reading(g, p, gate_up, MatmulEntry::Matmul, gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)], &b.inputs),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| normed(fused, cfg, gated(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, dummy), (5, dummy), (9, mv_norm)])),
+                    up_mm: up.as_ref().map(|u| Linear::reading(g, p, u, MatmulEntry::Matmul, gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)], &b.inputs)),
+                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy), (9, dummy)]),
+                    down_mm: Linear::reading(g, p, down, MatmulEntry::Matmul, dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)], &b.inputs),
                 }
             }
             Ffn::Moe { router, gate_up, up, down } => {
@@ -431,7 +406,7 @@ impl FfnPlan {
                 };
                 let (rl, eo, order, tiles) = (&mb.router_logits, &mb.expert_out, &mb.order, &mb.tiles);
                 let (ids_l, wts_l) = mb.choices.get(l).ok_or_else(|| Error::Internal("MoE buffers missing".into()))?;
-                let group_tile = moe_group_tile(g.is_cpu());
+                let group_tile = p.moe_tile;
                 let moe_spec = |e| {
                     Spec::new(Family::Moe, e)
                         .with("E", m.n_experts as u32)
@@ -451,18 +426,18 @@ impl FfnPlan {
                 let mm_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (7, order), (8, tiles)];
                 let mv_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (5, ids_l), (9, dummy)];
                 let mm_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (7, order), (8, tiles)];
-                let mm = "matmul_grouped";
+                let mm = MatmulEntry::MatmulGrouped;
                 let k = &g.kernels;
                 FfnPlan::Moe {
-                    router: Linear::new(g, router, "matvec", |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy), (9, dummy)]),
+                    router: Linear::new(g, p, router, MatmulEntry::Matvec, |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy), (9, dummy)]),
                     route: k.dispatch(&moe_spec("route"), &[(0, step), (1, rl), (2, ids_l), (3, wts_l)]),
                     group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(0, step), (2, ids_l), (6, order), (7, tiles)]),
-                    gate_up_mv: Linear::new(g, gate_up, "matvec", |s| gu(expert(s)), &mv_in),
-                    gate_up_mm: Linear::new(g, gate_up, mm, |s| gu(grouped(s)), &mm_in),
-                    up_mv: up.as_ref().map(|u| Linear::new(g, u, "matvec", |s| gated(expert(s)), &mv_in)),
-                    up_mm: up.as_ref().map(|u| Linear::new(g, u, mm, |s| gated(grouped(s)), &mm_in)),
-                    down_mv: Linear::new(g, down, "matvec", |s| per_slot(expert(s)), &mv_down),
-                    down_mm: Linear::new(g, down, mm, |s| per_slot(grouped(s)), &mm_down),
+                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| gu(expert(s)), &mv_in),
+                    gate_up_mm: Linear::new(g, p, gate_up, mm, |s| gu(grouped(s)), &mm_in),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| gated(expert(s)), &mv_in)),
+                    up_mm: up.as_ref().map(|u| Linear::new(g, p, u, mm, |s| gated(grouped(s)), &mm_in)),
+                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, |s| per_slot(expert(s)), &mv_down),
+                    down_mm: Linear::new(g, p, down, mm, |s| per_slot(grouped(s)), &mm_down),
                     combine: k.dispatch(&moe_spec("combine"), &[(0, step), (3, wts_l), (4, eo), (5, &b.x)]),
                 }
             }

@@ -4,7 +4,8 @@
 //!
 //! `sizes` checks every buffer size, `buffers` allocates them, `linear` tunes
 //! the matmul kernels, `layers` plans each dispatch and their order, `pass`
-//! runs one, `profile` times its kernels.
+//! runs one, `profile` times its kernels, `self_test` checks the kernels a
+//! model will use on the adapter before its weights are fetched.
 
 mod buffers;
 mod layers;
@@ -12,11 +13,11 @@ mod linear;
 mod pass;
 mod profile;
 pub mod rope_table;
+pub mod self_test;
 mod sizes;
 
 pub use buffers::GpuBytes;
-pub use layers::{attend_entry, rows_lanes, scored_decode};
-pub use linear::{linear_groups, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, rope_in_matvec, with_lanes, with_norm, with_rope, MM_TILE, MR};
+pub use linear::{linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope};
 pub use pass::{Output, PassRequest, Sampled, MAX_SPLITS};
 pub use profile::{KernelTime, Profile};
 pub use sizes::Sizes;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Dispatch;
-use crate::gpu::Gpu;
+use crate::gpu::{DeviceProfile, Gpu};
 use crate::parse::ModelConfig;
 use crate::upload::Weights;
 use buffers::Buffers;
@@ -45,6 +46,8 @@ pub struct RuntimeOptions {
     /// Keep keys and values in f16 (half the memory and attention traffic;
     /// needs `shader-f16`).
     pub kv_f16: bool,
+    /// The kernels' shapes, decided once for this load.
+    pub profile: DeviceProfile,
 }
 
 /// Receives each dispatch of a pass: what it computes (for profiles), the
@@ -76,7 +79,7 @@ impl Runtime {
         let planned = sizes.planned;
         let layer_slots = sizes.layer_slots;
         let kv_slots = layer_slots.iter().copied().max().unwrap_or(opts.context);
-        let plan = Plan::new(&gpu, &cfg, opts.kv_f16, &weights, &bufs, &layer_slots)?;
+        let plan = Plan::new(&gpu, &opts.profile, &cfg, opts.kv_f16, &weights, &bufs, &layer_slots)?;
         gpu.check()?;
         let mask_words = Vec::with_capacity(cfg.vocab.div_ceil(32));
         Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words, planned })

@@ -144,7 +144,7 @@ impl Runtime {
         }
         let output = req.output;
         if output == Output::AllLogits {
-            self.plan.ensure_all_logits(&g, &self.cfg, self.opts.chunk, &self.weights, &self.bufs);
+            self.plan.ensure_all_logits(&g, &self.opts.profile, &self.cfg, self.opts.chunk, &self.weights, &self.bufs);
         }
         let b = &self.bufs;
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });

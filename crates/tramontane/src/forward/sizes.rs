@@ -8,10 +8,10 @@
 //! (every size it uses comes from here); suite/limits.rs checks the two agree,
 //! kind by kind.
 
-use super::linear::{moe_group_tile, moe_max_tiles};
+use super::linear::moe_max_tiles;
 use super::{rope_table, GpuBytes, RuntimeOptions, MAX_SPLITS, OUT_WORDS};
 use crate::error::{Error, Result};
-use crate::gpu::{readback_bytes, storage_bytes, Gpu, Step};
+use crate::gpu::{readback_bytes, storage_bytes, Gpu, Step, Store};
 use crate::parse::ModelConfig;
 
 /// Buffer sizes (bytes) of one runtime.
@@ -83,12 +83,7 @@ impl Sizes {
         let ctx = opts.context;
         let qkv_dim = cfg.q_dim() + 2 * cfg.kv_dim();
         let slots = cfg.moe.as_ref().map(|m| m.top_k).unwrap_or(1);
-        let layer_slots: Vec<usize> = (0..cfg.n_layers)
-            .map(|l| match cfg.window(l) {
-                Some(w) if w.saturating_add(c) < ctx => w + c,
-                _ => ctx,
-            })
-            .collect();
+        let layer_slots = layer_slots(cfg, c, ctx);
         let kv_slots = layer_slots.iter().copied().max().unwrap_or(ctx);
         // An f16 cache packs two values in a word.
         let kv_layer = |slots_l: usize| -> Result<u64> {
@@ -132,7 +127,7 @@ impl Sizes {
         let words_of = |bytes: u64| (bytes / 4) as usize;
         let moe = cfg.moe.as_ref().zip(moe_bytes).map(|(m, (router_logits, expert_out))| {
             let rows = c * m.top_k;
-            let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, moe_group_tile(g.is_cpu())) as usize;
+            let tiles = 1 + moe_max_tiles(rows as u32, m.n_experts as u32, opts.profile.moe_tile) as usize;
             MoeWords { router_logits: words_of(router_logits), expert_out: words_of(expert_out), order: rows, tiles: 4 * tiles, choices: rows }
         });
         let words = Words {
@@ -157,7 +152,7 @@ impl Sizes {
         }
         // On lavapipe the prefill matmuls' inputs get texture copies: normed
         // rows, attention output, feed-forward activations.
-        let input_textures: Vec<u64> = if g.weights_in_textures() {
+        let input_textures: Vec<u64> = if opts.profile.prefill_inputs == Store::Texture {
             [words.xn, words.attn, words.ffn_h].iter().filter_map(|&w| g.input_texture_bytes(storage_bytes(w as u64 * 4))).collect()
         } else {
             Vec::new()
@@ -170,6 +165,17 @@ impl Sizes {
     pub fn total(&self) -> u64 {
         self.planned.buffers()
     }
+}
+
+/// Each layer's KV cache slots: the context, or a sliding layer's ring of
+/// window + chunk where that is smaller.
+pub fn layer_slots(cfg: &ModelConfig, chunk: usize, context: usize) -> Vec<usize> {
+    (0..cfg.n_layers)
+        .map(|l| match cfg.window(l) {
+            Some(w) if w.saturating_add(chunk) < context => w + chunk,
+            _ => context,
+        })
+        .collect()
 }
 
 /// What `Buffers::new` allocates for these sizes, by kind (as it counts them).

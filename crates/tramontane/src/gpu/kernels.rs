@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{InputTexture, WeightStore, WEIGHT_TEXTURE_WIDTH};
-use crate::forward::MR;
+use crate::gpu::profile::MR;
 use crate::parse::{ggml_type_name, SUPPORTED};
 
 /// The WGSL constants whose values the host decides, written from the
@@ -177,6 +177,9 @@ pub struct Kernels {
     browser: bool,
     modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    /// A text replacement made in every module built from now on (see
+    /// [`Kernels::inject_fault`]).
+    fault: Mutex<Option<(String, String)>>,
 }
 
 /// A pipeline with the bind group that feeds it, recorded at load time.
@@ -212,7 +215,23 @@ impl Dispatch {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, browser: bool) -> Self {
-        Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default() }
+        Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default(), fault: Mutex::default() }
+    }
+
+    /// The fault [`Kernels::inject_fault`] set, if any.
+    pub fn fault(&self) -> Option<(String, String)> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Build every kernel from now on with `from` replaced by `to` in its
+    /// WGSL (None: as written again), forgetting the modules and pipelines
+    /// built so far: how the tests make a driver that computes wrong values
+    /// (forward/self_test.rs). Models loaded before keep their pipelines.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Option<(&str, &str)>) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault.map(|(a, b)| (a.to_string(), b.to_string()));
+        self.modules.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn module(&self, family: Family, kv_f16: bool, subgroups: bool, weights_texture: bool, inputs_texture: bool) -> wgpu::ShaderModule {
@@ -242,6 +261,9 @@ impl Kernels {
                     src.push_str(if subgroups { LANES } else { LANES_SERIAL });
                 }
                 src.push_str(body);
+                if let Some((from, to)) = &*self.fault.lock().unwrap_or_else(|p| p.into_inner()) {
+                    src = src.replace(from.as_str(), to);
+                }
                 let desc = wgpu::ShaderModuleDescriptor { label: Some(family.name()), source: wgpu::ShaderSource::Wgsl(src.into()) };
                 if family.loops_end_by_construction() {
                     let mut checks = wgpu::ShaderRuntimeChecks::checked();

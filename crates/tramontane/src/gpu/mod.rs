@@ -2,6 +2,7 @@
 //! Shared unchanged by native (Vulkan/Metal/DX12) and browser (WebGPU) builds.
 
 pub mod kernels;
+pub mod profile;
 mod readback;
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 pub use kernels::{Family, Kernels};
+pub use profile::{DeviceProfile, Shapes, Store};
 
 /// Mirrors `struct Step` in shaders/common.wgsl: what changes between passes.
 #[repr(C)]
@@ -168,20 +170,27 @@ pub struct Gpu {
     /// Set once the device is lost: every later check fails with DEVICE_LOST,
     /// so callers know to make a new device (the web engine does on `load`).
     lost: Arc<std::sync::atomic::AtomicBool>,
-    /// The "GPU" is a CPU rasterizer (lavapipe, SwiftShader): kernels pick
-    /// CPU-friendly shapes. Detected natively; the browser, where WebGPU hides
-    /// the device type, sets it from the adapter's info (`set_cpu`).
-    cpu: std::sync::atomic::AtomicBool,
-    /// Invocations a reduction may sum by subgroup shuffles (lanes.wgsl): the
-    /// adapter's smallest subgroup size where the device has subgroups, else
-    /// one. Natively from wgpu's SUBGROUP feature; browsers set it
+    /// What the adapter is, and the `kernels` option: what [`Gpu::profile`]
+    /// builds each load's [`DeviceProfile`] from.
+    settings: Mutex<Settings>,
+}
+
+/// The inputs of a [`DeviceProfile`] that may change between loads.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// The "GPU" is a CPU rasterizer (lavapipe, SwiftShader). Detected
+    /// natively; the browser, where WebGPU hides the device type, sets it
+    /// from the adapter's info (`set_cpu`).
+    cpu: bool,
+    /// The adapter's smallest subgroup size where the device has subgroups,
+    /// else 0. Natively from wgpu's SUBGROUP feature; browsers set it
     /// (`set_subgroups`), since wgpu cannot ask WebGPU for `subgroups`.
-    lanes: std::sync::atomic::AtomicU32,
-    /// Weight matrices go into textures (see `weights_in_textures`).
-    textures: std::sync::atomic::AtomicBool,
-    /// What the adapter was detected to be, before any [`Gpu::set_kernel_shape`].
-    detected_cpu: bool,
-    detected_textures: bool,
+    subgroup_min: u32,
+    /// The device reads textures faster than buffers: lavapipe, natively.
+    /// (SwiftShader, native or in Chromium, keeps buffers: the texture path
+    /// was measured on lavapipe only.)
+    textures_faster: bool,
+    shape: KernelShape,
 }
 
 /// Which shapes the kernels take: `Auto` as the adapter was detected (CPU
@@ -294,32 +303,37 @@ impl Gpu {
         let name = info.name.to_lowercase();
         let cpu = info.device_type == wgpu::DeviceType::Cpu || name.contains("llvmpipe") || name.contains("swiftshader");
         let textures = name.contains("llvmpipe") && info.backend != wgpu::Backend::BrowserWebGpu;
-        let lanes = if subgroups { lanes_of(info.subgroup_min_size) } else { 1 };
-        Ok(Gpu {
-            device,
-            queue,
-            adapter,
-            kernels,
-            fault,
-            lost,
-            cpu: std::sync::atomic::AtomicBool::new(cpu),
-            lanes: std::sync::atomic::AtomicU32::new(lanes),
-            textures: std::sync::atomic::AtomicBool::new(textures),
-            detected_cpu: cpu,
-            detected_textures: textures,
-        })
+        let subgroup_min = if subgroups { info.subgroup_min_size } else { 0 };
+        let settings = Mutex::new(Settings { cpu, subgroup_min, textures_faster: textures, shape: KernelShape::Auto });
+        Ok(Gpu { device, queue, adapter, kernels, fault, lost, settings })
     }
 
-    /// Invocations a reduction may sum by subgroup shuffles; 1: none.
-    pub fn subgroup_lanes(&self) -> u32 {
-        self.lanes.load(std::sync::atomic::Ordering::Relaxed)
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Settings)) {
+        f(&mut self.settings.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The kernel shapes a model loaded now gets: the adapter and the
+    /// `kernels` option (see [`DeviceProfile`]). A load builds it once; a
+    /// loaded model keeps its own.
+    pub fn profile(&self) -> DeviceProfile {
+        let s = self.settings();
+        let cpu = match s.shape {
+            KernelShape::Auto => s.cpu,
+            KernelShape::Gpu => false,
+            KernelShape::Cpu => true,
+        };
+        DeviceProfile::new(if cpu { Shapes::Cpu } else { Shapes::Gpu }, lanes_of(s.subgroup_min), s.textures_faster)
     }
 
     /// Say that the device has subgroups of at least `min_size` invocations
     /// (0: none), for models loaded later: browsers, where the page asked
     /// WebGPU for `subgroups` itself.
     pub fn set_subgroups(&self, min_size: u32) {
-        self.lanes.store(lanes_of(min_size), std::sync::atomic::Ordering::Relaxed);
+        self.update(|s| s.subgroup_min = min_size);
     }
 
     /// Return (and clear) the first GPU error seen since the last call; a lost
@@ -332,13 +346,9 @@ impl Gpu {
         }
     }
 
-    pub fn is_cpu(&self) -> bool {
-        self.cpu.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Say whether the adapter is a CPU rasterizer (for models loaded later).
     pub fn set_cpu(&self, cpu: bool) {
-        self.cpu.store(cpu, std::sync::atomic::Ordering::Relaxed);
+        self.update(|s| s.cpu = cpu);
     }
 
     pub fn is_lost(&self) -> bool {
@@ -355,31 +365,20 @@ impl Gpu {
         self.adapter.max_storage_binding.min(self.adapter.max_buffer_size)
     }
 
-    /// Whether weight matrices go into textures ([`WeightStore`]): on
-    /// lavapipe, natively. (SwiftShader, native or in Chromium, keeps
-    /// buffers: the texture path was measured on lavapipe only.)
-    pub fn weights_in_textures(&self) -> bool {
-        self.textures.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Force the kernels' shapes (for models loaded later; a loaded model
-    /// keeps the shapes it was built with). GPU shapes store weights in
-    /// buffers, as on a real GPU; CPU shapes keep lavapipe's textures.
+    /// keeps the shapes it was built with).
     pub fn set_kernel_shape(&self, shape: KernelShape) {
-        let cpu = match shape {
-            KernelShape::Auto => self.detected_cpu,
-            KernelShape::Gpu => false,
-            KernelShape::Cpu => true,
-        };
-        self.set_cpu(cpu);
-        self.textures.store(self.detected_textures && cpu, std::sync::atomic::Ordering::Relaxed);
+        self.update(|s| s.shape = shape);
     }
 
     /// Largest weight slab the kernels may bind: the binding limit, and in
     /// textures the largest texture.
-    pub fn max_weight_binding(&self) -> u64 {
+    pub fn max_weight_binding(&self, store: Store) -> u64 {
         let texture = u64::from(self.adapter.max_texture_2d) * WEIGHT_TEXTURE_WIDTH * 16;
-        if self.weights_in_textures() { self.max_binding().min(texture) } else { self.max_binding() }
+        match store {
+            Store::Texture => self.max_binding().min(texture),
+            Store::Buffer => self.max_binding(),
+        }
     }
 
     /// A weight buffer's words copied into a texture of

@@ -209,7 +209,7 @@ async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) ->
 /// moved into textures where the device reads those faster, buffers dropped
 /// as their copies run).
 fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
-    let mut a = Assembler { gpu, copied: 0, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
+    let mut a = Assembler { gpu, textures: layout.textures, copied: 0, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
     let mut layers = Vec::with_capacity(layout.layers.len());
     for li in layout.layers {
         layers.push(LayerWeights {
@@ -249,6 +249,7 @@ fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<W
 /// Each planned weight with its buffers, taken once.
 struct Assembler<'g> {
     gpu: &'g Gpu,
+    textures: bool,
     /// Bytes copied into textures since the last flush.
     copied: u64,
     slots: Vec<Option<(Dest, Vec<wgpu::Buffer>)>>,
@@ -271,7 +272,7 @@ impl Assembler<'_> {
             .enumerate()
             .map(|(si, ((buf, s), dtype))| {
                 let info = self.gpu.uniform_init("slab", bytemuck::cast_slice(&[s.start as u32, s.len() as u32, 0, 0]));
-                let store = if self.gpu.weights_in_textures() {
+                let store = if self.textures {
                     let units = if d.interleaved(si) { units_per_row(dtype, d.cols) } else { 0 };
                     let store = self.gpu.weight_texture(&d.label, &buf, units);
                     // The buffer goes once the copy has run: waited for

@@ -19,7 +19,7 @@ pub use naming::{ExpertTensor, GgufNaming, HfNaming, HfQwenMoeNaming, LayerTenso
 pub use types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, WeightStore};
+use crate::gpu::{Gpu, Store, WeightStore};
 use crate::parse::{DType, ModelConfig, TensorTable};
 use crate::source::ModelSource;
 
@@ -42,6 +42,7 @@ pub fn store_matrix(gpu: &Gpu, dtype: DType, cols: usize, file: &[u8], texture: 
 #[allow(clippy::too_many_arguments)]
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
+    store: Store,
     src: &S,
     cfg: &ModelConfig,
     table: &TensorTable,
@@ -51,8 +52,8 @@ pub async fn load_weights<S: ModelSource>(
     budget: Option<u64>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Weights> {
-    let limit = gpu.max_weight_binding().min(max_binding.unwrap_or(u64::MAX)).max(4);
-    let layout = planner::plan(cfg, table, naming, limit, gpu.weights_in_textures())?;
+    let limit = gpu.max_weight_binding(store).min(max_binding.unwrap_or(u64::MAX)).max(4);
+    let layout = planner::plan(cfg, table, naming, limit, store == Store::Texture)?;
     let bytes = layout.bytes;
     if let Some(budget) = budget.filter(|&b| bytes > b) {
         return Err(Error::OutOfMemory(format!(

@@ -36,6 +36,8 @@ pub(super) struct Layout {
     pub lm_head: Option<usize>,
     /// Bytes of every buffer.
     pub bytes: u64,
+    /// Matrices go into textures once uploaded (as the interleaved rows).
+    pub textures: bool,
 }
 
 /// Plan every weight of `cfg` found in `table` under `naming`, in buffers of
@@ -147,7 +149,7 @@ pub(super) fn plan(cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, 
             bytes = bytes.saturating_add(size);
         }
     }
-    Ok(Layout { dests: plan.dests, parts: plan.parts, embed, layers, norm, lm_head, bytes })
+    Ok(Layout { dests: plan.dests, parts: plan.parts, embed, layers, norm, lm_head, bytes, textures: interleave })
 }
 
 /// One source tensor's place in a destination: for a matrix, `tensor`'s rows

@@ -7,7 +7,8 @@ use crate::common::*;
 use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{attend_entry, linear_groups, rows_lanes, linear_spec, moe_group_tile, moe_max_tiles, norm_in_matvec, scored_decode, with_lanes, with_norm, with_rope, MAX_SPLITS};
+use tramontane::forward::{linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope, MAX_SPLITS};
+use tramontane::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use tramontane::gpu::{Family, Gpu, InputTexture, Step, WeightStore};
 use tramontane::parse::DType;
 
@@ -80,10 +81,10 @@ impl Bench {
         // The binary's shared device: tests that compile the same kernel
         // compile it once.
         let gpu = gpu();
-        eprintln!("adapter {}: subgroup lanes {}", gpu.adapter.name, gpu.subgroup_lanes());
+        eprintln!("adapter {}: subgroup lanes {}", gpu.adapter.name, gpu.profile().lanes);
         let step = gpu.uniform("step", std::mem::size_of::<Step>() as u64);
         let whole = gpu.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0]));
-        let textures = gpu.weights_in_textures();
+        let textures = gpu.profile().weights == tramontane::gpu::Store::Texture;
         Bench { gpu, textures, step, whole }
     }
     /// The same, weights stored the other way.
@@ -150,6 +151,14 @@ impl Bench {
     fn read_u32(&self, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
         pollster::block_on(self.gpu.read_u32(b, n)).expect("read")
     }
+}
+
+/// `linear_spec` for one tuning: `entry` ("matvec", "matmul" or
+/// "matmul_grouped", as the dispatch plan asks for it) on a device of CPU
+/// (`cpu`) or GPU shapes with `lanes` subgroup lanes.
+fn tuned(dtype: DType, entry: &str, n: usize, k: usize, cpu: bool, lanes: u32) -> Spec {
+    let wanted = MatmulEntry::of(entry).expect("a matmul.wgsl entry");
+    linear_spec(dtype, wanted, n, k, &DeviceProfile::shaped(cpu, lanes))
 }
 
 fn round_f16(v: &[f32]) -> Vec<f32> {
@@ -246,7 +255,7 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
 /// memory alone) and, where it has subgroups, its smallest subgroup and runs
 /// of 2 (so a run is both all and part of an output's invocations).
 fn lane_runs(b: &Bench) -> Vec<u32> {
-    let l = b.gpu.subgroup_lanes();
+    let l = b.gpu.profile().lanes;
     let mut runs = vec![1];
     if l > 1 {
         runs.push(l);
@@ -289,7 +298,7 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     y_init.extend([SENTINEL; 16]);
     let (wbuf, xbuf, bbuf, ybuf) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let dummy = b.zeros(1);
-    let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes)
+    let spec = tuned(dtype, entry, n, k, cpu, lanes)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
@@ -348,7 +357,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
         for hf in 0..halves {
             slab.extend_from_slice(&wb[(hf * n + a) * row_bytes..(hf * n + z) * row_bytes]);
         }
-        let spec = linear_spec(dtype, entry, z - a, k, a % 2 == 1)
+        let spec = tuned(dtype, entry, z - a, k, a % 2 == 1, 1)
             .with("HAS_BIAS", 1u32)
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
@@ -459,9 +468,9 @@ fn weights_stored_the_other_way_match_cpu() {
 fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
     let b = Bench::new();
     for (n, npi) in [(515usize, 2.0), (1029, 4.0)] {
-        let spec = linear_spec(DType::Q4_1, "matvec", n, 64, true);
+        let spec = tuned(DType::Q4_1, "matvec", n, 64, true, 1);
         assert!(spec.constants.contains(&("NPI", npi)), "n {n}: {:?}", spec.constants);
-        let spec = linear_spec(DType::Q4_1, "matmul", n, 64, true);
+        let spec = tuned(DType::Q4_1, "matmul", n, 64, true, 1);
         assert!(spec.entry == "matmul_rows" && spec.constants.contains(&("NPI", 2.0)), "n {n}: {:?}", spec.constants);
         for (dtype, k) in [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)] {
             for lanes in lane_runs(&b) {
@@ -487,7 +496,7 @@ fn cpu_kernels_with_several_outputs_per_invocation_match_cpu() {
 #[test]
 fn matvec_applies_the_rmsnorm_before_it() {
     let b = Bench::new();
-    assert!(norm_in_matvec(true) && !norm_in_matvec(false), "fused on CPU drivers only");
+    assert!(DeviceProfile::shaped(true, 1).norm_in_matvec && !DeviceProfile::shaped(false, 1).norm_in_matvec, "fused on CPU drivers only");
     let eps = 1e-5f32;
     let cases = [(DType::F32, 45), (DType::F16, 36), (DType::Q4_1, 64), (DType::Q8_0, 96), (DType::Q6K, 256), (DType::IQ4XS, 256)];
     for ((dtype, k), n) in cases.into_iter().flat_map(|c| [37usize, 515, 1029].map(|n| (c, n))) {
@@ -504,7 +513,7 @@ fn matvec_applies_the_rmsnorm_before_it() {
             let mut y_init = vec![0f32; n];
             y_init.extend([SENTINEL; 16]);
             let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
-            let spec = with_lanes(linear_spec(dtype, "matvec", n, k, true), lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
+            let spec = tuned(dtype, "matvec", n, k, true, lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
             let spec = with_norm(spec, eps, last_row);
             let bind = [(2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
             b.run_w(&spec, step(rows as u32), &wbuf, &bind, linear_groups(&spec, n as u32, 1));
@@ -547,7 +556,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
             let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.weights(dtype, if dtype.is_quantized() { k } else { stride }, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
-            let spec = with_lanes(linear_spec(dtype, "matvec", n, k, cpu), lanes)
+            let spec = tuned(dtype, "matvec", n, k, cpu, lanes)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
@@ -717,7 +726,7 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
                 let (a, z) = (w[0], w[1]);
                 let wbuf = b.weights(dtype, k, &wb[a * row_bytes..z * row_bytes]);
                 let info = b.slab(a, z - a);
-                let mut spec = with_lanes(linear_spec(dtype, "matvec", z - a, k, true), lanes).with("HAS_BIAS", 1u32);
+                let mut spec = tuned(dtype, "matvec", z - a, k, true, lanes).with("HAS_BIAS", 1u32);
                 if norm {
                     spec = with_norm(spec, eps, false);
                 }
@@ -843,31 +852,32 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
     // on the one-row cases.
     // attend_rows both with its K and V loads shared over subgroup lanes
     // (where the device and head dim allow) and without.
-    let lanes = rows_lanes(b.gpu.subgroup_lanes(), hd as u32);
+    let lanes = DeviceProfile::shaped(true, b.gpu.profile().lanes).attend_rows_lanes(hd as u32);
     let mut cases = vec![(false, 1), (true, 1)];
     if lanes > 1 {
         cases.push((true, lanes));
     }
     for (cpu, lanes) in cases {
-        let (entry, rows) = attend_entry(cpu, hd as u32);
-        if cpu && entry == "attend" {
+        let (entry, rows) = DeviceProfile::shaped(cpu, 1).prefill_attention(hd as u32);
+        if cpu && entry == AttentionEntry::Attend {
             continue;
         }
+        let (entry_is_rows, entry) = (entry == AttentionEntry::AttendRows, entry.name());
         let out = b.zeros(t * nh * hd);
-        if entry == "attend_rows" {
+        if entry_is_rows {
             b.run(&spec(entry).lanes(lanes), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         } else {
             b.run(&spec(entry), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         }
         // attend_rows with one split wrote the output, with no combine.
-        if entry != "attend_rows" || n_splits > 1 {
+        if !entry_is_rows || n_splits > 1 {
             b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
         }
         let got = b.read(&out, t * nh * hd);
         let e = nmse(&got, &want);
         within("attention", e, ATTENTION_TOL, || format!("{entry} lanes {lanes} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
     }
-    if t == 1 && scored_decode(true, hd as u32) {
+    if t == 1 && DeviceProfile::shaped(true, 1).decode_attention(hd as u32) == AttentionEntry::AttendScored {
         let out = b.zeros(nh * hd);
         b.run(&spec("attend_scored"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, 1, n_splits]);
         // One split: attend_scored wrote the output, with no combine.
@@ -989,7 +999,7 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 y_init.extend([SENTINEL; 16]);
                 let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, k, &gb), b.weights(ut, k, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
-                    let spec = with_lanes(linear_spec(dtype, entry, n, k, cpu), lanes).with("GATE_IN_Y", gate_in_y);
+                    let spec = tuned(dtype, entry, n, k, cpu, lanes).with("GATE_IN_Y", gate_in_y);
                     let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
                     if spec.entry == "matvec" {
                         bind.extend([(5, &dummy), (9, &dummy)]);
@@ -1133,7 +1143,7 @@ fn check_grouped(b: &Bench, dtypes: &[DType], cpu: bool, ids: &[u32], experts: u
 fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: &[u32], experts: usize, slots: usize, n: usize,
                        k: usize, swiglu: bool, x_per_slot: bool, cuts: &[usize]) {
     let rows = ids.len();
-    let tile = moe_group_tile(cpu);
+    let tile = DeviceProfile::shaped(cpu, 1).moe_tile;
     let (obuf, tbuf) = group_rows(b, ids, experts, slots, tile);
     let mut rng = Rng(0x9d0 + (n * 3 + k + rows) as u64 + dtypes[0].shader_code() as u64);
     let halves = if swiglu { 2 } else { 1 };
@@ -1169,7 +1179,7 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
                     slab.extend_from_slice(&wb[(r0 + a) * row_bytes..(r0 + z) * row_bytes]);
                 }
             }
-            let spec = with_lanes(linear_spec(dtype, "matmul_grouped", z - a, k, cpu), lanes)
+            let spec = tuned(dtype, "matmul_grouped", z - a, k, cpu, lanes)
                 .with("SLOTS", slots as u32)
                 .with("X_PER_SLOT", x_per_slot as u32)
                 .with("SWIGLU", (swiglu && dtypes.len() == 1) as u32)
@@ -1210,9 +1220,9 @@ fn moe_prefill_groups_rows_by_expert_and_matches_cpu() {
     let ids: Vec<u32> = (0..tokens * slots).map(|r| if r % slots == 0 { 0 } else { [1, 2, 4][rng.next_u32() as usize % 3] }).collect();
     // A single token (one row per slot) and rows of one expert only.
     for cpu in [false, true] {
-        group_rows(&b, &ids, experts, slots, moe_group_tile(cpu));
-        group_rows(&b, &[5, 0], experts, slots, moe_group_tile(cpu));
-        group_rows(&b, &[3; 70], experts, 1, moe_group_tile(cpu));
+        group_rows(&b, &ids, experts, slots, DeviceProfile::shaped(cpu, 1).moe_tile);
+        group_rows(&b, &[5, 0], experts, slots, DeviceProfile::shaped(cpu, 1).moe_tile);
+        group_rows(&b, &[3; 70], experts, 1, DeviceProfile::shaped(cpu, 1).moe_tile);
     }
     let mut cases = vec![DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q8_0, DType::Q4_1];
     cases.extend([DType::Q2K, DType::Q3K, DType::Q6K, DType::IQ4NL, DType::IQ4XS]);
@@ -1229,7 +1239,7 @@ fn moe_prefill_groups_rows_by_expert_and_matches_cpu() {
         check_grouped(&b, &[DType::F16], cpu, &ids, experts, slots, 37, 44, true, false, &[]);
     }
     // Enough outputs for two per invocation of matmul_rows_grouped (CPU drivers).
-    assert!(linear_spec(DType::Q4_1, "matmul_grouped", 515, 64, true).constants.contains(&("NPI", 2.0)));
+    assert!(tuned(DType::Q4_1, "matmul_grouped", 515, 64, true, 1).constants.contains(&("NPI", 2.0)));
     check_grouped(&b, &[DType::Q4_1], true, &ids, experts, slots, 515, 64, true, false, &[]);
     check_grouped(&b, &[DType::F16], true, &ids, experts, slots, 515, 44, false, true, &[]);
     // Slabs (a matrix over the binding limit) and gate/up of different types.

@@ -19,6 +19,7 @@ mod mixed_types;
 mod quant_ggufs;
 mod reference_models;
 mod sampler;
+mod self_test;
 mod smollm2_gguf;
 mod structured;
 mod text_rules;

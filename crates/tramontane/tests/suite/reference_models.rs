@@ -142,7 +142,7 @@ fn gpu_shapes_match_transformers() {
         check_model("mistral_tiny", 7);
         long_generation(5);
         check_router("mixtral_tiny");
-        assert!(!gpu().is_cpu(), "the GPU shapes were used");
+        assert_eq!(gpu().profile().shapes, tramontane::gpu::Shapes::Gpu, "the GPU shapes were used");
     });
 }
 
