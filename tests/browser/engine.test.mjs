@@ -74,7 +74,7 @@ for (const name of ['llama_tiny', 'mistral_tiny', 'mixtral_tiny', 'mixtral_tiny_
   });
 }
 
-test('a .wasm URL that gives no module is WASM_LOAD naming it; a later load with the right one works', { timeout: 120000 }, async () => {
+test('a .wasm URL or a worker that gives no module is WASM_LOAD naming it; a later load with the right one works', { timeout: 120000 }, async () => {
   const p = await page();
   const r = ref('llama_tiny');
   const pr = r.prompts[0];
@@ -86,9 +86,13 @@ test('a .wasm URL that gives no module is WASM_LOAD naming it; a later load with
         tries.push({ name: e.name, code: e.code, url: e.url, status: e.status, message: e.message });
       }
     }
+    let worker;
+    try { await T.WorkerEngine.load('/tests/fixtures/llama_tiny/', { useCache: false, worker: new Worker('/pkg/missing-worker.js', { type: 'module' }) }); worker = 'loaded'; } catch (e) {
+      worker = { name: e.name, code: e.code, message: e.message };
+    }
     const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
     const ids = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
-    return { tries, ids };
+    return { tries, worker, ids };
   }, { ids: pr.input_ids, greedy: GREEDY });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   const [html, missing, js] = got.tries;
@@ -101,6 +105,9 @@ test('a .wasm URL that gives no module is WASM_LOAD naming it; a later load with
   assert.match(html.message, /web page/);
   assert.equal(missing.status, 404);
   assert.match(js.message, /not a WebAssembly module/);
+  // A worker whose script does not start.
+  assert.equal(got.worker.code, 'WASM_LOAD', JSON.stringify(got.worker));
+  assert.match(got.worker.message, /worker.*did not start/);
   assert.deepEqual(got.ids, pr.greedy.new_ids, 'the engine starts after the failures');
   await p.context().close();
 });

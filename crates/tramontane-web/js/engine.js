@@ -5,26 +5,38 @@ import { TramontaneError, asError, aborted } from './errors.js';
 import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js';
 import { samplingParams, checkLoadOptions, chatRequest, toolCallDeltas, constraintFields, chatApi, ChunkStream } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
+import { installedFile } from './package-files.js';
 
 let wasmReady = null;
 
 /** Fetches and starts the engine's WebAssembly module (its exports): from `wasmUrl`, else
- * from next to this file. What can go wrong is a WASM_LOAD error naming the URL,
- * never a raw CompileError: the commonest cause is a bundler that copied
- * index.js somewhere else without the .wasm (Vite's dev server pre-bundles
- * dependencies into node_modules/.vite/deps/), whose server then answers the
- * .wasm URL with the app's HTML page. */
+ * from next to this file, else (Vite 7's dev server, which pre-bundles this
+ * code without the .wasm: package-files.js) from the installed package. What
+ * can go wrong is a WASM_LOAD error naming the URLs tried, never a raw
+ * CompileError. */
 async function startWasm(wasmUrl) {
-  const url = String(wasmUrl ?? new URL('./wasm/tramontane_web_bg.wasm', import.meta.url));
-  const fail = (why, status) => new TramontaneError('WASM_LOAD',
-    `the engine's WebAssembly module at ${url}: ${why}. If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass the .wasm's URL as the wasmUrl option (Vite: import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url').`,
-    { url, status });
-  let res;
-  try { res = await fetch(url); } catch (e) { throw fail(`it could not be fetched (${e?.message ?? e})`, 0); }
-  if (!res.ok) throw fail(`the server answered ${res.status}`, res.status);
-  const type = res.headers.get('content-type') ?? '';
-  if (/^text\/html/i.test(type)) throw fail(`the server answered with a web page (${type}), not the module`, res.status);
-  try { return await initWasm({ module_or_path: res }); } catch (e) { throw fail(`it is not a WebAssembly module this package can run (${e?.message ?? e})`, res.status); }
+  // The literal `new URL(…, import.meta.url)` is what bundlers look for to copy the file.
+  const urls = wasmUrl != null ? [String(wasmUrl)] : [String(new URL('./wasm/tramontane_web_bg.wasm', import.meta.url))];
+  const installed = wasmUrl == null ? installedFile('wasm/tramontane_web_bg.wasm', import.meta.url) : null;
+  if (installed && installed !== urls[0]) urls.push(installed);
+  const failures = [];
+  for (const url of urls) {
+    const fail = (why, status) => {
+      failures.push(`${url}: ${why}`);
+      return new TramontaneError('WASM_LOAD',
+        `the engine's WebAssembly module did not start (${failures.join('; ')}). If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass the .wasm's URL as the wasmUrl option (Vite: import wasmUrl from 'tramontane/wasm/tramontane_web_bg.wasm?url').`,
+        { url, status });
+    };
+    let res, err;
+    try { res = await fetch(url); } catch (e) { err = fail(`it could not be fetched (${e?.message ?? e})`, 0); }
+    const type = res?.headers.get('content-type') ?? '';
+    if (err) { /* next URL */ } else if (!res.ok) err = fail(`the server answered ${res.status}`, res.status);
+    else if (/^text\/html/i.test(type)) err = fail(`the server answered with a web page (${type}), not the module`, res.status);
+    else {
+      try { return await initWasm({ module_or_path: res }); } catch (e) { err = fail(`it is not a WebAssembly module this package can run (${e?.message ?? e})`, res.status); }
+    }
+    if (url === urls[urls.length - 1]) throw err;
+  }
 }
 
 let nextId = 0;

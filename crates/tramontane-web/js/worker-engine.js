@@ -2,6 +2,7 @@
 import { TramontaneError, aborted } from './errors.js';
 import { modelHeaders } from './source.js';
 import { chatApi, ChunkStream } from './protocol.js';
+import { installedFile } from './package-files.js';
 
 /** The same API with the engine in a Web Worker, so the page stays responsive. */
 export class WorkerEngine {
@@ -10,9 +11,13 @@ export class WorkerEngine {
     this._calls = new Map();
     this._info = null;
     this._next = 0;
-    worker.onmessage = (ev) => this._onMessage(ev.data);
+    this._heard = false;
+    worker.onmessage = (ev) => { this._heard = true; this._onMessage(ev.data); };
     worker.onerror = (ev) => {
-      const err = new TramontaneError('INTERNAL', `worker error: ${ev.message ?? ev}`);
+      // An error before the worker ever answered: its script did not start.
+      const err = this._heard
+        ? new TramontaneError('INTERNAL', `worker error: ${ev.message ?? ev}`)
+        : new TramontaneError('WASM_LOAD', `the engine's worker (worker.js${worker.url ? ` at ${worker.url}` : ''}) did not start${ev.message ? `: ${ev.message}` : ''}. If a bundler moved this package, exclude it from pre-bundling (Vite: optimizeDeps.exclude: ['tramontane']) or pass your own Worker as the worker option.`, { url: worker.url });
       for (const c of this._calls.values()) c.reject(err);
       this._calls.clear();
     };
@@ -21,15 +26,23 @@ export class WorkerEngine {
   }
 
   static async load(source, options = {}) {
-    const worker = options.worker ?? new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    const e = new WorkerEngine(worker);
-    try {
-      await e.load(source, options);
-    } catch (err) {
-      if (!options.worker) worker.terminate(); // ours: do not leave it running
-      throw err;
+    if (options.worker) return new WorkerEngine(options.worker).load(source, options);
+    // The literal `new Worker(new URL(…, import.meta.url))` is what bundlers look
+    // for to copy worker.js; Vite 7's dev server does not (package-files.js),
+    // and there the installed package's worker.js is tried next.
+    const spawn = [() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' })];
+    const installed = installedFile('worker.js', import.meta.url);
+    if (installed) spawn.push(() => Object.assign(new Worker(installed, { type: 'module' }), { url: installed }));
+    for (let i = 0; ; i++) {
+      const worker = spawn[i]();
+      const e = new WorkerEngine(worker);
+      try {
+        return await e.load(source, options);
+      } catch (err) {
+        worker.terminate(); // ours: do not leave it running
+        if (!(err.code === 'WASM_LOAD' && !e._heard && i + 1 < spawn.length)) throw err;
+      }
     }
-    return e;
   }
 
   _onMessage(m) {
