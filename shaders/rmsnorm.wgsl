@@ -7,7 +7,7 @@ override EPS: f32 = 1e-5;
 override LAST_ROW: u32 = 0u;
 
 @group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> Wn: array<f32>;
+@group(0) @binding(2) var<storage, read> WN: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 
 const WG: u32 = 64u;
@@ -45,6 +45,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     let inv = 1.0 / sqrt(acc / f32(H) + EPS);
     for (var k = lid; k < H; k += WG) {
-        Y[dst * H + k] = Wn[k] * (X[src * H + k] * inv);
+        Y[dst * H + k] = WN[k] * (X[src * H + k] * inv);
     }
 }

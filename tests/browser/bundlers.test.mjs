@@ -27,6 +27,7 @@ const BUNDLERS = {
   vite7: ['vite@^7'],
   'vite-latest': ['vite@latest'],
   webpack5: ['webpack@^5', 'webpack-cli@^6'],
+  typescript: ['typescript@^5'],
 };
 
 let models, browser, tarball;
@@ -44,6 +45,8 @@ function setUp(name) {
   npm(['install', '--no-package-lock', ...BUNDLERS[name], tarball], dir);
   fs.rmSync(path.join(dir, 'app'), { recursive: true, force: true });
   fs.cpSync(path.join(ROOT, 'tests/bundlers/app'), path.join(dir, 'app'), { recursive: true });
+  fs.rmSync(path.join(dir, 'types'), { recursive: true, force: true });
+  fs.cpSync(path.join(ROOT, 'tests/bundlers/types'), path.join(dir, 'types'), { recursive: true });
   // A stale pre-bundle would hide what the dev server does with this package.
   fs.rmSync(path.join(dir, 'node_modules/.vite'), { recursive: true, force: true });
   return dir;
@@ -117,4 +120,22 @@ test('webpack 5: a production build runs the package unchanged', { timeout: 3000
   } finally {
     await srv.close();
   }
+});
+
+test('index.d.ts: an app type-checks against it (tsc --strict) and it declares everything index.js exports', { timeout: 120000 }, async () => {
+  const dir = setUp('typescript');
+  const tsc = path.join(dir, 'node_modules/typescript/bin/tsc');
+  const args = ['--strict', '--noEmit', '--target', 'es2022', '--module', 'nodenext', '--moduleResolution', 'nodenext',
+    '--lib', 'es2022,dom,dom.iterable', 'types/check.ts'];
+  try {
+    execFileSync(process.execPath, [tsc, ...args], { cwd: dir, encoding: 'utf8' });
+  } catch (e) {
+    assert.fail(`tsc found errors in tests/bundlers/types/check.ts:\n${e.stdout}${e.stderr}`);
+  }
+  const installed = path.join(dir, 'node_modules/tramontane');
+  const exported = Object.keys(await import(pathToFileURL(path.join(installed, 'index.js')).href));
+  const dts = fs.readFileSync(path.join(installed, 'index.d.ts'), 'utf8');
+  const undeclared = exported.filter((n) => !new RegExp(`^export (declare )?(class|function|const|let) ${n}\\b`, 'm').test(dts));
+  assert.deepEqual(undeclared, [], 'exported by index.js but not declared in index.d.ts');
+  assert.ok(exported.length >= 8, exported.join(' '));
 });

@@ -170,6 +170,7 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                     "kernels": kernels, "weights_in_textures": dp.weights == Store::Texture },
                 "device_profile": dp,
                 "self_test": info.self_test,
+                "load_phases": info.load_phases,
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
                 "json_schema": schema,
             })
@@ -182,6 +183,11 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         let st = &info.self_test;
         println!("self-test    {} kernels in {:.1} ms{}", st.kernels, st.millis, st.fallbacks.iter().map(|f| format!("; {f}")).collect::<String>());
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
+        let ph = &info.load_phases;
+        println!(
+            "load phases  prepare {:.2} s (self-test {:.2} s), reading weights {:.2} s, placing them {:.2} s, pipelines {:.2} s",
+            ph.prepare_s, ph.self_test_s, ph.read_s, ph.upload_s, ph.pipelines_s
+        );
         let m = &info.gpu_memory;
         let mb = |b: u64| b as f64 / 1e6;
         println!(

@@ -129,6 +129,11 @@ export interface EngineInfo {
     /** What gave wrong values and what was used instead; empty when all passed. */
     fallbacks: string[];
   };
+  /** Where `loadSeconds` went, in seconds: before the first weight byte
+   * (config, tokenizer, tables, sizes, the self-test), of which the
+   * self-test; waiting for the weights' bytes (network, cache); placing them
+   * (repacking, writes to the GPU); the forward pass's pipelines. */
+  loadPhases: { prepare: number; selfTest: number; read: number; upload: number; pipelines: number };
   hasChatTemplate: boolean;
   /** Why the model's template cannot be used (it does not compile); chat fails, completions work. */
   chatTemplateError: string | null;
@@ -158,10 +163,27 @@ export interface ToolCallDelta extends ToolCall { index: number }
 
 export interface Tool { type: 'function'; function: { name: string; description?: string; parameters?: object } }
 
-export type ChatMessage =
-  | { role: 'system' | 'user' | 'developer' | string; content: string | { type: 'text'; text: string }[]; [extra: string]: unknown }
-  | { role: 'assistant'; content: string | null; tool_calls?: ToolCall[]; [extra: string]: unknown }
-  | { role: 'tool'; content: string; tool_call_id?: string; name?: string };
+/** A text part of a message's content (OpenAI's content parts). */
+export interface TextPart { type: 'text'; text: string }
+
+export interface SystemMessage { role: 'system'; content: string | TextPart[]; name?: string }
+export interface DeveloperMessage { role: 'developer'; content: string | TextPart[]; name?: string }
+export interface UserMessage { role: 'user'; content: string | TextPart[]; name?: string }
+export interface AssistantMessage {
+  role: 'assistant';
+  /** null where the turn is tool calls only. */
+  content: string | TextPart[] | null;
+  tool_calls?: ToolCall[];
+  name?: string;
+}
+/** A tool's result, answering the assistant's call `tool_call_id`. */
+export interface ToolMessage { role: 'tool'; content: string | TextPart[]; tool_call_id?: string; name?: string }
+
+/** A message, told apart by `role` (`switch (m.role)` narrows it). The
+ * engine passes any other non-empty role to the model's chat template; type
+ * such a message yourself (`as unknown as ChatMessage`) where a template
+ * expects one. */
+export type ChatMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage;
 
 export interface ChatRequest {
   messages: ChatMessage[];
@@ -314,6 +336,18 @@ export class WorkerEngine {
 }
 
 export function resolveSource(source: string, options?: LoadOptions): { base: string; gguf: string | null };
+/** What a chat request gives the model's chat template (transformers'
+ * `apply_chat_template` inputs): the messages with their content flattened to
+ * text, the tools offered (after `tool_choice`), `documents`,
+ * `add_generation_prompt` and `chat_template_kwargs` (as `extra`). Throws
+ * INVALID_REQUEST where the engines would. */
+export function chatRequest(req: ChatRequest): {
+  messages: (Omit<ChatMessage, 'content'> & { content: string | null; [field: string]: unknown })[];
+  tools: Tool[] | null;
+  documents: object[] | null;
+  add_generation_prompt: boolean;
+  extra: Record<string, unknown>;
+};
 /** The headers `load` sends to the model's host: `headers` plus `hfToken`. */
 export function modelHeaders(options?: LoadOptions): Record<string, string>;
 

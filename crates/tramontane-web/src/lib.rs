@@ -272,6 +272,8 @@ impl WasmEngine {
                 "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
                 "deviceProfile": profile_json(&i.device_profile),
                 "selfTest": {"kernels": i.self_test.kernels, "millis": i.self_test.millis, "fallbacks": i.self_test.fallbacks},
+                "loadPhases": {"prepare": i.load_phases.prepare_s, "selfTest": i.load_phases.self_test_s, "read": i.load_phases.read_s,
+                               "upload": i.load_phases.upload_s, "pipelines": i.load_phases.pipelines_s},
                 "gpuMemory": {"weights": i.gpu_memory.weights, "kvCache": i.gpu_memory.kv_cache,
                               "activations": i.gpu_memory.activations, "scratch": i.gpu_memory.scratch},
                 // Linear memory only grows: its size now is the peak of the load.

@@ -104,6 +104,32 @@ pub struct ModelInfo {
     pub device_profile: DeviceProfile,
     /// What the adapter self-test ran and any fallback it chose.
     pub self_test: SelfTest,
+    /// Where `load_seconds` went.
+    pub load_phases: LoadPhases,
+}
+
+/// A load's time by phase (seconds; they add up to about `load_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LoadPhases {
+    /// Config, tokenizer and tensor tables read, sizes planned, the adapter
+    /// self-test run: everything before the first weight byte.
+    pub prepare_s: f64,
+    /// Of `prepare_s`, the self-test (0 where this adapter ran it before).
+    pub self_test_s: f64,
+    /// Waiting for the weights' bytes (network, disk or cache).
+    pub read_s: f64,
+    /// Placing them on the host: repacking, interleaving, writing them to the
+    /// GPU queue, assembling the matrices.
+    pub upload_s: f64,
+    /// The forward pass's buffers, pipelines and bind groups.
+    pub pipelines_s: f64,
+}
+
+/// When a load started, and the seconds of its phases before assembling.
+struct LoadClock {
+    t0: Instant,
+    prepared: f64,
+    weights: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -265,8 +291,10 @@ impl Model {
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let prepared = t0.elapsed().as_secs_f64();
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, t0)
+        let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, clock)
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -291,8 +319,10 @@ impl Model {
             cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
         }
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let prepared = t0.elapsed().as_secs_f64();
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, t0)
+        let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
+        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, clock)
     }
 
     /// The runtime's options and the GPU bytes left for weights, decided from
@@ -341,13 +371,22 @@ impl Model {
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
-                ropts: RuntimeOptions, planned: u64, self_test: SelfTest, t0: Instant) -> Result<Model> {
+                ropts: RuntimeOptions, planned: u64, self_test: SelfTest, clock: LoadClock) -> Result<Model> {
         let (context, kv_f16, profile) = (ropts.context, ropts.kv_f16, ropts.profile);
         let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
         let weight_bytes = weights.bytes;
         let split_matrices = weights.split_matrices();
         let arch = format!("{:?}", cfg.arch).to_lowercase();
+        let host_seconds = weights.host_seconds;
+        let t_runtime = Instant::now();
         let runtime = Runtime::new(gpu, cfg, weights, ropts)?;
+        let phases = LoadPhases {
+            prepare_s: clock.prepared,
+            self_test_s: self_test.millis / 1e3,
+            read_s: (clock.weights - host_seconds).max(0.0),
+            upload_s: host_seconds,
+            pipelines_s: t_runtime.elapsed().as_secs_f64(),
+        };
         let memory = runtime.gpu_bytes();
         let info = ModelInfo {
             arch,
@@ -357,7 +396,8 @@ impl Model {
             dtype,
             context,
             kv_slots: runtime.kv_slots,
-            load_seconds: t0.elapsed().as_secs_f64(),
+            load_seconds: clock.t0.elapsed().as_secs_f64(),
+            load_phases: phases,
             split_matrices,
             kv_cache: if kv_f16 { "f16" } else { "f32" },
             device_profile: profile,

@@ -6,6 +6,7 @@ use super::linear::{with_norm, with_rope, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
+use crate::gpu::bindings::{attention as at, common::STEP, embed, matmul as mm, moe, rmsnorm as rn, rope, sample};
 use crate::gpu::kernels::{Dispatch, Spec};
 use crate::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use crate::gpu::{Family, Gpu};
@@ -107,7 +108,7 @@ impl Plan {
             .iter()
             .map(|s| {
                 let spec = Spec::new(Family::Embed, "main").with("WTYPE", s.dtype.shader_code()).with("H", cfg.hidden as u32);
-                k.dispatch_weights(&spec, &s.store, &[(0, step), (2, &b.ids), (3, &b.x), (4, &s.info)])
+                k.dispatch_weights(&spec, &s.store, &[(STEP, step), (embed::IDS, &b.ids), (embed::Y, &b.x), (embed::SLAB, &s.info)])
             })
             .collect();
         let layers = w
@@ -119,20 +120,20 @@ impl Plan {
         let fused = p.norm_in_matvec;
         let lm_head = if fused {
             let tune = |s| with_norm(s, cfg.rms_eps, true);
-            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, tune, &[(0, step), (2, &b.x), (3, &b.logits), (4, dummy), (5, dummy), (9, &w.norm)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, tune, &[(STEP, step), (mm::X, &b.x), (mm::Y, &b.logits), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, &w.norm)])
         } else {
-            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, |s| s, &[(0, step), (2, &b.last), (3, &b.logits), (4, dummy), (5, dummy), (9, dummy)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, &b.last), (mm::Y, &b.logits), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)])
         };
         Ok(Plan {
             embed,
             layers,
             final_norm: (!fused).then(|| {
-                k.dispatch(&norm_spec(p, cfg).with("LAST_ROW", 1u32), &[(0, step), (1, &b.x), (2, &w.norm), (3, &b.last)])
+                k.dispatch(&norm_spec(p, cfg).with("LAST_ROW", 1u32), &[(STEP, step), (rn::X, &b.x), (rn::WN, &w.norm), (rn::Y, &b.last)])
             }),
             lm_head,
             sample: k.dispatch(
                 &Spec::new(Family::Sample, "sample").with("V", cfg.vocab as u32),
-                &[(0, step), (1, &b.logits), (2, &b.state), (3, &b.ids), (4, &b.out), (5, &b.mask)],
+                &[(STEP, step), (sample::LOGITS, &b.logits), (sample::STATE, &b.state), (sample::IDS, &b.ids), (sample::OUT, &b.out), (sample::MASK, &b.mask)],
             ),
             all_logits: None,
         })
@@ -144,8 +145,8 @@ impl Plan {
             return;
         }
         let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
-        let norm = g.kernels.dispatch(&norm_spec(p, cfg), &[(0, &b.step), (1, &b.x), (2, &w.norm), (3, &b.xn)]);
-        let lm_head = Linear::reading(g, p, w.lm_head(), MatmulEntry::Matmul, |s| s, &[(0, &b.step), (2, &b.xn), (3, &buf), (4, &b.last)], &b.inputs);
+        let norm = g.kernels.dispatch(&norm_spec(p, cfg), &[(STEP, &b.step), (rn::X, &b.x), (rn::WN, &w.norm), (rn::Y, &b.xn)]);
+        let lm_head = Linear::reading(g, p, w.lm_head(), MatmulEntry::Matmul, |s| s, &[(STEP, &b.step), (mm::X, &b.xn), (mm::Y, &buf), (mm::B, &b.last)], &b.inputs);
         self.all_logits = Some(AllLogits { buf, norm, lm_head });
     }
 
@@ -317,37 +318,37 @@ impl LayerPlan {
         let qkv_mv = if rope_in_mv {
             // The same rotation and cache slots as rope.wgsl's.
             let tune = |s: Spec| with_rope_constants(with_rope(normed(fused, cfg, qkv_tune(s))), cfg, slots, kv_f16);
-            let binds = [(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (9, qkv_norm), (10, &b.rope_table), (11, kc), (12, vc)];
+            let binds = [(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv), (mm::B, qkv_bias), (mm::NORM_W, qkv_norm), (mm::ROPE_TABLE, &b.rope_table), (mm::KC, kc), (mm::VC, vc)];
             Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, tune, &binds)
         } else {
-            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, |s| normed(fused, cfg, qkv_tune(s)), &[(0, step), (2, qkv_x), (3, &b.qkv), (4, qkv_bias), (5, dummy), (9, qkv_norm)])
+            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, |s| normed(fused, cfg, qkv_tune(s)), &[(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv), (mm::B, qkv_bias), (mm::EXPERT_IDS, dummy), (mm::NORM_W, qkv_norm)])
         };
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
         let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
         let o_bias = o_bias.unwrap_or(dummy);
-        let attend_binds = [(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials)];
+        let attend_binds = [(STEP, step), (at::QKV, &b.qkv), (at::KC, kc), (at::VC, vc), (at::PART, &b.partials)];
         let (prefill_entry, prefill_rows) = p.prefill_attention(hd);
         Ok(LayerPlan {
-            attn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.attn_norm), (3, &b.xn)]),
+            attn_norm: k.dispatch(&norm, &[(STEP, step), (rn::X, &b.x), (rn::WN, &lw.attn_norm), (rn::Y, &b.xn)]),
             attn_norm_in_mv: fused,
             // The experts' matvecs read the normalized input as it is.
             ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
             rope_in_mv,
             qkv_mv,
-            qkv_mm: Linear::reading(g, p, &lw.qkv, MatmulEntry::Matmul, qkv_tune, &[(0, step), (2, &b.xn), (3, &b.qkv), (4, qkv_bias)], &b.inputs),
+            qkv_mm: Linear::reading(g, p, &lw.qkv, MatmulEntry::Matmul, qkv_tune, &[(STEP, step), (mm::X, &b.xn), (mm::Y, &b.qkv), (mm::B, qkv_bias)], &b.inputs),
             rope: match &lw.qk_norm {
                 // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
                 Some(nw) => k.dispatch(
                     &Spec { entry: "qk_norm", ..rope_spec }.with("EPS", cfg.rms_eps),
-                    &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc), (5, nw)],
+                    &[(STEP, step), (rope::QKV, &b.qkv), (rope::TABLE, &b.rope_table), (rope::KC, kc), (rope::VC, vc), (rope::NW, nw)],
                 ),
-                None => k.dispatch(&rope_spec, &[(0, step), (1, &b.qkv), (2, &b.rope_table), (3, kc), (4, vc)]),
+                None => k.dispatch(&rope_spec, &[(STEP, step), (rope::QKV, &b.qkv), (rope::TABLE, &b.rope_table), (rope::KC, kc), (rope::VC, vc)]),
             },
             attend_decode: if p.decode_attention(hd) == AttentionEntry::AttendScored {
                 DecodeAttention::Scored(k.dispatch(
                     &attn_spec(AttentionEntry::AttendScored),
-                    &[(0, step), (1, &b.qkv), (2, kc), (3, vc), (4, &b.partials), (5, &b.attn)],
+                    &[(STEP, step), (at::QKV, &b.qkv), (at::KC, kc), (at::VC, vc), (at::PART, &b.partials), (at::OUT, &b.attn)],
                 ))
             } else {
                 DecodeAttention::Tiled(k.dispatch(&attn_spec(AttentionEntry::Attend), &attend_binds))
@@ -356,16 +357,16 @@ impl LayerPlan {
                 let whole_is_output = prefill_entry == AttentionEntry::AttendRows;
                 let (spec, binds) = if whole_is_output {
                     let spec = attn_spec(prefill_entry).lanes(p.attend_rows_lanes(hd));
-                    (spec, [&attend_binds[..], &[(5, &b.attn)]].concat())
+                    (spec, [&attend_binds[..], &[(at::OUT, &b.attn)]].concat())
                 } else {
                     (attn_spec(prefill_entry), attend_binds.to_vec())
                 };
                 PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output }
             },
-            combine: k.dispatch(&attn_spec(AttentionEntry::Combine), &[(0, step), (4, &b.partials), (5, &b.attn)]),
-            o_mv: Linear::new(g, p, &lw.o, MatmulEntry::Matvec, o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias), (5, dummy), (9, dummy)]),
-            o_mm: Linear::reading(g, p, &lw.o, MatmulEntry::Matmul, o_tune, &[(0, step), (2, &b.attn), (3, &b.x), (4, o_bias)], &b.inputs),
-            ffn_norm: k.dispatch(&norm, &[(0, step), (1, &b.x), (2, &lw.ffn_norm), (3, &b.xn)]),
+            combine: k.dispatch(&attn_spec(AttentionEntry::Combine), &[(STEP, step), (at::PART, &b.partials), (at::OUT, &b.attn)]),
+            o_mv: Linear::new(g, p, &lw.o, MatmulEntry::Matvec, o_tune, &[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x), (mm::B, o_bias), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
+            o_mm: Linear::reading(g, p, &lw.o, MatmulEntry::Matmul, o_tune, &[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x), (mm::B, o_bias)], &b.inputs),
+            ffn_norm: k.dispatch(&norm, &[(STEP, step), (rn::X, &b.x), (rn::WN, &lw.ffn_norm), (rn::Y, &b.xn)]),
             ffn: FfnPlan::new(g, p, cfg, l, lw, b)?,
         })
     }
@@ -392,12 +393,12 @@ impl FfnPlan {
                 // Decode's input: the normalized row, or the residual and the norm's weights.
                 let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };
                 FfnPlan::Dense {
-                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| normed(fused, cfg, gu(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, gb), (5, dummy), (9, mv_norm)]),
-                    gate_up_mm: Linear::reading(g, p, gate_up, MatmulEntry::Matmul, gu, &[(0, step), (2, xn), (3, ffn_h), (4, gb)], &b.inputs),
-                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| normed(fused, cfg, gated(s)), &[(0, step), (2, mv_x), (3, ffn_h), (4, dummy), (5, dummy), (9, mv_norm)])),
-                    up_mm: up.as_ref().map(|u| Linear::reading(g, p, u, MatmulEntry::Matmul, gated, &[(0, step), (2, xn), (3, ffn_h), (4, dummy)], &b.inputs)),
-                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db), (5, dummy), (9, dummy)]),
-                    down_mm: Linear::reading(g, p, down, MatmulEntry::Matmul, dn, &[(0, step), (2, ffn_h), (3, &b.x), (4, db)], &b.inputs),
+                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| normed(fused, cfg, gu(s)), &[(STEP, step), (mm::X, mv_x), (mm::Y, ffn_h), (mm::B, gb), (mm::EXPERT_IDS, dummy), (mm::NORM_W, mv_norm)]),
+                    gate_up_mm: Linear::reading(g, p, gate_up, MatmulEntry::Matmul, gu, &[(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, gb)], &b.inputs),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| normed(fused, cfg, gated(s)), &[(STEP, step), (mm::X, mv_x), (mm::Y, ffn_h), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, mv_norm)])),
+                    up_mm: up.as_ref().map(|u| Linear::reading(g, p, u, MatmulEntry::Matmul, gated, &[(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy)], &b.inputs)),
+                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, dn, &[(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x), (mm::B, db), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
+                    down_mm: Linear::reading(g, p, down, MatmulEntry::Matmul, dn, &[(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x), (mm::B, db)], &b.inputs),
                 }
             }
             Ffn::Moe { router, gate_up, up, down } => {
@@ -422,23 +423,23 @@ impl FfnPlan {
                 };
                 let gu = |s: Spec| s.with("SWIGLU", up.is_none() as u32);
                 let per_slot = |s: Spec| s.with("X_PER_SLOT", 1u32);
-                let mv_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (5, ids_l), (9, dummy)];
-                let mm_in = [(0, step), (2, xn), (3, ffn_h), (4, dummy), (7, order), (8, tiles)];
-                let mv_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (5, ids_l), (9, dummy)];
-                let mm_down = [(0, step), (2, ffn_h), (3, eo), (4, dummy), (7, order), (8, tiles)];
+                let mv_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy), (mm::EXPERT_IDS, ids_l), (mm::NORM_W, dummy)];
+                let mm_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy), (mm::ORDER, order), (mm::TILES, tiles)];
+                let mv_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::B, dummy), (mm::EXPERT_IDS, ids_l), (mm::NORM_W, dummy)];
+                let mm_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::B, dummy), (mm::ORDER, order), (mm::TILES, tiles)];
                 let mm = MatmulEntry::MatmulGrouped;
                 let k = &g.kernels;
                 FfnPlan::Moe {
-                    router: Linear::new(g, p, router, MatmulEntry::Matvec, |s| s, &[(0, step), (2, xn), (3, rl), (4, dummy), (5, dummy), (9, dummy)]),
-                    route: k.dispatch(&moe_spec("route"), &[(0, step), (1, rl), (2, ids_l), (3, wts_l)]),
-                    group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(0, step), (2, ids_l), (6, order), (7, tiles)]),
+                    router: Linear::new(g, p, router, MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, xn), (mm::Y, rl), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
+                    route: k.dispatch(&moe_spec("route"), &[(STEP, step), (moe::LOGITS, rl), (moe::IDS, ids_l), (moe::WTS, wts_l)]),
+                    group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(STEP, step), (moe::IDS, ids_l), (moe::ORDER, order), (moe::TILES, tiles)]),
                     gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| gu(expert(s)), &mv_in),
                     gate_up_mm: Linear::new(g, p, gate_up, mm, |s| gu(grouped(s)), &mm_in),
                     up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| gated(expert(s)), &mv_in)),
                     up_mm: up.as_ref().map(|u| Linear::new(g, p, u, mm, |s| gated(grouped(s)), &mm_in)),
                     down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, |s| per_slot(expert(s)), &mv_down),
                     down_mm: Linear::new(g, p, down, mm, |s| per_slot(grouped(s)), &mm_down),
-                    combine: k.dispatch(&moe_spec("combine"), &[(0, step), (3, wts_l), (4, eo), (5, &b.x)]),
+                    combine: k.dispatch(&moe_spec("combine"), &[(STEP, step), (moe::WTS, wts_l), (moe::EOUT, eo), (moe::Y, &b.x)]),
                 }
             }
         })

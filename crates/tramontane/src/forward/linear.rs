@@ -3,6 +3,7 @@
 //! dispatches, one per slab of its weight matrix.
 
 use super::Visit;
+use crate::gpu::bindings::matmul;
 use crate::gpu::kernels::{split_groups, Dispatch, Spec};
 use crate::gpu::profile::{DeviceProfile, MatmulEntry, MatvecShape, MM_TILE, MR};
 use crate::gpu::{Family, Gpu, InputTexture};
@@ -189,7 +190,7 @@ struct LinearPart {
 impl Linear {
     /// `entry` is matmul.wgsl's entry point before the profile `p` adapts
     /// it to the device ([`linear_spec`]); `tune` adds the epilogue
-    /// constants; `binds` are every binding but the weights (1) and the slab (6).
+    /// constants; `binds` are every binding but the weights and the slab.
     pub(super) fn new(g: &Gpu, p: &DeviceProfile, m: &Matrix, entry: MatmulEntry, tune: impl Fn(Spec) -> Spec,
                       binds: &[(u32, &wgpu::Buffer)]) -> Linear {
         Linear::reading(g, p, m, entry, tune, binds, &[])
@@ -213,7 +214,7 @@ impl Linear {
                     if m.experts > 1 {
                         spec = spec.with("EXPERT_STRIDE", m.expert_stride(s) as u32);
                     }
-                    let mut b = vec![(6, &s.info)];
+                    let mut b = vec![(matmul::SLAB, &s.info)];
                     b.extend_from_slice(binds);
                     let mut dispatch = g.kernels.dispatch_rows(&spec, &s.store, &b, inputs);
                     if copied {

@@ -22,6 +22,7 @@ use super::layers::{attention_spec, norm_spec};
 use super::linear::{linear_groups, linear_spec};
 use super::MAX_SPLITS;
 use crate::error::{Error, Result};
+use crate::gpu::bindings::{attention as at, common::STEP, matmul as mm, rmsnorm as rn};
 use crate::gpu::kernels::Dispatch;
 use crate::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use crate::gpu::{Gpu, Step, Store};
@@ -193,9 +194,9 @@ impl Tester<'_> {
         let (xb, yb) = (g.storage_init("self_test_x", bytemuck::cast_slice(&x)), g.storage("self_test_y", (rows * n * 4) as u64));
         let (dummy, slab) = (g.storage("self_test_dummy", 4), g.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0])));
         let spec = linear_spec(dtype, wanted, n, k, p);
-        let mut binds = vec![(0, &self.step), (2, &xb), (3, &yb), (4, &dummy), (6, &slab)];
+        let mut binds = vec![(STEP, &self.step), (mm::X, &xb), (mm::Y, &yb), (mm::B, &dummy), (mm::SLAB, &slab)];
         if wanted == MatmulEntry::Matvec {
-            binds.extend([(5, &dummy), (9, &dummy)]);
+            binds.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
         }
         let inputs: Vec<_> = if p.prefill_inputs == Store::Texture { g.input_texture("self_test_x", &xb).into_iter().collect() } else { Vec::new() };
         let d = g.kernels.dispatch_rows(&spec, &store, &binds, &inputs);
@@ -219,7 +220,7 @@ impl Tester<'_> {
             g.storage_init("self_test_w", bytemuck::cast_slice(&w)),
             g.storage("self_test_y", (rows * h * 4) as u64),
         );
-        let d = g.kernels.dispatch(&norm_spec(p, cfg), &[(0, &self.step), (1, &xb), (2, &wb), (3, &yb)]);
+        let d = g.kernels.dispatch(&norm_spec(p, cfg), &[(STEP, &self.step), (rn::X, &xb), (rn::WN, &wb), (rn::Y, &yb)]);
         self.submit(rows as u32, 0, &[(&d, [rows as u32, 1, 1])])?;
         let got = g.read_f32(&yb, rows * h).await?;
         let want: Vec<f32> = x
@@ -262,18 +263,18 @@ impl Tester<'_> {
         let out = g.storage("self_test_out", (rows * nh * hd * 4) as u64);
         let spec = |e| attention_spec(cfg, 0, cap, kv_f16, e);
         let (entry, per_group) = if rows == 1 { (p.decode_attention(hd as u32), 1) } else { p.prefill_attention(hd as u32) };
-        let base = [(0, &self.step), (1, &qb), (2, &kb), (3, &vb), (4, &part)];
+        let base = [(STEP, &self.step), (at::QKV, &qb), (at::KC, &kb), (at::VC, &vb), (at::PART, &part)];
         let grid = [nh as u32, (rows as u32).div_ceil(per_group), 1];
         let first = match entry {
-            AttentionEntry::AttendRows => g.kernels.dispatch(&spec(entry).lanes(p.attend_rows_lanes(hd as u32)), &[&base[..], &[(5, &out)]].concat()),
-            AttentionEntry::AttendScored => g.kernels.dispatch(&spec(entry), &[&base[..], &[(5, &out)]].concat()),
+            AttentionEntry::AttendRows => g.kernels.dispatch(&spec(entry).lanes(p.attend_rows_lanes(hd as u32)), &[&base[..], &[(at::OUT, &out)]].concat()),
+            AttentionEntry::AttendScored => g.kernels.dispatch(&spec(entry), &[&base[..], &[(at::OUT, &out)]].concat()),
             _ => g.kernels.dispatch(&spec(entry), &base),
         };
         // One split: attend_rows and attend_scored write the output themselves.
         if matches!(entry, AttentionEntry::AttendRows | AttentionEntry::AttendScored) {
             self.submit(rows as u32, start as u32, &[(&first, grid)])?;
         } else {
-            let combine = g.kernels.dispatch(&spec(AttentionEntry::Combine), &[(0, &self.step), (4, &part), (5, &out)]);
+            let combine = g.kernels.dispatch(&spec(AttentionEntry::Combine), &[(STEP, &self.step), (at::PART, &part), (at::OUT, &out)]);
             self.submit(rows as u32, start as u32, &[(&first, grid), (&combine, [nh as u32, rows as u32, 1])])?;
         }
         let got = g.read_f32(&out, rows * nh * hd).await?;

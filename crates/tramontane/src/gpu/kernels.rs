@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::bindings::{matmul, weights};
 use super::{InputTexture, WeightStore, WEIGHT_TEXTURE_WIDTH};
 use crate::gpu::profile::MR;
 use crate::parse::{ggml_type_name, SUPPORTED};
@@ -58,7 +59,31 @@ pub enum Family {
     Sample,
 }
 
+/// Each family's WGSL with every prelude it may get (both weight stores, both
+/// input stores), for checks of what the kernels declare (gpu/bindings.rs).
+#[cfg(test)]
+pub(crate) fn family_sources() -> Vec<(Family, String)> {
+    Family::ALL
+        .into_iter()
+        .map(|f| {
+            let (body, uses_weights) = f.source();
+            let mut src = String::from(COMMON);
+            if uses_weights {
+                src.extend([WEIGHTS_IN_BUFFER, WEIGHTS_IN_TEXTURE, WEIGHTS]);
+            }
+            if f == Family::Matmul {
+                src.extend([INPUTS_IN_BUFFER, INPUTS_IN_TEXTURE]);
+            }
+            src.push_str(body);
+            (f, src)
+        })
+        .collect()
+}
+
 impl Family {
+    pub const ALL: [Family; 7] =
+        [Family::Embed, Family::RmsNorm, Family::Matmul, Family::Rope, Family::Attention, Family::Moe, Family::Sample];
+
     fn source(self) -> (&'static str, bool) {
         match self {
             Family::Embed => (include_str!("../../../../shaders/embed.wgsl"), true),
@@ -307,7 +332,7 @@ impl Kernels {
     }
 
     /// [`Kernels::dispatch`] for a kernel that reads weights (weights.wgsl):
-    /// `weights` at binding 1, from a buffer or a texture, the spec built
+    /// `weights` at `weights::W4` (or `W_TEX`), from a buffer or a texture, the spec built
     /// for whichever it is and for its row order.
     pub fn dispatch_weights(&self, spec: &Spec, weights: &WeightStore, bindings: &[(u32, &wgpu::Buffer)]) -> Dispatch {
         self.dispatch_rows(spec, weights, bindings, &[])
@@ -315,7 +340,7 @@ impl Kernels {
 
     /// [`Kernels::dispatch_weights`], and where `spec` is a dense
     /// `matmul_rows` and one of `inputs` is a texture copy of its input buffer
-    /// (binding 2), reading its inputs from that texture instead (binding 10).
+    /// (`matmul::X`), reading its inputs from that texture instead (`matmul::X_TEX`).
     pub fn dispatch_rows(&self, spec: &Spec, weights: &WeightStore, bindings: &[(u32, &wgpu::Buffer)],
                          inputs: &[InputTexture]) -> Dispatch {
         let mut spec = Spec { weights_texture: weights.is_texture(), ..spec.clone() };
@@ -324,14 +349,14 @@ impl Kernels {
         }
         let reads = |name| spec.constants.iter().find(|c| c.0 == name).map(|c| c.1 as u32);
         let dense_rows = spec.entry == "matmul_rows" && reads("MOE").unwrap_or(0) == 0;
-        let input = bindings.iter().find(|(i, _)| *i == 2).map(|(_, b)| *b);
+        let input = bindings.iter().find(|(i, _)| *i == matmul::X).map(|(_, b)| *b);
         let texture = inputs.iter().find(|x| dense_rows && input == Some(&x.source));
         let Some(x) = texture else {
             return self.dispatch_entries(&spec, bindings, Some(weights.binding()), None);
         };
         let row_quads = reads("K").unwrap_or(0) / 4;
         let spec = Spec { inputs_texture: true, ..spec };
-        let bindings: Vec<_> = bindings.iter().copied().filter(|(i, _)| *i != 2).collect();
+        let bindings: Vec<_> = bindings.iter().copied().filter(|(i, _)| *i != matmul::X).collect();
         let mut d = self.dispatch_entries(&spec, &bindings, Some(weights.binding()), Some(&x.view));
         d.inputs = Some(Box::new((x.clone(), row_quads)));
         d
@@ -344,8 +369,8 @@ impl Kernels {
             .iter()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
             .collect();
-        entries.extend(weights.map(|resource| wgpu::BindGroupEntry { binding: 1, resource }));
-        entries.extend(inputs.map(|v| wgpu::BindGroupEntry { binding: 10, resource: wgpu::BindingResource::TextureView(v) }));
+        entries.extend(weights.map(|resource| wgpu::BindGroupEntry { binding: weights::W4, resource }));
+        entries.extend(inputs.map(|v| wgpu::BindGroupEntry { binding: matmul::X_TEX, resource: wgpu::BindingResource::TextureView(v) }));
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
             layout: &pipeline.get_bind_group_layout(0),

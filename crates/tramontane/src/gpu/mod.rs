@@ -1,6 +1,7 @@
 //! The GPU context: adapter, device, error capture, buffers and readback.
 //! Shared unchanged by native (Vulkan/Metal/DX12) and browser (WebGPU) builds.
 
+pub mod bindings;
 pub mod kernels;
 pub mod profile;
 mod readback;

@@ -11,6 +11,7 @@ use super::repack::{packing, Groups};
 use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, WeightStore};
+use web_time::Instant;
 use crate::parse::dequant::dequantize;
 use crate::parse::TensorInfo;
 use crate::source::ModelSource;
@@ -39,8 +40,11 @@ fn flush(gpu: &Gpu) {
 pub(super) async fn upload<S: ModelSource>(gpu: &Gpu, src: &S, layout: Layout, parallel: usize,
                                            progress: &mut dyn FnMut(Progress)) -> Result<Weights> {
     let bufs = allocate(gpu, &layout).await?;
-    stream(gpu, src, &layout, &bufs, parallel, progress).await?;
-    assemble(gpu, layout, bufs)
+    let host_seconds = stream(gpu, src, &layout, &bufs, parallel, progress).await?;
+    let t = Instant::now();
+    let mut weights = assemble(gpu, layout, bufs)?;
+    weights.host_seconds = host_seconds + t.elapsed().as_secs_f64();
+    Ok(weights)
 }
 
 /// A buffer per slab of each planned weight.
@@ -69,8 +73,13 @@ async fn allocate(gpu: &Gpu, layout: &Layout) -> Result<Vec<Vec<wgpu::Buffer>>> 
 
 /// Every part's bytes into its buffers: files in parallel (each one a
 /// sequential stream for a fetch source), tensors in file order within each.
+/// Returns the seconds spent on the host placing bytes (repacking,
+/// interleaving, writes to the GPU queue): the rest of its time, on one
+/// thread, was spent waiting for bytes.
 async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec<wgpu::Buffer>], parallel: usize,
-                                progress: &mut dyn FnMut(Progress)) -> Result<()> {
+                                progress: &mut dyn FnMut(Progress)) -> Result<f64> {
+    let host = Cell::new(0f64);
+    let timed = |t: Instant| host.set(host.get() + t.elapsed().as_secs_f64());
     let mut by_file: BTreeMap<&str, Vec<usize>> = Default::default();
     for (i, p) in layout.parts.iter().enumerate() {
         by_file.entry(p.tensor.file.as_str()).or_default().push(i);
@@ -160,20 +169,24 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                                 None => UPLOAD_PIECE.min(p.len - off),
                             };
                             let data = read_exact(src, t, p.src + off, n).await?;
+                            let t0 = Instant::now();
                             place((part.dest, p.slab), p.at + off, &data)?;
                             off += n;
                             advance(n);
+                            timed(t0);
                         }
                     }
                 } else {
                     // Converted to f32 (norms, biases, and the rare fallback).
                     let raw = read_exact(src, t, 0, t.nbytes).await?;
+                    let t0 = Instant::now();
                     let values = dequantize(t.dtype, &raw);
                     for p in &pieces {
                         let v = values.get(p.elems.clone()).ok_or_else(|| Error::Internal("weight piece out of range".into()))?;
                         gpu.queue.write_buffer(buf(p)?, p.at, bytemuck::cast_slice(v));
                     }
                     advance(t.nbytes);
+                    timed(t0);
                 }
             }
             Ok::<(), Error>(())
@@ -184,6 +197,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         .buffer_unordered(parallel.max(1))
         .try_for_each(|_| std::future::ready(Ok(())))
         .await?;
+    let t0 = Instant::now();
     let short_runs = runs.borrow_mut().finish(shape);
     for (key, at, run) in short_runs {
         regrouped(key, at, &run)?;
@@ -193,7 +207,9 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         gpu.queue.write_buffer(buf, at, &bytes);
     }
     gpu.queue.submit([]);
-    gpu.check()
+    gpu.check()?;
+    timed(t0);
+    Ok(host.get())
 }
 
 /// `n` bytes of tensor `t` from byte `at` of its data; fewer is an error.
@@ -243,6 +259,7 @@ fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<W
         norm: a.vector(layout.norm)?,
         lm_head: a.matrix_opt(layout.lm_head)?,
         bytes: layout.bytes,
+        host_seconds: 0.0,
     })
 }
 

@@ -68,6 +68,10 @@ pub struct Weights {
     pub lm_head: Option<Matrix>,
     /// Bytes of weights on the GPU.
     pub bytes: u64,
+    /// Seconds the load spent on the host placing the weights (repacking,
+    /// interleaving, writing them to the GPU queue, assembling); the rest of
+    /// the weights' wall time was spent waiting for bytes.
+    pub host_seconds: f64,
 }
 
 impl Weights {
