@@ -8,6 +8,7 @@ use half::{bf16, f16};
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
 use tramontane::forward::{linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope, MAX_SPLITS};
+use tramontane::gpu::bindings::{attention as at, embed, matmul as mm, moe, rmsnorm as rn, rope};
 use tramontane::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use tramontane::gpu::{Family, Gpu, InputTexture, Step, WeightStore};
 use tramontane::parse::DType;
@@ -118,11 +119,11 @@ impl Bench {
     }
     fn run_on(&self, spec: &Spec, step: Step, w: Option<&WeightStore>, bindings: &[(u32, &wgpu::Buffer)], groups: [u32; 3]) {
         self.gpu.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&step));
-        let mut all = vec![(0u32, &self.step)];
+        let mut all = vec![(tramontane::gpu::bindings::common::STEP, &self.step)];
         all.extend_from_slice(bindings);
         // With weights in textures (lavapipe's way), `matmul_rows` reads its
         // inputs from a texture copy too, as the runtime's prefill does there.
-        let inputs: Vec<InputTexture> = match (self.textures, bindings.iter().find(|(i, _)| *i == 2)) {
+        let inputs: Vec<InputTexture> = match (self.textures, bindings.iter().find(|(i, _)| *i == mm::X)) {
             (true, Some((_, x))) => self.gpu.input_texture("x", x).into_iter().collect(),
             _ => Vec::new(),
         };
@@ -302,9 +303,9 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
-    let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &b.whole)];
+    let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::SLAB, &b.whole)];
     if spec.entry == "matvec" {
-        bind.extend([(5, &dummy), (9, &dummy)]);
+        bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
     }
     let groups = linear_groups(&spec, n as u32, rows as u32);
     b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
@@ -362,9 +363,9 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
         let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
-        let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &bbuf), (6, &info)];
+        let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::SLAB, &info)];
         if spec.entry == "matvec" {
-            bind.extend([(5, &dummy), (9, &dummy)]);
+            bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
         }
         let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
         b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
@@ -398,7 +399,7 @@ fn weights_split_into_slabs_give_the_unsplit_result() {
     for (a, z) in [(0usize, 20usize), (20, 40), (40, 61)] {
         let (wbuf, info) = (b.weights(DType::Q8_0, h, &wb[a * row_bytes..z * row_bytes]), b.slab(a, z - a));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run_w(&spec, step(t as u32), &wbuf, &[(2, &ibuf), (3, &ybuf), (4, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
+        b.run_w(&spec, step(t as u32), &wbuf, &[(embed::IDS, &ibuf), (embed::Y, &ybuf), (embed::SLAB, &info)], [(h as u32).div_ceil(64), t as u32, 1]);
     }
     let got = b.read(&ybuf, t * h);
     let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
@@ -515,7 +516,7 @@ fn matvec_applies_the_rmsnorm_before_it() {
             let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
             let spec = tuned(dtype, "matvec", n, k, true, lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
             let spec = with_norm(spec, eps, last_row);
-            let bind = [(2, &xbuf), (3, &ybuf), (4, &bbuf), (5, &dummy), (6, &b.whole), (9, &gbuf)];
+            let bind = [(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::EXPERT_IDS, &dummy), (mm::SLAB, &b.whole), (mm::NORM_W, &gbuf)];
             b.run_w(&spec, step(rows as u32), &wbuf, &bind, linear_groups(&spec, n as u32, 1));
             let mut got = b.read(&ybuf, n + 16);
             assert!(got.split_off(n).iter().all(|&v| v == SENTINEL), "write past the output");
@@ -563,7 +564,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
             let groups = linear_groups(&spec, n as u32, (tokens * slots) as u32);
-            b.run_w(&spec, step(tokens as u32), &wbuf, &[(2, &xbuf), (3, &ybuf), (4, &dummy), (5, &ibuf), (6, &b.whole), (9, &dummy)], groups);
+            b.run_w(&spec, step(tokens as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::EXPERT_IDS, &ibuf), (mm::SLAB, &b.whole), (mm::NORM_W, &dummy)], groups);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -591,7 +592,7 @@ fn embedding_gather_matches_cpu() {
         let ids: Vec<u32> = (0..t).map(|_| rng.next_u32() % vocab as u32).collect();
         let (wbuf, ibuf, ybuf) = (b.weights(dtype, h, &wb), b.u32(&ids), b.zeros(t * h));
         let spec = Spec::new(Family::Embed, "main").with("WTYPE", code).with("H", h as u32);
-        b.run_w(&spec, step(t as u32), &wbuf, &[(2, &ibuf), (3, &ybuf), (4, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
+        b.run_w(&spec, step(t as u32), &wbuf, &[(embed::IDS, &ibuf), (embed::Y, &ybuf), (embed::SLAB, &b.whole)], [(h as u32).div_ceil(64), t as u32, 1]);
         let got = b.read(&ybuf, t * h);
         let want: Vec<f32> = ids.iter().flat_map(|&i| wv[i as usize * h..(i as usize + 1) * h].to_vec()).collect();
         let e = nmse(&got, &want);
@@ -615,7 +616,7 @@ fn rmsnorm_matches_cpu() {
     for (last, lanes) in [false, true].into_iter().flat_map(|l| lane_runs(&b).into_iter().map(move |n| (l, n))) {
         let (xb, wb, yb) = (b.f32(&x), b.f32(&w), b.zeros(rows * h));
         let spec = Spec::new(Family::RmsNorm, "main").with("H", h as u32).with("EPS", eps).with("LAST_ROW", last as u32).lanes(lanes);
-        b.run(&spec, step(rows as u32), &[(1, &xb), (2, &wb), (3, &yb)], [if last { 1 } else { rows as u32 }, 1, 1]);
+        b.run(&spec, step(rows as u32), &[(rn::X, &xb), (rn::WN, &wb), (rn::Y, &yb)], [if last { 1 } else { rows as u32 }, 1, 1]);
         let (got, want) = if last {
             (b.read(&yb, h), reference(rows - 1))
         } else {
@@ -649,7 +650,7 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
             .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
             .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
         let items = ((nh + nkv) * half + nkv * hd) as u32;
-        b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(1, &qb), (2, &tb), (3, &kc), (4, &vc)], [items.div_ceil(64), t as u32, 1]);
+        b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(rope::QKV, &qb), (rope::TABLE, &tb), (rope::KC, &kc), (rope::VC, &vc)], [items.div_ceil(64), t as u32, 1]);
         let got_q = b.read(&qb, t * stride);
         let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
         let mut want_q = qkv.clone();
@@ -733,7 +734,7 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
                 let spec = with_rope(spec).with("N_ALL", n as u32)
                     .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
                     .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
-                let bind = [(2, &xb), (3, &yb), (4, &bb), (6, &info), (9, &gb), (10, &tb), (11, &kc), (12, &vc)];
+                let bind = [(mm::X, &xb), (mm::Y, &yb), (mm::B, &bb), (mm::SLAB, &info), (mm::NORM_W, &gb), (mm::ROPE_TABLE, &tb), (mm::KC, &kc), (mm::VC, &vc)];
                 b.run_w(&spec, Step { start_pos: start as u32, ..step(1) }, &wbuf, &bind, linear_groups(&spec, (z - a) as u32, 1));
             }
             let got_y = b.read(&yb, n);
@@ -865,13 +866,13 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         let (entry_is_rows, entry) = (entry == AttentionEntry::AttendRows, entry.name());
         let out = b.zeros(t * nh * hd);
         if entry_is_rows {
-            b.run(&spec(entry).lanes(lanes), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
+            b.run(&spec(entry).lanes(lanes), st, &[(at::QKV, &qb), (at::KC, &kb), (at::VC, &vb), (at::PART, &part), (at::OUT, &out)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         } else {
-            b.run(&spec(entry), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
+            b.run(&spec(entry), st, &[(at::QKV, &qb), (at::KC, &kb), (at::VC, &vb), (at::PART, &part)], [nh as u32, (t as u32).div_ceil(rows), n_splits]);
         }
         // attend_rows with one split wrote the output, with no combine.
         if !entry_is_rows || n_splits > 1 {
-            b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
+            b.run(&spec("combine"), st, &[(at::PART, &part), (at::OUT, &out)], [nh as u32, t as u32, 1]);
         }
         let got = b.read(&out, t * nh * hd);
         let e = nmse(&got, &want);
@@ -879,10 +880,10 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
     }
     if t == 1 && DeviceProfile::shaped(true, 1).decode_attention(hd as u32) == AttentionEntry::AttendScored {
         let out = b.zeros(nh * hd);
-        b.run(&spec("attend_scored"), st, &[(1, &qb), (2, &kb), (3, &vb), (4, &part), (5, &out)], [nh as u32, 1, n_splits]);
+        b.run(&spec("attend_scored"), st, &[(at::QKV, &qb), (at::KC, &kb), (at::VC, &vb), (at::PART, &part), (at::OUT, &out)], [nh as u32, 1, n_splits]);
         // One split: attend_scored wrote the output, with no combine.
         if n_splits > 1 {
-            b.run(&spec("combine"), st, &[(4, &part), (5, &out)], [nh as u32, t as u32, 1]);
+            b.run(&spec("combine"), st, &[(at::PART, &part), (at::OUT, &out)], [nh as u32, t as u32, 1]);
         }
         let got = b.read(&out, t * nh * hd);
         within("attention", nmse(&got, &want), ATTENTION_TOL, || format!("attend_scored start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
@@ -930,7 +931,7 @@ fn moe_routing_and_combine_match_cpu() {
     let logits: Vec<f32> = rng.vec(t * e).iter().map(|x| x * 4.0).collect();
     let (lb, ib, wb) = (b.f32(&logits), b.zeros(t * k), b.zeros(t * k));
     let spec = |entry| Spec::new(Family::Moe, entry).with("E", e as u32).with("TOPK", k as u32).with("NORM_TOPK", 1u32).with("H", h as u32);
-    b.run(&spec("route"), step(t as u32), &[(1, &lb), (2, &ib), (3, &wb)], [1, 1, 1]);
+    b.run(&spec("route"), step(t as u32), &[(moe::LOGITS, &lb), (moe::IDS, &ib), (moe::WTS, &wb)], [1, 1, 1]);
     let ids = b.read_u32(&ib, t * k);
     let wts = b.read(&wb, t * k);
     for r in 0..t {
@@ -949,7 +950,7 @@ fn moe_routing_and_combine_match_cpu() {
     let eout = rng.vec(t * k * h);
     let y0 = rng.vec(t * h);
     let (eb, yb) = (b.f32(&eout), b.f32(&y0));
-    b.run(&spec("combine"), step(t as u32), &[(3, &wb), (4, &eb), (5, &yb)], [1, t as u32, 1]);
+    b.run(&spec("combine"), step(t as u32), &[(moe::WTS, &wb), (moe::EOUT, &eb), (moe::Y, &yb)], [1, t as u32, 1]);
     let got = b.read(&yb, t * h);
     let want: Vec<f32> = (0..t * h).map(|i| {
         let (r, j) = (i / h, i % h);
@@ -1000,9 +1001,9 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, k, &gb), b.weights(ut, k, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
                     let spec = tuned(dtype, entry, n, k, cpu, lanes).with("GATE_IN_Y", gate_in_y);
-                    let mut bind = vec![(2, &xbuf), (3, &ybuf), (4, &dummy), (6, &b.whole)];
+                    let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::SLAB, &b.whole)];
                     if spec.entry == "matvec" {
-                        bind.extend([(5, &dummy), (9, &dummy)]);
+                        bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
                     }
                     let groups = linear_groups(&spec, n as u32, rows as u32);
                     b.run_w(&spec, step(rows as u32), wbuf, &bind, groups);
@@ -1047,7 +1048,7 @@ fn qk_norm_normalizes_each_q_and_k_head_before_rope() {
                 .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
                 .with("CAP", cap as u32).with("STYLE", style).with("EPS", eps).kv_f16(kv16);
             b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) },
-                  &[(1, &qb), (2, &tb), (3, &kc), (4, &vc), (5, &wb)], [(nh + 2 * nkv) as u32, t as u32, 1]);
+                  &[(rope::QKV, &qb), (rope::TABLE, &tb), (rope::KC, &kc), (rope::VC, &vc), (rope::NW, &wb)], [(nh + 2 * nkv) as u32, t as u32, 1]);
             let got_q = b.read(&qb, t * stride);
             let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
             let mut want_q = qkv.clone();
@@ -1100,7 +1101,7 @@ fn group_rows(b: &Bench, ids: &[u32], experts: usize, slots: usize, tile: u32) -
     let max_tiles = moe_max_tiles(rows as u32, experts as u32, tile) as usize;
     let (ibuf, obuf, tbuf) = (b.u32(ids), b.zeros(rows), b.u32(&vec![u32::MAX; 4 * (1 + max_tiles)]));
     let spec = Spec::new(Family::Moe, "group").with("E", experts as u32).with("TOPK", slots as u32).with("GROUP_TILE", tile);
-    b.run(&spec, step(tokens as u32), &[(2, &ibuf), (6, &obuf), (7, &tbuf)], [1, 1, 1]);
+    b.run(&spec, step(tokens as u32), &[(moe::IDS, &ibuf), (moe::ORDER, &obuf), (moe::TILES, &tbuf)], [1, 1, 1]);
     let order = b.read_u32(&obuf, rows);
     let table = b.read_u32(&tbuf, 4 * (1 + max_tiles));
     let mut seen = order.clone();
@@ -1191,7 +1192,7 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
             assert_eq!(spec.entry, if cpu && k.is_multiple_of(4) { "matmul_rows_grouped" } else { "matmul_grouped" });
             let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
             let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
-            b.run_w(&spec, step((rows / slots) as u32), &wbuf, &[(2, &xbuf), (3, &ybuf), (4, &dummy), (6, &info), (7, &obuf), (8, &tbuf)], groups);
+            b.run_w(&spec, step((rows / slots) as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::SLAB, &info), (mm::ORDER, &obuf), (mm::TILES, &tbuf)], groups);
         }
     }
     let mut got = b.read(&ybuf, rows * n + 16);
