@@ -52,7 +52,7 @@ fn validator(schema: &Value) -> jsonschema::Validator {
 
 /// Every schema once, greedy or sampled (a seed each) in turn: complete
 /// (finish `stop`), parsable, valid; what streamed is the text. (Behind
-/// `serve`, tests/serve/test_structured.py runs every schema greedy too.)
+/// `serve`, tests/serve/test_structured.py runs a few, greedy, seeded and streamed.)
 #[test]
 fn every_schema_gives_valid_json() {
     let mut m = smollm2();
