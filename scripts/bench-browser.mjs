@@ -3,11 +3,17 @@
 //   node scripts/bench-browser.mjs [--model URL-PATH] [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3]
 //     [--json-schema FILE]   also decode under that JSON Schema, alternating with
 //                            unconstrained runs: both speeds, mask ms/token, compile time
+//     [--load-only]          only the cold load (network, into the Cache API) and the
+//                            cached one, each by phase (a 7B shape decodes at
+//                            seconds a token on SwiftShader). Runs in a browser
+//                            profile on disk (target/bench-profile, emptied first):
+//                            an incognito context keeps its storage in memory and
+//                            cannot cache a model of a few GB
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from './server.mjs';
-import { launch } from '../tests/browser/browser.mjs';
+import { launch, launchProfile } from '../tests/browser/browser.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, d) => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1] : d; };
@@ -17,12 +23,16 @@ const opts = {
   genTokens: Number(arg('gen-tokens', 64)),
   repetitions: Number(arg('repetitions', 3)),
   schema: arg('json-schema', null) ? JSON.parse(fs.readFileSync(arg('json-schema'), 'utf8')) : null,
+  loadOnly: process.argv.includes('--load-only'),
 };
 
 const server = await startServer({ root: ROOT });
-const browser = await launch();
+const profileDir = path.join(ROOT, 'target/bench-profile');
+if (opts.loadOnly) fs.rmSync(profileDir, { recursive: true, force: true });
+const ctx = opts.loadOnly ? await launchProfile(profileDir) : null;
+const browser = ctx ? ctx.browser() : await launch();
 try {
-  const page = await browser.newPage();
+  const page = ctx ? await ctx.newPage() : await browser.newPage();
   await page.goto(server.url + 'tests/browser/blank.html');
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
@@ -31,11 +41,14 @@ try {
     let t = performance.now();
     const e = await T.Engine.load(o.model);
     const cold = (performance.now() - t) / 1000;
+    const coldInfo = { phases: e.info.loadPhases, network: e.info.network };
     const wasmBytes = await T.Engine.wasmMemoryBytes();
     await e.unload();
     t = performance.now();
     await e.load(o.model);
     const cached = (performance.now() - t) / 1000;
+    const cachedInfo = { phases: e.info.loadPhases, network: e.info.network };
+    if (o.loadOnly) return { cold, cached, coldInfo, cachedInfo, wasmBytes, info: e.info, weightBytes: e.info.weightBytes, wasmAfter: await T.Engine.wasmMemoryBytes() };
     const vocab = e.info.vocabSize;
     let x = 0x9e3779b9;
     const prompt = Array.from({ length: o.promptTokens }, () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % vocab; });
@@ -67,27 +80,40 @@ try {
     }
     return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info, schema };
   }, opts);
-  const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-  const out = {
-    model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
-    prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
-    decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
-    time_to_first_token_s: med(r.ttft),
-    load_seconds: r.cold, load_seconds_cached: r.cached,
-    weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
-    wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
-    adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
-    browser: `chromium ${browser.version()}`,
-  };
-  if (r.schema) {
-    out.json_schema = {
-      decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
-      ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
-      compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
+  if (opts.loadOnly) {
+    const rate = (s) => Math.round(r.weightBytes / s / 1e6);
+    console.log(JSON.stringify({
+      model: opts.model, weight_bytes: r.weightBytes,
+      load_seconds: r.cold, load_mb_per_s: rate(r.cold), load_phases: r.coldInfo.phases, network: r.coldInfo.network,
+      load_seconds_cached: r.cached, load_mb_per_s_cached: rate(r.cached), load_phases_cached: r.cachedInfo.phases, network_cached: r.cachedInfo.network,
+      peak_wasm_memory_bytes: Math.max(r.wasmBytes, r.wasmAfter),
+      adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend },
+      browser: `chromium ${ctx.browser()?.version() ?? ''}`,
+    }, null, 1));
+  } else {
+    const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+    const out = {
+      model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
+      prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
+      decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
+      time_to_first_token_s: med(r.ttft),
+      load_seconds: r.cold, load_seconds_cached: r.cached,
+      weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
+      wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
+      adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
+      browser: `chromium ${browser.version()}`,
     };
+    if (r.schema) {
+      out.json_schema = {
+        decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
+        ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
+        compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
+      };
+    }
+    console.log(JSON.stringify(out, null, 1));
   }
-  console.log(JSON.stringify(out, null, 1));
 } finally {
-  await browser.close();
+  await (ctx ?? browser).close();
   await server.close();
+  if (opts.loadOnly) fs.rmSync(profileDir, { recursive: true, force: true });
 }

@@ -13,6 +13,13 @@ export async function launch({ webgpu = true } = {}) {
   return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args });
 }
 
+// A browser context with a profile on disk in `dir`, as a person's browser has:
+// the contexts of `launch()` are incognito ones, whose storage is in memory
+// and refuses a model of a few GB whatever `navigator.storage.estimate()` says.
+export async function launchProfile(dir) {
+  return chromium.launchPersistentContext(dir, { executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+}
+
 // A new browser context and page on `url`; errors the page throws are printed
 // and kept in `page.uncaught`.
 export async function openPage(browser, url, contextOptions = {}) {

@@ -230,6 +230,49 @@ test('a second load makes no weight request (Cache API); unload then load works'
   await p.context().close();
 });
 
+test('a file larger than a cache part is cached in parts and loads again with the network cut', { timeout: 180000 }, async () => {
+  // Parts of 64 KiB (the least cachePartBytes takes; 32 MiB by default) on a
+  // 122 kB GGUF: 2 parts, read back from the part that holds each byte the
+  // loader asks for (the header, then tensors further back).
+  const p = await page();
+  const r = JSON.parse(fs.readFileSync(path.join(FIX, 'moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
+  const got = await run(p, async (T, a) => {
+    const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+    await caches.delete('tramontane-v1');
+    const opts = { cachePartBytes: 65536 };
+    const e = await T.Engine.load(src, opts);
+    const first = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
+    await e.unload();
+    const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/tests/')));
+    const has = await T.Engine.cache.has(src);
+    // The network cut: every fetch fails.
+    const realFetch = globalThis.fetch;
+    let tried = 0;
+    globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
+    let second;
+    try {
+      await e.load(src, opts);
+      second = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+    const deleted = await T.Engine.cache.delete(src);
+    const left = (await (await caches.open('tramontane-v1')).keys()).length;
+    return { first, second, keys, has, tried, deleted, left };
+  }, { ids: r.input_ids });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.deepEqual(got.first.ids, r.greedy);
+  const file = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+  assert.deepEqual(got.keys.filter((k) => k.startsWith(file)).sort(), [file, `${file}?tramontane-manifest`, `${file}?tramontane-part=0`, `${file}?tramontane-part=1`]);
+  assert.equal(got.has, true);
+  assert.equal(got.tried, 0, 'no fetch with the network cut');
+  assert.equal(got.second.network.requests, 0);
+  assert.deepEqual(got.second.ids, r.greedy);
+  assert.equal(got.deleted, true);
+  assert.equal(got.left, 0, 'Engine.cache.delete removes the parts and the manifest');
+  await p.context().close();
+});
+
 test('bad sources give typed errors: 404 shard, truncated shard, bad repo', { timeout: 180000 }, async () => {
   const p = await page();
   const got = await run(p, async (T) => {

@@ -263,69 +263,73 @@ test('an abort during the wait before a retry ends the load at once (ABORTED)', 
   await p.context().close();
 });
 
-test('the cache never keeps part of a model: a failed load and a resumed download leave nothing', { timeout: 180000 }, async () => {
+test('the cache never keeps part of a model: a failed load and a resumed download leave nothing (files whole, and in parts)', { timeout: 180000 }, async () => {
   const p = await page();
-  // A 404 is not retried: the first load of `failing` fails midway (the
-  // config, tokenizer and first shard have come), the second finds the file.
-  const failing = chaos(`status-once=404,only=${SHARD2},tag=cache`);
-  // Shard 1's first body breaks and is resumed: the model loads, its cache
-  // copy fails, so none of the model is kept.
-  const resumed = chaos(`drop-once=100000,only=${SHARD1},tag=cache`);
-  const got = await run(p, async (T, a) => {
-    const keys = async (part) => {
-      const c = await caches.open('tramontane-v1');
-      return (await c.keys()).map((r) => r.url).filter((u) => u.includes(part));
-    };
-    // The cache settles after a failed load: wait for it (a few seconds at most).
-    const settled = async (part) => {
-      let k = [];
-      for (let i = 0; i < 50; i++) {
-        k = await keys(part);
-        if (k.length === 0) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      return k;
-    };
-    const out = {};
-    const e = new T.Engine();
-    try { await e.load(a.failing); out.first = 'loaded'; } catch (x) { out.first = { code: x.code, status: x.status, url: x.url }; }
-    out.keysAfterFailure = await settled(a.failing);
-    out.hasAfterFailure = await T.Engine.cache.has(a.failing);
-    await e.load(a.failing);
-    out.second = e.info.network;
-    out.secondIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
-    out.hasAfterSecond = await T.Engine.cache.has(a.failing);
-    await e.load(a.failing);
-    out.third = e.info.network;
-    await T.Engine.cache.delete(a.failing);
+  // Files cached whole, then in parts of 64 KiB (the shards and tokenizer
+  // are larger): a part stored before the failure goes too.
+  for (const [tag, opts] of [['cache', {}], ['parts', { cachePartBytes: 65536 }]]) {
+    // A 404 is not retried: the first load of `failing` fails midway (the
+    // config, tokenizer and first shard have come), the second finds the file.
+    const failing = chaos(`status-once=404,only=${SHARD2},tag=${tag}`);
+    // Shard 1's first body breaks and is resumed: the model loads, its cache
+    // copy fails, so none of the model is kept.
+    const resumed = chaos(`drop-once=100000,only=${SHARD1},tag=${tag}`);
+    const got = await run(p, async (T, a) => {
+      const keys = async (part) => {
+        const c = await caches.open('tramontane-v1');
+        return (await c.keys()).map((r) => r.url).filter((u) => u.includes(part));
+      };
+      // The cache settles after a failed load: wait for it (a few seconds at most).
+      const settled = async (part) => {
+        let k = [];
+        for (let i = 0; i < 50; i++) {
+          k = await keys(part);
+          if (k.length === 0) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return k;
+      };
+      const out = {};
+      const e = new T.Engine();
+      try { await e.load(a.failing, a.opts); out.first = 'loaded'; } catch (x) { out.first = { code: x.code, status: x.status, url: x.url }; }
+      out.keysAfterFailure = await settled(a.failing);
+      out.hasAfterFailure = await T.Engine.cache.has(a.failing);
+      await e.load(a.failing, a.opts);
+      out.second = e.info.network;
+      out.secondIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
+      out.hasAfterSecond = await T.Engine.cache.has(a.failing);
+      await e.load(a.failing, a.opts);
+      out.third = e.info.network;
+      await T.Engine.cache.delete(a.failing);
 
-    await e.load(a.resumed);
-    out.resumed = e.info.network;
-    out.resumedIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
-    out.keysAfterResumed = await settled(a.resumed);
-    out.hasAfterResumed = await T.Engine.cache.has(a.resumed);
-    await e.load(a.resumed);
-    out.resumedAgain = e.info.network;
-    await T.Engine.cache.delete(a.resumed);
-    return out;
-  }, { failing, resumed, ids: PROMPT.ids, greedy: GREEDY });
-  assert.ok(!got.thrown, JSON.stringify(got.thrown));
-  assert.equal(got.first.code, 'NETWORK', JSON.stringify(got.first));
-  assert.equal(got.first.status, 404);
-  assert.deepEqual(got.keysAfterFailure, [], 'nothing of the failed load is cached');
-  assert.equal(got.hasAfterFailure, false);
-  assert.equal(got.second.cacheHits, 0, 'the next load goes to the network');
-  assert.ok(got.second.requests >= 9, JSON.stringify(got.second));
-  assert.deepEqual(got.secondIds, PROMPT.want);
-  assert.equal(got.hasAfterSecond, true, 'a clean load is cached');
-  assert.equal(got.third.requests, 0);
+      await e.load(a.resumed, a.opts);
+      out.resumed = e.info.network;
+      out.resumedIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
+      out.keysAfterResumed = await settled(a.resumed);
+      out.hasAfterResumed = await T.Engine.cache.has(a.resumed);
+      await e.load(a.resumed, a.opts);
+      out.resumedAgain = e.info.network;
+      await T.Engine.cache.delete(a.resumed);
+      return out;
+    }, { failing, resumed, opts, ids: PROMPT.ids, greedy: GREEDY });
+    assert.ok(!got.thrown, `${tag}: ${JSON.stringify(got.thrown)}`);
+    assert.equal(got.first.code, 'NETWORK', JSON.stringify(got.first));
+    assert.equal(got.first.status, 404);
+    assert.deepEqual(got.keysAfterFailure, [], 'nothing of the failed load is cached');
+    assert.equal(got.hasAfterFailure, false);
+    assert.equal(got.second.cacheHits, 0, 'the next load goes to the network');
+    assert.ok(got.second.requests >= 9, JSON.stringify(got.second));
+    assert.deepEqual(got.secondIds, PROMPT.want);
+    assert.equal(got.hasAfterSecond, true, 'a clean load is cached');
+    assert.equal(got.third.requests, 0);
 
-  assert.deepEqual(got.resumedIds, PROMPT.want);
-  assert.match(got.resumed.cacheWarning ?? '', /could not be cached/);
-  assert.deepEqual(got.keysAfterResumed, [], 'a resumed download is never cached, nor the rest of its model');
-  assert.equal(got.hasAfterResumed, false);
-  assert.equal(got.resumedAgain.cacheHits, 0);
-  assert.ok(got.resumedAgain.requests >= 9, JSON.stringify(got.resumedAgain));
+    assert.deepEqual(got.resumedIds, PROMPT.want);
+    assert.match(got.resumed.cacheWarning ?? '', /could not be cached/);
+    assert.deepEqual(got.keysAfterResumed, [], 'a resumed download is never cached, nor the rest of its model');
+    assert.equal(got.hasAfterResumed, false);
+    assert.equal(got.resumedAgain.cacheHits, 0);
+    assert.ok(got.resumedAgain.requests >= 9, JSON.stringify(got.resumedAgain));
+  }
   assert.deepEqual(p.uncaught, []);
   await p.context().close();
 });

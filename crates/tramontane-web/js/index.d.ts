@@ -34,6 +34,9 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Keep downloaded files in the Cache API (default true). */
   useCache?: boolean;
+  /** Files larger than this are cached in parts of this many bytes (default
+   * 32 MiB; 64 KiB to 2 GiB): a multi-GB file is no single entry. */
+  cachePartBytes?: number;
   /** Context window in tokens (default: the model's, at most 4096). */
   contextLength?: number;
   /** Files downloaded at once (default 4). */

@@ -55,6 +55,7 @@ export function checkLoadOptions(o) {
   intIn('contextLength', 1, 2 ** 32 - 1);
   intIn('prefillChunk', 1, 1024);
   intIn('parallelDownloads', 1, 64);
+  intIn('cachePartBytes', 65536, 2 ** 31);
   intIn('maxBindingSize', 4, Number.MAX_SAFE_INTEGER);
   intIn('maxGpuBytes', 1, Number.MAX_SAFE_INTEGER);
   if (o.kvCache != null && !['auto', 'f16', 'f32'].includes(o.kvCache)) {

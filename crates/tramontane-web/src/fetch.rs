@@ -18,7 +18,12 @@
 //! The cache holds a model whole or not at all: only a file's first response
 //! (a complete GET from byte 0) is copied in, a broken body makes its copy fail,
 //! and when any copy fails, or the load itself fails, the copies of this load
-//! are deleted again.
+//! are deleted again. A file larger than a part (`cachePartBytes`, 32 MiB by
+//! default) is cached as parts, each its own entry (`…?tramontane-part=i`),
+//! then an index entry under the file's URL, written last, so a file is cached
+//! only once all of it is: Chromium's Cache API refuses a single entry of
+//! several GB ("network error"), and parts let a read start at the part that
+//! holds its first byte instead of the file's start.
 //!
 //! Headers of the `headers` / `hfToken` load options (`Authorization: Bearer`
 //! for gated Hugging Face repos) go only on requests to the origin of the base
@@ -56,6 +61,29 @@ thread_local! {
 pub const CACHE_NAME: &str = "tramontane-v1";
 /// The file size, stored with each cached response.
 const SIZE_HEADER: &str = "x-tramontane-size";
+/// A file cached in parts: how many (on the index and on each part), the part
+/// size (on the index), and where a part lies in its file.
+const PARTS_HEADER: &str = "x-tramontane-parts";
+const PART_BYTES_HEADER: &str = "x-tramontane-part-bytes";
+const START_HEADER: &str = "x-tramontane-start";
+const END_HEADER: &str = "x-tramontane-end";
+/// Default size of a cached part.
+pub const CACHE_PART_BYTES: u64 = 32 << 20;
+
+/// The Cache API key of part `i` of `url` (a query, not a fragment: the Cache
+/// API ignores fragments).
+fn part_key(url: &str, i: u64) -> String {
+    format!("{url}{}tramontane-part={i}", if url.contains('?') { '&' } else { '?' })
+}
+
+/// The keys a file cached in `parts` parts takes (none: one entry).
+fn cache_keys(url: &str, parts: u64) -> Vec<String> {
+    std::iter::once(url.to_string()).chain((0..parts).map(|i| part_key(url, i))).collect()
+}
+
+fn header_u64(resp: &Response, name: &str) -> Option<u64> {
+    resp.headers().get(name).ok().flatten().and_then(|v| v.trim().parse().ok())
+}
 
 /// A request or body that gives nothing for this long is a dead connection
 /// (retried like a dropped one) rather than a load that hangs for ever.
@@ -167,6 +195,8 @@ pub struct FetchSource {
     /// Listens on `signal` to fire `ctl`; removed on drop.
     on_abort: Option<Closure<dyn FnMut()>>,
     cache: Option<Cache>,
+    /// Files larger than this are cached in parts of this size.
+    part_bytes: u64,
     pub stats: Rc<RefCell<Stats>>,
     on_bytes: OnBytes,
     /// URLs fetched or served from the cache: the manifest of this source.
@@ -175,8 +205,8 @@ pub struct FetchSource {
     clock: Cell<u64>,
     /// Streams taken out of `files` by reads in progress.
     checked_out: Cell<usize>,
-    /// Cache writes still streaming in, by URL.
-    puts: RefCell<Vec<(String, Promise)>>,
+    /// Cache writes still streaming in: the keys each writes, and its promise.
+    puts: RefCell<Vec<(Vec<String>, Promise)>>,
     /// `finish_caching` ran: the load succeeded and the cache is settled.
     committed: Cell<bool>,
 }
@@ -203,12 +233,16 @@ impl Drop for FetchSource {
         // stored go now, those still settling when they do (an aborted copy
         // fails and stores nothing; one that had all its bytes may still land).
         if let Some(cache) = &self.cache {
-            for (url, put) in self.puts.borrow_mut().drain(..) {
-                quietly(&cache.delete_with_str(&url));
+            for (keys, put) in self.puts.borrow_mut().drain(..) {
+                for key in &keys {
+                    quietly(&cache.delete_with_str(key));
+                }
                 let cache = cache.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     let _ = JsFuture::from(put).await;
-                    quietly(&cache.delete_with_str(&url));
+                    for key in &keys {
+                        quietly(&cache.delete_with_str(key));
+                    }
                 });
             }
         }
@@ -285,6 +319,7 @@ impl FetchSource {
         headers: Vec<(String, String)>,
         signal: Option<AbortSignal>,
         cache: Option<Cache>,
+        part_bytes: u64,
         on_bytes: OnBytes,
     ) -> Self {
         let ctl = AbortController::new().ok();
@@ -309,6 +344,7 @@ impl FetchSource {
             ctl,
             on_abort,
             cache,
+            part_bytes: part_bytes.max(1),
             stats: Rc::new(RefCell::new(Stats::default())),
             on_bytes,
             urls: RefCell::new(Vec::new()),
@@ -325,21 +361,20 @@ impl FetchSource {
     /// error: the model works without cache. The cache keeps a model whole or
     /// not at all, so then the files that did make it in go again.
     pub async fn finish_caching(&self) {
-        let puts: Vec<(String, Promise)> = self.puts.borrow_mut().drain(..).collect();
-        let mut stored = Vec::new();
+        let puts: Vec<(Vec<String>, Promise)> = self.puts.borrow_mut().drain(..).collect();
+        let mut written = Vec::new();
         let mut failed = None;
-        for (url, put) in puts {
-            match JsFuture::from(put).await {
-                Ok(_) => stored.push(url),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+        for (keys, put) in puts {
+            if let Err(e) = JsFuture::from(put).await {
+                failed.get_or_insert(e);
             }
+            // A failed file in parts may have stored some of them: those go too.
+            written.extend(keys);
         }
         if let Some(e) = failed {
             if let Some(cache) = &self.cache {
-                for url in stored {
-                    let _ = JsFuture::from(cache.delete_with_str(&url)).await;
+                for key in written {
+                    let _ = JsFuture::from(cache.delete_with_str(&key)).await;
                 }
             }
             let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
@@ -470,19 +505,17 @@ impl FetchSource {
         self.check_abort()
     }
 
-    /// GET `name` from byte `from` on (from the cache when `use_cache` and
-    /// `from` is 0).
+    /// GET `name` from byte `from` on (from the cache when `use_cache`: the
+    /// part that holds `from`, or the whole file).
     async fn get(&self, name: &str, from: u64, use_cache: bool, tries: &mut Tries) -> Result<Got> {
         self.check_abort()?;
         let url = self.url(name);
-        if from == 0 && use_cache {
-            if let Some(cache) = &self.cache {
-                if let Ok(hit) = JsFuture::from(cache.match_with_str(&url)).await {
-                    if let Ok(resp) = hit.dyn_into::<Response>() {
-                        self.stats.borrow_mut().cache_hits += 1;
-                        return Ok(Got::Resp(resp, true));
-                    }
+        if use_cache {
+            if let Some(resp) = self.cached(&url, from).await {
+                if from == 0 {
+                    self.stats.borrow_mut().cache_hits += 1;
                 }
+                return Ok(Got::Resp(resp, true));
             }
         }
         let init = RequestInit::new();
@@ -533,6 +566,19 @@ impl FetchSource {
         Err(Error::Network { url, status, msg })
     }
 
+    /// The cached copy of `url` that holds byte `from`: the whole file, or
+    /// the part that holds it (a file in parts whose part is missing is not
+    /// cached).
+    async fn cached(&self, url: &str, from: u64) -> Option<Response> {
+        let cache = self.cache.as_ref()?;
+        let hit: Response = JsFuture::from(cache.match_with_str(url)).await.ok()?.dyn_into().ok()?;
+        let Some(parts) = header_u64(&hit, PARTS_HEADER) else { return Some(hit) };
+        cancel_body(&hit);
+        let part_bytes = header_u64(&hit, PART_BYTES_HEADER)?.max(1);
+        let i = (from / part_bytes).min(parts.saturating_sub(1));
+        JsFuture::from(cache.match_with_str(&part_key(url, i))).await.ok()?.dyn_into().ok()
+    }
+
     /// Where the body of a response to a request from byte `from` lies, checked
     /// against what is known of the file: its size once learnt, the first
     /// response's ETag.
@@ -548,7 +594,12 @@ impl FetchSource {
             if let Some(k) = known.filter(|&k| k != size) {
                 return Err(Misfit(true, format!("the cached copy has {size} bytes, the file {k}")));
             }
-            return Ok(Span { size, start: 0, end: size });
+            // A part: where it lies (the whole file otherwise).
+            let (start, end) = (number(START_HEADER).unwrap_or(0), number(END_HEADER).unwrap_or(size));
+            if !(start <= from && from < end.max(start + 1) && end <= size) {
+                return Err(Misfit(true, format!("the cached part {start}..{end} of {size} bytes does not hold byte {from}")));
+            }
+            return Ok(Span { size, start, end });
         }
         rules::same_etag(etag, etag_of(resp).as_deref())?;
         match resp.status() {
@@ -584,12 +635,77 @@ impl FetchSource {
     fn start_put(&self, url: &str, resp: &Response, size: u64) {
         let Some(cache) = &self.cache else { return };
         let Ok(copy) = resp.clone() else { return };
+        if size > self.part_bytes {
+            return self.start_parts(cache.clone(), url, copy, size);
+        }
         let Some(stored) = Self::with_size(&copy, size) else { return };
         let put = cache.put_with_str(url, &stored);
         // Handled in finish_caching (or on drop); a handler now keeps a quick
         // rejection (quota) from showing as an uncaught error.
         quietly(&put);
-        self.puts.borrow_mut().push((url.to_string(), put));
+        self.puts.borrow_mut().push((vec![url.to_string()], put));
+    }
+
+    /// [`start_put`] of a file larger than a part: its bytes (a copy of the
+    /// body, never in wasm memory) cut into parts, each stored as it fills
+    /// (one part's bytes held at a time), then the index, once every byte
+    /// arrived.
+    fn start_parts(&self, cache: Cache, url: &str, copy: Response, size: u64) {
+        let Some(reader) = Self::reader(&copy) else { return };
+        let part = self.part_bytes;
+        let parts = size.div_ceil(part);
+        let key = url.to_string();
+        let task = async move {
+            let put = |i: u64, pieces: &Array| {
+                let (start, end) = (i * part, ((i + 1) * part).min(size));
+                let body = web_sys::Blob::new_with_u8_array_sequence(pieces)?;
+                let headers = web_sys::Headers::new()?;
+                for (k, v) in [(SIZE_HEADER, size), (PARTS_HEADER, parts), (START_HEADER, start), (END_HEADER, end)] {
+                    headers.set(k, &v.to_string())?;
+                }
+                headers.set("content-type", "application/octet-stream")?;
+                let init = web_sys::ResponseInit::new();
+                init.set_headers(&headers);
+                let resp = Response::new_with_opt_blob_and_init(Some(&body), &init)?;
+                Ok::<Promise, JsValue>(cache.put_with_str(&part_key(&key, i), &resp))
+            };
+            let (mut i, mut held, mut pieces) = (0u64, 0u64, Array::new());
+            loop {
+                let r = JsFuture::from(reader.read()).await?;
+                if Reflect::get(&r, &"done".into())?.as_bool().unwrap_or(true) {
+                    break;
+                }
+                let mut v: Uint8Array = Reflect::get(&r, &"value".into())?.dyn_into()?;
+                while v.length() > 0 {
+                    if i >= parts {
+                        return Err(JsValue::from_str("the body is longer than the file"));
+                    }
+                    let room = ((i + 1) * part).min(size) - (i * part + held);
+                    let take = room.min(u64::from(v.length())) as u32;
+                    pieces.push(&v.subarray(0, take));
+                    held += u64::from(take);
+                    v = v.subarray(take, v.length());
+                    if u64::from(take) == room {
+                        JsFuture::from(put(i, &pieces)?).await?;
+                        (i, held, pieces) = (i + 1, 0, Array::new());
+                    }
+                }
+            }
+            if i < parts {
+                return Err(JsValue::from_str("the download ended early"));
+            }
+            let headers = web_sys::Headers::new()?;
+            for (k, v) in [(SIZE_HEADER, size), (PARTS_HEADER, parts), (PART_BYTES_HEADER, part)] {
+                headers.set(k, &v.to_string())?;
+            }
+            let init = web_sys::ResponseInit::new();
+            init.set_headers(&headers);
+            let index = Response::new_with_opt_str_and_init(None, &init)?;
+            JsFuture::from(cache.put_with_str(&key, &index)).await
+        };
+        let put = wasm_bindgen_futures::future_to_promise(task);
+        quietly(&put);
+        self.puts.borrow_mut().push((cache_keys(url, parts), put));
     }
 
     fn with_size(resp: &Response, size: u64) -> Option<Response> {
@@ -652,7 +768,9 @@ impl FetchSource {
                 name.to_string(),
                 FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag },
             );
-            self.urls.borrow_mut().push(url);
+            // The manifest lists every key the file takes in the cache.
+            let parts = if cached { header_u64(&resp, PARTS_HEADER).unwrap_or(0) } else if span.size > self.part_bytes { span.size.div_ceil(self.part_bytes) } else { 0 };
+            self.urls.borrow_mut().extend(cache_keys(&url, parts));
             return Ok(true);
         }
     }
@@ -742,8 +860,9 @@ impl FetchSource {
             let want = offset + out.len() as u64;
             let Some(st) = s.as_mut() else {
                 // (Re)open from the first byte not yet received: a Range request,
-                // or the cached copy again from its start (no network).
-                let from = if from_cache { 0 } else { want };
+                // or the cached part that holds it (no network; a file cached
+                // whole is read again from its start).
+                let from = want;
                 match self.get(name, from, from_cache, &mut tries).await? {
                     Got::NotFound => return Err(Error::Network { url, status: 404, msg: "Not Found".into() }),
                     Got::Retry(status, what) => self.retry(&url, &mut tries, status, what).await?,

@@ -106,6 +106,8 @@ struct LoadSpec {
     subgroups: Option<u32>,
     #[serde(default = "yes")]
     use_cache: bool,
+    /// Files larger than this are cached in parts of this size.
+    cache_part_bytes: Option<u64>,
     /// A chat template that replaces the model's own.
     chat_template: Option<String>,
     /// Headers for requests to the model's host only (`headers` and `hfToken`
@@ -219,7 +221,7 @@ impl WasmEngine {
                 progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
             });
             let headers = spec.headers.clone().unwrap_or_default().into_iter().collect();
-            let src = fetch::FetchSource::new(spec.base.clone(), headers, signal, cache, on_bytes);
+            let src = fetch::FetchSource::new(spec.base.clone(), headers, signal, cache, spec.cache_part_bytes.unwrap_or(fetch::CACHE_PART_BYTES), on_bytes);
             let kv_cache = match spec.kv_cache.as_deref() {
                 None | Some("auto") => KvCache::Auto,
                 Some("f16") => KvCache::F16,
