@@ -106,9 +106,10 @@ fn cancel_body(resp: &Response) {
 
 struct Stream {
     reader: web_sys::ReadableStreamDefaultReader,
-    /// File offset of `pending[0]`.
+    /// File offset of `pending[0]`. The chunk stays a JS array: bytes are
+    /// copied into wasm memory once, straight into the read's output.
     pos: u64,
-    pending: Vec<u8>,
+    pending: Uint8Array,
     /// File offset just after the last byte this body announced.
     end: u64,
     /// Status of the response (for errors).
@@ -175,7 +176,7 @@ struct Span {
 
 /// How a stream read went.
 enum Next {
-    Chunk(Vec<u8>),
+    Chunk(Uint8Array),
     Done,
     Broken(String),
 }
@@ -762,7 +763,7 @@ impl FetchSource {
             let Some(reader) = Self::reader(&resp) else {
                 return Err(self.net(&url, resp.status(), "no body".into()));
             };
-            let stream = Stream { reader, pos: 0, pending: Vec::new(), end: span.end, status: resp.status(), cached };
+            let stream = Stream { reader, pos: 0, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached };
             let etag = if cached { None } else { etag_of(&resp) };
             self.files.borrow_mut().insert(
                 name.to_string(),
@@ -791,7 +792,7 @@ impl FetchSource {
             return Ok(Next::Done);
         }
         Ok(match Reflect::get(&r, &"value".into()).ok().and_then(|v| v.dyn_into::<Uint8Array>().ok()) {
-            Some(v) => Next::Chunk(v.to_vec()),
+            Some(v) => Next::Chunk(v),
             None => Next::Broken("the body gave something other than bytes".into()),
         })
     }
@@ -869,7 +870,7 @@ impl FetchSource {
                     Got::Resp(resp, cached) => match Self::span(&resp, from, Some(size), cached, etag.as_deref()) {
                         Ok(span) => match Self::reader(&resp) {
                             Some(reader) => {
-                                s = Some(Stream { reader, pos: span.start, pending: Vec::new(), end: span.end, status: resp.status(), cached })
+                                s = Some(Stream { reader, pos: span.start, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached })
                             }
                             None => self.retry(&url, &mut tries, resp.status(), "a response without a body".into()).await?,
                         },
@@ -885,36 +886,40 @@ impl FetchSource {
                 continue;
             };
             // Take what the pending chunk holds of the range.
-            let avail_end = st.pos + st.pending.len() as u64;
+            let avail_end = st.pos + u64::from(st.pending.length());
             if want >= st.pos && want < avail_end {
-                let a = (want - st.pos) as usize;
-                let b = ((end.min(avail_end)) - st.pos) as usize;
-                out.extend_from_slice(&st.pending[a..b]);
+                let a = (want - st.pos) as u32;
+                let b = ((end.min(avail_end)) - st.pos) as u32;
+                let n = out.len();
+                out.reserve((b - a) as usize);
+                st.pending.subarray(a, b).copy_to_uninit(&mut out.spare_capacity_mut()[..(b - a) as usize]);
+                // SAFETY: copy_to_uninit initialized those b - a bytes.
+                unsafe { out.set_len(n + (b - a) as usize) };
                 tries.progress();
             }
             if out.len() as u64 == len {
                 // Keep only what lies after the range.
-                st.pending.drain(..(end - st.pos) as usize);
+                st.pending = st.pending.subarray((end - st.pos) as u32, st.pending.length());
                 st.pos = end;
                 break;
             }
             // Everything pending is consumed (or before the range): drop it, read on.
             st.pos = avail_end;
-            st.pending.clear();
+            st.pending = Uint8Array::new_with_length(0);
             let (pos, body_end, status) = (st.pos, st.end, st.status);
             let next = self.next_chunk(&st.reader).await?;
             match next {
                 Next::Chunk(chunk) => {
-                    if pos + chunk.len() as u64 > body_end {
+                    if pos + u64::from(chunk.length()) > body_end {
                         s = None;
                         self.retry(&url, &mut tries, status, format!("the server sent more bytes than it announced (past byte {body_end} of {size})")).await?;
                         continue;
                     }
                     if !st.cached {
-                        self.stats.borrow_mut().bytes_downloaded += chunk.len() as u64;
+                        self.stats.borrow_mut().bytes_downloaded += u64::from(chunk.length());
                     }
                     st.pending = chunk;
-                    (self.on_bytes)(name, (st.pos + st.pending.len() as u64).min(size), size);
+                    (self.on_bytes)(name, (st.pos + u64::from(st.pending.length())).min(size), size);
                 }
                 Next::Done => {
                     s = None;
