@@ -57,7 +57,7 @@ impl ConstraintArgs {
     }
 
     /// The constraint of a request offering `tools` (see
-    /// `tramontane::constrain::openai::request_constraint`).
+    /// `tramontane::openai::request_constraint`).
     pub fn constraint(&self, tools: Option<&[Value]>) -> Result<Option<Constraint>> {
         let format = self.format()?;
         match (tools.filter(|t| !t.is_empty()), self.choice()) {

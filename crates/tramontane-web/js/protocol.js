@@ -114,7 +114,7 @@ export function chatRequest(req) {
 export const toolCallDeltas = (calls) => calls.map((c, index) => ({ index, ...c }));
 
 /** The fields that shape a request's output (the engine reads them as
- * OpenAI's server does: crates/tramontane/src/constrain/openai.rs):
+ * OpenAI's server does: crates/tramontane/src/openai/constraint.rs):
  * `response_format` (`text`, `json_object`, `json_schema`), our extensions
  * `regex` and `grammar` (llguidance's Lark syntax), llama.cpp's `json_schema`,
  * and `tool_choice` / `parallel_tool_calls` with the tools the template got. */

@@ -172,7 +172,7 @@ fn request_constraint(json: &str) -> Result<Option<tramontane::Constraint>, JsVa
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| coded("INVALID_REQUEST", &format!("request: {e}")))?;
     let serde_json::Value::Object(m) = v else { return Err(coded("INVALID_REQUEST", "request: expected an object")) };
     let tools = m.get("tools").and_then(serde_json::Value::as_array).cloned();
-    tramontane::constrain::openai::request_constraint(&m, tools.as_deref()).map_err(|b| {
+    tramontane::openai::request_constraint(&m, tools.as_deref()).map_err(|b| {
         let err = coded("INVALID_REQUEST", &b.message);
         let _ = Reflect::set(&err, &"param".into(), &b.field.into());
         err

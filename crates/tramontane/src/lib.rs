@@ -15,6 +15,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod gpu;
 pub mod model;
+pub mod openai;
 pub mod parse;
 pub mod sample;
 pub mod source;

@@ -9,23 +9,8 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tramontane::{ChatRequest, Error, GenerateRequest, Generation, GenerationDefaults, Model, ToolFormat};
-
-/// What to generate from.
-pub enum Prompt {
-    Chat(ChatRequest),
-    /// Text: the tokenizer's own BOS/EOS rule applies.
-    Text(String),
-    /// Token ids, used as given.
-    Ids(Vec<u32>),
-}
-
-/// A generated token's log-probability, with texts for the API.
-pub struct Logprob {
-    pub token: String,
-    pub logprob: f32,
-    pub top: Vec<(String, f32)>,
-}
+use tramontane::openai::{Logprob, ModelFacts, Prompt};
+use tramontane::{Error, GenerateRequest, Generation, Model};
 
 pub enum Event {
     /// The prompt rendered and tokenized: generation begins.
@@ -38,15 +23,6 @@ pub enum Work {
     Generate { prompt: Box<Prompt>, req: GenerateRequest, cancel: Arc<AtomicBool>, events: mpsc::UnboundedSender<Event> },
     Tokenize { text: String, add_special: bool, reply: oneshot::Sender<Result<Vec<u32>, Error>> },
     Detokenize { ids: Vec<u32>, reply: oneshot::Sender<Result<String, Error>> },
-}
-
-/// What the HTTP side needs to know of the model.
-#[derive(Clone)]
-pub struct ModelFacts {
-    pub defaults: GenerationDefaults,
-    /// The format tool calls are parsed in (the template's, else Hermes).
-    pub tool_format: ToolFormat,
-    pub context: usize,
 }
 
 /// The sending end of the queue.

@@ -9,7 +9,6 @@
 //! exit.
 
 mod engine;
-mod openai;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +29,30 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tower_http::cors::{Any, CorsLayer};
 
-use engine::{Engine, Event, ModelFacts, Refused, Work};
-use openai::{ApiError, Head};
+use engine::{Engine, Event, Refused, Work};
+use tramontane::openai::{self, status, ApiError, Head, ModelFacts};
+
+/// An [`ApiError`] (the core crate's OpenAI protocol) as an HTTP response.
+struct HttpError(ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<tramontane::Error> for HttpError {
+    fn from(e: tramontane::Error) -> Self {
+        HttpError(e.into())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.body())).into_response()
+    }
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -162,25 +183,25 @@ async fn require_key(State(app): State<App>, headers: HeaderMap, req: axum::extr
     if let Some(key) = &app.api_key {
         let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given.map(str::trim) != Some(key.as_ref()) {
-            let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", "Incorrect API key provided (send it as Authorization: Bearer KEY)");
+            let mut e = ApiError::new(status::UNAUTHORIZED, "invalid_request_error", "Incorrect API key provided (send it as Authorization: Bearer KEY)");
             e.code = Some("invalid_api_key".into());
-            return e.into_response();
+            return HttpError(e).into_response();
         }
     }
     next.run(req).await
 }
 
-async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    let mut e = ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route {method} {}", uri.path()));
+async fn not_found(method: Method, uri: axum::http::Uri) -> HttpError {
+    let mut e = ApiError::new(status::NOT_FOUND, "invalid_request_error", format!("no route {method} {}", uri.path()));
     e.code = Some("not_found".into());
-    e
+    HttpError(e)
 }
 
 /// The request body as JSON: 413 over the size limit, 400 if not JSON.
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|r| {
         let status = r.status();
-        let mut e = ApiError::new(status, "invalid_request_error", r.body_text());
+        let mut e = ApiError::new(status.as_u16(), "invalid_request_error", r.body_text());
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             e.message = "the request body is larger than this server accepts (--max-body)".into();
             e.code = Some("request_too_large".into());
@@ -198,24 +219,24 @@ async fn models(State(app): State<App>) -> Json<Value> {
     Json(json!({"object": "list", "data": [model_object(&app)]}))
 }
 
-async fn model_by_id(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn model_by_id(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HttpError> {
     if id == app.name {
         Ok(Json(model_object(&app)))
     } else {
-        let mut e = ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("The model `{id}` does not exist (this server has `{}`)", app.name));
+        let mut e = ApiError::new(status::NOT_FOUND, "invalid_request_error", format!("The model `{id}` does not exist (this server has `{}`)", app.name));
         e.code = Some("model_not_found".into());
-        Err(e)
+        Err(e.into())
     }
 }
 
 fn refused(r: Refused) -> ApiError {
     match r {
         Refused::Busy => {
-            let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "the server is busy: its request queue is full; retry shortly");
+            let mut e = ApiError::new(status::TOO_MANY_REQUESTS, "rate_limit_error", "the server is busy: its request queue is full; retry shortly");
             e.code = Some("queue_full".into());
             e
         }
-        Refused::Gone => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the model is no longer running"),
+        Refused::Gone => ApiError::new(status::INTERNAL_SERVER_ERROR, "server_error", "the model is no longer running"),
     }
 }
 
@@ -237,7 +258,7 @@ async fn completions(State(app): State<App>, body: Result<Bytes, BytesRejection>
     generate(app, body, false).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> Result<Response, ApiError> {
+async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> Result<Response, HttpError> {
     let body = json_body(body)?;
     let p = openai::parse(&body, chat, &app.facts)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or(&app.name).to_string();
@@ -251,7 +272,7 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
     match rx.recv().await {
         Some(Event::Started) => {}
         Some(Event::Done(Err(e))) => return Err(e.into()),
-        _ => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the model stopped before answering")),
+        _ => return Err(ApiError::new(status::INTERNAL_SERVER_ERROR, "server_error", "the model stopped before answering").into()),
     }
     let head = Head::new(chat, &model);
     if !p.stream {
@@ -271,7 +292,7 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
                 }
                 Some(Event::Done(Err(e))) => return Err(e.into()),
                 Some(Event::Started) | None => {
-                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "the model stopped mid-answer"))
+                    return Err(ApiError::new(status::INTERNAL_SERVER_ERROR, "server_error", "the model stopped mid-answer").into())
                 }
             }
         }
@@ -329,13 +350,13 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
     Ok(resp)
 }
 
-async fn tokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn tokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, HttpError> {
     let body = json_body(body)?;
     let text = body.get("content").and_then(Value::as_str).ok_or_else(|| ApiError::bad("content", "content must be a string"))?.to_string();
     let add_special = match body.get("add_special") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad("add_special", "add_special must be true or false")),
+        Some(_) => return Err(ApiError::bad("add_special", "add_special must be true or false").into()),
     };
     let (reply, rx) = oneshot::channel();
     app.engine.submit(Work::Tokenize { text, add_special, reply }).map_err(refused)?;
@@ -343,7 +364,7 @@ async fn tokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>) -
     Ok(Json(json!({"tokens": ids})))
 }
 
-async fn detokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, ApiError> {
+async fn detokenize(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, HttpError> {
     let body = json_body(body)?;
     let ids: Option<Vec<u32>> = body
         .get("tokens")

@@ -12,7 +12,6 @@
 
 mod closing;
 mod grammar;
-pub mod openai;
 mod tools;
 mod vocab;
 

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Constraint, ToolChoice, ToolConstraint};
+use crate::constrain::{Constraint, ToolChoice, ToolConstraint};
 
 /// A field that is not what OpenAI's API (or our extension) says it is.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,62 +1,32 @@
-//! OpenAI's request and response shapes: a request's fields checked one by one
-//! (the same rules as the JS API's `samplingParams`), then turned into a
-//! [`GenerateRequest`]; a [`Generation`] turned into `chat.completion` /
-//! `text_completion` objects and their stream chunks; errors in OpenAI's
-//! `{"error": {message, type, param, code}}` shape.
+//! A request's fields checked one by one (the same rules and messages as the
+//! JS API's `samplingParams`), its missing ones taken from the model's
+//! defaults, and turned into what the engine runs.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
-use tramontane::{ChatRequest, Error, GenerateRequest, Generation, SamplingParams};
+use serde_json::{Map, Value};
+use web_time::{SystemTime, UNIX_EPOCH};
 
-use super::engine::{Logprob, ModelFacts, Prompt};
+use super::error::ApiError;
+use crate::text::{GenerationDefaults, ToolFormat};
+use crate::{ChatRequest, GenerateRequest, SamplingParams};
 
-/// An HTTP error with OpenAI's body. `code` is the engine's error code where
-/// the engine refused (CONTEXT_OVERFLOW, INVALID_REQUEST, ...).
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<String>,
+/// What to generate from.
+pub enum Prompt {
+    Chat(ChatRequest),
+    /// Text: the tokenizer's own BOS/EOS rule applies.
+    Text(String),
+    /// Token ids, used as given.
+    Ids(Vec<u32>),
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, param: None, code: None }
-    }
-    pub fn bad(param: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            kind: "invalid_request_error",
-            param: Some(param.into()),
-            code: Some("INVALID_REQUEST".into()),
-        }
-    }
-    pub fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let (status, kind) = match &e {
-            // What the request asked for: the client's to change.
-            Error::InvalidRequest(_) | Error::ContextOverflow { .. } | Error::Template(_) | Error::Unsupported(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-        };
-        ApiError { status, message: e.to_string(), kind, param: None, code: Some(e.code().into()) }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
-    }
+/// What the protocol needs to know of the model.
+#[derive(Clone)]
+pub struct ModelFacts {
+    /// The model's recommended sampling (a request's missing fields).
+    pub defaults: GenerationDefaults,
+    /// The format tool calls are parsed in (the template's, else Hermes).
+    pub tool_format: ToolFormat,
+    /// The context window, in tokens.
+    pub context: usize,
 }
 
 /// How the response reports log-probabilities.
@@ -243,7 +213,7 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
         Prompt::Chat(c) => c.tools.as_deref(),
         _ => None,
     };
-    let constraint = tramontane::constrain::openai::request_constraint(req, tools).map_err(|b| ApiError::bad(b.field, b.message))?;
+    let constraint = super::constraint::request_constraint(req, tools).map_err(|b| ApiError::bad(b.field, b.message))?;
     let d = &facts.defaults;
     let max_tokens = match int(req, "max_completion_tokens", 1, u32::MAX as u64)? {
         Some(n) => Some(n),
@@ -311,167 +281,12 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
 /// As the JS API: a request that gives no `max_tokens` gets this many.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 
+/// A request without a seed gets one drawn from the clock and a counter.
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.finish()
-}
-
-/// One response's identity, shared by its chunks.
-pub struct Head {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub chat: bool,
-}
-
-impl Head {
-    pub fn new(chat: bool, model: &str) -> Self {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}-{created:x}{n:x}", if chat { "chatcmpl" } else { "cmpl" });
-        Head { id, created, model: model.to_string(), chat }
-    }
-
-    fn object(&self, chunk: bool) -> &'static str {
-        match (self.chat, chunk) {
-            (true, false) => "chat.completion",
-            (true, true) => "chat.completion.chunk",
-            (false, _) => "text_completion",
-        }
-    }
-
-    fn wrap(&self, chunk: bool, choices: Value) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("id".into(), self.id.clone().into());
-        m.insert("object".into(), self.object(chunk).into());
-        m.insert("created".into(), self.created.into());
-        m.insert("model".into(), self.model.clone().into());
-        m.insert("choices".into(), choices);
-        m
-    }
-
-    /// A stream chunk carrying a piece of text (and its log-probability).
-    pub fn piece(&self, piece: &str, first: bool, lp: Option<&Logprob>, mode: Logprobs, offset: usize) -> Value {
-        let logprobs = lp.map(|l| logprobs_json(std::slice::from_ref(l), mode, offset)).unwrap_or(Value::Null);
-        let choice = if self.chat {
-            let delta = if first { json!({"role": "assistant", "content": piece}) } else { json!({"content": piece}) };
-            json!({"index": 0, "delta": delta, "finish_reason": null, "logprobs": logprobs})
-        } else {
-            json!({"index": 0, "text": piece, "finish_reason": null, "logprobs": logprobs})
-        };
-        Value::Object(self.wrap(true, json!([choice])))
-    }
-
-    /// The closing chunks: tool calls (if any), the finish reason, usage.
-    pub fn finish_chunks(&self, g: &Generation, first: bool, usage: Option<Value>) -> Vec<Value> {
-        let mut out = Vec::new();
-        if !g.tool_calls.is_empty() {
-            let calls: Vec<Value> = g
-                .tool_calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut v = c.to_openai();
-                    if let Value::Object(o) = &mut v {
-                        o.insert("index".into(), i.into());
-                    }
-                    v
-                })
-                .collect();
-            let mut delta = json!({"tool_calls": calls});
-            if first {
-                delta["role"] = "assistant".into();
-            }
-            out.push(Value::Object(self.wrap(true, json!([{"index": 0, "delta": delta, "finish_reason": null, "logprobs": null}]))));
-        }
-        let last = if self.chat {
-            json!({"index": 0, "delta": {}, "finish_reason": g.finish.as_str(), "logprobs": null})
-        } else {
-            json!({"index": 0, "text": "", "finish_reason": g.finish.as_str(), "logprobs": null})
-        };
-        out.push(Value::Object(self.wrap(true, json!([last]))));
-        if let Some(u) = usage {
-            let mut m = self.wrap(true, json!([]));
-            m.insert("usage".into(), u);
-            out.push(Value::Object(m));
-        }
-        out
-    }
-
-    /// The whole response of a request that did not stream.
-    pub fn complete(&self, g: &Generation, lps: &[Logprob], mode: Logprobs, usage: Value) -> Value {
-        let logprobs = if mode == Logprobs::None { Value::Null } else { logprobs_json(lps, mode, 0) };
-        let choice = if self.chat {
-            let message = if g.tool_calls.is_empty() {
-                json!({"role": "assistant", "content": g.text})
-            } else {
-                let calls: Vec<Value> = g.tool_calls.iter().map(|c| c.to_openai()).collect();
-                json!({"role": "assistant", "content": if g.text.is_empty() { Value::Null } else { g.text.clone().into() }, "tool_calls": calls})
-            };
-            json!({"index": 0, "message": message, "finish_reason": g.finish.as_str(), "logprobs": logprobs})
-        } else {
-            json!({"index": 0, "text": g.text, "finish_reason": g.finish.as_str(), "logprobs": logprobs})
-        };
-        let mut m = self.wrap(false, json!([choice]));
-        m.insert("usage".into(), usage);
-        // Ours: the generated ids (the JS API's `token_ids`).
-        m.insert("token_ids".into(), json!(g.generated));
-        Value::Object(m)
-    }
-}
-
-/// Usage as the JS API reports it (OpenAI's three counts, then ours in `extra`).
-pub fn usage(g: &Generation, ttft: f64, e2e: f64) -> Value {
-    let mut u = json!({
-        "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.generated.len(),
-        "total_tokens": g.prompt_tokens + g.generated.len(),
-        "extra": {
-            "prefilled_tokens": g.prefilled_tokens,
-            "prefill_tokens_per_s": g.prefill_tokens_per_s(),
-            "decode_tokens_per_s": g.decode_tokens_per_s(),
-            "time_to_first_token_s": ttft,
-            "e2e_latency_s": e2e,
-        },
-    });
-    // The constraint's costs: compiling it (or the cache) and masks per token.
-    if let Some(c) = &g.constraint {
-        u["extra"]["constraint"] = c.to_json();
-    }
-    u
-}
-
-fn logprobs_json(lps: &[Logprob], mode: Logprobs, offset: usize) -> Value {
-    match mode {
-        Logprobs::None => Value::Null,
-        Logprobs::Chat => {
-            let entry = |t: &str, lp: f32| json!({"token": t, "logprob": lp, "bytes": t.as_bytes()});
-            let content: Vec<Value> = lps
-                .iter()
-                .map(|l| {
-                    let mut e = entry(&l.token, l.logprob);
-                    e["top_logprobs"] = l.top.iter().map(|(t, v)| entry(t, *v)).collect();
-                    e
-                })
-                .collect();
-            json!({"content": content})
-        }
-        Logprobs::Legacy => {
-            let mut at = offset;
-            let mut offsets = Vec::new();
-            for l in lps {
-                offsets.push(at);
-                at += l.token.len();
-            }
-            json!({
-                "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
-                "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
-                "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(t, v)| (t.clone(), json!(v))).collect::<Map<_, _>>()).collect::<Vec<_>>(),
-                "text_offset": offsets,
-            })
-        }
-    }
 }
