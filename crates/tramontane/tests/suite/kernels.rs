@@ -4,7 +4,7 @@
 //! the kernel's tolerance (f32 math on both sides; the CPU accumulates in f64).
 
 use crate::common::*;
-use half::{bf16, f16};
+use half::f16;
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
 use tramontane::forward::{linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope, MAX_SPLITS};
@@ -174,44 +174,14 @@ fn step(n_tokens: u32) -> Step {
 /// them) and the exact f32 values the kernels must see. Quantized blocks get
 /// random quants and moderate random scales; their values come from our CPU
 /// dequantizer, itself checked against gguf-py in `cpu_dequantizer_matches_gguf_py`.
+/// Random weights of `dtype` (the self-test's generator: every block type
+/// with scales that keep values O(0.1), so sums stay in range), with their
+/// values and the shader's type code.
 fn weights(dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> (Vec<u8>, Vec<f32>, u32) {
-    let n = rows * cols;
-    let bytes: Vec<u8> = match dtype {
-        DType::F32 => bytemuck::cast_slice(&rng.vec(n)).to_vec(),
-        DType::F16 => bytemuck::cast_slice(&rng.vec(n).iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>()).to_vec(),
-        DType::BF16 => bytemuck::cast_slice(&rng.vec(n).iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>()).to_vec(),
-        q => {
-            let (be, bb) = q.block();
-            let blocks = n / be as usize;
-            assert_eq!(blocks * be as usize, n, "whole blocks");
-            let mut out = Vec::new();
-            for _ in 0..blocks {
-                let mut blk: Vec<u8> = (0..bb).map(|_| (rng.next_u32() & 0xff) as u8).collect();
-                let mut put = |off: usize, v: f32| blk[off..off + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-                match q {
-                    DType::Q6K => put(208, 0.002 + rng.f32().abs() * 0.03),
-                    DType::Q2K => {
-                        put(80, 0.002 + rng.f32().abs() * 0.03);
-                        put(82, 0.002 + rng.f32().abs() * 0.03);
-                    }
-                    DType::Q3K => put(108, rng.f32() * 0.05),
-                    DType::IQ4XS => put(0, rng.f32() * 0.002),
-                    DType::Q4K | DType::Q5K => {
-                        put(0, 0.002 + rng.f32().abs() * 0.03);
-                        put(2, 0.002 + rng.f32().abs() * 0.03);
-                    }
-                    _ => {
-                        put(0, rng.f32() * 0.1);
-                        if matches!(q, DType::Q4_1 | DType::Q5_1) {
-                            put(2, rng.f32());
-                        }
-                    }
-                }
-                out.extend(blk);
-            }
-            out
-        }
-    };
+    if dtype.is_quantized() {
+        assert_eq!(rows * cols % dtype.block().0 as usize, 0, "whole blocks");
+    }
+    let bytes = tramontane::forward::self_test::random_weights(dtype, rows, cols, u64::from(rng.next_u32()));
     let values = dequantize(dtype, &bytes);
     assert!(values.iter().all(|v| v.is_finite()));
     (bytes, values, dtype.shader_code())
