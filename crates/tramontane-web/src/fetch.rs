@@ -69,6 +69,29 @@ const START_HEADER: &str = "x-tramontane-start";
 const END_HEADER: &str = "x-tramontane-end";
 /// Default size of a cached part.
 pub const CACHE_PART_BYTES: u64 = 32 << 20;
+/// How far the loader may read ahead of a file's cache copy. The copy reads
+/// its own branch of the body (`Response::clone`), which buffers what the
+/// loader has read and the copy has not; unchecked, a GPU upload faster than
+/// the Cache API's writes held GBs there and Chromium's writes then failed
+/// ("Unexpected internal error").
+const COPY_LAG: u64 = 64 << 20;
+
+/// How far a cache copy in parts has read its branch of the body.
+#[derive(Default)]
+struct CopyProgress {
+    taken: Cell<u64>,
+    /// The copy ended (stored, or failed): nothing to wait for.
+    ended: Cell<bool>,
+}
+
+/// Marks a copy ended however its task ends (done, failed or dropped).
+struct EndCopy(Rc<CopyProgress>);
+
+impl Drop for EndCopy {
+    fn drop(&mut self) {
+        self.0.ended.set(true);
+    }
+}
 
 /// The Cache API key of part `i` of `url` (a query, not a fragment: the Cache
 /// API ignores fragments).
@@ -134,6 +157,8 @@ struct FileState {
     /// The first response's ETag: a resumed response with another one is of a
     /// file that changed on the server meanwhile.
     etag: Option<String>,
+    /// The file's cache copy in parts, which the loader must not outrun.
+    copy: Option<Rc<CopyProgress>>,
 }
 
 /// Streams kept open at once. A stream holds a connection until it is read to
@@ -633,30 +658,34 @@ impl FetchSource {
     /// The size goes in a header of our own: cached responses may lose
     /// Content-Length. The key is the bare URL (a request without our headers)
     /// and the stored headers are the response's: no token is cached.
-    fn start_put(&self, url: &str, resp: &Response, size: u64) {
-        let Some(cache) = &self.cache else { return };
-        let Ok(copy) = resp.clone() else { return };
+    fn start_put(&self, url: &str, resp: &Response, size: u64) -> Option<Rc<CopyProgress>> {
+        let cache = self.cache.as_ref()?;
+        let copy = resp.clone().ok()?;
         if size > self.part_bytes {
             return self.start_parts(cache.clone(), url, copy, size);
         }
-        let Some(stored) = Self::with_size(&copy, size) else { return };
+        let stored = Self::with_size(&copy, size)?;
         let put = cache.put_with_str(url, &stored);
         // Handled in finish_caching (or on drop); a handler now keeps a quick
         // rejection (quota) from showing as an uncaught error.
         quietly(&put);
         self.puts.borrow_mut().push((vec![url.to_string()], put));
+        None
     }
 
     /// [`start_put`] of a file larger than a part: its bytes (a copy of the
     /// body, never in wasm memory) cut into parts, each stored as it fills
     /// (one part's bytes held at a time), then the index, once every byte
     /// arrived.
-    fn start_parts(&self, cache: Cache, url: &str, copy: Response, size: u64) {
-        let Some(reader) = Self::reader(&copy) else { return };
+    fn start_parts(&self, cache: Cache, url: &str, copy: Response, size: u64) -> Option<Rc<CopyProgress>> {
+        let reader = Self::reader(&copy)?;
         let part = self.part_bytes;
         let parts = size.div_ceil(part);
         let key = url.to_string();
+        let progress = Rc::new(CopyProgress::default());
+        let end = EndCopy(progress.clone());
         let task = async move {
+            let _end = end;
             let put = |i: u64, pieces: &Array| {
                 let (start, end) = (i * part, ((i + 1) * part).min(size));
                 let body = web_sys::Blob::new_with_u8_array_sequence(pieces)?;
@@ -677,6 +706,7 @@ impl FetchSource {
                     break;
                 }
                 let mut v: Uint8Array = Reflect::get(&r, &"value".into())?.dyn_into()?;
+                _end.0.taken.set(_end.0.taken.get() + u64::from(v.length()));
                 while v.length() > 0 {
                     if i >= parts {
                         return Err(JsValue::from_str("the body is longer than the file"));
@@ -707,6 +737,17 @@ impl FetchSource {
         let put = wasm_bindgen_futures::future_to_promise(task);
         quietly(&put);
         self.puts.borrow_mut().push((cache_keys(url, parts), put));
+        Some(progress)
+    }
+
+    /// Wait while the loader, at byte `pos`, is more than COPY_LAG ahead of
+    /// the file's cache copy.
+    async fn keep_pace(&self, copy: &CopyProgress, pos: u64) -> Result<()> {
+        while !copy.ended.get() && pos > copy.taken.get() + COPY_LAG {
+            self.check_abort()?;
+            self.sleep(5).await;
+        }
+        Ok(())
     }
 
     fn with_size(resp: &Response, size: u64) -> Option<Response> {
@@ -757,9 +798,7 @@ impl FetchSource {
                 cancel_body(&resp);
                 return Ok(true);
             }
-            if !cached && span.start == 0 && span.end == span.size {
-                self.start_put(&url, &resp, span.size);
-            }
+            let copy = if !cached && span.start == 0 && span.end == span.size { self.start_put(&url, &resp, span.size) } else { None };
             let Some(reader) = Self::reader(&resp) else {
                 return Err(self.net(&url, resp.status(), "no body".into()));
             };
@@ -767,7 +806,7 @@ impl FetchSource {
             let etag = if cached { None } else { etag_of(&resp) };
             self.files.borrow_mut().insert(
                 name.to_string(),
-                FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag },
+                FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag, copy },
             );
             // The manifest lists every key the file takes in the cache.
             let parts = if cached { header_u64(&resp, PARTS_HEADER).unwrap_or(0) } else if span.size > self.part_bytes { span.size.div_ceil(self.part_bytes) } else { 0 };
@@ -833,7 +872,7 @@ impl FetchSource {
             file: url.clone(),
             msg: format!("read of {len} bytes at {offset} runs past the end ({size} bytes)"),
         })?;
-        let etag = self.files.borrow().get(name).and_then(|f| f.etag.clone());
+        let (etag, copy) = self.files.borrow().get(name).map(|f| (f.etag.clone(), f.copy.clone())).unwrap_or_default();
         let mut tries = Tries::default();
         // Jumping back: a new request from `offset` (a Range request).
         let mut s = match stream {
@@ -907,6 +946,9 @@ impl FetchSource {
             st.pos = avail_end;
             st.pending = Uint8Array::new_with_length(0);
             let (pos, body_end, status) = (st.pos, st.end, st.status);
+            if let Some(c) = &copy {
+                self.keep_pace(c, pos).await?;
+            }
             let next = self.next_chunk(&st.reader).await?;
             match next {
                 Next::Chunk(chunk) => {

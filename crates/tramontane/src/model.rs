@@ -15,7 +15,7 @@ use crate::sample::SamplingParams;
 use crate::source::ModelSource;
 use crate::text::tool_calls::ToolCallStream;
 use crate::text::{ChatMessage, ChatRequest, ModelText, StreamDecoder, Tokenizer, ToolCall, ToolFormat};
-use crate::upload::{load_weights, GgufNaming, HfNaming, Progress};
+use crate::upload::{load_weights, GgufNaming, HfNaming, LayerTensor, Naming, Progress};
 
 /// Most tokens per prefill pass (the kernels' grid and the activations are
 /// sized by it; more gains nothing).
@@ -290,7 +290,7 @@ impl Model {
         let text = ModelText::load_hf(src).await?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;
-        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &HfNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
@@ -318,7 +318,7 @@ impl Model {
         if let Some(t) = table.get("rope_freqs.weight") {
             cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
         }
-        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, opts).await?;
+        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &GgufNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
@@ -331,7 +331,7 @@ impl Model {
     /// besides the weights is sized (checked arithmetic) and checked against
     /// the device and `max_gpu_bytes`, before the first weight byte is
     /// downloaded.
-    async fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64, SelfTest)> {
+    async fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64, SelfTest)> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.min(context);
         let quantized = table.tensors.values().any(|t| t.dtype.is_quantized());
@@ -349,7 +349,13 @@ impl Model {
         // The sizes' own errors (a cache past the binding limit) come first.
         let first = RuntimeOptions { context, chunk, kv_f16, profile: gpu.profile() };
         let sizes = Sizes::plan(cfg, &first, gpu)?;
-        let needs = self_test::Needs { dtypes, cfg, slots: sizes.layer_slots.first().copied().unwrap_or(context) };
+        // The self-test runs each weight type's kernels as the model's own
+        // o- or down-projection of that type, so they share its pipelines.
+        let naming = naming.for_arch(cfg.arch).unwrap_or(naming);
+        let linears = self_test::ModelLinear::of_model(cfg, |l, down| {
+            table.tensors.get(&naming.layer(l, if down { LayerTensor::Down } else { LayerTensor::O })).map(|t| t.dtype)
+        });
+        let needs = self_test::Needs { dtypes, linears, cfg, slots: sizes.layer_slots.first().copied().unwrap_or(context) };
         let settled = self_test::settle(gpu, first.profile, kv_f16, opts.kv_cache == KvCache::Auto, &needs).await?;
         let ropts = RuntimeOptions { kv_f16: settled.kv_f16, profile: settled.profile, ..first };
         let sizes = Sizes::plan(cfg, &ropts, gpu)?;

@@ -2,7 +2,7 @@
 //! load from the weights and the buffers, and the order a pass records them in.
 
 use super::buffers::Buffers;
-use super::linear::{with_norm, with_rope, Linear};
+use super::linear::{residual, with_norm, with_rope, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
@@ -325,7 +325,7 @@ impl LayerPlan {
         };
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
-        let o_tune = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", o_bias.is_some() as u32);
+        let o_tune = |s: Spec| residual(s, o_bias.is_some());
         let o_bias = o_bias.unwrap_or(dummy);
         let attend_binds = [(STEP, step), (at::QKV, &b.qkv), (at::KC, kc), (at::VC, vc), (at::PART, &b.partials)];
         let (prefill_entry, prefill_rows) = p.prefill_attention(hd);
@@ -388,7 +388,7 @@ impl FfnPlan {
                 // Stacked: one SwiGLU dispatch; split: the gate alone first.
                 let stacked = up.is_none() as u32;
                 let gu = |s: Spec| s.with("SWIGLU", stacked).with("HAS_BIAS", gu_bias.is_some() as u32);
-                let dn = |s: Spec| s.with("ACCUMULATE", 1u32).with("HAS_BIAS", down_bias.is_some() as u32);
+                let dn = |s: Spec| residual(s, down_bias.is_some());
                 let (gb, db) = (gu_bias.unwrap_or(dummy), down_bias.unwrap_or(dummy));
                 // Decode's input: the normalized row, or the residual and the norm's weights.
                 let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };

@@ -16,6 +16,21 @@ pub fn linear_groups(spec: &Spec, n: u32, rows: u32) -> [u32; 3] {
     Grid::of(spec).groups(n, rows)
 }
 
+/// Outputs one workgroup of `spec` computes: along x of [`linear_groups`],
+/// workgroup i computes outputs from i times this.
+pub fn linear_outputs_per_group(spec: &Spec) -> u32 {
+    match Grid::of(spec) {
+        Grid::Tiled => MM_TILE,
+        Grid::Rows(per) | Grid::Matvec(per) | Grid::Grouped { per, .. } => per,
+    }
+}
+
+/// A linear layer that adds into the residual stream (the o- and
+/// down-projections), with its optional bias.
+pub fn residual(spec: Spec, bias: bool) -> Spec {
+    spec.with("ACCUMULATE", 1u32).with("HAS_BIAS", bias as u32)
+}
+
 /// Most tiles `group` can emit for `rows` (token, slot) rows over `experts`
 /// experts in tiles of `tile` rows: each expert's run ends in at most one
 /// partial tile.

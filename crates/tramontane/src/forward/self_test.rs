@@ -8,9 +8,13 @@
 //! f32 KV cache, and says so; where no variant passes the load is
 //! `UNSUPPORTED`, naming the kernel and the adapter.
 //!
-//! Each outcome is remembered per adapter (and injected fault) for the
-//! process, so later loads of models that use the same kernels pay nothing,
-//! on the same device or a new one.
+//! The matvec and prefill matmul of a weight type run as the model's own o- or
+//! down-projection of that type (same N, K and epilogue), so they compile the
+//! pipelines the model then uses, and only the first two workgroups' outputs
+//! are computed and checked (a few hundred rows of weights, whatever the
+//! model's size). Each outcome is remembered per adapter (and injected fault)
+//! for the process, so later loads of models that use the same kernels pay
+//! nothing, on the same device or a new one.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -19,7 +23,7 @@ use serde::Serialize;
 use web_time::Instant;
 
 use super::layers::{attention_spec, norm_spec};
-use super::linear::{linear_groups, linear_spec};
+use super::linear::{linear_groups, linear_outputs_per_group, linear_spec, residual};
 use super::MAX_SPLITS;
 use crate::error::{Error, Result};
 use crate::gpu::bindings::{attention as at, common::STEP, matmul as mm, rmsnorm as rn};
@@ -58,15 +62,51 @@ pub struct Settled {
 /// that the model reuses those pipelines.
 pub struct Needs<'c> {
     pub dtypes: Vec<DType>,
+    /// Per weight type, a layer of the model that adds into the residual
+    /// stream (an o- or dense down-projection), if one is of that type.
+    pub linears: Vec<ModelLinear>,
     pub cfg: &'c ModelConfig,
     pub slots: usize,
+}
+
+/// A linear layer of the model: `n` outputs of `k` inputs of `dtype`, added
+/// into the residual stream, with a bias or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelLinear {
+    pub dtype: DType,
+    pub n: usize,
+    pub k: usize,
+    pub bias: bool,
+}
+
+impl ModelLinear {
+    /// The first o- and dense down-projection of each weight type of a model
+    /// whose tensors are `dtype_of(layer, is_down)`.
+    pub fn of_model(cfg: &ModelConfig, dtype_of: impl Fn(usize, bool) -> Option<DType>) -> Vec<ModelLinear> {
+        let mut out: Vec<ModelLinear> = Vec::new();
+        for l in 0..cfg.n_layers {
+            let o = (false, cfg.n_heads * cfg.head_dim, cfg.o_bias);
+            let down = (true, cfg.intermediate, cfg.mlp_bias);
+            for (is_down, k, bias) in [o, down] {
+                if is_down && cfg.moe.is_some() {
+                    continue;
+                }
+                if let Some(dtype) = dtype_of(l, is_down) {
+                    if !out.iter().any(|m| m.dtype == dtype) {
+                        out.push(ModelLinear { dtype, n: cfg.hidden, k, bias });
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Needs<'_> {
     /// What tells one self-test from another on a device.
     fn key(&self) -> String {
         let c = self.cfg;
-        format!("{:?}|{}|{}|{}|{}|{}|{}|{:?}", self.dtypes, c.hidden, c.rms_eps, c.head_dim, c.n_heads, c.n_kv_heads, self.slots, c.window(0))
+        format!("{:?}|{:?}|{}|{}|{}|{}|{}|{}|{:?}", self.dtypes, self.linears, c.hidden, c.rms_eps, c.head_dim, c.n_heads, c.n_kv_heads, self.slots, c.window(0))
     }
 }
 
@@ -133,8 +173,9 @@ fn describe(p: &DeviceProfile, kv_f16: bool) -> String {
 async fn check_all(gpu: &Gpu, p: &DeviceProfile, kv_f16: bool, needs: &Needs<'_>) -> Result<(usize, Option<String>)> {
     let mut t = Tester { gpu, step: gpu.uniform("self_test_step", std::mem::size_of::<Step>() as u64), run: 0 };
     for &dtype in &needs.dtypes {
+        let model = needs.linears.iter().find(|m| m.dtype == dtype).copied();
         for (wanted, rows) in [(MatmulEntry::Matvec, 1), (MatmulEntry::Matmul, 5)] {
-            if let Some(f) = t.linear(p, dtype, wanted, rows).await? {
+            if let Some(f) = t.linear(p, dtype, model, wanted, rows).await? {
                 return Ok((t.run, Some(f)));
             }
         }
@@ -183,31 +224,70 @@ impl Tester<'_> {
         (e.is_nan() || e > TOLERANCE).then(|| format!("{what} gave wrong values (normalized error {e:.1e})"))
     }
 
-    async fn linear(&mut self, p: &DeviceProfile, dtype: DType, wanted: MatmulEntry, rows: usize) -> Result<Option<String>> {
+    /// `dtype`'s matvec or matmul over `rows` input rows: as the model's own
+    /// layer `model` where there is one (its pipeline), else on 19 outputs of
+    /// two blocks. Only the first two workgroups run, so only the weights of
+    /// their outputs exist, and only those outputs are compared.
+    async fn linear(&mut self, p: &DeviceProfile, dtype: DType, model: Option<ModelLinear>, wanted: MatmulEntry, rows: usize) -> Result<Option<String>> {
         let g = self.gpu;
-        // Odd outputs, two blocks (or 64 values) per row.
-        let (n, k) = (19usize, if dtype.is_quantized() { 2 * dtype.block().0 as usize } else { 64 });
-        let file = random_weights(dtype, n, k, 0x5e1f + dtype.shader_code() as u64);
-        let w = dequantize(dtype, &file);
+        let (n, k, spec) = match model {
+            Some(m) => (m.n, m.k, residual(linear_spec(dtype, wanted, m.n, m.k, p), m.bias)),
+            None => {
+                let (n, k) = (19usize, if dtype.is_quantized() { 2 * dtype.block().0 as usize } else { 64 });
+                (n, k, linear_spec(dtype, wanted, n, k, p))
+            }
+        };
+        // With the model's shape only the first two workgroups run, so the
+        // weights are those of their outputs only: random in each one's first
+        // 32 rows (the ones compared) and zero between, so that host memory
+        // and the CPU's work stay small whatever the model's size.
+        let per = linear_outputs_per_group(&spec).max(1) as usize;
+        let touched = if model.is_some() { n.min(2 * per) } else { n };
+        let compared: Vec<usize> = if model.is_some() {
+            let m = per.min(32);
+            (0..m.min(touched)).chain(per..(per + m).min(touched)).collect()
+        } else {
+            (0..touched).collect()
+        };
+        let mut groups = linear_groups(&spec, touched as u32, rows as u32);
+        groups[2] = 1;
+        let row_bytes = dtype.nbytes(k as u64).unwrap_or(0) as usize;
+        let mut file = vec![0u8; touched * row_bytes];
+        // The values of the compared rows, in `compared`'s order (each run's
+        // rows are consecutive).
+        let mut w = Vec::with_capacity(compared.len() * k);
+        for (i, run) in [0..per.min(touched), per.min(touched)..touched].into_iter().enumerate() {
+            let picked: Vec<usize> = compared.iter().copied().filter(|j| run.contains(j)).collect();
+            let (Some(&a), Some(&z)) = (picked.first(), picked.last()) else { continue };
+            let part = random_weights(dtype, z + 1 - a, k, 0x5e1f + dtype.shader_code() as u64 + i as u64);
+            w.extend(dequantize(dtype, &part));
+            file[a * row_bytes..(z + 1) * row_bytes].copy_from_slice(&part);
+        }
         let x = random(rows * k, 7);
+        let accumulate = model.is_some();
+        let y0 = if accumulate { random(rows * n, 29) } else { vec![0.0; rows * n] };
+        let bias = model.filter(|m| m.bias).map(|_| random(n, 31));
         let store = crate::upload::store_matrix(g, dtype, k, &file, p.weights == Store::Texture);
-        let (xb, yb) = (g.storage_init("self_test_x", bytemuck::cast_slice(&x)), g.storage("self_test_y", (rows * n * 4) as u64));
+        let (xb, yb) = (g.storage_init("self_test_x", bytemuck::cast_slice(&x)), g.storage_init("self_test_y", bytemuck::cast_slice(&y0)));
         let (dummy, slab) = (g.storage("self_test_dummy", 4), g.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0])));
-        let spec = linear_spec(dtype, wanted, n, k, p);
-        let mut binds = vec![(STEP, &self.step), (mm::X, &xb), (mm::Y, &yb), (mm::B, &dummy), (mm::SLAB, &slab)];
+        let bb = bias.as_ref().map(|b| g.storage_init("self_test_bias", bytemuck::cast_slice(b)));
+        let mut binds = vec![(STEP, &self.step), (mm::X, &xb), (mm::Y, &yb), (mm::B, bb.as_ref().unwrap_or(&dummy)), (mm::SLAB, &slab)];
         if wanted == MatmulEntry::Matvec {
             binds.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
         }
         let inputs: Vec<_> = if p.prefill_inputs == Store::Texture { g.input_texture("self_test_x", &xb).into_iter().collect() } else { Vec::new() };
         let d = g.kernels.dispatch_rows(&spec, &store, &binds, &inputs);
-        self.submit(rows as u32, 0, &[(&d, linear_groups(&spec, n as u32, rows as u32))])?;
-        let got = g.read_f32(&yb, rows * n).await?;
-        let want: Vec<f32> = (0..rows * n)
-            .map(|i| {
-                let (r, j) = (i / n, i % n);
-                (0..k).map(|c| f64::from(x[r * k + c]) * f64::from(w[j * k + c])).sum::<f64>() as f32
-            })
-            .collect();
+        self.submit(rows as u32, 0, &[(&d, groups)])?;
+        let all = g.read_f32(&yb, rows * n).await?;
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for r in 0..rows {
+            for (i, &j) in compared.iter().enumerate() {
+                got.push(all[r * n + j]);
+                let dot: f64 = (0..k).map(|c| f64::from(x[r * k + c]) * f64::from(w[i * k + c])).sum();
+                let add = f64::from(y0[r * n + j]) + bias.as_ref().map_or(0.0, |b| f64::from(b[j]));
+                want.push((dot + add) as f32);
+            }
+        }
         Ok(self.compare(format!("{} of {}", spec.entry, dtype.name()), &got, &want))
     }
 
