@@ -548,6 +548,9 @@ test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens o
   // a second, a minute for one short answer; natively, every quantized GGUF
   // case runs in both shapes.)
   const moe = JSON.parse(fs.readFileSync(path.join(FIX, 'moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
+  // And a dense Q4_K_M GGUF (K-quant super-blocks, Q6_K up), against numpy
+  // float64 on its dequantized weights.
+  const kq = JSON.parse(fs.readFileSync(path.join(FIX, 'quant_ggufs/llama3-Q4_K_M-up_q6_K.json'), 'utf8')).prompts[0];
   const got = await run(p, async (T, a) => {
     const e = new T.Engine();
     const tiny = [];
@@ -562,11 +565,14 @@ test('GPU-shaped kernels with subgroup sums (kernels: "gpu"): reference tokens o
     }
     await e.load('/tests/fixtures/moe_gguf/moe-q4_0.gguf', { useCache: false, kernels: 'gpu' });
     const r = await e.completions.create({ prompt: a.moe.input_ids, max_tokens: a.moe.greedy.length, temperature: 0, ignore_eos: true });
-    return { tiny, quantized: r.token_ids, subgroups: e.info.adapter.subgroupMinSize, profile: e.info.deviceProfile, selfTest: e.info.selfTest };
-  }, { cases, greedy: GREEDY, moe });
+    await e.load('/tests/fixtures/quant_ggufs/llama3-Q4_K_M-up_q6_K.gguf', { useCache: false, kernels: 'gpu' });
+    const k = await e.completions.create({ prompt: a.kq.input_ids, max_tokens: a.kq.greedy.new_ids.length, temperature: 0, ignore_eos: true });
+    return { tiny, quantized: r.token_ids, kquant: k.token_ids, subgroups: e.info.adapter.subgroupMinSize, profile: e.info.deviceProfile, selfTest: e.info.selfTest };
+  }, { cases, greedy: GREEDY, moe, kq });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   cases.forEach((c, i) => c.prompts.forEach((pr, j) => assert.deepEqual(got.tiny[i][j], pr.want, `${c.name} prompt ${j}`)));
   assert.deepEqual(got.quantized, moe.greedy, 'moe-q4_0.gguf');
+  assert.deepEqual(got.kquant, kq.greedy.new_ids, 'llama3-Q4_K_M-up_q6_K.gguf');
   // What the device got, and the self-test of the kernels it runs.
   assert.deepEqual([got.profile.shapes, got.profile.decodeMatvec, got.profile.prefillMatmul, got.profile.weights], ['gpu', 'shared_outputs', 'tiles', 'buffer'], JSON.stringify(got.profile));
   assert.ok(got.selfTest.kernels >= 5 && got.selfTest.fallbacks.length === 0, JSON.stringify(got.selfTest));

@@ -298,6 +298,7 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
       out.second = e.info.network;
       out.secondIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
       out.hasAfterSecond = await T.Engine.cache.has(a.failing);
+      out.partKeys = (await keys(a.failing)).filter((u) => u.includes('tramontane-part=')).length;
       await e.load(a.failing, a.opts);
       out.third = e.info.network;
       await T.Engine.cache.delete(a.failing);
@@ -321,6 +322,8 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
     assert.ok(got.second.requests >= 9, JSON.stringify(got.second));
     assert.deepEqual(got.secondIds, PROMPT.want);
     assert.equal(got.hasAfterSecond, true, 'a clean load is cached');
+    if (tag === 'parts') assert.ok(got.partKeys > 2, `files over 64 KiB cached in parts: ${got.partKeys} part keys`);
+    else assert.equal(got.partKeys, 0, 'files under 32 MiB cached whole');
     assert.equal(got.third.requests, 0);
 
     assert.deepEqual(got.resumedIds, PROMPT.want);

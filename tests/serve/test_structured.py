@@ -67,7 +67,7 @@ class Structured(unittest.TestCase):
         return self.client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": content}], **kw)
 
     # The schema compiler is the core crate's: every schema of schemas.json,
-    # greedy and sampled, is checked natively on this model (suite
+    # greedy or seeded in turn, is checked natively on this model (suite
     # structured.rs). Here, what `serve` adds: response_format read from the
     # request, greedy, seeded and streamed, on a few schemas of different kinds.
     GREEDY = ("person", "recursive_ref", "patterns_formats")

@@ -69,19 +69,30 @@ const START_HEADER: &str = "x-tramontane-start";
 const END_HEADER: &str = "x-tramontane-end";
 /// Default size of a cached part.
 pub const CACHE_PART_BYTES: u64 = 32 << 20;
-/// How far the loader may read ahead of a file's cache copy. The copy reads
-/// its own branch of the body (`Response::clone`), which buffers what the
-/// loader has read and the copy has not; unchecked, a GPU upload faster than
-/// the Cache API's writes held GBs there and Chromium's writes then failed
-/// ("Unexpected internal error").
-const COPY_LAG: u64 = 64 << 20;
+/// Most parts a file is cached in (2 TiB at the default part size): a size
+/// claimed beyond that is not cached, and no key list is sized by it.
+const MAX_PARTS: u64 = 1 << 16;
 
-/// How far a cache copy in parts has read its branch of the body.
-#[derive(Default)]
+/// How far a cache copy in parts has read its branch of the body. The copy
+/// reads its own branch (`Response::clone`), which buffers what the loader has
+/// read and the copy has not; unchecked, a GPU upload faster than the Cache
+/// API's writes held GBs there and Chromium's writes then failed ("Unexpected
+/// internal error"), so the loader keeps within two parts of the copy.
 struct CopyProgress {
     taken: Cell<u64>,
     /// The copy ended (stored, or failed): nothing to wait for.
     ended: Cell<bool>,
+    /// The copy's reader, to cancel it when the loader gives up the body the
+    /// copy reads (a resumed download is never cached).
+    reader: web_sys::ReadableStreamDefaultReader,
+}
+
+impl CopyProgress {
+    fn abandon(&self) {
+        if !self.ended.replace(true) {
+            quietly(&self.reader.cancel());
+        }
+    }
 }
 
 /// Marks a copy ended however its task ends (done, failed or dropped).
@@ -118,6 +129,15 @@ fn quietly(p: &Promise) {
     NOOP.with(|f| {
         let _ = p.catch(f);
     });
+}
+
+/// The loader gave up the body a file's cache copy reads: a resumed
+/// download is never cached, so the copy stops (and fails) now rather than
+/// hold what the body still sends.
+fn abandon(copy: &Option<Rc<CopyProgress>>) {
+    if let Some(c) = copy {
+        c.abandon();
+    }
 }
 
 fn cancel_body(resp: &Response) {
@@ -664,7 +684,11 @@ impl FetchSource {
         if size > self.part_bytes {
             return self.start_parts(cache.clone(), url, copy, size);
         }
-        let stored = Self::with_size(&copy, size)?;
+        let Some(stored) = Self::with_size(&copy, size) else {
+            // An unread branch would keep the whole body.
+            cancel_body(&copy);
+            return None;
+        };
         let put = cache.put_with_str(url, &stored);
         // Handled in finish_caching (or on drop); a handler now keeps a quick
         // rejection (quota) from showing as an uncaught error.
@@ -678,11 +702,17 @@ impl FetchSource {
     /// (one part's bytes held at a time), then the index, once every byte
     /// arrived.
     fn start_parts(&self, cache: Cache, url: &str, copy: Response, size: u64) -> Option<Rc<CopyProgress>> {
-        let reader = Self::reader(&copy)?;
         let part = self.part_bytes;
         let parts = size.div_ceil(part);
+        let reader = match Self::reader(&copy) {
+            Some(r) if parts <= MAX_PARTS => r,
+            _ => {
+                cancel_body(&copy);
+                return None;
+            }
+        };
         let key = url.to_string();
-        let progress = Rc::new(CopyProgress::default());
+        let progress = Rc::new(CopyProgress { taken: Cell::new(0), ended: Cell::new(false), reader: reader.clone() });
         let end = EndCopy(progress.clone());
         let task = async move {
             let _end = end;
@@ -740,12 +770,19 @@ impl FetchSource {
         Some(progress)
     }
 
-    /// Wait while the loader, at byte `pos`, is more than COPY_LAG ahead of
-    /// the file's cache copy.
+    /// Wait while the loader, at byte `pos`, is more than two parts ahead of
+    /// the file's cache copy; a copy that takes nothing for STALL_MS is given
+    /// up (the file is then loaded without caching).
     async fn keep_pace(&self, copy: &CopyProgress, pos: u64) -> Result<()> {
-        while !copy.ended.get() && pos > copy.taken.get() + COPY_LAG {
+        let (mut seen, mut idle) = (copy.taken.get(), 0);
+        while !copy.ended.get() && pos > copy.taken.get() + 2 * self.part_bytes {
             self.check_abort()?;
             self.sleep(5).await;
+            idle = if copy.taken.get() == seen { idle + 5 } else { 0 };
+            seen = copy.taken.get();
+            if idle >= STALL_MS {
+                copy.abandon();
+            }
         }
         Ok(())
     }
@@ -799,6 +836,7 @@ impl FetchSource {
                 return Ok(true);
             }
             let copy = if !cached && span.start == 0 && span.end == span.size { self.start_put(&url, &resp, span.size) } else { None };
+            let copying = copy.is_some();
             let Some(reader) = Self::reader(&resp) else {
                 return Err(self.net(&url, resp.status(), "no body".into()));
             };
@@ -809,7 +847,13 @@ impl FetchSource {
                 FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag, copy },
             );
             // The manifest lists every key the file takes in the cache.
-            let parts = if cached { header_u64(&resp, PARTS_HEADER).unwrap_or(0) } else if span.size > self.part_bytes { span.size.div_ceil(self.part_bytes) } else { 0 };
+            let parts = if cached {
+                header_u64(&resp, PARTS_HEADER).unwrap_or(0).min(MAX_PARTS)
+            } else if copying && span.size > self.part_bytes {
+                span.size.div_ceil(self.part_bytes)
+            } else {
+                0
+            };
             self.urls.borrow_mut().extend(cache_keys(&url, parts));
             return Ok(true);
         }
@@ -874,6 +918,7 @@ impl FetchSource {
         })?;
         let (etag, copy) = self.files.borrow().get(name).map(|f| (f.etag.clone(), f.copy.clone())).unwrap_or_default();
         let mut tries = Tries::default();
+        let mut use_cache = from_cache;
         // Jumping back: a new request from `offset` (a Range request).
         let mut s = match stream {
             Some(s) if s.pos <= offset => {
@@ -903,7 +948,7 @@ impl FetchSource {
                 // or the cached part that holds it (no network; a file cached
                 // whole is read again from its start).
                 let from = want;
-                match self.get(name, from, from_cache, &mut tries).await? {
+                match self.get(name, from, use_cache, &mut tries).await? {
                     Got::NotFound => return Err(Error::Network { url, status: 404, msg: "Not Found".into() }),
                     Got::Retry(status, what) => self.retry(&url, &mut tries, status, what).await?,
                     Got::Resp(resp, cached) => match Self::span(&resp, from, Some(size), cached, etag.as_deref()) {
@@ -915,10 +960,14 @@ impl FetchSource {
                         },
                         Err(Misfit(again, what)) => {
                             cancel_body(&resp);
-                            if !again {
+                            if cached {
+                                // A cache entry not of ours: the network then.
+                                use_cache = false;
+                            } else if !again {
                                 return Err(self.net(&url, resp.status(), what));
+                            } else {
+                                self.retry(&url, &mut tries, resp.status(), what).await?;
                             }
-                            self.retry(&url, &mut tries, resp.status(), what).await?;
                         }
                     },
                 }
@@ -954,6 +1003,7 @@ impl FetchSource {
                 Next::Chunk(chunk) => {
                     if pos + u64::from(chunk.length()) > body_end {
                         s = None;
+                        abandon(&copy);
                         self.retry(&url, &mut tries, status, format!("the server sent more bytes than it announced (past byte {body_end} of {size})")).await?;
                         continue;
                     }
@@ -969,10 +1019,12 @@ impl FetchSource {
                         // A 206 of less than was asked for, all there: ask for the rest.
                         continue;
                     }
+                    abandon(&copy);
                     self.retry(&url, &mut tries, status, format!("the download ended at byte {pos} of {size}")).await?;
                 }
                 Next::Broken(why) => {
                     s = None;
+                    abandon(&copy);
                     self.retry(&url, &mut tries, status, format!("the connection dropped at byte {pos} of {size} ({why})")).await?;
                 }
             }
