@@ -1,4 +1,4 @@
-// Where matmul.wgsl's `matmul_rows` reads its input quads on lavapipe: a copy
+// Where matmul_rows.wgsl reads its input quads on lavapipe: a copy
 // of the X buffer in a 2-D rgba32uint texture, quad i at texel
 // (i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), made before the dispatch (Gpu::input_texture). As for
 // the weights (weights_in_texture.wgsl), that driver runs a texel fetch as one

@@ -3,10 +3,10 @@
 // route:   router logits [rows, E] -> softmax (f32) -> top-k experts (ties go to
 //          the lower index) -> weights renormalized over the k chosen (Mixtral),
 //          one invocation per row. In decode the expert FFNs then run through
-//          matmul.wgsl's matvec with MOE=1, reading only these experts' weights.
+//          matvec.wgsl's matvec with MOE=1, reading only these experts' weights.
 // group:   prefill: the t*k (token, slot) rows sorted by expert (a counting sort
 //          in one workgroup) into ORDER, each expert's run cut into tiles of at
-//          most GROUP_TILE rows in TILES, for matmul.wgsl's grouped entries.
+//          most GROUP_TILE rows in TILES, for the grouped matmul entries.
 // combine: Y[t] += sum_s weight[t, s] * expert_out[t, s]   (the residual add)
 override E: u32 = 1u;        // experts, at most 128
 override TOPK: u32 = 1u;

@@ -1,51 +1,25 @@
-// Rotary position embedding on the fused QKV rows, fused with the KV-cache store.
+// Rotary position embedding on the fused QKV rows, fused with the KV-cache store
+// (the rotation, the table and the cache: rotary.wgsl, prepended).
 //
-// QKV rows are [q heads | k heads | v heads] of HD each. Each invocation handles
-// one rotation pair of q or k, or one element of v; rotated k and v go into the
-// cache slot of their position. The cache is a ring of CAP slots: for
-// sliding-window models CAP is the window plus one prefill chunk (Mistral's
-// rolling buffer), otherwise the whole context.
-// cos/sin come from a table computed on the host at load (exact, and it carries
-// any RoPE scaling), indexed [position][pair].
+// Each invocation handles one rotation pair of q or k, or one element of v;
+// rotated k and v go into the cache slot of their position.
 //
 // `qk_norm` (Qwen3) first normalizes each q and k head (RMSNorm over HD, see
 // below), then rotates and stores the same way.
-override HD: u32 = 2u;
-override NH: u32 = 1u;
-override NKV: u32 = 1u;
-override CAP: u32 = 1u;
-// 0: rotate-half pairs (i, i + HD/2) as in HF checkpoints (NeoX style);
-// 1: adjacent pairs (2i, 2i + 1), the layout llama.cpp's converter produces.
-override STYLE: u32 = 0u;
-
 @group(0) @binding(1) var<storage, read_write> QKV: array<f32>;
-@group(0) @binding(2) var<storage, read> TABLE: array<f32>;
-@group(0) @binding(3) var<storage, read_write> KC: array<kv_t>;
-@group(0) @binding(4) var<storage, read_write> VC: array<kv_t>;
-
-fn pair(j: u32) -> vec2<u32> {
-    if (STYLE == 0u) {
-        return vec2<u32>(j, j + HD / 2u);
-    }
-    return vec2<u32>(2u * j, 2u * j + 1u);
-}
 
 // Rotate pair `j` (values a, b) of `head`, whose row starts at QKV[base]: q
 // heads in place, k heads into their cache slot.
 fn rotate_store(head: u32, base: u32, j: u32, a: f32, b: f32, pos: u32, slot: u32) {
-    let half = HD / 2u;
-    let p = pair(j);
-    let c = TABLE[(pos * half + j) * 2u];
-    let s = TABLE[(pos * half + j) * 2u + 1u];
-    let ra = a * c - b * s;
-    let rb = b * c + a * s;
+    let p = rope_pair(j);
+    let r = rotated(vec2<f32>(a, b), pos, j);
     if (head < NH) {
-        QKV[base + p.x] = ra;
-        QKV[base + p.y] = rb;
+        QKV[base + p.x] = r.x;
+        QKV[base + p.y] = r.y;
     } else {
-        let kv = (slot * NKV + (head - NH)) * HD;
-        KC[kv + p.x] = kv_t(ra);
-        KC[kv + p.y] = kv_t(rb);
+        let kv = kv_at(slot, head - NH);
+        KC[kv + p.x] = kv_t(r.x);
+        KC[kv + p.y] = kv_t(r.y);
     }
 }
 
@@ -65,14 +39,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i < n_rot) {
         let head = i / half;
         let j = i % half;
-        let p = pair(j);
+        let p = rope_pair(j);
         let base = row + head * HD;
         let a = QKV[base + p.x];
         let b = QKV[base + p.y];
         rotate_store(head, base, j, a, b, pos, slot);
     } else if (i < n_rot + NKV * HD) {
         let e = i - n_rot;
-        VC[slot * NKV * HD + e] = kv_t(QKV[row + (NH + NKV) * HD + e]);
+        VC[kv_at(slot, 0u) + e] = kv_t(QKV[row + (NH + NKV) * HD + e]);
     }
 }
 
@@ -100,7 +74,7 @@ fn qk_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let slot = pos % CAP;
     let base = t * (NH + 2u * NKV) * HD + head * HD;
     if (head >= NH + NKV) {
-        let kv = (slot * NKV + (head - NH - NKV)) * HD;
+        let kv = kv_at(slot, head - NH - NKV);
         for (var e = lid; e < HD; e += WG) {
             VC[kv + e] = kv_t(QKV[base + e]);
         }
@@ -125,7 +99,7 @@ fn qk_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let inv = 1.0 / sqrt(partial[0] / f32(HD) + EPS);
     let w0 = select(0u, HD, head >= NH);
     for (var j = lid; j < HD / 2u; j += WG) {
-        let p = pair(j);
+        let p = rope_pair(j);
         let a = NW[w0 + p.x] * (head_x[p.x] * inv);
         let b = NW[w0 + p.y] * (head_x[p.y] * inv);
         rotate_store(head, base, j, a, b, pos, slot);

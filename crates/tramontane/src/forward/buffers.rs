@@ -60,8 +60,6 @@ pub(super) struct Buffers {
     /// The sampler's mask of allowed tokens (constrained decoding), one bit a token.
     pub mask: wgpu::Buffer,
     pub out: wgpu::Buffer,
-    /// Bound where a kernel's optional input is absent.
-    pub dummy: wgpu::Buffer,
     pub rope_table: wgpu::Buffer,
     /// Keys and values of each layer.
     pub kv: Vec<(wgpu::Buffer, wgpu::Buffer)>,
@@ -135,7 +133,6 @@ impl Buffers {
         let state = a.words(Scratch, "sampler_state", w.sampler_state);
         let mask = a.words(Scratch, "sample_mask", w.sample_mask);
         let out = a.words(Scratch, "out", w.out);
-        let dummy = a.words(Scratch, "dummy", 1);
         let table = rope_table::table(cfg, opts.context);
         if table.len() != w.rope_table {
             return Err(Error::Internal(format!("the RoPE table has {} words, {} planned", table.len(), w.rope_table)));
@@ -184,7 +181,6 @@ impl Buffers {
             state,
             mask,
             out,
-            dummy,
             rope_table,
             kv,
             moe,

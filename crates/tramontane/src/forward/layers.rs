@@ -2,11 +2,11 @@
 //! load from the weights and the buffers, and the order a pass records them in.
 
 use super::buffers::Buffers;
-use super::linear::{residual, with_norm, with_rope, Linear};
+use super::linear::{linear_binds, residual, with_norm, with_rope, Linear};
 use super::pass::MAX_SPLITS;
 use super::{Output, Visit};
 use crate::error::{Error, Result};
-use crate::gpu::bindings::{attention as at, common::STEP, embed, matmul as mm, moe, rmsnorm as rn, rope, sample};
+use crate::gpu::bindings::{attention as at, common::STEP, embed, matmul as mm, moe, rmsnorm as rn, rope, rotary, sample};
 use crate::gpu::kernels::{Dispatch, Spec};
 use crate::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use crate::gpu::{Family, Gpu};
@@ -101,7 +101,7 @@ impl Plan {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, kv_f16: bool, w: &Weights, b: &Buffers, layer_slots: &[usize]) -> Result<Plan> {
         let k = &g.kernels;
-        let (step, dummy) = (&b.step, &b.dummy);
+        let step = &b.step;
         let embed = w
             .embed
             .slabs
@@ -120,9 +120,9 @@ impl Plan {
         let fused = p.norm_in_matvec;
         let lm_head = if fused {
             let tune = |s| with_norm(s, cfg.rms_eps, true);
-            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, tune, &[(STEP, step), (mm::X, &b.x), (mm::Y, &b.logits), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, &w.norm)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, tune, &[(STEP, step), (mm::X, &b.x), (mm::Y, &b.logits), (mm::NORM_W, &w.norm)])
         } else {
-            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, &b.last), (mm::Y, &b.logits), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)])
+            Linear::new(g, p, w.lm_head(), MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, &b.last), (mm::Y, &b.logits)])
         };
         Ok(Plan {
             embed,
@@ -146,7 +146,7 @@ impl Plan {
         }
         let buf = g.storage("logits_all", (chunk * cfg.vocab * 4) as u64);
         let norm = g.kernels.dispatch(&norm_spec(p, cfg), &[(STEP, &b.step), (rn::X, &b.x), (rn::WN, &w.norm), (rn::Y, &b.xn)]);
-        let lm_head = Linear::reading(g, p, w.lm_head(), MatmulEntry::Matmul, |s| s, &[(STEP, &b.step), (mm::X, &b.xn), (mm::Y, &buf), (mm::B, &b.last)], &b.inputs);
+        let lm_head = Linear::reading(g, p, w.lm_head(), MatmulEntry::Matmul, |s| s, &[(STEP, &b.step), (mm::X, &b.xn), (mm::Y, &buf)], &b.inputs);
         self.all_logits = Some(AllLogits { buf, norm, lm_head });
     }
 
@@ -263,7 +263,7 @@ impl Plan {
     }
 }
 
-/// rope.wgsl's constants (also matmul.wgsl's `matvec_rope`'s): the heads,
+/// rope.wgsl's constants (rotary.wgsl's, also `matvec_rope`'s): the heads,
 /// the KV ring's `slots`, the pair layout and the cache's type.
 fn with_rope_constants(s: Spec, cfg: &ModelConfig, slots: usize, kv_f16: bool) -> Spec {
     s.with("HD", cfg.head_dim as u32)
@@ -302,7 +302,7 @@ impl LayerPlan {
     fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, kv_f16: bool, l: usize, lw: &LayerWeights, b: &Buffers, slots: usize) -> Result<LayerPlan> {
         let k = &g.kernels;
         let hd = cfg.head_dim as u32;
-        let (step, dummy) = (&b.step, &b.dummy);
+        let step = &b.step;
         // Layers alike (same ring size and window) share pipelines.
         let rope_spec = with_rope_constants(Spec::new(Family::Rope, "main"), cfg, slots, kv_f16);
         let attn_spec = |entry: AttentionEntry| attention_spec(cfg, l, slots, kv_f16, entry);
@@ -310,23 +310,21 @@ impl LayerPlan {
         let fused = p.norm_in_matvec;
         let qkv_bias = lw.qkv_bias.as_ref();
         let qkv_tune = |s: Spec| s.with("HAS_BIAS", qkv_bias.is_some() as u32);
-        let qkv_bias = qkv_bias.unwrap_or(dummy);
         // Decode's input: the normalized row, or the residual and the norm's weights.
-        let (qkv_x, qkv_norm) = if fused { (&b.x, &lw.attn_norm) } else { (&b.xn, dummy) };
+        let (qkv_x, qkv_norm) = if fused { (&b.x, Some(&lw.attn_norm)) } else { (&b.xn, None) };
         let (kc, vc) = &b.kv[l];
         let rope_in_mv = p.rope_in_matvec_for(&lw.qkv, cfg.head_dim, lw.qk_norm.is_some());
         let qkv_mv = if rope_in_mv {
             // The same rotation and cache slots as rope.wgsl's.
             let tune = |s: Spec| with_rope_constants(with_rope(normed(fused, cfg, qkv_tune(s))), cfg, slots, kv_f16);
-            let binds = [(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv), (mm::B, qkv_bias), (mm::NORM_W, qkv_norm), (mm::ROPE_TABLE, &b.rope_table), (mm::KC, kc), (mm::VC, vc)];
-            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, tune, &binds)
+            let binds = [(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv), (rotary::ROPE_TABLE, &b.rope_table), (rotary::KC, kc), (rotary::VC, vc)];
+            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, tune, &linear_binds(&binds, qkv_bias, qkv_norm, None))
         } else {
-            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, |s| normed(fused, cfg, qkv_tune(s)), &[(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv), (mm::B, qkv_bias), (mm::EXPERT_IDS, dummy), (mm::NORM_W, qkv_norm)])
+            Linear::new(g, p, &lw.qkv, MatmulEntry::Matvec, |s| normed(fused, cfg, qkv_tune(s)), &linear_binds(&[(STEP, step), (mm::X, qkv_x), (mm::Y, &b.qkv)], qkv_bias, qkv_norm, None))
         };
         // Optional biases (Llama's attention_bias / mlp_bias) ride in the epilogue.
         let o_bias = lw.o_bias.as_ref();
         let o_tune = |s: Spec| residual(s, o_bias.is_some());
-        let o_bias = o_bias.unwrap_or(dummy);
         let attend_binds = [(STEP, step), (at::QKV, &b.qkv), (at::KC, kc), (at::VC, vc), (at::PART, &b.partials)];
         let (prefill_entry, prefill_rows) = p.prefill_attention(hd);
         Ok(LayerPlan {
@@ -336,14 +334,14 @@ impl LayerPlan {
             ffn_norm_in_mv: fused && matches!(lw.ffn, Ffn::Dense { .. }),
             rope_in_mv,
             qkv_mv,
-            qkv_mm: Linear::reading(g, p, &lw.qkv, MatmulEntry::Matmul, qkv_tune, &[(STEP, step), (mm::X, &b.xn), (mm::Y, &b.qkv), (mm::B, qkv_bias)], &b.inputs),
+            qkv_mm: Linear::reading(g, p, &lw.qkv, MatmulEntry::Matmul, qkv_tune, &linear_binds(&[(STEP, step), (mm::X, &b.xn), (mm::Y, &b.qkv)], qkv_bias, None, None), &b.inputs),
             rope: match &lw.qk_norm {
                 // Qwen3: each q and k head RMS-normalized in the same kernel, before the rotation.
                 Some(nw) => k.dispatch(
                     &Spec { entry: "qk_norm", ..rope_spec }.with("EPS", cfg.rms_eps),
-                    &[(STEP, step), (rope::QKV, &b.qkv), (rope::TABLE, &b.rope_table), (rope::KC, kc), (rope::VC, vc), (rope::NW, nw)],
+                    &[(STEP, step), (rope::QKV, &b.qkv), (rotary::ROPE_TABLE, &b.rope_table), (rotary::KC, kc), (rotary::VC, vc), (rope::NW, nw)],
                 ),
-                None => k.dispatch(&rope_spec, &[(STEP, step), (rope::QKV, &b.qkv), (rope::TABLE, &b.rope_table), (rope::KC, kc), (rope::VC, vc)]),
+                None => k.dispatch(&rope_spec, &[(STEP, step), (rope::QKV, &b.qkv), (rotary::ROPE_TABLE, &b.rope_table), (rotary::KC, kc), (rotary::VC, vc)]),
             },
             attend_decode: if p.decode_attention(hd) == AttentionEntry::AttendScored {
                 DecodeAttention::Scored(k.dispatch(
@@ -364,8 +362,8 @@ impl LayerPlan {
                 PrefillAttention { dispatch: k.dispatch(&spec, &binds), rows: prefill_rows, whole_is_output }
             },
             combine: k.dispatch(&attn_spec(AttentionEntry::Combine), &[(STEP, step), (at::PART, &b.partials), (at::OUT, &b.attn)]),
-            o_mv: Linear::new(g, p, &lw.o, MatmulEntry::Matvec, o_tune, &[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x), (mm::B, o_bias), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
-            o_mm: Linear::reading(g, p, &lw.o, MatmulEntry::Matmul, o_tune, &[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x), (mm::B, o_bias)], &b.inputs),
+            o_mv: Linear::new(g, p, &lw.o, MatmulEntry::Matvec, o_tune, &linear_binds(&[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x)], o_bias, None, None)),
+            o_mm: Linear::reading(g, p, &lw.o, MatmulEntry::Matmul, o_tune, &linear_binds(&[(STEP, step), (mm::X, &b.attn), (mm::Y, &b.x)], o_bias, None, None), &b.inputs),
             ffn_norm: k.dispatch(&norm, &[(STEP, step), (rn::X, &b.x), (rn::WN, &lw.ffn_norm), (rn::Y, &b.xn)]),
             ffn: FfnPlan::new(g, p, cfg, l, lw, b)?,
         })
@@ -377,7 +375,7 @@ impl FfnPlan {
     /// `norm_in_matvec`.
     fn new(g: &Gpu, p: &DeviceProfile, cfg: &ModelConfig, l: usize, lw: &LayerWeights, b: &Buffers) -> Result<FfnPlan> {
         let fused = p.norm_in_matvec;
-        let (step, dummy, xn, ffn_h) = (&b.step, &b.dummy, &b.xn, &b.ffn_h);
+        let (step, xn, ffn_h) = (&b.step, &b.xn, &b.ffn_h);
         let gated = |s: Spec| s.with("GATE_IN_Y", 1u32);
         Ok(match &lw.ffn {
             Ffn::Dense { gate_up, up, down } => {
@@ -389,16 +387,17 @@ impl FfnPlan {
                 let stacked = up.is_none() as u32;
                 let gu = |s: Spec| s.with("SWIGLU", stacked).with("HAS_BIAS", gu_bias.is_some() as u32);
                 let dn = |s: Spec| residual(s, down_bias.is_some());
-                let (gb, db) = (gu_bias.unwrap_or(dummy), down_bias.unwrap_or(dummy));
                 // Decode's input: the normalized row, or the residual and the norm's weights.
-                let (mv_x, mv_norm) = if fused { (&b.x, &lw.ffn_norm) } else { (xn, dummy) };
+                let (mv_x, mv_norm) = if fused { (&b.x, Some(&lw.ffn_norm)) } else { (xn, None) };
+                let (mv_in, mm_in) = ([(STEP, step), (mm::X, mv_x), (mm::Y, ffn_h)], [(STEP, step), (mm::X, xn), (mm::Y, ffn_h)]);
+                let (mv_down, mm_down) = ([(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x)], [(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x)]);
                 FfnPlan::Dense {
-                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| normed(fused, cfg, gu(s)), &[(STEP, step), (mm::X, mv_x), (mm::Y, ffn_h), (mm::B, gb), (mm::EXPERT_IDS, dummy), (mm::NORM_W, mv_norm)]),
-                    gate_up_mm: Linear::reading(g, p, gate_up, MatmulEntry::Matmul, gu, &[(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, gb)], &b.inputs),
-                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| normed(fused, cfg, gated(s)), &[(STEP, step), (mm::X, mv_x), (mm::Y, ffn_h), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, mv_norm)])),
-                    up_mm: up.as_ref().map(|u| Linear::reading(g, p, u, MatmulEntry::Matmul, gated, &[(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy)], &b.inputs)),
-                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, dn, &[(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x), (mm::B, db), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
-                    down_mm: Linear::reading(g, p, down, MatmulEntry::Matmul, dn, &[(STEP, step), (mm::X, ffn_h), (mm::Y, &b.x), (mm::B, db)], &b.inputs),
+                    gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| normed(fused, cfg, gu(s)), &linear_binds(&mv_in, gu_bias, mv_norm, None)),
+                    gate_up_mm: Linear::reading(g, p, gate_up, MatmulEntry::Matmul, gu, &linear_binds(&mm_in, gu_bias, None, None), &b.inputs),
+                    up_mv: up.as_ref().map(|u| Linear::new(g, p, u, MatmulEntry::Matvec, |s| normed(fused, cfg, gated(s)), &linear_binds(&mv_in, None, mv_norm, None))),
+                    up_mm: up.as_ref().map(|u| Linear::reading(g, p, u, MatmulEntry::Matmul, gated, &mm_in, &b.inputs)),
+                    down_mv: Linear::new(g, p, down, MatmulEntry::Matvec, dn, &linear_binds(&mv_down, down_bias, None, None)),
+                    down_mm: Linear::reading(g, p, down, MatmulEntry::Matmul, dn, &linear_binds(&mm_down, down_bias, None, None), &b.inputs),
                 }
             }
             Ffn::Moe { router, gate_up, up, down } => {
@@ -423,14 +422,14 @@ impl FfnPlan {
                 };
                 let gu = |s: Spec| s.with("SWIGLU", up.is_none() as u32);
                 let per_slot = |s: Spec| s.with("X_PER_SLOT", 1u32);
-                let mv_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy), (mm::EXPERT_IDS, ids_l), (mm::NORM_W, dummy)];
-                let mm_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::B, dummy), (mm::ORDER, order), (mm::TILES, tiles)];
-                let mv_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::B, dummy), (mm::EXPERT_IDS, ids_l), (mm::NORM_W, dummy)];
-                let mm_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::B, dummy), (mm::ORDER, order), (mm::TILES, tiles)];
+                let mv_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::EXPERT_IDS, ids_l)];
+                let mm_in = [(STEP, step), (mm::X, xn), (mm::Y, ffn_h), (mm::ORDER, order), (mm::TILES, tiles)];
+                let mv_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::EXPERT_IDS, ids_l)];
+                let mm_down = [(STEP, step), (mm::X, ffn_h), (mm::Y, eo), (mm::ORDER, order), (mm::TILES, tiles)];
                 let mm = MatmulEntry::MatmulGrouped;
                 let k = &g.kernels;
                 FfnPlan::Moe {
-                    router: Linear::new(g, p, router, MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, xn), (mm::Y, rl), (mm::B, dummy), (mm::EXPERT_IDS, dummy), (mm::NORM_W, dummy)]),
+                    router: Linear::new(g, p, router, MatmulEntry::Matvec, |s| s, &[(STEP, step), (mm::X, xn), (mm::Y, rl)]),
                     route: k.dispatch(&moe_spec("route"), &[(STEP, step), (moe::LOGITS, rl), (moe::IDS, ids_l), (moe::WTS, wts_l)]),
                     group: k.dispatch(&moe_spec("group").with("GROUP_TILE", group_tile), &[(STEP, step), (moe::IDS, ids_l), (moe::ORDER, order), (moe::TILES, tiles)]),
                     gate_up_mv: Linear::new(g, p, gate_up, MatmulEntry::Matvec, |s| gu(expert(s)), &mv_in),

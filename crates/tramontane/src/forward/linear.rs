@@ -6,7 +6,7 @@ use super::Visit;
 use crate::gpu::bindings::matmul;
 use crate::gpu::kernels::{split_groups, Dispatch, Spec};
 use crate::gpu::profile::{DeviceProfile, MatmulEntry, MatvecShape, MM_TILE, MR};
-use crate::gpu::{Family, Gpu, InputTexture};
+use crate::gpu::{Gpu, InputTexture};
 use crate::parse::DType;
 use crate::upload::Matrix;
 
@@ -25,6 +25,17 @@ pub fn linear_outputs_per_group(spec: &Spec) -> u32 {
     }
 }
 
+/// A linear layer's bindings `binds` and, each only where it has one, its
+/// bias (`matmul::B`, with the spec's `HAS_BIAS`), its RMSNorm's weights
+/// (`NORM_W`, with `NORM`) and its rows' expert ids (`EXPERT_IDS`, with
+/// `MOE`): the kernel's module declares exactly those (gpu/kernels.rs
+/// `Optional`), so nothing is bound in place of an absent one.
+pub fn linear_binds<'a>(binds: &[(u32, &'a wgpu::Buffer)], bias: Option<&'a wgpu::Buffer>, norm: Option<&'a wgpu::Buffer>,
+                        experts: Option<&'a wgpu::Buffer>) -> Vec<(u32, &'a wgpu::Buffer)> {
+    let optional = [(matmul::B, bias), (matmul::NORM_W, norm), (matmul::EXPERT_IDS, experts)];
+    binds.iter().copied().chain(optional.into_iter().filter_map(|(i, b)| b.map(|b| (i, b)))).collect()
+}
+
 /// A linear layer that adds into the residual stream (the o- and
 /// down-projections), with its optional bias.
 pub fn residual(spec: Spec, bias: bool) -> Spec {
@@ -38,7 +49,7 @@ pub fn moe_max_tiles(rows: u32, experts: u32, tile: u32) -> u32 {
     rows.div_ceil(tile.max(1)) + experts.min(rows)
 }
 
-/// A linear-layer kernel (shaders/matmul.wgsl) for `n` outputs of `k` inputs:
+/// A linear-layer kernel (shaders/matvec.wgsl, matmul_tiled.wgsl, matmul_rows.wgsl) for `n` outputs of `k` inputs:
 /// `wanted` is `Matvec` (decode), `Matmul` (prefill) or `MatmulGrouped`
 /// (prefill over experts), shaped as the device `p` runs it. The matvec is
 /// tuned to the row length: with [`MatvecShape::SharedOutputs`] several
@@ -51,7 +62,7 @@ pub fn moe_max_tiles(rows: u32, experts: u32, tile: u32) -> u32 {
 /// `EXPERTS`.
 pub fn linear_spec(dtype: DType, wanted: MatmulEntry, n: usize, k: usize, p: &DeviceProfile) -> Spec {
     let entry = p.linear_entry(wanted, k);
-    let mut s = Spec::new(Family::Matmul, entry.name())
+    let mut s = Spec::new(entry.family(), entry.name())
         .with("WTYPE", dtype.shader_code())
         .with("N", n as u32)
         .with("K", k as u32);
@@ -123,7 +134,7 @@ pub fn with_norm(spec: Spec, eps: f32, last_row: bool) -> Spec {
 /// invocation are pairs, so at least 2.
 pub fn with_rope(spec: Spec) -> Spec {
     let npi = constant(&spec, "NPI").unwrap_or(1).max(2);
-    Spec { entry: MatmulEntry::MatvecRope.name(), ..spec }.with("NPI", npi)
+    Spec { entry: MatmulEntry::MatvecRope.name(), family: MatmulEntry::MatvecRope.family(), ..spec }.with("NPI", npi)
 }
 
 /// Outputs per invocation of the CPU drivers' matvec (`NPI`): 4 (each input
@@ -203,7 +214,7 @@ struct LinearPart {
 }
 
 impl Linear {
-    /// `entry` is matmul.wgsl's entry point before the profile `p` adapts
+    /// `entry` is the linear-layer entry point before the profile `p` adapts
     /// it to the device ([`linear_spec`]); `tune` adds the epilogue
     /// constants; `binds` are every binding but the weights and the slab.
     pub(super) fn new(g: &Gpu, p: &DeviceProfile, m: &Matrix, entry: MatmulEntry, tune: impl Fn(Spec) -> Spec,

@@ -17,7 +17,7 @@ pub mod self_test;
 mod sizes;
 
 pub use buffers::GpuBytes;
-pub use linear::{linear_groups, linear_outputs_per_group, linear_spec, moe_max_tiles, residual, with_norm, with_rope};
+pub use linear::{linear_binds, linear_groups, linear_outputs_per_group, linear_spec, moe_max_tiles, residual, with_norm, with_rope};
 pub use pass::{Output, PassRequest, Sampled, MAX_SPLITS};
 pub use profile::{KernelTime, Profile};
 pub use sizes::Sizes;

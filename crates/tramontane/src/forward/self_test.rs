@@ -23,7 +23,7 @@ use serde::Serialize;
 use web_time::Instant;
 
 use super::layers::{attention_spec, norm_spec};
-use super::linear::{linear_groups, linear_outputs_per_group, linear_spec, residual};
+use super::linear::{linear_binds, linear_groups, linear_outputs_per_group, linear_spec, residual};
 use super::MAX_SPLITS;
 use crate::error::{Error, Result};
 use crate::gpu::bindings::{attention as at, common::STEP, matmul as mm, rmsnorm as rn};
@@ -269,12 +269,9 @@ impl Tester<'_> {
         let bias = model.filter(|m| m.bias).map(|_| random(n, 31));
         let store = crate::upload::store_matrix(g, dtype, k, &file, p.weights == Store::Texture);
         let (xb, yb) = (g.storage_init("self_test_x", bytemuck::cast_slice(&x)), g.storage_init("self_test_y", bytemuck::cast_slice(&y0)));
-        let (dummy, slab) = (g.storage("self_test_dummy", 4), g.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0])));
+        let slab = g.uniform_init("slab", bytemuck::cast_slice(&[0u32, u32::MAX, 0, 0]));
         let bb = bias.as_ref().map(|b| g.storage_init("self_test_bias", bytemuck::cast_slice(b)));
-        let mut binds = vec![(STEP, &self.step), (mm::X, &xb), (mm::Y, &yb), (mm::B, bb.as_ref().unwrap_or(&dummy)), (mm::SLAB, &slab)];
-        if wanted == MatmulEntry::Matvec {
-            binds.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
-        }
+        let binds = linear_binds(&[(STEP, &self.step), (mm::X, &xb), (mm::Y, &yb), (mm::SLAB, &slab)], bb.as_ref(), None, None);
         let inputs: Vec<_> = if p.prefill_inputs == Store::Texture { g.input_texture("self_test_x", &xb).into_iter().collect() } else { Vec::new() };
         let d = g.kernels.dispatch_rows(&spec, &store, &binds, &inputs);
         self.submit(rows as u32, 0, &[(&d, groups)])?;

@@ -187,9 +187,9 @@ fn planned_bytes(cfg: &ModelConfig, w: &Words, kv_words: &[usize], input_texture
         activations = activations.checked_add(sum(&[m.choices, m.choices])?.checked_mul(cfg.n_layers as u64)?)?;
     }
     activations = input_textures.iter().try_fold(activations, |acc, &b| acc.checked_add(b))?;
-    // The sampler's state, mask and output, a placeholder word, the RoPE
-    // table, the per-pass uniform and the two readbacks.
-    let scratch = sum(&[w.sampler_state, w.sample_mask, w.out, 1, w.rope_table])?
+    // The sampler's state, mask and output, the RoPE table, the per-pass
+    // uniform and the two readbacks.
+    let scratch = sum(&[w.sampler_state, w.sample_mask, w.out, w.rope_table])?
         .checked_add(std::mem::size_of::<Step>() as u64)?
         .checked_add(readback_bytes(w.out as u64 * 4))?
         .checked_add(readback_bytes(w.logits as u64 * 4))?;

@@ -34,13 +34,18 @@ bindings! {
     embed { IDS = 2, Y = 3, SLAB = 4 }
     /// rmsnorm.wgsl.
     rmsnorm { X = 1, WN = 2, Y = 3 }
-    /// matmul.wgsl, and `X_TEX` of inputs_in_texture.wgsl (`matmul_rows`).
+    /// The linear-layer kernels: linear.wgsl's, the optional inputs'
+    /// (linear_bias.wgsl's `B`, linear_norm.wgsl's `NORM_W`,
+    /// linear_experts.wgsl's `EXPERT_IDS`) and inputs_in_texture.wgsl's
+    /// `X_TEX` (`matmul_rows`). `matvec_rope` also binds [`rotary`]'s.
     matmul {
         X = 2, X4 = 2, Y = 3, B = 4, EXPERT_IDS = 5, SLAB = 6, ORDER = 7, TILES = 8, NORM_W = 9,
-        X_TEX = 10, ROPE_TABLE = 10, KC = 11, VC = 12,
+        X_TEX = 10,
     }
-    /// rope.wgsl (`NW`: `qk_norm`'s per-head norm weights).
-    rope { QKV = 1, TABLE = 2, KC = 3, VC = 4, NW = 5 }
+    /// rotary.wgsl: the RoPE table and the KV cache, of rope.wgsl and `matvec_rope`.
+    rotary { ROPE_TABLE = 10, KC = 11, VC = 12 }
+    /// rope.wgsl (`NW`: `qk_norm`'s per-head norm weights), after [`rotary`].
+    rope { QKV = 1, NW = 5 }
     /// attention.wgsl (the `*4` names: vec4 views for the barrier-free entries).
     attention { QKV = 1, QKV4 = 1, KC = 2, KC4 = 2, VC = 3, VC4 = 3, PART = 4, OUT = 5 }
     /// moe.wgsl.
@@ -83,17 +88,24 @@ mod tests {
     #[test]
     fn every_wgsl_binding_is_declared_here_with_its_number() {
         for (family, src) in family_sources() {
-            let own: &[(&str, u32)] = match family {
-                Family::Embed => embed::ALL,
-                Family::RmsNorm => rmsnorm::ALL,
-                Family::Matmul => matmul::ALL,
-                Family::Rope => rope::ALL,
-                Family::Attention => attention::ALL,
-                Family::Moe => moe::ALL,
-                Family::Sample => sample::ALL,
+            let but = |t: &[(&'static str, u32)], not: &[&str]| -> Vec<(&'static str, u32)> {
+                t.iter().copied().filter(|(n, _)| !not.contains(n)).collect()
             };
-            let uses_weights = matches!(family, Family::Embed | Family::Matmul);
-            let want = if uses_weights { table(&[common::ALL, weights::ALL, own]) } else { table(&[common::ALL, own]) };
+            let own: Vec<(&str, u32)> = match family {
+                Family::Embed => embed::ALL.to_vec(),
+                Family::RmsNorm => rmsnorm::ALL.to_vec(),
+                // The matvec reads no input texture; the prefill kernels no
+                // norm weights or expert ids (and only matmul_rows a texture).
+                Family::Matvec => [but(matmul::ALL, &["X_TEX"]), rotary::ALL.to_vec()].concat(),
+                Family::MatmulTiled => but(matmul::ALL, &["X_TEX", "NORM_W", "EXPERT_IDS"]),
+                Family::MatmulRows => but(matmul::ALL, &["NORM_W", "EXPERT_IDS"]),
+                Family::Rope => [rope::ALL, rotary::ALL].concat(),
+                Family::Attention => attention::ALL.to_vec(),
+                Family::Moe => moe::ALL.to_vec(),
+                Family::Sample => sample::ALL.to_vec(),
+            };
+            let own = &own[..];
+            let want = if family.uses_weights() { table(&[common::ALL, weights::ALL, own]) } else { table(&[common::ALL, own]) };
             assert_eq!(declared(&src), want, "{family:?}: the WGSL's bindings and gpu/bindings.rs disagree");
         }
     }

@@ -3,12 +3,19 @@
 //! Each kernel family is one `.wgsl` file under `shaders/`, specialized with
 //! pipeline-overridable constants (dtype, shapes, epilogues). The only
 //! "preprocessing" is prepending shared preludes: `common.wgsl` (the per-pass
-//! `Step` uniform) to all, `weights.wgsl` (weight decoding) to those that read
+//! `Step` uniform) to all; `weights.wgsl` (weight decoding) to those that read
 //! weight tensors, after the binding it reads them from (`weights_in_buffer.wgsl`,
 //! or `weights_in_texture.wgsl` where the weights are textures: see
-//! [`WeightStore`]); to matmul.wgsl, where `matmul_rows` reads its input quads
+//! [`WeightStore`]); `linear.wgsl` (shapes, input, output, epilogue) to the
+//! linear-layer families (`matvec.wgsl`, `matmul_tiled.wgsl`,
+//! `matmul_rows.wgsl`), with their optional inputs (`linear_bias.wgsl`, and
+//! for the matvec `linear_norm.wgsl` and `linear_experts.wgsl`) in the form
+//! the dispatch needs: declared where it binds them, a stand-in function
+//! where not, so no dispatch binds a placeholder buffer ([`Optional`]);
+//! `rotary.wgsl` (RoPE and the KV-cache store) to rope.wgsl and the matvec;
+//! to `matmul_rows.wgsl`, where it reads its input quads
 //! (`inputs_in_buffer.wgsl`, or `inputs_in_texture.wgsl`: see [`InputTexture`]);
-//! and the KV cache's element type `kv_t` (WGSL has no
+//! the KV cache's element type `kv_t` (WGSL has no
 //! type-valued constants): `f32`, or `f16` with `enable f16;` on devices with
 //! `shader-f16`; and, for the families that reduce, `lanes.wgsl` (sums by
 //! subgroup shuffles, after `enable subgroups;` in browsers) on devices with
@@ -28,7 +35,7 @@ use crate::parse::{ggml_type_name, SUPPORTED};
 /// weight type the engine reads (the values of weights.wgsl's `WTYPE`:
 /// `GGML_Q4_K`, `GGML_IQ4_NL`, ...), `TEXTURE_WIDTH` (texels per row of the
 /// weight and input textures, [`WEIGHT_TEXTURE_WIDTH`]) and `MR` (rows per
-/// invocation of matmul.wgsl's `matmul_rows`, [`MR`]).
+/// invocation of matmul_rows.wgsl, [`MR`]).
 pub fn host_constants() -> String {
     let mut s = String::new();
     for d in SUPPORTED {
@@ -47,12 +54,56 @@ const INPUTS_IN_BUFFER: &str = include_str!("../../../../shaders/inputs_in_buffe
 const INPUTS_IN_TEXTURE: &str = include_str!("../../../../shaders/inputs_in_texture.wgsl");
 const LANES: &str = include_str!("../../../../shaders/lanes.wgsl");
 const LANES_SERIAL: &str = include_str!("../../../../shaders/lanes_serial.wgsl");
+const LINEAR: &str = include_str!("../../../../shaders/linear.wgsl");
+const LINEAR_BIAS: &str = include_str!("../../../../shaders/linear_bias.wgsl");
+const LINEAR_NORM: &str = include_str!("../../../../shaders/linear_norm.wgsl");
+const LINEAR_EXPERTS: &str = include_str!("../../../../shaders/linear_experts.wgsl");
+const ROTARY: &str = include_str!("../../../../shaders/rotary.wgsl");
+
+/// The line that splits an optional input's prelude into its two forms.
+const ABSENT: &str = "// ---- absent ----\n";
+
+/// An optional input's prelude (`linear_bias.wgsl`, ...) in one form: the
+/// binding and its accessor where `bound`, else the accessor's stand-in.
+fn optional(prelude: &'static str, bound: bool) -> &'static str {
+    match prelude.split_once(ABSENT) {
+        Some((with, without)) => if bound { with } else { without },
+        None => prelude,
+    }
+}
+
+/// The optional inputs of the linear-layer kernels a module declares (each
+/// set by the spec's own constant, so the two cannot disagree): the bias
+/// (`HAS_BIAS`), the RMSNorm's weights (`NORM`, matvec only), the experts'
+/// ids (`MOE`, matvec only). A dispatch binds exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Optional {
+    pub bias: bool,
+    pub norm: bool,
+    pub experts: bool,
+}
+
+impl Optional {
+    fn of(spec: &Spec) -> Optional {
+        let on = |name| spec.constants.iter().any(|c| c.0 == name && c.1 != 0.0);
+        match spec.family {
+            Family::Matvec => Optional { bias: on("HAS_BIAS"), norm: on("NORM"), experts: on("MOE") },
+            Family::MatmulTiled | Family::MatmulRows => Optional { bias: on("HAS_BIAS"), ..Optional::default() },
+            _ => Optional::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     Embed,
     RmsNorm,
-    Matmul,
+    /// Decode's linear layers (matvec.wgsl: `matvec`, `matvec_rope`).
+    Matvec,
+    /// Prefill's linear layers on GPUs (matmul_tiled.wgsl: `matmul`, `matmul_grouped`).
+    MatmulTiled,
+    /// Prefill's linear layers on CPU drivers (matmul_rows.wgsl: `matmul_rows`, `matmul_rows_grouped`).
+    MatmulRows,
     Rope,
     Attention,
     Moe,
@@ -60,47 +111,82 @@ pub enum Family {
 }
 
 /// Each family's WGSL with every prelude it may get (both weight stores, both
-/// input stores), for checks of what the kernels declare (gpu/bindings.rs).
+/// input stores, every optional input), for checks of what the kernels
+/// declare (gpu/bindings.rs).
 #[cfg(test)]
 pub(crate) fn family_sources() -> Vec<(Family, String)> {
     Family::ALL
         .into_iter()
         .map(|f| {
-            let (body, uses_weights) = f.source();
             let mut src = String::from(COMMON);
-            if uses_weights {
+            if f.uses_weights() {
                 src.extend([WEIGHTS_IN_BUFFER, WEIGHTS_IN_TEXTURE, WEIGHTS]);
             }
-            if f == Family::Matmul {
+            if f.is_linear() {
+                src.extend([LINEAR, optional(LINEAR_BIAS, true)]);
+            }
+            if f == Family::Matvec {
+                src.extend([optional(LINEAR_NORM, true), optional(LINEAR_EXPERTS, true)]);
+            }
+            if f.is_rotary() {
+                src.push_str(ROTARY);
+            }
+            if f == Family::MatmulRows {
                 src.extend([INPUTS_IN_BUFFER, INPUTS_IN_TEXTURE]);
             }
-            src.push_str(body);
+            src.push_str(f.source());
             (f, src)
         })
         .collect()
 }
 
 impl Family {
-    pub const ALL: [Family; 7] =
-        [Family::Embed, Family::RmsNorm, Family::Matmul, Family::Rope, Family::Attention, Family::Moe, Family::Sample];
+    pub const ALL: [Family; 9] = [
+        Family::Embed,
+        Family::RmsNorm,
+        Family::Matvec,
+        Family::MatmulTiled,
+        Family::MatmulRows,
+        Family::Rope,
+        Family::Attention,
+        Family::Moe,
+        Family::Sample,
+    ];
 
-    fn source(self) -> (&'static str, bool) {
+    fn source(self) -> &'static str {
         match self {
-            Family::Embed => (include_str!("../../../../shaders/embed.wgsl"), true),
-            Family::RmsNorm => (include_str!("../../../../shaders/rmsnorm.wgsl"), false),
-            Family::Matmul => (include_str!("../../../../shaders/matmul.wgsl"), true),
-            Family::Rope => (include_str!("../../../../shaders/rope.wgsl"), false),
-            Family::Attention => (include_str!("../../../../shaders/attention.wgsl"), false),
-            Family::Moe => (include_str!("../../../../shaders/moe.wgsl"), false),
-            Family::Sample => (include_str!("../../../../shaders/sample.wgsl"), false),
+            Family::Embed => include_str!("../../../../shaders/embed.wgsl"),
+            Family::RmsNorm => include_str!("../../../../shaders/rmsnorm.wgsl"),
+            Family::Matvec => include_str!("../../../../shaders/matvec.wgsl"),
+            Family::MatmulTiled => include_str!("../../../../shaders/matmul_tiled.wgsl"),
+            Family::MatmulRows => include_str!("../../../../shaders/matmul_rows.wgsl"),
+            Family::Rope => include_str!("../../../../shaders/rope.wgsl"),
+            Family::Attention => include_str!("../../../../shaders/attention.wgsl"),
+            Family::Moe => include_str!("../../../../shaders/moe.wgsl"),
+            Family::Sample => include_str!("../../../../shaders/sample.wgsl"),
         }
     }
 
+    /// The linear-layer families (after linear.wgsl).
+    pub fn is_linear(self) -> bool {
+        matches!(self, Family::Matvec | Family::MatmulTiled | Family::MatmulRows)
+    }
+
+    /// Families that read weight tensors (weights.wgsl).
+    pub fn uses_weights(self) -> bool {
+        self == Family::Embed || self.is_linear()
+    }
+
+    /// Families that rotate and store into the KV cache (rotary.wgsl).
+    pub fn is_rotary(self) -> bool {
+        matches!(self, Family::Rope | Family::Matvec)
+    }
+
     /// Families that take the `LANES` constant and lanes.wgsl's subgroup
-    /// shuffles (the matvec's sums and shared loads, RMSNorm's sum,
-    /// `attend_rows`' shared K and V loads).
+    /// shuffles (the matvec's sums and shared loads, matmul_rows' shared
+    /// loads, RMSNorm's sum, `attend_rows`' shared K and V loads).
     fn reduces_in_lanes(self) -> bool {
-        matches!(self, Family::Matmul | Family::RmsNorm | Family::Attention)
+        matches!(self, Family::Matvec | Family::MatmulRows | Family::RmsNorm | Family::Attention)
     }
 
     /// Families whose every loop ends whatever the data: a u32 counter
@@ -112,14 +198,16 @@ impl Family {
     /// prefill and decode on lavapipe. The others (the sampler's bisections,
     /// MoE routing) keep it.
     fn loops_end_by_construction(self) -> bool {
-        matches!(self, Family::Matmul | Family::Attention)
+        self.is_linear() || self == Family::Attention
     }
 
     fn name(self) -> &'static str {
         match self {
             Family::Embed => "embed",
             Family::RmsNorm => "rmsnorm",
-            Family::Matmul => "matmul",
+            Family::Matvec => "matvec",
+            Family::MatmulTiled => "matmul_tiled",
+            Family::MatmulRows => "matmul_rows",
             Family::Rope => "rope",
             Family::Attention => "attention",
             Family::Moe => "moe",
@@ -191,8 +279,31 @@ impl Spec {
     }
 }
 
-/// (family, f16 KV cache, subgroups, weights in a texture, inputs in a texture)
-type ModuleKey = (Family, bool, bool, bool, bool);
+/// What a shader module is built from: the family and its preludes' forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ModuleKey {
+    family: Family,
+    kv_f16: bool,
+    subgroups: bool,
+    weights_texture: bool,
+    inputs_texture: bool,
+    optional: Optional,
+}
+
+impl ModuleKey {
+    /// The module `spec` runs in (choices its family has no prelude for are dropped).
+    fn of(spec: &Spec) -> ModuleKey {
+        let family = spec.family;
+        ModuleKey {
+            family,
+            kv_f16: spec.kv_f16,
+            subgroups: spec.subgroups && family.reduces_in_lanes(),
+            weights_texture: spec.weights_texture && family.uses_weights(),
+            inputs_texture: spec.inputs_texture && family == Family::MatmulRows,
+            optional: Optional::of(spec),
+        }
+    }
+}
 
 pub struct Kernels {
     device: wgpu::Device,
@@ -259,14 +370,11 @@ impl Kernels {
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn module(&self, family: Family, kv_f16: bool, subgroups: bool, weights_texture: bool, inputs_texture: bool) -> wgpu::ShaderModule {
-        let subgroups = subgroups && family.reduces_in_lanes();
-        let (body, uses_weights) = family.source();
-        let weights_texture = weights_texture && uses_weights;
-        let inputs_texture = inputs_texture && family == Family::Matmul;
+    fn module(&self, key: ModuleKey) -> wgpu::ShaderModule {
+        let ModuleKey { family, kv_f16, subgroups, weights_texture, inputs_texture, optional: opt } = key;
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         modules
-            .entry((family, kv_f16, subgroups, weights_texture, inputs_texture))
+            .entry(key)
             .or_insert_with(|| {
                 let mut src = String::new();
                 if subgroups && self.browser {
@@ -275,17 +383,28 @@ impl Kernels {
                 src.push_str(if kv_f16 { "enable f16;\nalias kv_t = f16;\n" } else { "alias kv_t = f32;\n" });
                 src.push_str(&host_constants());
                 src.push_str(COMMON);
-                if uses_weights {
+                if family.uses_weights() {
                     src.push_str(if weights_texture { WEIGHTS_IN_TEXTURE } else { WEIGHTS_IN_BUFFER });
                     src.push_str(WEIGHTS);
                 }
-                if family == Family::Matmul {
+                if family.is_linear() {
+                    src.push_str(LINEAR);
+                    src.push_str(optional(LINEAR_BIAS, opt.bias));
+                }
+                if family == Family::Matvec {
+                    src.push_str(optional(LINEAR_NORM, opt.norm));
+                    src.push_str(optional(LINEAR_EXPERTS, opt.experts));
+                }
+                if family.is_rotary() {
+                    src.push_str(ROTARY);
+                }
+                if family == Family::MatmulRows {
                     src.push_str(if inputs_texture { INPUTS_IN_TEXTURE } else { INPUTS_IN_BUFFER });
                 }
                 if family.reduces_in_lanes() {
                     src.push_str(if subgroups { LANES } else { LANES_SERIAL });
                 }
-                src.push_str(body);
+                src.push_str(family.source());
                 if let Some((from, to)) = &*self.fault.lock().unwrap_or_else(|p| p.into_inner()) {
                     src = src.replace(from.as_str(), to);
                 }
@@ -309,7 +428,7 @@ impl Kernels {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
-        let module = self.module(spec.family, spec.kv_f16, spec.subgroups, spec.weights_texture, spec.inputs_texture);
+        let module = self.module(ModuleKey::of(spec));
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,
@@ -387,5 +506,23 @@ pub fn split_groups(n: u32) -> (u32, u32) {
         (n, 1)
     } else {
         (MAX, n.div_ceil(MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each optional input's prelude: the bound form declares its one binding
+    /// and the accessor, the absent form the same accessor and no binding.
+    #[test]
+    fn optional_inputs_have_a_bound_and_an_absent_form() {
+        for (prelude, accessor) in [(LINEAR_BIAS, "fn bias("), (LINEAR_NORM, "fn norm_w4("), (LINEAR_EXPERTS, "fn expert_id(")] {
+            let (with, without) = (optional(prelude, true), optional(prelude, false));
+            assert_eq!(with.matches("@binding(").count(), 1, "{prelude}");
+            assert_eq!(without.matches("@binding(").count(), 0, "{prelude}");
+            assert_eq!(with.matches(accessor).count(), 1, "{prelude}");
+            assert_eq!(without.matches(accessor).count(), 1, "{prelude}");
+        }
     }
 }

@@ -90,7 +90,7 @@ impl WeightStore {
 
 /// A copy of an activation buffer in a texture laid out as weight textures
 /// are (quad i at (i % WEIGHT_TEXTURE_WIDTH, i / WEIGHT_TEXTURE_WIDTH)), for kernels that read the same
-/// inputs on every SIMD lane of lavapipe (matmul.wgsl's `matmul_rows`, through
+/// inputs on every SIMD lane of lavapipe (matmul_rows.wgsl, through
 /// inputs_in_texture.wgsl): a texel fetch runs there as one gather, a storage
 /// load as a branch per lane and component (prefill +20-25% when the input
 /// loads cost nothing at all, measured). The pass refreshes it before each

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::upload::Matrix;
 
-/// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul.wgsl).
+/// Rows and outputs per workgroup of the tiled matmul (TM, TN in matmul_tiled.wgsl).
 pub const MM_TILE: u32 = 32;
 /// Rows per invocation of `matmul_rows` (CPU drivers' prefill); the WGSL
 /// gets it as a host constant (gpu/kernels.rs).
@@ -30,7 +30,7 @@ pub enum Shapes {
     Cpu,
 }
 
-/// Decode's matrix-vector product (matmul.wgsl `matvec`).
+/// Decode's matrix-vector product (matvec.wgsl `matvec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatvecShape {
@@ -77,7 +77,7 @@ pub enum Store {
     Texture,
 }
 
-/// matmul.wgsl's entry points.
+/// The linear-layer entry points (matvec.wgsl, matmul_tiled.wgsl, matmul_rows.wgsl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatmulEntry {
     Matvec,
@@ -112,7 +112,17 @@ impl MatmulEntry {
         }
     }
 
-    /// The entry a kernel spec names (None: not a matmul.wgsl entry).
+    /// The kernel family (shader file) that holds it.
+    pub fn family(self) -> crate::gpu::Family {
+        use crate::gpu::Family;
+        match self {
+            MatmulEntry::Matvec | MatmulEntry::MatvecRope => Family::Matvec,
+            MatmulEntry::Matmul | MatmulEntry::MatmulGrouped => Family::MatmulTiled,
+            MatmulEntry::MatmulRows | MatmulEntry::MatmulRowsGrouped => Family::MatmulRows,
+        }
+    }
+
+    /// The entry a kernel spec names (None: not a linear-layer entry).
     pub fn of(name: &str) -> Option<MatmulEntry> {
         MatmulEntry::ALL.into_iter().find(|e| e.name() == name)
     }
@@ -158,7 +168,7 @@ pub struct DeviceProfile {
     pub prefill_matmul: PrefillShape,
     pub attention: AttentionShape,
     /// Decode applies each RMSNorm inside the matvecs that read its output
-    /// (matmul.wgsl `NORM`), saving a dispatch per norm: on CPU drivers,
+    /// (matvec.wgsl `NORM`), saving a dispatch per norm: on CPU drivers,
     /// where an invocation sees a whole input row and every dispatch costs
     /// 40-100 us (lavapipe) however little it computes.
     pub norm_in_matvec: bool,
@@ -209,7 +219,7 @@ impl DeviceProfile {
         DeviceProfile { lanes: 1, ..self }
     }
 
-    /// matmul.wgsl's entry for a linear layer of `k` inputs: `Matvec`
+    /// The entry for a linear layer of `k` inputs: `Matvec`
     /// (decode), `Matmul` (prefill) or `MatmulGrouped` (prefill over
     /// experts) as this device runs it.
     pub fn linear_entry(&self, wanted: MatmulEntry, k: usize) -> MatmulEntry {

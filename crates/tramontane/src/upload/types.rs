@@ -22,7 +22,7 @@ pub struct Slab {
     pub dtype: DType,
     pub rows: usize,
     /// Uniform `vec4<u32>(first row, rows, 0, 0)` the kernels read (the `SLAB`
-    /// binding of matmul.wgsl and embed.wgsl).
+    /// binding of the linear kernels and embed.wgsl).
     pub info: wgpu::Buffer,
 }
 

@@ -7,8 +7,8 @@ use crate::common::*;
 use half::f16;
 use tramontane::gpu::kernels::Spec;
 use tramontane::parse::dequant::dequantize;
-use tramontane::forward::{linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope, MAX_SPLITS};
-use tramontane::gpu::bindings::{attention as at, embed, matmul as mm, moe, rmsnorm as rn, rope};
+use tramontane::forward::{linear_binds, linear_groups, linear_spec, moe_max_tiles, with_norm, with_rope, MAX_SPLITS};
+use tramontane::gpu::bindings::{attention as at, embed, matmul as mm, moe, rmsnorm as rn, rope, rotary};
 use tramontane::gpu::profile::{AttentionEntry, DeviceProfile, MatmulEntry};
 use tramontane::gpu::{Family, Gpu, InputTexture, Step, WeightStore};
 use tramontane::parse::DType;
@@ -158,7 +158,7 @@ impl Bench {
 /// "matmul_grouped", as the dispatch plan asks for it) on a device of CPU
 /// (`cpu`) or GPU shapes with `lanes` subgroup lanes.
 fn tuned(dtype: DType, entry: &str, n: usize, k: usize, cpu: bool, lanes: u32) -> Spec {
-    let wanted = MatmulEntry::of(entry).expect("a matmul.wgsl entry");
+    let wanted = MatmulEntry::of(entry).expect("a linear-layer entry");
     linear_spec(dtype, wanted, n, k, &DeviceProfile::shaped(cpu, lanes))
 }
 
@@ -268,15 +268,11 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     let mut y_init = y0.clone();
     y_init.extend([SENTINEL; 16]);
     let (wbuf, xbuf, bbuf, ybuf) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&bv), b.f32(&y_init));
-    let dummy = b.zeros(1);
     let spec = tuned(dtype, entry, n, k, cpu, lanes)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
         .with("SWIGLU", swiglu as u32);
-    let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::SLAB, &b.whole)];
-    if spec.entry == "matvec" {
-        bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
-    }
+    let bind = linear_binds(&[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::SLAB, &b.whole)], bias.then_some(&bbuf), None, None);
     let groups = linear_groups(&spec, n as u32, rows as u32);
     b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
     let mut got = b.read(&ybuf, rows * n + 16);
@@ -317,7 +313,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     let bv = rng.vec(halves * n);
     let mut y_init = rng.vec(rows * n);
     y_init.extend([SENTINEL; 16]);
-    let (xbuf, bbuf, ybuf, dummy) = (b.f32(&x), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+    let (xbuf, bbuf, ybuf) = (b.f32(&x), b.f32(&bv), b.f32(&y_init));
     let row_bytes = dtype.nbytes(k as u64).expect("whole blocks") as usize;
     let mut bounds = vec![0];
     bounds.extend_from_slice(cuts);
@@ -333,10 +329,7 @@ fn check_linear_slabs(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
             .with("SWIGLU", swiglu as u32)
             .with("N_ALL", n as u32);
         let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
-        let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::SLAB, &info)];
-        if spec.entry == "matvec" {
-            bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
-        }
+        let bind = [(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::SLAB, &info)];
         let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
         b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
     }
@@ -483,10 +476,10 @@ fn matvec_applies_the_rmsnorm_before_it() {
             let bv = rng.vec(w_rows);
             let mut y_init = vec![0f32; n];
             y_init.extend([SENTINEL; 16]);
-            let (wbuf, xbuf, gbuf, bbuf, ybuf, dummy) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init), b.zeros(1));
+            let (wbuf, xbuf, gbuf, bbuf, ybuf) = (b.weights(dtype, k, &wb), b.f32(&x), b.f32(&g), b.f32(&bv), b.f32(&y_init));
             let spec = tuned(dtype, "matvec", n, k, true, lanes).with("HAS_BIAS", bias as u32).with("SWIGLU", swiglu as u32);
             let spec = with_norm(spec, eps, last_row);
-            let bind = [(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &bbuf), (mm::EXPERT_IDS, &dummy), (mm::SLAB, &b.whole), (mm::NORM_W, &gbuf)];
+            let bind = linear_binds(&[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::SLAB, &b.whole)], bias.then_some(&bbuf), Some(&gbuf), None);
             b.run_w(&spec, step(rows as u32), &wbuf, &bind, linear_groups(&spec, n as u32, 1));
             let mut got = b.read(&ybuf, n + 16);
             assert!(got.split_off(n).iter().all(|&v| v == SENTINEL), "write past the output");
@@ -526,7 +519,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
             let x_rows = if x_per_slot { tokens * slots } else { tokens };
             let x = rng.vec(x_rows * k);
             let ids: Vec<u32> = (0..tokens * slots).map(|i| ((i * 3 + 1) % experts) as u32).collect();
-            let (wbuf, xbuf, ybuf, ibuf, dummy) = (b.weights(dtype, if dtype.is_quantized() { k } else { stride }, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids), b.zeros(1));
+            let (wbuf, xbuf, ybuf, ibuf) = (b.weights(dtype, if dtype.is_quantized() { k } else { stride }, &wb), b.f32(&x), b.zeros(tokens * slots * n), b.u32(&ids));
             let spec = tuned(dtype, "matvec", n, k, cpu, lanes)
                 .with("SLOTS", slots as u32)
                 .with("MOE", 1u32)
@@ -534,7 +527,7 @@ fn moe_expert_matvec_reads_the_chosen_experts() {
                 .with("EXPERT_STRIDE", stride as u32);
             let _ = code;
             let groups = linear_groups(&spec, n as u32, (tokens * slots) as u32);
-            b.run_w(&spec, step(tokens as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::EXPERT_IDS, &ibuf), (mm::SLAB, &b.whole), (mm::NORM_W, &dummy)], groups);
+            b.run_w(&spec, step(tokens as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::EXPERT_IDS, &ibuf), (mm::SLAB, &b.whole)], groups);
             let got = b.read(&ybuf, tokens * slots * n);
             let mut want = vec![0f32; tokens * slots * n];
             for r in 0..tokens * slots {
@@ -620,7 +613,7 @@ fn rope_rotates_q_and_stores_k_v_in_the_ring() {
             .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
             .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
         let items = ((nh + nkv) * half + nkv * hd) as u32;
-        b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(rope::QKV, &qb), (rope::TABLE, &tb), (rope::KC, &kc), (rope::VC, &vc)], [items.div_ceil(64), t as u32, 1]);
+        b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) }, &[(rope::QKV, &qb), (rotary::ROPE_TABLE, &tb), (rotary::KC, &kc), (rotary::VC, &vc)], [items.div_ceil(64), t as u32, 1]);
         let got_q = b.read(&qb, t * stride);
         let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
         let mut want_q = qkv.clone();
@@ -704,7 +697,7 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
                 let spec = with_rope(spec).with("N_ALL", n as u32)
                     .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
                     .with("CAP", cap as u32).with("STYLE", style).kv_f16(kv16);
-                let bind = [(mm::X, &xb), (mm::Y, &yb), (mm::B, &bb), (mm::SLAB, &info), (mm::NORM_W, &gb), (mm::ROPE_TABLE, &tb), (mm::KC, &kc), (mm::VC, &vc)];
+                let bind = linear_binds(&[(mm::X, &xb), (mm::Y, &yb), (mm::SLAB, &info), (rotary::ROPE_TABLE, &tb), (rotary::KC, &kc), (rotary::VC, &vc)], Some(&bb), norm.then_some(&gb), None);
                 b.run_w(&spec, Step { start_pos: start as u32, ..step(1) }, &wbuf, &bind, linear_groups(&spec, (z - a) as u32, 1));
             }
             let got_y = b.read(&yb, n);
@@ -968,13 +961,10 @@ fn gate_and_up_of_different_types_combine_in_two_dispatches() {
                 let x = rng.vec(rows * k);
                 let mut y_init = vec![0f32; rows * n];
                 y_init.extend([SENTINEL; 16]);
-                let (gbuf, ubuf, xbuf, ybuf, dummy) = (b.weights(gt, k, &gb), b.weights(ut, k, &ub), b.f32(&x), b.f32(&y_init), b.zeros(1));
+                let (gbuf, ubuf, xbuf, ybuf) = (b.weights(gt, k, &gb), b.weights(ut, k, &ub), b.f32(&x), b.f32(&y_init));
                 for (wbuf, dtype, gate_in_y) in [(&gbuf, gt, 0u32), (&ubuf, ut, 1u32)] {
                     let spec = tuned(dtype, entry, n, k, cpu, lanes).with("GATE_IN_Y", gate_in_y);
-                    let mut bind = vec![(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::SLAB, &b.whole)];
-                    if spec.entry == "matvec" {
-                        bind.extend([(mm::EXPERT_IDS, &dummy), (mm::NORM_W, &dummy)]);
-                    }
+                    let bind = [(mm::X, &xbuf), (mm::Y, &ybuf), (mm::SLAB, &b.whole)];
                     let groups = linear_groups(&spec, n as u32, rows as u32);
                     b.run_w(&spec, step(rows as u32), wbuf, &bind, groups);
                 }
@@ -1018,7 +1008,7 @@ fn qk_norm_normalizes_each_q_and_k_head_before_rope() {
                 .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
                 .with("CAP", cap as u32).with("STYLE", style).with("EPS", eps).kv_f16(kv16);
             b.run(&spec, Step { start_pos: start as u32, ..step(t as u32) },
-                  &[(rope::QKV, &qb), (rope::TABLE, &tb), (rope::KC, &kc), (rope::VC, &vc), (rope::NW, &wb)], [(nh + 2 * nkv) as u32, t as u32, 1]);
+                  &[(rope::QKV, &qb), (rotary::ROPE_TABLE, &tb), (rotary::KC, &kc), (rotary::VC, &vc), (rope::NW, &wb)], [(nh + 2 * nkv) as u32, t as u32, 1]);
             let got_q = b.read(&qb, t * stride);
             let (got_k, got_v) = if kv16 { (b.read_f16(&kc, n), b.read_f16(&vc, n)) } else { (b.read(&kc, n), b.read(&vc, n)) };
             let mut want_q = qkv.clone();
@@ -1134,7 +1124,7 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
     let x = rng.vec(x_rows * k);
     let mut y_init = vec![0f32; rows * n];
     y_init.extend([SENTINEL; 16]);
-    let (xbuf, ybuf, dummy) = (b.f32(&x), b.f32(&y_init), b.zeros(1));
+    let (xbuf, ybuf) = (b.f32(&x), b.f32(&y_init));
     let mut bounds = vec![0];
     bounds.extend_from_slice(cuts);
     bounds.push(n);
@@ -1162,7 +1152,7 @@ fn check_grouped_tuned(b: &Bench, dtypes: &[DType], cpu: bool, lanes: u32, ids: 
             assert_eq!(spec.entry, if cpu && k.is_multiple_of(4) { "matmul_rows_grouped" } else { "matmul_grouped" });
             let (wbuf, info) = (b.weights(dtype, k, &slab), b.slab(a, z - a));
             let groups = linear_groups(&spec, (z - a) as u32, rows as u32);
-            b.run_w(&spec, step((rows / slots) as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::B, &dummy), (mm::SLAB, &info), (mm::ORDER, &obuf), (mm::TILES, &tbuf)], groups);
+            b.run_w(&spec, step((rows / slots) as u32), &wbuf, &[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::SLAB, &info), (mm::ORDER, &obuf), (mm::TILES, &tbuf)], groups);
         }
     }
     let mut got = b.read(&ybuf, rows * n + 16);
