@@ -3,7 +3,7 @@
 import initWasm, { WasmEngine } from './wasm/tramontane_web.js';
 import { TramontaneError, asError, aborted } from './errors.js';
 import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js';
-import { samplingParams, checkLoadOptions, chatRequest, toolCallDeltas, constraintFields, chatApi, ChunkStream } from './protocol.js';
+import { checkLoadOptions, chatApi, ChunkStream, requestJson } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 import { installedFile } from './package-files.js';
 
@@ -38,9 +38,6 @@ async function startWasm(wasmUrl) {
     if (url === urls[urls.length - 1]) throw err;
   }
 }
-
-let nextId = 0;
-const now = () => (globalThis.performance ?? Date).now();
 
 export class Engine {
   constructor() {
@@ -167,7 +164,7 @@ export class Engine {
   chatPrompt(req) {
     return this._enqueue(async () => {
       try {
-        const r = this._model().chatPrompt(JSON.stringify(chatRequest(req)));
+        const r = this._model().chatPrompt(requestJson(req));
         return { text: r.text, ids: Array.from(r.ids) };
       } catch (err) { throw asError(err); }
     });
@@ -188,100 +185,21 @@ export class Engine {
     return chunks;
   }
 
+  /** One request, checked, run and answered by the engine's own OpenAI
+   * protocol (crates/tramontane/src/openai: the rules and shapes `tramontane
+   * serve` uses); here only what JSON cannot carry is translated. */
   async _run(req, kind, chunks) {
     const wasm = this._model();
     const signal = req.signal;
     if (signal?.aborted) throw aborted();
-    const params = samplingParams(req, this._info.generationDefaults ?? {});
-    let prompt;
+    const json = requestJson(req);
     try {
-      if (kind === 'chat') {
-        const request = chatRequest(req);
-        // Exactly what the template writes (its own BOS), nothing added.
-        prompt = wasm.chatPrompt(JSON.stringify(request)).ids;
-        params.tools = request.tools != null;
-        params.constrain = constraintFields(req, request.tools);
-      } else if (typeof req.prompt === 'string') {
-        params.constrain = constraintFields(req, null);
-        // A text prompt gets the tokenizer's BOS/EOS rule, as transformers'
-        // tokenizer(text) and llama.cpp do.
-        prompt = wasm.tokenize(req.prompt, true, true);
-      } else if (Array.isArray(req.prompt) || req.prompt instanceof Uint32Array) {
-        // Ids are checked against the vocabulary by the engine; here, that
-        // they are ids at all (Uint32Array.from would wrap -1 and floor 1.5).
-        if (!Array.from(req.prompt).every((x) => Number.isSafeInteger(x) && x >= 0 && x < 2 ** 32)) {
-          throw new TramontaneError('INVALID_REQUEST', 'prompt token ids must be integers >= 0');
-        }
-        prompt = Uint32Array.from(req.prompt);
-        params.constrain = constraintFields(req, null);
-      } else {
-        throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
-      }
-    } catch (err) { throw asError(err); }
-    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${(nextId++).toString(36)}`;
-    const created = Math.floor(Date.now() / 1000);
-    const model = String(this._source);
-    const t0 = now();
-    let firstTokenAt = null;
-    let first = true;
-    const logprobs = [];
-    const onToken = (piece, token, lp) => {
-      if (signal?.aborted) return false;
-      if (firstTokenAt === null) firstTokenAt = now();
-      const entry = lp ? { token: lp.token, id: token, logprob: lp.logprob, top_logprobs: lp.top } : null;
-      if (entry) logprobs.push(entry);
-      if (chunks && (piece.length > 0 || entry)) {
-        const choice = kind === 'chat'
-          ? { index: 0, delta: first ? { role: 'assistant', content: piece } : { content: piece }, finish_reason: null, logprobs: entry ? { content: [entry] } : null }
-          : { index: 0, text: piece, finish_reason: null, logprobs: entry ? { content: [entry] } : null };
-        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [choice] });
-        first = false;
-      }
-      return true;
-    };
-    let g;
-    try {
-      g = await wasm.generate(prompt, params, onToken);
+      return await wasm.create(kind === 'chat', json, String(this._source), (chunk) => { chunks?.push(chunk); return true; }, signal ?? undefined);
     } catch (err) {
       const e = asError(err);
-      // The model went with the device; `load()` again makes a new one.
       if (e.code === 'DEVICE_LOST') this._info = null;
       throw e;
     }
-    const usage = {
-      prompt_tokens: g.prompt_tokens,
-      completion_tokens: g.generated.length,
-      total_tokens: g.prompt_tokens + g.generated.length,
-      extra: {
-        prefilled_tokens: g.prefilled_tokens,
-        prefill_tokens_per_s: g.prefill_tokens_per_s,
-        decode_tokens_per_s: g.decode_tokens_per_s,
-        time_to_first_token_s: ((firstTokenAt ?? now()) - t0) / 1000,
-        e2e_latency_s: (now() - t0) / 1000,
-      },
-    };
-    // The constraint's costs: compile (or cached) and mask time per token.
-    if (g.constraint) usage.extra.constraint = g.constraint;
-    const lp = params.logprobs ? { content: logprobs } : null;
-    const toolCalls = g.tool_calls ?? [];
-    if (chunks) {
-      if (toolCalls.length) {
-        const delta = { tool_calls: toolCallDeltas(toolCalls) };
-        if (first) delta.role = 'assistant';
-        chunks.push({ id, object: 'chat.completion.chunk', created, model, choices: [{ index: 0, delta, finish_reason: null, logprobs: null }] });
-      }
-      const last = kind === 'chat' ? { index: 0, delta: {}, finish_reason: g.finish_reason, logprobs: null } : { index: 0, text: '', finish_reason: g.finish_reason, logprobs: null };
-      chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [last] });
-      if (req.stream_options?.include_usage ?? true) {
-        chunks.push({ id, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created, model, choices: [], usage });
-      }
-      return undefined;
-    }
-    if (kind === 'chat') {
-      const message = toolCalls.length ? { role: 'assistant', content: g.text || null, tool_calls: toolCalls } : { role: 'assistant', content: g.text };
-      return { id, object: 'chat.completion', created, model, choices: [{ index: 0, message, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
-    }
-    return { id, object: 'text_completion', created, model, choices: [{ index: 0, text: g.text, finish_reason: g.finish_reason, logprobs: lp }], usage, token_ids: g.generated };
   }
 }
 

@@ -10,6 +10,8 @@ export class TramontaneError extends Error {
   /** NETWORK, WASM_LOAD: the URL that failed and its HTTP status (0 when there was no response). */
   url?: string;
   status?: number;
+  /** INVALID_REQUEST: the request field at fault, where one is. */
+  param?: string;
 }
 
 export interface LoadProgress {
@@ -207,10 +209,6 @@ export interface ChatRequest {
   add_generation_prompt?: boolean;
 }
 
-/** Every field is checked: a bad one rejects with INVALID_REQUEST naming it
- * (max_tokens an integer >= 1, temperature >= 0, top_p in (0, 1], top_k and
- * seed integers >= 0, repetition_penalty > 0, finite penalties, stop strings,
- * top_logprobs 0..20). A request whose signal is already aborted never runs. */
 /** What the output must be (OpenAI's `response_format`, with our `regex`
  * and `grammar` types). The JSON is laid out as `json.dumps` writes it
  * (`", "` and `": "`, no other whitespace); a schema keyword llguidance does
@@ -237,6 +235,13 @@ export interface ConstraintRequest {
   json_schema?: object | boolean;
 }
 
+/** Every field is checked by the engine's OpenAI protocol (as `tramontane
+ * serve` checks it; RemoteEngine: by the server): a bad one rejects with
+ * INVALID_REQUEST whose message starts with the field's name and whose
+ * `param` is it (max_tokens an integer >= 1, temperature >= 0, top_p in
+ * (0, 1], top_k and seed integers >= 0, repetition_penalty > 0, finite
+ * penalties, stop strings, top_logprobs 0..20). A request whose signal is
+ * already aborted never runs. */
 export interface SamplingRequest extends ConstraintRequest {
   max_tokens?: number;
   max_completion_tokens?: number;
@@ -249,7 +254,11 @@ export interface SamplingRequest extends ConstraintRequest {
   repetition_penalty?: number;
   frequency_penalty?: number;
   presence_penalty?: number;
-  logprobs?: boolean;
+  /** true: each token's log-probability (`choices[].logprobs.content`), with
+   * `top_logprobs` alternatives. Completions also take OpenAI's legacy
+   * integer form (N alternatives: `tokens`, `token_logprobs`, `top_logprobs`,
+   * `text_offset`). */
+  logprobs?: boolean | number;
   top_logprobs?: number;
   /** keep generating past end-of-generation tokens */
   ignore_eos?: boolean;
@@ -258,7 +267,9 @@ export interface SamplingRequest extends ConstraintRequest {
   stream_options?: { include_usage?: boolean };
 }
 
-export interface TokenLogprob { token: string; id: number; logprob: number; top_logprobs: { token: string; id: number; logprob: number }[] }
+export interface TokenLogprob { token: string; id: number; logprob: number; bytes: number[]; top_logprobs: { token: string; id: number; logprob: number; bytes: number[] }[] }
+/** Completions' legacy form (`logprobs: N`). */
+export interface LegacyLogprobs { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[]; text_offset: number[] }
 
 export interface Usage {
   prompt_tokens: number;
@@ -286,7 +297,7 @@ export interface ChatCompletionChunk {
 
 export interface Completion {
   id: string; object: 'text_completion'; created: number; model: string;
-  choices: { index: number; text: string; finish_reason: 'stop' | 'length' | null; logprobs: { content: TokenLogprob[] } | null }[];
+  choices: { index: number; text: string; finish_reason: 'stop' | 'length' | null; logprobs: { content: TokenLogprob[] } | LegacyLogprobs | null }[];
   usage?: Usage;
   token_ids?: number[];
 }
@@ -339,18 +350,6 @@ export class WorkerEngine {
 }
 
 export function resolveSource(source: string, options?: LoadOptions): { base: string; gguf: string | null };
-/** What a chat request gives the model's chat template (transformers'
- * `apply_chat_template` inputs): the messages with their content flattened to
- * text, the tools offered (after `tool_choice`), `documents`,
- * `add_generation_prompt` and `chat_template_kwargs` (as `extra`). Throws
- * INVALID_REQUEST where the engines would. */
-export function chatRequest(req: ChatRequest): {
-  messages: (Omit<ChatMessage, 'content'> & { content: string | null; [field: string]: unknown })[];
-  tools: Tool[] | null;
-  documents: object[] | null;
-  add_generation_prompt: boolean;
-  extra: Record<string, unknown>;
-};
 /** The headers `load` sends to the model's host: `headers` plus `hfToken`. */
 export function modelHeaders(options?: LoadOptions): Record<string, string>;
 

@@ -2,7 +2,7 @@
 // The package's API; each part lives in its own module:
 //   errors.js           TramontaneError and the error codes
 //   source.js           model sources, host headers, the cache manifest
-//   protocol.js         OpenAI request fields checked by name, chat requests, parse, chunk streams
+//   protocol.js         requests as JSON, load options checked by name, parse, chunk streams
 //   webgpu-subgroups.js subgroups for wgpu's WebGPU device
 //   engine.js           Engine (the wasm engine on this page's GPU) and Engine.cache
 //   worker-engine.js    WorkerEngine (the same API in a Web Worker, worker.js)
@@ -10,7 +10,6 @@
 //   create-engine.js    createEngine (local when the model fits, else the server)
 export { TramontaneError } from './errors.js';
 export { resolveSource, modelHeaders } from './source.js';
-export { chatRequest } from './protocol.js';
 export { Engine } from './engine.js';
 export { WorkerEngine } from './worker-engine.js';
 export { RemoteEngine } from './remote-engine.js';

@@ -2,7 +2,7 @@
 // (`tramontane serve`, llama.cpp's llama-server, vLLM, OpenAI itself).
 import { TramontaneError, asError, aborted } from './errors.js';
 import { modelHeaders } from './source.js';
-import { samplingParams, chatRequest, chatApi, ChunkStream } from './protocol.js';
+import { chatApi, ChunkStream, requestJson } from './protocol.js';
 
 /** Codes a server may carry in `error.code` that are ours (tramontane serve sends them). */
 const ERROR_CODES = new Set(['WEBGPU_UNAVAILABLE', 'MODEL_FORMAT', 'UNSUPPORTED', 'NETWORK', 'ABORTED', 'CONTEXT_OVERFLOW',
@@ -19,7 +19,7 @@ function remoteError(status, url, body, { apiKey = false, notFound = null } = {}
   if (err !== null && typeof err !== 'object') err = null;
   let detail = typeof err?.message === 'string' && err.message ? err.message : typeof body?.message === 'string' ? body.message : '';
   if (!detail && typeof body === 'string') detail = body.trim().slice(0, 300);
-  const extra = { url, status };
+  const extra = { url, status, ...(typeof err?.param === 'string' ? { param: err.param } : {}) };
   const origin = (() => { try { return new URL(url).origin; } catch { return url; } })();
   if (status === 401 || status === 403) {
     // The server's words are left out: nothing about credentials goes in an error.
@@ -248,23 +248,13 @@ export class RemoteEngine {
   }
 
   /** The body sent: the request as given (what it leaves out, the server
-   * decides), checked here first by the same rules as Engine's. */
-  _body(req, kind) {
-    const { signal, ...rest } = req;
-    samplingParams(rest);
-    const body = { ...rest, model: rest.model ?? this.model };
-    if (kind === 'chat') {
-      chatRequest(rest);
-    } else if (Array.isArray(rest.prompt) || rest.prompt instanceof Uint32Array) {
-      if (!Array.from(rest.prompt).every((x) => Number.isSafeInteger(x) && x >= 0 && x < 2 ** 32)) {
-        throw new TramontaneError('INVALID_REQUEST', 'prompt token ids must be integers >= 0');
-      }
-      body.prompt = Array.from(rest.prompt);
-    } else if (typeof rest.prompt !== 'string') {
-      throw new TramontaneError('INVALID_REQUEST', 'prompt must be a string or an array of token ids');
-    }
+   * decides; its fields are the server's to check: a 400 is INVALID_REQUEST
+   * with the server's message), as JSON (protocol.js `requestJson`). */
+  _body(req) {
+    const body = JSON.parse(requestJson(req));
+    body.model ??= this.model;
     // As Engine: a stream ends with a usage chunk unless asked not to.
-    if (body.stream) body.stream_options = { include_usage: true, ...(rest.stream_options ?? {}) };
+    if (body.stream) body.stream_options = { include_usage: true, ...(body.stream_options ?? {}) };
     else delete body.stream_options;
     return body;
   }
@@ -272,7 +262,7 @@ export class RemoteEngine {
   async _run(req, kind, chunks, ctl = new AbortController()) {
     const signal = req.signal;
     if (signal?.aborted) throw aborted();
-    const body = this._body(req, kind);
+    const body = this._body(req);
     const onAbort = () => ctl.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     const abortedNow = () => signal?.aborted;

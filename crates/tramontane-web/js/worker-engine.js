@@ -52,7 +52,7 @@ export class WorkerEngine {
     if (m.chunk) { c.chunks?.push(m.chunk); return; }
     this._calls.delete(m.id);
     if (m.error) {
-      const err = new TramontaneError(m.error.code ?? 'INTERNAL', m.error.message, { url: m.error.url, status: m.error.status });
+      const err = new TramontaneError(m.error.code ?? 'INTERNAL', m.error.message, { url: m.error.url, status: m.error.status, ...(m.error.param ? { param: m.error.param } : {}) });
       if (err.code === 'DEVICE_LOST') this._info = null; // as Engine: load() again
       c.chunks?.end(err);
       c.reject(err);

@@ -5,7 +5,7 @@ const engine = new Engine();
 const controllers = new Map();
 
 function errorOf(e) {
-  return { code: e?.code ?? 'INTERNAL', message: String(e?.message ?? e), url: e?.url, status: e?.status };
+  return { code: e?.code ?? 'INTERNAL', message: String(e?.message ?? e), url: e?.url, status: e?.status, param: e?.param };
 }
 
 self.onmessage = async (ev) => {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use js_sys::{Function, Promise, Reflect};
 use serde::{Deserialize, Serialize};
-use tramontane::{ChatRequest, Error, GenerateRequest, Gpu, KvCache, LoadOptions, Model, SamplingParams};
+use tramontane::openai::{self, Answer, ApiError, Head, Logprob, ModelFacts, Prompt};
+use tramontane::{Error, Gpu, KvCache, LoadOptions, Model};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
@@ -126,57 +127,22 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct GenParams {
-    max_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<u32>,
-    seed: Option<u64>,
-    stop: Vec<String>,
-    repetition_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    presence_penalty: Option<f32>,
-    ignore_eos: bool,
-    top_logits: usize,
-    /// 0 = none, else 1 + the number of top alternatives.
-    logprobs: u32,
-    /// The request offered tools: parse tool calls in the model's format.
-    tools: bool,
-    /// The request's output-shaping fields as JSON text: `response_format`,
-    /// `regex`, `grammar`, `json_schema`, `tool_choice`,
-    /// `parallel_tool_calls`, and `tools` (those the template was given).
-    constrain: Option<String>,
+/// A protocol error (a request field, the template, the context) as a JS
+/// error: its engine code (INVALID_REQUEST where the protocol refused a
+/// field, then also `param`, the field), and the message.
+fn api_error(e: &ApiError) -> JsValue {
+    let code = e.code.clone().unwrap_or_else(|| if e.status < 500 { "INVALID_REQUEST".into() } else { "INTERNAL".into() });
+    let err = coded(&code, &e.message);
+    if let Some(p) = &e.param {
+        let _ = Reflect::set(&err, &"param".into(), &p.as_str().into());
+    }
+    err
 }
 
-#[derive(Serialize)]
-struct GenResult {
-    generated: Vec<u32>,
-    text: String,
-    tool_calls: Vec<serde_json::Value>,
-    finish_reason: &'static str,
-    prompt_tokens: usize,
-    prefilled_tokens: usize,
-    prefill_seconds: f64,
-    decode_seconds: f64,
-    prefill_tokens_per_s: f64,
-    decode_tokens_per_s: f64,
-    top_logits: Vec<(u32, f32)>,
-    /// What the constraint cost, when the request had one.
-    constraint: Option<serde_json::Value>,
-}
-
-/// The constraint of a request's output-shaping fields (see `GenParams::constrain`).
-fn request_constraint(json: &str) -> Result<Option<tramontane::Constraint>, JsValue> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| coded("INVALID_REQUEST", &format!("request: {e}")))?;
-    let serde_json::Value::Object(m) = v else { return Err(coded("INVALID_REQUEST", "request: expected an object")) };
-    let tools = m.get("tools").and_then(serde_json::Value::as_array).cloned();
-    tramontane::openai::request_constraint(&m, tools.as_deref()).map_err(|b| {
-        let err = coded("INVALID_REQUEST", &b.message);
-        let _ = Reflect::set(&err, &"param".into(), &b.field.into());
-        err
-    })
+/// A request's JSON text as a value (the page's JSON.stringify: key order and
+/// integer-ness as written, which `tojson` in templates shows).
+fn request_body(json: &str) -> Result<serde_json::Value, JsValue> {
+    serde_json::from_str(json).map_err(|e| coded("INVALID_REQUEST", &format!("the request is not JSON: {e}")))
 }
 
 fn progress(cb: &Function, v: serde_json::Value) {
@@ -296,75 +262,29 @@ impl WasmEngine {
         })
     }
 
-    /// Generate from token ids. `on_token(piece, id)` returning `false` aborts.
-    pub fn generate(&self, prompt: Vec<u32>, params: JsValue, on_token: Function) -> Promise {
+    /// Answer an OpenAI request (`chat`: `chat.completions`, else
+    /// `completions`) given as JSON text, checked and shaped by the core's
+    /// protocol (`tramontane::openai`), as `tramontane serve` answers it. A
+    /// streamed request's chunks go to `on_chunk` (returning `false` stops
+    /// the answer) and the promise resolves to undefined; otherwise it
+    /// resolves to the response. `model` names the model in the answer;
+    /// `signal` aborts (ABORTED).
+    pub fn create(&self, chat: bool, request_json: &str, model: String, on_chunk: Function, signal: Option<web_sys::AbortSignal>) -> Promise {
         let state = self.state.clone();
+        let body = request_body(request_json);
         future_to_promise(async move {
-            let p: GenParams = if params.is_undefined() || params.is_null() {
-                GenParams::default()
-            } else {
-                serde_wasm_bindgen::from_value(params).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?
-            };
-            let constraint = match &p.constrain {
-                Some(j) => request_constraint(j)?,
-                None => None,
-            };
-            let mut model = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
-            let d = SamplingParams::default();
-            let req = GenerateRequest {
-                sampling: SamplingParams {
-                    temperature: p.temperature.unwrap_or(1.0),
-                    top_k: p.top_k.unwrap_or(d.top_k),
-                    top_p: p.top_p.unwrap_or(d.top_p),
-                    repetition_penalty: p.repetition_penalty.unwrap_or(1.0),
-                    frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
-                    presence_penalty: p.presence_penalty.unwrap_or(0.0),
-                    seed: p.seed.unwrap_or_else(|| (js_sys::Math::random() * 4294967296.0) as u64),
-                },
-                max_tokens: p.max_tokens.unwrap_or(256),
-                stop: p.stop,
-                ignore_eos: p.ignore_eos,
-                top_logits: p.top_logits,
-                logprobs: (p.logprobs > 0).then(|| p.logprobs - 1),
-                tools: if p.tools { Some(model.text.effective_tool_format()) } else { None },
-                constraint,
-            };
-            // Token texts for log-probabilities come from a copy of the tokenizer
-            // (the model is borrowed by `generate`); copy it only when needed.
-            let tok = req.logprobs.is_some().then(|| model.tokenizer().inner().clone());
-            let text_of = move |id: u32| tok.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_default();
-            let r = model
-                .generate(&prompt, &req, &mut |piece, id, lp| {
-                    let lp = match lp {
-                        None => JsValue::UNDEFINED,
-                        Some(l) => to_js(&serde_json::json!({
-                            "token": text_of(id),
-                            "logprob": l.logprob,
-                            "top": l.top.iter().map(|(i, v)| serde_json::json!({"token": text_of(*i), "id": i, "logprob": v})).collect::<Vec<_>>(),
-                        })),
-                    };
-                    on_token.call3(&JsValue::NULL, &piece.into(), &id.into(), &lp).map(|v| v.as_bool() != Some(false)).unwrap_or(false)
-                })
-                .await;
-            state.borrow_mut().model = Some(model);
-            let g = r.map_err(|e| {
-                forget_lost_device(&state, &e);
-                js_error(&e)
-            })?;
-            Ok(to_js(&GenResult {
-                finish_reason: g.finish.as_str(),
-                tool_calls: g.tool_calls.iter().map(|c| c.to_openai()).collect(),
-                prefill_tokens_per_s: g.prefill_tokens_per_s(),
-                decode_tokens_per_s: g.decode_tokens_per_s(),
-                generated: g.generated,
-                text: g.text,
-                prompt_tokens: g.prompt_tokens,
-                prefilled_tokens: g.prefilled_tokens,
-                prefill_seconds: g.prefill_seconds,
-                decode_seconds: g.decode_seconds,
-                top_logits: g.top_logits,
-                constraint: g.constraint.as_ref().map(|c| c.to_json()),
-            }))
+            let started = web_time::Instant::now();
+            let body = body?;
+            let mut m = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
+            let r = answer(&mut m, chat, &body, model, &on_chunk, signal.as_ref(), started).await;
+            state.borrow_mut().model = Some(m);
+            r.map_err(|e| match e {
+                Failure::Api(e) => api_error(&e),
+                Failure::Engine(e) => {
+                    forget_lost_device(&state, &e);
+                    js_error(&e)
+                }
+            })
         })
     }
 
@@ -384,13 +304,11 @@ impl WasmEngine {
         self.with_model(|m| m.tokenizer().decode(&ids, true))
     }
 
-    /// The prompt text and token ids of a chat request
-    /// (`{messages, tools, documents, add_generation_prompt, extra}` as JSON
-    /// text: serde_json keeps key order and integer-ness exactly as the page
-    /// wrote them, which `tojson` in templates shows).
+    /// The prompt text and token ids of a chat request (OpenAI's, as JSON
+    /// text), rendered as `create` would render it.
     #[wasm_bindgen(js_name = chatPrompt)]
     pub fn chat_prompt(&self, request_json: &str) -> Result<JsValue, JsValue> {
-        let req: ChatRequest = serde_json::from_str(request_json).map_err(|e| coded("INVALID_REQUEST", &format!("chat request: {e}")))?;
+        let req = openai::chat_request(&request_body(request_json)?).map_err(|e| api_error(&e))?;
         self.with_model(|m| {
             let text = m.text.chat_text(&req)?;
             let ids = m.tokenizer().encode_with(&text, false, true)?;
@@ -439,6 +357,63 @@ fn profile_json(p: &tramontane::gpu::DeviceProfile) -> serde_json::Value {
             .collect(),
         other => other,
     }
+}
+
+/// Why a request failed: the protocol refused it, or the engine failed.
+enum Failure {
+    Api(ApiError),
+    Engine(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Engine(e)
+    }
+}
+
+/// Send `v` to the page's `on_chunk`: whether it wants more.
+fn send(on_chunk: &Function, v: &serde_json::Value) -> bool {
+    on_chunk.call1(&JsValue::NULL, &to_js(v)).map(|r| r.as_bool() != Some(false)).unwrap_or(false)
+}
+
+/// Run request `body` on model `m` (see [`WasmEngine::create`]).
+async fn answer(m: &mut Model, chat: bool, body: &serde_json::Value, model: String, on_chunk: &Function,
+                signal: Option<&web_sys::AbortSignal>, started: web_time::Instant) -> Result<JsValue, Failure> {
+    let facts = ModelFacts { defaults: m.text.defaults.clone(), tool_format: m.text.effective_tool_format(), context: m.info.context };
+    let p = openai::parse(body, chat, &facts).map_err(Failure::Api)?;
+    let ids = match &p.prompt {
+        Prompt::Chat(r) => m.chat_ids(r)?,
+        Prompt::Text(t) => m.text_prompt(t)?,
+        Prompt::Ids(ids) => ids.clone(),
+    };
+    // As the npm package always has: a stream ends with its usage unless the request says not to.
+    let mut answer = Answer::new(Head::new(chat, &model), &p, true, started);
+    // Token texts for log-probabilities come from a copy of the tokenizer
+    // (the model is borrowed by `generate`); copied only when needed.
+    let tok = p.gen.logprobs.is_some().then(|| m.tokenizer().inner().clone());
+    let text_of = |id: u32| tok.as_ref().and_then(|t| t.decode(&[id], false).ok()).unwrap_or_default();
+    let g = m
+        .generate(&ids, &p.gen, &mut |piece, _id, lp| {
+            if signal.is_some_and(|s| s.aborted()) {
+                return false;
+            }
+            match answer.token(piece, lp.map(|l| Logprob::of(l, text_of))) {
+                Some(chunk) => send(on_chunk, &chunk),
+                None => true,
+            }
+        })
+        .await?;
+    let streams = answer.streams();
+    let end = answer.end(&g);
+    if streams {
+        for c in &end {
+            if !send(on_chunk, c) {
+                break;
+            }
+        }
+        return Ok(JsValue::UNDEFINED);
+    }
+    Ok(end.first().map(to_js).unwrap_or(JsValue::NULL))
 }
 
 impl Default for WasmEngine {

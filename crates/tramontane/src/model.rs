@@ -13,8 +13,8 @@ use crate::gpu::{DeviceProfile, Gpu};
 use crate::parse::{gguf, DType, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
-use crate::text::tool_calls::ToolCallStream;
-use crate::text::{ChatMessage, ChatRequest, ModelText, StreamDecoder, Tokenizer, ToolCall, ToolFormat};
+use crate::text::text_stream::{Finished, TextStream};
+use crate::text::{ChatMessage, ChatRequest, ModelText, Tokenizer, ToolCall, ToolFormat};
 use crate::upload::{load_weights, GgufNaming, HfNaming, LayerTensor, Naming, Progress};
 
 /// Most tokens per prefill pass (the kernels' grid and the activations are
@@ -570,15 +570,10 @@ impl Model {
         let prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut generated = Vec::new();
-        let mut decoder = StreamDecoder::default();
-        let mut text = String::new();
-        let mut emitted = 0usize;
-        let hold = req.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut stream = TextStream::new(&req.stop, req.tools, req.sampling.seed ^ prompt.len() as u64);
         let mut finish = FinishReason::Length;
         let mut aborted = false;
         let mut logprobs = Vec::new();
-        // With tools: the raw text (control tokens kept) shows where a call starts.
-        let mut tools = req.tools.map(|f| (ToolCallStream::new(f, req.sampling.seed ^ prompt.len() as u64), StreamDecoder::keeping_special(), String::new()));
         if ended {
             finish = FinishReason::Stop;
         }
@@ -602,13 +597,7 @@ impl Model {
                         done = true;
                     }
                 }
-                text.push_str(&decoder.push(&self.text.tokenizer, token)?);
-                if let Some((stream, raw_dec, raw)) = tools.as_mut() {
-                    raw.push_str(&raw_dec.push(&self.text.tokenizer, token)?);
-                    stream.observe(raw, &text);
-                }
-                if let Some(cut) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                    text.truncate(cut);
+                if stream.push(&self.text.tokenizer, token)? {
                     finish = FinishReason::Stop;
                     done = true;
                 }
@@ -616,19 +605,8 @@ impl Model {
             if !done && (generated.len() >= req.max_tokens || self.cached.len() >= context) {
                 done = true;
             }
-            // Stream what can no longer become part of a stop string.
-            let mut safe = if done { text.len() } else { text.len().saturating_sub(hold.saturating_sub(1)) };
-            if let Some((stream, _, _)) = &tools {
-                // A call (or what may become one) is not content; at the end
-                // `finish` decides, and content it gives back is sent then.
-                safe = safe.min(stream.safe_len(&text));
-            }
-            while !text.is_char_boundary(safe) {
-                safe -= 1;
-            }
-            let piece = &text[emitted..safe.max(emitted)];
-            emitted = safe.max(emitted);
-            if !on_token(piece, token, this_lp.as_ref()) {
+            // Stream what can no longer become part of a stop string or a call.
+            if !on_token(stream.next_piece(done), token, this_lp.as_ref()) {
                 aborted = true;
                 break;
             }
@@ -652,14 +630,10 @@ impl Model {
                     if ended {
                         finish = FinishReason::Stop;
                         // Text held back (a possible stop string) goes out now.
-                        let safe = match &tools {
-                            Some((stream, _, _)) => stream.safe_len(&text).max(emitted),
-                            None => text.len(),
-                        };
-                        if safe > emitted && text.is_char_boundary(safe) && !on_token(&text[emitted..safe], token, None) {
+                        let piece = stream.next_piece(true);
+                        if !piece.is_empty() && !on_token(piece, token, None) {
                             aborted = true;
                         }
-                        emitted = safe.max(emitted);
                         break;
                     }
                 }
@@ -673,18 +647,12 @@ impl Model {
         if aborted {
             return Err(Error::Aborted);
         }
-        let mut tool_calls = Vec::new();
-        if let Some((stream, _, raw)) = &tools {
-            let (content, calls) = stream.finish(raw, &text);
-            if !calls.is_empty() {
-                finish = FinishReason::ToolCalls;
-            }
-            // Held-back text that turned out not to be a call goes out now.
-            if content.len() > emitted && content.starts_with(&text[..emitted]) {
-                on_token(&content[emitted..], *generated.last().unwrap_or(&0), None);
-            }
-            text = content;
-            tool_calls = calls;
+        let Finished { text, tool_calls, late_piece } = stream.finish();
+        if !tool_calls.is_empty() {
+            finish = FinishReason::ToolCalls;
+        }
+        if let Some(piece) = late_piece {
+            on_token(&piece, *generated.last().unwrap_or(&0), None);
         }
         Ok(Generation {
             tool_calls,

@@ -3,7 +3,7 @@
 // types compiles, and what they forbid does not (each @ts-expect-error line
 // must be an error, or tsc fails). Never run.
 import {
-  Engine, WorkerEngine, RemoteEngine, createEngine, TramontaneError, resolveSource, modelHeaders, chatRequest,
+  Engine, WorkerEngine, RemoteEngine, createEngine, TramontaneError, resolveSource, modelHeaders,
   type ChatMessage, type ChatCompletion, type ChatCompletionChunk, type EngineInfo, type DeviceProfile, type ErrorCode,
 } from 'tramontane';
 
@@ -55,7 +55,7 @@ export async function app(): Promise<void> {
   console.log(remote.info);
   const chosen = await createEngine('org/model');
   console.log(chosen.kind === 'local' ? chosen.reason : chosen.reason);
-  console.log(resolveSource('org/model').base, modelHeaders({ hfToken: 't' }), chatRequest);
+  console.log(resolveSource('org/model').base, modelHeaders({ hfToken: 't' }));
 
   try {
     await Engine.load('org/model');

@@ -124,15 +124,11 @@ fn serve_queue(mut model: Model, rx: Receiver<Work>, stopping: &AtomicBool) {
                     }
                 };
                 let _ = events.send(Event::Started);
-                let r = pollster::block_on(model.generate(&ids, &req, &mut |piece, id, lp| {
+                let r = pollster::block_on(model.generate(&ids, &req, &mut |piece, _id, lp| {
                     if cancel.load(Ordering::SeqCst) || stopping.load(Ordering::SeqCst) {
                         return false;
                     }
-                    let logprob = lp.map(|l| Logprob {
-                        token: text_of(id),
-                        logprob: l.logprob,
-                        top: l.top.iter().map(|&(i, v)| (text_of(i), v)).collect(),
-                    });
+                    let logprob = lp.map(|l| Logprob::of(l, text_of));
                     events.send(Event::Token { piece: piece.to_string(), logprob }).is_ok()
                 }));
                 match &r {

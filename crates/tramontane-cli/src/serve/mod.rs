@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower_http::cors::{Any, CorsLayer};
 
 use engine::{Engine, Event, Refused, Work};
-use tramontane::openai::{self, status, ApiError, Head, ModelFacts};
+use tramontane::openai::{self, status, Answer, ApiError, Head, ModelFacts};
 
 /// An [`ApiError`] (the core crate's OpenAI protocol) as an HTTP response.
 struct HttpError(ApiError);
@@ -263,6 +263,8 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
     let p = openai::parse(&body, chat, &app.facts)?;
     let model = body.get("model").and_then(Value::as_str).unwrap_or(&app.name).to_string();
     let t0 = Instant::now();
+    // OpenAI's server sends a stream's usage only when asked.
+    let mut answer = Answer::new(Head::new(chat, &model), &p, false, t0);
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -274,21 +276,16 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
         Some(Event::Done(Err(e))) => return Err(e.into()),
         _ => return Err(ApiError::new(status::INTERNAL_SERVER_ERROR, "server_error", "the model stopped before answering").into()),
     }
-    let head = Head::new(chat, &model);
-    if !p.stream {
-        let mut lps = Vec::new();
-        let mut first_at = None;
+    if !answer.streams() {
         loop {
             match rx.recv().await {
-                Some(Event::Token { logprob, .. }) => {
-                    first_at.get_or_insert_with(Instant::now);
-                    lps.extend(logprob);
+                Some(Event::Token { piece, logprob }) => {
+                    answer.token(&piece, logprob);
                 }
                 Some(Event::Done(Ok(g))) => {
                     drop(guard);
-                    let ttft = first_at.unwrap_or_else(Instant::now).duration_since(t0).as_secs_f64();
-                    let usage = openai::usage(&g, ttft, t0.elapsed().as_secs_f64());
-                    return Ok(Json(head.complete(&g, &lps, p.logprobs, usage)).into_response());
+                    let response = answer.end(&g).pop().unwrap_or_default();
+                    return Ok(Json(response).into_response());
                 }
                 Some(Event::Done(Err(e))) => return Err(e.into()),
                 Some(Event::Started) | None => {
@@ -301,34 +298,23 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
     // disconnects the body (and `out`'s receiver) is dropped, the task's next
     // send fails, and it drops `guard`: the generation stops.
     let (out, body_rx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
-    let (mode, include_usage) = (p.logprobs, p.include_usage);
     tokio::spawn(async move {
         let _guard = guard;
         let send = |v: Value| {
             let out = out.clone();
             async move { out.send(Ok(SseEvent::default().data(v.to_string()))).await.is_ok() }
         };
-        let mut first = true;
-        let mut first_at = None;
-        let mut offset = 0;
         while let Some(ev) = rx.recv().await {
             match ev {
                 Event::Token { piece, logprob } => {
-                    first_at.get_or_insert_with(Instant::now);
-                    if piece.is_empty() && logprob.is_none() {
-                        continue;
-                    }
-                    let chunk = head.piece(&piece, first, logprob.as_ref(), mode, offset);
-                    offset += piece.len();
-                    first = false;
-                    if !send(chunk).await {
-                        return;
+                    if let Some(chunk) = answer.token(&piece, logprob) {
+                        if !send(chunk).await {
+                            return;
+                        }
                     }
                 }
                 Event::Done(Ok(g)) => {
-                    let ttft = first_at.unwrap_or_else(Instant::now).duration_since(t0).as_secs_f64();
-                    let usage = include_usage.then(|| openai::usage(&g, ttft, t0.elapsed().as_secs_f64()));
-                    for c in head.finish_chunks(&g, first, usage) {
+                    for c in answer.end(&g) {
                         if !send(c).await {
                             return;
                         }

@@ -1,5 +1,5 @@
-//! A request's fields checked one by one (the same rules and messages as the
-//! JS API's `samplingParams`), its missing ones taken from the model's
+//! A request's fields checked one by one (each error names its field first),
+//! its missing ones taken from the model's
 //! defaults, and turned into what the engine runs.
 
 use serde_json::{Map, Value};
@@ -44,7 +44,9 @@ pub struct Parsed {
     pub prompt: Prompt,
     pub gen: GenerateRequest,
     pub stream: bool,
-    pub include_usage: bool,
+    /// `stream_options.include_usage`, where the request says (the
+    /// transport decides otherwise: [`super::Answer::new`]).
+    pub include_usage: Option<bool>,
     pub logprobs: Logprobs,
 }
 
@@ -81,8 +83,8 @@ fn boolean(req: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiErro
     }
 }
 
-/// Text of a message's content: a string, or the text parts of a list (as
-/// the JS API does; other parts are not something this engine reads).
+/// Text of a message's content: a string, or the text parts of a list
+/// (other parts are not something this engine reads: refused, by index).
 fn content_text(c: &Value, i: usize) -> Result<Value, ApiError> {
     match c {
         Value::Null | Value::String(_) => Ok(c.clone()),
@@ -112,9 +114,15 @@ fn content_text(c: &Value, i: usize) -> Result<Value, ApiError> {
     }
 }
 
-/// What a chat template renders: the messages with their content flattened,
-/// the tools `tool_choice` leaves (none: no tools; a named one: only it).
-fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+/// What the chat template renders for a chat request `body`: the messages
+/// with their content flattened, the tools `tool_choice` leaves (none: no
+/// tools; a named one: only it), `documents` and `chat_template_kwargs`.
+pub fn chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
+    let Value::Object(req) = body else { return Err(ApiError::bad("body", "the request must be a JSON object")) };
+    chat_fields(req)
+}
+
+fn chat_fields(req: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
     let messages = match req.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
         _ => return Err(ApiError::bad("messages", "messages must be a non-empty array")),
@@ -192,7 +200,7 @@ fn completion_prompt(req: &Map<String, Value>) -> Result<Prompt, ApiError> {
 /// Check every field of a request and build what the engine runs.
 pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, ApiError> {
     let Value::Object(req) = body else { return Err(ApiError::bad("body", "the request body must be a JSON object")) };
-    let prompt = if chat { Prompt::Chat(chat_request(req)?) } else { completion_prompt(req)? };
+    let prompt = if chat { Prompt::Chat(chat_fields(req)?) } else { completion_prompt(req)? };
     // Fields this engine cannot honour are refused, not ignored.
     if int(req, "n", 1, 1).is_err() {
         return Err(ApiError::bad("n", "n must be 1 (one choice per request)"));
@@ -239,19 +247,22 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
     let ignore_eos = boolean(req, "ignore_eos")?.unwrap_or(false);
     let stream = boolean(req, "stream")?.unwrap_or(false);
     let include_usage = match req.get("stream_options") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(o)) => boolean(o, "include_usage").map_err(|_| ApiError::bad("stream_options", "stream_options.include_usage must be true or false"))?.unwrap_or(false),
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => boolean(o, "include_usage").map_err(|_| ApiError::bad("stream_options", "stream_options.include_usage must be true or false"))?,
         Some(_) => return Err(ApiError::bad("stream_options", "stream_options must be an object")),
     };
-    // Chat: `logprobs: true` with `top_logprobs` (0..20); completions: `logprobs: N`.
-    let (logprobs, top) = if chat {
-        let on = boolean(req, "logprobs")?.unwrap_or(false);
-        let top = int(req, "top_logprobs", 0, 20)?.unwrap_or(0) as u32;
-        (if on { Logprobs::Chat } else { Logprobs::None }, top)
-    } else {
-        match int(req, "logprobs", 0, 20)? {
+    // `logprobs: true` with `top_logprobs` (0..20): the chat form (in
+    // completions too, as the JS API has it); completions' `logprobs: N`:
+    // OpenAI's legacy form with N alternatives.
+    let (logprobs, top) = match req.get("logprobs") {
+        Some(Value::Number(_)) if !chat => match int(req, "logprobs", 0, 20)? {
             Some(n) => (Logprobs::Legacy, n as u32),
             None => (Logprobs::None, 0),
+        },
+        _ => {
+            let on = boolean(req, "logprobs").map_err(|e| if chat { e } else { ApiError::bad("logprobs", "logprobs must be true, false or an integer from 0 to 20") })?;
+            let top = int(req, "top_logprobs", 0, 20)?.unwrap_or(0) as u32;
+            (if on == Some(true) { Logprobs::Chat } else { Logprobs::None }, top)
         }
     };
     let sampling = SamplingParams {
@@ -278,7 +289,7 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
     Ok(Parsed { prompt, gen, stream, include_usage, logprobs })
 }
 
-/// As the JS API: a request that gives no `max_tokens` gets this many.
+/// A request that gives no `max_tokens` gets this many.
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// A request without a seed gets one drawn from the clock and a counter.

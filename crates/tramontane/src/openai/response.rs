@@ -5,13 +5,24 @@ use serde_json::{json, Map, Value};
 use web_time::{SystemTime, UNIX_EPOCH};
 
 use super::request::Logprobs;
-use crate::Generation;
+use crate::{Generation, TokenLogprob};
 
-/// A generated token's log-probability, with texts for the API.
+/// A generated token's log-probability, with texts for the API (and ids:
+/// ours, in the chat form's entries).
 pub struct Logprob {
+    pub id: u32,
     pub token: String,
     pub logprob: f32,
-    pub top: Vec<(String, f32)>,
+    /// The most likely tokens: (id, text, log-probability).
+    pub top: Vec<(u32, String, f32)>,
+}
+
+impl Logprob {
+    /// The engine's log-probability of token `id`, with each token's text
+    /// from `text_of` (the tokenizer's decoding of that one id).
+    pub fn of(l: &TokenLogprob, text_of: impl Fn(u32) -> String) -> Logprob {
+        Logprob { id: l.id, token: text_of(l.id), logprob: l.logprob, top: l.top.iter().map(|&(i, v)| (i, text_of(i), v)).collect() }
+    }
 }
 
 /// One response's identity, shared by its chunks.
@@ -113,13 +124,13 @@ impl Head {
         };
         let mut m = self.wrap(false, json!([choice]));
         m.insert("usage".into(), usage);
-        // Ours: the generated ids (the JS API's `token_ids`).
+        // Ours: the generated ids.
         m.insert("token_ids".into(), json!(g.generated));
         Value::Object(m)
     }
 }
 
-/// Usage as the JS API reports it (OpenAI's three counts, then ours in `extra`).
+/// Usage: OpenAI's three counts, then ours in `extra`.
 pub fn usage(g: &Generation, ttft: f64, e2e: f64) -> Value {
     let mut u = json!({
         "prompt_tokens": g.prompt_tokens,
@@ -144,12 +155,12 @@ fn logprobs_json(lps: &[Logprob], mode: Logprobs, offset: usize) -> Value {
     match mode {
         Logprobs::None => Value::Null,
         Logprobs::Chat => {
-            let entry = |t: &str, lp: f32| json!({"token": t, "logprob": lp, "bytes": t.as_bytes()});
+            let entry = |id: u32, t: &str, lp: f32| json!({"token": t, "id": id, "logprob": lp, "bytes": t.as_bytes()});
             let content: Vec<Value> = lps
                 .iter()
                 .map(|l| {
-                    let mut e = entry(&l.token, l.logprob);
-                    e["top_logprobs"] = l.top.iter().map(|(t, v)| entry(t, *v)).collect();
+                    let mut e = entry(l.id, &l.token, l.logprob);
+                    e["top_logprobs"] = l.top.iter().map(|(i, t, v)| entry(*i, t, *v)).collect();
                     e
                 })
                 .collect();
@@ -165,7 +176,7 @@ fn logprobs_json(lps: &[Logprob], mode: Logprobs, offset: usize) -> Value {
             json!({
                 "tokens": lps.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
                 "token_logprobs": lps.iter().map(|l| l.logprob).collect::<Vec<_>>(),
-                "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(t, v)| (t.clone(), json!(v))).collect::<Map<_, _>>()).collect::<Vec<_>>(),
+                "top_logprobs": lps.iter().map(|l| l.top.iter().map(|(_, t, v)| (t.clone(), json!(v))).collect::<Map<_, _>>()).collect::<Vec<_>>(),
                 "text_offset": offsets,
             })
         }

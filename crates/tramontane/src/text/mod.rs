@@ -6,6 +6,7 @@ mod model_text;
 pub mod gguf_tokenizer;
 pub mod spm_model;
 pub mod tekken;
+pub mod text_stream;
 mod tokenizer;
 pub mod tool_calls;
 
