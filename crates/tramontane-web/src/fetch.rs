@@ -67,6 +67,9 @@ const PARTS_HEADER: &str = "x-tramontane-parts";
 const PART_BYTES_HEADER: &str = "x-tramontane-part-bytes";
 const START_HEADER: &str = "x-tramontane-start";
 const END_HEADER: &str = "x-tramontane-end";
+/// The load that wrote an entry: a failed load deletes only its own entries,
+/// never those a later load of the same files wrote meanwhile.
+const LOAD_HEADER: &str = "x-tramontane-load";
 /// Default size of a cached part.
 pub const CACHE_PART_BYTES: u64 = 32 << 20;
 /// Most parts a file is cached in (2 TiB at the default part size): a size
@@ -122,6 +125,16 @@ fn header_u64(resp: &Response, name: &str) -> Option<u64> {
 /// A request or body that gives nothing for this long is a dead connection
 /// (retried like a dropped one) rather than a load that hangs for ever.
 const STALL_MS: i32 = 30_000;
+
+/// Delete the cache entry `key` if load `load` wrote it (its LOAD_HEADER).
+async fn delete_own(cache: &Cache, key: &str, load: &str) {
+    let Ok(found) = JsFuture::from(cache.match_with_str(key)).await else { return };
+    let Ok(resp) = found.dyn_into::<Response>() else { return };
+    if resp.headers().get(LOAD_HEADER).ok().flatten().as_deref() == Some(load) {
+        cancel_body(&resp);
+        let _ = JsFuture::from(cache.delete_with_str(key)).await;
+    }
+}
 
 /// Let a promise fail unobserved (a cancel of an errored body rejects): an
 /// unhandled rejection would show as an uncaught error in the page.
@@ -253,6 +266,8 @@ pub struct FetchSource {
     checked_out: Cell<usize>,
     /// Cache writes still streaming in: the keys each writes, and its promise.
     puts: RefCell<Vec<(Vec<String>, Promise)>>,
+    /// This load's tag on the entries it writes (`LOAD_HEADER`).
+    load_id: String,
     /// `finish_caching` ran: the load succeeded and the cache is settled.
     committed: Cell<bool>,
 }
@@ -275,19 +290,17 @@ impl Drop for FetchSource {
         if self.committed.get() {
             return;
         }
-        // The load failed: none of its copies stays in the cache. Those already
-        // stored go now, those still settling when they do (an aborted copy
-        // fails and stores nothing; one that had all its bytes may still land).
+        // The load failed: none of its copies stays in the cache. Each goes
+        // once its write settles (an aborted copy fails and stores nothing; one
+        // that had all its bytes may still land), and only if it is still this
+        // load's: a retry may have stored the same files since.
         if let Some(cache) = &self.cache {
             for (keys, put) in self.puts.borrow_mut().drain(..) {
-                for key in &keys {
-                    quietly(&cache.delete_with_str(key));
-                }
-                let cache = cache.clone();
+                let (cache, load) = (cache.clone(), self.load_id.clone());
                 wasm_bindgen_futures::spawn_local(async move {
                     let _ = JsFuture::from(put).await;
                     for key in &keys {
-                        quietly(&cache.delete_with_str(key));
+                        delete_own(&cache, key, &load).await;
                     }
                 });
             }
@@ -398,6 +411,7 @@ impl FetchSource {
             clock: Cell::new(0),
             checked_out: Cell::new(0),
             puts: RefCell::new(Vec::new()),
+            load_id: format!("{:x}-{:x}", js_sys::Date::now() as u64, (js_sys::Math::random() * 2f64.powi(52)) as u64),
             committed: Cell::new(false),
         }
     }
@@ -420,7 +434,7 @@ impl FetchSource {
         if let Some(e) = failed {
             if let Some(cache) = &self.cache {
                 for key in written {
-                    let _ = JsFuture::from(cache.delete_with_str(&key)).await;
+                    delete_own(cache, &key, &self.load_id).await;
                 }
             }
             let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
@@ -684,7 +698,7 @@ impl FetchSource {
         if size > self.part_bytes {
             return self.start_parts(cache.clone(), url, copy, size);
         }
-        let Some(stored) = Self::with_size(&copy, size) else {
+        let Some(stored) = self.with_size(&copy, size) else {
             // An unread branch would keep the whole body.
             cancel_body(&copy);
             return None;
@@ -711,7 +725,7 @@ impl FetchSource {
                 return None;
             }
         };
-        let key = url.to_string();
+        let (key, load) = (url.to_string(), self.load_id.clone());
         let progress = Rc::new(CopyProgress { taken: Cell::new(0), ended: Cell::new(false), reader: reader.clone() });
         let end = EndCopy(progress.clone());
         let task = async move {
@@ -723,6 +737,7 @@ impl FetchSource {
                 for (k, v) in [(SIZE_HEADER, size), (PARTS_HEADER, parts), (START_HEADER, start), (END_HEADER, end)] {
                     headers.set(k, &v.to_string())?;
                 }
+                headers.set(LOAD_HEADER, &load)?;
                 headers.set("content-type", "application/octet-stream")?;
                 let init = web_sys::ResponseInit::new();
                 init.set_headers(&headers);
@@ -759,6 +774,7 @@ impl FetchSource {
             for (k, v) in [(SIZE_HEADER, size), (PARTS_HEADER, parts), (PART_BYTES_HEADER, part)] {
                 headers.set(k, &v.to_string())?;
             }
+            headers.set(LOAD_HEADER, &load)?;
             let init = web_sys::ResponseInit::new();
             init.set_headers(&headers);
             let index = Response::new_with_opt_str_and_init(None, &init)?;
@@ -787,9 +803,11 @@ impl FetchSource {
         Ok(())
     }
 
-    fn with_size(resp: &Response, size: u64) -> Option<Response> {
+    /// `resp` to store: its size and this load's tag in its headers.
+    fn with_size(&self, resp: &Response, size: u64) -> Option<Response> {
         let headers = web_sys::Headers::new_with_headers(&resp.headers()).ok()?;
         headers.set(SIZE_HEADER, &size.to_string()).ok()?;
+        headers.set(LOAD_HEADER, &self.load_id).ok()?;
         let init = web_sys::ResponseInit::new();
         init.set_status(200);
         init.set_headers(&headers);
