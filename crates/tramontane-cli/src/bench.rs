@@ -181,7 +181,14 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
         println!("adapter      {} ({}; {}; shader-f16 {}; {sub}; {}-shaped kernels)", ad.name, ad.backend, ad.driver, if ad.shader_f16 { "yes" } else { "no" }, kernels.to_uppercase());
         println!("kernels      {}", profile_line(&dp));
         let st = &info.self_test;
-        println!("self-test    {} kernels in {:.1} ms{}", st.kernels, st.millis, st.fallbacks.iter().map(|f| format!("; {f}")).collect::<String>());
+        println!(
+            "self-test    {} kernels in {:.1} ms (creating the model's pipelines {:.1} ms, checking {:.1} ms){}",
+            st.kernels,
+            st.millis,
+            st.pipeline_millis,
+            st.millis - st.pipeline_millis,
+            st.fallbacks.iter().map(|f| format!("; {f}")).collect::<String>()
+        );
         println!("load         {:.2} s, weights {:.1} MB, GPU memory {:.1} MB", load_seconds, info.weight_bytes as f64 / 1e6, info.gpu_bytes as f64 / 1e6);
         let ph = &info.load_phases;
         println!(

@@ -131,6 +131,10 @@ export interface EngineInfo {
     kernels: number;
     /** Its time (0 where an earlier load on this device ran the same test). */
     millis: number;
+    /** Of which creating the model's pipelines, which the model then uses
+     * (browsers compile them at the first dispatch: there it shows in the
+     * checks). */
+    pipelineMillis: number;
     /** What gave wrong values and what was used instead; empty when all passed. */
     fallbacks: string[];
   };

@@ -44,6 +44,11 @@ pub struct SelfTest {
     pub kernels: usize,
     /// Wall time of the test (0 where an earlier load on this device ran it).
     pub millis: f64,
+    /// Of which creating the model's pipelines, which the model then uses
+    /// (natively: compiling them; a browser compiles at the first dispatch,
+    /// so there it shows in the rest). `millis` less this is what checking
+    /// costs the load.
+    pub pipeline_millis: f64,
     /// What failed and what was used instead; empty when all passed first time.
     pub fallbacks: Vec<String>,
 }
@@ -119,9 +124,11 @@ pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall
     if let Some(s) = outcomes().get(&key) {
         let mut s = s.clone();
         s.report.millis = 0.0;
+        s.report.pipeline_millis = 0.0;
         return Ok(s);
     }
     let t0 = Instant::now();
+    let created = gpu.kernels.creating_seconds();
     let mut variants = vec![(profile, kv_f16)];
     if profile.lanes > 1 {
         variants.push((profile.without_lanes(), kv_f16));
@@ -142,7 +149,8 @@ pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall
                 if i > 0 {
                     fallbacks.push(format!("using {}", describe(&p, kv16)));
                 }
-                let report = SelfTest { kernels, millis: t0.elapsed().as_secs_f64() * 1e3, fallbacks };
+                let pipeline_millis = (gpu.kernels.creating_seconds() - created) * 1e3;
+                let report = SelfTest { kernels, millis: t0.elapsed().as_secs_f64() * 1e3, pipeline_millis, fallbacks };
                 let settled = Settled { profile: p, kv_f16: kv16, report };
                 outcomes().insert(key, settled.clone());
                 return Ok(settled);

@@ -316,6 +316,9 @@ pub struct Kernels {
     /// A text replacement made in every module built from now on (see
     /// [`Kernels::inject_fault`]).
     fault: Mutex<Option<(String, String)>>,
+    /// Seconds spent creating shader modules and pipelines so far (natively
+    /// that is compiling them; browsers compile at the first dispatch).
+    creating: Mutex<f64>,
 }
 
 /// A pipeline with the bind group that feeds it, recorded at load time.
@@ -351,7 +354,14 @@ impl Dispatch {
 
 impl Kernels {
     pub fn new(device: &wgpu::Device, browser: bool) -> Self {
-        Kernels { device: device.clone(), browser, modules: Mutex::default(), pipelines: Mutex::default(), fault: Mutex::default() }
+        Kernels {
+            device: device.clone(),
+            browser,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            fault: Mutex::default(),
+            creating: Mutex::default(),
+        }
     }
 
     /// The fault [`Kernels::inject_fault`] set, if any.
@@ -423,11 +433,17 @@ impl Kernels {
             .clone()
     }
 
+    /// Seconds spent creating shader modules and pipelines so far.
+    pub fn creating_seconds(&self) -> f64 {
+        *self.creating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn pipeline(&self, spec: &Spec) -> wgpu::ComputePipeline {
         let key = spec.key();
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return p.clone();
         }
+        let t0 = web_time::Instant::now();
         let module = self.module(ModuleKey::of(spec));
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
@@ -441,6 +457,7 @@ impl Kernels {
             cache: None,
         });
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, p.clone());
+        *self.creating.lock().unwrap_or_else(|p| p.into_inner()) += t0.elapsed().as_secs_f64();
         p
     }
 

@@ -30,9 +30,12 @@ fn a_load_runs_the_self_test_once() {
     eprintln!("self-test on {}: {} kernels in {:.1} ms", gpu.adapter.name, t.kernels, t.millis);
     // F32 matvec and matmul, the RMSNorm, decode and prefill attention.
     assert!(t.kernels >= 5 && t.millis > 0.0, "{t:?}");
+    // The injected fault makes every module new: the test created pipelines.
+    assert!(t.pipeline_millis > 0.0 && t.pipeline_millis <= t.millis, "{t:?}");
     assert!(t.fallbacks.is_empty(), "nothing falls back on a working driver: {t:?}");
     let again = load_on(&gpu, "llama_tiny").expect("loads");
     assert_eq!(again.info.self_test.millis, 0.0, "the same kernels on the same adapter are tested once");
+    assert_eq!(again.info.self_test.pipeline_millis, 0.0);
     assert_eq!(again.info.self_test.kernels, t.kernels);
 }
 
