@@ -607,6 +607,7 @@ test('chat requests carry tools, tool calls and tool results to the template', {
     const all = await e.chatPrompt({ messages, tools: [weather, time] });
     const none = await e.chatPrompt({ messages, tools: [weather, time], tool_choice: 'none' });
     const named = await e.chatPrompt({ messages, tools: [weather, time], tool_choice: { type: 'function', function: { name: 'get_time' } } });
+    const bare = await e.chatPrompt({ messages, add_generation_prompt: false });
     // A reply that is not a call: plain content, finish_reason stop/length.
     const r = await e.chat.completions.create({ messages, tools: [weather], max_tokens: 4, temperature: 0 });
     let streamed = '';
@@ -615,7 +616,7 @@ test('chat requests carry tools, tool calls and tool results to the template', {
       streamed += c.choices[0]?.delta?.content ?? '';
       finish = c.choices[0]?.finish_reason ?? finish;
     }
-    return { all: all.text, none: none.text, named: named.text, ids: all.ids.length, msg: r.choices[0].message, finish: r.choices[0].finish_reason, streamed, sfinish: finish, info: e.info };
+    return { all: all.text, none: none.text, named: named.text, bare: bare.text, ids: all.ids.length, msg: r.choices[0].message, finish: r.choices[0].finish_reason, streamed, sfinish: finish, info: e.info };
   }, { template: HERMES_TEMPLATE });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   const call = '<|im_start|>assistant\n<tool_call>\nget_weather {"city": "Zürich", "days": 2}\n</tool_call><|im_end|>\n';
@@ -623,6 +624,8 @@ test('chat requests carry tools, tool calls and tool results to the template', {
   assert.ok(got.all.includes('<tool_response>{"temp": 3}</tool_response>'), got.all);
   assert.ok(got.all.startsWith('<|im_start|>system\n# Tools\n{"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}\n{"name": "get_time"'), got.all);
   assert.ok(!got.none.includes('# Tools'), 'tool_choice none hides the tools');
+  assert.ok(got.all.endsWith('<|im_start|>assistant\n'), 'the generation prompt by default');
+  assert.ok(got.bare.endsWith('</tool_response><|im_end|>\n'), `add_generation_prompt: false: ${got.bare}`);
   assert.ok(got.named.includes('"get_time"') && !got.named.includes('"get_weather", "description"'), got.named);
   assert.ok(got.ids > 20);
   assert.equal(got.info.toolFormat, 'hermes');

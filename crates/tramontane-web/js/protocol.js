@@ -13,12 +13,15 @@ export function requestJson(req) {
   const body = { ...req };
   delete body.signal;
   if (body.prompt instanceof Uint32Array) body.prompt = Array.from(body.prompt);
+  // The request field each value lies in (the replacer sees only its own key).
+  const field = new Map();
   try {
     return JSON.stringify(body, function (k, v) {
+      const top = this === body ? k : field.get(this);
+      if (v && typeof v === 'object') field.set(v, top);
       if (typeof v === 'number' && !Number.isFinite(v)) {
-        // `this` holds the value: a field is named, an array element counted.
-        const what = Array.isArray(this) ? `element ${k} of an array` : k;
-        throw new TramontaneError('INVALID_REQUEST', `${what} must be a finite number`, { param: k });
+        const what = this === body ? 'must be a finite number' : 'must hold finite numbers only';
+        throw new TramontaneError('INVALID_REQUEST', `${top} ${what} (not ${v})`, { param: top });
       }
       return v;
     });

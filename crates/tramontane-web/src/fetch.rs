@@ -56,6 +56,8 @@ thread_local! {
     /// A rejection handler that does nothing (no `new Function`, so strict CSP
     /// pages are fine).
     static NOOP: Closure<dyn FnMut(JsValue)> = Closure::new(|_: JsValue| {});
+    /// Failed loads' cache clean-ups still running (see FetchSource's drop).
+    static CLEANUPS: RefCell<Vec<Promise>> = const { RefCell::new(Vec::new()) };
 }
 
 pub const CACHE_NAME: &str = "tramontane-v1";
@@ -121,6 +123,9 @@ fn cache_keys(url: &str, parts: u64) -> Vec<String> {
 fn header_u64(resp: &Response, name: &str) -> Option<u64> {
     resp.headers().get(name).ok().flatten().and_then(|v| v.trim().parse().ok())
 }
+
+/// Longest a load waits for a failed load's cache clean-up.
+const CLEANUP_WAIT_MS: i32 = 5_000;
 
 /// A request or body that gives nothing for this long is a dead connection
 /// (retried like a dropped one) rather than a load that hangs for ever.
@@ -297,12 +302,18 @@ impl Drop for FetchSource {
         if let Some(cache) = &self.cache {
             for (keys, put) in self.puts.borrow_mut().drain(..) {
                 let (cache, load) = (cache.clone(), self.load_id.clone());
-                wasm_bindgen_futures::spawn_local(async move {
+                let cleanup = wasm_bindgen_futures::future_to_promise(async move {
                     let _ = JsFuture::from(put).await;
                     for key in &keys {
                         delete_own(&cache, key, &load).await;
                     }
+                    Ok(JsValue::UNDEFINED)
                 });
+                quietly(&cleanup);
+                // The next load's cache waits for it (open_cache): it neither
+                // reads an entry about to go nor writes one a late write of
+                // this load could replace.
+                CLEANUPS.with(|c| c.borrow_mut().push(cleanup));
             }
         }
     }
@@ -344,6 +355,22 @@ fn deferred() -> Option<(Promise, Function)> {
 }
 
 pub async fn open_cache() -> Option<Cache> {
+    // A failed load's clean-up first (see FetchSource's drop), for a few
+    // seconds at most: its writes were aborted with it and settle quickly.
+    let pending: Array = CLEANUPS.with(|c| c.borrow_mut().drain(..).collect());
+    if pending.length() > 0 {
+        let all = Promise::all(&pending);
+        quietly(&all);
+        match deferred().and_then(|(timer, resolve)| Some((timer, set_timeout(&resolve, CLEANUP_WAIT_MS, &JsValue::UNDEFINED)?))) {
+            Some((timer, id)) => {
+                let _ = JsFuture::from(Promise::race(&Array::of2(&all, &timer))).await;
+                clear_timeout(id);
+            }
+            None => {
+                let _ = JsFuture::from(all).await;
+            }
+        }
+    }
     let g = js_sys::global();
     let storage = if let Some(w) = g.dyn_ref::<web_sys::Window>() {
         w.caches().ok()?

@@ -18,7 +18,7 @@ pub struct GpuBytes {
     /// logits, MoE routing (and on lavapipe the prefill inputs' textures).
     pub activations: u64,
     /// The RoPE table, the sampler's state, mask and output, the per-pass
-    /// uniform, readbacks, a placeholder.
+    /// uniform, readbacks.
     pub scratch: u64,
 }
 

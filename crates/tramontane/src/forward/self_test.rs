@@ -128,7 +128,6 @@ pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall
         return Ok(s);
     }
     let t0 = Instant::now();
-    let created = gpu.kernels.creating_seconds();
     let mut variants = vec![(profile, kv_f16)];
     if profile.lanes > 1 {
         variants.push((profile.without_lanes(), kv_f16));
@@ -142,6 +141,9 @@ pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall
     let mut fallbacks = Vec::new();
     let mut kernels = 0;
     for (i, &(p, kv16)) in variants.iter().enumerate() {
+        // Pipelines of the variant that passes are the model's; a failed
+        // one's are not counted.
+        let created = gpu.kernels.creating_seconds();
         let (run, failure) = check_all(gpu, &p, kv16, needs).await?;
         kernels += run;
         match failure {

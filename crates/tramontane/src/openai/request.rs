@@ -173,7 +173,8 @@ fn chat_fields(req: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
         Some(Value::Object(k)) => k.clone(),
         Some(_) => return Err(ApiError::bad("chat_template_kwargs", "chat_template_kwargs must be an object")),
     };
-    let chat = ChatRequest { messages: out, tools, documents, add_generation_prompt: true, extra };
+    let add_generation_prompt = boolean(req, "add_generation_prompt")?.unwrap_or(true);
+    let chat = ChatRequest { messages: out, tools, documents, add_generation_prompt, extra };
     chat.validate()?;
     Ok(chat)
 }
@@ -223,10 +224,9 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
     };
     let constraint = super::constraint::request_constraint(req, tools).map_err(|b| ApiError::bad(b.field, b.message))?;
     let d = &facts.defaults;
-    let max_tokens = match int(req, "max_completion_tokens", 1, u32::MAX as u64)? {
-        Some(n) => Some(n),
-        None => int(req, "max_tokens", 1, u32::MAX as u64)?,
-    };
+    // Both checked; OpenAI's newer name wins where both are given.
+    let max_tokens = int(req, "max_tokens", 1, u32::MAX as u64)?;
+    let max_tokens = int(req, "max_completion_tokens", 1, u32::MAX as u64)?.or(max_tokens);
     let temperature = num(req, "temperature", |x| x >= 0.0, "must be a number >= 0")?.map(|x| x as f32).or(d.temperature).unwrap_or(1.0);
     let top_p = num(req, "top_p", |x| x > 0.0 && x <= 1.0, "must be a number in (0, 1]")?.map(|x| x as f32).or(d.top_p).unwrap_or(1.0);
     let top_k = int(req, "top_k", 0, u32::MAX as u64)?.map(|x| x as u32).or(d.top_k).unwrap_or(0);
@@ -300,4 +300,23 @@ fn random_seed() -> u64 {
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.write_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chat_requests_keep_add_generation_prompt_and_check_both_token_limits() {
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        assert!(chat_request(&json!({"messages": msgs})).unwrap().add_generation_prompt);
+        assert!(!chat_request(&json!({"messages": msgs, "add_generation_prompt": false})).unwrap().add_generation_prompt);
+        assert_eq!(chat_request(&json!({"messages": msgs, "add_generation_prompt": 1})).unwrap_err().param.as_deref(), Some("add_generation_prompt"));
+        let facts = ModelFacts { defaults: Default::default(), tool_format: ToolFormat::Hermes, context: 64 };
+        let p = parse(&json!({"prompt": "x", "max_tokens": 5, "max_completion_tokens": 7}), false, &facts).unwrap();
+        assert_eq!(p.gen.max_tokens, 7, "the newer name wins");
+        let bad = parse(&json!({"prompt": "x", "max_tokens": 0, "max_completion_tokens": 7}), false, &facts).err().map(|e| e.param);
+        assert_eq!(bad, Some(Some("max_tokens".into())), "both are checked");
+    }
 }
