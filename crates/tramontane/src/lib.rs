@@ -21,6 +21,7 @@ pub mod sample;
 pub mod source;
 pub mod text;
 pub mod upload;
+pub mod vision;
 
 pub use constrain::{Constraint, ConstraintStats, ToolChoice, ToolConstraint};
 pub use error::{Error, Result};

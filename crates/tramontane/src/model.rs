@@ -287,6 +287,11 @@ impl Model {
             what: "the model configuration".into(),
         })?;
         let mut cfg = ModelConfig::from_json(&cfg_bytes, &src.describe("config.json"))?;
+        if let Some(v) = cfg.vision.as_mut() {
+            let pre = crate::text::model_text::read_json(src, "preprocessor_config.json").await?;
+            let proc = crate::text::model_text::read_json(src, "processor_config.json").await?;
+            v.set_processor(pre.as_ref(), proc.as_ref(), &src.describe("preprocessor_config.json"))?;
+        }
         let text = ModelText::load_hf(src).await?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         let table = TensorTable::read(src).await?;

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::vision::VisionConfig;
+
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// The image side of an image-taking checkpoint (Mistral 3, Pixtral).
+    pub vision: Option<VisionConfig>,
 }
 
 /// Bounds on what a config may claim. Far above any published model (the
@@ -225,6 +229,26 @@ impl ModelConfig {
         if !v.is_object() {
             return Err(cfg_err(file, "expected a JSON object"));
         }
+        if VisionConfig::is_vision(&v) {
+            // An image-taking checkpoint: the text model is `text_config`,
+            // the image side the rest (vision/config.rs).
+            let text = match v.get("text_config") {
+                Some(t @ Value::Object(_)) => t,
+                _ => return Err(cfg_err(file, "`text_config` is missing")),
+            };
+            let mut cfg = Self::from_value(text, file)?;
+            if text.get("tie_word_embeddings").is_none() {
+                cfg.tie_embeddings = opt_bool(&v, "tie_word_embeddings", file)?.unwrap_or(cfg.tie_embeddings);
+            }
+            cfg.vision = Some(VisionConfig::from_json(&v, file, cfg.rms_eps)?);
+            return Ok(cfg);
+        }
+        Self::from_value(&v, file)
+    }
+
+    /// A text model's `config.json` object.
+    fn from_value(v: &Value, file: &str) -> Result<Self> {
+        let v = v.clone();
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
         let first_arch = v
             .get("architectures")
@@ -419,6 +443,7 @@ impl ModelConfig {
             moe,
             bos_token_id: token_ids(v.get("bos_token_id")).first().copied(),
             eos_token_ids: token_ids(v.get("eos_token_id")),
+            vision: None,
         }
         .check_limits(file)
     }
@@ -600,6 +625,7 @@ impl ModelConfig {
             moe,
             bos_token_id: tok("tokenizer.ggml.bos_token_id"),
             eos_token_ids: eos,
+            vision: None,
         }
         .check_limits(file)
     }

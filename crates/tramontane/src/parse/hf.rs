@@ -31,6 +31,30 @@ pub(crate) fn plain_relative_path(name: &str) -> bool {
         })
 }
 
+/// Image-taking checkpoints nest the text model: transformers 5 saves
+/// `model.language_model.*` and `lm_head.*`, the published ones (and older
+/// transformers) `language_model.model.*` and `language_model.lm_head.*`;
+/// the image side is `[model.]vision_tower.*` and
+/// `[model.]multi_modal_projector.*`. The table keys every tensor by the
+/// plain text model's names and `vision_tower.*` /
+/// `multi_modal_projector.*`, so one naming serves all (a tensor keeps its
+/// file's own name for messages).
+pub fn canonical_name(name: &str) -> String {
+    const PREFIXES: [(&str, &str); 5] = [
+        ("model.language_model.", "model."),
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("model.vision_tower.", "vision_tower."),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+    ];
+    for (from, to) in PREFIXES {
+        if let Some(rest) = name.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    name.to_string()
+}
+
 impl TensorTable {
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
@@ -78,7 +102,7 @@ impl TensorTable {
             for t in safetensors::parse_header(&json, &file, size)? {
                 let mut t = t;
                 t.file = shard.clone();
-                if table.tensors.insert(t.name.clone(), t).is_some() {
+                if table.tensors.insert(canonical_name(&t.name), t).is_some() {
                     return Err(Error::format(&file, "a tensor appears in two shards"));
                 }
             }

@@ -2,7 +2,7 @@
 //! (`minijinja`), with the special tokens the model declares.
 
 mod chat;
-mod model_text;
+pub(crate) mod model_text;
 pub mod gguf_tokenizer;
 pub mod spm_model;
 pub mod tekken;

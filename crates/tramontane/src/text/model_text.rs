@@ -71,7 +71,7 @@ fn special_text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-async fn read_json<S: ModelSource>(src: &S, name: &str) -> Result<Option<Value>> {
+pub(crate) async fn read_json<S: ModelSource>(src: &S, name: &str) -> Result<Option<Value>> {
     match src.read_all(name, 64 << 20).await? {
         None => Ok(None),
         Some(b) => serde_json::from_slice(&b)

@@ -23,6 +23,7 @@ use super::naming::{ExpertTensor, LayerTensor, Naming};
 use super::repack::{gpu_nbytes, packing};
 use crate::error::{Error, Result};
 use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
+use crate::parse::hf::canonical_name;
 
 /// The planned weights: buffers to create, the parts that fill them, and
 /// which buffer is which weight.
@@ -461,7 +462,10 @@ fn check_all_used<'a>(table: &TensorTable, parts: &'a [Part], cfg: &ModelConfig)
     // A fused expert tensor is read in per-expert slices named `name[e]`.
     let base = |n: &'a str| -> &'a str { n.strip_suffix(']').and_then(|s| s.rsplit_once('[')).map_or(n, |(b, _)| b) };
     let used: std::collections::HashSet<&str> = parts.iter().map(|p| base(p.tensor.name.as_str())).collect();
-    let mut unused: Vec<&TensorInfo> = table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name)).collect();
+    // The image side of a vision checkpoint is planned apart (vision/).
+    let image_side = |t: &TensorInfo| cfg.vision.is_some() && crate::vision::is_image_side(&canonical_name(&t.name));
+    let mut unused: Vec<&TensorInfo> =
+        table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name) && !image_side(t)).collect();
     unused.sort_by(|a, b| a.name.cmp(&b.name));
     match unused.first() {
         None => Ok(()),

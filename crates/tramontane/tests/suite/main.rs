@@ -26,4 +26,5 @@ mod text_rules;
 mod tokenizers;
 mod tool_calls;
 mod variants;
+mod vision;
 mod windows;
