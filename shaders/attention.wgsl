@@ -14,6 +14,9 @@ override NKV: u32 = 1u;      // KV heads (NH % NKV == 0)
 override CAP: u32 = 1u;      // ring slots in the cache
 override WINDOW: u32 = 0u;   // sliding window in keys (including the query's own), 0 = none
 override SCALE: f32 = 1.0;   // 1 / sqrt(HD)
+// 0: every row sees every key of the pass (0 .. n_tokens), as an image
+// encoder's patches see one another; 1: causal (keys up to the row's own).
+override CAUSAL: u32 = 1u;
 
 @group(0) @binding(1) var<storage, read> QKV: array<f32>;
 @group(0) @binding(2) var<storage, read> KC: array<kv_t>;
@@ -72,13 +75,9 @@ fn attend(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     if (t >= step.n_tokens || split >= step.n_splits) {
         return;
     }
-    let pos = step.start_pos + t;
-    var lo = 0u;
-    if (WINDOW > 0u && pos + 1u > WINDOW) {
-        lo = pos + 1u - WINDOW;
-    }
-    let k_begin = lo + split * step.split_len;
-    let k_end = min(k_begin + step.split_len, pos + 1u);
+    let keys = key_range(t, split);
+    let k_begin = keys.x;
+    let k_end = keys.y;
     let kvh = h / (NH / NKV);
     let stride = (NH + 2u * NKV) * HD;
     for (var d = lid; d < HD; d += WG) {
@@ -184,8 +183,9 @@ fn key_range(t: u32, split: u32) -> vec2<u32> {
     if (WINDOW > 0u && pos + 1u > WINDOW) {
         lo = pos + 1u - WINDOW;
     }
+    let last = select(step.start_pos + step.n_tokens, pos + 1u, CAUSAL != 0u);
     let begin = lo + split * step.split_len;
-    return vec2<u32>(begin, min(begin + step.split_len, pos + 1u));
+    return vec2<u32>(begin, min(begin + step.split_len, last));
 }
 
 @compute @workgroup_size(8)

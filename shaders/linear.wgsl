@@ -14,7 +14,8 @@
 //                        invocation computes one output for MR rows
 //                        (`matmul_rows`, `matmul_rows_grouped`).
 // Epilogues (pipeline constants): bias, SwiGLU (W holds [gate; up] stacked, the
-// output is silu(gate.x) * (up.x)), and ACCUMULATE (Y += result: the residual add).
+// output is silu(gate.x) * (up.x), or GELU-gated), GELU on the output, and
+// ACCUMULATE (Y += result: the residual add).
 // The optional inputs (the bias B, the norm's NORM_W, MoE's EXPERT_IDS) come
 // from their own preludes (linear_bias.wgsl, linear_norm.wgsl,
 // linear_experts.wgsl), declared only in the modules of dispatches that bind
@@ -37,6 +38,12 @@ override ACCUMULATE: u32 = 0u;
 // in another type than up): this one computes up and writes silu(Y) * up.
 override GATE_IN_Y: u32 = 0u;
 override SWIGLU: u32 = 0u;
+// The gate's activation with SWIGLU or GATE_IN_Y: 0 SiLU, 1 GELU (Pixtral's
+// encoder MLP where configured so).
+override GATE_ACT: u32 = 0u;
+// The output's activation after the bias (the vision projector's first
+// layer): 0 none, 1 GELU, 2 SiLU.
+override OUT_ACT: u32 = 0u;
 // Slabs: a matrix too big for one binding is split by output; this dispatch
 // computes outputs SLAB.x .. SLAB.x + N of N_ALL (0: N_ALL = N, unsplit). The
 // first output is a uniform, not a constant, so equal slabs share a pipeline.
@@ -93,6 +100,27 @@ fn silu(g: f32) -> f32 {
     return g / (1.0 + exp(-g));
 }
 
+// erf by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7): WGSL has no erf.
+fn erf(x: f32) -> f32 {
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - p * exp(-a * a));
+}
+
+// transformers' `gelu`: exact, by erf (not the tanh approximation).
+fn gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf(x * 0.70710678118654752));
+}
+
+// The gate's activation in SwiGLU-shaped MLPs (SWIGLU, GATE_IN_Y).
+fn gate_act(g: f32) -> f32 {
+    if (GATE_ACT == 1u) {
+        return gelu(g);
+    }
+    return silu(g);
+}
+
 fn epilogue(r: u32, n_slab: u32, a: f32, a_up: f32) {
     let n = SLAB.x + n_slab;
     var y = a;
@@ -105,11 +133,16 @@ fn epilogue(r: u32, n_slab: u32, a: f32, a_up: f32) {
         }
     }
     if (SWIGLU != 0u) {
-        y = silu(y) * up;
+        y = gate_act(y) * up;
+    }
+    if (OUT_ACT == 1u) {
+        y = gelu(y);
+    } else if (OUT_ACT == 2u) {
+        y = silu(y);
     }
     let yi = r * select(N, N_ALL, N_ALL != 0u) + n;
     if (GATE_IN_Y != 0u) {
-        y = silu(Y[yi]) * y;
+        y = gate_act(Y[yi]) * y;
     }
     if (ACCUMULATE != 0u) {
         y += Y[yi];

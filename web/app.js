@@ -30,7 +30,8 @@ const ui = {
   loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
   remoteForm: $('remote-form'), serverUrl: $('server-url'), apiKey: $('api-key'), connectButton: $('connect-button'),
   disconnectButton: $('disconnect-button'), jsonSchema: $('json-schema'), jsonExample: $('json-example'),
-  jsonSchemaStatus: $('json-schema-status'),
+  jsonSchemaStatus: $('json-schema-status'), attach: $('attach'), imageFile: $('image-file'), attachments: $('attachments'),
+  composer: $('composer'),
 };
 const EXAMPLE_SCHEMA = {
   type: 'object',
@@ -324,10 +325,21 @@ async function load(source, options = {}) {
 }
 
 // ---- the conversation
-function addMessage(role, text) {
+function addMessage(role, text, images = []) {
   ui.empty.hidden = true;
   const li = document.createElement('li');
   li.className = `msg ${role}`;
+  if (images.length) {
+    const row = document.createElement('div');
+    row.className = 'images';
+    for (const im of images) {
+      const img = document.createElement('img');
+      img.src = im.url;
+      img.alt = im.name;
+      row.append(img);
+    }
+    li.append(row);
+  }
   const body = document.createElement('div');
   body.className = 'body';
   if (role === 'user') body.textContent = text;
@@ -336,6 +348,48 @@ function addMessage(role, text) {
   ui.messages.append(li);
   ui.messages.scrollTop = ui.messages.scrollHeight;
   return li;
+}
+
+// ---- images attached to the next message (vision models): sent as data:
+// URLs, which every engine takes (the page's own, the worker's, a server's)
+let attached = [];
+
+function readDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+    r.readAsDataURL(file);
+  });
+}
+
+async function attach(files) {
+  for (const f of files) {
+    if (!/^image\/(png|jpeg|webp)$/.test(f.type)) {
+      showError(Object.assign(new Error(`${f.name}: only PNG, JPEG and WebP images can be attached`), { code: 'INVALID_REQUEST' }));
+      continue;
+    }
+    attached.push({ name: f.name, url: await readDataUrl(f) });
+  }
+  showAttached();
+}
+
+function showAttached() {
+  ui.attachments.replaceChildren(...attached.map((im, i) => {
+    const fig = document.createElement('figure');
+    const img = document.createElement('img');
+    img.src = im.url;
+    img.alt = im.name;
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'ghost';
+    remove.textContent = '×';
+    remove.title = `Remove ${im.name}`;
+    remove.addEventListener('click', () => { attached.splice(i, 1); showAttached(); });
+    fig.append(img, remove);
+    return fig;
+  }));
+  ui.attachments.hidden = attached.length === 0;
 }
 
 function newChat() {
@@ -375,8 +429,13 @@ async function send() {
   let schema;
   try { schema = answerSchema(); } catch (e) { showError(e); return; }
   ui.input.value = '';
-  history.push({ role: 'user', content: text });
-  addMessage('user', text);
+  const images = attached;
+  attached = [];
+  showAttached();
+  // With images: OpenAI's content parts, the images first.
+  const content = images.length ? [...images.map((im) => ({ type: 'image_url', image_url: { url: im.url } })), { type: 'text', text }] : text;
+  history.push({ role: 'user', content });
+  addMessage('user', text, images);
   const li = addMessage('assistant', '');
   li.setAttribute('aria-busy', 'true');
   const body = li.querySelector('.body');
@@ -435,6 +494,15 @@ async function send() {
 }
 
 // ---- wiring
+ui.attach.addEventListener('click', () => ui.imageFile.click());
+ui.imageFile.addEventListener('change', () => { attach([...ui.imageFile.files]); ui.imageFile.value = ''; });
+ui.composer.addEventListener('dragover', (e) => { if (e.dataTransfer?.types?.includes('Files')) { e.preventDefault(); ui.composer.classList.add('dropping'); } });
+ui.composer.addEventListener('dragleave', () => ui.composer.classList.remove('dropping'));
+ui.composer.addEventListener('drop', (e) => {
+  e.preventDefault();
+  ui.composer.classList.remove('dropping');
+  attach([...(e.dataTransfer?.files ?? [])]);
+});
 ui.input.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
 });

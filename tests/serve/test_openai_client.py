@@ -200,7 +200,8 @@ class TinyModels(unittest.TestCase):
         # Not JSON; too large; an unknown route.
         status, body = self.server.raw("/v1/completions", b"{not json")
         self.assertEqual((status, body["error"]["type"]), (400, "invalid_request_error"))
-        status, body = self.server.raw("/v1/completions", b'{"prompt": "' + b"a" * (5 << 20) + b'"}')
+        # Over --max-body's default of 48 MiB (room for images sent inline).
+        status, body = self.server.raw("/v1/completions", b'{"prompt": "' + b"a" * (49 << 20) + b'"}')
         self.assertEqual(status, 413)
         self.assertIn("error", body)
         status, body = self.server.raw("/v1/nothing", b"{}")

@@ -120,6 +120,13 @@ struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// An image (PNG, JPEG, WebP) for a vision model (repeatable, in order).
+    /// With --chat the images go before the prompt in the user message;
+    /// with --messages they fill the messages' image parts in order; with a
+    /// plain --prompt or --prompt-ids, each image takes the place of one
+    /// image token ([IMG]).
+    #[arg(long)]
+    image: Vec<String>,
     #[command(flatten)]
     constraint: constraint::ConstraintArgs,
 }
@@ -252,6 +259,14 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         }
         msgs.push(ChatMessage::new("user", text));
         let mut req = ChatRequest::from_messages(&msgs);
+        if !a.image.is_empty() {
+            // The user message as content parts: the images, then the text.
+            let mut parts: Vec<serde_json::Value> = a.image.iter().map(|_| json!({"type": "image"})).collect();
+            parts.push(json!({"type": "text", "text": text}));
+            if let Some(last) = req.messages.last_mut() {
+                last["content"] = serde_json::Value::Array(parts);
+            }
+        }
         a.conversation.add_to(&mut req)?;
         chat_req = Some(req);
     }
@@ -278,6 +293,22 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         (None, Some(text), None) => model.text_prompt(text)?,
         (None, None, None) => return Err(tramontane::Error::InvalidRequest("give --prompt, --prompt-ids or --messages".into())),
     };
+    let (prompt_ids, images) = if a.image.is_empty() {
+        (prompt_ids, Vec::new())
+    } else {
+        if a.image.len() > tramontane::vision::MAX_IMAGES {
+            return Err(tramontane::Error::InvalidRequest(format!("{} images; at most {}", a.image.len(), tramontane::vision::MAX_IMAGES)));
+        }
+        let pictures = a
+            .image
+            .iter()
+            .map(|f| {
+                let bytes = std::fs::read(f).map_err(|e| tramontane::Error::InvalidRequest(format!("--image {f}: {e}")))?;
+                tramontane::vision::decode::decode(&bytes, tramontane::vision::MAX_PIXELS, &format!("--image {f}"))
+            })
+            .collect::<tramontane::Result<Vec<_>>>()?;
+        model.prompt_images(&prompt_ids, &pictures)?
+    };
     let offered = chat_req.as_ref().and_then(|r| r.tools.clone());
     let constraint = a.constraint.constraint(offered.as_deref())?;
     let tools = offered.is_some();
@@ -297,6 +328,7 @@ async fn run(a: RunArgs) -> tramontane::Result<()> {
         logprobs: None,
         tools: if tools { Some(model.text.effective_tool_format()) } else { None },
         constraint,
+        images,
     };
     let json_out = a.json;
     let mut stdout = std::io::stdout();

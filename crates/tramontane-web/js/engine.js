@@ -6,6 +6,7 @@ import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js
 import { checkLoadOptions, chatApi, ChunkStream, requestJson } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 import { installedFile } from './package-files.js';
+import { requestImages, withoutImages } from './images.js';
 
 let wasmReady = null;
 
@@ -192,9 +193,12 @@ export class Engine {
     const wasm = this._model();
     const signal = req.signal;
     if (signal?.aborted) throw aborted();
-    const json = requestJson(req);
+    // Images are decoded here, by the browser (js/images.js); the engine
+    // gets their pixels beside the request.
+    const images = kind === 'chat' ? await requestImages(req, signal) : [];
+    const json = requestJson(images.length ? withoutImages(req) : req);
     try {
-      return await wasm.create(kind === 'chat', json, String(this._source), (chunk) => { chunks?.push(chunk); return true; }, signal ?? undefined);
+      return await wasm.create(kind === 'chat', json, String(this._source), (chunk) => { chunks?.push(chunk); return true; }, signal ?? undefined, images);
     } catch (err) {
       const e = asError(err);
       if (e.code === 'DEVICE_LOST') this._info = null;

@@ -177,7 +177,14 @@ export interface TextPart { type: 'text'; text: string }
 
 export interface SystemMessage { role: 'system'; content: string | TextPart[]; name?: string }
 export interface DeveloperMessage { role: 'developer'; content: string | TextPart[]; name?: string }
-export interface UserMessage { role: 'user'; content: string | TextPart[]; name?: string }
+/** An image part (vision models: Mistral Small 3.x, Pixtral): OpenAI's
+ * `image_url` with a data:, blob: or http(s) URL (fetched by the page: CORS
+ * applies), or this package's `image` with the picture itself. Decoded by the
+ * browser; at most 16 images a request and 4096 x 4096 pixels an image. */
+export type ImagePart =
+  | { type: 'image_url'; image_url: { url: string; detail?: string } | string }
+  | { type: 'image'; image: Blob | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas };
+export interface UserMessage { role: 'user'; content: string | (TextPart | ImagePart)[]; name?: string }
 export interface AssistantMessage {
   role: 'assistant';
   /** null where the turn is tool calls only. */

@@ -3,6 +3,7 @@ import { TramontaneError, aborted } from './errors.js';
 import { modelHeaders } from './source.js';
 import { chatApi, ChunkStream } from './protocol.js';
 import { installedFile } from './package-files.js';
+import { transferable } from './images.js';
 
 /** The same API with the engine in a Web Worker, so the page stays responsive. */
 export class WorkerEngine {
@@ -96,9 +97,11 @@ export class WorkerEngine {
 
   _create(kind, req) {
     const { signal, ...rest } = req;
-    if (!rest.stream) return this._call(kind, [rest], { signal });
+    // Image elements cannot be posted to a worker: they go as ImageBitmaps.
+    const posted = transferable(rest);
+    if (!rest.stream) return posted.then((r) => this._call(kind, [r], { signal }));
     const chunks = new ChunkStream();
-    this._call(kind, [rest], { signal, chunks }).catch(() => {});
+    posted.then((r) => this._call(kind, [r], { signal, chunks }), (e) => chunks.end(e)).catch(() => {});
     return chunks;
   }
 

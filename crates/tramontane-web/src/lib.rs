@@ -270,14 +270,19 @@ impl WasmEngine {
     /// the answer) and the promise resolves to undefined; otherwise it
     /// resolves to the response. `model` names the model in the answer;
     /// `signal` aborts (ABORTED).
-    pub fn create(&self, chat: bool, request_json: &str, model: String, on_chunk: Function, signal: Option<web_sys::AbortSignal>) -> Promise {
+    /// `images`: the RGBA pixels (`{width, height, data}`) of the request's
+    /// image parts in order, decoded by the page (js/images.js).
+    pub fn create(&self, chat: bool, request_json: &str, model: String, on_chunk: Function, signal: Option<web_sys::AbortSignal>,
+                  images: Option<js_sys::Array>) -> Promise {
         let state = self.state.clone();
         let body = request_body(request_json);
+        let pictures = images.map(|a| pictures(&a)).transpose();
         future_to_promise(async move {
             let started = web_time::Instant::now();
             let body = body?;
+            let pictures = pictures?.unwrap_or_default();
             let mut m = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
-            let r = answer(&mut m, chat, &body, model, &on_chunk, signal.as_ref(), started).await;
+            let r = answer(&mut m, chat, &body, pictures, model, &on_chunk, signal.as_ref(), started).await;
             state.borrow_mut().model = Some(m);
             r.map_err(|e| match e {
                 Failure::Api(e) => api_error(&e),
@@ -377,16 +382,48 @@ fn send(on_chunk: &Function, v: &serde_json::Value) -> bool {
     on_chunk.call1(&JsValue::NULL, &to_js(v)).map(|r| r.as_bool() != Some(false)).unwrap_or(false)
 }
 
-/// Run request `body` on model `m` (see [`WasmEngine::create`]).
-async fn answer(m: &mut Model, chat: bool, body: &serde_json::Value, model: String, on_chunk: &Function,
-                signal: Option<&web_sys::AbortSignal>, started: web_time::Instant) -> Result<JsValue, Failure> {
-    let facts = ModelFacts { defaults: m.text.defaults.clone(), tool_format: m.text.effective_tool_format(), context: m.info.context };
-    let p = openai::parse(body, chat, &facts).map_err(Failure::Api)?;
-    let ids = match &p.prompt {
+/// The pictures the page decoded: `{width, height, data: Uint8Array}`
+/// (RGBA), each checked against its size.
+fn pictures(a: &js_sys::Array) -> Result<Vec<tramontane::vision::Picture>, JsValue> {
+    a.iter()
+        .enumerate()
+        .map(|(k, v)| {
+            let get = |name: &str| js_sys::Reflect::get(&v, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+            let dim = |name: &str| get(name).as_f64().filter(|x| *x >= 1.0 && *x <= u32::MAX as f64 && x.fract() == 0.0).map(|x| x as u32);
+            let (Some(w), Some(h)) = (dim("width"), dim("height")) else {
+                return Err(coded("INVALID_REQUEST", &format!("image {k}: no width and height")));
+            };
+            let data = get("data").dyn_into::<js_sys::Uint8Array>().map_err(|_| coded("INVALID_REQUEST", &format!("image {k}: its pixels are not a Uint8Array")))?;
+            tramontane::vision::Picture::new(w, h, 4, data.to_vec(), &format!("image {k}")).map_err(|e| js_error(&e))
+        })
+        .collect()
+}
+
+/// Run request `body` with the pictures of its image parts on model `m`
+/// (see [`WasmEngine::create`]).
+#[allow(clippy::too_many_arguments)]
+async fn answer(m: &mut Model, chat: bool, body: &serde_json::Value, pictures: Vec<tramontane::vision::Picture>, model: String,
+                on_chunk: &Function, signal: Option<&web_sys::AbortSignal>, started: web_time::Instant) -> Result<JsValue, Failure> {
+    let facts = ModelFacts {
+        defaults: m.text.defaults.clone(),
+        tool_format: m.text.effective_tool_format(),
+        context: m.info.context,
+        images: m.config().vision.is_some(),
+    };
+    let mut p = openai::parse(body, chat, &facts).map_err(Failure::Api)?;
+    if p.images.len() != pictures.len() {
+        return Err(Failure::Engine(Error::InvalidRequest(format!("{} image parts but {} images decoded", p.images.len(), pictures.len()))));
+    }
+    let mut ids = match &p.prompt {
         Prompt::Chat(r) => m.chat_ids(r)?,
         Prompt::Text(t) => m.text_prompt(t)?,
         Prompt::Ids(ids) => ids.clone(),
     };
+    if !pictures.is_empty() {
+        let (expanded, images) = m.prompt_images(&ids, &pictures)?;
+        ids = expanded;
+        p.gen.images = images;
+    }
     // As the npm package always has: a stream ends with its usage unless the request says not to.
     let mut answer = Answer::new(Head::new(chat, &model), &p, true, started);
     // Token texts for log-probabilities come from a copy of the tokenizer

@@ -16,6 +16,7 @@ use crate::source::ModelSource;
 use crate::text::text_stream::{Finished, TextStream};
 use crate::text::{ChatMessage, ChatRequest, ModelText, Tokenizer, ToolCall, ToolFormat};
 use crate::upload::{load_weights, GgufNaming, HfNaming, LayerTensor, Naming, Progress};
+use crate::vision::{ImageTokens, Picture, Pixels};
 
 /// Most tokens per prefill pass (the kernels' grid and the activations are
 /// sized by it; more gains nothing).
@@ -144,6 +145,9 @@ pub struct GenerateRequest {
     /// Report each generated token's log-probability, with this many top
     /// alternatives (`None`: no log-probabilities).
     pub logprobs: Option<u32>,
+    /// The prompt's images (from [`Model::prompt_images`]): their rows take
+    /// the places of the image tokens.
+    pub images: Vec<PromptImage>,
     /// The request offered tools: recognize calls written in this format
     /// (held back from the streamed text, returned in `tool_calls`).
     pub tools: Option<ToolFormat>,
@@ -164,8 +168,20 @@ impl Default for GenerateRequest {
             logprobs: None,
             tools: None,
             constraint: None,
+            images: Vec::new(),
         }
     }
+}
+
+/// An image of a prompt: its pixels as the model's processor makes them, the
+/// prompt positions its rows of features take (row by row, the image tokens
+/// [`Model::prompt_images`] laid out), and a digest of its pixels (so the KV
+/// cache is reused after an image only for the same image).
+#[derive(Debug, Clone)]
+pub struct PromptImage {
+    pub pixels: Pixels,
+    pub positions: Vec<usize>,
+    pub key: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,8 +249,27 @@ pub struct Model {
     pub info: ModelInfo,
     /// Tokens whose keys and values are in the cache, in order.
     cached: Vec<u32>,
+    /// Per cached token: the digest of the image whose row it holds (0: a
+    /// token's own embedding).
+    cached_images: Vec<u64>,
     /// Constrained decoding, set up on the first constrained request.
     constrainer: Option<Constrainer>,
+}
+
+/// The runs of image rows among `len` pass rows whose first is
+/// `feature_row[from]`: (feature row, pass row, rows).
+fn image_runs(feature_row: &[u32], from: usize, len: usize) -> Vec<(u32, u32, u32)> {
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    for (i, &f) in feature_row.iter().skip(from).take(len).enumerate() {
+        if f == u32::MAX {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(r) if r.0 + r.2 == f && r.1 + r.2 == i as u32 => r.2 += 1,
+            _ => runs.push((f, i as u32, 1)),
+        }
+    }
+    runs
 }
 
 /// One pass; a sampling pass under a constraint draws only the tokens its
@@ -414,7 +449,7 @@ impl Model {
             device_profile: profile,
             self_test,
         };
-        Ok(Model { runtime, text, info, cached: Vec::new(), constrainer: None })
+        Ok(Model { runtime, text, info, cached: Vec::new(), cached_images: Vec::new(), constrainer: None })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -430,6 +465,7 @@ impl Model {
     /// Forget the conversation (the KV cache is simply overwritten later).
     pub fn reset(&mut self) {
         self.cached.clear();
+        self.cached_images.clear();
     }
 
     /// Tokens currently held in the KV cache.
@@ -474,9 +510,18 @@ impl Model {
         constrainer.compile(c, &syntax)
     }
 
-    /// How many leading tokens of `prompt` can be reused from the cache.
-    fn reusable_prefix(&self, prompt: &[u32]) -> usize {
-        let mut p = self.cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+    /// How many leading tokens of `prompt` (whose positions hold the rows of
+    /// images by `images`, a digest per position, 0 for a token) can be
+    /// reused from the cache.
+    fn reusable_prefix(&self, prompt: &[u32], images: &[u64]) -> usize {
+        let image = |v: &[u64], i: usize| v.get(i).copied().unwrap_or(0);
+        let mut p = self
+            .cached
+            .iter()
+            .zip(prompt)
+            .enumerate()
+            .take_while(|(i, (a, b))| a == b && image(&self.cached_images, *i) == image(images, *i))
+            .count();
         if p == prompt.len() {
             p = p.saturating_sub(1); // at least one token must run to get logits
         }
@@ -517,8 +562,14 @@ impl Model {
         if let Some(&bad) = prompt.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
         }
-        let keep = self.reusable_prefix(prompt);
+        let image_keys = self.image_keys(prompt, &req.images)?;
+        let keep = self.reusable_prefix(prompt, &image_keys);
         self.cached.truncate(keep);
+        self.cached_images.truncate(keep);
+        // The images with rows still to run are encoded first, into the
+        // runtime's feature rows; `feature_row[i]`: the row of prompt
+        // position `keep + i`.
+        let feature_row = self.encode_images(prompt.len(), keep, &req.images)?;
         if req.sampling.uses_penalties() {
             self.runtime.reset_sampler_state(prompt);
         }
@@ -546,18 +597,25 @@ impl Model {
             if let Some(s) = session.as_mut().filter(|_| last) {
                 s.budget(req.max_tokens.saturating_sub(1), req.max_tokens);
             }
-            let pass = PassRequest { capture_logits: last && req.top_logits > 0, logprobs: lp, ..PassRequest::new(part, start, out, sampling) };
+            let image_rows = image_runs(&feature_row, start - keep, part.len());
+            let pass = PassRequest {
+                capture_logits: last && req.top_logits > 0,
+                logprobs: lp,
+                image_rows: &image_rows,
+                ..PassRequest::new(part, start, out, sampling)
+            };
             let r = sample(&mut self.runtime, pass, session.as_mut(), &eos, &mut ended).await;
             match r {
                 Ok(t) => {
                     self.cached.extend_from_slice(part);
+                    self.cached_images.extend((start..start + part.len()).map(|i| image_keys.get(i).copied().unwrap_or(0)));
                     if let Some(t) = t {
                         token = t.token;
                         token_lp = t.logprob;
                     }
                 }
                 Err(e) => {
-                    self.cached.clear();
+                    self.reset();
                     return Err(e);
                 }
             }
@@ -630,6 +688,7 @@ impl Model {
             match r {
                 Ok(Some(t)) => {
                     self.cached.push(token);
+                    self.cached_images.push(0);
                     token = t.token;
                     token_lp = t.logprob;
                     if ended {
@@ -644,7 +703,7 @@ impl Model {
                 }
                 Ok(None) => return Err(Error::Internal("decode pass produced no token".into())),
                 Err(e) => {
-                    self.cached.clear();
+                    self.reset();
                     return Err(e);
                 }
             }
@@ -674,6 +733,83 @@ impl Model {
         })
     }
 
+    /// `ids` (a rendered prompt with one image token per image) with each
+    /// image token laid out as its picture's grid of image tokens, and the
+    /// pictures as the model's processor makes them, in order. A model
+    /// without an image side, or a count of image tokens that is not the
+    /// count of pictures, is INVALID_REQUEST.
+    pub fn prompt_images(&self, ids: &[u32], pictures: &[Picture]) -> Result<(Vec<u32>, Vec<PromptImage>)> {
+        let Some(vc) = &self.runtime.cfg.vision else {
+            return Err(Error::InvalidRequest("this model takes no images (it has no vision encoder)".into()));
+        };
+        let token = |name: &str| {
+            self.text.tokenizer.token_id(name).ok_or_else(|| Error::Unsupported(format!("the tokenizer has no {name} token for images")))
+        };
+        let tokens = ImageTokens { image: vc.image_token_id, row_break: token("[IMG_BREAK]")?, end: token("[IMG_END]")? };
+        let unit = vc.patch * vc.merge();
+        let pixels: Vec<Pixels> = pictures.iter().map(|p| vc.processor.pixels(p)).collect();
+        let grids: Vec<(usize, usize)> = pixels.iter().map(|px| (px.height / unit, px.width / unit)).collect();
+        let (expanded, positions) = crate::vision::layout::expand(ids, tokens, &grids)?;
+        let images = pixels
+            .into_iter()
+            .zip(positions)
+            .map(|(pixels, positions)| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (pixels.height, pixels.width).hash(&mut h);
+                pixels.data.iter().for_each(|v| v.to_bits().hash(&mut h));
+                PromptImage { pixels, positions, key: h.finish() | 1 }
+            })
+            .collect();
+        Ok((expanded, images))
+    }
+
+    /// A digest per prompt position: its image's (0 where a token's own
+    /// embedding goes); empty without images. Positions that are not image
+    /// tokens, or an image whose rows are not its tokens, are INVALID_REQUEST.
+    fn image_keys(&self, prompt: &[u32], images: &[PromptImage]) -> Result<Vec<u64>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(((encoder, _), vc)) = self.runtime.vision.as_ref().zip(self.runtime.cfg.vision.as_ref()) else {
+            return Err(Error::InvalidRequest("this model takes no images (it has no vision encoder)".into()));
+        };
+        let mut keys = vec![0u64; prompt.len()];
+        for (k, im) in images.iter().enumerate() {
+            if im.positions.len() != encoder.tokens_of(&im.pixels) {
+                return Err(Error::InvalidRequest(format!("image {k}: {} positions for {} image tokens", im.positions.len(), encoder.tokens_of(&im.pixels))));
+            }
+            for &p in &im.positions {
+                if prompt.get(p) != Some(&vc.image_token_id) || keys[p] != 0 {
+                    return Err(Error::InvalidRequest(format!("image {k}: position {p} is not a free image token of the prompt")));
+                }
+                keys[p] = im.key;
+            }
+        }
+        if let Some(p) = prompt.iter().zip(&keys).position(|(&t, &k)| t == vc.image_token_id && k == 0) {
+            return Err(Error::InvalidRequest(format!("the image token at position {p} belongs to no image")));
+        }
+        Ok(keys)
+    }
+
+    /// Encode the images with rows at positions `keep..len` into the
+    /// runtime's feature rows; per position from `keep`, its feature row
+    /// (`u32::MAX`: a token).
+    fn encode_images(&mut self, len: usize, keep: usize, images: &[PromptImage]) -> Result<Vec<u32>> {
+        let mut rows = vec![u32::MAX; len - keep];
+        let Some((encoder, features)) = self.runtime.vision.as_ref() else { return Ok(rows) };
+        let hidden = self.runtime.cfg.hidden;
+        let mut at = 0;
+        for im in images.iter().filter(|im| im.positions.iter().any(|&p| p >= keep)) {
+            let n = encoder.encode(self.runtime.gpu(), &im.pixels, hidden, features, at)?;
+            for (i, &p) in im.positions.iter().enumerate().filter(|(_, &p)| p >= keep) {
+                rows[p - keep] = (at + i) as u32;
+            }
+            at += n;
+        }
+        Ok(rows)
+    }
+
     /// Logits at every position of `ids` from a fresh context ([ids.len()][vocab]).
     pub async fn logits_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.reset();
@@ -692,6 +828,7 @@ impl Model {
             self.runtime.pass(PassRequest::new(part, start, Output::AllLogits, &sampling)).await?;
             out.extend(self.runtime.read_all_logits(part.len()).await?);
             self.cached.extend_from_slice(part);
+            self.cached_images.extend(std::iter::repeat_n(0, part.len()));
         }
         Ok(out)
     }

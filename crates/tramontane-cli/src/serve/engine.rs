@@ -20,7 +20,14 @@ pub enum Event {
 }
 
 pub enum Work {
-    Generate { prompt: Box<Prompt>, req: GenerateRequest, cancel: Arc<AtomicBool>, events: mpsc::UnboundedSender<Event> },
+    Generate {
+        prompt: Box<Prompt>,
+        req: GenerateRequest,
+        /// The chat's images, decoded, for the image tokens its template writes.
+        pictures: Vec<tramontane::vision::Picture>,
+        cancel: Arc<AtomicBool>,
+        events: mpsc::UnboundedSender<Event>,
+    },
     Tokenize { text: String, add_special: bool, reply: oneshot::Sender<Result<Vec<u32>, Error>> },
     Detokenize { ids: Vec<u32>, reply: oneshot::Sender<Result<String, Error>> },
 }
@@ -65,6 +72,7 @@ impl Engine {
                     defaults: model.text.defaults.clone(),
                     tool_format: model.text.effective_tool_format(),
                     context: model.info.context,
+                    images: model.config().vision.is_some(),
                 };
                 let _ = ready_tx.send(Ok(facts));
                 serve_queue(model, rx, &stop);
@@ -100,7 +108,7 @@ fn serve_queue(mut model: Model, rx: Receiver<Work>, stopping: &AtomicBool) {
                 };
                 let _ = reply.send(r);
             }
-            Work::Generate { prompt, req, cancel, events } => {
+            Work::Generate { prompt, mut req, pictures, cancel, events } => {
                 // The client left while this waited: nothing to do.
                 if cancel.load(Ordering::SeqCst) || events.is_closed() {
                     continue;
@@ -115,6 +123,15 @@ fn serve_queue(mut model: Model, rx: Receiver<Work>, stopping: &AtomicBool) {
                 let ids = ids.and_then(|ids| match &req.constraint {
                     Some(c) => model.compile_constraint(c).map(|_| ids),
                     None => Ok(ids),
+                });
+                // Each image token the template wrote becomes its image's grid.
+                let ids = ids.and_then(|ids| {
+                    if pictures.is_empty() {
+                        return Ok(ids);
+                    }
+                    let (ids, images) = model.prompt_images(&ids, &pictures)?;
+                    req.images = images;
+                    Ok(ids)
                 });
                 let ids = match ids {
                     Ok(ids) => ids,

@@ -9,6 +9,7 @@
 //! exit.
 
 mod engine;
+mod images;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,8 +74,9 @@ pub struct ServeArgs {
     /// The model's name in /v1/models (default: the --model path's last part).
     #[arg(long)]
     pub served_model_name: Option<String>,
-    /// Largest request body in bytes (413 beyond it).
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Largest request body in bytes (413 beyond it): room for images sent
+    /// inline as data: URLs.
+    #[arg(long, default_value_t = 48 << 20)]
     pub max_body: usize,
     /// A Jinja chat template to use instead of the model's own (read verbatim).
     #[arg(long)]
@@ -268,7 +270,16 @@ async fn generate(app: App, body: Result<Bytes, BytesRejection>, chat: bool) -> 
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    app.engine.submit(Work::Generate { prompt: Box::new(p.prompt), req: p.gen, cancel, events: tx }).map_err(refused)?;
+    // Images are fetched and decoded here, off the model's thread.
+    let refs = p.images.clone();
+    let pictures = if refs.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || images::pictures(&refs))
+            .await
+            .map_err(|e| ApiError::new(status::INTERNAL_SERVER_ERROR, "server_error", format!("decoding images: {e}")))??
+    };
+    app.engine.submit(Work::Generate { prompt: Box::new(p.prompt), req: p.gen, pictures, cancel, events: tx }).map_err(refused)?;
     // The status is decided before anything is sent: a prompt the template or
     // the context refuses is a 400, not a broken stream.
     match rx.recv().await {

@@ -15,6 +15,7 @@ mod profile;
 pub mod rope_table;
 pub mod self_test;
 mod sizes;
+pub mod vision;
 
 pub use buffers::GpuBytes;
 pub use linear::{linear_binds, linear_groups, linear_outputs_per_group, linear_spec, moe_max_tiles, residual, with_norm, with_rope};
@@ -69,6 +70,10 @@ pub struct Runtime {
     /// The host side of the sampler's mask, reused every step.
     mask_words: Vec<u32>,
     planned: GpuBytes,
+    /// The image encoder of a vision checkpoint, and the rows of projected
+    /// image features a prompt's image tokens take (one per context token
+    /// at most: image rows are prompt rows).
+    pub vision: Option<(vision::Encoder, wgpu::Buffer)>,
 }
 
 impl Runtime {
@@ -82,12 +87,30 @@ impl Runtime {
         let plan = Plan::new(&gpu, &opts.profile, &cfg, opts.kv_f16, &weights, &bufs, &layer_slots)?;
         gpu.check()?;
         let mask_words = Vec::with_capacity(cfg.vocab.div_ceil(32));
-        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words, planned })
+        let vision = match (&cfg.vision, &weights.vision) {
+            (Some(vc), Some(w)) => {
+                let encoder = vision::Encoder::new(&gpu, &opts.profile, vc, cfg.hidden, w)?;
+                let features = gpu.storage("image_features", (opts.context * cfg.hidden * 4) as u64);
+                gpu.check()?;
+                Some((encoder, features))
+            }
+            _ => None,
+        };
+        Ok(Runtime { gpu, cfg, weights, opts, kv_slots, layer_slots, bufs, plan, mask_words, planned, vision })
     }
 
     /// GPU bytes of the weights and of every buffer the runtime allocated.
     pub fn gpu_bytes(&self) -> GpuBytes {
-        GpuBytes { weights: self.weights.bytes, ..self.bufs.bytes }
+        let mut b = GpuBytes { weights: self.weights.bytes, ..self.bufs.bytes };
+        if let Some((e, f)) = &self.vision {
+            b.activations += e.bytes + f.size();
+        }
+        b
+    }
+
+    /// The device this runtime runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
     }
 
     /// What [`Sizes::plan`] said the buffers besides the weights would take

@@ -46,11 +46,15 @@ pub struct PassRequest<'a> {
     pub capture_logits: bool,
     /// 0 = none, else 1 + how many top alternatives to report.
     pub logprobs: u32,
+    /// Rows of the pass that take image features instead of their tokens'
+    /// embeddings: runs of (first row of the runtime's image features, first
+    /// row of the pass, rows).
+    pub image_rows: &'a [(u32, u32, u32)],
 }
 
 impl<'a> PassRequest<'a> {
     pub fn new(ids: &'a [u32], start: usize, output: Output, sampling: &'a SamplingParams) -> Self {
-        PassRequest { ids, start, output, sampling, sample_index: 0, capture_logits: false, logprobs: 0 }
+        PassRequest { ids, start, output, sampling, sample_index: 0, capture_logits: false, logprobs: 0, image_rows: &[] }
     }
 
     /// Rows of the pass.
@@ -147,13 +151,35 @@ impl Runtime {
             self.plan.ensure_all_logits(&g, &self.opts.profile, &self.cfg, self.opts.chunk, &self.weights, &self.bufs);
         }
         let b = &self.bufs;
+        let image_copies = match (&self.vision, req.image_rows) {
+            (_, []) => None,
+            (Some((_, features)), runs) => {
+                let row = self.cfg.hidden as u64 * 4;
+                if let Some(bad) = runs.iter().find(|r| (r.1 + r.2) as usize > n_tokens || (r.0 + r.2) as u64 * row > features.size()) {
+                    return Err(Error::Internal(format!("image rows {bad:?} outside the pass or the features")));
+                }
+                Some((features, runs, row))
+            }
+            (None, _) => return Err(Error::InvalidRequest("this model takes no images".into())),
+        };
         let mut enc = g.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
             // One compute pass, cut where a dispatch's inputs are first
-            // copied into a texture (lavapipe's prefill: Dispatch::copy_inputs).
+            // copied into a texture (lavapipe's prefill: Dispatch::copy_inputs)
+            // and after the embedding, where image rows replace the image
+            // tokens' embeddings.
             let desc = wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None };
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
-            self.plan.steps(&self.cfg, t, n_splits, output, &mut |_, d, groups| {
+            let mut images = image_copies;
+            self.plan.steps(&self.cfg, t, n_splits, output, &mut |label, d, groups| {
+                if label != "embed" {
+                    if let Some((features, runs, row)) = images.take() {
+                        pass = None;
+                        for &(src, dst, n) in runs {
+                            enc.copy_buffer_to_buffer(features, src as u64 * row, &b.x, dst as u64 * row, n as u64 * row);
+                        }
+                    }
+                }
                 if d.inputs.is_some() {
                     pass = None;
                     d.copy_inputs(&mut enc, t);

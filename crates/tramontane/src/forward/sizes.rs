@@ -115,6 +115,23 @@ impl Sizes {
             bound.push(("the expert outputs (lower `chunk`)", expert_out));
             moe_bytes = Some((router_logits, expert_out));
         }
+        // An image model's encoder for the largest image, and the rows of
+        // image features a prompt can hold (one per context token at most).
+        let mut vision_bytes = Vec::new();
+        if let Some(vc) = &cfg.vision {
+            let encoder = super::vision::buffer_bytes(vc, h).ok_or_else(|| overflow("the image encoder's buffers"))?;
+            let features = product("the image features (lower `context`)", &[ctx, h, 4])?;
+            for &(label, size) in &encoder {
+                if size > max_binding {
+                    let side = super::vision::max_side_patches(vc);
+                    return Err(Error::Unsupported(format!(
+                        "the image encoder's buffer {label} for the largest image ({side}x{side} patches) needs {size} bytes; this device binds at most {max_binding} bytes"
+                    )));
+                }
+            }
+            bound.push(("the image features (lower `context`)", features));
+            vision_bytes = encoder.into_iter().map(|e| e.1).chain([features]).collect();
+        }
         for &(what, size) in &bound {
             if size > max_binding {
                 return Err(Error::Unsupported(format!(
@@ -157,7 +174,10 @@ impl Sizes {
         } else {
             Vec::new()
         };
-        let planned = planned_bytes(cfg, &words, &kv_words, &input_textures).ok_or_else(|| overflow("the activations"))?;
+        let mut planned = planned_bytes(cfg, &words, &kv_words, &input_textures).ok_or_else(|| overflow("the activations"))?;
+        for b in vision_bytes {
+            planned.activations = planned.activations.checked_add(storage_bytes(b)).ok_or_else(|| overflow("the activations"))?;
+        }
         Ok(Sizes { layer_slots, kv_words, words, planned })
     }
 

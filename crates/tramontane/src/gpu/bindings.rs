@@ -52,6 +52,8 @@ bindings! {
     moe { LOGITS = 1, IDS = 2, WTS = 3, EOUT = 4, Y = 5, ORDER = 6, TILES = 7 }
     /// sample.wgsl.
     sample { LOGITS = 1, STATE = 2, IDS = 3, OUT = 4, MASK = 5 }
+    /// patch_merge.wgsl.
+    patch_merge { X = 1, Y = 2, GRID = 3 }
 }
 
 #[cfg(test)]
@@ -103,6 +105,7 @@ mod tests {
                 Family::Attention => attention::ALL.to_vec(),
                 Family::Moe => moe::ALL.to_vec(),
                 Family::Sample => sample::ALL.to_vec(),
+                Family::PatchMerge => patch_merge::ALL.to_vec(),
             };
             let own = &own[..];
             let want = if family.uses_weights() { table(&[common::ALL, weights::ALL, own]) } else { table(&[common::ALL, own]) };

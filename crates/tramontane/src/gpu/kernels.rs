@@ -108,6 +108,8 @@ pub enum Family {
     Attention,
     Moe,
     Sample,
+    /// Mistral 3's patch merger (patch_merge.wgsl).
+    PatchMerge,
 }
 
 /// Each family's WGSL with every prelude it may get (both weight stores, both
@@ -141,7 +143,7 @@ pub(crate) fn family_sources() -> Vec<(Family, String)> {
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Embed,
         Family::RmsNorm,
         Family::Matvec,
@@ -151,6 +153,7 @@ impl Family {
         Family::Attention,
         Family::Moe,
         Family::Sample,
+        Family::PatchMerge,
     ];
 
     fn source(self) -> &'static str {
@@ -164,6 +167,7 @@ impl Family {
             Family::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Family::Moe => include_str!("../../../../shaders/moe.wgsl"),
             Family::Sample => include_str!("../../../../shaders/sample.wgsl"),
+            Family::PatchMerge => include_str!("../../../../shaders/patch_merge.wgsl"),
         }
     }
 
@@ -212,6 +216,7 @@ impl Family {
             Family::Attention => "attention",
             Family::Moe => "moe",
             Family::Sample => "sample",
+            Family::PatchMerge => "patch_merge",
         }
     }
 }

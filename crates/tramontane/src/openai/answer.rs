@@ -94,7 +94,7 @@ mod tests {
     use serde_json::json;
 
     fn facts() -> ModelFacts {
-        ModelFacts { defaults: Default::default(), tool_format: crate::text::ToolFormat::Hermes, context: 64 }
+        ModelFacts { defaults: Default::default(), tool_format: crate::text::ToolFormat::Hermes, context: 64, images: false }
     }
 
     fn generation(text: &str) -> Generation {

@@ -27,6 +27,24 @@ pub struct ModelFacts {
     pub tool_format: ToolFormat,
     /// The context window, in tokens.
     pub context: usize,
+    /// The model takes images (content parts of type `image_url`).
+    pub images: bool,
+}
+
+/// An image part of a chat request: its URL (`data:`, `http(s):`, or what
+/// the transport understands) and where it was, for error messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRef {
+    pub url: String,
+    pub message: usize,
+    pub part: usize,
+}
+
+impl ImageRef {
+    /// `messages[i].content[j]`, as errors name it.
+    pub fn what(&self) -> String {
+        format!("messages[{}].content[{}]", self.message, self.part)
+    }
 }
 
 /// How the response reports log-probabilities.
@@ -48,6 +66,9 @@ pub struct Parsed {
     /// transport decides otherwise: [`super::Answer::new`]).
     pub include_usage: Option<bool>,
     pub logprobs: Logprobs,
+    /// The chat's image parts in order (the transport turns them into
+    /// pictures: [`crate::Model::prompt_images`]).
+    pub images: Vec<ImageRef>,
 }
 
 fn is_int(v: &Value) -> bool {
@@ -83,34 +104,64 @@ fn boolean(req: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiErro
     }
 }
 
-/// Text of a message's content: a string, or the text parts of a list
-/// (other parts are not something this engine reads: refused, by index).
-fn content_text(c: &Value, i: usize) -> Result<Value, ApiError> {
+/// A message's content as the template sees it: a string, or the text parts
+/// of a list joined; where the list has images, the parts in order as
+/// `{"type": "text", "text"}` and `{"type": "image"}` (the published
+/// templates write an image token for each), the images' URLs going to
+/// `images`. Other parts, and images for a model that takes none
+/// (`takes_images`), are refused by index.
+fn content(c: &Value, i: usize, takes_images: bool, images: &mut Vec<ImageRef>) -> Result<Value, ApiError> {
+    let bad = |msg: String| ApiError::bad("messages", msg);
     match c {
         Value::Null | Value::String(_) => Ok(c.clone()),
         Value::Array(parts) => {
             let mut s = String::new();
+            let mut out = Vec::with_capacity(parts.len());
+            let first_image = images.len();
             for (j, p) in parts.iter().enumerate() {
-                match p {
-                    Value::String(t) => s.push_str(t),
+                let text = match p {
+                    Value::String(t) => t,
                     Value::Object(o) => match o.get("type").and_then(Value::as_str) {
                         Some("text") => match o.get("text") {
-                            Some(Value::String(t)) => s.push_str(t),
-                            _ => return Err(ApiError::bad("messages", format!("messages[{i}].content[{j}].text must be a string"))),
+                            Some(Value::String(t)) => t,
+                            _ => return Err(bad(format!("messages[{i}].content[{j}].text must be a string"))),
                         },
+                        Some("image_url") => {
+                            if !takes_images {
+                                return Err(bad(format!("messages[{i}].content[{j}]: this model takes no images (it has no vision encoder)")));
+                            }
+                            // `{"url": ...}` as OpenAI sends it, or the bare string.
+                            let url = match o.get("image_url") {
+                                Some(Value::String(u)) => u,
+                                Some(Value::Object(u)) => match u.get("url") {
+                                    Some(Value::String(u)) => u,
+                                    _ => return Err(bad(format!("messages[{i}].content[{j}].image_url.url must be a string"))),
+                                },
+                                _ => return Err(bad(format!("messages[{i}].content[{j}].image_url must be an object with a url"))),
+                            };
+                            if images.len() >= crate::vision::MAX_IMAGES {
+                                return Err(bad(format!("messages[{i}].content[{j}]: more than {} images in one request", crate::vision::MAX_IMAGES)));
+                            }
+                            images.push(ImageRef { url: url.clone(), message: i, part: j });
+                            out.push(serde_json::json!({"type": "image"}));
+                            continue;
+                        }
                         other => {
-                            return Err(ApiError::bad(
-                                "messages",
-                                format!("messages[{i}].content[{j}]: content of type {} is not supported (text only)", other.unwrap_or("?")),
-                            ))
+                            return Err(bad(format!(
+                                "messages[{i}].content[{j}]: content of type {} is not supported (text{})",
+                                other.unwrap_or("?"),
+                                if takes_images { " and image_url" } else { " only" }
+                            )))
                         }
                     },
-                    _ => return Err(ApiError::bad("messages", format!("messages[{i}].content[{j}] must be a string or an object"))),
-                }
+                    _ => return Err(bad(format!("messages[{i}].content[{j}] must be a string or an object"))),
+                };
+                s.push_str(text);
+                out.push(serde_json::json!({"type": "text", "text": text}));
             }
-            Ok(Value::String(s))
+            Ok(if images.len() > first_image { Value::Array(out) } else { Value::String(s) })
         }
-        _ => Err(ApiError::bad("messages", format!("messages[{i}].content must be a string, null or an array of parts"))),
+        _ => Err(bad(format!("messages[{i}].content must be a string, null or an array of parts"))),
     }
 }
 
@@ -119,21 +170,22 @@ fn content_text(c: &Value, i: usize) -> Result<Value, ApiError> {
 /// tools; a named one: only it), `documents` and `chat_template_kwargs`.
 pub fn chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     let Value::Object(req) = body else { return Err(ApiError::bad("body", "the request must be a JSON object")) };
-    chat_fields(req)
+    Ok(chat_fields(req, true)?.0)
 }
 
-fn chat_fields(req: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
+fn chat_fields(req: &Map<String, Value>, takes_images: bool) -> Result<(ChatRequest, Vec<ImageRef>), ApiError> {
     let messages = match req.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
         _ => return Err(ApiError::bad("messages", "messages must be a non-empty array")),
     };
     let mut out = Vec::with_capacity(messages.len());
+    let mut images = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let Value::Object(o) = m else { return Err(ApiError::bad("messages", format!("messages[{i}] must be an object"))) };
         let mut o = o.clone();
         if let Some(c) = o.get("content") {
-            let flat = content_text(c, i)?;
-            o.insert("content".into(), flat);
+            let c = content(c, i, takes_images, &mut images)?;
+            o.insert("content".into(), c);
         }
         out.push(Value::Object(o));
     }
@@ -176,7 +228,7 @@ fn chat_fields(req: &Map<String, Value>) -> Result<ChatRequest, ApiError> {
     let add_generation_prompt = boolean(req, "add_generation_prompt")?.unwrap_or(true);
     let chat = ChatRequest { messages: out, tools, documents, add_generation_prompt, extra };
     chat.validate()?;
-    Ok(chat)
+    Ok((chat, images))
 }
 
 fn completion_prompt(req: &Map<String, Value>) -> Result<Prompt, ApiError> {
@@ -201,7 +253,12 @@ fn completion_prompt(req: &Map<String, Value>) -> Result<Prompt, ApiError> {
 /// Check every field of a request and build what the engine runs.
 pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, ApiError> {
     let Value::Object(req) = body else { return Err(ApiError::bad("body", "the request body must be a JSON object")) };
-    let prompt = if chat { Prompt::Chat(chat_fields(req)?) } else { completion_prompt(req)? };
+    let (prompt, images) = if chat {
+        let (c, images) = chat_fields(req, facts.images)?;
+        (Prompt::Chat(c), images)
+    } else {
+        (completion_prompt(req)?, Vec::new())
+    };
     // Fields this engine cannot honour are refused, not ignored.
     if int(req, "n", 1, 1).is_err() {
         return Err(ApiError::bad("n", "n must be 1 (one choice per request)"));
@@ -285,8 +342,9 @@ pub fn parse(body: &Value, chat: bool, facts: &ModelFacts) -> Result<Parsed, Api
         logprobs: (logprobs != Logprobs::None).then_some(top),
         tools: if tools { Some(facts.tool_format) } else { None },
         constraint,
+        images: Vec::new(),
     };
-    Ok(Parsed { prompt, gen, stream, include_usage, logprobs })
+    Ok(Parsed { prompt, gen, stream, include_usage, logprobs, images })
 }
 
 /// A request that gives no `max_tokens` gets this many.
@@ -307,13 +365,35 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Image parts reach the template as `{"type": "image"}` among the text
+    /// parts, their URLs in order with where they were; text-only content
+    /// stays a string; a model without images refuses them by index.
+    #[test]
+    fn image_parts_become_template_parts_and_refs() {
+        let facts = |images| ModelFacts { defaults: Default::default(), tool_format: ToolFormat::Hermes, context: 64, images };
+        let body = json!({"messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image_url", "image_url": {"url": "data:a"}},
+                                          "and", {"type": "image_url", "image_url": "https://b"}]},
+        ]});
+        let p = parse(&body, true, &facts(true)).unwrap();
+        let Prompt::Chat(c) = &p.prompt else { panic!("a chat") };
+        assert_eq!(c.messages[0]["content"], json!("Be brief."));
+        assert_eq!(c.messages[1]["content"], json!([{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"}]));
+        assert_eq!(p.images, vec![ImageRef { url: "data:a".into(), message: 1, part: 1 }, ImageRef { url: "https://b".into(), message: 1, part: 3 }]);
+        let e = parse(&body, true, &facts(false)).err().expect("refused");
+        assert!(e.message.contains("messages[1].content[1]") && e.message.contains("takes no images"), "{}", e.message);
+        let bad = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}]});
+        assert!(parse(&bad, true, &facts(true)).err().expect("refused").message.contains("image_url.url"));
+    }
+
     #[test]
     fn chat_requests_keep_add_generation_prompt_and_check_both_token_limits() {
         let msgs = json!([{"role": "user", "content": "hi"}]);
         assert!(chat_request(&json!({"messages": msgs})).unwrap().add_generation_prompt);
         assert!(!chat_request(&json!({"messages": msgs, "add_generation_prompt": false})).unwrap().add_generation_prompt);
         assert_eq!(chat_request(&json!({"messages": msgs, "add_generation_prompt": 1})).unwrap_err().param.as_deref(), Some("add_generation_prompt"));
-        let facts = ModelFacts { defaults: Default::default(), tool_format: ToolFormat::Hermes, context: 64 };
+        let facts = ModelFacts { defaults: Default::default(), tool_format: ToolFormat::Hermes, context: 64, images: false };
         let p = parse(&json!({"prompt": "x", "max_tokens": 5, "max_completion_tokens": 7}), false, &facts).unwrap();
         assert_eq!(p.gen.max_tokens, 7, "the newer name wins");
         let bad = parse(&json!({"prompt": "x", "max_tokens": 0, "max_completion_tokens": 7}), false, &facts).err().map(|e| e.param);

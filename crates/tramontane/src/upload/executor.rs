@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use super::planner::{Dest, FfnIdx, Layout, Piece};
 use super::interleave::{unit_elems, units_per_row, Runs, Shape};
 use super::repack::{packing, Groups};
-use super::types::{Ffn, LayerWeights, Matrix, Slab, Weights};
+use super::types::{Ffn, LayerWeights, Matrix, Slab, VisionLayerWeights, VisionWeights, Weights};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, WeightStore};
 use web_time::Instant;
@@ -253,11 +253,39 @@ fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<W
             },
         });
     }
+    let vision = match layout.vision {
+        None => None,
+        Some(v) => {
+            let mut layers = Vec::with_capacity(v.layers.len());
+            for l in v.layers {
+                layers.push(VisionLayerWeights {
+                    attn_norm: a.vector(l.attn_norm)?,
+                    qkv: a.matrix(l.qkv)?,
+                    o: a.matrix(l.o)?,
+                    ffn_norm: a.vector(l.ffn_norm)?,
+                    gate_up: a.matrix(l.gate_up)?,
+                    down: a.matrix(l.down)?,
+                });
+            }
+            Some(VisionWeights {
+                patch: a.matrix(v.patch)?,
+                ln_pre: a.vector(v.ln_pre)?,
+                layers,
+                proj_norm: a.vector_opt(v.proj_norm)?,
+                merger: a.matrix_opt(v.merger)?,
+                linear_1: a.matrix(v.linear_1)?,
+                linear_1_bias: a.vector_opt(v.linear_1_bias)?,
+                linear_2: a.matrix(v.linear_2)?,
+                linear_2_bias: a.vector_opt(v.linear_2_bias)?,
+            })
+        }
+    };
     Ok(Weights {
         embed: a.matrix(layout.embed)?,
         layers,
         norm: a.vector(layout.norm)?,
         lm_head: a.matrix_opt(layout.lm_head)?,
+        vision,
         bytes: layout.bytes,
         host_seconds: 0.0,
     })

@@ -16,7 +16,7 @@ pub use executor::Progress;
 pub use interleave::{interleave, unit_elems, units_per_row};
 pub use repack::{gpu_nbytes, packing, to_gpu, Packing};
 pub use naming::{ExpertTensor, GgufNaming, HfNaming, HfQwenMoeNaming, LayerTensor, Naming};
-pub use types::{Ffn, LayerWeights, Matrix, Slab, Weights};
+pub use types::{Ffn, LayerWeights, Matrix, Slab, VisionLayerWeights, VisionWeights, Weights};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Store, WeightStore};

@@ -23,7 +23,6 @@ use super::naming::{ExpertTensor, LayerTensor, Naming};
 use super::repack::{gpu_nbytes, packing};
 use crate::error::{Error, Result};
 use crate::parse::{DType, ModelConfig, TensorInfo, TensorTable};
-use crate::parse::hf::canonical_name;
 
 /// The planned weights: buffers to create, the parts that fill them, and
 /// which buffer is which weight.
@@ -35,6 +34,8 @@ pub(super) struct Layout {
     pub norm: usize,
     /// `None` when the LM head is tied to the embeddings.
     pub lm_head: Option<usize>,
+    /// The image side of a vision checkpoint.
+    pub vision: Option<VisionIdx>,
     /// Bytes of every buffer.
     pub bytes: u64,
     /// Matrices go into textures once uploaded (as the interleaved rows).
@@ -135,6 +136,10 @@ pub(super) fn plan(cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, 
         Some(plan.dense("lm_head".into(), v, 1, h, &[(0, naming.lm_head(), v)])?)
     };
 
+    let vision = match &cfg.vision {
+        Some(vc) => Some(plan_vision(&mut plan, vc, cfg.hidden)?),
+        None => None,
+    };
     check_all_used(table, &plan.parts, cfg)?;
     // Vectors are not split: a huge one fails here, before any upload.
     let mut bytes = 0u64;
@@ -150,7 +155,85 @@ pub(super) fn plan(cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, 
             bytes = bytes.saturating_add(size);
         }
     }
-    Ok(Layout { dests: plan.dests, parts: plan.parts, embed, layers, norm, lm_head, bytes, textures: interleave })
+    Ok(Layout { dests: plan.dests, parts: plan.parts, embed, layers, norm, lm_head, vision, bytes, textures: interleave })
+}
+
+/// The image side (vision/): Pixtral's encoder, then the projector into the
+/// text model's width `text_hidden`. Checkpoint names as parse/hf.rs keys
+/// them. The patch convolution's `[hidden, channels, p, p]` weight is the
+/// `[hidden, channels * p * p]` matrix of a matmul over flattened patches.
+fn plan_vision(plan: &mut Planner, vc: &crate::vision::VisionConfig, text_hidden: usize) -> Result<VisionIdx> {
+    let (h, inter, p) = (vc.hidden, vc.intermediate, vc.patch);
+    let cols = vc.channels * p * p;
+    let conv = "vision_tower.patch_conv.weight";
+    let t = plan.find(conv, &[h, vc.channels, p, p])?;
+    let patch = plan.matrix("vision.patch".into(), h, 1, cols, 1, vec![(0, 0, TensorInfo { shape: vec![h as u64, cols as u64], ..t })])?;
+    let ln_pre = plan.vector("vision.ln_pre".into(), h, &[(0, "vision_tower.ln_pre.weight".into(), h)])?;
+    let mut layers = Vec::with_capacity(vc.n_layers);
+    for l in 0..vc.n_layers {
+        let n = |what: &str| format!("vision_tower.transformer.layers.{l}.{what}.weight");
+        layers.push(VisionLayerIdx {
+            attn_norm: plan.vector(format!("vision.l{l}.attn_norm"), h, &[(0, n("attention_norm"), h)])?,
+            qkv: plan.dense(format!("vision.l{l}.qkv"), 3 * h, 1, h, &[
+                (0, n("attention.q_proj"), h),
+                (h, n("attention.k_proj"), h),
+                (2 * h, n("attention.v_proj"), h),
+            ])?,
+            o: plan.dense(format!("vision.l{l}.o"), h, 1, h, &[(0, n("attention.o_proj"), h)])?,
+            ffn_norm: plan.vector(format!("vision.l{l}.ffn_norm"), h, &[(0, n("ffn_norm"), h)])?,
+            gate_up: plan.dense(format!("vision.l{l}.gate_up"), inter, 2, h, &[
+                (0, n("feed_forward.gate_proj"), inter),
+                (inter, n("feed_forward.up_proj"), inter),
+            ])?,
+            down: plan.dense(format!("vision.l{l}.down"), h, 1, inter, &[(0, n("feed_forward.down_proj"), h)])?,
+        });
+    }
+    let pj = |what: &str| format!("multi_modal_projector.{what}");
+    let (proj_norm, merger) = match vc.projector {
+        crate::vision::Projector::Mistral3 { merge } => (
+            Some(plan.vector("vision.proj_norm".into(), h, &[(0, pj("norm.weight"), h)])?),
+            Some(plan.dense("vision.merger".into(), h, 1, h * merge * merge, &[(0, pj("patch_merger.merging_layer.weight"), h)])?),
+        ),
+        crate::vision::Projector::Llava => (None, None),
+    };
+    let th = text_hidden;
+    let bias = |plan: &mut Planner, name: &str| -> Result<Option<usize>> {
+        if vc.projector_bias { Ok(Some(plan.vector(format!("vision.{name}_bias"), th, &[(0, pj(&format!("{name}.bias")), th)])?)) } else { Ok(None) }
+    };
+    Ok(VisionIdx {
+        patch,
+        ln_pre,
+        layers,
+        proj_norm,
+        merger,
+        linear_1: plan.dense("vision.linear_1".into(), th, 1, h, &[(0, pj("linear_1.weight"), th)])?,
+        linear_1_bias: bias(plan, "linear_1")?,
+        linear_2: plan.dense("vision.linear_2".into(), th, 1, th, &[(0, pj("linear_2.weight"), th)])?,
+        linear_2_bias: bias(plan, "linear_2")?,
+    })
+}
+
+/// The planned weights of the image side.
+pub(super) struct VisionIdx {
+    pub patch: usize,
+    pub ln_pre: usize,
+    pub layers: Vec<VisionLayerIdx>,
+    pub proj_norm: Option<usize>,
+    pub merger: Option<usize>,
+    pub linear_1: usize,
+    pub linear_1_bias: Option<usize>,
+    pub linear_2: usize,
+    pub linear_2_bias: Option<usize>,
+}
+
+pub(super) struct VisionLayerIdx {
+    pub attn_norm: usize,
+    pub qkv: usize,
+    pub o: usize,
+    pub ffn_norm: usize,
+    /// Gate and up stacked (halves), for the SwiGLU-shaped epilogue.
+    pub gate_up: usize,
+    pub down: usize,
 }
 
 /// One source tensor's place in a destination: for a matrix, `tensor`'s rows
@@ -462,10 +545,7 @@ fn check_all_used<'a>(table: &TensorTable, parts: &'a [Part], cfg: &ModelConfig)
     // A fused expert tensor is read in per-expert slices named `name[e]`.
     let base = |n: &'a str| -> &'a str { n.strip_suffix(']').and_then(|s| s.rsplit_once('[')).map_or(n, |(b, _)| b) };
     let used: std::collections::HashSet<&str> = parts.iter().map(|p| base(p.tensor.name.as_str())).collect();
-    // The image side of a vision checkpoint is planned apart (vision/).
-    let image_side = |t: &TensorInfo| cfg.vision.is_some() && crate::vision::is_image_side(&canonical_name(&t.name));
-    let mut unused: Vec<&TensorInfo> =
-        table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name) && !image_side(t)).collect();
+    let mut unused: Vec<&TensorInfo> = table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name)).collect();
     unused.sort_by(|a, b| a.name.cmp(&b.name));
     match unused.first() {
         None => Ok(()),

@@ -60,12 +60,40 @@ pub struct LayerWeights {
     pub ffn: Ffn,
 }
 
+/// One layer of the image encoder (Pixtral's).
+pub struct VisionLayerWeights {
+    pub attn_norm: wgpu::Buffer,
+    pub qkv: Matrix,
+    pub o: Matrix,
+    pub ffn_norm: wgpu::Buffer,
+    /// Gate and up stacked, for the SwiGLU-shaped epilogue.
+    pub gate_up: Matrix,
+    pub down: Matrix,
+}
+
+/// The image side: the encoder (the patch convolution as a matrix over
+/// flattened patches, `ln_pre`, the layers) and the projector (Mistral 3:
+/// `proj_norm` and `merger` before the two linear layers).
+pub struct VisionWeights {
+    pub patch: Matrix,
+    pub ln_pre: wgpu::Buffer,
+    pub layers: Vec<VisionLayerWeights>,
+    pub proj_norm: Option<wgpu::Buffer>,
+    pub merger: Option<Matrix>,
+    pub linear_1: Matrix,
+    pub linear_1_bias: Option<wgpu::Buffer>,
+    pub linear_2: Matrix,
+    pub linear_2_bias: Option<wgpu::Buffer>,
+}
+
 pub struct Weights {
     pub embed: Matrix,
     pub layers: Vec<LayerWeights>,
     pub norm: wgpu::Buffer,
     /// `None` when the LM head is tied to the embeddings.
     pub lm_head: Option<Matrix>,
+    /// The image side of a vision checkpoint.
+    pub vision: Option<VisionWeights>,
     /// Bytes of weights on the GPU.
     pub bytes: u64,
     /// Seconds the load spent on the host placing the weights (repacking,

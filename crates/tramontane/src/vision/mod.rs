@@ -4,17 +4,20 @@
 //! image files (`decode`; the browser decodes with its own decoder).
 
 pub mod config;
+mod data_url;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod decode;
 pub mod layout;
 pub mod preprocess;
 
 pub use config::{Act, Projector, VisionConfig};
+pub use data_url::data_url;
 pub use layout::ImageTokens;
 pub use preprocess::{Picture, Pixels, Processor};
 
-/// Whether a tensor (by its canonical name, parse/hf.rs) belongs to the image
-/// side: the encoder or the projector.
-pub fn is_image_side(name: &str) -> bool {
-    name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.")
-}
+
+/// Most images one request may carry.
+pub const MAX_IMAGES: usize = 16;
+/// Most pixels of one image, checked from its header before it is decoded
+/// (a decoded image takes 4 bytes a pixel: 64 MiB at this limit).
+pub const MAX_PIXELS: u64 = 4096 * 4096;

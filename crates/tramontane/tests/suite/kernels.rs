@@ -200,6 +200,51 @@ fn silu(x: f64) -> f64 {
 /// CPU: y[r, n] = x[r] . w[n] (+ b[n]); SwiGLU uses rows n and N + n.
 #[allow(clippy::too_many_arguments)]
 fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows: usize, n: usize, k: usize, swiglu: bool) -> Vec<f32> {
+    linear_ref_act(x, w, b, y0, rows, n, k, swiglu, Acts::default())
+}
+
+/// GELU, exactly (erf by libm).
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2))
+}
+
+/// erf to double precision (Abramowitz and Stegun 7.1.26 is what the kernel
+/// uses; this reference is independent of it: a series, then a continued
+/// fraction's complement).
+fn libm_erf(x: f64) -> f64 {
+    let a = x.abs();
+    let r = if a < 2.5 {
+        // Maclaurin series: 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1)).
+        let (mut sum, mut term, mut n) = (0.0, a, 0.0);
+        while term.abs() > 1e-17 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -a * a / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc continued fraction (Lentz), accurate far from 0.
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (a + f);
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
+    };
+    r.copysign(x)
+}
+
+/// The linear kernels' activation epilogues: GELU as the SwiGLU gate's
+/// activation (`GATE_ACT`), GELU or SiLU on the output (`OUT_ACT`).
+#[derive(Clone, Copy, Default, Debug)]
+struct Acts {
+    gate_gelu: bool,
+    out_gelu: bool,
+    out_silu: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_ref_act(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows: usize, n: usize, k: usize, swiglu: bool,
+                  acts: Acts) -> Vec<f32> {
     let mut y = vec![0f32; rows * n];
     for r in 0..rows {
         for j in 0..n {
@@ -211,7 +256,13 @@ fn linear_ref(x: &[f32], w: &[f32], b: Option<&[f32]>, y0: Option<&[f32]>, rows:
             if swiglu {
                 // Stacked gate/up biases (Llama's mlp_bias): b[n + j] is up's.
                 let up = dot(n + j) + b.map_or(0.0, |b| b[n + j] as f64);
-                v = silu(v) * up;
+                v = if acts.gate_gelu { gelu(v) } else { silu(v) } * up;
+            }
+            if acts.out_gelu {
+                v = gelu(v);
+            }
+            if acts.out_silu {
+                v = silu(v);
             }
             if let Some(y0) = y0 {
                 v += y0[r * n + j] as f64;
@@ -258,6 +309,12 @@ fn check_linear(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: us
 
 #[allow(clippy::too_many_arguments)]
 fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool, cpu: bool, lanes: u32) {
+    check_linear_act(b, entry, dtype, rows, n, k, bias, acc, swiglu, cpu, lanes, Acts::default());
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_linear_act(b: &Bench, entry: &'static str, dtype: DType, rows: usize, n: usize, k: usize, bias: bool, acc: bool, swiglu: bool, cpu: bool, lanes: u32,
+                    acts: Acts) {
     let mut rng = Rng(0x1234 + (rows * 31 + n * 7 + k) as u64);
     let w_rows = if swiglu { 2 * n } else { n };
     let (wb, wv, _) = weights(dtype, w_rows, k, &mut rng);
@@ -271,15 +328,38 @@ fn check_linear_tuned(b: &Bench, entry: &'static str, dtype: DType, rows: usize,
     let spec = tuned(dtype, entry, n, k, cpu, lanes)
         .with("HAS_BIAS", bias as u32)
         .with("ACCUMULATE", acc as u32)
-        .with("SWIGLU", swiglu as u32);
+        .with("SWIGLU", swiglu as u32)
+        .with("GATE_ACT", acts.gate_gelu as u32)
+        .with("OUT_ACT", if acts.out_silu { 2u32 } else { acts.out_gelu as u32 });
     let bind = linear_binds(&[(mm::X, &xbuf), (mm::Y, &ybuf), (mm::SLAB, &b.whole)], bias.then_some(&bbuf), None, None);
     let groups = linear_groups(&spec, n as u32, rows as u32);
     b.run_w(&spec, step(rows as u32), &wbuf, &bind, groups);
     let mut got = b.read(&ybuf, rows * n + 16);
     assert!(got.split_off(rows * n).iter().all(|&v| v == SENTINEL), "{entry}: write past the output");
-    let want = linear_ref(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu);
+    let want = linear_ref_act(&x, &wv, bias.then_some(&bv[..]), acc.then_some(&y0[..]), rows, n, k, swiglu, acts);
     let e = nmse(&got, &want);
-    within("linear", e, LINEAR_TOL, || format!("{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu} cpu {cpu} lanes {lanes}"));
+    within("linear", e, LINEAR_TOL, || format!("{entry} {dtype:?} rows {rows} n {n} k {k} bias {bias} acc {acc} swiglu {swiglu} cpu {cpu} lanes {lanes} {acts:?}"));
+}
+
+/// The vision encoder's and projector's epilogues: a GELU-gated MLP (Mistral
+/// 3's encoder) and GELU after a biased projection (the projector's first
+/// layer; SiLU where a config says so), in every tuning, on odd shapes.
+#[test]
+fn gelu_epilogues_match_cpu() {
+    let b = Bench::new();
+    let gate = Acts { gate_gelu: true, ..Acts::default() };
+    let out = Acts { out_gelu: true, ..Acts::default() };
+    let out_silu = Acts { out_silu: true, ..Acts::default() };
+    for entry in ["matvec", "matmul"] {
+        for (cpu, lanes) in tunings(&b, entry) {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                check_linear_act(&b, entry, dtype, 19, 23, 48, false, false, true, cpu, lanes, gate);
+                check_linear_act(&b, entry, dtype, 33, 37, 20, true, false, false, cpu, lanes, out);
+                check_linear_act(&b, entry, dtype, 3, 37, 20, true, false, false, cpu, lanes, out_silu);
+            }
+        }
+    }
+    assert!((libm_erf(0.5) - 0.5204998778130465).abs() < 1e-15 && (libm_erf(3.0) - 0.9999779095030014).abs() < 1e-15);
 }
 
 #[test]
@@ -741,12 +821,13 @@ fn qkv_matvec_rotates_q_and_stores_k_v() {
 
 /// CPU attention for query rows at positions start..start+t over a ring cache.
 #[allow(clippy::too_many_arguments)]
-fn attention_ref(q: &[f32], kc: &[f32], vc: &[f32], t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize) -> Vec<f32> {
+fn attention_ref(q: &[f32], kc: &[f32], vc: &[f32], t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize, causal: bool) -> Vec<f32> {
     let stride = (nh + 2 * nkv) * hd;
     let mut out = vec![0f32; t * nh * hd];
     let scale = 1.0 / (hd as f64).sqrt();
     for r in 0..t {
-        let pos = start + r;
+        // Non-causal: every row sees the pass's keys (an encoder's patches).
+        let pos = if causal { start + r } else { start + t - 1 };
         let lo = if window > 0 && pos + 1 > window { pos + 1 - window } else { 0 };
         for h in 0..nh {
             let kvh = h / (nh / nkv);
@@ -772,9 +853,9 @@ fn attention_ref(q: &[f32], kc: &[f32], vc: &[f32], t: usize, start: usize, nh: 
 
 #[allow(clippy::too_many_arguments)]
 fn check_attention(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize, splits: Option<(u32, u32)>) {
-    check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, false);
+    check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, false, true);
     if has_f16(b.gpu.adapter.shader_f16, "attention over an f16 KV cache") {
-        check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, true);
+        check_attention_kv(b, t, start, nh, nkv, hd, cap, window, splits, true, true);
     }
 }
 
@@ -782,7 +863,7 @@ fn check_attention(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd:
 /// rounded values, so the tolerance stays that of f32 math).
 #[allow(clippy::too_many_arguments)]
 fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, hd: usize, cap: usize, window: usize,
-                      splits: Option<(u32, u32)>, kv16: bool) {
+                      splits: Option<(u32, u32)>, kv16: bool, causal: bool) {
     let mut rng = Rng((t * 1000 + start * 10 + hd) as u64);
     let stride = (nh + 2 * nkv) * hd;
     let q = rng.vec(t * stride);
@@ -807,9 +888,9 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
     let spec = |e| Spec::new(Family::Attention, e)
         .with("HD", hd as u32).with("NH", nh as u32).with("NKV", nkv as u32)
         .with("CAP", cap as u32).with("WINDOW", window as u32).with("SCALE", 1.0 / (hd as f32).sqrt())
-        .with("MAX_SPLITS", MAX_SPLITS).kv_f16(kv16);
+        .with("MAX_SPLITS", MAX_SPLITS).with("CAUSAL", causal as u32).kv_f16(kv16);
     let st = Step { start_pos: start as u32, n_splits, split_len, ..step(t as u32) };
-    let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window);
+    let want = attention_ref(&q, &kc, &vc, t, start, nh, nkv, hd, cap, window, causal);
     // Both devices' kernels: `attend` (GPUs), `attend_rows` where CPU drivers
     // run it for prefill (head dims that are multiples of 4), each on every
     // case whatever its row count; and CPU drivers' decode (`attend_scored`)
@@ -839,7 +920,7 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         }
         let got = b.read(&out, t * nh * hd);
         let e = nmse(&got, &want);
-        within("attention", e, ATTENTION_TOL, || format!("{entry} lanes {lanes} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+        within("attention", e, ATTENTION_TOL, || format!("{entry} lanes {lanes} t {t} start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16} causal {causal}"));
     }
     if t == 1 && DeviceProfile::shaped(true, 1).decode_attention(hd as u32) == AttentionEntry::AttendScored {
         let out = b.zeros(nh * hd);
@@ -850,6 +931,16 @@ fn check_attention_kv(b: &Bench, t: usize, start: usize, nh: usize, nkv: usize, 
         }
         let got = b.read(&out, t * nh * hd);
         within("attention", nmse(&got, &want), ATTENTION_TOL, || format!("attend_scored start {start} nh {nh} nkv {nkv} hd {hd} cap {cap} window {window} splits {splits:?} f16 {kv16}"));
+    }
+}
+
+/// The vision encoder's attention: every patch of an image sees every other
+/// (CAUSAL 0), over more keys than one tile, in partial groups of rows.
+#[test]
+fn bidirectional_attention_matches_cpu() {
+    let b = Bench::new();
+    for (t, nh, hd) in [(7, 2, 16), (150, 3, 32), (21, 4, 64)] {
+        check_attention_kv(&b, t, 0, nh, nh, hd, t + 5, 0, None, false, false);
     }
 }
 
@@ -1211,4 +1302,39 @@ fn moe_prefill_groups_rows_by_expert_and_matches_cpu() {
         check_grouped(&b, &[DType::Q8_0, DType::F16], cpu, &ids, experts, slots, 29, 64, true, false, &[13]);
     }
     report();
+}
+
+/// Mistral 3's patch merger gather against torch's `unfold` order, on grids
+/// of different shapes through one pipeline (the grid is a uniform), with
+/// merges of 2 and 3; elements past the image's tokens are left alone.
+#[test]
+fn patch_merge_gathers_as_unfold() {
+    use tramontane::gpu::bindings::patch_merge as pm;
+    let b = Bench::new();
+    let mut rng = Rng(2727);
+    for (d, m, w, h) in [(5, 2, 6, 4), (5, 2, 2, 8), (7, 3, 9, 3)] {
+        let x = rng.vec(w * h * d);
+        let row = d * m * m;
+        let tokens = (w / m) * (h / m);
+        let mut want = vec![0f32; tokens * row];
+        for gy in 0..h / m {
+            for gx in 0..w / m {
+                for c in 0..d {
+                    for i in 0..m {
+                        for j in 0..m {
+                            let r = gy * (w / m) + gx;
+                            want[r * row + (c * m + i) * m + j] = x[((m * gy + i) * w + m * gx + j) * d + c];
+                        }
+                    }
+                }
+            }
+        }
+        let (xb, yb) = (b.f32(&x), b.f32(&vec![SENTINEL; tokens * row + 8]));
+        let grid = b.gpu.uniform_init("grid", bytemuck::cast_slice(&[w as u32, h as u32, 0, 0]));
+        let spec = Spec::new(Family::PatchMerge, "main").with("D", d as u32).with("M", m as u32);
+        b.run(&spec, step(tokens as u32), &[(pm::X, &xb), (pm::Y, &yb), (pm::GRID, &grid)], [(row as u32).div_ceil(64), tokens as u32 + 1, 1]);
+        let got = b.read(&yb, tokens * row + 8);
+        assert_eq!(&got[..tokens * row], &want[..], "d {d} m {m} grid {w}x{h}");
+        assert!(got[tokens * row..].iter().all(|&v| v == SENTINEL), "written past the tokens");
+    }
 }

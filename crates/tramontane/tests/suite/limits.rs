@@ -130,6 +130,8 @@ fn the_plan_counts_every_buffer_the_runtime_allocates() {
         ("mistral_tiny", Some(200), 5, tramontane::KvCache::Auto),
         ("mixtral_tiny", None, 64, tramontane::KvCache::Auto),
         ("mixtral_tiny", Some(50), 3, f16),
+        // An image model: its encoder for the largest image and the rows of image features.
+        ("vision/mistral3", Some(300), 16, tramontane::KvCache::Auto),
     ] {
         let opts = LoadOptions { context, chunk, kv_cache, ..Default::default() };
         let model = load_with(&gpu, &DirSource::new(fixtures().join(name)), opts).expect("loads");

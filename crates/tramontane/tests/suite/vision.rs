@@ -63,6 +63,12 @@ pub fn image_bytes(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join("vision/images").join(name)).unwrap()
 }
 
+/// The image tokens' ids a reference.json names.
+fn image_tokens(reference: &Value) -> ImageTokens {
+    let id = |k: &str| reference[k].as_u64().unwrap() as u32;
+    ImageTokens { image: id("image_token_id"), row_break: id("image_break_token_id"), end: id("image_end_token_id") }
+}
+
 /// Pixel values equal to the processor's (Pillow's resize reproduced in its
 /// fixed-point arithmetic, rescale and normalize in transformers' precision),
 /// for every image of both models (different rounding: patch 4 times merge 2
@@ -96,11 +102,7 @@ fn image_tokens_expand_as_the_processor() {
     for model in ["mistral3", "pixtral"] {
         let vc = vision_config(model);
         let reference = json(&dir(model).join("reference.json"));
-        let tokens = ImageTokens {
-            image: reference["image_token_id"].as_u64().unwrap() as u32,
-            row_break: reference["image_break_token_id"].as_u64().unwrap() as u32,
-            end: reference["image_end_token_id"].as_u64().unwrap() as u32,
-        };
+        let tokens = image_tokens(&reference);
         assert_eq!(vc.image_token_id, tokens.image);
         for case in reference["cases"].as_array().unwrap() {
             let want: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
@@ -181,4 +183,169 @@ fn text_model_of_vision_checkpoints() {
         let g = pollster::block_on(m.generate(&input, &crate::common::greedy(want.len()), &mut |_, _, _| true)).expect("generate");
         assert_eq!(g.generated, want, "{model}: greedy continuation");
     }
+}
+
+/// |encoder output - transformers| and |projected features - transformers|,
+/// max over elements relative to the reference's largest magnitude.
+const ENCODER_TOL: f32 = 1e-4;
+
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale
+}
+
+/// The encoder and projector on our kernels, image by image, against
+/// transformers' (which batches the images of a case with a block-diagonal
+/// mask): the last hidden state of every patch and the projected rows.
+#[test]
+fn encoder_and_projector_match_transformers() {
+    use tramontane::source::DirSource;
+    use tramontane::{LoadOptions, Model};
+    for model in ["mistral3", "pixtral"] {
+        let src = DirSource::new(dir(model));
+        let m = pollster::block_on(Model::load(crate::common::gpu(), &src, &LoadOptions::default(), &mut |_| {})).expect("loads");
+        let vc = m.config().vision.clone().unwrap();
+        let text_hidden = m.config().hidden;
+        let (encoder, features) = m.runtime.vision.as_ref().expect("an encoder");
+        let g = m.runtime.gpu();
+        let reference = json(&dir(model).join("reference.json"));
+        let refs = tensors(&dir(model).join("reference.safetensors"));
+        for case in reference["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let files = case_images(case);
+            if files.is_empty() {
+                continue;
+            }
+            let (mut hidden, mut at) = (Vec::new(), 0);
+            for f in &files {
+                let px = vc.processor.pixels(&decode(&image_bytes(f), 1 << 24, f).unwrap());
+                let rows = encoder.encode(g, &px, text_hidden, features, at).expect("encodes");
+                let n = (px.height / vc.patch) * (px.width / vc.patch);
+                hidden.extend(pollster::block_on(encoder.read_hidden(g, n)).unwrap());
+                at += rows;
+            }
+            let (_, want) = &refs[&format!("{name}.encoder")];
+            assert_eq!(hidden.len(), want.len(), "{model} {name}: patches");
+            let e = max_rel(&hidden, want);
+            eprintln!("{model} {name}: encoder max rel error {e:.2e}");
+            assert!(e <= ENCODER_TOL, "{model} {name}: encoder output off by {e}");
+            let got = pollster::block_on(g.read_f32(features, at * text_hidden)).unwrap();
+            let (_, want) = &refs[&format!("{name}.features")];
+            assert_eq!(got.len(), want.len(), "{model} {name}: image tokens");
+            let e = max_rel(&got, want);
+            eprintln!("{model} {name}: features max rel error {e:.2e}");
+            assert!(e <= ENCODER_TOL, "{model} {name}: projected features off by {e}");
+        }
+    }
+}
+
+/// The reference's prompt with each image's run of tokens collapsed back to
+/// the one placeholder the chat template writes.
+fn collapsed(case: &Value, tokens: ImageTokens) -> Vec<u32> {
+    let (mut out, mut inside) = (Vec::new(), false);
+    for t in crate::common::ids(&case["input_ids"]) {
+        if t == tokens.end {
+            inside = false;
+        } else if t == tokens.image && !inside {
+            out.push(t);
+            inside = true;
+        } else if !inside {
+            out.push(t);
+        }
+    }
+    out
+}
+
+fn pictures(case: &Value) -> Vec<tramontane::vision::Picture> {
+    case_images(case).iter().map(|f| decode(&image_bytes(f), 1 << 24, f).unwrap()).collect()
+}
+
+/// Images in the prompt end to end: the processor's layout of the prompt,
+/// the top-20 logits at its last position and 12 greedy tokens equal to
+/// transformers', for one and two images per message, a second turn and
+/// transparency; each case run twice, the second time reusing the cache.
+#[test]
+fn images_in_the_prompt_match_transformers() {
+    use tramontane::source::DirSource;
+    use tramontane::{GenerateRequest, LoadOptions, Model};
+    for model in ["mistral3", "pixtral"] {
+        let src = DirSource::new(dir(model));
+        let mut m = pollster::block_on(Model::load(crate::common::gpu(), &src, &LoadOptions::default(), &mut |_| {})).expect("loads");
+        let reference = json(&dir(model).join("reference.json"));
+        let tokens = image_tokens(&reference);
+        for case in reference["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let (prompt, images) = m.prompt_images(&collapsed(case, tokens), &pictures(case)).expect("lays out");
+            assert_eq!(prompt, crate::common::ids(&case["input_ids"]), "{model} {name}: the processor's prompt");
+            let want = crate::common::ids(&case["greedy"]["new_ids"]);
+            let req = GenerateRequest { images, top_logits: 20, ..crate::common::greedy(want.len()) };
+            for run in ["fresh", "cached"] {
+                if run == "fresh" {
+                    m.reset();
+                }
+                let g = pollster::block_on(m.generate(&prompt, &req, &mut |_, _, _| true)).expect("generates");
+                assert_eq!(g.generated, want, "{model} {name} ({run}): greedy tokens");
+                if run == "fresh" {
+                    for pair in case["last_position"]["top20"].as_array().unwrap() {
+                        let (id, logit) = (pair[0].as_u64().unwrap() as u32, pair[1].as_f64().unwrap() as f32);
+                        let got = g.top_logits.iter().find(|t| t.0 == id).map(|t| t.1);
+                        assert!(got.is_some_and(|v| (v - logit).abs() <= crate::common::LOGIT_TOL), "{model} {name}: logit of {id} is {got:?}, want {logit}");
+                    }
+                } else {
+                    assert_eq!(g.prefilled_tokens, 1, "{model} {name}: the same images reuse the cache");
+                }
+            }
+        }
+    }
+}
+
+/// The cache is reused after an image only for the same image: the same
+/// prompt with the images swapped (same sizes' tokens) runs again from the
+/// first image and answers as a fresh model does.
+#[test]
+fn another_image_is_not_served_from_the_cache() {
+    use tramontane::source::DirSource;
+    use tramontane::{GenerateRequest, LoadOptions, Model};
+    let src = DirSource::new(dir("pixtral"));
+    let mut m = pollster::block_on(Model::load(crate::common::gpu(), &src, &LoadOptions::default(), &mut |_| {})).expect("loads");
+    let vc = m.config().vision.clone().unwrap();
+    let square = decode(&image_bytes("square.png"), 1 << 24, "square").unwrap();
+    // The same size, other pixels: the square's colours inverted.
+    let inverted = tramontane::vision::Picture { pixels: square.pixels.iter().map(|v| 255 - v).collect(), ..square.clone() };
+    assert_eq!(vc.grid(square.width, square.height), vc.grid(inverted.width, inverted.height));
+    let ids = m.tokenizer().encode_with("<s>[INST][IMG]Describe.[/INST]", false, true).unwrap();
+    let run = |m: &mut Model, pic: &tramontane::vision::Picture| {
+        let (prompt, images) = m.prompt_images(&ids, std::slice::from_ref(pic)).unwrap();
+        let req = GenerateRequest { images, ..crate::common::greedy(6) };
+        pollster::block_on(m.generate(&prompt, &req, &mut |_, _, _| true)).unwrap()
+    };
+    let first = run(&mut m, &square);
+    let other = run(&mut m, &inverted);
+    assert!(other.prefilled_tokens > 3, "prefilled only {} tokens after a different image", other.prefilled_tokens);
+    m.reset();
+    let fresh = run(&mut m, &inverted);
+    assert_eq!(other.generated, fresh.generated);
+    assert_ne!(first.generated, fresh.generated, "the fixture's images should lead to different tokens");
+}
+
+/// The image encoder's buffers for the largest image are in the size plan
+/// checked before any weight is read: a
+/// GPU memory limit that leaves no room for them refuses the load
+/// (OUT_OF_MEMORY) before a byte of weights is read.
+#[test]
+fn the_encoder_is_sized_before_the_weights() {
+    use tramontane::source::DirSource;
+    use tramontane::{LoadOptions, Model};
+    let src = DirSource::new(dir("pixtral"));
+    let m = pollster::block_on(Model::load(crate::common::gpu(), &src, &LoadOptions::default(), &mut |_| {})).expect("loads");
+    let planned = m.planned_gpu_memory();
+    let vc = m.config().vision.clone().unwrap();
+    let encoder: u64 = tramontane::forward::vision::buffer_bytes(&vc, m.config().hidden).unwrap().iter().map(|b| b.1).sum();
+    drop(m);
+    // Room for everything but half the encoder's buffers.
+    let opts = LoadOptions { max_gpu_bytes: Some(planned.total() - encoder / 2), ..Default::default() };
+    let mut read = 0u64;
+    let e = pollster::block_on(Model::load(crate::common::gpu(), &src, &opts, &mut |p| read = read.max(p.done))).err().expect("refused");
+    assert_eq!(e.code(), "OUT_OF_MEMORY", "{e}");
+    assert_eq!(read, 0, "nothing downloaded");
 }
