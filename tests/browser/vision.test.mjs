@@ -54,7 +54,7 @@ test('Pixtral: images as URLs, Blobs, ImageBitmaps and ImageData give transforme
       content: await Promise.all(m.content.map((c) => (c.type === 'image' ? forms[form](c.file) : c))),
     })));
     const e = await T.Engine.load('/tests/fixtures/vision/pixtral/', { useCache: false });
-    const out = {};
+    const out = { vision: e.info.vision };
     for (const [name, form] of a.runs) {
       const c = a.cases[name];
       await e.resetChat();
@@ -64,6 +64,10 @@ test('Pixtral: images as URLs, Blobs, ImageBitmaps and ImageData give transforme
     return out;
   }, { cases: CASES, runs: [['one_image', 'dataUrl'], ['one_image', 'blob'], ['one_image', 'bitmap'], ['one_image', 'imageData'], ['two_images', 'relativeUrl'], ['second_turn', 'blob'], ['text_only', 'blob']] });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  // 64-pixel images of 4-pixel patches: 16 rows of 16 tokens and a break.
+  assert.equal(got.vision?.maxImageTokens, 16 * 17, JSON.stringify(got.vision));
+  assert.equal(got.vision.longestEdge, 64);
+  delete got.vision;
   for (const [run, r] of Object.entries(got)) {
     const c = CASES[run.split(' ')[0]];
     assert.deepEqual(r.ids, c.greedy.new_ids, run);
@@ -99,7 +103,7 @@ test('WorkerEngine takes an <img>; a corrupt image or one for a text-only model 
     let textOnly;
     try { await ask(text, { type: 'image', image: img }, 2); textOnly = 'answered'; } catch (e) { textOnly = [e.code, e.message]; }
     const still = (await text.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, ignore_eos: true })).token_ids.length;
-    return { worker, errors, after, textOnly, still };
+    return { worker, errors, after, textOnly, still, textVision: text.info.vision };
   }, { n: CASES.one_image.greedy.new_ids.length });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   assert.deepEqual(got.worker, CASES.one_image.greedy.new_ids, 'an <img> through the worker');
@@ -111,6 +115,7 @@ test('WorkerEngine takes an <img>; a corrupt image or one for a text-only model 
   assert.equal(got.textOnly[0], 'INVALID_REQUEST');
   assert.match(got.textOnly[1], /messages\[0\]\.content\[1\].*takes no images/);
   assert.equal(got.still, 2);
+  assert.equal(got.textVision, null, 'a text model has no image side');
   await p.context().close();
 });
 

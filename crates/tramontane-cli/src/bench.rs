@@ -31,6 +31,65 @@ pub struct BenchArgs {
     /// CPU time per token and the schema's compile time.
     #[arg(long, value_name = "FILE")]
     json_schema: Option<String>,
+    /// Also time an image through a vision model's encoder and projector
+    /// (preprocessing, then encoding until the GPU is done): FILE, or without
+    /// a value a generated 1024x768 picture.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "")]
+    image: Option<String>,
+}
+
+/// A 1024x768 picture of gradients and noise (the benchmark's default image).
+fn synthetic_picture() -> tramontane::vision::Picture {
+    let (w, h) = (1024u32, 768u32);
+    let mut x = 0x2545f491u32;
+    let mut pixels = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for i in 0..w {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let noise = (x % 32) as u32;
+            pixels.extend([((i * 255 / w) + noise).min(255) as u8, ((y * 255 / h) + noise).min(255) as u8, (((i + y) * 127 / (w + h)) + noise) as u8]);
+        }
+    }
+    tramontane::vision::Picture { width: w, height: h, channels: 3, pixels }
+}
+
+/// An image through the image side, `repetitions` times: the median timing.
+async fn image_timing(model: &mut Model, file: &str, repetitions: usize) -> tramontane::Result<serde_json::Value> {
+    let pic = if file.is_empty() {
+        synthetic_picture()
+    } else {
+        let bytes = std::fs::read(file).map_err(|e| tramontane::Error::Io { file: file.into(), msg: e.to_string() })?;
+        tramontane::vision::decode::decode(&bytes, tramontane::vision::MAX_PIXELS, file)?
+    };
+    // Warm-up: drivers compile some pipelines at their first dispatch.
+    let first = model.time_image(&pic).await?;
+    let (mut pre, mut enc) = (Vec::new(), Vec::new());
+    for _ in 0..repetitions.max(1) {
+        let t = model.time_image(&pic).await?;
+        pre.push(t.preprocess_s);
+        enc.push(t.encode_s);
+    }
+    let (e0, e1, e2) = stats(enc);
+    let (_, p1, _) = stats(pre);
+    let v = model.info.vision;
+    Ok(json!({
+        "image": if file.is_empty() { "generated 1024x768" } else { file },
+        "width": first.width,
+        "height": first.height,
+        "resized": [first.resized.0, first.resized.1],
+        "patches": first.patches,
+        "image_tokens": first.tokens,
+        "preprocess_seconds": p1,
+        "encode_seconds": e1,
+        "encode_seconds_min_max": [e0, e2],
+        "first_encode_seconds": first.encode_s,
+        "patches_per_s": first.patches as f64 / e1.max(1e-12),
+        "image_tokens_per_s": first.tokens as f64 / e1.max(1e-12),
+        "encoder_weight_bytes": v.map(|v| v.weight_bytes),
+        "encoder_buffer_bytes": v.map(|v| v.buffer_bytes),
+    }))
 }
 
 /// Decode with and without a constraint, alternating, on a chat prompt
@@ -126,6 +185,10 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
             Some(constrained(&mut model, &Constraint::JsonSchema(v), a.gen_tokens, a.repetitions).await?)
         }
     };
+    let image = match &a.image {
+        None => None,
+        Some(f) => Some(image_timing(&mut model, f, a.repetitions).await?),
+    };
     let profile = if a.profile {
         // Decode after the prompt's prefill, so attention sees that many keys.
         let decode = model.runtime.profile(1, prompt.len()).await?;
@@ -173,6 +236,7 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 "load_phases": info.load_phases,
                 "profile": profile.as_ref().map(|(d, p)| json!({"decode_step": kernel_json(d), "prefill_pass": kernel_json(p)})),
                 "json_schema": schema,
+                "image": image,
             })
         );
     } else {
@@ -225,6 +289,19 @@ pub async fn bench(a: BenchArgs) -> tramontane::Result<()> {
                 f("compile_seconds") * 1e3,
                 f("first_compile_with_setup_seconds") * 1e3,
                 s["cached_compile"]
+            );
+        }
+        if let Some(im) = &image {
+            let f = |k: &str| im[k].as_f64().unwrap_or(0.0);
+            println!(
+                "image        {}x{} -> {}x{}: {} patches, {} image tokens; preprocess {:.1} ms, encode {:.1} ms ({:.0} patches/s, {:.0} image tokens/s; first {:.1} ms)",
+                im["width"], im["height"], im["resized"][0], im["resized"][1], im["patches"], im["image_tokens"],
+                f("preprocess_seconds") * 1e3, f("encode_seconds") * 1e3, f("patches_per_s"), f("image_tokens_per_s"), f("first_encode_seconds") * 1e3
+            );
+            println!(
+                "             encoder weights {:.1} MB, encoder buffers and image features {:.1} MB",
+                f("encoder_weight_bytes") / 1e6,
+                f("encoder_buffer_bytes") / 1e6
             );
         }
         if let Some((d, p)) = &profile {

@@ -157,10 +157,16 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
         gpu.adapter.name,
         gpu.adapter.backend
     );
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(ChatMessage::new("system", s));
+    if model.info.vision.is_some() {
+        eprintln!("This model takes images: `/image FILE` attaches one to your next message.");
     }
+    let mut messages: Vec<serde_json::Value> = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(json!({"role": "system", "content": s}));
+    }
+    // Every image of the conversation in order (the template renders every
+    // turn again), and those attached to the next message.
+    let (mut pictures, mut pending) = (Vec::new(), Vec::new());
     let stdin = std::io::stdin();
     let mut seed = 1u64;
     loop {
@@ -169,9 +175,34 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
         if stdin.read_line(&mut line).map_err(|e| tramontane::Error::InvalidRequest(e.to_string()))? == 0 || line.trim().is_empty() {
             return Ok(());
         }
-        messages.push(ChatMessage::new("user", line.trim_end()));
-        let prompt = model.chat_prompt(&messages)?;
+        if let Some(file) = line.trim().strip_prefix("/image ") {
+            let file = file.trim();
+            let decoded = std::fs::read(file)
+                .map_err(|e| tramontane::Error::InvalidRequest(format!("{file}: {e}")))
+                .and_then(|b| tramontane::vision::decode::decode(&b, tramontane::vision::MAX_PIXELS, file));
+            match decoded {
+                Ok(p) if model.info.vision.is_some() => {
+                    eprintln!("[{file}: {}x{}, attached to your next message]", p.width, p.height);
+                    pending.push(p);
+                }
+                Ok(_) => eprintln!("error: this model takes no images"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+            continue;
+        }
+        let text = line.trim_end();
+        if pending.is_empty() {
+            messages.push(json!({"role": "user", "content": text}));
+        } else {
+            let mut parts: Vec<serde_json::Value> = pending.iter().map(|_| json!({"type": "image"})).collect();
+            parts.push(json!({"type": "text", "text": text}));
+            messages.push(json!({"role": "user", "content": parts}));
+            pictures.append(&mut pending);
+        }
+        let ids = model.chat_ids(&ChatRequest { messages: messages.clone(), add_generation_prompt: true, ..Default::default() })?;
+        let (prompt, images) = if pictures.is_empty() { (ids, Vec::new()) } else { model.prompt_images(&ids, &pictures)? };
         let req = GenerateRequest {
+            images,
             sampling: SamplingParams {
                 temperature: a.temperature,
                 top_p: a.top_p,
@@ -193,7 +224,7 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
             .await?;
         println!();
         eprintln!("[{} new prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s]", g.prefilled_tokens, g.prefill_tokens_per_s(), g.generated.len(), g.decode_tokens_per_s());
-        messages.push(ChatMessage::new("assistant", g.text.trim()));
+        messages.push(json!({"role": "assistant", "content": g.text.trim()}));
     }
 }
 

@@ -230,3 +230,69 @@ fn kernels_gpu_gives_the_gpu_shaped_profile() {
     let p = &v["device_profile"];
     assert_eq!((p["shapes"].as_str(), p["decode_matvec"].as_str(), p["prefill_matmul"].as_str(), p["weights"].as_str()), (Some("gpu"), Some("shared_outputs"), Some("tiles"), Some("buffer")), "{v}");
 }
+
+/// Images on the command line (issue 27), on the tiny Pixtral checkpoint:
+/// `run --image` in the place of the prompt's [IMG] (the reference's tokens),
+/// with `--chat`, `chat` with `/image FILE`, and `bench --image`.
+#[test]
+fn images_on_the_command_line() {
+    let dir = fixtures().join("vision");
+    let model = dir.join("pixtral");
+    let model = model.to_str().expect("utf8");
+    let image = dir.join("images/small.png");
+    let image = image.to_str().expect("utf8");
+    let reference: Value = serde_json::from_slice(&std::fs::read(dir.join("pixtral/reference.json")).expect("reference")).expect("json");
+    let case = reference["cases"].as_array().expect("cases").iter().find(|c| c["name"] == "one_image").expect("one_image");
+    // The reference's prompt with the image's run collapsed to one [IMG].
+    let img = reference["image_token_id"].as_u64().expect("id");
+    let (brk, end) = (reference["image_break_token_id"].as_u64().expect("id"), reference["image_end_token_id"].as_u64().expect("id"));
+    let mut collapsed: Vec<String> = Vec::new();
+    let mut inside = false;
+    for t in ids(&case["input_ids"]) {
+        if t == end {
+            inside = false;
+        } else if t == img && !inside {
+            collapsed.push(t.to_string());
+            inside = true;
+        } else if !inside && t != brk {
+            collapsed.push(t.to_string());
+        }
+    }
+    let want = ids(&case["greedy"]["new_ids"]);
+    let n = want.len().to_string();
+    let v = json_out(&["run", "--model", model, "--prompt-ids", &collapsed.join(","), "--image", image, "--max-tokens", &n, "--ignore-eos", "--json"]);
+    assert_eq!(ids(&v["prompt_ids"]), ids(&case["input_ids"]), "the processor's layout");
+    assert_eq!(ids(&v["generated_ids"]), want, "transformers' tokens");
+    let v = json_out(&["run", "--model", model, "--chat", "--prompt", "Describe.", "--image", image, "--max-tokens", "2", "--json"]);
+    assert_eq!(ids(&v["prompt_ids"]).iter().filter(|&&t| t == img).count(), 60, "6 x 10 patches");
+    let bad = tramontane(&["run", "--model", model, "--chat", "--prompt", "x", "--image", model, "--max-tokens", "2"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_REQUEST"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // `chat`: `/image FILE` attaches to the next message.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tramontane"))
+        .args(["chat", "--model", model, "--max-tokens", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "/image {image}\nWhat is this?\n/image /nonexistent.png\n").expect("writes");
+    }
+    let out = child.wait_with_output().expect("ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("37x23, attached"), "{err}");
+    assert!(err.contains("60 image tokens") || err.contains("new prompt tokens"), "{err}");
+    assert!(err.contains("/nonexistent.png"), "a bad file is an error line, not the end: {err}");
+    // bench --image: the image side timed, its memory reported.
+    let v = json_out(&["bench", "--model", model, "--prompt-tokens", "4", "--gen-tokens", "2", "--repetitions", "1", "--image", image, "--json"]);
+    let im = &v["image"];
+    assert_eq!((im["patches"].as_u64(), im["image_tokens"].as_u64()), (Some(60), Some(60)), "{v}");
+    assert!(im["encode_seconds"].as_f64().is_some_and(|s| s > 0.0) && im["encoder_weight_bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
+    let v = json_out(&["bench", "--model", model, "--prompt-tokens", "4", "--gen-tokens", "2", "--repetitions", "1", "--image", "--json"]);
+    assert_eq!((v["image"]["width"].as_u64(), v["image"]["height"].as_u64()), (Some(1024), Some(768)), "the generated picture");
+    assert_eq!(v["image"]["resized"], json!([64, 48]));
+}

@@ -26,6 +26,6 @@ pub mod vision;
 pub use constrain::{Constraint, ConstraintStats, ToolChoice, ToolConstraint};
 pub use error::{Error, Result};
 pub use gpu::{Gpu, KernelShape};
-pub use model::{FinishReason, GenerateRequest, Generation, KvCache, LoadOptions, Model, ModelInfo, PromptImage, TokenLogprob};
+pub use model::{FinishReason, GenerateRequest, Generation, ImageTiming, KvCache, LoadOptions, Model, ModelInfo, PromptImage, TokenLogprob, VisionInfo};
 pub use sample::SamplingParams;
 pub use text::{ChatMessage, ChatRequest, ChatTemplate, GenerationDefaults, ModelText, Tokenizer, ToolCall, ToolFormat};

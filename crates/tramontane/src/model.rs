@@ -107,6 +107,40 @@ pub struct ModelInfo {
     pub self_test: SelfTest,
     /// Where `load_seconds` went.
     pub load_phases: LoadPhases,
+    /// An image model's image side (`None`: the model takes no images).
+    pub vision: Option<VisionInfo>,
+}
+
+/// What an image model's image side holds and needs.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct VisionInfo {
+    /// Images are resized to fit this side (the processor's `longest_edge`).
+    pub longest_edge: u32,
+    /// Prompt tokens the largest image takes (image tokens and row breaks).
+    pub max_image_tokens: usize,
+    /// Patches of the largest image.
+    pub max_patches: usize,
+    /// GPU bytes of the encoder's and projector's weights (in `weight_bytes`).
+    pub weight_bytes: u64,
+    /// GPU bytes of the encoder's buffers and the image features' rows (in
+    /// `gpu_memory.activations`).
+    pub buffer_bytes: u64,
+}
+
+/// One image through the image side, timed ([`Model::time_image`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ImageTiming {
+    pub width: u32,
+    pub height: u32,
+    /// The size the processor resized it to.
+    pub resized: (usize, usize),
+    pub patches: usize,
+    /// Rows of features (image tokens without the row breaks).
+    pub tokens: usize,
+    /// Decoding aside: the processor's resize and normalization on the CPU.
+    pub preprocess_s: f64,
+    /// The encoder and projector on the GPU, until the GPU is done.
+    pub encode_s: f64,
 }
 
 /// A load's time by phase (seconds; they add up to about `load_seconds`).
@@ -448,12 +482,55 @@ impl Model {
             kv_cache: if kv_f16 { "f16" } else { "f32" },
             device_profile: profile,
             self_test,
+            vision: None,
         };
-        Ok(Model { runtime, text, info, cached: Vec::new(), cached_images: Vec::new(), constrainer: None })
+        let mut model = Model { runtime, text, info, cached: Vec::new(), cached_images: Vec::new(), constrainer: None };
+        model.info.vision = model.vision_info();
+        Ok(model)
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.runtime.cfg
+    }
+
+    fn vision_info(&self) -> Option<VisionInfo> {
+        let ((encoder, features), vc, w) = (self.runtime.vision.as_ref()?, self.runtime.cfg.vision.as_ref()?, self.runtime.weights.vision.as_ref()?);
+        let side = crate::forward::vision::max_side_patches(vc) / vc.merge();
+        Some(VisionInfo {
+            longest_edge: vc.processor.longest_edge,
+            max_image_tokens: side * (side + 1),
+            max_patches: encoder.max_patches,
+            weight_bytes: w.bytes(),
+            buffer_bytes: encoder.bytes + features.size(),
+        })
+    }
+
+    /// Preprocess and encode `pic` alone (its rows land in the feature
+    /// buffer, which the next request overwrites), timing each step: for
+    /// benchmarks. A model without an image side is INVALID_REQUEST.
+    pub async fn time_image(&mut self, pic: &Picture) -> Result<ImageTiming> {
+        let (Some((encoder, features)), Some(vc)) = (self.runtime.vision.as_ref(), self.runtime.cfg.vision.as_ref()) else {
+            return Err(Error::InvalidRequest("this model takes no images (it has no vision encoder)".into()));
+        };
+        let t0 = Instant::now();
+        let px = vc.processor.pixels(pic);
+        let preprocess_s = t0.elapsed().as_secs_f64();
+        let g = self.runtime.gpu();
+        let t1 = Instant::now();
+        let tokens = encoder.encode(g, &px, self.runtime.cfg.hidden, features, 0)?;
+        // Reading a word back waits for the GPU to finish.
+        g.read_f32(features, 1).await?;
+        let encode_s = t1.elapsed().as_secs_f64();
+        // The cache's rows are intact (only the feature rows changed).
+        Ok(ImageTiming {
+            width: pic.width,
+            height: pic.height,
+            resized: (px.width, px.height),
+            patches: (px.width / vc.patch) * (px.height / vc.patch),
+            tokens,
+            preprocess_s,
+            encode_s,
+        })
     }
 
     /// GPU bytes by kind as planned before the download (`info.gpu_memory`

@@ -15,8 +15,9 @@ export function describe(m: ChatMessage): string {
     case 'tool':
       return `${m.tool_call_id ?? '?'}: ${typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('')}`;
     default:
-      // system, developer, user: content is never null here.
-      return typeof m.content === 'string' ? m.content : m.content.map((p) => p.text).join('');
+      // system, developer, user: content is never null here; a user's parts
+      // may be images.
+      return typeof m.content === 'string' ? m.content : m.content.map((p) => (p.type === 'text' ? p.text : '[image]')).join('');
   }
 }
 
@@ -46,6 +47,13 @@ export async function app(): Promise<void> {
     messages, response_format: { type: 'json_schema', json_schema: { name: 'city', schema: { type: 'object' } } },
   });
   console.log(parsed.choices[0].message.parsed?.city);
+  // Images: OpenAI's image_url parts and this package's picture objects.
+  const seen = await engine.chat.completions.create({ messages: [{ role: 'user', content: [
+    { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } },
+    { type: 'image', image: new Blob([]) },
+    { type: 'text', text: 'Compare them.' },
+  ] }] });
+  console.log(seen.choices[0].message.content, info?.vision?.maxImageTokens ?? 0);
   const done = await engine.completions.create({ prompt: [1, 2, 3], max_tokens: 4 });
   console.log(done.choices[0].text);
 

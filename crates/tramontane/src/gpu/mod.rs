@@ -78,6 +78,17 @@ impl WeightStore {
         }
     }
 
+    /// GPU bytes it holds.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            WeightStore::Buffer(b) => b.size(),
+            WeightStore::Texture { texture, .. } => {
+                let s = texture.size();
+                u64::from(s.width) * u64::from(s.height) * 16
+            }
+        }
+    }
+
     /// Blocks per row of interleaved rows (weights.wgsl's `W_UNITS`); 0:
     /// plain rows.
     pub fn interleaved_units(&self) -> u32 {

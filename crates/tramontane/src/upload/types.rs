@@ -86,6 +86,28 @@ pub struct VisionWeights {
     pub linear_2_bias: Option<wgpu::Buffer>,
 }
 
+impl Matrix {
+    /// GPU bytes of every slab.
+    pub fn bytes(&self) -> u64 {
+        self.slabs.iter().map(|s| s.store.bytes()).sum()
+    }
+}
+
+impl VisionWeights {
+    /// GPU bytes of the image side's weights.
+    pub fn bytes(&self) -> u64 {
+        let mut matrices = vec![&self.patch, &self.linear_1, &self.linear_2];
+        matrices.extend(&self.merger);
+        let mut vectors = vec![&self.ln_pre];
+        vectors.extend([&self.proj_norm, &self.linear_1_bias, &self.linear_2_bias].into_iter().flatten());
+        for l in &self.layers {
+            matrices.extend([&l.qkv, &l.o, &l.gate_up, &l.down]);
+            vectors.extend([&l.attn_norm, &l.ffn_norm]);
+        }
+        matrices.iter().map(|m| m.bytes()).sum::<u64>() + vectors.iter().map(|v| v.size()).sum::<u64>()
+    }
+}
+
 pub struct Weights {
     pub embed: Matrix,
     pub layers: Vec<LayerWeights>,

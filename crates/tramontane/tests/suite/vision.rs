@@ -264,8 +264,15 @@ fn pictures(case: &Value) -> Vec<tramontane::vision::Picture> {
 /// the top-20 logits at its last position and 12 greedy tokens equal to
 /// transformers', for one and two images per message, a second turn and
 /// transparency; each case run twice, the second time reusing the cache.
+/// In this device's kernel shapes, and in the GPU shapes (tiled matmuls, the
+/// workgroup-memory attention) where this device is a CPU rasterizer.
 #[test]
 fn images_in_the_prompt_match_transformers() {
+    check_images_in_the_prompt();
+    crate::common::in_gpu_shapes(check_images_in_the_prompt);
+}
+
+fn check_images_in_the_prompt() {
     use tramontane::source::DirSource;
     use tramontane::{GenerateRequest, LoadOptions, Model};
     for model in ["mistral3", "pixtral"] {
@@ -348,4 +355,29 @@ fn the_encoder_is_sized_before_the_weights() {
     let e = pollster::block_on(Model::load(crate::common::gpu(), &src, &opts, &mut |p| read = read.max(p.done))).err().expect("refused");
     assert_eq!(e.code(), "OUT_OF_MEMORY", "{e}");
     assert_eq!(read, 0, "nothing downloaded");
+}
+
+/// `info.vision` says what the image side takes and holds; `time_image`
+/// (the benchmark's) encodes an image alone and leaves the chat's cache as
+/// it was.
+#[test]
+fn info_and_timing_of_the_image_side() {
+    use tramontane::source::DirSource;
+    use tramontane::{LoadOptions, Model};
+    for (model, max_tokens) in [("mistral3", 8 * 9), ("pixtral", 16 * 17)] {
+        let src = DirSource::new(dir(model));
+        let mut m = pollster::block_on(Model::load(crate::common::gpu(), &src, &LoadOptions::default(), &mut |_| {})).expect("loads");
+        let v = m.info.vision.expect("an image side");
+        assert_eq!((v.longest_edge, v.max_image_tokens), (64, max_tokens), "{model}");
+        assert!(v.weight_bytes > 0 && v.weight_bytes < m.info.weight_bytes);
+        assert!(v.buffer_bytes > 0 && v.buffer_bytes <= m.info.gpu_memory.activations);
+        let pic = decode(&image_bytes("small.png"), 1 << 24, "small").unwrap();
+        let t = pollster::block_on(m.time_image(&pic)).expect("encodes");
+        assert_eq!((t.width, t.height, t.resized), (37, 23, (40, 24)), "{model}");
+        assert_eq!(t.patches, 60);
+        assert_eq!(t.tokens, if model == "mistral3" { 15 } else { 60 });
+        assert!(t.encode_s > 0.0 && t.preprocess_s >= 0.0);
+    }
+    let text = pollster::block_on(Model::load(crate::common::gpu(), &DirSource::new(fixtures().join("llama_tiny")), &LoadOptions::default(), &mut |_| {})).unwrap();
+    assert!(text.info.vision.is_none());
 }
