@@ -97,13 +97,21 @@ test('WorkerEngine takes an <img>; a corrupt image or one for a text-only model 
     ]) {
       try { await ask(w, image, 2); errors.push('answered'); } catch (e) { errors.push([e.code, e.message]); }
     }
-    const after = (await ask(w, { type: 'image_url', image_url: IMAGES + 'small.png' }, a.n)).token_ids;
+    // A URL relative to the page (not to the worker's script), and a canvas.
+    const after = (await ask(w, { type: 'image_url', image_url: '../fixtures/vision/images/small.png' }, a.n)).token_ids;
+    const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+    canvas.getContext('2d').drawImage(img, 0, 0);
+    const streamed = [];
+    for await (const c of w.chat.completions.create({ messages: [{ role: 'user', content: [{ type: 'text', text: 'What is this? ' }, { type: 'image', image: canvas }] }],
+      max_tokens: a.n, temperature: 0, ignore_eos: true, stream: true })) {
+      if (c.choices[0]?.delta?.content !== undefined) streamed.push(c.choices[0].delta.content);
+    }
     w.terminate();
     const text = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
     let textOnly;
     try { await ask(text, { type: 'image', image: img }, 2); textOnly = 'answered'; } catch (e) { textOnly = [e.code, e.message]; }
     const still = (await text.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 2, ignore_eos: true })).token_ids.length;
-    return { worker, errors, after, textOnly, still, textVision: text.info.vision };
+    return { worker, errors, after, streamed: streamed.length, textOnly, still, textVision: text.info.vision };
   }, { n: CASES.one_image.greedy.new_ids.length });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   assert.deepEqual(got.worker, CASES.one_image.greedy.new_ids, 'an <img> through the worker');
@@ -111,7 +119,8 @@ test('WorkerEngine takes an <img>; a corrupt image or one for a text-only model 
     assert.equal(e[0], 'INVALID_REQUEST', JSON.stringify(e));
     assert.match(e[1], /messages\[0\]\.content\[1\]/);
   }
-  assert.deepEqual(got.after, CASES.one_image.greedy.new_ids, 'the engine answers after the errors');
+  assert.deepEqual(got.after, CASES.one_image.greedy.new_ids, 'the engine answers after the errors (a page-relative URL)');
+  assert.ok(got.streamed > 0, 'an OffscreenCanvas streams through the worker');
   assert.equal(got.textOnly[0], 'INVALID_REQUEST');
   assert.match(got.textOnly[1], /messages\[0\]\.content\[1\].*takes no images/);
   assert.equal(got.still, 2);

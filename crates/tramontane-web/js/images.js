@@ -46,16 +46,30 @@ export function withoutImages(req) {
 
 const isA = (v, name) => typeof globalThis[name] === 'function' && v instanceof globalThis[name];
 
-/** Element sources a Worker cannot receive become ImageBitmaps (on the
- * page's thread, before the request is posted). */
+/** A request for a Worker, on the page's thread before it is posted: image
+ * elements and canvases (which cannot be posted) become ImageBitmaps of
+ * their own pixels, and relative image URLs the page's absolute ones (the
+ * worker would resolve them against its script). */
 export async function transferable(req) {
-  const parts = imageParts(req);
-  if (!parts.some((p) => isA(p.source, 'HTMLImageElement') || isA(p.source, 'HTMLCanvasElement'))) return req;
-  const messages = await Promise.all(req.messages.map(async (m) => {
+  if (!imageParts(req).length) return req;
+  const element = (v) => ['HTMLImageElement', 'HTMLCanvasElement', 'OffscreenCanvas'].some((t) => isA(v, t));
+  const messages = await Promise.all(req.messages.map(async (m, i) => {
     if (!Array.isArray(m?.content)) return m;
-    const content = await Promise.all(m.content.map(async (p) => {
-      if (p?.type === 'image' && (isA(p.image, 'HTMLImageElement') || isA(p.image, 'HTMLCanvasElement'))) {
-        return { ...p, image: await createImageBitmap(p.image) };
+    const content = await Promise.all(m.content.map(async (p, j) => {
+      if (p?.type === 'image' && element(p.image)) {
+        try {
+          return { ...p, image: await createImageBitmap(p.image, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' }) };
+        } catch (e) {
+          throw bad(`messages[${i}].content[${j}]`, `not a readable image (${e?.message ?? e})`);
+        }
+      }
+      if (p?.type === 'image_url' && globalThis.location) {
+        const u = typeof p.image_url === 'string' ? p.image_url : p.image_url?.url;
+        if (typeof u === 'string' && !/^[a-z][a-z0-9+.-]*:/i.test(u)) {
+          let abs = u;
+          try { abs = new URL(u, location.href).href; } catch { /* left as it is: the worker says why */ }
+          return { ...p, image_url: typeof p.image_url === 'string' ? abs : { ...p.image_url, url: abs } };
+        }
       }
       return p;
     }));
@@ -84,7 +98,12 @@ async function pixelsOf(source, what, signal) {
       throw new TramontaneError('NETWORK', `${what}: fetching the image failed (${e?.message ?? e})`, { url: src, status: 0 });
     }
     if (!resp.ok) throw new TramontaneError('NETWORK', `${what}: fetching the image: HTTP ${resp.status}`, { url: src, status: resp.status });
-    src = await resp.blob();
+    try {
+      src = await resp.blob();
+    } catch (e) {
+      if (signal?.aborted) throw new TramontaneError('ABORTED', 'aborted');
+      throw new TramontaneError('NETWORK', `${what}: reading the image failed (${e?.message ?? e})`, { url: src, status: resp.status });
+    }
   }
   if (isA(src, 'ImageData')) {
     if (src.width * src.height > MAX_PIXELS) throw bad(what, `${src.width}x${src.height} is over the limit of ${MAX_PIXELS} pixels`);

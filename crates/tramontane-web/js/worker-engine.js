@@ -78,7 +78,15 @@ export class WorkerEngine {
       if (signal.aborted) this._worker.postMessage({ abort: id });
       else signal.addEventListener('abort', () => this._worker.postMessage({ abort: id }), { once: true });
     }
-    this._worker.postMessage({ id, method, args });
+    try {
+      this._worker.postMessage({ id, method, args });
+    } catch (e) {
+      // Something in the request cannot be posted (structured clone).
+      this._calls.delete(id);
+      const err = new TramontaneError('INVALID_REQUEST', `the request cannot be sent to the worker (${e?.message ?? e})`);
+      extra.chunks?.end(err);
+      return Promise.reject(err);
+    }
     return p;
   }
 
@@ -101,7 +109,7 @@ export class WorkerEngine {
     const posted = transferable(rest);
     if (!rest.stream) return posted.then((r) => this._call(kind, [r], { signal }));
     const chunks = new ChunkStream();
-    posted.then((r) => this._call(kind, [r], { signal, chunks }), (e) => chunks.end(e)).catch(() => {});
+    posted.then((r) => this._call(kind, [r], { signal, chunks }), (e) => chunks.end(e)).catch((e) => chunks.end(e));
     return chunks;
   }
 

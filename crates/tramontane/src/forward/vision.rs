@@ -271,6 +271,9 @@ impl Encoder {
         let p = self.vc.patch;
         let (gh, gw) = (px.height / p, px.width / p);
         let n = gh * gw;
+        if px.data.len() != 3 * px.height * px.width {
+            return Err(Error::InvalidRequest(format!("an image of {}x{} pixels with {} values (3 a pixel)", px.width, px.height, px.data.len())));
+        }
         if n == 0 || n > self.max_patches || px.height % p != 0 || px.width % p != 0 {
             return Err(Error::InvalidRequest(format!(
                 "an image of {}x{} pixels: {n} patches (at most {} on this model)",

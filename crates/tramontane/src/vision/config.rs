@@ -144,9 +144,14 @@ impl VisionConfig {
             .unwrap_or(10000.0);
         let act = Act::parse(vc.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"), file, "vision hidden_act")?;
         let projector_act = Act::parse(v.get("projector_hidden_act").and_then(Value::as_str).unwrap_or("gelu"), file, "projector_hidden_act")?;
+        // The classes' defaults differ: Mistral 3's is -1, LLaVA's -2 (Pixtral
+        // 12B says -1).
         match v.get("vision_feature_layer") {
-            None | Some(Value::Null) => {}
+            None | Some(Value::Null) if mistral3 => {}
             Some(x) if x.as_i64() == Some(-1) => {}
+            None | Some(Value::Null) => {
+                return Err(Error::Unsupported(format!("{file}: no vision_feature_layer (LLaVA's default, -2, is not supported: only -1, the last layer)")))
+            }
             Some(x) => return Err(Error::Unsupported(format!("{file}: vision_feature_layer {x} (only -1, the last layer)"))),
         }
         let projector = if mistral3 {
@@ -168,7 +173,8 @@ impl VisionConfig {
             .and_then(Value::as_u64)
             .filter(|&i| i < u32::MAX as u64)
             .map(|i| i as u32)
-            .unwrap_or(10);
+            // The classes' defaults (Mistral 3: 10, LLaVA: 32000).
+            .unwrap_or(if mistral3 { 10 } else { 32000 });
         let patch = size(vc, "patch_size", file, Some(16), MAX_PATCH)?;
         let image_size = size(vc, "image_size", file, Some(1024), MAX_IMAGE)?;
         let merge = match projector {
@@ -275,4 +281,34 @@ fn processor_settings(pre: Option<&Value>, proc: Option<&Value>, patch: usize, m
         mean: if pre.get("do_normalize").and_then(Value::as_bool) == Some(false) { [0.0; 3] } else { triple("image_mean", [0.48145466, 0.4578275, 0.40821073])? },
         std: if pre.get("do_normalize").and_then(Value::as_bool) == Some(false) { [1.0; 3] } else { std },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(model_type: &str, extra: Value) -> Value {
+        let mut v = json!({"model_type": model_type, "vision_config": {"model_type": "pixtral", "hidden_size": 64, "num_attention_heads": 4}});
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        v
+    }
+
+    /// Missing keys take each class's own defaults: Mistral 3's image token 10
+    /// and last layer; LLaVA's -2 (not supported) and 32000.
+    #[test]
+    fn each_class_has_its_defaults() {
+        let m = VisionConfig::from_json(&config("mistral3", json!({})), "c", 1e-5).unwrap();
+        assert_eq!((m.image_token_id, m.merge(), m.projector_bias), (10, 2, false));
+        let e = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full"})), "c", 1e-5).unwrap_err();
+        assert!(e.to_string().contains("vision_feature_layer"), "{e}");
+        let l = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full", "vision_feature_layer": -1})), "c", 1e-5).unwrap();
+        assert_eq!((l.image_token_id, l.merge(), l.projector_bias), (32000, 1, true));
+        let e = VisionConfig::from_json(&config("llava", json!({"vision_feature_layer": -1})), "c", 1e-5).unwrap_err();
+        assert!(e.to_string().contains("vision_feature_select_strategy"), "{e}");
+        let e = VisionConfig::from_json(&config("mistral3", json!({"projector_hidden_act": "relu"})), "c", 1e-5).unwrap_err();
+        assert_eq!(e.code(), "UNSUPPORTED");
+    }
 }
