@@ -7,7 +7,7 @@
 use crate::parse::{ModelConfig, RopeScaling};
 
 /// transformers' default inverse frequencies, in f32 (`1 / base ** (2i / d)`).
-fn default_inv_freq(base: f32, d: usize) -> Vec<f32> {
+pub(crate) fn default_inv_freq(base: f32, d: usize) -> Vec<f32> {
     (0..d / 2).map(|i| 1.0f32 / base.powf((2 * i) as f32 / d as f32)).collect()
 }
 

@@ -351,9 +351,8 @@ impl Encoder {
 /// second with its column by the odd-indexed ones.
 pub fn rope_table(vc: &VisionConfig, gh: usize, gw: usize) -> Vec<f32> {
     let hd = vc.head_dim;
-    let base = vc.rope_theta as f32;
-    // transformers' f32 inverse frequencies, 1 / base^(2i / hd).
-    let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0f32 / base.powf((2 * i) as f32 / hd as f32)).collect();
+    // transformers' f32 inverse frequencies, as the text model's table has them.
+    let inv = super::rope_table::default_inv_freq(vc.rope_theta as f32, hd);
     let quarter = hd / 4;
     let mut out = Vec::with_capacity(gh * gw * hd);
     for y in 0..gh {
