@@ -26,7 +26,7 @@ const ui = {
   temperature: $('temperature'), topP: $('top-p'), repetitionPenalty: $('repetition-penalty'), maxTokens: $('max-tokens'),
   samplingSource: $('sampling-source'), modelName: $('model-name'), modelMeta: $('model-meta'), progress: $('progress'),
   progressPhase: $('progress-phase'), progressNumbers: $('progress-numbers'), progressFill: $('progress-fill'),
-  loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), loadButton: $('load-button'),
+  loadForm: $('load-form'), source: $('model-source'), ggufFile: $('gguf-file'), mmproj: $('mmproj'), loadButton: $('load-button'),
   loadDefault: $('load-default'), settings: $('settings'), toggleSettings: $('toggle-settings'),
   remoteForm: $('remote-form'), serverUrl: $('server-url'), apiKey: $('api-key'), connectButton: $('connect-button'),
   disconnectButton: $('disconnect-button'), jsonSchema: $('json-schema'), jsonExample: $('json-example'),
@@ -514,7 +514,10 @@ ui.loadForm.addEventListener('submit', (e) => {
   const source = ui.source.value.trim();
   if (!source) { ui.source.focus(); return; }
   const gguf = ui.ggufFile.value.trim();
-  load(source, gguf ? { ggufFile: gguf, label: `${source}/${gguf}` } : {});
+  const mmproj = ui.mmproj.value.trim();
+  const options = gguf ? { ggufFile: gguf, label: `${source}/${gguf}` } : {};
+  if (mmproj) Object.assign(options, { mmproj, label: `${options.label ?? source} + ${mmproj}` });
+  load(source, options);
 });
 ui.loadDefault.addEventListener('click', () => load(DEFAULT_MODEL, DEFAULT_MODEL_OPTIONS));
 ui.remoteForm.addEventListener('submit', (e) => {

@@ -1,8 +1,9 @@
 // Images through the npm package in headless Chromium (WebGPU on
 // SwiftShader), issue 27: the tiny random Pixtral checkpoint of
 // tests/fixtures/vision (scripts/fixtures/make_vision.py) with its images as
-// data: URLs, relative URLs, Blobs, ImageBitmaps and ImageData (Engine) and
-// as an <img> element (WorkerEngine): the greedy tokens must be
+// data: URLs, relative URLs, Blobs, ImageBitmaps and ImageData (Engine),
+// as an <img> element (WorkerEngine), and through the GGUF + mmproj files
+// llama.cpp's converter wrote from it: the greedy tokens must be
 // transformers'. The browser decodes; the engine gets the pixels. A corrupt
 // image and an image for a text-only model are INVALID_REQUEST naming the
 // part, and the engine keeps answering. (The alpha case stays native: a
@@ -73,6 +74,32 @@ test('Pixtral: images as URLs, Blobs, ImageBitmaps and ImageData give transforme
     assert.deepEqual(r.ids, c.greedy.new_ids, run);
     assert.equal(r.prompt, c.input_ids.length, `${run}: the processor's prompt length`);
   }
+  await p.context().close();
+});
+
+test('GGUF + mmproj (llama.cpp\'s converter): transformers\' tokens; an mmproj outside the folder or missing is refused', { timeout: 300000 }, async () => {
+  const p = await page();
+  const got = await runInPage(p, async (T, a) => {
+    const MODEL = '/tests/fixtures/vision/pixtral/gguf/model.gguf';
+    const out = {};
+    for (const mmproj of ['../../mistral3/gguf/mmproj-f32.gguf', 'absent.gguf']) {
+      try { await T.Engine.load(MODEL, { useCache: false, mmproj }); out[mmproj] = 'loaded'; } catch (e) { out[mmproj] = [e.code, e.message]; }
+    }
+    const e = await T.Engine.load(MODEL, { useCache: false, mmproj: 'mmproj-f32.gguf' });
+    out.vision = e.info.vision;
+    const c = a.case;
+    const img = await (await fetch('/tests/fixtures/vision/images/' + c.messages.find((m) => typeof m.content !== 'string').content.find((x) => x.type === 'image').file)).blob();
+    const messages = c.messages.map((m) => (typeof m.content === 'string' ? m : { role: m.role, content: m.content.map((x) => (x.type === 'image' ? { type: 'image', image: img } : x)) }));
+    const r = await e.chat.completions.create({ messages, max_tokens: c.greedy.new_ids.length, temperature: 0, ignore_eos: true });
+    out.ids = r.token_ids;
+    return out;
+  }, { case: CASES.one_image });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got['../../mistral3/gguf/mmproj-f32.gguf'][0], 'INVALID_REQUEST', JSON.stringify(got));
+  assert.equal(got['absent.gguf'][0], 'NETWORK', JSON.stringify(got));
+  assert.match(got['absent.gguf'][1], /absent\.gguf/);
+  assert.equal(got.vision?.longestEdge, 64, JSON.stringify(got.vision));
+  assert.deepEqual(got.ids, CASES.one_image.greedy.new_ids);
   await p.context().close();
 });
 

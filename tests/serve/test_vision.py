@@ -2,7 +2,8 @@
 27): the tiny random Pixtral (LlavaForConditionalGeneration) checkpoint of
 tests/fixtures/vision, every case of its reference (one and two images, a
 second turn, transparency, text only) sent as OpenAI content parts with the
-images as data: URLs; the greedy tokens must be transformers'. A corrupt or
+images as data: URLs, and the Mistral 3 one through the GGUF + mmproj files
+llama.cpp's converter wrote; the greedy tokens must be transformers'. A corrupt or
 truncated image, a URL of no known scheme and an image sent to a text-only
 model are 400s naming the message and part, and the server keeps answering."""
 
@@ -35,11 +36,14 @@ def openai_messages(messages):
 
 
 class Vision(unittest.TestCase):
+    MODEL = "pixtral"
+    ARGS = ["--model", os.path.join(VISION, "pixtral")]
+
     @classmethod
     def setUpClass(cls):
-        cls.server = Server("--model", os.path.join(VISION, "pixtral"), "--served-model-name", "pixtral")
+        cls.server = Server(*cls.ARGS, "--served-model-name", "pixtral")
         cls.client = cls.server.client()
-        with open(os.path.join(VISION, "pixtral", "reference.json")) as f:
+        with open(os.path.join(VISION, cls.MODEL, "reference.json")) as f:
             cls.reference = json.load(f)
 
     @classmethod
@@ -72,6 +76,16 @@ class Vision(unittest.TestCase):
             self.assertIn(says, message)
         msgs = [{"role": "user", "content": [{"type": "text", "text": "Look: "}, {"type": "image_url", "image_url": {"url": good}}]}]
         self.assertEqual(len(token_ids(self.greedy(msgs, 3))), 3)
+
+
+class VisionFromGguf(Vision):
+    """The Mistral 3 checkpoint as llama.cpp's converter writes it: a GGUF
+    text model (arch `mistral3`) and an F32 mmproj (`--mmproj`)."""
+    MODEL = "mistral3"
+    ARGS = ["--model", os.path.join(VISION, "mistral3", "gguf", "model.gguf"),
+            "--mmproj", os.path.join(VISION, "mistral3", "gguf", "mmproj-f32.gguf"),
+            # Its template's default system prompt is long (messages without one).
+            "--context", "4096"]
 
 
 class TextOnlyModel(unittest.TestCase):

@@ -196,6 +196,31 @@ pub fn resolve(model: &str, args: &RemoteArgs) -> Result<Option<(HttpSource, Opt
     Ok(Some((HttpSource::new(base, token(args)?)?, gguf)))
 }
 
+/// `--mmproj` of a remote model as a file name in its repo or folder: a name
+/// as given (`..` and the like refused: it cannot leave the folder), or a URL
+/// inside the model's folder.
+pub fn name_in(src: &HttpSource, mmproj: &str) -> Result<String> {
+    let name = if is_url(mmproj) {
+        let url = mmproj.split(['?', '#']).next().unwrap_or(mmproj);
+        match url.strip_prefix(src.base.as_str()) {
+            Some(rest) => decode(rest),
+            None => {
+                return Err(Error::InvalidRequest(format!(
+                    "--mmproj {mmproj}: give a file in the model's folder ({}) or its name there",
+                    src.base
+                )))
+            }
+        }
+    } else {
+        mmproj.to_string()
+    };
+    let plain = !name.is_empty() && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+    if !plain {
+        return Err(Error::InvalidRequest(format!("--mmproj {mmproj}: not a plain file name in the model's folder")));
+    }
+    Ok(name)
+}
+
 /// A required file the server does not have: a NETWORK error with the URL and
 /// status, as the browser package reports it.
 pub fn missing_as_404(e: Error) -> Error {

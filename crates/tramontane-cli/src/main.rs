@@ -75,6 +75,11 @@ pub struct ModelArgs {
     /// compare them).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
     pub kernels: String,
+    /// The image side of a GGUF model (Pixtral 12B, Mistral Small 3.x):
+    /// llama.cpp's mmproj GGUF. A path for a local --model; for a remote one,
+    /// a file name in its repo or folder, or a URL in the same folder.
+    #[arg(long, value_name = "FILE")]
+    pub mmproj: Option<String>,
 }
 
 #[derive(Args)]
@@ -237,10 +242,11 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
         "f32" => KvCache::F32,
         _ => KvCache::Auto,
     };
-    let opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, max_gpu_bytes: args.max_gpu_bytes, ..Default::default() };
+    let mut opts = LoadOptions { context: args.context, chunk: args.chunk, kv_cache, max_binding: args.max_binding, max_gpu_bytes: args.max_gpu_bytes, ..Default::default() };
     // A remote model streams from the network straight to the GPU: the upload
     // progress is the download's.
     if let Some((src, gguf)) = remote {
+        opts.mmproj = args.mmproj.as_deref().map(|m| http::name_in(&src, m)).transpose()?;
         let mut bar = progress::Bar::new("downloading weights", quiet);
         let loaded = match &gguf {
             Some(name) => Model::load_gguf(gpu.clone(), &src, name, &opts, &mut |p| bar.update(p.done, p.total)).await,
@@ -255,6 +261,11 @@ pub async fn load(args: &ModelArgs, quiet: bool) -> tramontane::Result<(Arc<Gpu>
     }
     let mut bar = progress::Bar::new("loading weights", quiet);
     let (src, gguf) = local_source(&args.model);
+    // The source is the GGUF's folder; the mmproj is found by its own path.
+    opts.mmproj = match &args.mmproj {
+        Some(m) => Some(std::path::absolute(m).map_err(|e| tramontane::Error::Io { file: m.clone(), msg: e.to_string() })?.display().to_string()),
+        None => None,
+    };
     let model = match gguf {
         Some(name) => Model::load_gguf(gpu.clone(), &src, &name, &opts, &mut |p| bar.update(p.done, p.total)).await?,
         None => Model::load(gpu.clone(), &src, &opts, &mut |p| bar.update(p.done, p.total)).await?,

@@ -263,6 +263,14 @@ fn images_on_the_command_line() {
     let v = json_out(&["run", "--model", model, "--prompt-ids", &collapsed.join(","), "--image", image, "--max-tokens", &n, "--ignore-eos", "--json"]);
     assert_eq!(ids(&v["prompt_ids"]), ids(&case["input_ids"]), "the processor's layout");
     assert_eq!(ids(&v["generated_ids"]), want, "transformers' tokens");
+    // The same through the GGUF and mmproj llama.cpp's converter wrote.
+    let gguf = dir.join("pixtral/gguf");
+    let (text, mmproj) = (gguf.join("model.gguf"), gguf.join("mmproj-f32.gguf"));
+    let (text, mmproj) = (text.to_str().expect("utf8"), mmproj.to_str().expect("utf8"));
+    let v = json_out(&["run", "--model", text, "--mmproj", mmproj, "--prompt-ids", &collapsed.join(","), "--image", image, "--max-tokens", &n, "--ignore-eos", "--json"]);
+    assert_eq!(ids(&v["generated_ids"]), want, "transformers' tokens from the GGUF + mmproj");
+    let bad = tramontane(&["run", "--model", model, "--mmproj", mmproj, "--prompt", "x", "--max-tokens", "2"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("INVALID_REQUEST"), "an mmproj with an HF folder: {}", String::from_utf8_lossy(&bad.stderr));
     let v = json_out(&["run", "--model", model, "--chat", "--prompt", "Describe.", "--image", image, "--max-tokens", "2", "--json"]);
     assert_eq!(ids(&v["prompt_ids"]).iter().filter(|&&t| t == img).count(), 60, "6 x 10 patches");
     let bad = tramontane(&["run", "--model", model, "--chat", "--prompt", "x", "--image", model, "--max-tokens", "2"]);

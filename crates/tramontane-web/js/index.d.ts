@@ -63,6 +63,10 @@ export interface LoadOptions {
   /** Hugging Face repo ids: the revision (default "main") and which GGUF file to load. */
   revision?: string;
   ggufFile?: string;
+  /** A GGUF model's image side (Pixtral 12B, Mistral Small 3.x): llama.cpp's
+   * mmproj GGUF, as a file name in the repo or a URL in the model's folder
+   * (relative URLs: to the model's URL). */
+  mmproj?: string;
   hfEndpoint?: string;
   /** A Hugging Face access token for gated or private repos (mistralai/*,
    * meta-llama/*): sent as `Authorization: Bearer <token>` only to the model's

@@ -5,25 +5,50 @@ import { TramontaneError } from './errors.js';
 const HF = 'https://huggingface.co';
 const CACHE_NAME = 'tramontane-v1';
 
-/** Where a model's files are: `{ base, gguf }`. `source` is a model folder URL,
+/** Where a model's files are: `{ base, gguf, mmproj }`. `source` is a model folder URL,
  * a `.gguf` URL (the first part of a split model), or a Hugging Face repo id
- * `org/name` (`options.revision`, `options.ggufFile` pick what to load). */
+ * `org/name` (`options.revision`, `options.ggufFile` pick what to load).
+ * `options.mmproj`, a GGUF's image side (llama.cpp's mmproj file), is a file
+ * name in the repo, or a URL (relative ones: to the model's URL) in the
+ * model's folder. */
 export function resolveSource(source, options = {}) {
   if (typeof source !== 'string' || source.length === 0) {
     throw new TramontaneError('INVALID_REQUEST', 'source must be a URL or a Hugging Face repo id');
   }
+  let r;
   if (/^[\w.-]+\/[\w.-]+$/.test(source) && !source.startsWith('.')) {
     const base = `${options.hfEndpoint ?? HF}/${source}/resolve/${encodeURIComponent(options.revision ?? 'main')}/`;
-    return { base, gguf: options.ggufFile ?? null };
+    r = { base, gguf: options.ggufFile ?? null };
+  } else {
+    const url = new URL(source, globalThis.location?.href);
+    url.hash = '';
+    const path = url.pathname;
+    if (path.toLowerCase().endsWith('.gguf')) {
+      const cut = url.href.lastIndexOf('/') + 1;
+      r = { base: url.href.slice(0, cut), gguf: decodeURIComponent(url.href.slice(cut).split('?')[0]) };
+    } else {
+      r = { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
+    }
   }
-  const url = new URL(source, globalThis.location?.href);
+  r.mmproj = mmprojName(r, options.mmproj);
+  return r;
+}
+
+/** `options.mmproj` as a file name within the model's folder (`r.base`):
+ * the engine fetches every file from that base, with its headers. */
+function mmprojName(r, mmproj) {
+  if (mmproj == null || mmproj === '') return null;
+  if (typeof mmproj !== 'string') throw new TramontaneError('INVALID_REQUEST', 'mmproj must be a file name or a URL');
+  if (!r.gguf) throw new TramontaneError('INVALID_REQUEST', 'mmproj goes with a GGUF model: a Hugging Face model keeps its image side in its own safetensors');
+  const plain = /^[^/?#:%\\]+(\/[^/?#:%\\]+)*$/.test(mmproj) && !mmproj.split('/').some((s) => s === '.' || s === '..');
+  if (plain) return mmproj;
+  const url = new URL(mmproj, r.base);
   url.hash = '';
-  const path = url.pathname;
-  if (path.toLowerCase().endsWith('.gguf')) {
-    const cut = url.href.lastIndexOf('/') + 1;
-    return { base: url.href.slice(0, cut), gguf: decodeURIComponent(url.href.slice(cut).split('?')[0]) };
+  const href = url.href.split('?')[0];
+  if (!href.startsWith(r.base) || href.length === r.base.length) {
+    throw new TramontaneError('INVALID_REQUEST', `mmproj ${mmproj} is not in the model's folder (${r.base}): put the two files side by side`);
   }
-  return { base: url.href.endsWith('/') ? url.href : url.href + '/', gguf: null };
+  return decodeURIComponent(href.slice(r.base.length));
 }
 
 /** The headers for the model's host, as a plain object: `options.headers` (an

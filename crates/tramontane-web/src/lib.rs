@@ -91,6 +91,8 @@ struct LoadSpec {
     base: String,
     /// GGUF file name within `base` (the first part of a split model).
     gguf: Option<String>,
+    /// The GGUF's image side: llama.cpp's mmproj file, within `base`.
+    mmproj: Option<String>,
     context: Option<usize>,
     chunk: Option<usize>,
     parallel: Option<usize>,
@@ -201,6 +203,7 @@ impl WasmEngine {
                 max_binding: spec.max_binding,
                 kv_cache,
                 max_gpu_bytes: spec.max_gpu_bytes,
+                mmproj: spec.mmproj.clone(),
             };
             let cb = on_progress.clone();
             let mut on_upload = move |p: tramontane::upload::Progress| {

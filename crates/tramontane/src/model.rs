@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::forward::self_test::{self, SelfTest};
 use crate::forward::{GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
 use crate::gpu::{DeviceProfile, Gpu};
-use crate::parse::{gguf, DType, ModelConfig, RopeScaling, TensorTable};
+use crate::parse::{gguf, mmproj, DType, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
 use crate::source::ModelSource;
 use crate::text::text_stream::{Finished, TextStream};
@@ -41,6 +41,9 @@ pub struct LoadOptions {
     /// A model that needs more fails with OUT_OF_MEMORY before any weight is
     /// downloaded. `None`: no limit of ours; the device's own still applies.
     pub max_gpu_bytes: Option<u64>,
+    /// A GGUF model's image side: llama.cpp's `mmproj` GGUF, named within
+    /// the same source as the model (parse/mmproj.rs).
+    pub mmproj: Option<String>,
 }
 
 /// What the KV cache stores.
@@ -79,7 +82,7 @@ impl LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto, max_gpu_bytes: None }
+        LoadOptions { context: None, chunk: 64, parallel_downloads: 4, max_binding: None, kv_cache: KvCache::Auto, max_gpu_bytes: None, mmproj: None }
     }
 }
 
@@ -350,6 +353,11 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Model> {
         opts.validate()?;
+        if let Some(m) = &opts.mmproj {
+            return Err(Error::InvalidRequest(format!(
+                "mmproj `{m}` goes with a GGUF model: a Hugging Face model keeps its image side in its own safetensors"
+            )));
+        }
         let t0 = Instant::now();
         let cfg_bytes = src.read_all("config.json", 16 << 20).await?.ok_or_else(|| Error::MissingFile {
             file: src.describe("config.json"),
@@ -388,9 +396,15 @@ impl Model {
         let mut cfg = ModelConfig::from_gguf(head, &file)?;
         let text = ModelText::from_gguf(head, &file)?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
-        let table = TensorTable::from_gguf(&parts)?;
+        let mut table = TensorTable::from_gguf(&parts)?;
         if let Some(t) = table.get("rope_freqs.weight") {
             cfg.rope_scaling = RopeScaling::Factors(read_rope_freqs(src, t, cfg.head_dim).await?);
+        }
+        if let Some(mm) = &opts.mmproj {
+            let mm_parts = gguf::read_model(src, mm).await?;
+            let side = mmproj::TextSide { hidden: cfg.hidden, rms_eps: cfg.rms_eps, image_token_id: text.tokenizer.token_id("[IMG]") };
+            cfg.vision = Some(mmproj::vision_config(&mm_parts[0], &src.describe(mm), &side)?);
+            table.add_mmproj(&mm_parts)?;
         }
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &GgufNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
@@ -408,7 +422,10 @@ impl Model {
     async fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64, SelfTest)> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.min(context);
-        let quantized = table.tensors.values().any(|t| t.dtype.is_quantized());
+        // The text model's weights decide the cache's type (an mmproj may be
+        // quantized beside a float text model).
+        let image_side = |n: &str| n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.");
+        let quantized = table.tensors.iter().any(|(n, t)| t.dtype.is_quantized() && !image_side(n));
         let kv_f16 = match opts.kv_cache {
             KvCache::Auto => gpu.adapter.shader_f16 && quantized,
             KvCache::F32 => false,

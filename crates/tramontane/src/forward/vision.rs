@@ -167,7 +167,7 @@ impl Encoder {
         let (sp, st) = (&b.step_patches, &b.step_tokens);
         let norm = |eps: f32| Spec::new(Family::RmsNorm, "main").with("H", h as u32).with("EPS", eps).with("LAST_ROW", 0u32).lanes(p.lanes);
         let rotary_spec = |s: Spec| {
-            s.with("HD", hd as u32).with("NH", nh as u32).with("NKV", nh as u32).with("CAP", n as u32).with("STYLE", 0u32)
+            s.with("HD", hd as u32).with("NH", nh as u32).with("NKV", nh as u32).with("CAP", n as u32).with("STYLE", vc.rope_interleaved as u32)
         };
         let (entry, attend_rows) = p.prefill_attention(hd as u32);
         let whole_is_output = entry == AttentionEntry::AttendRows;

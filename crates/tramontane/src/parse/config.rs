@@ -502,13 +502,20 @@ impl ModelConfig {
             "llama" | "mistral" if n_experts > 0 => Arch::Mixtral,
             "llama" => Arch::Llama,
             "mistral" => Arch::Mistral,
+            // The text model of Mistral 3 (Mistral Small 3.x) as llama.cpp's
+            // converter writes it: Mistral's graph. Ministral 3's Llama 4
+            // attention temperature is not implemented.
+            "mistral3" if h.get(&key("attention.temperature_scale")).and_then(MetaValue::as_f64).is_some_and(|t| t != 0.0) => {
+                return Err(Error::Unsupported(format!("{file}: mistral3 with attention temperature scaling (Ministral 3)")))
+            }
+            "mistral3" => Arch::Mistral,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "qwen3moe" if n_experts > 0 => Arch::Qwen3Moe,
             "qwen3moe" => return Err(cfg_err(file, "a qwen3moe GGUF without `qwen3moe.expert_count`")),
             other => {
                 return Err(Error::Unsupported(format!(
-                    "{file}: GGUF architecture `{other}` (supported: llama, mistral, qwen2, qwen3, qwen3moe, and llama-style MoE)"
+                    "{file}: GGUF architecture `{other}` (supported: llama, mistral, mistral3, qwen2, qwen3, qwen3moe, and llama-style MoE)"
                 )))
             }
         };

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dequant;
 pub mod gguf;
 pub mod hf;
+pub mod mmproj;
 pub mod safetensors;
 
 pub use config::{Arch, ModelConfig, MoeConfig, RopeScaling};

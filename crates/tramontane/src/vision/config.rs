@@ -52,6 +52,9 @@ pub struct VisionConfig {
     /// The largest image side the encoder's RoPE covers (`image_size`).
     pub image_size: usize,
     pub rope_theta: f64,
+    /// q/k rows rotate adjacent pairs (llama.cpp's converter permutes them so)
+    /// instead of transformers' halves.
+    pub rope_interleaved: bool,
     pub act: Act,
     pub projector: Projector,
     pub projector_act: Act,
@@ -192,6 +195,7 @@ impl VisionConfig {
             patch,
             image_size,
             rope_theta,
+            rope_interleaved: false,
             act,
             projector,
             projector_act,
