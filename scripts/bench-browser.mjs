@@ -3,6 +3,10 @@
 //   node scripts/bench-browser.mjs [--model URL-PATH] [--prompt-tokens 128] [--gen-tokens 64] [--repetitions 3]
 //     [--json-schema FILE]   also decode under that JSON Schema, alternating with
 //                            unconstrained runs: both speeds, mask ms/token, compile time
+//     [--image [URL-PATH]]   also time an image through the image side of a vision
+//                            model (a generated 1024x768 picture without URL-PATH):
+//                            the browser's decode, preprocessing, encoder + projector
+//     [--mmproj NAME]        a GGUF model's mmproj file (in the model's folder)
 //     [--load-only]          only the cold load (network, into the Cache API) and the
 //                            cached one, each by phase (a 7B shape decodes at
 //                            seconds a token on SwiftShader). Runs in a browser
@@ -24,6 +28,9 @@ const opts = {
   repetitions: Number(arg('repetitions', 3)),
   schema: arg('json-schema', null) ? JSON.parse(fs.readFileSync(arg('json-schema'), 'utf8')) : null,
   loadOnly: process.argv.includes('--load-only'),
+  // `--image` alone: the generated picture (''); `--image PATH`: that file.
+  image: process.argv.includes('--image') ? (arg('image', '') ?? '').replace(/^--.*/, '') : null,
+  mmproj: arg('mmproj', null),
 };
 
 const server = await startServer({ root: ROOT });
@@ -37,15 +44,16 @@ try {
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
     const T = await import('/pkg/index.js');
-    await T.Engine.cache.delete(o.model);
+    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    await T.Engine.cache.delete(o.model, loadOptions);
     let t = performance.now();
-    const e = await T.Engine.load(o.model);
+    const e = await T.Engine.load(o.model, loadOptions);
     const cold = (performance.now() - t) / 1000;
     const coldInfo = { phases: e.info.loadPhases, network: e.info.network };
     const wasmBytes = await T.Engine.wasmMemoryBytes();
     await e.unload();
     t = performance.now();
-    await e.load(o.model);
+    await e.load(o.model, loadOptions);
     const cached = (performance.now() - t) / 1000;
     const cachedInfo = { phases: e.info.loadPhases, network: e.info.network };
     if (o.loadOnly) return { cold, cached, coldInfo, cachedInfo, wasmBytes, info: e.info, weightBytes: e.info.weightBytes, wasmAfter: await T.Engine.wasmMemoryBytes() };
@@ -78,7 +86,31 @@ try {
       }
       schema = { free, under, masks, compile: compile[0] };
     }
-    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info, schema };
+    let image = null;
+    if (o.image !== null) {
+      let picture;
+      if (o.image) {
+        picture = await (await fetch(o.image)).blob();
+      } else {
+        // The CLI's generated picture: gradients and noise, 1024x768.
+        const [w, h] = [1024, 768];
+        const d = new ImageData(w, h);
+        let x = 0x2545f491;
+        for (let y = 0; y < h; y++) {
+          for (let i = 0; i < w; i++) {
+            x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+            const n = x % 32, at = 4 * (y * w + i);
+            d.data.set([Math.min(255, Math.floor(i * 255 / w) + n), Math.min(255, Math.floor(y * 255 / h) + n), Math.floor((i + y) * 127 / (w + h)) + n, 255], at);
+          }
+        }
+        picture = d;
+      }
+      const first = await e.timeImage(picture); // warm-up: pipelines compile at first dispatch
+      const runs = [];
+      for (let i = 0; i < o.repetitions; i++) runs.push(await e.timeImage(picture));
+      image = { first, runs };
+    }
+    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info, schema, image };
   }, opts);
   if (opts.loadOnly) {
     const rate = (s) => Math.round(r.weightBytes / s / 1e6);
@@ -108,6 +140,19 @@ try {
         decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
         ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
         compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
+      };
+    }
+    if (r.image) {
+      const f = r.image.first;
+      const enc = r.image.runs.map((x) => x.encodeSeconds);
+      const v = r.info.vision;
+      out.image = {
+        image: opts.image || 'generated 1024x768', width: f.width, height: f.height, resized: f.resized,
+        patches: f.patches, image_tokens: f.imageTokens,
+        decode_seconds: med(r.image.runs.map((x) => x.decodeSeconds)), preprocess_seconds: med(r.image.runs.map((x) => x.preprocessSeconds)),
+        encode_seconds: med(enc), encode_seconds_min_max: [Math.min(...enc), Math.max(...enc)], first_encode_seconds: f.encodeSeconds,
+        patches_per_s: f.patches / med(enc), image_tokens_per_s: f.imageTokens / med(enc),
+        encoder_weight_bytes: v?.weightBytes ?? null, encoder_buffer_bytes: v?.bufferBytes ?? null,
       };
     }
     console.log(JSON.stringify(out, null, 1));

@@ -92,6 +92,8 @@ test('GGUF + mmproj (llama.cpp\'s converter): transformers\' tokens; an mmproj o
     const messages = c.messages.map((m) => (typeof m.content === 'string' ? m : { role: m.role, content: m.content.map((x) => (x.type === 'image' ? { type: 'image', image: img } : x)) }));
     const r = await e.chat.completions.create({ messages, max_tokens: c.greedy.new_ids.length, temperature: 0, ignore_eos: true });
     out.ids = r.token_ids;
+    // The benchmark's timing of an image.
+    out.timing = await e.timeImage(img);
     return out;
   }, { case: CASES.one_image });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
@@ -100,6 +102,9 @@ test('GGUF + mmproj (llama.cpp\'s converter): transformers\' tokens; an mmproj o
   assert.match(got['absent.gguf'][1], /absent\.gguf/);
   assert.equal(got.vision?.longestEdge, 64, JSON.stringify(got.vision));
   assert.deepEqual(got.ids, CASES.one_image.greedy.new_ids);
+  const t = got.timing;
+  assert.deepEqual([t.width, t.height, t.resized, t.patches, t.imageTokens], [37, 23, [40, 24], 60, 60], JSON.stringify(t));
+  assert.ok(t.encodeSeconds > 0 && t.decodeSeconds >= 0 && t.preprocessSeconds >= 0, JSON.stringify(t));
   await p.context().close();
 });
 

@@ -6,7 +6,7 @@ import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js
 import { checkLoadOptions, chatApi, ChunkStream, requestJson } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 import { installedFile } from './package-files.js';
-import { requestImages, withoutImages } from './images.js';
+import { imagePixels, requestImages, withoutImages } from './images.js';
 
 let wasmReady = null;
 
@@ -171,6 +171,22 @@ export class Engine {
     });
   }
   detokenize(ids) { return this._enqueue(async () => this._model().detokenize(Uint32Array.from(ids))); }
+  /** Time one image through the image side alone (`npm run bench --image`):
+   * `{ width, height, resized, patches, imageTokens, decodeSeconds,
+   * preprocessSeconds, encodeSeconds }`. `image` is any image an `image` part
+   * takes (a URL, Blob, ImageBitmap, ImageData, <img>, canvas); the browser
+   * decodes it (`decodeSeconds`). The conversation's cache is kept. */
+  timeImage(image) {
+    return this._enqueue(async () => {
+      const wasm = this._model();
+      const t = performance.now();
+      const pixels = await imagePixels(image, 'image');
+      const decodeSeconds = (performance.now() - t) / 1000;
+      try {
+        return { ...(await wasm.timeImage(pixels)), decodeSeconds };
+      } catch (err) { throw asError(err); }
+    });
+  }
   /** Forget the conversation: the next request prefills everything. */
   resetChat() { return this._enqueue(async () => { this._model().resetChat(); }); }
   /** Free every GPU buffer of the model; `load()` may be called again. */

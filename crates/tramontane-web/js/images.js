@@ -130,6 +130,12 @@ async function pixelsOf(source, what, signal) {
   return { width, height, data: new Uint8Array(d.data.buffer) };
 }
 
+/** The RGBA pixels (`{width, height, data}`) of one image of any form an
+ * `image` part takes; errors name it `what`. */
+export function imagePixels(source, what, signal) {
+  return pixelsOf(source, what, signal);
+}
+
 /** The pixels of every image of `req`, in order (none: an empty list). */
 export async function requestImages(req, signal) {
   const parts = imageParts(req);

@@ -359,6 +359,25 @@ export class Engine {
   static wasmMemoryBytes(): Promise<number>;
   static cache: { has(source: string, options?: LoadOptions): Promise<boolean>; delete(source: string, options?: LoadOptions): Promise<boolean> };
   load(source: string, options?: LoadOptions): Promise<Engine>;
+  /** One image through the image side alone, timed (`npm run bench --image`);
+   * the conversation's cache is kept. INVALID_REQUEST for a text-only model. */
+  timeImage(image: string | Blob | ImageBitmap | ImageData | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas): Promise<ImageTiming>;
+}
+
+export interface ImageTiming {
+  width: number;
+  height: number;
+  /** [width, height] after the processor's resize. */
+  resized: [number, number];
+  patches: number;
+  /** Rows of features (image tokens less the row breaks). */
+  imageTokens: number;
+  /** The browser's decode to pixels. */
+  decodeSeconds: number;
+  /** The processor's resize and normalization (in the wasm). */
+  preprocessSeconds: number;
+  /** The encoder and projector on the GPU, until it is done. */
+  encodeSeconds: number;
 }
 
 export interface WorkerEngine extends EngineLike {}

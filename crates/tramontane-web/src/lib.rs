@@ -328,6 +328,29 @@ impl WasmEngine {
         })
     }
 
+    /// One image (`{width, height, data}`, RGBA, decoded by the page) through
+    /// the image side alone, timed: the benchmark's measurement
+    /// ([`Model::time_image`]); the conversation's cache is kept.
+    #[wasm_bindgen(js_name = timeImage)]
+    pub fn time_image(&self, image: JsValue) -> Promise {
+        let state = self.state.clone();
+        let picture = pictures(&js_sys::Array::of1(&image));
+        future_to_promise(async move {
+            let picture = picture?.pop().ok_or_else(|| coded("INVALID_REQUEST", "no image"))?;
+            let mut m = state.borrow_mut().model.take().ok_or_else(|| coded("INVALID_REQUEST", "no model is loaded (or a request is running)"))?;
+            let r = m.time_image(&picture).await;
+            state.borrow_mut().model = Some(m);
+            let t = r.map_err(|e| {
+                forget_lost_device(&state, &e);
+                js_error(&e)
+            })?;
+            Ok(to_js(&serde_json::json!({
+                "width": t.width, "height": t.height, "resized": [t.resized.0, t.resized.1], "patches": t.patches,
+                "imageTokens": t.tokens, "preprocessSeconds": t.preprocess_s, "encodeSeconds": t.encode_s,
+            })))
+        })
+    }
+
     #[wasm_bindgen(js_name = resetChat)]
     pub fn reset_chat(&self) {
         if let Some(m) = self.state.borrow_mut().model.as_mut() {

@@ -54,6 +54,9 @@ export async function app(): Promise<void> {
     { type: 'text', text: 'Compare them.' },
   ] }] });
   console.log(seen.choices[0].message.content, info?.vision?.maxImageTokens ?? 0);
+  const pixtral = await Engine.load('org/pixtral-GGUF', { ggufFile: 'pixtral-Q4_K_M.gguf', mmproj: 'mmproj-pixtral-f16.gguf' });
+  const timing = await pixtral.timeImage(new Blob([]));
+  console.log(timing.encodeSeconds, timing.resized[0], timing.imageTokens);
   const done = await engine.completions.create({ prompt: [1, 2, 3], max_tokens: 4 });
   console.log(done.choices[0].text);
 
