@@ -6,9 +6,10 @@
 // llama.cpp's converter wrote from it: the greedy tokens must be
 // transformers'. The browser decodes; the engine gets the pixels. A corrupt
 // image and an image for a text-only model are INVALID_REQUEST naming the
-// part, and the engine keeps answering. (The alpha case stays native: a
-// canvas keeps premultiplied pixels, so a half-transparent pixel can come
-// back a level off.)
+// part, and the engine keeps answering. (A half-transparent pixel goes
+// through the browser's canvas, which may keep it premultiplied: it can come
+// back a level off the file's; the fixture's alpha case still gives
+// transformers' tokens, and natively its pixels are exact.)
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -63,7 +64,7 @@ test('Pixtral: images as URLs, Blobs, ImageBitmaps and ImageData give transforme
       out[`${name} ${form}`] = { ids: r.token_ids, prompt: r.usage.prompt_tokens };
     }
     return out;
-  }, { cases: CASES, runs: [['one_image', 'dataUrl'], ['one_image', 'blob'], ['one_image', 'bitmap'], ['one_image', 'imageData'], ['two_images', 'relativeUrl'], ['second_turn', 'blob'], ['text_only', 'blob']] });
+  }, { cases: CASES, runs: [['one_image', 'dataUrl'], ['one_image', 'blob'], ['one_image', 'bitmap'], ['one_image', 'imageData'], ['two_images', 'relativeUrl'], ['second_turn', 'blob'], ['alpha_square', 'blob'], ['text_only', 'blob']] });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
   // 64-pixel images of 4-pixel patches: 16 rows of 16 tokens and a break.
   assert.equal(got.vision?.maxImageTokens, 16 * 17, JSON.stringify(got.vision));
