@@ -69,6 +69,7 @@ test('Pixtral: images as URLs, Blobs, ImageBitmaps and ImageData give transforme
   // 64-pixel images of 4-pixel patches: 16 rows of 16 tokens and a break.
   assert.equal(got.vision?.maxImageTokens, 16 * 17, JSON.stringify(got.vision));
   assert.equal(got.vision.longestEdge, 64);
+  assert.equal(got.vision.processorLongestEdge, 64);
   delete got.vision;
   for (const [run, r] of Object.entries(got)) {
     const c = CASES[run.split(' ')[0]];

@@ -147,10 +147,13 @@ export interface EngineInfo {
    * self-test; waiting for the weights' bytes (network, cache); placing them
    * (repacking, writes to the GPU); the forward pass's pipelines. */
   loadPhases: { prepare: number; selfTest: number; read: number; upload: number; pipelines: number };
-  /** An image model's image side: images are resized to fit `longestEdge`;
-   * the largest takes `maxImageTokens` prompt tokens (`maxPatches` patches);
-   * GPU bytes of its weights and of its buffers. null: no images. */
-  vision: { longestEdge: number; maxImageTokens: number; maxPatches: number; weightBytes: number; bufferBytes: number } | null;
+  /** An image model's image side: images are resized to fit `longestEdge`
+   * (the processor's `processorLongestEdge`, or less on a device that cannot
+   * bind the encoder's buffers for that: larger images are then processed
+   * smaller than transformers would); the largest takes `maxImageTokens`
+   * prompt tokens (`maxPatches` patches); GPU bytes of its weights and of its
+   * buffers. null: no images. */
+  vision: { longestEdge: number; processorLongestEdge: number; maxImageTokens: number; maxPatches: number; weightBytes: number; bufferBytes: number } | null;
   hasChatTemplate: boolean;
   /** Why the model's template cannot be used (it does not compile); chat fails, completions work. */
   chatTemplateError: string | null;

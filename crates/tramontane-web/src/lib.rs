@@ -251,7 +251,7 @@ impl WasmEngine {
                 // Linear memory only grows: its size now is the peak of the load.
                 "wasmMemoryBytes": wasm_memory_bytes(),
                 // An image model's image side (null: the model takes no images).
-                "vision": i.vision.map(|v| serde_json::json!({"longestEdge": v.longest_edge, "maxImageTokens": v.max_image_tokens,
+                "vision": i.vision.map(|v| serde_json::json!({"longestEdge": v.longest_edge, "processorLongestEdge": v.processor_longest_edge, "maxImageTokens": v.max_image_tokens,
                     "maxPatches": v.max_patches, "weightBytes": v.weight_bytes, "bufferBytes": v.buffer_bytes})),
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,

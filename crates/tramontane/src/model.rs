@@ -32,6 +32,7 @@ pub struct LoadOptions {
     pub parallel_downloads: usize,
     /// Cap on the bytes one weight buffer may hold, below the device's own
     /// `maxStorageBufferBindingSize`; larger matrices are split into slabs.
+    /// An image encoder's buffers keep within it too (smaller images).
     /// `None`: the device's limit. (Lets a test or a cautious app behave like a
     /// device with small limits.)
     pub max_binding: Option<u64>,
@@ -117,8 +118,13 @@ pub struct ModelInfo {
 /// What an image model's image side holds and needs.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct VisionInfo {
-    /// Images are resized to fit this side (the processor's `longest_edge`).
+    /// Images are resized to fit this side: the processor's `longest_edge`,
+    /// or less where the device cannot bind the encoder's buffers for it.
     pub longest_edge: u32,
+    /// The processor's own `longest_edge` (larger than `longest_edge` only
+    /// on such a device: there, larger images are processed smaller than
+    /// transformers would).
+    pub processor_longest_edge: u32,
     /// Prompt tokens the largest image takes (image tokens and row breaks).
     pub max_image_tokens: usize,
     /// Patches of the largest image.
@@ -344,6 +350,17 @@ async fn read_rope_freqs<S: ModelSource>(src: &S, t: &crate::parse::TensorInfo, 
     Ok(v)
 }
 
+/// An image model's largest image, made to fit the device's binding limit
+/// (and `max_binding`, which lets a test or a cautious app behave like a
+/// device with small limits): see `forward::vision::fit_to_binding`.
+fn fit_images(cfg: &mut ModelConfig, gpu: &Gpu, opts: &LoadOptions) {
+    let limit = opts.max_binding.map_or(gpu.max_binding(), |m| m.min(gpu.max_binding()));
+    let hidden = cfg.hidden;
+    if let Some(vc) = cfg.vision.as_mut() {
+        crate::forward::vision::fit_to_binding(vc, hidden, limit);
+    }
+}
+
 impl Model {
     /// Load a Hugging Face model folder (config.json, tokenizer files, safetensors).
     pub async fn load<S: ModelSource>(
@@ -371,6 +388,7 @@ impl Model {
         }
         let text = ModelText::load_hf(src).await?;
         cfg.eos_token_ids = text.tokenizer.eos.clone();
+        fit_images(&mut cfg, &gpu, opts);
         let table = TensorTable::read(src).await?;
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &HfNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
@@ -405,6 +423,7 @@ impl Model {
             let side = mmproj::TextSide { hidden: cfg.hidden, rms_eps: cfg.rms_eps, image_token_id: text.tokenizer.token_id("[IMG]") };
             cfg.vision = Some(mmproj::vision_config(&mm_parts[0], &src.describe(mm), &side)?);
             table.add_mmproj(&mm_parts)?;
+            fit_images(&mut cfg, &gpu, opts);
         }
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &GgufNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
@@ -515,6 +534,7 @@ impl Model {
         let side = crate::forward::vision::max_side_patches(vc) / vc.merge();
         Some(VisionInfo {
             longest_edge: vc.processor.longest_edge,
+            processor_longest_edge: vc.fitted_from.unwrap_or(vc.processor.longest_edge),
             max_image_tokens: side * (side + 1),
             max_patches: encoder.max_patches,
             weight_bytes: w.bytes(),

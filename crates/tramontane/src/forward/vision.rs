@@ -89,6 +89,29 @@ pub fn max_side_patches(vc: &VisionConfig) -> usize {
     (vc.processor.longest_edge as usize).div_ceil(unit) * vc.merge()
 }
 
+/// Lower the processor's longest edge, a merged patch at a time, until every
+/// buffer of the encoder for the largest image binds within `max_binding`
+/// bytes: a device with small limits (WebGPU's default is 128 MiB; Mistral
+/// Small's 1540-pixel images need ~200 MB of MLP rows) takes smaller images
+/// rather than none. `fitted_from` keeps the processor's own edge; images
+/// within the new one are processed exactly as before. Left as it is when
+/// not even one merged patch fits (the size plan then refuses the model).
+pub fn fit_to_binding(vc: &mut VisionConfig, text_hidden: usize, max_binding: u64) {
+    let fits = |vc: &VisionConfig| buffer_bytes(vc, text_hidden).is_some_and(|b| b.iter().all(|&(_, size)| size <= max_binding));
+    let (own, unit) = (vc.processor.longest_edge, (vc.patch * vc.merge()) as u32);
+    while !fits(vc) {
+        let steps = vc.processor.longest_edge.div_ceil(unit);
+        if steps <= 1 {
+            vc.processor.longest_edge = own;
+            return;
+        }
+        vc.processor.longest_edge = (steps - 1) * unit;
+    }
+    if vc.processor.longest_edge != own {
+        vc.fitted_from = Some(own);
+    }
+}
+
 /// Each storage buffer of the encoder for the largest image `vc`'s processor
 /// makes, as (label, bytes) in the order [`Encoder::new`] allocates them;
 /// `None` if a size overflows. The size plan (forward/sizes.rs) checks them

@@ -192,6 +192,7 @@ pub fn vision_config(h: &GgufHeader, file: &str, text: &TextSide) -> Result<Visi
             mean,
             std,
         },
+        fitted_from: None,
     })
 }
 

@@ -66,6 +66,10 @@ pub struct VisionConfig {
     pub image_token_id: u32,
     /// The processor's resize and normalization.
     pub processor: Processor,
+    /// The processor's own `longest_edge`, where the device's binding limit
+    /// made the encoder take smaller images (forward/vision.rs's
+    /// `fit_to_binding`).
+    pub fitted_from: Option<u32>,
 }
 
 /// Bounds no published encoder comes near (Pixtral: 1024 wide, 24 layers,
@@ -206,6 +210,7 @@ impl VisionConfig {
             projector_eps: text_eps,
             image_token_id,
             processor,
+            fitted_from: None,
         })
     }
 

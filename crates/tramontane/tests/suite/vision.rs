@@ -454,6 +454,35 @@ fn the_encoder_is_sized_before_the_weights() {
     assert_eq!(read, 0, "nothing downloaded");
 }
 
+/// A device that cannot bind the encoder's buffers for the processor's
+/// largest image takes smaller ones (here `max_binding` plays that device):
+/// `longest_edge` drops to what fits, an image within it gives transformers'
+/// tokens as before, a larger one is resized to the new edge.
+#[test]
+fn a_device_with_small_bindings_takes_smaller_images() {
+    use tramontane::{GenerateRequest, LoadOptions};
+    // Pixtral's fixture: 64-pixel images of 4-pixel patches (256 patches); its
+    // largest buffer, q/k/v, is 256 x 96 floats. 60,000 bytes hold 156 rows:
+    // 12 x 12 patches, a 48-pixel edge.
+    let opts = LoadOptions { max_binding: Some(60_000), ..Default::default() };
+    let mut m = Load::HF[1].load(opts).expect("loads");
+    let v = m.info.vision.expect("an image side");
+    assert_eq!((v.longest_edge, v.processor_longest_edge, v.max_patches), (48, 64, 144));
+    let reference = json(&dir("pixtral").join("reference.json"));
+    let tokens = image_tokens(&reference);
+    let case = reference["cases"].as_array().unwrap().iter().find(|c| c["name"] == "one_image").unwrap();
+    let (prompt, images) = m.prompt_images(&collapsed(case, tokens), &pictures(case)).expect("lays out");
+    let want = crate::common::ids(&case["greedy"]["new_ids"]);
+    let g = pollster::block_on(m.generate(&prompt, &GenerateRequest { images, ..crate::common::greedy(want.len()) }, &mut |_, _, _| true)).expect("generates");
+    assert_eq!(g.generated, want, "a 37x23 image is within the new edge: transformers' tokens");
+    let big = decode(&image_bytes("big.png"), 1 << 24, "big").unwrap();
+    assert_eq!(m.config().vision.as_ref().unwrap().grid(big.width, big.height).1, 12, "a wide image: 48 pixels, 12 patches across");
+    m.reset();
+    let ids = m.tokenizer().encode_with("<s>[INST][IMG]Describe.[/INST]", false, true).unwrap();
+    let (prompt, images) = m.prompt_images(&ids, &[big]).expect("lays out");
+    pollster::block_on(m.generate(&prompt, &GenerateRequest { images, ..crate::common::greedy(3) }, &mut |_, _, _| true)).expect("encodes at the new size");
+}
+
 /// `info.vision` says what the image side takes and holds; `time_image`
 /// (the benchmark's) encodes an image alone and leaves the chat's cache as
 /// it was.
