@@ -880,14 +880,27 @@ impl Model {
 
     /// A digest per prompt position: its image's (0 where a token's own
     /// embedding goes); empty without images. Positions that are not image
-    /// tokens, or an image whose rows are not its tokens, are INVALID_REQUEST.
+    /// tokens, an image whose rows are not its tokens, or an image token
+    /// without an image are INVALID_REQUEST.
     fn image_keys(&self, prompt: &[u32], images: &[PromptImage]) -> Result<Vec<u64>> {
-        if images.is_empty() {
-            return Ok(Vec::new());
-        }
         let Some(((encoder, _), vc)) = self.runtime.vision.as_ref().zip(self.runtime.cfg.vision.as_ref()) else {
+            if images.is_empty() {
+                return Ok(Vec::new());
+            }
             return Err(Error::InvalidRequest("this model takes no images (it has no vision encoder)".into()));
         };
+        if images.is_empty() {
+            // As transformers' processor: an image token needs its image (its
+            // own embedding is no picture of anything). Text that spells it
+            // becomes it where the template parses special tokens.
+            return match prompt.iter().position(|&t| t == vc.image_token_id) {
+                Some(p) => Err(Error::InvalidRequest(format!(
+                    "the prompt has an image token (id {}) at position {p} but no image: send images as image parts, not the token as text",
+                    vc.image_token_id
+                ))),
+                None => Ok(Vec::new()),
+            };
+        }
         let mut keys = vec![0u64; prompt.len()];
         for (k, im) in images.iter().enumerate() {
             if im.positions.len() != encoder.tokens_of(&im.pixels) {

@@ -454,6 +454,24 @@ fn the_encoder_is_sized_before_the_weights() {
     assert_eq!(read, 0, "nothing downloaded");
 }
 
+/// An image token with no image is INVALID_REQUEST (transformers' processor
+/// refuses it too), with and without other images; the model answers after.
+#[test]
+fn an_image_token_without_its_image_is_refused() {
+    use tramontane::GenerateRequest;
+    let mut m = Load::HF[1].load(Default::default()).expect("loads");
+    let one = m.tokenizer().encode_with("<s>[INST][IMG]Describe.[/INST]", false, true).unwrap();
+    let e = pollster::block_on(m.generate(&one, &crate::common::greedy(2), &mut |_, _, _| true)).err().expect("refused");
+    assert!(e.code() == "INVALID_REQUEST" && e.to_string().contains("no image"), "{e}");
+    let two = m.tokenizer().encode_with("<s>[INST][IMG][IMG]Describe.[/INST]", false, true).unwrap();
+    let square = decode(&image_bytes("square.png"), 1 << 24, "square").unwrap();
+    let e = m.prompt_images(&two, std::slice::from_ref(&square)).err().expect("two [IMG] for one image");
+    assert_eq!(e.code(), "INVALID_REQUEST", "{e}");
+    let (prompt, images) = m.prompt_images(&one, &[square]).unwrap();
+    let g = pollster::block_on(m.generate(&prompt, &GenerateRequest { images, ..crate::common::greedy(2) }, &mut |_, _, _| true)).expect("answers");
+    assert_eq!(g.generated.len(), 2);
+}
+
 /// A device that cannot bind the encoder's buffers for the processor's
 /// largest image takes smaller ones (here `max_binding` plays that device):
 /// `longest_edge` drops to what fits, an image within it gives transformers'
