@@ -167,10 +167,13 @@ pub fn vision_config(h: &GgufHeader, file: &str, text: &TextSide) -> Result<Visi
         .find_map(|k| h.get(k).and_then(MetaValue::as_f64))
         .filter(|t| t.is_finite() && *t > 0.0)
         .unwrap_or(10000.0);
+    let n_layers = num("clip.vision.block_count", MAX_LAYERS)?;
     Ok(VisionConfig {
         hidden,
         intermediate: num("clip.vision.feed_forward_length", MAX_WIDTH)?,
-        n_layers: num("clip.vision.block_count", MAX_LAYERS)?,
+        n_layers,
+        // clip.cpp's pixtral graph runs every layer it is given.
+        feature_layers: n_layers,
         n_heads,
         head_dim,
         channels: 3,

@@ -169,8 +169,8 @@ fn plan_vision(plan: &mut Planner, vc: &crate::vision::VisionConfig, text_hidden
     let t = plan.find(conv, &[h, vc.channels, p, p])?;
     let patch = plan.matrix("vision.patch".into(), h, 1, cols, 1, vec![(0, 0, TensorInfo { shape: vec![h as u64, cols as u64], ..t })])?;
     let ln_pre = plan.vector("vision.ln_pre".into(), h, &[(0, "vision_tower.ln_pre.weight".into(), h)])?;
-    let mut layers = Vec::with_capacity(vc.n_layers);
-    for l in 0..vc.n_layers {
+    let mut layers = Vec::with_capacity(vc.feature_layers);
+    for l in 0..vc.feature_layers {
         let n = |what: &str| format!("vision_tower.transformer.layers.{l}.{what}.weight");
         layers.push(VisionLayerIdx {
             attn_norm: plan.vector(format!("vision.l{l}.attn_norm"), h, &[(0, n("attention_norm"), h)])?,
@@ -545,7 +545,17 @@ fn check_all_used<'a>(table: &TensorTable, parts: &'a [Part], cfg: &ModelConfig)
     // A fused expert tensor is read in per-expert slices named `name[e]`.
     let base = |n: &'a str| -> &'a str { n.strip_suffix(']').and_then(|s| s.rsplit_once('[')).map_or(n, |(b, _)| b) };
     let used: std::collections::HashSet<&str> = parts.iter().map(|p| base(p.tensor.name.as_str())).collect();
-    let mut unused: Vec<&TensorInfo> = table.tensors.values().filter(|t| !used.contains(t.name.as_str()) && !ignorable(&t.name)).collect();
+    // Encoder layers after the one the image features come from are left in the files.
+    let after_features = |key: &str| {
+        cfg.vision.as_ref().is_some_and(|vc| {
+            key.strip_prefix("vision_tower.transformer.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|l| l.parse::<usize>().ok())
+                .is_some_and(|l| l >= vc.feature_layers && l < vc.n_layers)
+        })
+    };
+    let mut unused: Vec<&TensorInfo> =
+        table.tensors.iter().filter(|(key, t)| !used.contains(t.name.as_str()) && !ignorable(&t.name) && !after_features(key)).map(|(_, t)| t).collect();
     unused.sort_by(|a, b| a.name.cmp(&b.name));
     match unused.first() {
         None => Ok(()),

@@ -45,6 +45,11 @@ pub struct VisionConfig {
     pub hidden: usize,
     pub intermediate: usize,
     pub n_layers: usize,
+    /// The encoder layers whose output is the image features
+    /// (`vision_feature_layer`: -1, the default of Mistral 3 and Pixtral 12B,
+    /// is all of them; LLaVA's class default -2 leaves out the last). The
+    /// layers after them are neither uploaded nor run.
+    pub feature_layers: usize,
     pub n_heads: usize,
     pub head_dim: usize,
     pub channels: usize,
@@ -151,15 +156,19 @@ impl VisionConfig {
             .unwrap_or(10000.0);
         let act = Act::parse(vc.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu"), file, "vision hidden_act")?;
         let projector_act = Act::parse(v.get("projector_hidden_act").and_then(Value::as_str).unwrap_or("gelu"), file, "projector_hidden_act")?;
+        let n_layers = size(vc, "num_hidden_layers", file, Some(24), MAX_LAYERS)?;
         // The classes' defaults differ: Mistral 3's is -1, LLaVA's -2 (Pixtral
-        // 12B says -1).
-        match v.get("vision_feature_layer") {
-            None | Some(Value::Null) if mistral3 => {}
-            Some(x) if x.as_i64() == Some(-1) => {}
-            None | Some(Value::Null) => {
-                return Err(Error::Unsupported(format!("{file}: no vision_feature_layer (LLaVA's default, -2, is not supported: only -1, the last layer)")))
-            }
-            Some(x) => return Err(Error::Unsupported(format!("{file}: vision_feature_layer {x} (only -1, the last layer)"))),
+        // 12B says -1). An index into the encoder's hidden states: 0 is the
+        // input of the first layer, -1 (or n) the last layer's output.
+        let feature_layer = match v.get("vision_feature_layer") {
+            None | Some(Value::Null) => if mistral3 { -1 } else { -2 },
+            Some(x) => x.as_i64().ok_or_else(|| {
+                Error::Unsupported(format!("{file}: vision_feature_layer {x} (one layer's index: features from several layers are not supported)"))
+            })?,
+        };
+        let feature_layers = if feature_layer < 0 { n_layers as i64 + 1 + feature_layer } else { feature_layer };
+        if !(0..=n_layers as i64).contains(&feature_layers) {
+            return Err(err(file, format!("vision_feature_layer {feature_layer} is outside the encoder's {n_layers} layers")));
         }
         let projector = if mistral3 {
             let merge = match v.get("spatial_merge_size") {
@@ -192,7 +201,8 @@ impl VisionConfig {
         Ok(VisionConfig {
             hidden,
             intermediate: size(vc, "intermediate_size", file, Some(4096), MAX_WIDTH)?,
-            n_layers: size(vc, "num_hidden_layers", file, Some(24), MAX_LAYERS)?,
+            n_layers,
+            feature_layers: feature_layers as usize,
             n_heads,
             head_dim,
             channels,
@@ -306,15 +316,22 @@ mod tests {
     }
 
     /// Missing keys take each class's own defaults: Mistral 3's image token 10
-    /// and last layer; LLaVA's -2 (not supported) and 32000.
+    /// and last layer; LLaVA's second-to-last layer and 32000.
     #[test]
     fn each_class_has_its_defaults() {
         let m = VisionConfig::from_json(&config("mistral3", json!({})), "c", 1e-5).unwrap();
         assert_eq!((m.image_token_id, m.merge(), m.projector_bias), (10, 2, false));
-        let e = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full"})), "c", 1e-5).unwrap_err();
-        assert!(e.to_string().contains("vision_feature_layer"), "{e}");
+        assert_eq!((m.n_layers, m.feature_layers), (24, 24));
+        let l = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full"})), "c", 1e-5).unwrap();
+        assert_eq!((l.feature_layers, l.image_token_id, l.merge(), l.projector_bias), (23, 32000, 1, true));
         let l = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full", "vision_feature_layer": -1})), "c", 1e-5).unwrap();
-        assert_eq!((l.image_token_id, l.merge(), l.projector_bias), (32000, 1, true));
+        assert_eq!(l.feature_layers, 24);
+        let l = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full", "vision_feature_layer": 3})), "c", 1e-5).unwrap();
+        assert_eq!(l.feature_layers, 3);
+        for bad in [json!(-26), json!(25), json!([-1, -2])] {
+            let e = VisionConfig::from_json(&config("llava", json!({"vision_feature_select_strategy": "full", "vision_feature_layer": bad})), "c", 1e-5).unwrap_err();
+            assert!(e.to_string().contains("vision_feature_layer"), "{e}");
+        }
         let e = VisionConfig::from_json(&config("llava", json!({"vision_feature_layer": -1})), "c", 1e-5).unwrap_err();
         assert!(e.to_string().contains("vision_feature_select_strategy"), "{e}");
         let e = VisionConfig::from_json(&config("mistral3", json!({"projector_hidden_act": "relu"})), "c", 1e-5).unwrap_err();

@@ -454,6 +454,48 @@ fn the_encoder_is_sized_before_the_weights() {
     assert_eq!(read, 0, "nothing downloaded");
 }
 
+/// LLaVA's class default `vision_feature_layer` (-2, when config.json has
+/// none): the features come from the second-to-last encoder layer, the last
+/// one's weights stay in the file unread. Greedy tokens against transformers
+/// with the Pixtral fixture so configured (make_vision.py's
+/// feature_layer_-2.json).
+#[test]
+fn features_from_the_second_to_last_encoder_layer() {
+    use tramontane::source::DirSource;
+    use tramontane::{GenerateRequest, Model};
+    let d = std::env::temp_dir().join(format!("tramontane-layer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for e in std::fs::read_dir(dir("pixtral")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut cfg = json(&d.join("config.json"));
+    assert_eq!(cfg.as_object_mut().unwrap().remove("vision_feature_layer"), Some(serde_json::json!(-1)));
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let mut m = pollster::block_on(Model::load(crate::common::gpu(), &DirSource::new(&d), &Default::default(), &mut |_| {})).expect("loads");
+    let full = Load::HF[1].load(Default::default()).unwrap().info.vision.unwrap().weight_bytes;
+    assert!(m.info.vision.unwrap().weight_bytes < full, "the last layer is not uploaded");
+    let want = json(&dir("pixtral").join("feature_layer_-2.json"));
+    let reference = json(&dir("pixtral").join("reference.json"));
+    let tokens = image_tokens(&reference);
+    let mut checked = 0;
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let Some(ids) = want["greedy"].get(name) else { continue };
+        let want = crate::common::ids(ids);
+        let (prompt, images) = m.prompt_images(&collapsed(case, tokens), &pictures(case)).expect("lays out");
+        m.reset();
+        let g = pollster::block_on(m.generate(&prompt, &GenerateRequest { images, ..crate::common::greedy(want.len()) }, &mut |_, _, _| true)).expect("generates");
+        assert_eq!(g.generated, want, "{name}: transformers' tokens with vision_feature_layer -2");
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// An image token with no image is INVALID_REQUEST (transformers' processor
 /// refuses it too), with and without other images; the model answers after.
 #[test]
