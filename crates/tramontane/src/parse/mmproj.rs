@@ -16,7 +16,7 @@ use super::gguf::{GgufHeader, MetaValue};
 use super::TensorTable;
 use crate::error::{Error, Result};
 use crate::vision::preprocess::Processor;
-use crate::vision::{Act, Projector, VisionConfig};
+use crate::vision::{config, Act, Projector, VisionConfig};
 
 /// Pixtral's encoder normalizes with this epsilon (hard-coded in
 /// transformers; the encoder's kernels use it).
@@ -72,11 +72,11 @@ pub struct TextSide {
     pub image_token_id: Option<u32>,
 }
 
-/// Bounds no published encoder comes near (as vision/config.rs's).
-const MAX_WIDTH: u64 = 1 << 16;
-const MAX_LAYERS: u64 = 256;
-const MAX_PATCH: u64 = 64;
-const MAX_IMAGE: u64 = 1 << 14;
+/// vision/config.rs's bounds, for GGUF's u64 metadata.
+const MAX_WIDTH: u64 = config::MAX_WIDTH as u64;
+const MAX_LAYERS: u64 = config::MAX_LAYERS as u64;
+const MAX_PATCH: u64 = config::MAX_PATCH as u64;
+const MAX_IMAGE: u64 = config::MAX_IMAGE as u64;
 
 /// The image side described by an mmproj's header `h` (read from `file`).
 pub fn vision_config(h: &GgufHeader, file: &str, text: &TextSide) -> Result<VisionConfig> {
@@ -150,12 +150,7 @@ pub fn vision_config(h: &GgufHeader, file: &str, text: &TextSide) -> Result<Visi
             Some(_) => Err(fmt(format!("`{key}` must be three finite numbers"))),
         }
     };
-    // CLIP's mean and std, the Pixtral processor's defaults, as transformers spells them.
-    #[allow(clippy::excessive_precision)]
-    let (mean, std) = (
-        triple("clip.vision.image_mean", [0.48145466, 0.4578275, 0.40821073])?,
-        triple("clip.vision.image_std", [0.26862954, 0.26130258, 0.27577711])?,
-    );
+    let (mean, std) = (triple("clip.vision.image_mean", config::CLIP_MEAN)?, triple("clip.vision.image_std", config::CLIP_STD)?);
     if std.contains(&0.0) {
         return Err(fmt("clip.vision.image_std has a zero entry".into()));
     }

@@ -79,10 +79,17 @@ pub struct VisionConfig {
 
 /// Bounds no published encoder comes near (Pixtral: 1024 wide, 24 layers,
 /// patches of 14 or 16, images up to 1540).
-const MAX_WIDTH: usize = 1 << 16;
-const MAX_LAYERS: usize = 256;
-const MAX_PATCH: usize = 64;
-const MAX_IMAGE: usize = 1 << 14;
+pub(crate) const MAX_WIDTH: usize = 1 << 16;
+pub(crate) const MAX_LAYERS: usize = 256;
+pub(crate) const MAX_PATCH: usize = 64;
+pub(crate) const MAX_IMAGE: usize = 1 << 14;
+
+/// CLIP's mean and std as transformers spells them: the Pixtral processor's
+/// defaults.
+#[allow(clippy::excessive_precision)]
+pub(crate) const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
+pub(crate) const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 fn err(file: &str, msg: impl Into<String>) -> Error {
     Error::format(file, msg)
@@ -251,8 +258,6 @@ impl VisionConfig {
 /// The processor's resize and normalization: `preprocessor_config.json`
 /// where given, else PixtralImageProcessor's defaults; sides rounded to the
 /// patch times the merge, as the processor passes them.
-// The CLIP mean and std as transformers spells them.
-#[allow(clippy::excessive_precision)]
 fn processor_settings(pre: Option<&Value>, proc: Option<&Value>, patch: usize, merge: usize, image_size: usize, file: &str) -> Result<Processor> {
     let empty = Value::Null;
     let pre = pre.unwrap_or(&empty);
@@ -285,7 +290,7 @@ fn processor_settings(pre: Option<&Value>, proc: Option<&Value>, patch: usize, m
             Some(x) => Err(err(file, format!("`{key}` must be three numbers, got {x}"))),
         }
     };
-    let std = triple("image_std", [0.26862954, 0.26130258, 0.27577711])?;
+    let std = triple("image_std", CLIP_STD)?;
     if std.iter().any(|&s| !(s.is_finite() && s != 0.0)) {
         return Err(err(file, "`image_std` has a zero or non-finite entry"));
     }
@@ -297,7 +302,7 @@ fn processor_settings(pre: Option<&Value>, proc: Option<&Value>, patch: usize, m
         } else {
             number(pre, "rescale_factor").unwrap_or(1.0 / 255.0)
         },
-        mean: if pre.get("do_normalize").and_then(Value::as_bool) == Some(false) { [0.0; 3] } else { triple("image_mean", [0.48145466, 0.4578275, 0.40821073])? },
+        mean: if pre.get("do_normalize").and_then(Value::as_bool) == Some(false) { [0.0; 3] } else { triple("image_mean", CLIP_MEAN)? },
         std: if pre.get("do_normalize").and_then(Value::as_bool) == Some(false) { [1.0; 3] } else { std },
     })
 }
