@@ -7,13 +7,16 @@
 //                            model (a generated 1024x768 picture without URL-PATH):
 //                            the browser's decode, preprocessing, encoder + projector
 //     [--mmproj NAME]        a GGUF model's mmproj file (in the model's folder)
-//     [--load-only]          only the cold load (network, into the Cache API) and the
-//                            cached one, each by phase (a 7B shape decodes at
-//                            seconds a token on SwiftShader). Runs in a browser
-//                            profile on disk (target/bench-profile, emptied first):
-//                            an incognito context keeps its storage in memory and
-//                            cannot cache a model of a few GB
+//     [--load-only]          only the cold load (network, into the Cache API) and,
+//                            in a relaunched browser on the same profile (a person
+//                            coming back), the cached one, each by phase, then the
+//                            first token of a --prompt-tokens prompt (give a short
+//                            one: a 7B shape runs at a minute a token on SwiftShader).
+//                            Runs in a browser profile on disk (target/bench-profile,
+//                            emptied first): an incognito context keeps its storage
+//                            in memory and cannot cache a model of a few GB
 import fs from 'node:fs';
+import { execSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from './server.mjs';
@@ -35,11 +38,72 @@ const opts = {
 
 const server = await startServer({ root: ROOT });
 const profileDir = path.join(ROOT, 'target/bench-profile');
-if (opts.loadOnly) fs.rmSync(profileDir, { recursive: true, force: true });
-const ctx = opts.loadOnly ? await launchProfile(profileDir) : null;
-const browser = ctx ? ctx.browser() : await launch();
+if (opts.loadOnly) {
+  try {
+    await loadOnly();
+  } finally {
+    await server.close();
+    fs.rmSync(profileDir, { recursive: true, force: true });
+  }
+  process.exit(0);
+}
+
+// The cold load into a fresh profile on disk; the browser closed and
+// relaunched on it; the cached load and the first token there.
+async function loadOnly() {
+  fs.rmSync(profileDir, { recursive: true, force: true });
+  const inPage = async (fn, arg) => {
+    const ctx = await launchProfile(profileDir);
+    try {
+      const page = await ctx.newPage();
+      await page.goto(server.url + 'tests/browser/blank.html');
+      return { r: await page.evaluate(fn, arg), version: ctx.browser()?.version() ?? '' };
+    } finally {
+      await ctx.close();
+    }
+  };
+  process.stderr.write(`bench: ${opts.model}, cold and cached loads, then ${opts.promptTokens} prompt tokens\n`);
+  const { r: c } = await inPage(async (o) => {
+    const T = await import('/pkg/index.js');
+    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    await T.Engine.cache.delete(o.model, loadOptions);
+    const t = performance.now();
+    const e = await T.Engine.load(o.model, loadOptions);
+    const seconds = (performance.now() - t) / 1000;
+    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: await T.Engine.wasmMemoryBytes(), weightBytes: e.info.weightBytes };
+    await e.unload();
+    return out;
+  }, opts);
+  // What the cache wrote reaches the disk, as it has by a person's next visit.
+  execSync('sync');
+  const { r: w, version } = await inPage(async (o) => {
+    const T = await import('/pkg/index.js');
+    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    const t = performance.now();
+    const e = await T.Engine.load(o.model, loadOptions);
+    const seconds = (performance.now() - t) / 1000;
+    const vocab = e.info.vocabSize;
+    const prompt = Array.from({ length: o.promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
+    const ttft = (await e.completions.create({ prompt, max_tokens: 1, temperature: 0, ignore_eos: true })).usage.extra.time_to_first_token_s;
+    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: await T.Engine.wasmMemoryBytes(), ttft, info: e.info };
+    await e.unload();
+    return out;
+  }, opts);
+  const rate = (s) => Math.round(c.weightBytes / s / 1e6);
+  console.log(JSON.stringify({
+    model: opts.model, weight_bytes: c.weightBytes,
+    load_seconds: c.seconds, load_mb_per_s: rate(c.seconds), load_phases: c.phases, network: c.network,
+    load_seconds_cached: w.seconds, load_mb_per_s_cached: rate(w.seconds), load_phases_cached: w.phases, network_cached: w.network,
+    prompt_tokens: opts.promptTokens, time_to_first_token_cold_s: w.ttft, cached_load_to_first_token_s: w.seconds + w.ttft,
+    peak_wasm_memory_bytes: Math.max(c.wasmBytes, w.wasmBytes),
+    adapter: { name: w.info.adapter.name || 'WebGPU adapter', backend: w.info.adapter.backend },
+    browser: `chromium ${version}`,
+  }, null, 1));
+}
+
+const browser = await launch();
 try {
-  const page = ctx ? await ctx.newPage() : await browser.newPage();
+  const page = await browser.newPage();
   await page.goto(server.url + 'tests/browser/blank.html');
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
@@ -49,20 +113,20 @@ try {
     let t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);
     const cold = (performance.now() - t) / 1000;
-    const coldInfo = { phases: e.info.loadPhases, network: e.info.network };
     const wasmBytes = await T.Engine.wasmMemoryBytes();
     await e.unload();
     t = performance.now();
     await e.load(o.model, loadOptions);
     const cached = (performance.now() - t) / 1000;
-    const cachedInfo = { phases: e.info.loadPhases, network: e.info.network };
-    if (o.loadOnly) return { cold, cached, coldInfo, cachedInfo, wasmBytes, info: e.info, weightBytes: e.info.weightBytes, wasmAfter: await T.Engine.wasmMemoryBytes() };
     const vocab = e.info.vocabSize;
     let x = 0x9e3779b9;
     const prompt = Array.from({ length: o.promptTokens }, () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x % vocab; });
     const req = { prompt, max_tokens: o.genTokens, temperature: 0, ignore_eos: true };
+    // The first request after the load, as an app's first message meets it
+    // (in Chromium pipelines compile at their first dispatch): the cold time
+    // to first token. It is also the warm-up of the runs below.
     await e.resetChat();
-    await e.completions.create({ ...req, prompt: prompt.slice(0, 8), max_tokens: 2 }); // warm-up
+    const ttftCold = (await e.completions.create({ ...req, max_tokens: 2 })).usage.extra.time_to_first_token_s;
     const pre = [], dec = [], ttft = [];
     for (let i = 0; i < o.repetitions; i++) {
       await e.resetChat();
@@ -110,26 +174,16 @@ try {
       for (let i = 0; i < o.repetitions; i++) runs.push(await e.timeImage(picture));
       image = { first, runs };
     }
-    return { pre, dec, ttft, cold, cached, wasmBytes, info: e.info, schema, image };
+    return { pre, dec, ttft, ttftCold, cold, cached, wasmBytes, info: e.info, schema, image };
   }, opts);
-  if (opts.loadOnly) {
-    const rate = (s) => Math.round(r.weightBytes / s / 1e6);
-    console.log(JSON.stringify({
-      model: opts.model, weight_bytes: r.weightBytes,
-      load_seconds: r.cold, load_mb_per_s: rate(r.cold), load_phases: r.coldInfo.phases, network: r.coldInfo.network,
-      load_seconds_cached: r.cached, load_mb_per_s_cached: rate(r.cached), load_phases_cached: r.cachedInfo.phases, network_cached: r.cachedInfo.network,
-      peak_wasm_memory_bytes: Math.max(r.wasmBytes, r.wasmAfter),
-      adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend },
-      browser: `chromium ${ctx.browser()?.version() ?? ''}`,
-    }, null, 1));
-  } else {
+  {
     const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
     const out = {
       model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
       prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
       decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
-      time_to_first_token_s: med(r.ttft),
-      load_seconds: r.cold, load_seconds_cached: r.cached,
+      time_to_first_token_s: med(r.ttft), time_to_first_token_cold_s: r.ttftCold,
+      load_seconds: r.cold, load_seconds_cached: r.cached, cached_load_to_first_token_s: r.cached + r.ttftCold,
       weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
       wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
       adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
@@ -158,7 +212,6 @@ try {
     console.log(JSON.stringify(out, null, 1));
   }
 } finally {
-  await (ctx ?? browser).close();
+  await browser.close();
   await server.close();
-  if (opts.loadOnly) fs.rmSync(profileDir, { recursive: true, force: true });
 }

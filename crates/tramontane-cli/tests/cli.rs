@@ -196,9 +196,12 @@ fn a_successful_run_prints_no_error_line_and_zero_chunk_is_refused() {
 fn bench_json_reports_speeds_and_memory_by_kind() {
     let model = fixtures().join("llama_tiny");
     let v = json_out(&["bench", "--model", model.to_str().expect("utf8"), "--prompt-tokens", "8", "--gen-tokens", "3", "--repetitions", "1", "--json"]);
-    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "load_seconds"] {
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s", "time_to_first_token_cold_s", "load_seconds"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {v}");
     }
+    // From the load's start to the first request's first token.
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    assert!((f("load_to_first_token_s") - f("load_seconds") - f("time_to_first_token_cold_s")).abs() < 1e-9, "{v}");
     let m = &v["gpu_memory"];
     let part = |k: &str| m[k].as_u64().unwrap_or_else(|| panic!("gpu_memory.{k}: {v}"));
     assert_eq!(part("weights"), v["weight_bytes"].as_u64().expect("weight_bytes"));

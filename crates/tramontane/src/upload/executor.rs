@@ -25,14 +25,28 @@ pub struct Progress {
 
 /// Bytes read and written per step when a tensor is copied as it is.
 const UPLOAD_PIECE: u64 = 4 << 20;
-/// Submit staged uploads after this many bytes, so they drain instead of piling
-/// up in host memory.
+/// Submit staged uploads after this many bytes (see `Flusher`).
 const FLUSH_EVERY: u64 = 64 << 20;
 
-fn flush(gpu: &Gpu) {
-    gpu.queue.submit([]);
+/// Submits staged uploads every FLUSH_EVERY bytes, so they drain instead of
+/// piling up in host memory. Natively each flush waits for the one before
+/// it, not for itself: the driver copies one batch while the host prepares
+/// the next (waiting for each batch at once left the host idle for half of a
+/// 7B model's upload on lavapipe).
+#[derive(Default)]
+struct Flusher {
     #[cfg(not(target_arch = "wasm32"))]
-    let _ = gpu.device.poll(wgpu::PollType::wait_indefinitely());
+    last: RefCell<Option<wgpu::SubmissionIndex>>,
+}
+
+impl Flusher {
+    fn flush(&self, gpu: &Gpu) {
+        let _submitted = gpu.queue.submit([]);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(before) = self.last.replace(Some(_submitted)) {
+            let _ = gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(before), timeout: None });
+        }
+    }
 }
 
 /// Allocate, fill and assemble every weight of `layout`, reading up to
@@ -90,6 +104,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
     let total: u64 = layout.parts.iter().map(|p| p.tensor.nbytes).sum();
     let done = Cell::new(0u64);
     let since_flush = Cell::new(0u64);
+    let flusher = Flusher::default();
     // Groups of regrouped blocks, and runs of interleaved rows, that arrive
     // in parts, by (dest, slab).
     let groups = RefCell::new(Groups::default());
@@ -138,7 +153,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
         done.set(done.get() + n);
         since_flush.set(since_flush.get() + n);
         if since_flush.get() > FLUSH_EVERY {
-            flush(gpu);
+            flusher.flush(gpu);
             since_flush.set(0);
         }
         (progress.borrow_mut())(Progress { done: done.get(), total });
@@ -225,7 +240,7 @@ async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) ->
 /// moved into textures where the device reads those faster, buffers dropped
 /// as their copies run).
 fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
-    let mut a = Assembler { gpu, textures: layout.textures, copied: 0, slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
+    let mut a = Assembler { gpu, textures: layout.textures, copied: 0, flusher: Flusher::default(), slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
     let mut layers = Vec::with_capacity(layout.layers.len());
     for li in layout.layers {
         layers.push(LayerWeights {
@@ -297,6 +312,7 @@ struct Assembler<'g> {
     textures: bool,
     /// Bytes copied into textures since the last flush.
     copied: u64,
+    flusher: Flusher,
     slots: Vec<Option<(Dest, Vec<wgpu::Buffer>)>>,
 }
 
@@ -326,7 +342,7 @@ impl Assembler<'_> {
                     self.copied += buf.size();
                     drop(buf);
                     if self.copied > FLUSH_EVERY {
-                        flush(self.gpu);
+                        self.flusher.flush(self.gpu);
                         self.copied = 0;
                     }
                     store

@@ -39,8 +39,14 @@ pub fn units_per_row(dtype: DType, cols: usize) -> u32 {
 /// layout) interleaved by units of `unit_bytes`: unit c of row r lands at
 /// unit c * 8 + r. Rows missing from a short run are zeros.
 pub fn interleave_run(data: &[u8], row_bytes: usize, unit_bytes: usize) -> Vec<u8> {
+    let mut out = vec![0u8; RUN as usize * row_bytes];
+    interleave_into(&mut out, data, row_bytes, unit_bytes);
+    out
+}
+
+/// [`interleave_run`] into `out` (8 rows' bytes, zeroed).
+fn interleave_into(out: &mut [u8], data: &[u8], row_bytes: usize, unit_bytes: usize) {
     let run = RUN as usize;
-    let mut out = vec![0u8; run * row_bytes];
     let units = row_bytes / unit_bytes.max(1);
     for (r, row) in data.chunks(row_bytes).enumerate().take(run) {
         for (c, unit) in row.chunks_exact(unit_bytes).enumerate().take(units) {
@@ -48,7 +54,6 @@ pub fn interleave_run(data: &[u8], row_bytes: usize, unit_bytes: usize) -> Vec<u
             out[at..at + unit_bytes].copy_from_slice(unit);
         }
     }
-    out
 }
 
 /// Collects a matrix's bytes as they stream in (any order, any byte runs of
@@ -86,6 +91,13 @@ impl<K: Ord + Copy> Runs<K> {
             let (run, within) = (pos / run_bytes, pos % run_bytes);
             let take = (run_bytes - within).min(data.len() as u64 - off);
             let bytes = &data[off as usize..(off + take) as usize];
+            if take == run_bytes && !self.pending.contains_key(&(key, run)) {
+                // A whole run in this piece (most of them): straight into
+                // the write, one copy.
+                interleave_into(run_at(&mut out, pos, run_bytes as usize), bytes, s.row_bytes as usize, s.unit_bytes as usize);
+                off += take;
+                continue;
+            }
             let entry = self.pending.entry((key, run)).or_insert_with(|| (vec![0u8; run_bytes as usize], 0));
             entry.0[within as usize..(within + take) as usize].copy_from_slice(bytes);
             entry.1 += take;

@@ -1,0 +1,94 @@
+// A model file of several GB through the Cache API, in a browser profile on
+// disk (as a person's browser has: an incognito context keeps its storage in
+// memory and stops at ~1.5 GB). The file is sparse: the MoE GGUF fixture's
+// tensors spread over 4.4 GB with holes between them, the last ones past
+// 4 GiB (offsets a 32-bit wasm must not truncate), several straddling the
+// boundary between two cache parts. The server sends all of it (the holes as
+// zeros) and the cache stores all of it; a reload with the network cut reads
+// only the parts that hold tensors. The model is the fixture's, so its greedy
+// tokens are transformers' reference.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../scripts/server.mjs';
+import { launchProfile } from './browser.mjs';
+import { sparseGguf } from './sparse-gguf.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const OUT = path.join(ROOT, 'target/browser-bigcache');
+const PROFILE = path.join(OUT, 'profile');
+const FIXTURE = path.join(ROOT, 'tests/fixtures/moe_gguf/moe-q4_0.gguf');
+const PART = 32 << 20; // cachePartBytes' default
+let server, ctx, file;
+
+before(async () => {
+  fs.rmSync(OUT, { recursive: true, force: true });
+  fs.mkdirSync(OUT, { recursive: true });
+  // Tensor i (i > 0) starts 96 bytes before the end of cache part 6i, so it
+  // straddles two parts; the 23rd lies past 4 GiB.
+  file = sparseGguf(FIXTURE, path.join(OUT, 'sparse.gguf'), (i, _t, end) => (i === 0 ? 0 : Math.max(end, i * 6 * PART - 5760 - 96)));
+  server = await startServer({ root: ROOT });
+  ctx = await launchProfile(PROFILE);
+});
+after(async () => {
+  await ctx?.close();
+  await server?.close();
+  fs.rmSync(OUT, { recursive: true, force: true });
+});
+
+test('a 4.4 GB model file is cached in parts, and loads from them with the network cut (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
+  assert.ok(file.size > 4.3e9, `the file is ${file.size} bytes`);
+  assert.ok(file.tensors.at(-1).at > 2 ** 32, 'the last tensor lies past 4 GiB');
+  const r = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/fixtures/moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  await page.goto(server.url + 'tests/browser/blank.html');
+  const src = '/target/browser-bigcache/sparse.gguf';
+  const before = server.log.length;
+  const t0 = Date.now();
+  const got = await page.evaluate(async ([src, ids]) => {
+    const T = await import('/pkg/index.js');
+    const greedy = async (e) => (await e.completions.create({ prompt: ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
+    await caches.delete('tramontane-v1');
+    const e = await T.Engine.load(src);
+    const first = { network: e.info.network, ids: await greedy(e) };
+    await e.unload();
+    const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/target/')));
+    const has = await T.Engine.cache.has(src);
+    const realFetch = globalThis.fetch;
+    let tried = 0;
+    globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
+    let second;
+    try {
+      const t = performance.now();
+      await e.load(src);
+      second = { network: e.info.network, seconds: (performance.now() - t) / 1000, ids: await greedy(e) };
+    } finally {
+      globalThis.fetch = realFetch;
+    }
+    await e.unload();
+    const deleted = await T.Engine.cache.delete(src);
+    const left = (await (await caches.open('tramontane-v1')).keys()).length;
+    return { first, second, keys, has, tried, deleted, left };
+  }, [src, r.input_ids]);
+  console.log(`cold load and greedy: ${((Date.now() - t0) / 1000).toFixed(1)} s in all; cached reload ${got.second.seconds.toFixed(1)} s (${got.second.network.cacheHits} cache reads)`);
+  assert.equal(got.first.network.cacheWarning, null, 'the first load cached the file');
+  assert.deepEqual(got.first.ids, r.greedy, 'the sparse file is the fixture model');
+  const parts = Math.ceil(file.size / (32 << 20));
+  const mine = got.keys.filter((k) => k.startsWith(src));
+  assert.equal(mine.length, parts + 2, `${parts} parts, the index and the manifest`);
+  assert.ok(mine.includes(`${src}?tramontane-part=${parts - 1}`));
+  assert.equal(got.has, true);
+  assert.equal(got.tried, 0, 'no fetch with the network cut');
+  assert.equal(got.second.network.requests, 0);
+  // Reads start at the part that holds their byte: two parts per tensor at most, never all of them.
+  assert.ok(got.second.network.cacheHits <= 2 * file.tensors.length + 2, `${got.second.network.cacheHits} cache reads`);
+  assert.deepEqual(got.second.ids, r.greedy, 'the cached parts give the same model');
+  assert.equal(got.deleted, true);
+  assert.equal(got.left, 0, 'Engine.cache.delete removes every part');
+  // The server sent the file once: the cached load asked it for nothing.
+  const gets = server.log.slice(before).filter((l) => l.path.includes('sparse.gguf'));
+  assert.ok(gets.length >= 1 && gets.length <= 3, `${gets.length} requests for the file`);
+});
