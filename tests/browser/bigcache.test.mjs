@@ -39,6 +39,14 @@ after(async () => {
 });
 
 test('a 4.4 GB model file is cached in parts, and loads from them with the network cut (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
+  // The cached copy takes the file's size on disk, in the profile.
+  const fsStat = fs.statfsSync(OUT);
+  const free = fsStat.bavail * fsStat.bsize;
+  if (free < file.size + (1 << 30)) {
+    console.log(`SKIPPED: ${(free / 1e9).toFixed(1)} GB free on disk, the cached copy needs ${(file.size / 1e9 + 1).toFixed(1)}`);
+    assert.equal(process.env.TRAMONTANE_ALLOW_SKIP, '1', 'not enough disk (set TRAMONTANE_ALLOW_SKIP=1 to allow skipping here)');
+    return;
+  }
   assert.ok(file.size > 4.3e9, `the file is ${file.size} bytes`);
   assert.ok(file.tensors.at(-1).at > 2 ** 32, 'the last tensor lies past 4 GiB');
   const r = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests/fixtures/moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
