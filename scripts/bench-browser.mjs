@@ -176,41 +176,39 @@ try {
     }
     return { pre, dec, ttft, ttftCold, cold, cached, wasmBytes, info: e.info, schema, image };
   }, opts);
-  {
-    const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-    const out = {
-      model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
-      prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
-      decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
-      time_to_first_token_s: med(r.ttft), time_to_first_token_cold_s: r.ttftCold,
-      load_seconds: r.cold, load_seconds_cached: r.cached, cached_load_to_first_token_s: r.cached + r.ttftCold,
-      weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
-      wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
-      adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
-      browser: `chromium ${browser.version()}`,
+  const med = (v) => { const s = [...v].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+  const out = {
+    model: opts.model, prompt_tokens: opts.promptTokens, gen_tokens: opts.genTokens, repetitions: opts.repetitions,
+    prefill_tokens_per_s: med(r.pre), prefill_tokens_per_s_min_max: [Math.min(...r.pre), Math.max(...r.pre)],
+    decode_tokens_per_s: med(r.dec), decode_tokens_per_s_min_max: [Math.min(...r.dec), Math.max(...r.dec)],
+    time_to_first_token_s: med(r.ttft), time_to_first_token_cold_s: r.ttftCold,
+    load_seconds: r.cold, load_seconds_cached: r.cached, cached_load_to_first_token_s: r.cached + r.ttftCold,
+    weight_bytes: r.info.weightBytes, gpu_bytes: r.info.gpuBytes, peak_wasm_memory_bytes: r.wasmBytes,
+    wasm_bytes: fs.statSync(path.join(ROOT, 'pkg/wasm/tramontane_web_bg.wasm')).size,
+    adapter: { name: r.info.adapter.name || 'WebGPU adapter', backend: r.info.adapter.backend, driver: r.info.adapter.driver },
+    browser: `chromium ${browser.version()}`,
+  };
+  if (r.schema) {
+    out.json_schema = {
+      decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
+      ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
+      compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
     };
-    if (r.schema) {
-      out.json_schema = {
-        decode_tokens_per_s: med(r.schema.under), unconstrained_decode_tokens_per_s: med(r.schema.free),
-        ratio: med(r.schema.under) / med(r.schema.free), mask_ms_per_token: med(r.schema.masks),
-        compile_seconds: r.schema.compile.compile_seconds, cached_after_first: true, vocab: r.info.vocabSize,
-      };
-    }
-    if (r.image) {
-      const f = r.image.first;
-      const enc = r.image.runs.map((x) => x.encodeSeconds);
-      const v = r.info.vision;
-      out.image = {
-        image: opts.image || 'generated 1024x768', width: f.width, height: f.height, resized: f.resized,
-        patches: f.patches, image_tokens: f.imageTokens,
-        decode_seconds: med(r.image.runs.map((x) => x.decodeSeconds)), preprocess_seconds: med(r.image.runs.map((x) => x.preprocessSeconds)),
-        encode_seconds: med(enc), encode_seconds_min_max: [Math.min(...enc), Math.max(...enc)], first_encode_seconds: f.encodeSeconds,
-        patches_per_s: f.patches / med(enc), image_tokens_per_s: f.imageTokens / med(enc),
-        encoder_weight_bytes: v?.weightBytes ?? null, encoder_buffer_bytes: v?.bufferBytes ?? null,
-      };
-    }
-    console.log(JSON.stringify(out, null, 1));
   }
+  if (r.image) {
+    const f = r.image.first;
+    const enc = r.image.runs.map((x) => x.encodeSeconds);
+    const v = r.info.vision;
+    out.image = {
+      image: opts.image || 'generated 1024x768', width: f.width, height: f.height, resized: f.resized,
+      patches: f.patches, image_tokens: f.imageTokens,
+      decode_seconds: med(r.image.runs.map((x) => x.decodeSeconds)), preprocess_seconds: med(r.image.runs.map((x) => x.preprocessSeconds)),
+      encode_seconds: med(enc), encode_seconds_min_max: [Math.min(...enc), Math.max(...enc)], first_encode_seconds: f.encodeSeconds,
+      patches_per_s: f.patches / med(enc), image_tokens_per_s: f.imageTokens / med(enc),
+      encoder_weight_bytes: v?.weightBytes ?? null, encoder_buffer_bytes: v?.bufferBytes ?? null,
+    };
+  }
+  console.log(JSON.stringify(out, null, 1));
 } finally {
   await browser.close();
   await server.close();
