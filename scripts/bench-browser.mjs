@@ -7,11 +7,14 @@
 //                            model (a generated 1024x768 picture without URL-PATH):
 //                            the browser's decode, preprocessing, encoder + projector
 //     [--mmproj NAME]        a GGUF model's mmproj file (in the model's folder)
+//     [--cache-store auto|cacheApi]  where files over a cache part are cached
+//                            (the `cacheStore` load option: OPFS by default)
 //     [--load-only]          only the cold load (network, into the Cache API) and,
 //                            in a relaunched browser on the same profile (a person
 //                            coming back), the cached one, each by phase, then the
 //                            first token of a --prompt-tokens prompt (give a short
-//                            one: a 7B shape runs at a minute a token on SwiftShader).
+//                            one: a 7B shape runs at a minute a token on SwiftShader;
+//                            0: none).
 //                            Runs in a browser profile on disk (target/bench-profile,
 //                            emptied first): an incognito context keeps its storage
 //                            in memory and cannot cache a model of a few GB
@@ -34,6 +37,7 @@ const opts = {
   // `--image` alone: the generated picture (''); `--image PATH`: that file.
   image: process.argv.includes('--image') ? (arg('image', '') ?? '').replace(/^--.*/, '') : null,
   mmproj: arg('mmproj', null),
+  cacheStore: arg('cache-store', 'auto'),
 };
 
 const server = await startServer({ root: ROOT });
@@ -65,7 +69,7 @@ async function loadOnly() {
   process.stderr.write(`bench: ${opts.model}, cold and cached loads, then ${opts.promptTokens} prompt tokens\n`);
   const { r: c } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
     await T.Engine.cache.delete(o.model, loadOptions);
     const t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);
@@ -78,13 +82,14 @@ async function loadOnly() {
   execSync('sync');
   const { r: w, version } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
     const t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);
     const seconds = (performance.now() - t) / 1000;
     const vocab = e.info.vocabSize;
     const prompt = Array.from({ length: o.promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
-    const ttft = (await e.completions.create({ prompt, max_tokens: 1, temperature: 0, ignore_eos: true })).usage.extra.time_to_first_token_s;
+    // --prompt-tokens 0: the loads only.
+    const ttft = prompt.length ? (await e.completions.create({ prompt, max_tokens: 1, temperature: 0, ignore_eos: true })).usage.extra.time_to_first_token_s : null;
     const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: await T.Engine.wasmMemoryBytes(), ttft, info: e.info };
     await e.unload();
     return out;
@@ -94,7 +99,7 @@ async function loadOnly() {
     model: opts.model, weight_bytes: c.weightBytes,
     load_seconds: c.seconds, load_mb_per_s: rate(c.seconds), load_phases: c.phases, network: c.network,
     load_seconds_cached: w.seconds, load_mb_per_s_cached: rate(w.seconds), load_phases_cached: w.phases, network_cached: w.network,
-    prompt_tokens: opts.promptTokens, time_to_first_token_cold_s: w.ttft, cached_load_to_first_token_s: w.seconds + w.ttft,
+    prompt_tokens: opts.promptTokens, time_to_first_token_cold_s: w.ttft, cached_load_to_first_token_s: w.ttft == null ? null : w.seconds + w.ttft,
     peak_wasm_memory_bytes: Math.max(c.wasmBytes, w.wasmBytes),
     adapter: { name: w.info.adapter.name || 'WebGPU adapter', backend: w.info.adapter.backend },
     browser: `chromium ${version}`,
@@ -108,7 +113,7 @@ try {
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = o.mmproj ? { mmproj: o.mmproj } : {};
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
     await T.Engine.cache.delete(o.model, loadOptions);
     let t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);

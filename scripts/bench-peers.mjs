@@ -117,14 +117,17 @@ const f = (x) => (typeof x === 'number' ? x.toFixed(x < 10 ? 2 : 1) : '–');
 const lines = [
   `SmolLM2-135M-Instruct Q4_1, prompt ${P} tokens, ${G} generated; ${new Date().toISOString().slice(0, 10)}`,
   '',
-  '| engine | device | prefill tok/s | decode tok/s | first token s | ours native ÷ it (prefill / decode) | ours browser ÷ it (decode) |',
-  '| --- | --- | --- | --- | --- | --- | --- |',
+  '| engine | device | load s (cached) | prefill tok/s | decode tok/s | first token s | ours native ÷ it (prefill / decode) | ours browser ÷ it (decode) |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- |',
 ];
 for (const r of rows) {
-  if (r.error) { lines.push(`| ${r.name} | ${r.device} | failed: ${r.error} | | | | |`); continue; }
+  if (r.error) { lines.push(`| ${r.name} | ${r.device} | failed: ${r.error} | | | | | |`); continue; }
+  // Natively a load from disk (the page cache); in the browser from the local
+  // server, and for tramontane again from its cache.
+  const load = `${f(r.load_seconds)}${r.load_seconds_cached != null ? ` (${f(r.load_seconds_cached)})` : ''}`;
   const rn = ours && !ours.error ? `${f(ours.prefill_tokens_per_s / r.prefill_tokens_per_s)} / ${f(ours.decode_tokens_per_s / r.decode_tokens_per_s)}` : '–';
   const rb = browser && !browser.error ? f(browser.decode_tokens_per_s / r.decode_tokens_per_s) : '–';
-  lines.push(`| ${r.name} | ${r.device} | ${f(r.prefill_tokens_per_s)} | ${f(r.decode_tokens_per_s)} | ${f(r.time_to_first_token_s)} | ${rn} | ${rb} |`);
+  lines.push(`| ${r.name} | ${r.device} | ${load} | ${f(r.prefill_tokens_per_s)} | ${f(r.decode_tokens_per_s)} | ${f(r.time_to_first_token_s)} | ${rn} | ${rb} |`);
 }
 const ss = rows.find((r) => r.name === 'tramontane native (SwiftShader)');
 if (browser && ss && !browser.error && !ss.error) {

@@ -1,12 +1,15 @@
-// A model file of several GB through the Cache API, in a browser profile on
-// disk (as a person's browser has: an incognito context keeps its storage in
-// memory and stops at ~1.5 GB). The file is sparse: the MoE GGUF fixture's
-// tensors spread over 4.4 GB with holes between them, the last ones past
-// 4 GiB (offsets a 32-bit wasm must not truncate), several straddling the
-// boundary between two cache parts. The server sends all of it (the holes as
-// zeros) and the cache stores all of it; a reload with the network cut reads
-// only the parts that hold tensors. The model is the fixture's, so its greedy
-// tokens are transformers' reference.
+// A model file of several GB through the cache, in a browser profile on disk
+// (as a person's browser has: an incognito context keeps its storage in
+// memory and stops at ~1.5 GB): by default one OPFS file, named by its Cache
+// API index entry. The file is sparse: the MoE GGUF fixture's tensors spread
+// over 4.4 GB with holes between them, the last ones past 4 GiB (offsets a
+// 32-bit wasm must not truncate), several straddling the boundary between two
+// 32 MiB parts (where Cache API parts would split them). The server sends all
+// of it (the holes as zeros) and the cache stores all of it; a reload with the
+// network cut opens the file at the tensors instead of reading the holes. The
+// model is the fixture's, so its greedy tokens are transformers' reference.
+// (Cache API parts, the store where OPFS cannot be written, are checked on a
+// small file in engine.test.mjs and transport.test.mjs.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -38,7 +41,7 @@ after(async () => {
   fs.rmSync(OUT, { recursive: true, force: true });
 });
 
-test('a 4.4 GB model file is cached in parts, and loads from them with the network cut (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
+test('a 4.4 GB model file is cached in OPFS, and loads from there with the network cut, read from its tensors (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
   // The cached copy takes the file's size on disk, in the profile.
   const fsStat = fs.statfsSync(OUT);
   const free = fsStat.bavail * fsStat.bsize;
@@ -64,16 +67,25 @@ test('a 4.4 GB model file is cached in parts, and loads from them with the netwo
     const first = { network: e.info.network, ids: await greedy(e) };
     await e.unload();
     const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/target/')));
+    const opfsFiles = async () => {
+      const out = [];
+      try {
+        const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
+        for await (const [name, h] of d.entries()) out.push([name, (await h.getFile()).size]);
+      } catch { /* no directory: no files */ }
+      return out;
+    };
+    const files = await opfsFiles();
     const has = await T.Engine.cache.has(src);
     const realFetch = globalThis.fetch;
     let tried = 0;
     globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
-    // Which cache entries the cached load opens.
-    const realMatch = Cache.prototype.match;
+    // Where the cached load opens the file.
+    const realSlice = Blob.prototype.slice;
     const opened = [];
-    Cache.prototype.match = function (key, options) {
-      opened.push(typeof key === 'string' ? key : key.url);
-      return realMatch.call(this, key, options);
+    Blob.prototype.slice = function (start, end, type) {
+      if (this instanceof File) opened.push(start);
+      return realSlice.call(this, start, end, type);
     };
     let second;
     try {
@@ -82,36 +94,36 @@ test('a 4.4 GB model file is cached in parts, and loads from them with the netwo
       second = { network: e.info.network, seconds: (performance.now() - t) / 1000, ids: await greedy(e) };
     } finally {
       globalThis.fetch = realFetch;
-      Cache.prototype.match = realMatch;
+      Blob.prototype.slice = realSlice;
     }
-    second.parts = [...new Set(opened.map((k) => /tramontane-part=(\d+)$/.exec(k)).filter(Boolean).map((m) => Number(m[1])))];
+    second.opened = opened;
     await e.unload();
     const deleted = await T.Engine.cache.delete(src);
     const left = (await (await caches.open('tramontane-v1')).keys()).length;
-    return { first, second, keys, has, tried, deleted, left };
+    return { first, second, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
   }, [src, r.input_ids]);
   console.log(`cold load and greedy: ${((Date.now() - t0) / 1000).toFixed(1)} s in all; cached reload ${got.second.seconds.toFixed(1)} s`);
   assert.equal(got.first.network.cacheWarning, null, 'the first load cached the file');
   assert.deepEqual(got.first.ids, r.greedy, 'the sparse file is the fixture model');
-  const parts = Math.ceil(file.size / (32 << 20));
-  const mine = got.keys.filter((k) => k.startsWith(src));
-  assert.equal(mine.length, parts + 2, `${parts} parts, the index and the manifest`);
-  assert.ok(mine.includes(`${src}?tramontane-part=${parts - 1}`));
+  assert.equal(got.first.network.cacheStore, 'opfs');
+  const mine = got.keys.filter((k) => k.startsWith(src)).sort();
+  assert.deepEqual(mine, [src, `${src}?tramontane-manifest`], 'the index and the manifest in the Cache API, no parts');
+  assert.deepEqual(got.files.map((f) => f[1]), [file.size], 'one OPFS file, the whole GGUF');
   assert.equal(got.has, true);
   assert.equal(got.tried, 0, 'no fetch with the network cut');
   assert.equal(got.second.network.requests, 0);
-  // Reads start at the part that holds their byte: the parts opened are
-  // exactly those that hold the header or a tensor's bytes (45 of 133).
-  const holding = new Set([0]);
-  for (const t of file.tensors) {
-    for (let i = Math.floor(t.at / PART); i <= Math.floor((t.at + t.bytes - 1) / PART); i++) holding.add(i);
-  }
-  const sorted = (v) => [...v].sort((a, b) => a - b);
-  assert.deepEqual(sorted(got.second.parts), sorted(holding), 'the parts opened are those holding the header or a tensor');
-  assert.ok(holding.size < parts / 2);
-  assert.deepEqual(got.second.ids, r.greedy, 'the cached parts give the same model');
+  // The file is opened at its start (the header) and then at each tensor
+  // after a hole, never in a hole: the holes (4.4 GB) are not read.
+  const starts = new Set([0, ...file.tensors.map((t) => t.at)]);
+  const stray = got.second.opened.filter((at) => !starts.has(at));
+  assert.deepEqual(stray, [], 'every read starts at the header or at a tensor');
+  const afterHole = file.tensors.filter((t, i) => i > 0 && t.at - (file.tensors[i - 1].at + file.tensors[i - 1].bytes) > 8 << 20);
+  assert.ok(afterHole.length > 20);
+  for (const t of afterHole) assert.ok(got.second.opened.includes(t.at), `opened at the tensor at ${t.at}`);
+  assert.deepEqual(got.second.ids, r.greedy, 'the cached file gives the same model');
   assert.equal(got.deleted, true);
-  assert.equal(got.left, 0, 'Engine.cache.delete removes every part');
+  assert.equal(got.left, 0, 'Engine.cache.delete removes the index and the manifest');
+  assert.deepEqual(got.filesLeft, [], 'and the OPFS file');
   // The server sent the file once: the cached load asked it for nothing.
   const gets = server.log.slice(before).filter((l) => l.path.includes('sparse.gguf'));
   assert.ok(gets.length >= 1 && gets.length <= 3, `${gets.length} requests for the file`);

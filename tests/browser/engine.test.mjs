@@ -230,46 +230,71 @@ test('a second load makes no weight request (Cache API); unload then load works'
   await p.context().close();
 });
 
-test('a file larger than a cache part is cached in parts and loads again with the network cut', { timeout: 180000 }, async () => {
+test('a file larger than a cache part is cached in one OPFS file, or in Cache API parts, and loads again with the network cut', { timeout: 180000 }, async () => {
   // Parts of 64 KiB (the least cachePartBytes takes; 32 MiB by default) on a
-  // 122 kB GGUF: 2 parts, read back from the part that holds each byte the
-  // loader asks for (the header, then tensors further back).
+  // 122 kB GGUF: by default one OPFS file (named by the file's index entry),
+  // with cacheStore 'cacheApi' 2 parts, read back from the part that holds
+  // each byte the loader asks for (the header, then tensors further back).
   const p = await page();
   const r = JSON.parse(fs.readFileSync(path.join(FIX, 'moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
-  const got = await run(p, async (T, a) => {
-    const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
-    await caches.delete('tramontane-v1');
-    const opts = { cachePartBytes: 65536 };
-    const e = await T.Engine.load(src, opts);
-    const first = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
-    await e.unload();
-    const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/tests/')));
-    const has = await T.Engine.cache.has(src);
-    // The network cut: every fetch fails.
-    const realFetch = globalThis.fetch;
-    let tried = 0;
-    globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
-    let second;
-    try {
-      await e.load(src, opts);
-      second = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
-    } finally {
-      globalThis.fetch = realFetch;
+  const size = fs.statSync(path.join(FIX, 'moe_gguf/moe-q4_0.gguf')).size;
+  for (const store of ['auto', 'cacheApi']) {
+    const got = await run(p, async (T, a) => {
+      const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+      const opfsFiles = async () => {
+        const out = [];
+        try {
+          const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
+          for await (const [name, h] of d.entries()) out.push([name, h.kind === 'file' ? (await h.getFile()).size : -1]);
+        } catch { /* no directory: no files */ }
+        return out;
+      };
+      await caches.delete('tramontane-v1');
+      const opts = { cachePartBytes: 65536, cacheStore: a.store };
+      const e = await T.Engine.load(src, opts);
+      const first = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
+      await e.unload();
+      const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/tests/')));
+      const files = await opfsFiles();
+      const has = await T.Engine.cache.has(src);
+      // The network cut: every fetch fails.
+      const realFetch = globalThis.fetch;
+      let tried = 0;
+      globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
+      let second;
+      try {
+        await e.load(src, opts);
+        second = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
+      } finally {
+        globalThis.fetch = realFetch;
+      }
+      const deleted = await T.Engine.cache.delete(src);
+      const left = (await (await caches.open('tramontane-v1')).keys()).length;
+      return { first, second, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
+    }, { ids: r.input_ids, store });
+    assert.ok(!got.thrown, `${store}: ${JSON.stringify(got.thrown)}`);
+    assert.deepEqual(got.first.ids, r.greedy);
+    const file = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+    const mine = got.keys.filter((k) => k.startsWith(file)).sort();
+    if (store === 'auto') {
+      assert.equal(got.first.network.cacheStore, 'opfs');
+      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`], 'the index and the manifest in the Cache API');
+      assert.equal(got.files.length, 1, JSON.stringify(got.files));
+      assert.equal(got.files[0][1], size, 'the OPFS file holds the whole GGUF');
+    } else {
+      assert.equal(got.first.network.cacheStore, 'cacheApi');
+      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`, `${file}?tramontane-part=0`, `${file}?tramontane-part=1`]);
+      assert.deepEqual(got.files, []);
     }
-    const deleted = await T.Engine.cache.delete(src);
-    const left = (await (await caches.open('tramontane-v1')).keys()).length;
-    return { first, second, keys, has, tried, deleted, left };
-  }, { ids: r.input_ids });
-  assert.ok(!got.thrown, JSON.stringify(got.thrown));
-  assert.deepEqual(got.first.ids, r.greedy);
-  const file = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
-  assert.deepEqual(got.keys.filter((k) => k.startsWith(file)).sort(), [file, `${file}?tramontane-manifest`, `${file}?tramontane-part=0`, `${file}?tramontane-part=1`]);
-  assert.equal(got.has, true);
-  assert.equal(got.tried, 0, 'no fetch with the network cut');
-  assert.equal(got.second.network.requests, 0);
-  assert.deepEqual(got.second.ids, r.greedy);
-  assert.equal(got.deleted, true);
-  assert.equal(got.left, 0, 'Engine.cache.delete removes the parts and the manifest');
+    assert.equal(got.has, true);
+    assert.equal(got.tried, 0, 'no fetch with the network cut');
+    assert.equal(got.second.network.requests, 0);
+    assert.ok(got.second.network.cacheHits > 0);
+    assert.deepEqual(got.second.ids, r.greedy);
+    assert.equal(got.deleted, true);
+    assert.equal(got.left, 0, 'Engine.cache.delete removes the parts or the index, and the manifest');
+    assert.deepEqual(got.filesLeft, [], 'and the OPFS file');
+  }
   await p.context().close();
 });
 

@@ -263,11 +263,12 @@ test('an abort during the wait before a retry ends the load at once (ABORTED)', 
   await p.context().close();
 });
 
-test('the cache never keeps part of a model: a failed load and a resumed download leave nothing (files whole, and in parts)', { timeout: 180000 }, async () => {
+test('the cache never keeps part of a model: a failed load and a resumed download leave nothing (files whole, in Cache API parts, in OPFS)', { timeout: 180000 }, async () => {
   const p = await page();
   // Files cached whole, then in parts of 64 KiB (the shards and tokenizer
-  // are larger): a part stored before the failure goes too.
-  for (const [tag, opts] of [['cache', {}], ['parts', { cachePartBytes: 65536 }]]) {
+  // are larger): a part stored before the failure goes too; then those files
+  // in OPFS: a file written before the failure goes too.
+  for (const [tag, opts] of [['cache', {}], ['parts', { cachePartBytes: 65536, cacheStore: 'cacheApi' }], ['opfs', { cachePartBytes: 65536 }]]) {
     // A 404 is not retried: the first load of `failing` fails midway (the
     // config, tokenizer and first shard have come), the second finds the file.
     const failing = chaos(`status-once=404,only=${SHARD2},tag=${tag}`);
@@ -279,11 +280,20 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
         const c = await caches.open('tramontane-v1');
         return (await c.keys()).map((r) => r.url).filter((u) => u.includes(part));
       };
+      // Every OPFS file of the cache (the earlier tags' models are deleted).
+      const opfsFiles = async () => {
+        const out = [];
+        try {
+          const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
+          for await (const name of d.keys()) out.push(name);
+        } catch { /* no directory: no files */ }
+        return out;
+      };
       // The cache settles after a failed load: wait for it (a few seconds at most).
       const settled = async (part) => {
         let k = [];
         for (let i = 0; i < 50; i++) {
-          k = await keys(part);
+          k = [...(await keys(part)), ...(await opfsFiles())];
           if (k.length === 0) break;
           await new Promise((r) => setTimeout(r, 100));
         }
@@ -299,6 +309,8 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
       out.secondIds = (await e.completions.create({ prompt: a.ids, ...a.greedy })).token_ids;
       out.hasAfterSecond = await T.Engine.cache.has(a.failing);
       out.partKeys = (await keys(a.failing)).filter((u) => u.includes('tramontane-part=')).length;
+      out.opfsFiles = (await opfsFiles()).length;
+      out.store = e.info.network.cacheStore;
       await e.load(a.failing, a.opts);
       out.third = e.info.network;
       await T.Engine.cache.delete(a.failing);
@@ -323,7 +335,10 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
     assert.deepEqual(got.secondIds, PROMPT.want);
     assert.equal(got.hasAfterSecond, true, 'a clean load is cached');
     if (tag === 'parts') assert.ok(got.partKeys > 2, `files over 64 KiB cached in parts: ${got.partKeys} part keys`);
-    else assert.equal(got.partKeys, 0, 'files under 32 MiB cached whole');
+    else assert.equal(got.partKeys, 0, 'files under 32 MiB cached whole, or in OPFS');
+    assert.equal(got.store, tag === 'parts' ? 'cacheApi' : 'opfs', 'where files over a part go');
+    if (tag === 'opfs') assert.ok(got.opfsFiles >= 2, `files over 64 KiB in OPFS: ${got.opfsFiles}`);
+    else assert.equal(got.opfsFiles, 0);
     assert.equal(got.third.requests, 0);
 
     assert.deepEqual(got.resumedIds, PROMPT.want);

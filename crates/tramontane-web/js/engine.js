@@ -2,7 +2,7 @@
 // (crates/tramontane-web/src/lib.rs), on this page's WebGPU device.
 import initWasm, { WasmEngine } from './wasm/tramontane_web.js';
 import { TramontaneError, asError, aborted } from './errors.js';
-import { resolveSource, modelHeaders, manifestKey, openCache } from './source.js';
+import { resolveSource, modelHeaders, manifestKey, openCache, OPFS_HEADER, opfsFileHolds, removeOpfsFile } from './source.js';
 import { checkLoadOptions, chatApi, ChunkStream, requestJson } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 import { installedFile } from './package-files.js';
@@ -52,7 +52,7 @@ export class Engine {
   }
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
-   * `useCache` (default true), `cachePartBytes` (default 32 MiB), `contextLength`, `prefillChunk`,
+   * `useCache` (default true), `cachePartBytes` (default 32 MiB), `cacheStore` (`auto` | `cacheApi`), `contextLength`, `prefillChunk`,
    * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `kernels`, `revision`, `ggufFile`, `mmproj`, `wasmUrl`,
    * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
   static async load(source, options = {}) {
@@ -111,7 +111,7 @@ export class Engine {
           // The device first (a new one after a loss), so that its subgroups are known.
           await this._wasm.init();
           if (this._adapter) this._adapter.subgroupMinSize = subgroupMinSize;
-          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, cacheStore: options.cacheStore, chatTemplate: options.chatTemplate, headers }, report, options.signal);
         });
       } catch (err) {
         throw asError(err);
@@ -223,7 +223,8 @@ export class Engine {
   }
 }
 
-/** The browser cache of downloaded model files (Cache API). */
+/** The browser cache of downloaded model files (Cache API entries; large
+ * files in OPFS, named by their entry). */
 Engine.cache = {
   async has(source, options = {}) {
     const cache = await openCache();
@@ -231,7 +232,10 @@ Engine.cache = {
     const m = await cache.match(manifestKey(resolveSource(source, options)));
     if (!m) return false;
     const urls = await m.json();
-    for (const u of urls) if (!(await cache.match(u))) return false;
+    for (const u of urls) {
+      const entry = await cache.match(u);
+      if (!entry || !(await opfsFileHolds(entry))) return false;
+    }
     return true;
   },
   async delete(source, options = {}) {
@@ -240,7 +244,11 @@ Engine.cache = {
     const key = manifestKey(resolveSource(source, options));
     const m = await cache.match(key);
     if (!m) return false;
-    for (const u of await m.json()) await cache.delete(u);
+    for (const u of await m.json()) {
+      const file = (await cache.match(u))?.headers.get(OPFS_HEADER);
+      if (file) await removeOpfsFile(file);
+      await cache.delete(u);
+    }
     return cache.delete(key);
   },
 };

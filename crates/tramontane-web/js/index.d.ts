@@ -39,6 +39,10 @@ export interface LoadOptions {
   /** Files larger than this are cached in parts of this many bytes (default
    * 32 MiB; 64 KiB to 2 GiB): a multi-GB file is no single entry. */
   cachePartBytes?: number;
+  /** Where files over `cachePartBytes` are cached: `auto` (default: one OPFS
+   * file, where the browser can write OPFS files; else Cache API parts) or
+   * `cacheApi` (Cache API parts always). */
+  cacheStore?: 'auto' | 'cacheApi';
   /** Context window in tokens (default: the model's, at most 4096). */
   contextLength?: number;
   /** Files downloaded at once (default 4). */
@@ -173,7 +177,7 @@ export interface EngineInfo {
     /** The device got WebGPU's `subgroups` with subgroups of at least this
      * many invocations (0: none): kernels shuffle between subgroup lanes. */
     subgroupMinSize?: number };
-  network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheWarning: string | null };
+  network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheStore: 'opfs' | 'cacheApi' | null; cacheWarning: string | null };
   urls: string[];
 }
 

@@ -1,5 +1,5 @@
-// Where a model's files are, the headers for its host, and the Cache API
-// manifest of a cached model.
+// Where a model's files are, the headers for its host, and the cache of a
+// model: its manifest (Cache API), and its large files' OPFS copies.
 import { TramontaneError } from './errors.js';
 
 const HF = 'https://huggingface.co';
@@ -86,4 +86,26 @@ export function manifestKey(r) {
 export async function openCache() {
   if (!globalThis.caches) return null;
   try { return await caches.open(CACHE_NAME); } catch { return null; }
+}
+
+// A file over a part is kept in OPFS: its Cache API entry names the file
+// (fetch.rs, opfs.rs).
+export const OPFS_HEADER = 'x-tramontane-opfs';
+
+async function opfsDir() {
+  try { return await (await navigator.storage.getDirectory()).getDirectoryHandle(CACHE_NAME); } catch { return null; }
+}
+
+/** Whether a cache entry's OPFS file (if it names one) is there, whole. */
+export async function opfsFileHolds(entry) {
+  const name = entry.headers.get(OPFS_HEADER);
+  if (!name) return true;
+  try {
+    const file = await (await (await opfsDir())?.getFileHandle(name))?.getFile();
+    return file != null && file.size === Number(entry.headers.get('x-tramontane-size'));
+  } catch { return false; }
+}
+
+export async function removeOpfsFile(name) {
+  try { await (await opfsDir())?.removeEntry(name); } catch { /* gone already */ }
 }

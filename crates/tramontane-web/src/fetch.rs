@@ -19,11 +19,13 @@
 //! (a complete GET from byte 0) is copied in, a broken body makes its copy fail,
 //! and when any copy fails, or the load itself fails, the copies of this load
 //! are deleted again. A file larger than a part (`cachePartBytes`, 32 MiB by
-//! default) is cached as parts, each its own entry (`…?tramontane-part=i`),
-//! then an index entry under the file's URL, written last, so a file is cached
-//! only once all of it is: Chromium's Cache API refuses a single entry of
-//! several GB ("network error"), and parts let a read start at the part that
-//! holds its first byte instead of the file's start.
+//! default) goes, where the browser can write OPFS files, into one OPFS file
+//! (`opfs.rs`: read back faster, and from any byte); elsewhere (or with
+//! `cacheStore: 'cacheApi'`) as parts, each its own entry
+//! (`…?tramontane-part=i`). Either way an index entry under the file's URL is
+//! written last, so a file is cached only once all of it is: Chromium's Cache
+//! API refuses a single entry of several GB ("network error"), and both let a
+//! read start near its first byte instead of at the file's start.
 //!
 //! Headers of the `headers` / `hfToken` load options (`Authorization: Bearer`
 //! for gated Hugging Face repos) go only on requests to the origin of the base
@@ -50,7 +52,9 @@ use tramontane::{Error, Result};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortController, AbortSignal, Cache, Request, RequestInit, Response};
+use web_sys::{AbortController, AbortSignal, Cache, FileSystemDirectoryHandle, FileSystemWritableFileStream, Request, RequestInit, Response};
+
+use crate::opfs;
 
 thread_local! {
     /// A rejection handler that does nothing (no `new Function`, so strict CSP
@@ -72,6 +76,15 @@ const END_HEADER: &str = "x-tramontane-end";
 /// The load that wrote an entry: a failed load deletes only its own entries,
 /// never those a later load of the same files wrote meanwhile.
 const LOAD_HEADER: &str = "x-tramontane-load";
+/// A file kept in OPFS: its file there (on the index, and on the responses
+/// read from it).
+pub const OPFS_HEADER: &str = "x-tramontane-opfs";
+/// Bytes gathered before one OPFS write: each write is a round trip to the
+/// browser's storage process, too many for the body's 64 KiB chunks.
+const OPFS_WRITE_BYTES: u32 = 8 << 20;
+/// A read this far past where a file's OPFS stream stands reopens the file
+/// there instead of reading the bytes between.
+const OPFS_SEEK_BYTES: u64 = 8 << 20;
 /// Default size of a cached part.
 pub const CACHE_PART_BYTES: u64 = 32 << 20;
 /// Most parts a file is cached in (2 TiB at the default part size): a size
@@ -100,12 +113,35 @@ impl CopyProgress {
     }
 }
 
-/// Marks a copy ended however its task ends (done, failed or dropped).
+/// Marks a copy ended however its task ends (done, failed or dropped), and
+/// cancels its branch of the body: a copy that failed early (a quota) must not
+/// leave that branch buffering the rest of the download.
 struct EndCopy(Rc<CopyProgress>);
 
 impl Drop for EndCopy {
     fn drop(&mut self) {
-        self.0.ended.set(true);
+        self.0.abandon();
+    }
+}
+
+/// A cache write still streaming in.
+struct Put {
+    /// The Cache API keys it writes.
+    keys: Vec<String>,
+    /// The OPFS file it writes.
+    file: Option<(FileSystemDirectoryHandle, String)>,
+    done: Promise,
+}
+
+impl Put {
+    /// Undo what of this put load `load` wrote (its file is its own by name).
+    async fn undo(&self, cache: &Cache, load: &str) {
+        for key in &self.keys {
+            delete_own(cache, key, load).await;
+        }
+        if let Some((dir, name)) = &self.file {
+            opfs::remove(dir, name).await;
+        }
     }
 }
 
@@ -118,6 +154,11 @@ fn part_key(url: &str, i: u64) -> String {
 /// The keys a file cached in `parts` parts takes (none: one entry).
 fn cache_keys(url: &str, parts: u64) -> Vec<String> {
     std::iter::once(url.to_string()).chain((0..parts).map(|i| part_key(url, i))).collect()
+}
+
+/// A response read from an OPFS file.
+fn is_opfs(resp: &Response) -> bool {
+    resp.headers().has(OPFS_HEADER).unwrap_or(false)
 }
 
 fn header_u64(resp: &Response, name: &str) -> Option<u64> {
@@ -175,8 +216,10 @@ struct Stream {
     end: u64,
     /// Status of the response (for errors).
     status: u16,
-    /// From the Cache API: not counted as downloaded.
+    /// From the cache: not counted as downloaded.
     cached: bool,
+    /// An OPFS file: reopened where a read far ahead starts.
+    seekable: bool,
 }
 
 impl Drop for Stream {
@@ -259,8 +302,13 @@ pub struct FetchSource {
     /// Listens on `signal` to fire `ctl`; removed on drop.
     on_abort: Option<Closure<dyn FnMut()>>,
     cache: Option<Cache>,
-    /// Files larger than this are cached in parts of this size.
+    /// Files larger than this are cached in parts of this size (or in OPFS).
     part_bytes: u64,
+    /// Where files larger than a part are written: OPFS (this directory) or,
+    /// without it, Cache API parts.
+    opfs_writes: Option<FileSystemDirectoryHandle>,
+    /// The OPFS directory to read cached files from, once opened.
+    opfs_reads: RefCell<Option<FileSystemDirectoryHandle>>,
     pub stats: Rc<RefCell<Stats>>,
     on_bytes: OnBytes,
     /// URLs fetched or served from the cache: the manifest of this source.
@@ -269,8 +317,8 @@ pub struct FetchSource {
     clock: Cell<u64>,
     /// Streams taken out of `files` by reads in progress.
     checked_out: Cell<usize>,
-    /// Cache writes still streaming in: the keys each writes, and its promise.
-    puts: RefCell<Vec<(Vec<String>, Promise)>>,
+    /// Cache writes still streaming in.
+    puts: RefCell<Vec<Put>>,
     /// This load's tag on the entries it writes (`LOAD_HEADER`).
     load_id: String,
     /// `finish_caching` ran: the load succeeded and the cache is settled.
@@ -300,13 +348,11 @@ impl Drop for FetchSource {
         // that had all its bytes may still land), and only if it is still this
         // load's: a retry may have stored the same files since.
         if let Some(cache) = &self.cache {
-            for (keys, put) in self.puts.borrow_mut().drain(..) {
+            for put in self.puts.borrow_mut().drain(..) {
                 let (cache, load) = (cache.clone(), self.load_id.clone());
                 let cleanup = wasm_bindgen_futures::future_to_promise(async move {
-                    let _ = JsFuture::from(put).await;
-                    for key in &keys {
-                        delete_own(&cache, key, &load).await;
-                    }
+                    let _ = JsFuture::from(put.done.clone()).await;
+                    put.undo(&cache, &load).await;
                     Ok(JsValue::UNDEFINED)
                 });
                 quietly(&cleanup);
@@ -406,6 +452,7 @@ impl FetchSource {
         signal: Option<AbortSignal>,
         cache: Option<Cache>,
         part_bytes: u64,
+        opfs_writes: Option<FileSystemDirectoryHandle>,
         on_bytes: OnBytes,
     ) -> Self {
         let ctl = AbortController::new().ok();
@@ -431,6 +478,8 @@ impl FetchSource {
             on_abort,
             cache,
             part_bytes: part_bytes.max(1),
+            opfs_reads: RefCell::new(opfs_writes.clone()),
+            opfs_writes,
             stats: Rc::new(RefCell::new(Stats::default())),
             on_bytes,
             urls: RefCell::new(Vec::new()),
@@ -448,20 +497,18 @@ impl FetchSource {
     /// error: the model works without cache. The cache keeps a model whole or
     /// not at all, so then the files that did make it in go again.
     pub async fn finish_caching(&self) {
-        let puts: Vec<(Vec<String>, Promise)> = self.puts.borrow_mut().drain(..).collect();
-        let mut written = Vec::new();
+        let puts: Vec<Put> = self.puts.borrow_mut().drain(..).collect();
         let mut failed = None;
-        for (keys, put) in puts {
-            if let Err(e) = JsFuture::from(put).await {
+        for put in &puts {
+            if let Err(e) = JsFuture::from(put.done.clone()).await {
                 failed.get_or_insert(e);
             }
-            // A failed file in parts may have stored some of them: those go too.
-            written.extend(keys);
         }
         if let Some(e) = failed {
             if let Some(cache) = &self.cache {
-                for key in written {
-                    delete_own(cache, &key, &self.load_id).await;
+                // A failed file in parts may have stored some of them: those go too.
+                for put in &puts {
+                    put.undo(cache, &self.load_id).await;
                 }
             }
             let name = Reflect::get(&e, &"name".into()).ok().and_then(|n| n.as_string()).unwrap_or_default();
@@ -659,11 +706,44 @@ impl FetchSource {
     async fn cached(&self, url: &str, from: u64) -> Option<Response> {
         let cache = self.cache.as_ref()?;
         let hit: Response = JsFuture::from(cache.match_with_str(url)).await.ok()?.dyn_into().ok()?;
+        if let Some(file) = hit.headers().get(OPFS_HEADER).ok().flatten() {
+            return self.from_opfs(&hit, &file, from).await;
+        }
         let Some(parts) = header_u64(&hit, PARTS_HEADER) else { return Some(hit) };
         cancel_body(&hit);
         let part_bytes = header_u64(&hit, PART_BYTES_HEADER)?.max(1);
         let i = (from / part_bytes).min(parts.saturating_sub(1));
         JsFuture::from(cache.match_with_str(&part_key(url, i))).await.ok()?.dyn_into().ok()
+    }
+
+    /// The file of OPFS `index` from byte `from`, as a cached part from there
+    /// to the end; `None` (the network then) if the file is gone or not the
+    /// size the index says.
+    async fn from_opfs(&self, index: &Response, file: &str, from: u64) -> Option<Response> {
+        let size = header_u64(index, SIZE_HEADER)?;
+        let known = self.opfs_reads.borrow().clone();
+        let dir = match known {
+            Some(d) => d,
+            None => {
+                let d = opfs::dir(false).await?;
+                *self.opfs_reads.borrow_mut() = Some(d.clone());
+                d
+            }
+        };
+        let f = opfs::open(&dir, file).await?;
+        if f.size() != size as f64 {
+            return None;
+        }
+        let from = from.min(size);
+        let body = f.slice_with_f64_and_f64(from as f64, size as f64).ok()?;
+        let headers = web_sys::Headers::new().ok()?;
+        for (k, v) in [(SIZE_HEADER, size), (START_HEADER, from), (END_HEADER, size)] {
+            headers.set(k, &v.to_string()).ok()?;
+        }
+        headers.set(OPFS_HEADER, file).ok()?;
+        let init = web_sys::ResponseInit::new();
+        init.set_headers(&headers);
+        Response::new_with_opt_blob_and_init(Some(&body), &init).ok()
     }
 
     /// Where the body of a response to a request from byte `from` lies, checked
@@ -719,23 +799,132 @@ impl FetchSource {
     /// The size goes in a header of our own: cached responses may lose
     /// Content-Length. The key is the bare URL (a request without our headers)
     /// and the stored headers are the response's: no token is cached.
-    fn start_put(&self, url: &str, resp: &Response, size: u64) -> Option<Rc<CopyProgress>> {
-        let cache = self.cache.as_ref()?;
-        let copy = resp.clone().ok()?;
+    ///
+    /// Returns the copy's progress (a copy the loader must not outrun) and the
+    /// number of Cache API parts it writes (0: one entry).
+    fn start_put(&self, url: &str, resp: &Response, size: u64) -> (Option<Rc<CopyProgress>>, u64) {
+        let (Some(cache), Ok(copy)) = (self.cache.as_ref(), resp.clone()) else { return (None, 0) };
         if size > self.part_bytes {
-            return self.start_parts(cache.clone(), url, copy, size);
+            if let Some(dir) = &self.opfs_writes {
+                return (self.start_opfs(cache.clone(), dir.clone(), url, copy, size), 0);
+            }
+            let parts = size.div_ceil(self.part_bytes);
+            return match self.start_parts(cache.clone(), url, copy, size) {
+                Some(p) => (Some(p), parts),
+                None => (None, 0),
+            };
         }
         let Some(stored) = self.with_size(&copy, size) else {
             // An unread branch would keep the whole body.
             cancel_body(&copy);
-            return None;
+            return (None, 0);
         };
         let put = cache.put_with_str(url, &stored);
         // Handled in finish_caching (or on drop); a handler now keeps a quick
         // rejection (quota) from showing as an uncaught error.
         quietly(&put);
-        self.puts.borrow_mut().push((vec![url.to_string()], put));
-        None
+        self.puts.borrow_mut().push(Put { keys: vec![url.to_string()], file: None, done: put });
+        (None, 0)
+    }
+
+    /// [`start_put`] of a file larger than a part, where OPFS can be written:
+    /// the body's bytes (a copy, never in wasm memory) written into this load's
+    /// own OPFS file in batches, closed once every byte arrived, then the
+    /// index entry that names the file. A failed copy aborts the write (OPFS
+    /// keeps nothing of it) and removes the file.
+    fn start_opfs(&self, cache: Cache, dir: FileSystemDirectoryHandle, url: &str, copy: Response, size: u64) -> Option<Rc<CopyProgress>> {
+        let Some(reader) = Self::reader(&copy) else {
+            cancel_body(&copy);
+            return None;
+        };
+        let (key, load) = (url.to_string(), self.load_id.clone());
+        let name = opfs::file_name(url, &load);
+        let progress = Rc::new(CopyProgress { taken: Cell::new(0), ended: Cell::new(false), reader: reader.clone() });
+        let end = EndCopy(progress.clone());
+        let (d, file) = (dir.clone(), name.clone());
+        let task = async move {
+            let end = end;
+            let handle = opfs::create(&d, &file).await?;
+            let w: FileSystemWritableFileStream = JsFuture::from(handle.create_writable()).await?.dyn_into()?;
+            let written = async {
+                let (mut batch, mut held) = (Array::new(), 0u32);
+                let mut total = 0u64;
+                // The write before this batch's, in flight while the batch
+                // gathers (the stream keeps writes in order).
+                let mut writing: Option<Promise> = None;
+                loop {
+                    let r = JsFuture::from(reader.read()).await?;
+                    let done = Reflect::get(&r, &"done".into())?.as_bool().unwrap_or(true);
+                    if !done {
+                        let v: Uint8Array = Reflect::get(&r, &"value".into())?.dyn_into()?;
+                        end.0.taken.set(end.0.taken.get() + u64::from(v.length()));
+                        total += u64::from(v.length());
+                        if total > size {
+                            return Err(JsValue::from_str("the body is longer than the file"));
+                        }
+                        held += v.length();
+                        batch.push(&v);
+                    }
+                    if held >= OPFS_WRITE_BYTES || (done && held > 0) {
+                        // One array of the batch's bytes: one write.
+                        let bytes = Uint8Array::new_with_length(held);
+                        let mut at = 0;
+                        for piece in batch.iter() {
+                            let piece: Uint8Array = piece.unchecked_into();
+                            bytes.set(&piece, at);
+                            at += piece.length();
+                        }
+                        if let Some(p) = writing.take() {
+                            JsFuture::from(p).await?;
+                        }
+                        let p = w.write_with_js_u8_array(&bytes)?;
+                        quietly(&p);
+                        writing = Some(p);
+                        (batch, held) = (Array::new(), 0);
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                if let Some(p) = writing.take() {
+                    JsFuture::from(p).await?;
+                }
+                if total < size {
+                    return Err(JsValue::from_str("the download ended early"));
+                }
+                JsFuture::from(w.close()).await
+            }
+            .await;
+            if let Err(e) = written {
+                quietly(&w.abort());
+                opfs::remove(&d, &file).await;
+                return Err(e);
+            }
+            // An older copy of the file (its index replaced now) goes.
+            let old = match JsFuture::from(cache.match_with_str(&key)).await {
+                Ok(v) => v.dyn_into::<Response>().ok().and_then(|r| r.headers().get(OPFS_HEADER).ok().flatten()),
+                Err(_) => None,
+            };
+            let headers = web_sys::Headers::new()?;
+            headers.set(SIZE_HEADER, &size.to_string())?;
+            headers.set(OPFS_HEADER, &file)?;
+            headers.set(LOAD_HEADER, &load)?;
+            let init = web_sys::ResponseInit::new();
+            init.set_headers(&headers);
+            let index = Response::new_with_opt_str_and_init(None, &init)?;
+            if let Err(e) = JsFuture::from(cache.put_with_str(&key, &index)).await {
+                opfs::remove(&d, &file).await;
+                return Err(e);
+            }
+            if let Some(old) = old.filter(|o| *o != file) {
+                opfs::remove(&d, &old).await;
+            }
+            Ok(JsValue::UNDEFINED)
+        };
+        let put = wasm_bindgen_futures::future_to_promise(task);
+        quietly(&put);
+        self.puts.borrow_mut().push(Put { keys: vec![url.to_string()], file: Some((dir, name)), done: put });
+        Some(progress)
     }
 
     /// [`start_put`] of a file larger than a part: its bytes (a copy of the
@@ -809,7 +998,7 @@ impl FetchSource {
         };
         let put = wasm_bindgen_futures::future_to_promise(task);
         quietly(&put);
-        self.puts.borrow_mut().push((cache_keys(url, parts), put));
+        self.puts.borrow_mut().push(Put { keys: cache_keys(url, parts), file: None, done: put });
         Some(progress)
     }
 
@@ -880,25 +1069,19 @@ impl FetchSource {
                 cancel_body(&resp);
                 return Ok(true);
             }
-            let copy = if !cached && span.start == 0 && span.end == span.size { self.start_put(&url, &resp, span.size) } else { None };
-            let copying = copy.is_some();
+            let (copy, copy_parts) = if !cached && span.start == 0 && span.end == span.size { self.start_put(&url, &resp, span.size) } else { (None, 0) };
             let Some(reader) = Self::reader(&resp) else {
                 return Err(self.net(&url, resp.status(), "no body".into()));
             };
-            let stream = Stream { reader, pos: 0, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached };
+            let seekable = cached && is_opfs(&resp);
+            let stream = Stream { reader, pos: 0, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached, seekable };
             let etag = if cached { None } else { etag_of(&resp) };
             self.files.borrow_mut().insert(
                 name.to_string(),
                 FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag, copy },
             );
             // The manifest lists every key the file takes in the cache.
-            let parts = if cached {
-                header_u64(&resp, PARTS_HEADER).unwrap_or(0).min(MAX_PARTS)
-            } else if copying && span.size > self.part_bytes {
-                span.size.div_ceil(self.part_bytes)
-            } else {
-                0
-            };
+            let parts = if cached { header_u64(&resp, PARTS_HEADER).unwrap_or(0).min(MAX_PARTS) } else { copy_parts };
             self.urls.borrow_mut().extend(cache_keys(&url, parts));
             return Ok(true);
         }
@@ -964,9 +1147,10 @@ impl FetchSource {
         let (etag, copy) = self.files.borrow().get(name).map(|f| (f.etag.clone(), f.copy.clone())).unwrap_or_default();
         let mut tries = Tries::default();
         let mut use_cache = from_cache;
-        // Jumping back: a new request from `offset` (a Range request).
+        // Jumping back: a new request from `offset` (a Range request); far
+        // ahead in an OPFS file: the file opened there.
         let mut s = match stream {
-            Some(s) if s.pos <= offset => {
+            Some(s) if s.pos <= offset && !(s.seekable && offset - s.pos > OPFS_SEEK_BYTES) => {
                 tries.attempts = 1;
                 Some(s)
             }
@@ -999,7 +1183,8 @@ impl FetchSource {
                     Got::Resp(resp, cached) => match Self::span(&resp, from, Some(size), cached, etag.as_deref()) {
                         Ok(span) => match Self::reader(&resp) {
                             Some(reader) => {
-                                s = Some(Stream { reader, pos: span.start, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached })
+                                let seekable = cached && is_opfs(&resp);
+                                s = Some(Stream { reader, pos: span.start, pending: Uint8Array::new_with_length(0), end: span.end, status: resp.status(), cached, seekable })
                             }
                             None => self.retry(&url, &mut tries, resp.status(), "a response without a body".into()).await?,
                         },

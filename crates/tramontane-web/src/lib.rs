@@ -6,6 +6,7 @@
 //! no borrow is held across an await; the JS layer runs one request at a time.
 
 mod fetch;
+mod opfs;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -109,8 +110,11 @@ struct LoadSpec {
     subgroups: Option<u32>,
     #[serde(default = "yes")]
     use_cache: bool,
-    /// Files larger than this are cached in parts of this size.
+    /// Files larger than this are cached in parts of this size (or in OPFS).
     cache_part_bytes: Option<u64>,
+    /// Where files over a part go: "auto" (OPFS where the browser can write
+    /// it, else Cache API parts) or "cacheApi" (parts always).
+    cache_store: Option<String>,
     /// A chat template that replaces the model's own.
     chat_template: Option<String>,
     /// Headers for requests to the model's host only (`headers` and `hfToken`
@@ -182,14 +186,21 @@ impl WasmEngine {
             gpu.set_subgroups(spec.subgroups.unwrap_or(0));
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
+            let opfs_first = match spec.cache_store.as_deref() {
+                None | Some("auto") => true,
+                Some("cacheApi") => false,
+                Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\" or \"cacheApi\", not {other:?}"))),
+            };
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };
             let cache_available = cache.is_some();
+            let opfs_dir = if cache.is_some() && opfs_first && opfs::writable() { opfs::dir(true).await } else { None };
+            let cache_store = if opfs_dir.is_some() { "opfs" } else { "cacheApi" };
             let cb = on_progress.clone();
             let on_bytes = Box::new(move |file: &str, loaded: u64, total: u64| {
                 progress(&cb, serde_json::json!({"phase": "download", "file": file, "fileLoaded": loaded, "fileTotal": total}));
             });
             let headers = spec.headers.clone().unwrap_or_default().into_iter().collect();
-            let src = fetch::FetchSource::new(spec.base.clone(), headers, signal, cache, spec.cache_part_bytes.unwrap_or(fetch::CACHE_PART_BYTES), on_bytes);
+            let src = fetch::FetchSource::new(spec.base.clone(), headers, signal, cache, spec.cache_part_bytes.unwrap_or(fetch::CACHE_PART_BYTES), opfs_dir, on_bytes);
             let kv_cache = match spec.kv_cache.as_deref() {
                 None | Some("auto") => KvCache::Auto,
                 Some("f16") => KvCache::F16,
@@ -255,6 +266,7 @@ impl WasmEngine {
                     "maxPatches": v.max_patches, "weightBytes": v.weight_bytes, "bufferBytes": v.buffer_bytes})),
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
+                            "cacheStore": cache_available.then_some(cache_store),
                             "cacheWarning": stats.cache_warning},
                 "urls": *src.urls.borrow(),
             });

@@ -8,7 +8,7 @@ use web_time::Instant;
 use crate::constrain::{Constrainer, Constraint, ConstraintStats, Next, Session};
 use crate::error::{Error, Result};
 use crate::forward::self_test::{self, SelfTest};
-use crate::forward::{GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
+use crate::forward::{EarlyRuntime, GpuBytes, Output, PassRequest, Runtime, RuntimeOptions, Sizes};
 use crate::gpu::{DeviceProfile, Gpu};
 use crate::parse::{gguf, mmproj, DType, ModelConfig, RopeScaling, TensorTable};
 use crate::sample::SamplingParams;
@@ -392,9 +392,11 @@ impl Model {
         let table = TensorTable::read(src).await?;
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &HfNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
-        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        let mut early = None;
+        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
+                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, clock)
+        Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -427,9 +429,11 @@ impl Model {
         }
         let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &GgufNaming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
-        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress).await?;
+        let mut early = None;
+        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
+                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
-        Self::assemble(gpu, cfg, weights, text, ropts, planned, self_test, clock)
+        Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
     }
 
     /// The runtime's options and the GPU bytes left for weights, decided from
@@ -486,7 +490,7 @@ impl Model {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, text: ModelText,
+    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, weights: crate::upload::Weights, early: Option<EarlyRuntime>, text: ModelText,
                 ropts: RuntimeOptions, planned: u64, self_test: SelfTest, clock: LoadClock) -> Result<Model> {
         let (context, kv_f16, profile) = (ropts.context, ropts.kv_f16, ropts.profile);
         let dtype = weights.layers.first().map(|l| l.qkv.dtype()).unwrap_or(weights.embed.dtype()).name().to_string();
@@ -495,7 +499,12 @@ impl Model {
         let arch = format!("{:?}", cfg.arch).to_lowercase();
         let host_seconds = weights.host_seconds;
         let t_runtime = Instant::now();
-        let runtime = Runtime::new(gpu, cfg, weights, ropts)?;
+        // Built during the upload where the weights could be bound before
+        // their bytes came (then this is the wait for it, if any).
+        let runtime = match early {
+            Some(e) => e.finish(weights)?,
+            None => Runtime::new(gpu, cfg, weights, ropts)?,
+        };
         let phases = LoadPhases {
             prepare_s: clock.prepared,
             self_test_s: self_test.millis / 1e3,

@@ -76,6 +76,52 @@ pub struct Runtime {
     pub vision: Option<(vision::Encoder, wgpu::Buffer)>,
 }
 
+/// A [`Runtime`] built while its weights stream in: natively on a thread of
+/// its own (creating pipelines is compiling them there: seconds for a 7B model
+/// on lavapipe), in a browser at once (browsers compile at the first dispatch).
+pub struct EarlyRuntime(Early);
+
+enum Early {
+    #[cfg(not(target_arch = "wasm32"))]
+    Building(std::thread::JoinHandle<Result<Runtime>>),
+    Built(Result<Runtime>),
+}
+
+impl EarlyRuntime {
+    /// Start building the runtime on `weights` (bound, not yet filled).
+    pub fn start(gpu: Arc<Gpu>, cfg: ModelConfig, weights: Weights, opts: RuntimeOptions) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let spawned = std::thread::Builder::new()
+                .name("tramontane-pipelines".into())
+                .spawn({
+                    let (gpu, cfg, weights, opts) = (gpu.clone(), cfg.clone(), weights.clone(), opts.clone());
+                    move || Runtime::new(gpu, cfg, weights, opts)
+                });
+            // No thread to be had: built here then.
+            match spawned {
+                Ok(h) => EarlyRuntime(Early::Building(h)),
+                Err(_) => EarlyRuntime(Early::Built(Runtime::new(gpu, cfg, weights, opts))),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        EarlyRuntime(Early::Built(Runtime::new(gpu, cfg, weights, opts)))
+    }
+
+    /// The runtime, once its weights are filled in (`weights`: as the upload
+    /// finished them, with its timings).
+    pub fn finish(self, weights: Weights) -> Result<Runtime> {
+        let built = match self.0 {
+            #[cfg(not(target_arch = "wasm32"))]
+            Early::Building(h) => h.join().unwrap_or_else(|_| Err(Error::Internal("building the forward pass panicked".into()))),
+            Early::Built(r) => r,
+        };
+        let mut rt = built?;
+        rt.weights = weights;
+        Ok(rt)
+    }
+}
+
 impl Runtime {
     pub fn new(gpu: Arc<Gpu>, cfg: ModelConfig, weights: Weights, opts: RuntimeOptions) -> Result<Self> {
         // Sizes checked again (the loader checked them before downloading).

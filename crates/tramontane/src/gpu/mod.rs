@@ -57,6 +57,7 @@ pub struct AdapterSummary {
 /// whose loads that driver runs without a branch per SIMD lane, its rows
 /// interleaved by 8 where the type allows (upload/interleave.rs): `units`
 /// blocks (or super-blocks) per row, 0 for plain rows.
+#[derive(Clone)]
 pub enum WeightStore {
     Buffer(wgpu::Buffer),
     Texture { texture: wgpu::Texture, view: wgpu::TextureView, units: u32 },

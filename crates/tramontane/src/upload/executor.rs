@@ -50,13 +50,25 @@ impl Flusher {
 }
 
 /// Allocate, fill and assemble every weight of `layout`, reading up to
-/// `parallel` files at a time.
+/// `parallel` files at a time. Where the weights stay in the buffers they
+/// are written to, they are assembled first and given to `bound` before a
+/// byte is read: the forward pass can be built on them (its pipelines
+/// compiled) while they fill. Matrices that go into textures are made from
+/// their filled buffers, so those weights are assembled last.
 pub(super) async fn upload<S: ModelSource>(gpu: &Gpu, src: &S, layout: Layout, parallel: usize,
-                                           progress: &mut dyn FnMut(Progress)) -> Result<Weights> {
+                                           progress: &mut dyn FnMut(Progress), bound: &mut dyn FnMut(&Weights)) -> Result<Weights> {
     let bufs = allocate(gpu, &layout).await?;
+    if !layout.textures {
+        let t = Instant::now();
+        let mut weights = assemble(gpu, &layout, bufs.clone())?;
+        let assembling = t.elapsed().as_secs_f64();
+        bound(&weights);
+        weights.host_seconds = stream(gpu, src, &layout, &bufs, parallel, progress).await? + assembling;
+        return Ok(weights);
+    }
     let host_seconds = stream(gpu, src, &layout, &bufs, parallel, progress).await?;
     let t = Instant::now();
-    let mut weights = assemble(gpu, layout, bufs)?;
+    let mut weights = assemble(gpu, &layout, bufs)?;
     weights.host_seconds = host_seconds + t.elapsed().as_secs_f64();
     Ok(weights)
 }
@@ -239,10 +251,10 @@ async fn read_exact<S: ModelSource>(src: &S, t: &TensorInfo, at: u64, n: u64) ->
 /// The allocated buffers as the weights the forward pass binds (matrices
 /// moved into textures where the device reads those faster, buffers dropped
 /// as their copies run).
-fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
-    let mut a = Assembler { gpu, textures: layout.textures, copied: 0, flusher: Flusher::default(), slots: layout.dests.into_iter().zip(bufs).map(Some).collect() };
+fn assemble(gpu: &Gpu, layout: &Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<Weights> {
+    let mut a = Assembler { gpu, textures: layout.textures, copied: 0, flusher: Flusher::default(), slots: layout.dests.iter().zip(bufs).map(Some).collect() };
     let mut layers = Vec::with_capacity(layout.layers.len());
-    for li in layout.layers {
+    for li in &layout.layers {
         layers.push(LayerWeights {
             attn_norm: a.vector(li.attn_norm)?,
             qkv: a.matrix(li.qkv)?,
@@ -268,11 +280,11 @@ fn assemble(gpu: &Gpu, layout: Layout, bufs: Vec<Vec<wgpu::Buffer>>) -> Result<W
             },
         });
     }
-    let vision = match layout.vision {
+    let vision = match &layout.vision {
         None => None,
         Some(v) => {
             let mut layers = Vec::with_capacity(v.layers.len());
-            for l in v.layers {
+            for l in &v.layers {
                 layers.push(VisionLayerWeights {
                     attn_norm: a.vector(l.attn_norm)?,
                     qkv: a.matrix(l.qkv)?,
@@ -313,11 +325,11 @@ struct Assembler<'g> {
     /// Bytes copied into textures since the last flush.
     copied: u64,
     flusher: Flusher,
-    slots: Vec<Option<(Dest, Vec<wgpu::Buffer>)>>,
+    slots: Vec<Option<(&'g Dest, Vec<wgpu::Buffer>)>>,
 }
 
-impl Assembler<'_> {
-    fn take(&mut self, i: usize) -> Result<(Dest, Vec<wgpu::Buffer>)> {
+impl<'g> Assembler<'g> {
+    fn take(&mut self, i: usize) -> Result<(&'g Dest, Vec<wgpu::Buffer>)> {
         self.slots.get_mut(i).and_then(Option::take).ok_or_else(|| Error::Internal("weight planned twice".into()))
     }
 

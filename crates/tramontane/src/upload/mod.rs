@@ -38,7 +38,9 @@ pub fn store_matrix(gpu: &Gpu, dtype: DType, cols: usize, file: &[u8], texture: 
 
 /// Check, allocate and upload every weight of `cfg` from `src`. `budget`:
 /// the GPU bytes the weights may take (`max_gpu_bytes` less the rest), checked
-/// before anything is allocated or downloaded.
+/// before anything is allocated or downloaded. `bound` gets the weights before
+/// their bytes where they can be bound then (in buffers; see
+/// `executor::upload`), so the forward pass is built while they stream in.
 #[allow(clippy::too_many_arguments)]
 pub async fn load_weights<S: ModelSource>(
     gpu: &Gpu,
@@ -51,6 +53,7 @@ pub async fn load_weights<S: ModelSource>(
     max_binding: Option<u64>,
     budget: Option<u64>,
     progress: &mut dyn FnMut(Progress),
+    bound: &mut dyn FnMut(&Weights),
 ) -> Result<Weights> {
     let limit = gpu.max_weight_binding(store).min(max_binding.unwrap_or(u64::MAX)).max(4);
     let layout = planner::plan(cfg, table, naming, limit, store == Store::Texture)?;
@@ -60,5 +63,5 @@ pub async fn load_weights<S: ModelSource>(
             "the weights need {bytes} bytes of GPU memory; {budget} bytes are left of the GPU memory limit (max_gpu_bytes) after the KV cache and activations"
         )));
     }
-    executor::upload(gpu, src, layout, parallel, progress).await
+    executor::upload(gpu, src, layout, parallel, progress, bound).await
 }

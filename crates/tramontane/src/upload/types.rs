@@ -6,6 +6,7 @@ use crate::parse::DType;
 /// A weight matrix on the GPU: `experts` blocks of `halves * outputs` rows
 /// (`halves` = 2 for stacked [gate; up]) of `cols` elements, in one or more
 /// slabs of outputs.
+#[derive(Clone)]
 pub struct Matrix {
     pub slabs: Vec<Slab>,
     /// Outputs (rows per half per expert).
@@ -17,6 +18,7 @@ pub struct Matrix {
 
 /// A range of a matrix's outputs, for every expert and half:
 /// `[experts][halves][rows][cols]`.
+#[derive(Clone)]
 pub struct Slab {
     pub store: WeightStore,
     pub dtype: DType,
@@ -41,11 +43,13 @@ impl Matrix {
 
 /// `gate_up` stacks gate and up (one SwiGLU dispatch) when they share a type;
 /// when they do not, it holds the gate alone and `up` the up projection.
+#[derive(Clone)]
 pub enum Ffn {
     Dense { gate_up: Matrix, up: Option<Matrix>, down: Matrix },
     Moe { router: Matrix, gate_up: Matrix, up: Option<Matrix>, down: Matrix },
 }
 
+#[derive(Clone)]
 pub struct LayerWeights {
     pub attn_norm: wgpu::Buffer,
     pub qkv: Matrix,
@@ -61,6 +65,7 @@ pub struct LayerWeights {
 }
 
 /// One layer of the image encoder (Pixtral's).
+#[derive(Clone)]
 pub struct VisionLayerWeights {
     pub attn_norm: wgpu::Buffer,
     pub qkv: Matrix,
@@ -74,6 +79,7 @@ pub struct VisionLayerWeights {
 /// The image side: the encoder (the patch convolution as a matrix over
 /// flattened patches, `ln_pre`, the layers) and the projector (Mistral 3:
 /// `proj_norm` and `merger` before the two linear layers).
+#[derive(Clone)]
 pub struct VisionWeights {
     pub patch: Matrix,
     pub ln_pre: wgpu::Buffer,
@@ -108,6 +114,7 @@ impl VisionWeights {
     }
 }
 
+#[derive(Clone)]
 pub struct Weights {
     pub embed: Matrix,
     pub layers: Vec<LayerWeights>,
