@@ -9,6 +9,8 @@
 //     [--mmproj NAME]        a GGUF model's mmproj file (in the model's folder)
 //     [--cache-store auto|cacheApi]  where files over a cache part are cached
 //                            (the `cacheStore` load option: OPFS by default)
+//     [--worker]             with --load-only: load through WorkerEngine (as the
+//                            demo does), where OPFS files are read synchronously
 //     [--load-only]          only the cold load (network, into the Cache API) and,
 //                            in a relaunched browser on the same profile (a person
 //                            coming back), the cached one, each by phase, then the
@@ -38,6 +40,7 @@ const opts = {
   image: process.argv.includes('--image') ? (arg('image', '') ?? '').replace(/^--.*/, '') : null,
   mmproj: arg('mmproj', null),
   cacheStore: arg('cache-store', 'auto'),
+  worker: process.argv.includes('--worker'),
 };
 
 const server = await startServer({ root: ROOT });
@@ -72,10 +75,11 @@ async function loadOnly() {
     const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
     await T.Engine.cache.delete(o.model, loadOptions);
     const t = performance.now();
-    const e = await T.Engine.load(o.model, loadOptions);
+    const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
     const seconds = (performance.now() - t) / 1000;
-    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: await T.Engine.wasmMemoryBytes(), weightBytes: e.info.weightBytes };
+    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: e.info.wasmMemoryBytes, weightBytes: e.info.weightBytes };
     await e.unload();
+    e.terminate?.();
     return out;
   }, opts);
   // What the cache wrote reaches the disk, as it has by a person's next visit.
@@ -84,19 +88,20 @@ async function loadOnly() {
     const T = await import('/pkg/index.js');
     const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
     const t = performance.now();
-    const e = await T.Engine.load(o.model, loadOptions);
+    const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
     const seconds = (performance.now() - t) / 1000;
     const vocab = e.info.vocabSize;
     const prompt = Array.from({ length: o.promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
     // --prompt-tokens 0: the loads only.
     const ttft = prompt.length ? (await e.completions.create({ prompt, max_tokens: 1, temperature: 0, ignore_eos: true })).usage.extra.time_to_first_token_s : null;
-    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: await T.Engine.wasmMemoryBytes(), ttft, info: e.info };
+    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: e.info.wasmMemoryBytes, ttft, info: e.info };
     await e.unload();
+    e.terminate?.();
     return out;
   }, opts);
   const rate = (s) => Math.round(c.weightBytes / s / 1e6);
   console.log(JSON.stringify({
-    model: opts.model, weight_bytes: c.weightBytes,
+    model: opts.model, weight_bytes: c.weightBytes, engine: opts.worker ? 'WorkerEngine' : 'Engine', cache_store: opts.cacheStore,
     load_seconds: c.seconds, load_mb_per_s: rate(c.seconds), load_phases: c.phases, network: c.network,
     load_seconds_cached: w.seconds, load_mb_per_s_cached: rate(w.seconds), load_phases_cached: w.phases, network_cached: w.network,
     prompt_tokens: opts.promptTokens, time_to_first_token_cold_s: w.ttft, cached_load_to_first_token_s: w.ttft == null ? null : w.seconds + w.ttft,

@@ -1,13 +1,15 @@
 // A model file of several GB through the cache, in a browser profile on disk
 // (as a person's browser has: an incognito context keeps its storage in
-// memory and stops at ~1.5 GB): by default one OPFS file, named by its Cache
-// API index entry. The file is sparse: the MoE GGUF fixture's tensors spread
+// memory and stops at ~1.5 GB): downloaded by a WorkerEngine (as the demo
+// does), which keeps it as one OPFS file written through a synchronous
+// handle, named by its Cache API index entry. The file is sparse: the MoE GGUF fixture's tensors spread
 // over 4.4 GB with holes between them, the last ones past 4 GiB (offsets a
 // 32-bit wasm must not truncate), several straddling the boundary between two
 // 32 MiB parts (where Cache API parts would split them). The server sends all
 // of it (the holes as zeros) and the cache stores all of it; a reload with the
-// network cut opens the file at the tensors instead of reading the holes. The
-// model is the fixture's, so its greedy tokens are transformers' reference.
+// network cut, in the page, opens the file at the tensors instead of reading
+// the holes; a worker reads it through a synchronous handle at those offsets.
+// The model is the fixture's, so its greedy tokens are transformers' reference.
 // (Cache API parts, the store where OPFS cannot be written, are checked on a
 // small file in engine.test.mjs and transport.test.mjs.)
 import { test, before, after } from 'node:test';
@@ -41,7 +43,7 @@ after(async () => {
   fs.rmSync(OUT, { recursive: true, force: true });
 });
 
-test('a 4.4 GB model file is cached in OPFS, and loads from there with the network cut, read from its tensors (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
+test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there in the page with the network cut, read from its tensors, and in a worker (sparse GGUF, tensors past 4 GiB)', { timeout: 600000 }, async () => {
   // The cached copy takes the file's size on disk, in the profile.
   const fsStat = fs.statfsSync(OUT);
   const free = fsStat.bavail * fsStat.bsize;
@@ -63,9 +65,12 @@ test('a 4.4 GB model file is cached in OPFS, and loads from there with the netwo
     const T = await import('/pkg/index.js');
     const greedy = async (e) => (await e.completions.create({ prompt: ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
     await caches.delete('tramontane-v1');
-    const e = await T.Engine.load(src);
-    const first = { network: e.info.network, ids: await greedy(e) };
-    await e.unload();
+    const w = await T.WorkerEngine.load(src);
+    const first = { network: w.info.network, ids: await greedy(w) };
+    await w.unload();
+    w.terminate();
+    // The page's engine started (its wasm fetched) before the network goes.
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
     const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/target/')));
     const opfsFiles = async () => {
       const out = [];
@@ -98,9 +103,13 @@ test('a 4.4 GB model file is cached in OPFS, and loads from there with the netwo
     }
     second.opened = opened;
     await e.unload();
+    const w2 = await T.WorkerEngine.load(src);
+    const worker = { network: w2.info.network, ids: await greedy(w2) };
+    await w2.unload();
+    w2.terminate();
     const deleted = await T.Engine.cache.delete(src);
     const left = (await (await caches.open('tramontane-v1')).keys()).length;
-    return { first, second, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
+    return { first, second, worker, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
   }, [src, r.input_ids]);
   console.log(`cold load and greedy: ${((Date.now() - t0) / 1000).toFixed(1)} s in all; cached reload ${got.second.seconds.toFixed(1)} s`);
   assert.equal(got.first.network.cacheWarning, null, 'the first load cached the file');
@@ -121,6 +130,9 @@ test('a 4.4 GB model file is cached in OPFS, and loads from there with the netwo
   assert.ok(afterHole.length > 20);
   for (const t of afterHole) assert.ok(got.second.opened.includes(t.at), `opened at the tensor at ${t.at}`);
   assert.deepEqual(got.second.ids, r.greedy, 'the cached file gives the same model');
+  assert.equal(got.worker.network.requests, 0, 'the worker loads from the cache');
+  assert.equal(got.worker.network.cacheSyncReads, 1, 'through a synchronous handle');
+  assert.deepEqual(got.worker.ids, r.greedy, 'reading at offsets past 4 GiB');
   assert.equal(got.deleted, true);
   assert.equal(got.left, 0, 'Engine.cache.delete removes the index and the manifest');
   assert.deepEqual(got.filesLeft, [], 'and the OPFS file');

@@ -230,15 +230,18 @@ test('a second load makes no weight request (Cache API); unload then load works'
   await p.context().close();
 });
 
-test('a file larger than a cache part is cached in one OPFS file, or in Cache API parts, and loads again with the network cut', { timeout: 180000 }, async () => {
+test('a file larger than a cache part is cached in one OPFS file, or in Cache API parts, and loads again with the network cut, in the page and in a worker', { timeout: 240000 }, async () => {
   // Parts of 64 KiB (the least cachePartBytes takes; 32 MiB by default) on a
-  // 122 kB GGUF: by default one OPFS file (named by the file's index entry),
-  // with cacheStore 'cacheApi' 2 parts, read back from the part that holds
-  // each byte the loader asks for (the header, then tensors further back).
+  // 122 kB GGUF. Stores: `opfs` from the page (createWritable), `auto` from a
+  // worker (OPFS through a synchronous handle), `auto` from the page and
+  // `cacheApi` (2 Cache API parts, read back from the part that holds each
+  // byte the loader asks for). Each copy then loads in the page with the
+  // network cut and in a worker (an OPFS file read through a synchronous
+  // handle there).
   const p = await page();
   const r = JSON.parse(fs.readFileSync(path.join(FIX, 'moe_gguf/reference.json'), 'utf8')).models['moe-q4_0.gguf'].prompts[0];
   const size = fs.statSync(path.join(FIX, 'moe_gguf/moe-q4_0.gguf')).size;
-  for (const store of ['auto', 'cacheApi']) {
+  for (const [store, writer, kept] of [['opfs', 'page', 'opfs'], ['auto', 'worker', 'opfs'], ['auto', 'page', 'cacheApi'], ['cacheApi', 'page', 'cacheApi']]) {
     const got = await run(p, async (T, a) => {
       const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
       const opfsFiles = async () => {
@@ -249,11 +252,13 @@ test('a file larger than a cache part is cached in one OPFS file, or in Cache AP
         } catch { /* no directory: no files */ }
         return out;
       };
+      const greedy = async (e) => (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
       await caches.delete('tramontane-v1');
       const opts = { cachePartBytes: 65536, cacheStore: a.store };
-      const e = await T.Engine.load(src, opts);
-      const first = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
-      await e.unload();
+      const cold = await (a.writer === 'worker' ? T.WorkerEngine : T.Engine).load(src, opts);
+      const first = { network: cold.info.network, ids: await greedy(cold) };
+      await cold.unload();
+      cold.terminate?.();
       const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/tests/')));
       const files = await opfsFiles();
       const has = await T.Engine.cache.has(src);
@@ -263,34 +268,45 @@ test('a file larger than a cache part is cached in one OPFS file, or in Cache AP
       globalThis.fetch = () => { tried++; return Promise.reject(new TypeError('the network is cut')); };
       let second;
       try {
-        await e.load(src, opts);
-        second = { network: e.info.network, ids: (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids };
+        const e = await T.Engine.load(src, opts);
+        second = { network: e.info.network, ids: await greedy(e) };
+        await e.unload();
       } finally {
         globalThis.fetch = realFetch;
       }
+      // In a worker an OPFS file is read through a synchronous handle (closed
+      // after the load: the delete below could not remove the file otherwise).
+      const w = await T.WorkerEngine.load(src, opts);
+      const worker = { network: w.info.network, ids: await greedy(w) };
+      await w.unload();
+      w.terminate();
       const deleted = await T.Engine.cache.delete(src);
       const left = (await (await caches.open('tramontane-v1')).keys()).length;
-      return { first, second, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
-    }, { ids: r.input_ids, store });
-    assert.ok(!got.thrown, `${store}: ${JSON.stringify(got.thrown)}`);
+      return { first, second, worker, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
+    }, { ids: r.input_ids, store, writer });
+    const what = `${store} from the ${writer}`;
+    assert.ok(!got.thrown, `${what}: ${JSON.stringify(got.thrown)}`);
     assert.deepEqual(got.first.ids, r.greedy);
+    assert.equal(got.first.network.cacheStore, kept, what);
     const file = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
     const mine = got.keys.filter((k) => k.startsWith(file)).sort();
-    if (store === 'auto') {
-      assert.equal(got.first.network.cacheStore, 'opfs');
-      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`], 'the index and the manifest in the Cache API');
+    if (kept === 'opfs') {
+      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`], `${what}: the index and the manifest in the Cache API`);
       assert.equal(got.files.length, 1, JSON.stringify(got.files));
-      assert.equal(got.files[0][1], size, 'the OPFS file holds the whole GGUF');
+      assert.equal(got.files[0][1], size, `${what}: the OPFS file holds the whole GGUF`);
     } else {
-      assert.equal(got.first.network.cacheStore, 'cacheApi');
-      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`, `${file}?tramontane-part=0`, `${file}?tramontane-part=1`]);
+      assert.deepEqual(mine, [file, `${file}?tramontane-manifest`, `${file}?tramontane-part=0`, `${file}?tramontane-part=1`], what);
       assert.deepEqual(got.files, []);
     }
     assert.equal(got.has, true);
     assert.equal(got.tried, 0, 'no fetch with the network cut');
     assert.equal(got.second.network.requests, 0);
     assert.ok(got.second.network.cacheHits > 0);
-    assert.deepEqual(got.second.ids, r.greedy);
+    assert.deepEqual(got.second.ids, r.greedy, what);
+    assert.equal(got.second.network.cacheSyncReads, 0, 'no synchronous handles in the page');
+    assert.equal(got.worker.network.requests, 0, `${what}: the worker loads from the cache`);
+    assert.equal(got.worker.network.cacheSyncReads, kept === 'opfs' ? 1 : 0, `${what}: a worker reads an OPFS file through a synchronous handle`);
+    assert.deepEqual(got.worker.ids, r.greedy, what);
     assert.equal(got.deleted, true);
     assert.equal(got.left, 0, 'Engine.cache.delete removes the parts or the index, and the manifest');
     assert.deepEqual(got.filesLeft, [], 'and the OPFS file');

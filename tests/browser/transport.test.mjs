@@ -263,12 +263,13 @@ test('an abort during the wait before a retry ends the load at once (ABORTED)', 
   await p.context().close();
 });
 
-test('the cache never keeps part of a model: a failed load and a resumed download leave nothing (files whole, in Cache API parts, in OPFS)', { timeout: 180000 }, async () => {
+test('the cache never keeps part of a model: a failed load and a resumed download leave nothing (files whole, in Cache API parts, in OPFS from the page and from a worker)', { timeout: 180000 }, async () => {
   const p = await page();
   // Files cached whole, then in parts of 64 KiB (the shards and tokenizer
   // are larger): a part stored before the failure goes too; then those files
   // in OPFS: a file written before the failure goes too.
-  for (const [tag, opts] of [['cache', {}], ['parts', { cachePartBytes: 65536, cacheStore: 'cacheApi' }], ['opfs', { cachePartBytes: 65536 }]]) {
+  // Then in a worker, where OPFS files are written through synchronous handles.
+  for (const [tag, opts, inWorker] of [['cache', {}], ['parts', { cachePartBytes: 65536, cacheStore: 'cacheApi' }], ['opfs', { cachePartBytes: 65536, cacheStore: 'opfs' }], ['opfs-worker', { cachePartBytes: 65536 }, true]]) {
     // A 404 is not retried: the first load of `failing` fails midway (the
     // config, tokenizer and first shard have come), the second finds the file.
     const failing = chaos(`status-once=404,only=${SHARD2},tag=${tag}`);
@@ -300,7 +301,7 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
         return k;
       };
       const out = {};
-      const e = new T.Engine();
+      const e = a.inWorker ? new T.WorkerEngine(new Worker('/pkg/worker.js', { type: 'module' })) : new T.Engine();
       try { await e.load(a.failing, a.opts); out.first = 'loaded'; } catch (x) { out.first = { code: x.code, status: x.status, url: x.url }; }
       out.keysAfterFailure = await settled(a.failing);
       out.hasAfterFailure = await T.Engine.cache.has(a.failing);
@@ -323,8 +324,9 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
       await e.load(a.resumed, a.opts);
       out.resumedAgain = e.info.network;
       await T.Engine.cache.delete(a.resumed);
+      e.terminate?.();
       return out;
-    }, { failing, resumed, opts, ids: PROMPT.ids, greedy: GREEDY });
+    }, { failing, resumed, opts, inWorker, ids: PROMPT.ids, greedy: GREEDY });
     assert.ok(!got.thrown, `${tag}: ${JSON.stringify(got.thrown)}`);
     assert.equal(got.first.code, 'NETWORK', JSON.stringify(got.first));
     assert.equal(got.first.status, 404);
@@ -336,8 +338,8 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
     assert.equal(got.hasAfterSecond, true, 'a clean load is cached');
     if (tag === 'parts') assert.ok(got.partKeys > 2, `files over 64 KiB cached in parts: ${got.partKeys} part keys`);
     else assert.equal(got.partKeys, 0, 'files under 32 MiB cached whole, or in OPFS');
-    assert.equal(got.store, tag === 'parts' ? 'cacheApi' : 'opfs', 'where files over a part go');
-    if (tag === 'opfs') assert.ok(got.opfsFiles >= 2, `files over 64 KiB in OPFS: ${got.opfsFiles}`);
+    assert.equal(got.store, tag.startsWith('opfs') ? 'opfs' : 'cacheApi', 'where files over a part go');
+    if (tag.startsWith('opfs')) assert.ok(got.opfsFiles >= 2, `files over 64 KiB in OPFS: ${got.opfsFiles}`);
     else assert.equal(got.opfsFiles, 0);
     assert.equal(got.third.requests, 0);
 

@@ -52,7 +52,7 @@ export class Engine {
   }
 
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
-   * `useCache` (default true), `cachePartBytes` (default 32 MiB), `cacheStore` (`auto` | `cacheApi`), `contextLength`, `prefillChunk`,
+   * `useCache` (default true), `cachePartBytes` (default 32 MiB), `cacheStore` (`auto` | `opfs` | `cacheApi`), `contextLength`, `prefillChunk`,
    * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `kernels`, `revision`, `ggufFile`, `mmproj`, `wasmUrl`,
    * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
   static async load(source, options = {}) {

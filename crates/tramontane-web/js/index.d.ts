@@ -40,9 +40,10 @@ export interface LoadOptions {
    * 32 MiB; 64 KiB to 2 GiB): a multi-GB file is no single entry. */
   cachePartBytes?: number;
   /** Where files over `cachePartBytes` are cached: `auto` (default: one OPFS
-   * file, where the browser can write OPFS files; else Cache API parts) or
-   * `cacheApi` (Cache API parts always). */
-  cacheStore?: 'auto' | 'cacheApi';
+   * file where it can be written synchronously, in a worker such as
+   * WorkerEngine's; Cache API parts elsewhere), `opfs` (one OPFS file wherever
+   * the browser can write one) or `cacheApi` (Cache API parts always). */
+  cacheStore?: 'auto' | 'opfs' | 'cacheApi';
   /** Context window in tokens (default: the model's, at most 4096). */
   contextLength?: number;
   /** Files downloaded at once (default 4). */
@@ -177,7 +178,7 @@ export interface EngineInfo {
     /** The device got WebGPU's `subgroups` with subgroups of at least this
      * many invocations (0: none): kernels shuffle between subgroup lanes. */
     subgroupMinSize?: number };
-  network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheStore: 'opfs' | 'cacheApi' | null; cacheWarning: string | null };
+  network: { requests: number; cacheHits: number; bytesDownloaded: number; cacheAvailable: boolean; cacheStore: 'opfs' | 'cacheApi' | null; cacheSyncReads: number; cacheWarning: string | null };
   urls: string[];
 }
 

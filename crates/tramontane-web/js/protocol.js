@@ -50,8 +50,8 @@ export function checkLoadOptions(o) {
   if (o.kvCache != null && !['auto', 'f16', 'f32'].includes(o.kvCache)) {
     throw new TramontaneError('INVALID_REQUEST', 'kvCache must be "auto", "f16" or "f32"');
   }
-  if (o.cacheStore != null && !['auto', 'cacheApi'].includes(o.cacheStore)) {
-    throw new TramontaneError('INVALID_REQUEST', 'cacheStore must be "auto" or "cacheApi"');
+  if (o.cacheStore != null && !['auto', 'opfs', 'cacheApi'].includes(o.cacheStore)) {
+    throw new TramontaneError('INVALID_REQUEST', 'cacheStore must be "auto", "opfs" or "cacheApi"');
   }
   if (o.kernels != null && !['auto', 'gpu', 'cpu'].includes(o.kernels)) {
     throw new TramontaneError('INVALID_REQUEST', 'kernels must be "auto", "gpu" or "cpu"');

@@ -240,6 +240,9 @@ struct FileState {
     etag: Option<String>,
     /// The file's cache copy in parts, which the loader must not outrun.
     copy: Option<Rc<CopyProgress>>,
+    /// An OPFS-cached file read synchronously (in a worker): every read
+    /// straight into its buffer, no stream.
+    sync: Option<Rc<opfs::SyncReader>>,
 }
 
 /// Streams kept open at once. A stream holds a connection until it is read to
@@ -260,6 +263,8 @@ pub struct Stats {
     pub cache_hits: u32,
     pub bytes_downloaded: u64,
     pub cache_warning: Option<String>,
+    /// Cached files read through a synchronous OPFS handle (in a worker).
+    pub cache_sync_reads: u32,
 }
 
 /// What a GET answered.
@@ -845,6 +850,36 @@ impl FetchSource {
         let task = async move {
             let end = end;
             let handle = opfs::create(&d, &file).await?;
+            // In a worker: a synchronous handle, each chunk written as it comes.
+            if let Some(sync) = if opfs::sync_access() { opfs::sync_writer(&handle).await } else { None } {
+                let written = async {
+                    let mut total = 0u64;
+                    loop {
+                        let r = JsFuture::from(reader.read()).await?;
+                        if Reflect::get(&r, &"done".into())?.as_bool().unwrap_or(true) {
+                            break;
+                        }
+                        let v: Uint8Array = Reflect::get(&r, &"value".into())?.dyn_into()?;
+                        end.0.taken.set(end.0.taken.get() + u64::from(v.length()));
+                        total += u64::from(v.length());
+                        if total > size {
+                            return Err(JsValue::from_str("the body is longer than the file"));
+                        }
+                        sync.write(&v)?;
+                    }
+                    if total < size {
+                        return Err(JsValue::from_str("the download ended early"));
+                    }
+                    Ok(())
+                }
+                .await;
+                let closed = written.and_then(|()| sync.finish());
+                if let Err(e) = closed {
+                    opfs::remove(&d, &file).await;
+                    return Err(e);
+                }
+                return Self::write_index(&cache, &d, &key, &file, size, &load).await;
+            }
             let w: FileSystemWritableFileStream = JsFuture::from(handle.create_writable()).await?.dyn_into()?;
             let written = async {
                 let (mut batch, mut held) = (Array::new(), 0u32);
@@ -900,26 +935,7 @@ impl FetchSource {
                 opfs::remove(&d, &file).await;
                 return Err(e);
             }
-            // An older copy of the file (its index replaced now) goes.
-            let old = match JsFuture::from(cache.match_with_str(&key)).await {
-                Ok(v) => v.dyn_into::<Response>().ok().and_then(|r| r.headers().get(OPFS_HEADER).ok().flatten()),
-                Err(_) => None,
-            };
-            let headers = web_sys::Headers::new()?;
-            headers.set(SIZE_HEADER, &size.to_string())?;
-            headers.set(OPFS_HEADER, &file)?;
-            headers.set(LOAD_HEADER, &load)?;
-            let init = web_sys::ResponseInit::new();
-            init.set_headers(&headers);
-            let index = Response::new_with_opt_str_and_init(None, &init)?;
-            if let Err(e) = JsFuture::from(cache.put_with_str(&key, &index)).await {
-                opfs::remove(&d, &file).await;
-                return Err(e);
-            }
-            if let Some(old) = old.filter(|o| *o != file) {
-                opfs::remove(&d, &old).await;
-            }
-            Ok(JsValue::UNDEFINED)
+            Self::write_index(&cache, &d, &key, &file, size, &load).await
         };
         let put = wasm_bindgen_futures::future_to_promise(task);
         quietly(&put);
@@ -1002,6 +1018,36 @@ impl FetchSource {
         Some(progress)
     }
 
+    /// The index entry of OPFS file `file`, whole now, under `key`; an older
+    /// copy's file (its index replaced) goes. A failed write removes `file`.
+    async fn write_index(cache: &Cache, dir: &FileSystemDirectoryHandle, key: &str, file: &str, size: u64, load: &str) -> std::result::Result<JsValue, JsValue> {
+        let old = match JsFuture::from(cache.match_with_str(key)).await {
+            Ok(v) => v.dyn_into::<Response>().ok().and_then(|r| r.headers().get(OPFS_HEADER).ok().flatten()),
+            Err(_) => None,
+        };
+        let index = (|| {
+            let headers = web_sys::Headers::new()?;
+            headers.set(SIZE_HEADER, &size.to_string())?;
+            headers.set(OPFS_HEADER, file)?;
+            headers.set(LOAD_HEADER, load)?;
+            let init = web_sys::ResponseInit::new();
+            init.set_headers(&headers);
+            Response::new_with_opt_str_and_init(None, &init)
+        })();
+        let put = match index {
+            Ok(index) => JsFuture::from(cache.put_with_str(key, &index)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = put {
+            opfs::remove(dir, file).await;
+            return Err(e);
+        }
+        if let Some(old) = old.filter(|o| o != file) {
+            opfs::remove(dir, &old).await;
+        }
+        Ok(JsValue::UNDEFINED)
+    }
+
     /// Wait while the loader, at byte `pos`, is more than two parts ahead of
     /// the file's cache copy; a copy that takes nothing for STALL_MS is given
     /// up (the file is then loaded without caching).
@@ -1069,6 +1115,18 @@ impl FetchSource {
                 cancel_body(&resp);
                 return Ok(true);
             }
+            if cached && is_opfs(&resp) {
+                if let Some(sync) = self.sync_reader(&resp, span.size).await {
+                    cancel_body(&resp);
+                    if !self.files.borrow().contains_key(name) {
+                        let state = FileState { size: span.size, stream: None, from_cache: true, last_used: self.tick(), etag: None, copy: None, sync: Some(Rc::new(sync)) };
+                        self.files.borrow_mut().insert(name.to_string(), state);
+                        self.stats.borrow_mut().cache_sync_reads += 1;
+                        self.urls.borrow_mut().push(url.clone());
+                    }
+                    return Ok(true);
+                }
+            }
             let (copy, copy_parts) = if !cached && span.start == 0 && span.end == span.size { self.start_put(&url, &resp, span.size) } else { (None, 0) };
             let Some(reader) = Self::reader(&resp) else {
                 return Err(self.net(&url, resp.status(), "no body".into()));
@@ -1078,7 +1136,7 @@ impl FetchSource {
             let etag = if cached { None } else { etag_of(&resp) };
             self.files.borrow_mut().insert(
                 name.to_string(),
-                FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag, copy },
+                FileState { size: span.size, stream: Some(stream), from_cache: cached, last_used: self.tick(), etag, copy, sync: None },
             );
             // The manifest lists every key the file takes in the cache.
             let parts = if cached { header_u64(&resp, PARTS_HEADER).unwrap_or(0).min(MAX_PARTS) } else { copy_parts };
@@ -1121,11 +1179,20 @@ impl ModelSource for FetchSource {
         if !self.open(name).await? {
             return Err(Error::Network { url: self.url(name), status: 404, msg: "Not Found".into() });
         }
-        let (size, stream, from_cache) = {
+        let (size, stream, from_cache, sync) = {
             let mut files = self.files.borrow_mut();
             let f = files.get_mut(name).ok_or_else(|| Error::Internal(format!("{}: the state of an opened file is gone", self.url(name))))?;
-            (f.size, f.stream.take(), f.from_cache)
+            (f.size, f.stream.take(), f.from_cache, f.sync.clone())
         };
+        if let Some(sync) = sync {
+            if let Some(out) = self.read_sync(name, &sync, offset, len, size)? {
+                return Ok(out);
+            }
+            // The handle failed: the file's stream from here on.
+            if let Some(f) = self.files.borrow_mut().get_mut(name) {
+                f.sync = None;
+            }
+        }
         self.checked_out.set(self.checked_out.get() + 1);
         let r = self.read_from(name, offset, len, size, stream, from_cache).await;
         self.checked_out.set(self.checked_out.get() - 1);
@@ -1138,6 +1205,32 @@ impl ModelSource for FetchSource {
 }
 
 impl FetchSource {
+    /// The OPFS file of a cached response, for synchronous reads (in a worker).
+    async fn sync_reader(&self, resp: &Response, size: u64) -> Option<opfs::SyncReader> {
+        let file = resp.headers().get(OPFS_HEADER).ok().flatten()?;
+        let dir = self.opfs_reads.borrow().clone()?;
+        opfs::sync_reader(&dir, &file, size).await
+    }
+
+    /// `len` bytes at `offset` through the file's synchronous handle; `None`:
+    /// the handle failed (the caller streams instead).
+    fn read_sync(&self, name: &str, sync: &opfs::SyncReader, offset: u64, len: u64, size: u64) -> Result<Option<Vec<u8>>> {
+        let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {
+            file: self.url(name),
+            msg: format!("read of {len} bytes at {offset} runs past the end ({size} bytes)"),
+        })?;
+        self.check_abort()?;
+        // Sized by the loader's request, checked against the file's size.
+        let mut out = vec![0u8; len as usize];
+        match sync.read(&mut out, offset) {
+            Ok(n) if n as u64 == len => {
+                (self.on_bytes)(name, end, size);
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    }
+
     async fn read_from(&self, name: &str, offset: u64, len: u64, size: u64, stream: Option<Stream>, from_cache: bool) -> Result<Vec<u8>> {
         let url = self.url(name);
         let end = offset.checked_add(len).filter(|&e| e <= size).ok_or_else(|| Error::Format {

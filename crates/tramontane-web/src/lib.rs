@@ -112,8 +112,9 @@ struct LoadSpec {
     use_cache: bool,
     /// Files larger than this are cached in parts of this size (or in OPFS).
     cache_part_bytes: Option<u64>,
-    /// Where files over a part go: "auto" (OPFS where the browser can write
-    /// it, else Cache API parts) or "cacheApi" (parts always).
+    /// Where files over a part go: "auto" (OPFS where it can be written
+    /// synchronously, in a worker; Cache API parts elsewhere), "opfs" (OPFS
+    /// wherever the browser can write it) or "cacheApi" (parts always).
     cache_store: Option<String>,
     /// A chat template that replaces the model's own.
     chat_template: Option<String>,
@@ -186,14 +187,20 @@ impl WasmEngine {
             gpu.set_subgroups(spec.subgroups.unwrap_or(0));
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
-            let opfs_first = match spec.cache_store.as_deref() {
-                None | Some("auto") => true,
+            // On the main thread OPFS is written through `createWritable`, a
+            // round trip per write and a swap file: a 7B model's cold load took
+            // 5-30% longer than into the Cache API, and its cached load was no
+            // faster (BENCHMARKS.md), so "auto" takes OPFS only in a worker,
+            // where synchronous handles read and write it (1.7x faster cached).
+            let use_opfs = match spec.cache_store.as_deref() {
+                None | Some("auto") => opfs::sync_access(),
+                Some("opfs") => opfs::sync_access() || opfs::writable(),
                 Some("cacheApi") => false,
-                Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\" or \"cacheApi\", not {other:?}"))),
+                Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\", \"opfs\" or \"cacheApi\", not {other:?}"))),
             };
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };
             let cache_available = cache.is_some();
-            let opfs_dir = if cache.is_some() && opfs_first && opfs::writable() { opfs::dir(true).await } else { None };
+            let opfs_dir = if cache.is_some() && use_opfs { opfs::dir(true).await } else { None };
             let cache_store = if opfs_dir.is_some() { "opfs" } else { "cacheApi" };
             let cb = on_progress.clone();
             let on_bytes = Box::new(move |file: &str, loaded: u64, total: u64| {
@@ -266,7 +273,7 @@ impl WasmEngine {
                     "maxPatches": v.max_patches, "weightBytes": v.weight_bytes, "bufferBytes": v.buffer_bytes})),
                 "network": {"requests": stats.network_requests, "cacheHits": stats.cache_hits,
                             "bytesDownloaded": stats.bytes_downloaded, "cacheAvailable": cache_available,
-                            "cacheStore": cache_available.then_some(cache_store),
+                            "cacheStore": cache_available.then_some(cache_store), "cacheSyncReads": stats.cache_sync_reads,
                             "cacheWarning": stats.cache_warning},
                 "urls": *src.urls.borrow(),
             });

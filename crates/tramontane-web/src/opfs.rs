@@ -8,6 +8,11 @@
 //! only once all of it is), which names the OPFS file; the manifest and
 //! `Engine.cache.has/delete` go through that entry.
 //!
+//! In a dedicated worker (`WorkerEngine`, the demo) a cached file is read
+//! through a `FileSystemSyncAccessHandle` instead: each read goes straight
+//! into the loader's buffer in wasm memory, with no stream, no chunks and no
+//! copy through JS.
+//!
 //! Each load writes its own file (`<url hash>-<load id>`), so a failed load
 //! removes only what it wrote and two loads never write the same file; an
 //! index that replaces an older one removes the older file.
@@ -15,7 +20,10 @@
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{File, FileSystemDirectoryHandle, FileSystemFileHandle, FileSystemGetDirectoryOptions, FileSystemGetFileOptions, StorageManager};
+use web_sys::{
+    File, FileSystemDirectoryHandle, FileSystemFileHandle, FileSystemGetDirectoryOptions, FileSystemGetFileOptions, FileSystemReadWriteOptions,
+    FileSystemSyncAccessHandle, StorageManager,
+};
 
 /// The OPFS directory of the cache (next to the Cache API's `tramontane-v1`).
 pub const DIR: &str = "tramontane-v1";
@@ -72,4 +80,102 @@ pub async fn open(dir: &FileSystemDirectoryHandle, name: &str) -> Option<File> {
 /// Remove file `name` (nothing if it is not there).
 pub async fn remove(dir: &FileSystemDirectoryHandle, name: &str) {
     let _ = JsFuture::from(dir.remove_entry(name)).await;
+}
+
+/// Whether synchronous access handles exist here (dedicated workers only).
+pub fn sync_access() -> bool {
+    let Ok(ctor) = Reflect::get(&js_sys::global(), &"FileSystemFileHandle".into()) else { return false };
+    let Ok(proto) = Reflect::get(&ctor, &"prototype".into()) else { return false };
+    Reflect::get(&proto, &"createSyncAccessHandle".into()).is_ok_and(|f| f.is_function())
+}
+
+/// A synchronous read handle on file `name` of `size` bytes; `None` where
+/// there is none to be had (not a worker, the file gone or of another size,
+/// another context holding it).
+pub async fn sync_reader(dir: &FileSystemDirectoryHandle, name: &str, size: u64) -> Option<SyncReader> {
+    if !sync_access() {
+        return None;
+    }
+    let file: FileSystemFileHandle = JsFuture::from(dir.get_file_handle(name)).await.ok()?.dyn_into().ok()?;
+    // Read-only where the browser knows the mode (several readers at once);
+    // elsewhere the option is ignored and the handle is exclusive.
+    let create: Function = Reflect::get(&file, &"createSyncAccessHandle".into()).ok()?.dyn_into().ok()?;
+    let opts = js_sys::Object::new();
+    Reflect::set(&opts, &"mode".into(), &"read-only".into()).ok()?;
+    let p: js_sys::Promise = create.call1(&file, &opts).ok()?.dyn_into().ok()?;
+    let handle: FileSystemSyncAccessHandle = JsFuture::from(p).await.ok()?.dyn_into().ok()?;
+    let reader = SyncReader(handle);
+    (reader.0.get_size().ok()? == size as f64).then_some(reader)
+}
+
+/// A synchronous read handle, closed when dropped (an open one keeps the file
+/// from being removed).
+pub struct SyncReader(FileSystemSyncAccessHandle);
+
+impl SyncReader {
+    /// Fill `out` from byte `at` of the file; the bytes read (fewer: the
+    /// file ended).
+    pub fn read(&self, out: &mut [u8], at: u64) -> Result<usize, JsValue> {
+        let mut done = 0;
+        while done < out.len() {
+            let opts = FileSystemReadWriteOptions::new();
+            opts.set_at((at + done as u64) as f64);
+            let n = self.0.read_with_u8_array_and_options(&mut out[done..], &opts)? as usize;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for SyncReader {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A synchronous write handle on a new file (in a worker): each chunk written
+/// in place, no round trip to the browser's storage process, no swap file
+/// (`createWritable`'s), so several times faster. A failed copy removes the
+/// file, and only a whole file gets an index entry, so the lack of a swap
+/// file loses nothing.
+pub struct SyncWriter {
+    handle: FileSystemSyncAccessHandle,
+    at: std::cell::Cell<u64>,
+}
+
+pub async fn sync_writer(file: &FileSystemFileHandle) -> Option<SyncWriter> {
+    let handle: FileSystemSyncAccessHandle = JsFuture::from(file.create_sync_access_handle()).await.ok()?.dyn_into().ok()?;
+    Some(SyncWriter { handle, at: std::cell::Cell::new(0) })
+}
+
+impl SyncWriter {
+    /// Append `chunk`.
+    pub fn write(&self, chunk: &js_sys::Uint8Array) -> Result<(), JsValue> {
+        let mut done = 0u32;
+        while done < chunk.length() {
+            let opts = FileSystemReadWriteOptions::new();
+            opts.set_at((self.at.get() + u64::from(done)) as f64);
+            let n = self.handle.write_with_js_u8_array_and_options(&chunk.subarray(done, chunk.length()), &opts)? as u32;
+            if n == 0 {
+                return Err(JsValue::from_str("the file took no bytes"));
+            }
+            done += n;
+        }
+        self.at.set(self.at.get() + u64::from(done));
+        Ok(())
+    }
+
+    /// Flush and close: the file is whole on disk.
+    pub fn finish(self) -> Result<(), JsValue> {
+        self.handle.flush()
+    }
+}
+
+impl Drop for SyncWriter {
+    fn drop(&mut self) {
+        self.handle.close();
+    }
 }

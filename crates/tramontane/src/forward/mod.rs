@@ -76,9 +76,10 @@ pub struct Runtime {
     pub vision: Option<(vision::Encoder, wgpu::Buffer)>,
 }
 
-/// A [`Runtime`] built while its weights stream in: natively on a thread of
-/// its own (creating pipelines is compiling them there: seconds for a 7B model
-/// on lavapipe), in a browser at once (browsers compile at the first dispatch).
+/// A [`Runtime`] built while its weights stream in, on a thread of its own
+/// (natively creating pipelines is compiling them: seconds for a 7B model on
+/// lavapipe). The upload decides where this pays (`upload::executor`); on
+/// wasm, without threads, it would be built at once.
 pub struct EarlyRuntime(Early);
 
 enum Early {
