@@ -180,6 +180,18 @@ impl WasmEngine {
         let state = self.state.clone();
         future_to_promise(async move {
             let spec: LoadSpec = serde_wasm_bindgen::from_value(spec).map_err(|e| coded("INVALID_REQUEST", &e.to_string()))?;
+            // On the main thread OPFS is written through `createWritable`, a
+            // round trip per write and a swap file: a 7B model's cold load took
+            // 5-30% longer than into the Cache API, and its cached load was no
+            // faster (BENCHMARKS.md), so "auto" takes OPFS only in a worker,
+            // where synchronous handles read and write it (1.7x faster cached).
+            // (Checked before the current model is dropped.)
+            let use_opfs = match spec.cache_store.as_deref() {
+                None | Some("auto") => opfs::sync_access(),
+                Some("opfs") => opfs::sync_access() || opfs::writable(),
+                Some("cacheApi") => false,
+                Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\", \"opfs\" or \"cacheApi\", not {other:?}"))),
+            };
             let gpu = ensure_gpu(&state).await?;
             if let Some(cpu) = spec.cpu_adapter {
                 gpu.set_cpu(cpu);
@@ -187,17 +199,6 @@ impl WasmEngine {
             gpu.set_subgroups(spec.subgroups.unwrap_or(0));
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
-            // On the main thread OPFS is written through `createWritable`, a
-            // round trip per write and a swap file: a 7B model's cold load took
-            // 5-30% longer than into the Cache API, and its cached load was no
-            // faster (BENCHMARKS.md), so "auto" takes OPFS only in a worker,
-            // where synchronous handles read and write it (1.7x faster cached).
-            let use_opfs = match spec.cache_store.as_deref() {
-                None | Some("auto") => opfs::sync_access(),
-                Some("opfs") => opfs::sync_access() || opfs::writable(),
-                Some("cacheApi") => false,
-                Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\", \"opfs\" or \"cacheApi\", not {other:?}"))),
-            };
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };
             let cache_available = cache.is_some();
             let opfs_dir = if cache.is_some() && use_opfs { opfs::dir(true).await } else { None };

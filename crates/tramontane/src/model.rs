@@ -394,7 +394,14 @@ impl Model {
         let prepared = t0.elapsed().as_secs_f64();
         let mut early = None;
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
-                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await?;
+                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await;
+        if weights.is_err() {
+            // The pass being built on them goes too, before the error does.
+            if let Some(e) = early.take() {
+                e.abandon();
+            }
+        }
+        let weights = weights?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
         Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
     }
@@ -431,7 +438,14 @@ impl Model {
         let prepared = t0.elapsed().as_secs_f64();
         let mut early = None;
         let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
-                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await?;
+                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await;
+        if weights.is_err() {
+            // The pass being built on them goes too, before the error does.
+            if let Some(e) = early.take() {
+                e.abandon();
+            }
+        }
+        let weights = weights?;
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
         Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
     }

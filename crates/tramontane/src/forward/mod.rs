@@ -109,6 +109,16 @@ impl EarlyRuntime {
         EarlyRuntime(Early::Built(Runtime::new(gpu, cfg, weights, opts)))
     }
 
+    /// The upload failed: wait for the build to end (its thread holds the
+    /// weights' buffers and allocates the pass's) and drop what it made, so a
+    /// retry finds the GPU memory free.
+    pub fn abandon(self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Early::Building(h) = self.0 {
+            let _ = h.join();
+        }
+    }
+
     /// The runtime, once its weights are filled in (`weights`: as the upload
     /// finished them, with its timings).
     pub fn finish(self, weights: Weights) -> Result<Runtime> {
