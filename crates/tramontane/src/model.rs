@@ -390,20 +390,7 @@ impl Model {
         cfg.eos_token_ids = text.tokenizer.eos.clone();
         fit_images(&mut cfg, &gpu, opts);
         let table = TensorTable::read(src).await?;
-        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &HfNaming, opts).await?;
-        let prepared = t0.elapsed().as_secs_f64();
-        let mut early = None;
-        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &HfNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
-                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await;
-        if weights.is_err() {
-            // The pass being built on them goes too, before the error does.
-            if let Some(e) = early.take() {
-                e.abandon();
-            }
-        }
-        let weights = weights?;
-        let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
-        Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
+        Self::load_planned(gpu, src, cfg, table, text, &HfNaming, opts, t0, progress).await
     }
 
     /// Load a GGUF model: `name` is the file (the first part of a split model)
@@ -434,10 +421,19 @@ impl Model {
             table.add_mmproj(&mm_parts)?;
             fit_images(&mut cfg, &gpu, opts);
         }
-        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, &GgufNaming, opts).await?;
+        Self::load_planned(gpu, src, cfg, table, text, &GgufNaming, opts, t0, progress).await
+    }
+
+    /// Both formats from their config and tensor table on: plan (self-test,
+    /// sizes), upload the weights (the pass built beside them where it can
+    /// be), assemble the model.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_planned<S: ModelSource>(gpu: Arc<Gpu>, src: &S, cfg: ModelConfig, table: TensorTable, text: ModelText, naming: &dyn Naming,
+                                          opts: &LoadOptions, t0: Instant, progress: &mut dyn FnMut(Progress)) -> Result<Model> {
+        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, naming, opts).await?;
         let prepared = t0.elapsed().as_secs_f64();
         let mut early = None;
-        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, &GgufNaming, opts.parallel_downloads, opts.max_binding, budget, progress,
+        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, budget, progress,
                                    &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await;
         if weights.is_err() {
             // The pass being built on them goes too, before the error does.
