@@ -147,10 +147,11 @@ export interface EngineInfo {
     /** What gave wrong values and what was used instead; empty when all passed. */
     fallbacks: string[];
   };
-  /** Where `loadSeconds` went, in seconds: before the first weight byte
-   * (config, tokenizer, tables, sizes, the self-test), of which the
-   * self-test; waiting for the weights' bytes (network, cache); placing them
-   * (repacking, writes to the GPU); the forward pass's pipelines. */
+  /** Where `loadSeconds` went, in seconds: before the first weight byte is
+   * asked for (config, tokenizer, tables, sizes); the adapter self-test,
+   * which runs beside the download (so it overlaps `read`); waiting for the
+   * weights' bytes (network, cache); placing them (repacking, writes to the
+   * GPU); the forward pass's pipelines. */
   loadPhases: { prepare: number; selfTest: number; read: number; upload: number; pipelines: number };
   /** An image model's image side: images are resized to fit `longestEdge`
    * (the processor's `processorLongestEdge`, or less on a device that cannot

@@ -155,10 +155,12 @@ pub struct ImageTiming {
 /// A load's time by phase (seconds; they add up to about `load_seconds`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LoadPhases {
-    /// Config, tokenizer and tensor tables read, sizes planned, the adapter
-    /// self-test run: everything before the first weight byte.
+    /// Config, tokenizer and tensor tables read, sizes planned: everything
+    /// before the first weight byte is asked for (natively the self-test
+    /// too: its readbacks block, so it runs whole first).
     pub prepare_s: f64,
-    /// Of `prepare_s`, the self-test (0 where this adapter ran it before).
+    /// The adapter self-test (0 where this adapter ran it before). In
+    /// browsers it runs beside the weights' download, between its reads.
     pub self_test_s: f64,
     /// Waiting for the weights' bytes (network, disk or cache).
     pub read_s: f64,
@@ -167,6 +169,16 @@ pub struct LoadPhases {
     pub upload_s: f64,
     /// The forward pass's buffers, pipelines and bind groups.
     pub pipelines_s: f64,
+}
+
+/// What a load decided before its weights: the runtime's options before
+/// the self-test, the GPU bytes left for weights, what the self-test checks.
+struct LoadPlan {
+    first: RuntimeOptions,
+    budget: Option<u64>,
+    dtypes: Vec<DType>,
+    linears: Vec<self_test::ModelLinear>,
+    slots: usize,
 }
 
 /// When a load started, and the seconds of its phases before assembling.
@@ -424,35 +436,79 @@ impl Model {
         Self::load_planned(gpu, src, cfg, table, text, &GgufNaming, opts, t0, progress).await
     }
 
-    /// Both formats from their config and tensor table on: plan (self-test,
-    /// sizes), upload the weights (the pass built beside them where it can
-    /// be), assemble the model.
+    /// Both formats from their config and tensor table on: plan the sizes,
+    /// upload the weights with the adapter self-test beside them (the pass
+    /// built beside them too where it can be), assemble the model.
+    ///
+    /// The self-test runs while the weights stream in rather than before:
+    /// in browsers it is mostly the model's pipelines compiling in the GPU
+    /// process at their first dispatch, which the download need not wait
+    /// for. Its outcome cannot change what the upload writes (a fallback
+    /// changes the kernels' sums and the KV cache's type, not the weights'
+    /// layout), only the memory the rest takes, checked again after it. A
+    /// self-test that fails stops the download where it is.
     #[allow(clippy::too_many_arguments)]
     async fn load_planned<S: ModelSource>(gpu: Arc<Gpu>, src: &S, cfg: ModelConfig, table: TensorTable, text: ModelText, naming: &dyn Naming,
                                           opts: &LoadOptions, t0: Instant, progress: &mut dyn FnMut(Progress)) -> Result<Model> {
-        let (ropts, budget, planned, self_test) = Self::plan(&gpu, &cfg, &table, naming, opts).await?;
-        let prepared = t0.elapsed().as_secs_f64();
+        let plan = Self::plan(&gpu, &cfg, &table, naming, opts)?;
+        let first = plan.first.clone();
+        // The options the self-test settles on, for the pass built beside
+        // the upload (natively the self-test ends before the upload starts:
+        // its readbacks block).
+        let settled_opts: std::cell::RefCell<Option<RuntimeOptions>> = Default::default();
+        let prepared = std::cell::Cell::new(None);
+        let test = async {
+            let needs = self_test::Needs { dtypes: plan.dtypes.clone(), linears: plan.linears.clone(), cfg: &cfg, slots: plan.slots };
+            let s = self_test::settle(&gpu, first.profile, first.kv_f16, opts.kv_cache == KvCache::Auto, &needs).await?;
+            *settled_opts.borrow_mut() = Some(RuntimeOptions { kv_f16: s.kv_f16, profile: s.profile, ..first.clone() });
+            Ok(s)
+        };
         let mut early = None;
-        let weights = load_weights(&gpu, ropts.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, budget, progress,
-                                   &mut |w| early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), ropts.clone()))).await;
-        if weights.is_err() {
-            // The pass being built on them goes too, before the error does.
+        let upload = async {
+            prepared.set(Some(t0.elapsed().as_secs_f64()));
+            load_weights(&gpu, first.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, plan.budget, progress,
+                         &mut |w| {
+                             if let Some(r) = settled_opts.borrow().clone() {
+                                 early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), r));
+                             }
+                         })
+                .await
+        };
+        // The self-test first: natively it runs whole before the upload.
+        let joined = futures_util::future::try_join(test, upload).await;
+        let (settled, weights) = match joined {
+            Ok(both) => both,
+            Err(e) => {
+                // The pass being built on the weights goes too, before the error does.
+                if let Some(e) = early.take() {
+                    e.abandon();
+                }
+                return Err(e);
+            }
+        };
+        let ropts = RuntimeOptions { kv_f16: settled.kv_f16, profile: settled.profile, ..first };
+        // A fallback to an f32 KV cache takes more than planned.
+        let planned = Sizes::plan(&cfg, &ropts, &gpu)?.total();
+        if let Some(limit) = opts.max_gpu_bytes.filter(|&l| planned.saturating_add(weights.bytes) > l) {
             if let Some(e) = early.take() {
                 e.abandon();
             }
+            return Err(Error::OutOfMemory(format!(
+                "the weights ({} bytes) and, with the f32 KV cache this adapter needs, {planned} bytes of KV cache, activations and other buffers exceed the {limit}-byte GPU memory limit (max_gpu_bytes)",
+                weights.bytes
+            )));
         }
-        let weights = weights?;
+        let prepared = prepared.get().unwrap_or(0.0);
         let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
-        Self::assemble(gpu, cfg, weights, early, text, ropts, planned, self_test, clock)
+        Self::assemble(gpu, cfg, weights, early, text, ropts, planned, settled.report, clock)
     }
 
-    /// The runtime's options and the GPU bytes left for weights, decided from
-    /// the config and the tensor table alone: the kernels this model will use
-    /// pass the adapter self-test (forward/self_test.rs), and every buffer
-    /// besides the weights is sized (checked arithmetic) and checked against
-    /// the device and `max_gpu_bytes`, before the first weight byte is
-    /// downloaded.
-    async fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, opts: &LoadOptions) -> Result<(RuntimeOptions, Option<u64>, u64, SelfTest)> {
+    /// The runtime's first options and the GPU bytes left for weights,
+    /// decided from the config and the tensor table alone, and what the
+    /// self-test must check: every buffer besides the weights is sized
+    /// (checked arithmetic) and checked against the device and
+    /// `max_gpu_bytes` before the first weight byte is downloaded.
+    fn plan(gpu: &Gpu, cfg: &ModelConfig, table: &TensorTable, naming: &dyn Naming, opts: &LoadOptions) -> Result<LoadPlan> {
         let context = opts.context.unwrap_or(cfg.max_position.min(4096)).max(1);
         let chunk = opts.chunk.min(context);
         // The text model's weights decide the cache's type (an mmproj may be
@@ -470,7 +526,6 @@ impl Model {
         let mut dtypes: Vec<DType> = table.tensors.values().filter(|t| t.shape.len() >= 2).map(|t| t.dtype).collect();
         dtypes.sort_by_key(|d| d.shader_code());
         dtypes.dedup();
-        // The sizes' own errors (a cache past the binding limit) come first.
         let first = RuntimeOptions { context, chunk, kv_f16, profile: gpu.profile() };
         let sizes = Sizes::plan(cfg, &first, gpu)?;
         // The self-test runs each weight type's kernels as the model's own
@@ -479,10 +534,7 @@ impl Model {
         let linears = self_test::ModelLinear::of_model(cfg, |l, down| {
             table.tensors.get(&naming.layer(l, if down { LayerTensor::Down } else { LayerTensor::O })).map(|t| t.dtype)
         });
-        let needs = self_test::Needs { dtypes, linears, cfg, slots: sizes.layer_slots.first().copied().unwrap_or(context) };
-        let settled = self_test::settle(gpu, first.profile, kv_f16, opts.kv_cache == KvCache::Auto, &needs).await?;
-        let ropts = RuntimeOptions { kv_f16: settled.kv_f16, profile: settled.profile, ..first };
-        let sizes = Sizes::plan(cfg, &ropts, gpu)?;
+        let slots = sizes.layer_slots.first().copied().unwrap_or(context);
         let budget = match opts.max_gpu_bytes {
             None => None,
             Some(limit) => match limit.checked_sub(sizes.total()) {
@@ -496,7 +548,7 @@ impl Model {
                 }
             },
         };
-        Ok((ropts, budget, sizes.total(), settled.report))
+        Ok(LoadPlan { first, budget, dtypes, linears, slots })
     }
 
     #[allow(clippy::too_many_arguments)]

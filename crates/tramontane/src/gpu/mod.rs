@@ -501,6 +501,13 @@ impl Gpu {
         readback::read_mapped(self, buf, size).await
     }
 
+    /// Resolves once the GPU has done the work submitted so far (browsers
+    /// only: natively wait with `device.poll`).
+    #[cfg(target_arch = "wasm32")]
+    pub fn submitted_work_done(&self) -> impl std::future::Future<Output = ()> + use<> {
+        readback::submitted_work_done(self)
+    }
+
     /// Copy `size` bytes of a storage buffer to the host (tests, debugging).
     pub async fn read_buffer(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let size = size.next_multiple_of(4);

@@ -10,22 +10,51 @@ use std::task::{Context, Poll, Waker};
 use super::Gpu;
 use crate::error::{Error, Result};
 
-#[derive(Default)]
-struct Slot {
-    done: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+/// What a wgpu callback hands over, and who waits for it.
+struct Slot<T> {
+    done: Option<T>,
     waker: Option<Waker>,
 }
 
-struct MapFuture(Arc<Mutex<Slot>>);
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { done: None, waker: None }
+    }
+}
 
-impl Future for MapFuture {
-    type Output = std::result::Result<(), wgpu::BufferAsyncError>;
+/// A callback's value as a future (`None`: the slot was poisoned).
+struct Callback<T>(Arc<Mutex<Slot<T>>>);
+
+impl<T> Callback<T> {
+    /// The future, and the function the callback calls with its value.
+    fn new() -> (Self, impl FnOnce(T) + Send + 'static)
+    where
+        T: Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let fire = {
+            let slot = slot.clone();
+            move |v| {
+                if let Ok(mut s) = slot.lock() {
+                    s.done = Some(v);
+                    if let Some(w) = s.waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+        };
+        (Callback(slot), fire)
+    }
+}
+
+impl<T> Future for Callback<T> {
+    type Output = Option<T>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Ok(mut s) = self.0.lock() else {
-            return Poll::Ready(Err(wgpu::BufferAsyncError));
+            return Poll::Ready(None);
         };
         match s.done.take() {
-            Some(r) => Poll::Ready(r),
+            Some(r) => Poll::Ready(Some(r)),
             None => {
                 s.waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -34,25 +63,26 @@ impl Future for MapFuture {
     }
 }
 
-pub(super) async fn read_mapped(gpu: &Gpu, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
-    let slot = Arc::new(Mutex::new(Slot::default()));
-    let slice = buf.slice(..size);
-    {
-        let slot = slot.clone();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            if let Ok(mut s) = slot.lock() {
-                s.done = Some(r);
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                }
-            }
-        });
+/// Resolves once the GPU has done all the work submitted before the call
+/// (in browsers `onSubmittedWorkDone`; awaiting it yields to the event loop).
+#[cfg(target_arch = "wasm32")]
+pub(super) fn submitted_work_done(gpu: &Gpu) -> impl Future<Output = ()> + use<> {
+    let (done, fire) = Callback::<()>::new();
+    gpu.queue.on_submitted_work_done(move || fire(()));
+    async move {
+        done.await;
     }
+}
+
+pub(super) async fn read_mapped(gpu: &Gpu, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+    let (mapped, fire) = Callback::new();
+    let slice = buf.slice(..size);
+    slice.map_async(wgpu::MapMode::Read, fire);
     #[cfg(not(target_arch = "wasm32"))]
     gpu.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-    let mapped = MapFuture(slot).await;
+    let mapped = mapped.await.unwrap_or(Err(wgpu::BufferAsyncError));
     gpu.check()?;
     // We never unmap or destroy a buffer while it maps, so a failed map means
     // the device is gone (WebGPU rejects mapAsync on a lost device).

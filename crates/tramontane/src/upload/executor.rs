@@ -29,22 +29,43 @@ const UPLOAD_PIECE: u64 = 4 << 20;
 const FLUSH_EVERY: u64 = 64 << 20;
 
 /// Submits staged uploads every FLUSH_EVERY bytes, so they drain instead of
-/// piling up in host memory. Natively each flush waits for the one before
-/// it, not for itself: the driver copies one batch while the host prepares
-/// the next (waiting for each batch at once left the host idle for half of a
-/// 7B model's upload on lavapipe).
+/// piling up in host memory. Each flush waits for the one before it, not for
+/// itself: the driver copies one batch while the host prepares the next
+/// (natively, waiting for each batch at once left the host idle for half of
+/// a 7B model's upload on lavapipe). In browsers that wait is a yield to the
+/// event loop, which a load whose reads never wait (synchronous OPFS reads
+/// in a worker) needs too: the self-test beside the upload, an abort and
+/// the progress events run there.
 #[derive(Default)]
 struct Flusher {
     #[cfg(not(target_arch = "wasm32"))]
     last: RefCell<Option<wgpu::SubmissionIndex>>,
+    #[cfg(target_arch = "wasm32")]
+    last: RefCell<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>>,
 }
 
 impl Flusher {
+    /// Submit, and natively wait for the batch before (the assembler's
+    /// texture copies, which run without an executor's turn to give).
     fn flush(&self, gpu: &Gpu) {
         let _submitted = gpu.queue.submit([]);
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(before) = self.last.replace(Some(_submitted)) {
             let _ = gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(before), timeout: None });
+        }
+    }
+
+    /// Submit, and wait for the batch before: in browsers by awaiting it.
+    async fn flush_async(&self, gpu: &Gpu) {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.flush(gpu);
+        #[cfg(target_arch = "wasm32")]
+        {
+            gpu.queue.submit([]);
+            let before = self.last.replace(Some(Box::pin(gpu.submitted_work_done())));
+            if let Some(before) = before {
+                before.await;
+            }
         }
     }
 }
@@ -164,17 +185,19 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
     };
     let progress = RefCell::new(progress);
     (progress.borrow_mut())(Progress { done: 0, total });
+    // Count `n` bytes placed; true when a flush is due.
     let advance = |n: u64| {
         done.set(done.get() + n);
         since_flush.set(since_flush.get() + n);
-        if since_flush.get() > FLUSH_EVERY {
-            flusher.flush(gpu);
+        (progress.borrow_mut())(Progress { done: done.get(), total });
+        let due = since_flush.get() > FLUSH_EVERY;
+        if due {
             since_flush.set(0);
         }
-        (progress.borrow_mut())(Progress { done: done.get(), total });
+        due
     };
     let upload_file = |indices: Vec<usize>| {
-        let (advance, place) = (&advance, &place);
+        let (advance, place, flusher) = (&advance, &place, &flusher);
         async move {
             for i in indices {
                 let part = &layout.parts[i];
@@ -202,8 +225,13 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                             let t0 = Instant::now();
                             place((part.dest, p.slab), p.at + off, &data)?;
                             off += n;
-                            advance(n);
+                            let due = advance(n);
                             timed(t0);
+                            if due {
+                                let t0 = Instant::now();
+                                flusher.flush_async(gpu).await;
+                                timed(t0);
+                            }
                         }
                     }
                 } else {
@@ -215,8 +243,13 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                         let v = values.get(p.elems.clone()).ok_or_else(|| Error::Internal("weight piece out of range".into()))?;
                         gpu.queue.write_buffer(buf(p)?, p.at, bytemuck::cast_slice(v));
                     }
-                    advance(t.nbytes);
+                    let due = advance(t.nbytes);
                     timed(t0);
+                    if due {
+                        let t0 = Instant::now();
+                        flusher.flush_async(gpu).await;
+                        timed(t0);
+                    }
                 }
             }
             Ok::<(), Error>(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tramontane::source::DirSource;
 use tramontane::{Error, Gpu, LoadOptions, Model};
 
-use crate::common::{check_reference, fixtures, reference, skip, LOGIT_TOL};
+use crate::common::{check_reference, fixtures, has_f16, reference, skip, LOGIT_TOL};
 
 fn own_gpu() -> Arc<Gpu> {
     Arc::new(pollster::block_on(Gpu::new()).expect("a wgpu adapter"))
@@ -60,17 +60,62 @@ fn wrong_subgroup_sums_fall_back_to_serial_sums() {
 }
 
 /// A kernel wrong in every variant (the RMSNorm's scale doubled) refuses the
-/// load as UNSUPPORTED naming the kernel and the adapter, before any weight
-/// is read; once the driver is right, the same device loads the model.
+/// load as UNSUPPORTED naming the kernel and the adapter; once the driver is
+/// right, the same device loads the model. Natively the self-test runs whole
+/// before the upload starts (its readbacks block), so the refusal comes
+/// before any weight is read (the pass built beside the upload needs its
+/// outcome); in browsers it runs beside the download, which it stops.
 #[test]
 fn a_kernel_wrong_in_every_variant_is_unsupported() {
     let gpu = own_gpu();
     gpu.kernels.inject_fault(Some(("let inv = 1.0 / sqrt(", "let inv = 2.0 / sqrt(")));
-    let e = load_on(&gpu, "llama_tiny").err().expect("refused");
+    let dir = fixtures().join("llama_tiny");
+    let src = crate::limits::recording(&dir);
+    let e = pollster::block_on(Model::load(gpu.clone(), &src, &LoadOptions::default(), &mut |_| {})).err().expect("refused");
     let msg = e.to_string();
     assert_eq!(e.code(), "UNSUPPORTED", "{msg}");
     assert!(msg.contains("RMSNorm") && msg.contains(&gpu.adapter.name), "{msg}");
+    assert!(!crate::limits::read_weights(&src, &dir), "weights were read before the refusal");
     gpu.kernels.inject_fault(None);
     let mut model = load_on(&gpu, "llama_tiny").expect("loads");
     check_reference(&mut model, &reference("llama_tiny"), "llama_tiny", LOGIT_TOL);
+}
+
+fn load_gguf_on(gpu: &Arc<Gpu>, opts: &LoadOptions) -> Result<Model, Error> {
+    let src = DirSource::new(fixtures().join("moe_gguf"));
+    pollster::block_on(Model::load_gguf(gpu.clone(), &src, "moe-q8_0.gguf", opts, &mut |_| {}))
+}
+
+/// An f16 KV cache that reads wrong (its kernels built as if the cache held
+/// f32s): a quantized model on `Auto` falls back to an f32 cache and says
+/// so. The self-test runs beside the upload, so the memory limit was checked
+/// against the f16 cache's size before the download; the f32 cache's, larger,
+/// is checked after it: OUT_OF_MEMORY, and the same device loads the model
+/// with room for it.
+#[test]
+fn a_wrong_f16_cache_falls_back_to_f32_within_the_memory_limit() {
+    let gpu = own_gpu();
+    if !has_f16(gpu.adapter.shader_f16, "the fallback from an f16 KV cache") {
+        return;
+    }
+    gpu.kernels.inject_fault(Some(("alias kv_t = f16;", "alias kv_t = f32;")));
+    let model = load_gguf_on(&gpu, &LoadOptions::default()).expect("loads with an f32 cache");
+    let t = &model.info.self_test;
+    assert_eq!(model.info.kv_cache, "f32", "{t:?}");
+    assert!(t.fallbacks.iter().any(|f| f.contains("an f16 KV cache")), "{t:?}");
+    assert!(t.fallbacks.last().is_some_and(|f| f.contains("an f32 KV cache")), "{t:?}");
+    let f32_total = model.info.gpu_bytes;
+    drop(model);
+    // The same model with an f16 cache (no fault) needs less: a limit
+    // between the two passes the checks before the download, not the one after.
+    let fresh = own_gpu();
+    let f16_total = load_gguf_on(&fresh, &LoadOptions::default()).expect("loads").info.gpu_bytes;
+    assert!(f16_total < f32_total, "f16 cache {f16_total} vs f32 {f32_total}");
+    let limit = LoadOptions { max_gpu_bytes: Some(f16_total), ..Default::default() };
+    let e = load_gguf_on(&gpu, &limit).err().expect("over the limit with an f32 cache");
+    assert_eq!(e.code(), "OUT_OF_MEMORY", "{e}");
+    assert!(e.to_string().contains("f32 KV cache") && e.to_string().contains("max_gpu_bytes"), "{e}");
+    let roomy = LoadOptions { max_gpu_bytes: Some(f32_total), ..Default::default() };
+    let model = load_gguf_on(&gpu, &roomy).expect("fits with room for the f32 cache");
+    assert_eq!(model.info.kv_cache, "f32");
 }
