@@ -10,6 +10,8 @@
 // network cut, in the page, opens the file at the tensors instead of reading
 // the holes; a worker reads it through a synchronous handle at those offsets.
 // The model is the fixture's, so its greedy tokens are transformers' reference.
+// Before that, a download killed half-way (its worker terminated) leaves its
+// partial file, which the next load removes.
 // (Cache API parts, the store where OPFS cannot be written, are checked on a
 // small file in engine.test.mjs and transport.test.mjs.)
 import { test, before, after } from 'node:test';
@@ -59,19 +61,9 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
   page.on('pageerror', (e) => console.error('page error:', e.message));
   await page.goto(server.url + 'tests/browser/blank.html');
   const src = '/target/browser-bigcache/sparse.gguf';
-  const before = server.log.length;
-  const t0 = Date.now();
-  const got = await page.evaluate(async ([src, ids]) => {
+  const killedRun = await page.evaluate(async (src) => {
     const T = await import('/pkg/index.js');
-    const greedy = async (e) => (await e.completions.create({ prompt: ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
     await caches.delete('tramontane-v1');
-    const w = await T.WorkerEngine.load(src);
-    const first = { network: w.info.network, ids: await greedy(w) };
-    await w.unload();
-    w.terminate();
-    // The page's engine started (its wasm fetched) before the network goes.
-    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
-    const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/target/')));
     const opfsFiles = async () => {
       const out = [];
       try {
@@ -80,6 +72,47 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
       } catch { /* no directory: no files */ }
       return out;
     };
+    for (const [name] of await opfsFiles()) await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1').then((d) => d.removeEntry(name));
+    // A download killed half-way (its worker terminated, as a closed tab
+    // would be): no code of ours runs to remove its file. While it wrote, it
+    // held the writes' lock (shared).
+    const killed = new T.WorkerEngine(new Worker('/pkg/worker.js', { type: 'module' }));
+    const locks = [];
+    await new Promise((stop) => {
+      killed.load(src, {
+        onProgress: (e) => {
+          if (e.phase !== 'download' || e.fileLoaded < 1 << 30 || locks.length) return;
+          locks.push(navigator.locks.query().then((q) => q.held.filter((l) => l.name === 'tramontane-v1-opfs-writes').map((l) => l.mode)));
+          stop();
+        },
+      }).catch(() => {});
+    });
+    const whileWriting = await locks[0];
+    killed.terminate();
+    await new Promise((r) => setTimeout(r, 500));
+    return { whileWriting, leftByKilled: await opfsFiles() };
+  }, src);
+  const before = server.log.length;
+  const t0 = Date.now();
+  const got = await page.evaluate(async ([src, ids]) => {
+    const T = await import('/pkg/index.js');
+    const greedy = async (e) => (await e.completions.create({ prompt: ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
+    await caches.delete('tramontane-v1');
+    const opfsFiles = async () => {
+      const out = [];
+      try {
+        const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
+        for await (const [name, h] of d.entries()) out.push([name, (await h.getFile()).size]);
+      } catch { /* no directory: no files */ }
+      return out;
+    };
+    const w = await T.WorkerEngine.load(src);
+    const first = { network: w.info.network, ids: await greedy(w) };
+    await w.unload();
+    w.terminate();
+    // The page's engine started (its wasm fetched) before the network goes.
+    const e = await T.Engine.load('/tests/fixtures/llama_tiny/', { useCache: false });
+    const keys = (await (await caches.open('tramontane-v1')).keys()).map((k) => k.url.slice(k.url.indexOf('/target/')));
     const files = await opfsFiles();
     const has = await T.Engine.cache.has(src);
     const realFetch = globalThis.fetch;
@@ -112,12 +145,15 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
     return { first, second, worker, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
   }, [src, r.input_ids]);
   console.log(`cold load and greedy: ${((Date.now() - t0) / 1000).toFixed(1)} s in all; cached reload ${got.second.seconds.toFixed(1)} s`);
+  assert.deepEqual(killedRun.whileWriting, ['shared'], 'a write holds the writes\' lock');
+  assert.equal(killedRun.leftByKilled.length, 1, `the killed download left its file: ${JSON.stringify(killedRun.leftByKilled)}`);
+  assert.ok(killedRun.leftByKilled[0][1] < file.size, 'part of the file');
   assert.equal(got.first.network.cacheWarning, null, 'the first load cached the file');
   assert.deepEqual(got.first.ids, r.greedy, 'the sparse file is the fixture model');
   assert.equal(got.first.network.cacheStore, 'opfs');
   const mine = got.keys.filter((k) => k.startsWith(src)).sort();
   assert.deepEqual(mine, [src, `${src}?tramontane-manifest`], 'the index and the manifest in the Cache API, no parts');
-  assert.deepEqual(got.files.map((f) => f[1]), [file.size], 'one OPFS file, the whole GGUF');
+  assert.deepEqual(got.files.map((f) => f[1]), [file.size], 'one OPFS file, the whole GGUF (the killed download\'s went at the next load)');
   assert.equal(got.has, true);
   assert.equal(got.tried, 0, 'no fetch with the network cut');
   assert.equal(got.second.network.requests, 0);

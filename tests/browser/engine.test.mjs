@@ -314,6 +314,72 @@ test('a file larger than a cache part is cached in one OPFS file, or in Cache AP
   await p.context().close();
 });
 
+test('OPFS files no cache entry names (a load killed mid-write) go at the next load, never while a write is under way', { timeout: 180000 }, async () => {
+  // An orphan is planted as a load killed mid-write leaves it: a file in
+  // the cache's OPFS directory that no index entry names. While any context
+  // holds the writes' Web Lock (as every OPFS write does from creating its
+  // file to writing its index) a load leaves it; once the lock is free the
+  // next load, in the page or in a worker, removes it and keeps the cached
+  // model's own file, which it loads from with the network cut.
+  const p = await page();
+  const got = await run(p, async (T) => {
+    const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
+    const opts = { cachePartBytes: 65536, cacheStore: 'opfs' };
+    const root = await navigator.storage.getDirectory();
+    await caches.delete('tramontane-v1');
+    try { await root.removeEntry('tramontane-v1', { recursive: true }); } catch { /* none yet */ }
+    const names = async () => {
+      const d = await root.getDirectoryHandle('tramontane-v1');
+      const out = [];
+      for await (const name of d.keys()) out.push(name);
+      return out.sort();
+    };
+    const plant = async (name) => {
+      const d = await root.getDirectoryHandle('tramontane-v1', { create: true });
+      const w = await (await d.getFileHandle(name, { create: true })).createWritable();
+      await w.write(new Uint8Array(100000));
+      await w.close();
+    };
+    const loadCut = async (Kind) => {
+      const realFetch = globalThis.fetch;
+      globalThis.fetch = () => Promise.reject(new TypeError('the network is cut'));
+      try {
+        const e = await Kind.load(src, opts);
+        const requests = e.info.network.requests;
+        await e.unload();
+        e.terminate?.();
+        return requests;
+      } finally {
+        globalThis.fetch = realFetch;
+      }
+    };
+    const cold = await T.Engine.load(src, opts);
+    await cold.unload();
+    const own = await names();
+    await plant('0123456789abcdef-killed');
+    // Another context's write under way: its lock, held shared.
+    let release;
+    await new Promise((held) => navigator.locks.request('tramontane-v1-opfs-writes', { mode: 'shared' }, () => new Promise((r) => { release = r; held(); })));
+    const whileWriting = await loadCut(T.Engine);
+    const keptWhileWriting = await names();
+    release();
+    const after = await loadCut(T.Engine);
+    const swept = await names();
+    await plant('fedcba9876543210-killed');
+    const inWorker = await loadCut(T.WorkerEngine);
+    const sweptByWorker = await names();
+    await T.Engine.cache.delete(src);
+    return { own, whileWriting, keptWhileWriting, after, swept, inWorker, sweptByWorker };
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.own.length, 1, `the cached model's one OPFS file: ${got.own}`);
+  assert.deepEqual(got.keptWhileWriting, [...got.own, '0123456789abcdef-killed'].sort(), 'nothing is swept while a write holds the lock');
+  assert.deepEqual(got.swept, got.own, 'the orphan goes once no write is under way; the model\'s file stays');
+  assert.deepEqual(got.sweptByWorker, got.own, 'a worker sweeps too');
+  assert.deepEqual([got.whileWriting, got.after, got.inWorker], [0, 0, 0], 'each load came from the cache');
+  await p.context().close();
+});
+
 test('bad sources give typed errors: 404 shard, truncated shard, bad repo', { timeout: 180000 }, async () => {
   const p = await page();
   const got = await run(p, async (T) => {

@@ -184,7 +184,7 @@ async fn delete_own(cache: &Cache, key: &str, load: &str) {
 
 /// Let a promise fail unobserved (a cancel of an errored body rejects): an
 /// unhandled rejection would show as an uncaught error in the page.
-fn quietly(p: &Promise) {
+pub(crate) fn quietly(p: &Promise) {
     NOOP.with(|f| {
         let _ = p.catch(f);
     });
@@ -429,6 +429,31 @@ pub async fn open_cache() -> Option<Cache> {
         g.unchecked_into::<web_sys::WorkerGlobalScope>().caches().ok()?
     };
     JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into::<Cache>().ok()
+}
+
+/// Remove the cache's OPFS files that no entry of `cache` names (opfs.rs
+/// says where they come from), unless a write is under way in this origin.
+/// Quiet: a file that cannot go now (open elsewhere) goes at a later sweep.
+pub async fn sweep_opfs(cache: &Cache) {
+    let Some(dir) = opfs::dir(false).await else { return };
+    let Some(_sweeping) = opfs::sweep_lock().await else { return };
+    let files = opfs::file_names(&dir).await;
+    if files.is_empty() {
+        return;
+    }
+    let Ok(entries) = JsFuture::from(cache.match_all()).await else { return };
+    let named: std::collections::HashSet<String> = Array::from(&entries)
+        .iter()
+        .filter_map(|r| r.dyn_into::<Response>().ok())
+        .filter_map(|r| {
+            let file = r.headers().get(OPFS_HEADER).ok().flatten();
+            cancel_body(&r);
+            file
+        })
+        .collect();
+    for f in files.iter().filter(|f| !named.contains(*f)) {
+        opfs::remove(&dir, f).await;
+    }
 }
 
 /// `new URL(url).origin` (no web-sys feature needed); `None` if it does not parse
@@ -849,6 +874,8 @@ impl FetchSource {
         let (d, file) = (dir.clone(), name.clone());
         let task = async move {
             let end = end;
+            // Held until the file has its index or is gone (a sweep waits).
+            let _writing = opfs::write_lock().await;
             let handle = opfs::create(&d, &file).await?;
             // In a worker: a synchronous handle, each chunk written as it comes.
             if let Some(sync) = if opfs::sync_access() { opfs::sync_writer(&handle).await } else { None } {

@@ -200,6 +200,9 @@ impl WasmEngine {
             // Drop any previous model first: its buffers go before new ones are made.
             state.borrow_mut().model = None;
             let cache = if spec.use_cache { fetch::open_cache().await } else { None };
+            if let Some(c) = &cache {
+                fetch::sweep_opfs(c).await;
+            }
             let cache_available = cache.is_some();
             let opfs_dir = if cache.is_some() && use_opfs { opfs::dir(true).await } else { None };
             let cache_store = if opfs_dir.is_some() { "opfs" } else { "cacheApi" };

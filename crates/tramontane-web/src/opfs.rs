@@ -16,6 +16,13 @@
 //! Each load writes its own file (`<url hash>-<load id>`), so a failed load
 //! removes only what it wrote and two loads never write the same file; an
 //! index that replaces an older one removes the older file.
+//!
+//! What no index names is swept at the start of a load: the file of a load
+//! killed mid-write (a closed tab, a terminated worker: no code of ours ran
+//! to remove it), or one whose removal failed while a reader held it open.
+//! Every write holds a Web Lock shared from creating its file to writing its
+//! index; a sweep takes it exclusively, and only if it is free at once, so it
+//! never removes a file that a write in any tab or worker is still filling.
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
@@ -82,6 +89,98 @@ pub async fn remove(dir: &FileSystemDirectoryHandle, name: &str) {
     let _ = JsFuture::from(dir.remove_entry(name)).await;
 }
 
+/// The Web Lock of the cache's OPFS writes (see the module's comment).
+const WRITE_LOCK: &str = "tramontane-v1-opfs-writes";
+
+/// A Web Lock, held until dropped.
+pub struct Held(Option<Function>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            let _ = release.call0(&JsValue::UNDEFINED);
+        }
+    }
+}
+
+/// `navigator.locks` in a window or a worker, if there is one.
+fn locks() -> Option<JsValue> {
+    let nav = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let locks = Reflect::get(&nav, &"locks".into()).ok()?;
+    Reflect::get(&locks, &"request".into()).ok()?.dyn_into::<Function>().ok()?;
+    Some(locks)
+}
+
+/// Take the write lock in `mode` (waiting for it), or `None` where `at_once`
+/// and it is held elsewhere, or where there are no Web Locks.
+async fn lock(mode: &str, at_once: bool) -> Option<Held> {
+    let locks = locks()?;
+    let request: Function = Reflect::get(&locks, &"request".into()).ok()?.dyn_into().ok()?;
+    // The lock is held until the promise its callback returns settles: that
+    // promise's resolve is the `Held`.
+    let mut release = None;
+    let until = js_sys::Promise::new(&mut |res, _| release = Some(res));
+    let release = release?;
+    let mut granted = None;
+    let got = js_sys::Promise::new(&mut |res, _| granted = Some(res));
+    let granted = granted?;
+    let refused = granted.clone();
+    let callback = wasm_bindgen::closure::Closure::once_into_js(move |lock: JsValue| -> JsValue {
+        let _ = granted.call1(&JsValue::UNDEFINED, &JsValue::from_bool(!lock.is_null()));
+        if lock.is_null() {
+            JsValue::UNDEFINED
+        } else {
+            until.into()
+        }
+    });
+    let opts = js_sys::Object::new();
+    Reflect::set(&opts, &"mode".into(), &mode.into()).ok()?;
+    Reflect::set(&opts, &"ifAvailable".into(), &at_once.into()).ok()?;
+    let requested = request.call3(&locks, &WRITE_LOCK.into(), &opts, &callback).ok()?;
+    if let Ok(p) = requested.dyn_into::<js_sys::Promise>() {
+        // Settles when the lock is released; a rejection (no lock to be had
+        // here) ends the wait for it.
+        let on_reject = wasm_bindgen::closure::Closure::once(move |_: JsValue| {
+            let _ = refused.call1(&JsValue::UNDEFINED, &JsValue::FALSE);
+        });
+        if let Some(catch) = Reflect::get(&p, &"catch".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()) {
+            let _ = catch.call1(&p, &on_reject.into_js_value());
+        }
+    }
+    let held = Held(Some(release));
+    JsFuture::from(got).await.ok()?.as_bool().filter(|&g| g).map(|_| held)
+}
+
+/// The lock a write holds from creating its file to writing its index
+/// (`None` without Web Locks: the write goes on, and no sweep runs).
+pub async fn write_lock() -> Option<Held> {
+    lock("shared", false).await
+}
+
+/// The lock a sweep holds, if no write holds it now.
+pub async fn sweep_lock() -> Option<Held> {
+    lock("exclusive", true).await
+}
+
+/// The names of the files in `dir`.
+pub async fn file_names(dir: &FileSystemDirectoryHandle) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(iter) = Reflect::get(dir, &"keys".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()).and_then(|f| f.call0(dir).ok()) else {
+        return out;
+    };
+    let Some(next) = Reflect::get(&iter, &"next".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()) else { return out };
+    while let Some(step) = next.call0(&iter).ok().and_then(|p| p.dyn_into::<js_sys::Promise>().ok()) {
+        let Ok(r) = JsFuture::from(step).await else { break };
+        if Reflect::get(&r, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            break;
+        }
+        if let Some(name) = Reflect::get(&r, &"value".into()).ok().and_then(|v| v.as_string()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Whether synchronous access handles exist here (dedicated workers only).
 pub fn sync_access() -> bool {
     let Ok(ctor) = Reflect::get(&js_sys::global(), &"FileSystemFileHandle".into()) else { return false };
@@ -103,9 +202,36 @@ pub async fn sync_reader(dir: &FileSystemDirectoryHandle, name: &str, size: u64)
     let opts = js_sys::Object::new();
     Reflect::set(&opts, &"mode".into(), &"read-only".into()).ok()?;
     let p: js_sys::Promise = create.call1(&file, &opts).ok()?.dyn_into().ok()?;
-    let handle: FileSystemSyncAccessHandle = JsFuture::from(p).await.ok()?.dyn_into().ok()?;
+    // A load dropped while the handle is made (it failed elsewhere) must
+    // not leave the handle open: it would hold the file until the worker ends.
+    let mut unclaimed = Unclaimed(Some(p.clone()));
+    let made = JsFuture::from(p).await;
+    unclaimed.0 = None;
+    let handle: FileSystemSyncAccessHandle = made.ok()?.dyn_into().ok()?;
     let reader = SyncReader(handle);
     (reader.0.get_size().ok()? == size as f64).then_some(reader)
+}
+
+/// A handle being made that nobody waits for any more: closed once made.
+struct Unclaimed(Option<js_sys::Promise>);
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        let Some(p) = self.0.take() else { return };
+        let close = wasm_bindgen::closure::Closure::once(|h: JsValue| {
+            if let Ok(h) = h.dyn_into::<FileSystemSyncAccessHandle>() {
+                h.close();
+            }
+        });
+        let then = Reflect::get(&p, &"then".into()).ok().and_then(|f| f.dyn_into::<Function>().ok());
+        if let Some(then) = then {
+            if let Ok(chained) = then.call1(&p, &close.into_js_value()) {
+                if let Ok(chained) = chained.dyn_into::<js_sys::Promise>() {
+                    crate::fetch::quietly(&chained);
+                }
+            }
+        }
+    }
 }
 
 /// A synchronous read handle, closed when dropped (an open one keeps the file
