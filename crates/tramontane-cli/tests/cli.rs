@@ -218,12 +218,14 @@ fn bench_json_reports_speeds_and_memory_by_kind() {
     assert!(p["lanes"].as_u64().is_some_and(|l| l >= 1) && p["decode_matvec"].is_string() && p["weights"].is_string(), "{v}");
     assert!(v["self_test"]["kernels"].as_u64().is_some_and(|k| k >= 5), "{v}");
     assert_eq!(v["self_test"]["fallbacks"], serde_json::json!([]), "{v}");
-    // The load by phase: each measured, together no more than the whole.
+    // The load by phase: each measured, together no more than the whole
+    // (the self-test runs beside the others, within the load).
     let ph = &v["load_phases"];
     let phase = |k: &str| ph[k].as_f64().unwrap_or_else(|| panic!("load_phases.{k}: {v}"));
     let parts = ["prepare_s", "read_s", "upload_s", "pipelines_s"].map(phase);
-    assert!(parts.iter().all(|&x| x >= 0.0) && phase("pipelines_s") > 0.0 && phase("self_test_s") <= phase("prepare_s"), "{v}");
-    assert!(parts.iter().sum::<f64>() <= v["load_seconds"].as_f64().expect("load_seconds") + 0.01, "{v}");
+    let load = v["load_seconds"].as_f64().expect("load_seconds");
+    assert!(parts.iter().all(|&x| x >= 0.0) && phase("pipelines_s") > 0.0 && (0.0..=load).contains(&phase("self_test_s")), "{v}");
+    assert!(parts.iter().sum::<f64>() <= load + 0.01, "{v}");
 }
 
 #[test]

@@ -156,11 +156,11 @@ pub struct ImageTiming {
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LoadPhases {
     /// Config, tokenizer and tensor tables read, sizes planned: everything
-    /// before the first weight byte is asked for (natively the self-test
-    /// too: its readbacks block, so it runs whole first).
+    /// before the first weight byte is asked for.
     pub prepare_s: f64,
-    /// The adapter self-test (0 where this adapter ran it before). In
-    /// browsers it runs beside the weights' download, between its reads.
+    /// The adapter self-test (0 where this adapter ran it before), which
+    /// runs beside the weights' download (natively on a thread of its own),
+    /// so it overlaps the phases below.
     pub self_test_s: f64,
     /// Waiting for the weights' bytes (network, disk or cache).
     pub read_s: f64,
@@ -437,45 +437,60 @@ impl Model {
     }
 
     /// Both formats from their config and tensor table on: plan the sizes,
-    /// upload the weights with the adapter self-test beside them (the pass
-    /// built beside them too where it can be), assemble the model.
+    /// upload the weights with the adapter self-test beside them (and the
+    /// pass built beside them where it can be), assemble the model.
     ///
-    /// The self-test runs while the weights stream in rather than before:
-    /// in browsers it is mostly the model's pipelines compiling in the GPU
-    /// process at their first dispatch, which the download need not wait
-    /// for. Its outcome cannot change what the upload writes (a fallback
+    /// The self-test runs while the weights stream in rather than before
+    /// (natively on its own thread; in browsers its pipelines compile in the
+    /// GPU process at their first dispatch): the download need not wait for
+    /// it. Its outcome cannot change what the upload writes (a fallback
     /// changes the kernels' sums and the KV cache's type, not the weights'
     /// layout), only the memory the rest takes, checked again after it. A
-    /// self-test that fails stops the download where it is.
+    /// self-test that fails stops the download at its next piece.
     #[allow(clippy::too_many_arguments)]
     async fn load_planned<S: ModelSource>(gpu: Arc<Gpu>, src: &S, cfg: ModelConfig, table: TensorTable, text: ModelText, naming: &dyn Naming,
                                           opts: &LoadOptions, t0: Instant, progress: &mut dyn FnMut(Progress)) -> Result<Model> {
+        use std::cell::{Cell, RefCell};
         let plan = Self::plan(&gpu, &cfg, &table, naming, opts)?;
         let first = plan.first.clone();
-        // The options the self-test settles on, for the pass built beside
-        // the upload (natively the self-test ends before the upload starts:
-        // its readbacks block).
-        let settled_opts: std::cell::RefCell<Option<RuntimeOptions>> = Default::default();
-        let prepared = std::cell::Cell::new(None);
+        let req = self_test::Request {
+            profile: first.profile,
+            kv_f16: first.kv_f16,
+            kv_may_fall_back: opts.kv_cache == KvCache::Auto,
+            dtypes: plan.dtypes.clone(),
+            linears: plan.linears.clone(),
+            cfg: cfg.clone(),
+            slots: plan.slots,
+        };
+        // Natively the weights that stay in buffers are bound before their
+        // bytes come, and the pass is built on them on a thread of its own
+        // (EarlyRuntime) as soon as the self-test has settled its options:
+        // whichever of the two comes second starts it.
+        let settled_opts: RefCell<Option<RuntimeOptions>> = Default::default();
+        let bound: RefCell<Option<crate::upload::Weights>> = Default::default();
+        let early: RefCell<Option<EarlyRuntime>> = Default::default();
+        let prepared = Cell::new(None);
         let test = async {
-            let needs = self_test::Needs { dtypes: plan.dtypes.clone(), linears: plan.linears.clone(), cfg: &cfg, slots: plan.slots };
-            let s = self_test::settle(&gpu, first.profile, first.kv_f16, opts.kv_cache == KvCache::Auto, &needs).await?;
-            *settled_opts.borrow_mut() = Some(RuntimeOptions { kv_f16: s.kv_f16, profile: s.profile, ..first.clone() });
+            let s = self_test::settle_beside(gpu.clone(), req).await?;
+            let r = RuntimeOptions { kv_f16: s.kv_f16, profile: s.profile, ..first.clone() };
+            if let Some(w) = bound.borrow_mut().take() {
+                *early.borrow_mut() = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w, r.clone()));
+            }
+            *settled_opts.borrow_mut() = Some(r);
             Ok(s)
         };
-        let mut early = None;
         let upload = async {
             prepared.set(Some(t0.elapsed().as_secs_f64()));
             load_weights(&gpu, first.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, plan.budget, progress,
-                         &mut |w| {
-                             if let Some(r) = settled_opts.borrow().clone() {
-                                 early = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), r));
-                             }
+                         &mut |w| match settled_opts.borrow().clone() {
+                             Some(r) => *early.borrow_mut() = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), r)),
+                             None => *bound.borrow_mut() = Some(w.clone()),
                          })
                 .await
         };
-        // The self-test first: natively it runs whole before the upload.
+        // The upload yields between its pieces, so a failed self-test ends it there.
         let joined = futures_util::future::try_join(test, upload).await;
+        let mut early = early.into_inner();
         let (settled, weights) = match joined {
             Ok(both) => both,
             Err(e) => {

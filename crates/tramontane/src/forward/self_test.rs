@@ -168,6 +168,66 @@ pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall
     )))
 }
 
+/// What [`settle`] takes, owned, so that a thread can run it.
+#[derive(Clone)]
+pub struct Request {
+    pub profile: DeviceProfile,
+    pub kv_f16: bool,
+    pub kv_may_fall_back: bool,
+    pub dtypes: Vec<DType>,
+    pub linears: Vec<ModelLinear>,
+    pub cfg: ModelConfig,
+    pub slots: usize,
+}
+
+impl Request {
+    async fn settle(&self, gpu: &Gpu) -> Result<Settled> {
+        let needs = Needs { dtypes: self.dtypes.clone(), linears: self.linears.clone(), cfg: &self.cfg, slots: self.slots };
+        settle(gpu, self.profile, self.kv_f16, self.kv_may_fall_back, &needs).await
+    }
+}
+
+/// [`settle`] beside other work (a load's upload): natively on a thread of
+/// its own, since its readbacks block and creating its pipelines is
+/// compiling them; in browsers as a future that runs between the other
+/// work's awaits (its pipelines compile in the GPU process meanwhile).
+pub fn settle_beside(gpu: std::sync::Arc<Gpu>, req: Request) -> impl std::future::Future<Output = Result<Settled>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let (outcome, fire) = crate::gpu::Callback::new();
+        // A thread that panics still says so.
+        struct Deliver<F: FnOnce(Result<Settled>)>(Option<F>);
+        impl<F: FnOnce(Result<Settled>)> Drop for Deliver<F> {
+            fn drop(&mut self) {
+                if let Some(f) = self.0.take() {
+                    f(Err(Error::Internal("the self-test's thread panicked".into())));
+                }
+            }
+        }
+        let mut send = Deliver(Some(fire));
+        let spawned = std::thread::Builder::new().name("tramontane-self-test".into()).spawn({
+            let (gpu, req) = (gpu.clone(), req.clone());
+            move || {
+                let r = pollster::block_on(req.settle(&gpu));
+                if let Some(f) = send.0.take() {
+                    f(r);
+                }
+            }
+        });
+        async move {
+            match spawned {
+                Ok(_) => outcome.await.unwrap_or_else(|| Err(Error::Internal("the self-test's outcome was lost".into()))),
+                // No thread to be had: here, then.
+                Err(_) => req.settle(&gpu).await,
+            }
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    async move {
+        req.settle(&gpu).await
+    }
+}
+
 /// The outcomes so far, by adapter, fault and what was tested.
 fn outcomes() -> std::sync::MutexGuard<'static, HashMap<String, Settled>> {
     static OUTCOMES: LazyLock<Mutex<HashMap<String, Settled>>> = LazyLock::new(Mutex::default);

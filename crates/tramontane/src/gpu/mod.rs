@@ -5,6 +5,8 @@ pub mod bindings;
 pub mod kernels;
 pub mod profile;
 mod readback;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use readback::Callback;
 
 use std::sync::{Arc, Mutex};
 

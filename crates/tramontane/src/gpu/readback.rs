@@ -23,11 +23,11 @@ impl<T> Default for Slot<T> {
 }
 
 /// A callback's value as a future (`None`: the slot was poisoned).
-struct Callback<T>(Arc<Mutex<Slot<T>>>);
+pub(crate) struct Callback<T>(Arc<Mutex<Slot<T>>>);
 
 impl<T> Callback<T> {
     /// The future, and the function the callback calls with its value.
-    fn new() -> (Self, impl FnOnce(T) + Send + 'static)
+    pub(crate) fn new() -> (Self, impl FnOnce(T) + Send + 'static)
     where
         T: Send + 'static,
     {

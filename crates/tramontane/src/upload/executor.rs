@@ -70,6 +70,30 @@ impl Flusher {
     }
 }
 
+/// Natively, a turn for whatever runs beside the upload in the same task
+/// (the load's self-test, whose outcome a thread delivers): a native
+/// source's reads never wait, so without this the upload would run to its
+/// end before a failed self-test could stop it or a settled one start the
+/// pass's pipelines. In browsers the upload's reads and flushes await.
+async fn between_pieces() {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        struct YieldNow(bool);
+        impl std::future::Future for YieldNow {
+            type Output = ();
+            fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+                if self.0 {
+                    return std::task::Poll::Ready(());
+                }
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
+        YieldNow(false).await
+    }
+}
+
 /// Allocate, fill and assemble every weight of `layout`, reading up to
 /// `parallel` files at a time. Natively, where the weights stay in the
 /// buffers they are written to, they are assembled first and given to
@@ -232,6 +256,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                                 flusher.flush_async(gpu).await;
                                 timed(t0);
                             }
+                            between_pieces().await;
                         }
                     }
                 } else {
@@ -250,6 +275,7 @@ async fn stream<S: ModelSource>(gpu: &Gpu, src: &S, layout: &Layout, bufs: &[Vec
                         flusher.flush_async(gpu).await;
                         timed(t0);
                     }
+                    between_pieces().await;
                 }
             }
             Ok::<(), Error>(())

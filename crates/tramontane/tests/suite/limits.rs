@@ -14,7 +14,7 @@ use tramontane::{Error, Gpu, LoadOptions, Model};
 
 /// A folder source that records every read, to show which bytes a failed
 /// load touched.
-pub(crate) struct Recording {
+struct Recording {
     inner: DirSource,
     reads: RefCell<Vec<(String, u64, u64)>>,
 }
@@ -29,12 +29,12 @@ impl ModelSource for Recording {
     }
 }
 
-pub(crate) fn recording(dir: &Path) -> Recording {
+fn recording(dir: &Path) -> Recording {
     Recording { inner: DirSource::new(dir), reads: RefCell::new(Vec::new()) }
 }
 
 /// Whether any read reached a shard's tensor data (past its header).
-pub(crate) fn read_weights(src: &Recording, dir: &Path) -> bool {
+fn read_weights(src: &Recording, dir: &Path) -> bool {
     src.reads.borrow().iter().any(|(name, offset, len)| {
         if !name.ends_with(".safetensors") {
             return false;
