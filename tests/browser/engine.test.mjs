@@ -320,7 +320,8 @@ test('OPFS files no cache entry names (a load killed mid-write) go at the next l
   // holds the writes' Web Lock (as every OPFS write does from creating its
   // file to writing its index) a load leaves it; once the lock is free the
   // next load, in the page or in a worker, removes it and keeps the cached
-  // model's own file, which it loads from with the network cut.
+  // model's own file, which it loads from (the page's fetch cut; the
+  // worker's makes no request).
   const p = await page();
   const got = await run(p, async (T) => {
     const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';

@@ -67,7 +67,8 @@ pub struct ModelArgs {
     #[arg(long)]
     pub max_binding: Option<u64>,
     /// GPU memory the model may take in all (weights, KV cache, activations);
-    /// more fails with OUT_OF_MEMORY before any weight is read.
+    /// more fails with OUT_OF_MEMORY before any weight is read (after them
+    /// where the self-test falls back to a larger f32 KV cache).
     #[arg(long)]
     pub max_gpu_bytes: Option<u64>,
     /// Kernel shapes: auto (CPU-shaped on a CPU rasterizer such as lavapipe,

@@ -12,7 +12,8 @@ const DOES_NOT_FIT = new Set(['WEBGPU_UNAVAILABLE', 'UNSUPPORTED', 'OUT_OF_MEMOR
  * The rule, decided without downloading anything first: no `navigator.gpu` or
  * no adapter → remote; else the model is loaded locally (with `maxGpuBytes` set
  * to `localMaxGpuBytes` when given, which the engine checks before any weight
- * is downloaded) and a load failing with WEBGPU_UNAVAILABLE, UNSUPPORTED or
+ * is downloaded; a failing adapter self-test stops the download where it is)
+ * and a load failing with WEBGPU_UNAVAILABLE, UNSUPPORTED or
  * OUT_OF_MEMORY → remote. Without `remote`, local or its error. `useWorker`:
  * the local engine is a WorkerEngine. The engine returned has `kind` ('local' |
  * 'remote') and `reason` (a sentence saying why). */

@@ -56,7 +56,8 @@ export interface LoadOptions {
   maxBindingSize?: number;
   /** GPU memory the model may take in all: weights, KV cache and activations.
    * A model that needs more fails with OUT_OF_MEMORY before any weight is
-   * downloaded (default: no limit of ours; the device's own applies). */
+   * downloaded, or once they are in where the self-test falls back to a
+   * larger f32 KV cache (default: no limit of ours; the device's own applies). */
   maxGpuBytes?: number;
   /** KV cache element type: "auto" (default: f16 for quantized models when the
    * adapter has shader-f16, else f32), "f16" (needs shader-f16) or "f32". */
@@ -134,7 +135,7 @@ export interface EngineInfo {
   kvCache: 'f16' | 'f32';
   /** The kernel shapes this device got (the `kernels` load option and the adapter). */
   deviceProfile: DeviceProfile;
-  /** The adapter self-test run before the weights were fetched. */
+  /** The adapter self-test, run beside the weights' download. */
   selfTest: {
     /** Kernels run and compared with the CPU. */
     kernels: number;
@@ -488,7 +489,8 @@ export interface CreateEngineOptions extends LoadOptions {
   remote?: string | URL | (RemoteEngineOptions & { baseUrl: string | URL });
   /** GPU memory the model may take here (the local load's `maxGpuBytes`):
    * a model that needs more goes to the server, decided before any weight is
-   * downloaded. */
+   * downloaded (after them only where the self-test falls back to a larger
+   * f32 KV cache). */
   localMaxGpuBytes?: number;
   /** Run the local engine in a Web Worker (a WorkerEngine). */
   useWorker?: boolean;

@@ -40,7 +40,9 @@ pub struct LoadOptions {
     pub kv_cache: KvCache,
     /// GPU memory this model may take in all (weights, KV cache, activations).
     /// A model that needs more fails with OUT_OF_MEMORY before any weight is
-    /// downloaded. `None`: no limit of ours; the device's own still applies.
+    /// downloaded (or, where the self-test falls back to a larger f32 KV
+    /// cache, once the weights are in). `None`: no limit of ours; the
+    /// device's own still applies.
     pub max_gpu_bytes: Option<u64>,
     /// A GGUF model's image side: llama.cpp's `mmproj` GGUF, named within
     /// the same source as the model (parse/mmproj.rs).
@@ -152,7 +154,8 @@ pub struct ImageTiming {
     pub encode_s: f64,
 }
 
-/// A load's time by phase (seconds; they add up to about `load_seconds`).
+/// A load's time by phase (seconds; besides the self-test, which overlaps
+/// the others, they add up to about `load_seconds`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LoadPhases {
     /// Config, tokenizer and tensor tables read, sizes planned: everything
@@ -469,52 +472,71 @@ impl Model {
         let settled_opts: RefCell<Option<RuntimeOptions>> = Default::default();
         let bound: RefCell<Option<crate::upload::Weights>> = Default::default();
         let early: RefCell<Option<EarlyRuntime>> = Default::default();
-        let prepared = Cell::new(None);
+        let uploaded = Cell::new(None);
+        // A fallback to an f32 KV cache takes more memory than planned:
+        // with a memory limit its pass is built after the upload, once the
+        // limit is checked again, not beside it.
+        let limited = opts.max_gpu_bytes.is_some();
+        let (settling, test_thread) = self_test::settle_beside(gpu.clone(), req);
         let test = async {
-            let s = self_test::settle_beside(gpu.clone(), req).await?;
+            let s = settling.await?;
             let r = RuntimeOptions { kv_f16: s.kv_f16, profile: s.profile, ..first.clone() };
-            if let Some(w) = bound.borrow_mut().take() {
+            let grew = r.kv_f16 != first.kv_f16 && limited;
+            if let Some(w) = bound.borrow_mut().take().filter(|_| !grew) {
                 *early.borrow_mut() = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w, r.clone()));
             }
-            *settled_opts.borrow_mut() = Some(r);
+            if !grew {
+                *settled_opts.borrow_mut() = Some(r);
+            }
             Ok(s)
         };
+        let prepared = t0.elapsed().as_secs_f64();
         let upload = async {
-            prepared.set(Some(t0.elapsed().as_secs_f64()));
-            load_weights(&gpu, first.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, plan.budget, progress,
-                         &mut |w| match settled_opts.borrow().clone() {
-                             Some(r) => *early.borrow_mut() = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), r)),
-                             None => *bound.borrow_mut() = Some(w.clone()),
-                         })
-                .await
+            let w = load_weights(&gpu, first.profile.weights, src, &cfg, &table, naming, opts.parallel_downloads, opts.max_binding, plan.budget, progress,
+                                 &mut |w| match settled_opts.borrow().clone() {
+                                     Some(r) => *early.borrow_mut() = Some(EarlyRuntime::start(gpu.clone(), cfg.clone(), w.clone(), r)),
+                                     None => *bound.borrow_mut() = Some(w.clone()),
+                                 })
+                .await;
+            uploaded.set(Some(t0.elapsed().as_secs_f64()));
+            w
         };
         // The upload yields between its pieces, so a failed self-test ends it there.
         let joined = futures_util::future::try_join(test, upload).await;
         let mut early = early.into_inner();
+        // What was built beside the upload goes before an error does: the
+        // self-test's thread (it shares the device's error slot with what
+        // runs next), the pass being built on the weights.
+        let abandon = |early: Option<EarlyRuntime>, test_thread: self_test::Abandon| {
+            test_thread.join();
+            if let Some(e) = early {
+                e.abandon();
+            }
+        };
         let (settled, weights) = match joined {
             Ok(both) => both,
             Err(e) => {
-                // The pass being built on the weights goes too, before the error does.
-                if let Some(e) = early.take() {
-                    e.abandon();
-                }
+                abandon(early.take(), test_thread);
                 return Err(e);
             }
         };
         let ropts = RuntimeOptions { kv_f16: settled.kv_f16, profile: settled.profile, ..first };
-        // A fallback to an f32 KV cache takes more than planned.
-        let planned = Sizes::plan(&cfg, &ropts, &gpu)?.total();
-        if let Some(limit) = opts.max_gpu_bytes.filter(|&l| planned.saturating_add(weights.bytes) > l) {
-            if let Some(e) = early.take() {
-                e.abandon();
+        let planned = match Sizes::plan(&cfg, &ropts, &gpu) {
+            Ok(s) => s.total(),
+            Err(e) => {
+                abandon(early.take(), test_thread);
+                return Err(e);
             }
+        };
+        if let Some(limit) = opts.max_gpu_bytes.filter(|&l| planned.saturating_add(weights.bytes) > l) {
+            abandon(early.take(), test_thread);
             return Err(Error::OutOfMemory(format!(
-                "the weights ({} bytes) and, with the f32 KV cache this adapter needs, {planned} bytes of KV cache, activations and other buffers exceed the {limit}-byte GPU memory limit (max_gpu_bytes)",
-                weights.bytes
+                "the weights ({} bytes) and, with the {} KV cache this adapter needs, {planned} bytes of KV cache, activations and other buffers exceed the {limit}-byte GPU memory limit (max_gpu_bytes)",
+                weights.bytes,
+                if ropts.kv_f16 { "f16" } else { "f32" }
             )));
         }
-        let prepared = prepared.get().unwrap_or(0.0);
-        let clock = LoadClock { t0, prepared, weights: t0.elapsed().as_secs_f64() - prepared };
+        let clock = LoadClock { t0, prepared, weights: uploaded.get().unwrap_or_else(|| t0.elapsed().as_secs_f64()) - prepared };
         Self::assemble(gpu, cfg, weights, early, text, ropts, planned, settled.report, clock)
     }
 

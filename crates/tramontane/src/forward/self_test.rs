@@ -1,5 +1,5 @@
-//! The adapter self-test: before any weight is fetched, the kernels a model
-//! will use (its weight types' matvec and prefill matmul, the RMSNorm, decode
+//! The adapter self-test: beside the weights' download (a failure stops
+//! it), the kernels a model will use (its weight types' matvec and prefill matmul, the RMSNorm, decode
 //! and prefill attention, in the load's [`DeviceProfile`] and KV type) run on
 //! tiny random inputs and are compared with the same math on the CPU. Some
 //! drivers compute wrong values (subgroup shuffles and f16 have been the
@@ -47,7 +47,7 @@ pub struct SelfTest {
     /// Of which creating the model's pipelines, which the model then uses
     /// (natively: compiling them; a browser compiles at the first dispatch,
     /// so there it shows in the rest). `millis` less this is what checking
-    /// costs the load.
+    /// takes, beside the download.
     pub pipeline_millis: f64,
     /// What failed and what was used instead; empty when all passed first time.
     pub fallbacks: Vec<String>,
@@ -191,7 +191,9 @@ impl Request {
 /// its own, since its readbacks block and creating its pipelines is
 /// compiling them; in browsers as a future that runs between the other
 /// work's awaits (its pipelines compile in the GPU process meanwhile).
-pub fn settle_beside(gpu: std::sync::Arc<Gpu>, req: Request) -> impl std::future::Future<Output = Result<Settled>> {
+/// Returns the outcome's future and what to call when that future is
+/// dropped unfinished (the other work failed).
+pub fn settle_beside(gpu: std::sync::Arc<Gpu>, req: Request) -> (impl std::future::Future<Output = Result<Settled>>, Abandon) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let (outcome, fire) = crate::gpu::Callback::new();
@@ -214,17 +216,31 @@ pub fn settle_beside(gpu: std::sync::Arc<Gpu>, req: Request) -> impl std::future
                 }
             }
         });
-        async move {
-            match spawned {
-                Ok(_) => outcome.await.unwrap_or_else(|| Err(Error::Internal("the self-test's outcome was lost".into()))),
+        let here = spawned.is_err();
+        let future = async move {
+            if here {
                 // No thread to be had: here, then.
-                Err(_) => req.settle(&gpu).await,
+                return req.settle(&gpu).await;
             }
-        }
+            outcome.await.unwrap_or_else(|| Err(Error::Internal("the self-test's outcome was lost".into())))
+        };
+        (future, Abandon(spawned.ok()))
     }
     #[cfg(target_arch = "wasm32")]
-    async move {
-        req.settle(&gpu).await
+    (async move { req.settle(&gpu).await }, Abandon(()))
+}
+
+/// A self-test whose outcome nobody waits for any more.
+pub struct Abandon(#[cfg(not(target_arch = "wasm32"))] Option<std::thread::JoinHandle<()>>, #[cfg(target_arch = "wasm32")] ());
+
+impl Abandon {
+    /// Wait for its thread to end: it shares the device (and its error
+    /// slot, `Gpu::check`) with whatever runs next.
+    pub fn join(self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(h) = self.0 {
+            let _ = h.join();
+        }
     }
 }
 

@@ -41,7 +41,7 @@ struct Flusher {
     #[cfg(not(target_arch = "wasm32"))]
     last: RefCell<Option<wgpu::SubmissionIndex>>,
     #[cfg(target_arch = "wasm32")]
-    last: RefCell<Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>>,
+    last: RefCell<Option<futures_util::future::Shared<futures_util::future::LocalBoxFuture<'static, ()>>>>,
 }
 
 impl Flusher {
@@ -61,11 +61,13 @@ impl Flusher {
         self.flush(gpu);
         #[cfg(target_arch = "wasm32")]
         {
+            use futures_util::FutureExt;
             gpu.queue.submit([]);
-            let before = self.last.replace(Some(Box::pin(gpu.submitted_work_done())));
-            if let Some(before) = before {
-                before.await;
-            }
+            let this = gpu.submitted_work_done().boxed_local().shared();
+            // The first batch is awaited itself, so the first yield comes at
+            // 64 MiB (a model under 128 MiB would see none otherwise).
+            let before = self.last.replace(Some(this.clone())).unwrap_or(this);
+            before.await;
         }
     }
 }
