@@ -75,14 +75,14 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
     for (const [name] of await opfsFiles()) await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1').then((d) => d.removeEntry(name));
     // A download killed half-way (its worker terminated, as a closed tab
     // would be): no code of ours runs to remove its file. While it wrote, it
-    // held the writes' lock (shared).
+    // held the OPFS files' lock (shared).
     const killed = new T.WorkerEngine(new Worker('/pkg/worker.js', { type: 'module' }));
     const locks = [];
     await new Promise((stop) => {
       killed.load(src, {
         onProgress: (e) => {
           if (e.phase !== 'download' || e.fileLoaded < 1 << 30 || locks.length) return;
-          locks.push(navigator.locks.query().then((q) => q.held.filter((l) => l.name === 'tramontane-v1-opfs-writes').map((l) => l.mode)));
+          locks.push(navigator.locks.query().then((q) => q.held.filter((l) => l.name === 'tramontane-v1-opfs').map((l) => l.mode)));
           stop();
         },
       }).catch(() => {});
@@ -125,16 +125,24 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
       if (this instanceof File) opened.push(start);
       return realSlice.call(this, start, end, type);
     };
-    let second;
+    let second, readingLocks;
     try {
       const t = performance.now();
-      await e.load(src);
+      // A load reading the cached files holds their lock (a sweep elsewhere waits).
+      const reading = [];
+      await e.load(src, {
+        onProgress: (ev) => {
+          if (ev.phase === 'download' && !reading.length) reading.push(navigator.locks.query().then((q) => q.held.filter((l) => l.name === 'tramontane-v1-opfs').map((l) => l.mode)));
+        },
+      });
+      readingLocks = await reading[0];
       second = { network: e.info.network, seconds: (performance.now() - t) / 1000, ids: await greedy(e) };
     } finally {
       globalThis.fetch = realFetch;
       Blob.prototype.slice = realSlice;
     }
     second.opened = opened;
+    second.locks = readingLocks;
     await e.unload();
     const w2 = await T.WorkerEngine.load(src);
     const worker = { network: w2.info.network, ids: await greedy(w2) };
@@ -145,7 +153,7 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
     return { first, second, worker, keys, files, has, tried, deleted, left, filesLeft: await opfsFiles() };
   }, [src, r.input_ids]);
   console.log(`cold load and greedy: ${((Date.now() - t0) / 1000).toFixed(1)} s in all; cached reload ${got.second.seconds.toFixed(1)} s`);
-  assert.deepEqual(killedRun.whileWriting, ['shared'], 'a write holds the writes\' lock');
+  assert.deepEqual(killedRun.whileWriting, ['shared'], 'a write holds the OPFS files\' lock');
   assert.equal(killedRun.leftByKilled.length, 1, `the killed download left its file: ${JSON.stringify(killedRun.leftByKilled)}`);
   assert.ok(killedRun.leftByKilled[0][1] < file.size, 'part of the file');
   assert.equal(got.first.network.cacheWarning, null, 'the first load cached the file');
@@ -157,6 +165,7 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
   assert.equal(got.has, true);
   assert.equal(got.tried, 0, 'no fetch with the network cut');
   assert.equal(got.second.network.requests, 0);
+  assert.deepEqual(got.second.locks, ['shared'], 'a load reading the cached file holds the OPFS files\' lock');
   // The file is opened at its start (the header) and then at each tensor
   // after a hole, never in a hole: the holes (4.4 GB) are not read.
   const starts = new Set([0, ...file.tensors.map((t) => t.at)]);

@@ -317,8 +317,8 @@ test('a file larger than a cache part is cached in one OPFS file, or in Cache AP
 test('OPFS files no cache entry names (a load killed mid-write) go at the next load, never while a write is under way', { timeout: 180000 }, async () => {
   // An orphan is planted as a load killed mid-write leaves it: a file in
   // the cache's OPFS directory that no index entry names. While any context
-  // holds the writes' Web Lock (as every OPFS write does from creating its
-  // file to writing its index) a load leaves it; once the lock is free the
+  // holds the files' Web Lock (as every OPFS write does from creating its
+  // file to writing its index, and every load reading them) a load leaves it; once the lock is free the
   // next load, in the page or in a worker, removes it and keeps the cached
   // model's own file, which it loads from (the page's fetch cut; the
   // worker's makes no request).
@@ -358,9 +358,9 @@ test('OPFS files no cache entry names (a load killed mid-write) go at the next l
     await cold.unload();
     const own = await names();
     await plant('0123456789abcdef-killed');
-    // Another context's write under way: its lock, held shared.
+    // Another context's write or read under way: its lock, held shared.
     let release;
-    await new Promise((held) => navigator.locks.request('tramontane-v1-opfs-writes', { mode: 'shared' }, () => new Promise((r) => { release = r; held(); })));
+    await new Promise((held) => navigator.locks.request('tramontane-v1-opfs', { mode: 'shared' }, () => new Promise((r) => { release = r; held(); })));
     const whileWriting = await loadCut(T.Engine);
     const keptWhileWriting = await names();
     release();

@@ -314,6 +314,9 @@ pub struct FetchSource {
     opfs_writes: Option<FileSystemDirectoryHandle>,
     /// The OPFS directory to read cached files from, once opened.
     opfs_reads: RefCell<Option<FileSystemDirectoryHandle>>,
+    /// The OPFS files' in-use lock, held from this load's first read of one
+    /// to its end (a sweep elsewhere then leaves them be).
+    opfs_in_use: RefCell<Option<opfs::Held>>,
     pub stats: Rc<RefCell<Stats>>,
     on_bytes: OnBytes,
     /// URLs fetched or served from the cache: the manifest of this source.
@@ -509,6 +512,7 @@ impl FetchSource {
             cache,
             part_bytes: part_bytes.max(1),
             opfs_reads: RefCell::new(opfs_writes.clone()),
+            opfs_in_use: RefCell::new(None),
             opfs_writes,
             stats: Rc::new(RefCell::new(Stats::default())),
             on_bytes,
@@ -751,6 +755,10 @@ impl FetchSource {
     /// size the index says.
     async fn from_opfs(&self, index: &Response, file: &str, from: u64) -> Option<Response> {
         let size = header_u64(index, SIZE_HEADER)?;
+        if self.opfs_in_use.borrow().is_none() {
+            let held = opfs::in_use_lock().await;
+            self.opfs_in_use.borrow_mut().get_or_insert_with(|| held.unwrap_or(opfs::Held::none()));
+        }
         let known = self.opfs_reads.borrow().clone();
         let dir = match known {
             Some(d) => d,
@@ -875,7 +883,7 @@ impl FetchSource {
         let task = async move {
             let end = end;
             // Held until the file has its index or is gone (a sweep waits).
-            let _writing = opfs::write_lock().await;
+            let _writing = opfs::in_use_lock().await;
             let handle = opfs::create(&d, &file).await?;
             // In a worker: a synchronous handle, each chunk written as it comes.
             if let Some(sync) = if opfs::sync_access() { opfs::sync_writer(&handle).await } else { None } {

@@ -21,8 +21,10 @@
 //! killed mid-write (a closed tab, a terminated worker: no code of ours ran
 //! to remove it), or one whose removal failed while a reader held it open.
 //! Every write holds a Web Lock shared from creating its file to writing its
-//! index; a sweep takes it exclusively, and only if it is free at once, so it
-//! never removes a file that a write in any tab or worker is still filling.
+//! index, and every load that reads the files holds it too; a sweep takes it
+//! exclusively, and only if it is free at once, so it never removes a file
+//! that a tab or worker is still filling or reading (an index replaced while
+//! a reader reads leaves its file unnamed).
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
@@ -89,11 +91,18 @@ pub async fn remove(dir: &FileSystemDirectoryHandle, name: &str) {
     let _ = JsFuture::from(dir.remove_entry(name)).await;
 }
 
-/// The Web Lock of the cache's OPFS writes (see the module's comment).
-const WRITE_LOCK: &str = "tramontane-v1-opfs-writes";
+/// The Web Lock of the cache's OPFS files in use (see the module's comment).
+const IN_USE: &str = "tramontane-v1-opfs";
 
 /// A Web Lock, held until dropped.
 pub struct Held(Option<Function>);
+
+impl Held {
+    /// No lock (none to be had here).
+    pub fn none() -> Self {
+        Held(None)
+    }
+}
 
 impl Drop for Held {
     fn drop(&mut self) {
@@ -111,7 +120,7 @@ fn locks() -> Option<JsValue> {
     Some(locks)
 }
 
-/// Take the write lock in `mode` (waiting for it), or `None` where `at_once`
+/// Take the in-use lock in `mode` (waiting for it), or `None` where `at_once`
 /// and it is held elsewhere, or where there are no Web Locks.
 async fn lock(mode: &str, at_once: bool) -> Option<Held> {
     let locks = locks()?;
@@ -136,7 +145,7 @@ async fn lock(mode: &str, at_once: bool) -> Option<Held> {
     let opts = js_sys::Object::new();
     Reflect::set(&opts, &"mode".into(), &mode.into()).ok()?;
     Reflect::set(&opts, &"ifAvailable".into(), &at_once.into()).ok()?;
-    let requested = request.call3(&locks, &WRITE_LOCK.into(), &opts, &callback).ok()?;
+    let requested = request.call3(&locks, &IN_USE.into(), &opts, &callback).ok()?;
     if let Ok(p) = requested.dyn_into::<js_sys::Promise>() {
         // Settles when the lock is released; a rejection (no lock to be had
         // here) ends the wait for it.
@@ -151,9 +160,10 @@ async fn lock(mode: &str, at_once: bool) -> Option<Held> {
     JsFuture::from(got).await.ok()?.as_bool().filter(|&g| g).map(|_| held)
 }
 
-/// The lock a write holds from creating its file to writing its index
-/// (`None` without Web Locks: the write goes on, and no sweep runs).
-pub async fn write_lock() -> Option<Held> {
+/// The lock a write holds from creating its file to writing its index, and
+/// a load while it reads the files (`None` without Web Locks: they go on,
+/// and no sweep runs).
+pub async fn in_use_lock() -> Option<Held> {
     lock("shared", false).await
 }
 
