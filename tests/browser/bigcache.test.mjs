@@ -64,14 +64,7 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
   const killedRun = await page.evaluate(async (src) => {
     const T = await import('/pkg/index.js');
     await caches.delete('tramontane-v1');
-    const opfsFiles = async () => {
-      const out = [];
-      try {
-        const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
-        for await (const [name, h] of d.entries()) out.push([name, (await h.getFile()).size]);
-      } catch { /* no directory: no files */ }
-      return out;
-    };
+    const { opfsFiles } = await import('/tests/browser/opfs-files.mjs');
     for (const [name] of await opfsFiles()) await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1').then((d) => d.removeEntry(name));
     // A download killed half-way (its worker terminated, as a closed tab
     // would be): no code of ours runs to remove its file. While it wrote, it
@@ -98,14 +91,7 @@ test('a 4.4 GB model file is cached in OPFS from a worker, and loads from there 
     const T = await import('/pkg/index.js');
     const greedy = async (e) => (await e.completions.create({ prompt: ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
     await caches.delete('tramontane-v1');
-    const opfsFiles = async () => {
-      const out = [];
-      try {
-        const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
-        for await (const [name, h] of d.entries()) out.push([name, (await h.getFile()).size]);
-      } catch { /* no directory: no files */ }
-      return out;
-    };
+    const { opfsFiles } = await import('/tests/browser/opfs-files.mjs');
     const w = await T.WorkerEngine.load(src);
     const first = { network: w.info.network, ids: await greedy(w) };
     await w.unload();

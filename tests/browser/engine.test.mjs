@@ -244,14 +244,7 @@ test('a file larger than a cache part is cached in one OPFS file, or in Cache AP
   for (const [store, writer, kept] of [['opfs', 'page', 'opfs'], ['auto', 'worker', 'opfs'], ['auto', 'page', 'cacheApi'], ['cacheApi', 'page', 'cacheApi']]) {
     const got = await run(p, async (T, a) => {
       const src = '/tests/fixtures/moe_gguf/moe-q4_0.gguf';
-      const opfsFiles = async () => {
-        const out = [];
-        try {
-          const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
-          for await (const [name, h] of d.entries()) out.push([name, h.kind === 'file' ? (await h.getFile()).size : -1]);
-        } catch { /* no directory: no files */ }
-        return out;
-      };
+      const { opfsFiles } = await import('/tests/browser/opfs-files.mjs');
       const greedy = async (e) => (await e.completions.create({ prompt: a.ids, max_tokens: 8, temperature: 0, ignore_eos: true })).token_ids;
       await caches.delete('tramontane-v1');
       const opts = { cachePartBytes: 65536, cacheStore: a.store };

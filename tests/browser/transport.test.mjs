@@ -282,14 +282,7 @@ test('the cache never keeps part of a model: a failed load and a resumed downloa
         return (await c.keys()).map((r) => r.url).filter((u) => u.includes(part));
       };
       // Every OPFS file of the cache (the earlier tags' models are deleted).
-      const opfsFiles = async () => {
-        const out = [];
-        try {
-          const d = await (await navigator.storage.getDirectory()).getDirectoryHandle('tramontane-v1');
-          for await (const name of d.keys()) out.push(name);
-        } catch { /* no directory: no files */ }
-        return out;
-      };
+      const opfsFiles = async () => (await (await import('/tests/browser/opfs-files.mjs')).opfsFiles()).map(([name]) => name);
       // The cache settles after a failed load: wait for it (a few seconds at most).
       const settled = async (part) => {
         let k = [];

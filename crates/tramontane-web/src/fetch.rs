@@ -402,7 +402,7 @@ fn clear_timeout(id: i32) {
 }
 
 /// A promise and its resolve function.
-fn deferred() -> Option<(Promise, Function)> {
+pub(crate) fn deferred() -> Option<(Promise, Function)> {
     let mut resolve = None;
     let p = Promise::new(&mut |res, _| resolve = Some(res));
     Some((p, resolve?))

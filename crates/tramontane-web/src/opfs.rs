@@ -127,12 +127,8 @@ async fn lock(mode: &str, at_once: bool) -> Option<Held> {
     let request: Function = Reflect::get(&locks, &"request".into()).ok()?.dyn_into().ok()?;
     // The lock is held until the promise its callback returns settles: that
     // promise's resolve is the `Held`.
-    let mut release = None;
-    let until = js_sys::Promise::new(&mut |res, _| release = Some(res));
-    let release = release?;
-    let mut granted = None;
-    let got = js_sys::Promise::new(&mut |res, _| granted = Some(res));
-    let granted = granted?;
+    let (until, release) = crate::fetch::deferred()?;
+    let (got, granted) = crate::fetch::deferred()?;
     let refused = granted.clone();
     let callback = wasm_bindgen::closure::Closure::once_into_js(move |lock: JsValue| -> JsValue {
         let _ = granted.call1(&JsValue::UNDEFINED, &JsValue::from_bool(!lock.is_null()));
