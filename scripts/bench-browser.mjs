@@ -17,6 +17,11 @@
 //                            first token of a --prompt-tokens prompt (give a short
 //                            one: a 7B shape runs at a minute a token on SwiftShader;
 //                            0: none).
+//     [--first-question TEXT] with --load-only: then, after --pause seconds (default 3:
+//                            a person typing), that question as the first chat
+//                            request: its first token and the prompt tokens it ran
+//     [--prefill]            with --first-question: the cached load with the `prefill`
+//                            load option (the template's own opening run as it ends)
 //                            Runs in a browser profile on disk (target/bench-profile,
 //                            emptied first): an incognito context keeps its storage
 //                            in memory and cannot cache a model of a few GB
@@ -41,6 +46,9 @@ const opts = {
   mmproj: arg('mmproj', null),
   cacheStore: arg('cache-store', 'auto'),
   worker: process.argv.includes('--worker'),
+  question: arg('first-question', null),
+  pause: Number(arg('pause', 3)),
+  prefill: process.argv.includes('--prefill'),
 };
 
 const server = await startServer({ root: ROOT });
@@ -87,14 +95,23 @@ async function loadOnly() {
   const { r: w, version } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
     const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
+    if (o.prefill) loadOptions.prefill = {};
     const t = performance.now();
     const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
     const seconds = (performance.now() - t) / 1000;
+    let question = null;
+    if (o.question != null) {
+      await new Promise((r) => setTimeout(r, o.pause * 1000));
+      const u = (await e.chat.completions.create({ messages: [{ role: 'user', content: o.question }], max_tokens: 1, temperature: 0 })).usage;
+      question = { text: o.question, pause_s: o.pause, prefill: o.prefill, prefilled_at_load: e.info.prefilledTokens, prompt_tokens: u.prompt_tokens,
+        cached_tokens: u.prompt_tokens_details.cached_tokens, time_to_first_token_s: u.extra.time_to_first_token_s };
+      await e.resetChat();
+    }
     const vocab = e.info.vocabSize;
     const prompt = Array.from({ length: o.promptTokens }, (_, i) => (i * 7919 + 13) % vocab);
     // --prompt-tokens 0: the loads only.
     const ttft = prompt.length ? (await e.completions.create({ prompt, max_tokens: 1, temperature: 0, ignore_eos: true })).usage.extra.time_to_first_token_s : null;
-    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: e.info.wasmMemoryBytes, ttft, info: e.info };
+    const out = { seconds, phases: e.info.loadPhases, network: e.info.network, wasmBytes: e.info.wasmMemoryBytes, ttft, question, info: e.info };
     await e.unload();
     e.terminate?.();
     return out;
@@ -105,6 +122,7 @@ async function loadOnly() {
     load_seconds: c.seconds, load_mb_per_s: rate(c.seconds), load_phases: c.phases, network: c.network,
     load_seconds_cached: w.seconds, load_mb_per_s_cached: rate(w.seconds), load_phases_cached: w.phases, network_cached: w.network,
     prompt_tokens: opts.promptTokens, time_to_first_token_cold_s: w.ttft, cached_load_to_first_token_s: w.ttft == null ? null : w.seconds + w.ttft,
+    first_question: w.question,
     peak_wasm_memory_bytes: Math.max(c.wasmBytes, w.wasmBytes),
     adapter: { name: w.info.adapter.name || 'WebGPU adapter', backend: w.info.adapter.backend },
     browser: `chromium ${version}`,

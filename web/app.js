@@ -300,8 +300,12 @@ async function load(source, options = {}) {
   ui.progressFill.style.width = '0%';
   const label = options.label ?? source;
   try {
-    if (local) await local.load(source, { ...options, onProgress, signal: ctl.signal });
-    else engine = local = await WorkerEngine.load(source, { ...options, onProgress, signal: ctl.signal });
+    // The conversation's opening (the system prompt, or the template's own
+    // default one) runs into the KV cache as the load ends, so the first
+    // question prefills only itself.
+    const prefill = { messages: ui.system.value.trim() ? [{ role: 'system', content: ui.system.value.trim() }] : [] };
+    if (local) await local.load(source, { ...options, prefill, onProgress, signal: ctl.signal });
+    else engine = local = await WorkerEngine.load(source, { ...options, prefill, onProgress, signal: ctl.signal });
     localModel = { label, sampling: options.sampling };
     describeModel(engine.info, label);
     applySampling(engine.info, options.sampling);

@@ -499,6 +499,58 @@ test('the default model (GGUF Q4_1) streams from the server to the GPU: it answe
   await p.context().close();
 });
 
+test('prefill: the opening of the conversations to come runs as the load ends; the first request prefills only its turn and answers the same', { timeout: 300000 }, async () => {
+  const p = await page();
+  const got = await run(p, async (T) => {
+    const model = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
+    const system = { role: 'system', content: 'You answer in one short sentence.' };
+    const ask = (opening) => ({ messages: [...opening, { role: 'user', content: 'What is the capital of France?' }], max_tokens: 4, temperature: 0 });
+    const answer = (r) => ({ text: r.choices[0].message.content, usage: r.usage });
+    const out = {};
+    const plain = await T.Engine.load(model);
+    out.plain = { prefilled: plain.info.prefilledTokens, withSystem: answer(await plain.chat.completions.create(ask([system]))) };
+    await plain.resetChat();
+    out.plain.noSystem = answer(await plain.chat.completions.create(ask([])));
+    await plain.unload();
+    // In a worker, as the demo loads it: a system prompt, then (a reload of
+    // the same engine) the template's own opening.
+    const w = await T.WorkerEngine.load(model, { prefill: { messages: [system] } });
+    out.withSystem = { prefilled: w.info.prefilledTokens, ...answer(await w.chat.completions.create(ask([system]))) };
+    await w.load(model, { prefill: {} });
+    out.noSystem = { prefilled: w.info.prefilledTokens, ...answer(await w.chat.completions.create(ask([]))) };
+    w.terminate();
+    const code = async (f) => { try { await f(); return 'no error'; } catch (e) { return `${e.code} ${e.param ?? ''}: ${e.message}`; } };
+    const e = new T.Engine();
+    // Checked before the download: a model that is not there is not asked for.
+    out.notObject = await code(() => e.load('/models/none.gguf', { prefill: 'You are terse.' }));
+    out.badField = await code(() => e.load('/models/none.gguf', { prefill: { messages: [], max_tokens: 3 } }));
+    out.badMessage = await code(() => e.load('/models/none.gguf', { prefill: { messages: [{ role: 5, content: 'x' }] } }));
+    // No room left for a request: the load fails, and the engine loads again.
+    out.tooLong = await code(() => e.load(model, { contextLength: 16, prefill: {} }));
+    await e.load(model);
+    out.after = (await e.chat.completions.create(ask([]))).choices[0].message.content;
+    return out;
+  });
+  assert.ok(!got.thrown, JSON.stringify(got.thrown));
+  assert.equal(got.plain.prefilled, 0);
+  for (const k of ['withSystem', 'noSystem']) {
+    const [g, want] = [got[k], got.plain[k]];
+    assert.ok(g.prefilled > 10, `${k}: ${g.prefilled} tokens prefilled at load`);
+    assert.equal(want.usage.prompt_tokens_details.cached_tokens, 0);
+    assert.equal(g.usage.prompt_tokens, want.usage.prompt_tokens);
+    assert.equal(g.usage.prompt_tokens_details.cached_tokens, g.prefilled, `${k}: the request reused the opening`);
+    assert.equal(g.usage.extra.prefilled_tokens, g.usage.prompt_tokens - g.prefilled);
+    assert.equal(g.text, want.text, k);
+  }
+  assert.match(got.noSystem.text, /^The capital of/);
+  assert.match(got.notObject, /^INVALID_REQUEST prefill: prefill must be an object/);
+  assert.match(got.badField, /^INVALID_REQUEST prefill\.max_tokens: /);
+  assert.match(got.badMessage, /^INVALID_REQUEST .*role/);
+  assert.match(got.tooLong, /^CONTEXT_OVERFLOW prefill: prefill: /);
+  assert.match(got.after, /^The capital of/);
+  await p.context().close();
+});
+
 test('an AbortSignal cancels a load cleanly; the engine loads again afterwards', { timeout: 180000 }, async () => {
   const p = await page();
   const got = await run(p, async (T) => {

@@ -170,6 +170,12 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
     if let Some(s) = &a.system {
         messages.push(json!({"role": "system", "content": s}));
     }
+    // The conversation's opening (the system prompt, or the template's
+    // own) runs on the GPU while the person types the first message.
+    if model.text.template.is_some() {
+        let start = model.conversation_start(&ChatRequest { messages: messages.clone(), ..Default::default() })?;
+        model.prefill(&start).await?;
+    }
     // Every image of the conversation in order (the template renders every
     // turn again), and those attached to the next message.
     let (mut pictures, mut pending) = (Vec::new(), Vec::new());

@@ -54,7 +54,9 @@ export class Engine {
   /** Load a model and return a ready engine. Options: `onProgress`, `signal`,
    * `useCache` (default true), `cachePartBytes` (default 32 MiB), `cacheStore` (`auto` | `opfs` | `cacheApi`), `contextLength`, `prefillChunk`,
    * `parallelDownloads` (default 4), `maxBindingSize`, `maxGpuBytes`, `kvCache`, `kernels`, `revision`, `ggufFile`, `mmproj`, `wasmUrl`,
-   * `hfToken` / `headers` (for gated or private repos: sent only to the model's host). */
+   * `hfToken` / `headers` (for gated or private repos: sent only to the model's host),
+   * `prefill` (`{messages, tools, ...}`: the opening of the conversations to come, a system
+   * prompt say, run into the KV cache as the load ends; `{}`: the template's own opening). */
   static async load(source, options = {}) {
     const e = new Engine();
     await e.load(source, options);
@@ -111,7 +113,7 @@ export class Engine {
           // The device first (a new one after a loss), so that its subgroups are known.
           await this._wasm.init();
           if (this._adapter) this._adapter.subgroupMinSize = subgroupMinSize;
-          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, cacheStore: options.cacheStore, chatTemplate: options.chatTemplate, headers }, report, options.signal);
+          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, cacheStore: options.cacheStore, chatTemplate: options.chatTemplate, prefill: options.prefill == null ? undefined : requestJson(options.prefill), headers }, report, options.signal);
         });
       } catch (err) {
         throw asError(err);

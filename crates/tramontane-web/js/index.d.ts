@@ -92,6 +92,16 @@ export interface LoadOptions {
   wasmUrl?: string | URL;
   /** A Jinja chat template used instead of the model's own. */
   chatTemplate?: string;
+  /** The opening of the conversations to come (a system prompt, the tools
+   * offered, a few turns ending before a user's), run into the KV cache as
+   * the load ends and not waited for: the first request that opens the same
+   * way prefills only its own turn (`usage.prompt_tokens_details.cached_tokens`).
+   * `{}`: the template's own opening (its default system prompt). Checked
+   * before the download; an opening the template refuses, or one that leaves
+   * no room in the context, fails the load (`param: 'prefill'`). A model with
+   * no chat template that works prefills nothing (`chatTemplateError`,
+   * `hasChatTemplate` say why). */
+  prefill?: Pick<ChatRequest, 'tools' | 'tool_choice' | 'documents' | 'chat_template_kwargs'> & { messages?: ChatMessage[] };
 }
 
 /** Sampling settings the model recommends (generation_config.json, GGUF
@@ -133,6 +143,8 @@ export interface EngineInfo {
   splitMatrices: number;
   /** What the KV cache holds. */
   kvCache: 'f16' | 'f32';
+  /** Tokens of the `prefill` option's opening run into the KV cache (0: none). */
+  prefilledTokens: number;
   /** The kernel shapes this device got (the `kernels` load option and the adapter). */
   deviceProfile: DeviceProfile;
   /** The adapter self-test, run beside the weights' download. */
@@ -304,6 +316,10 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** `cached_tokens`: prompt tokens whose keys and values were in the KV
+   * cache already (an earlier turn, the `prefill` load option); a server
+   * other than tramontane's may leave it out. */
+  prompt_tokens_details?: { cached_tokens: number };
   extra: { prefilled_tokens: number; prefill_tokens_per_s: number; decode_tokens_per_s: number; time_to_first_token_s: number; e2e_latency_s: number;
     /** With an output constraint: compiling it (`cached`: it came from the
      * cache), the mask's CPU time per token, and whether the model looped or

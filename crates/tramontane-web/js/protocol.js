@@ -53,6 +53,9 @@ export function checkLoadOptions(o) {
   if (o.cacheStore != null && !['auto', 'opfs', 'cacheApi'].includes(o.cacheStore)) {
     throw new TramontaneError('INVALID_REQUEST', 'cacheStore must be "auto", "opfs" or "cacheApi"');
   }
+  if (o.prefill != null && (typeof o.prefill !== 'object' || Array.isArray(o.prefill))) {
+    throw new TramontaneError('INVALID_REQUEST', 'prefill must be an object ({messages, tools, ...}: the opening of the conversations to come)', { param: 'prefill' });
+  }
   if (o.kernels != null && !['auto', 'gpu', 'cpu'].includes(o.kernels)) {
     throw new TramontaneError('INVALID_REQUEST', 'kernels must be "auto", "gpu" or "cpu"');
   }

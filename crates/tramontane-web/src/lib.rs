@@ -118,6 +118,9 @@ struct LoadSpec {
     cache_store: Option<String>,
     /// A chat template that replaces the model's own.
     chat_template: Option<String>,
+    /// The opening of conversations to come as JSON text (`{messages,
+    /// tools, ...}`): run into the KV cache as the load ends.
+    prefill: Option<String>,
     /// Headers for requests to the model's host only (`headers` and `hfToken`
     /// as `Authorization: Bearer`): never cached, logged or put in errors.
     headers: Option<std::collections::BTreeMap<String, String>>,
@@ -192,6 +195,11 @@ impl WasmEngine {
                 Some("cacheApi") => false,
                 Some(other) => return Err(coded("INVALID_REQUEST", &format!("cacheStore must be \"auto\", \"opfs\" or \"cacheApi\", not {other:?}"))),
             };
+            // The opening to prefill is checked before a byte is downloaded.
+            let opening = match &spec.prefill {
+                Some(json) => Some(openai::conversation_start(&request_body(json)?).map_err(|e| api_error(&e))?),
+                None => None,
+            };
             let gpu = ensure_gpu(&state).await?;
             if let Some(cpu) = spec.cpu_adapter {
                 gpu.set_cpu(cpu);
@@ -253,7 +261,26 @@ impl WasmEngine {
             if let Some(t) = &spec.chat_template {
                 model.text.set_template(t);
             }
+            // The opening goes to the GPU before the cache's last writes are
+            // awaited, and is not waited for: it runs while they finish and
+            // the page gets ready; the first request reuses it. (A model
+            // with no chat template that works has no chats to open: nothing
+            // runs, and `info` says why. An opening its template refuses
+            // fails the load, once the model is cached.)
+            let prefilled = match opening.as_ref().filter(|_| model.text.template.is_some()) {
+                Some(o) => match model.conversation_start(o) {
+                    Ok(ids) => model.prefill(&ids).await,
+                    Err(e) => Err(e),
+                },
+                None => Ok(0),
+            };
             src.finish_caching().await;
+            let prefilled = prefilled.map_err(|e| {
+                forget_lost_device(&state, &e);
+                let err = coded(e.code(), &format!("prefill: {e}"));
+                let _ = Reflect::set(&err, &"param".into(), &"prefill".into());
+                err
+            })?;
             progress(&on_progress, serde_json::json!({"phase": "ready"}));
             let stats = src.stats.borrow().clone();
             let cfg = model.config();
@@ -263,6 +290,7 @@ impl WasmEngine {
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
                 "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
+                "prefilledTokens": prefilled,
                 "deviceProfile": profile_json(&i.device_profile),
                 "selfTest": {"kernels": i.self_test.kernels, "millis": i.self_test.millis, "pipelineMillis": i.self_test.pipeline_millis,
                              "fallbacks": i.self_test.fallbacks},

@@ -706,6 +706,66 @@ impl Model {
         self.text.chat_ids(req)
     }
 
+    /// The tokens every conversation that opens with `start` (its messages,
+    /// tools, documents, template variables) and goes on with a user's turn
+    /// begins with, whatever that turn says: what two renderings with
+    /// different user turns appended share. With no messages, the
+    /// template's own opening (a default system prompt, the tools' block).
+    /// A template that refuses a user's turn after `start` (roles that must
+    /// alternate) says so as it would for the request.
+    pub fn conversation_start(&self, start: &ChatRequest) -> Result<Vec<u32>> {
+        let with_turn = |text: &str| {
+            let mut r = start.clone();
+            r.messages.push(serde_json::json!({"role": "user", "content": text}));
+            r.add_generation_prompt = true;
+            self.text.chat_ids(&r)
+        };
+        // Two turns that differ in their first character: the common
+        // tokens stop before the turn, wherever the template puts it.
+        let (a, b) = (with_turn("A")?, with_turn("B")?);
+        let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        Ok(a[..n].to_vec())
+    }
+
+    /// Run `ids` into the KV cache ahead of a request that starts with them
+    /// (a system prompt while the page loads or the person types): nothing
+    /// is sampled or read back, and the work is submitted, not waited for,
+    /// so this returns as soon as it is recorded; the next request's first
+    /// readback waits for it in the GPU's queue and reuses every token of it
+    /// its prompt starts with. Tokens already cached are not run again.
+    /// Returns how many tokens ran.
+    pub async fn prefill(&mut self, ids: &[u32]) -> Result<usize> {
+        let context = self.runtime.opts.context;
+        // One token is left for the request that follows.
+        if ids.len() >= context {
+            return Err(Error::ContextOverflow { tokens: ids.len() + 1, context });
+        }
+        let vocab = self.runtime.cfg.vocab;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        let mut keep = self.reusable_prefix(ids, &[]);
+        // All of it cached: reusable_prefix holds the last token back (a
+        // request needs its logits); a prefill needs none.
+        let all_cached = self.cached.starts_with(ids) && self.cached_images.iter().take(ids.len()).all(|&k| k == 0);
+        if keep > 0 && keep + 1 == ids.len() && all_cached {
+            keep = ids.len();
+        }
+        self.cached.truncate(keep);
+        self.cached_images.truncate(keep);
+        let sampling = SamplingParams::default();
+        for part in ids[keep..].chunks(self.runtime.opts.chunk) {
+            let start = self.cached.len();
+            if let Err(e) = self.runtime.pass(PassRequest::new(part, start, Output::None, &sampling)).await {
+                self.reset();
+                return Err(e);
+            }
+            self.cached.extend_from_slice(part);
+            self.cached_images.extend(std::iter::repeat_n(0, part.len()));
+        }
+        Ok(ids.len() - keep)
+    }
+
     /// Token ids of a text prompt, with the tokenizer's own BOS/EOS rule.
     pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>> {
         self.text.tokenizer.encode_prompt(text)

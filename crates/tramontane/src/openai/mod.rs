@@ -15,5 +15,5 @@ mod response;
 pub use answer::Answer;
 pub use constraint::{request_constraint, tool_choice, BadField};
 pub use error::{status, ApiError};
-pub use request::{chat_request, parse, ImageRef, Logprobs, ModelFacts, Parsed, Prompt, DEFAULT_MAX_TOKENS};
+pub use request::{chat_request, conversation_start, parse, ImageRef, Logprobs, ModelFacts, Parsed, Prompt, DEFAULT_MAX_TOKENS};
 pub use response::{usage, Head, Logprob};

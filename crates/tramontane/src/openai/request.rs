@@ -173,6 +173,33 @@ pub fn chat_request(body: &Value) -> Result<ChatRequest, ApiError> {
     Ok(chat_fields(req, true)?.0)
 }
 
+/// The opening of conversations to come, to run into the KV cache ahead of
+/// them (the `prefill` load option): a chat request's `messages` (none, or
+/// a system prompt, or a few turns ending before a user's), `tools`,
+/// `tool_choice`, `documents` and `chat_template_kwargs`, checked as a
+/// request's are; any other field, or an image, is INVALID_REQUEST naming
+/// it under `prefill`.
+pub fn conversation_start(body: &Value) -> Result<ChatRequest, ApiError> {
+    let in_prefill = |e: ApiError| ApiError { param: e.param.map(|p| format!("prefill.{p}")), ..e };
+    let Value::Object(req) = body else { return Err(ApiError::bad("prefill", "prefill must be an object ({messages, tools, ...})")) };
+    const FIELDS: [&str; 5] = ["messages", "tools", "tool_choice", "documents", "chat_template_kwargs"];
+    if let Some(k) = req.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::bad(&format!("prefill.{k}"), format!("prefill takes {} only, not {k:?}", FIELDS.join(", "))));
+    }
+    let mut req = req.clone();
+    // No messages: the template's own opening (a default system prompt).
+    let none = Value::Array(Vec::new());
+    let messages = req.get("messages").unwrap_or(&none).clone();
+    let Value::Array(mut messages) = messages else { return Err(ApiError::bad("prefill.messages", "prefill.messages must be an array")) };
+    // A user's turn stands in for the one to come, so that every check
+    // applies; it is taken off again.
+    messages.push(serde_json::json!({"role": "user", "content": ""}));
+    req.insert("messages".into(), Value::Array(messages));
+    let (mut chat, _) = chat_fields(&req, false).map_err(in_prefill)?;
+    chat.messages.pop();
+    Ok(chat)
+}
+
 fn chat_fields(req: &Map<String, Value>, takes_images: bool) -> Result<(ChatRequest, Vec<ImageRef>), ApiError> {
     let messages = match req.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
@@ -385,6 +412,28 @@ mod tests {
         assert!(e.message.contains("messages[1].content[1]") && e.message.contains("takes no images"), "{}", e.message);
         let bad = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}]});
         assert!(parse(&bad, true, &facts(true)).err().expect("refused").message.contains("image_url.url"));
+    }
+
+    /// A conversation's opening: no messages, or the first ones, with the
+    /// fields a template renders; anything else, or an image, is refused
+    /// under `prefill`.
+    #[test]
+    fn a_conversation_start_takes_the_fields_a_template_renders() {
+        let c = conversation_start(&json!({})).unwrap();
+        assert!(c.messages.is_empty() && c.tools.is_none());
+        let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
+        let c = conversation_start(&json!({"messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}], "tools": tools,
+                                           "chat_template_kwargs": {"enable_thinking": false}})).unwrap();
+        assert_eq!(c.messages, vec![json!({"role": "system", "content": "Be brief."})]);
+        assert_eq!(c.tools.as_deref(), tools.as_array().map(Vec::as_slice));
+        assert_eq!(c.extra["enable_thinking"], json!(false));
+        let param = |body: Value| conversation_start(&body).err().expect("refused").param;
+        assert_eq!(param(json!("Be brief.")).as_deref(), Some("prefill"));
+        assert_eq!(param(json!({"messages": [], "temperature": 0})).as_deref(), Some("prefill.temperature"));
+        assert_eq!(param(json!({"messages": {}})).as_deref(), Some("prefill.messages"));
+        assert_eq!(param(json!({"tools": 3})).as_deref(), Some("prefill.tools"));
+        let image = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}}]}]});
+        assert!(conversation_start(&image).err().expect("refused").message.contains("takes no images"));
     }
 
     #[test]

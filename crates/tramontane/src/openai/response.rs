@@ -136,6 +136,9 @@ pub fn usage(g: &Generation, ttft: f64, e2e: f64) -> Value {
         "prompt_tokens": g.prompt_tokens,
         "completion_tokens": g.generated.len(),
         "total_tokens": g.prompt_tokens + g.generated.len(),
+        // OpenAI's count of prompt tokens served from its cache: here the
+        // KV cache's (an earlier turn, a `prefill` at load).
+        "prompt_tokens_details": {"cached_tokens": g.prompt_tokens.saturating_sub(g.prefilled_tokens)},
         "extra": {
             "prefilled_tokens": g.prefilled_tokens,
             "prefill_tokens_per_s": g.prefill_tokens_per_s(),

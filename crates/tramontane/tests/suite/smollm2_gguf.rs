@@ -199,3 +199,55 @@ fn chat_answers_sensibly() {
     let repeated: Vec<_> = words.windows(6).filter(|w| !seen.insert(w.to_vec())).collect();
     assert!(words.len() > 40 && repeated.is_empty(), "a loop: {repeated:?} in {:?}", g.text);
 }
+
+/// A conversation's opening run into the KV cache ahead of the request (the
+/// `prefill` load option): the request then prefills only its own turn, and
+/// answers as a model that ran it all at once does, logits and all.
+#[test]
+fn a_conversation_start_prefilled_ahead_is_reused_and_changes_nothing() {
+    let src = require_model();
+    let load = || pollster::block_on(Model::load_gguf(gpu(), &src, FILE, &LoadOptions::default(), &mut |_| {})).expect("load");
+    let (mut ahead, mut fresh) = (load(), load());
+    let req = GenerateRequest { max_tokens: 12, top_logits: 10, ..Default::default() };
+    let ask = |model: &mut Model, msgs: &[tramontane::ChatMessage]| {
+        let prompt = model.chat_prompt(msgs).expect("template");
+        (pollster::block_on(model.generate(&prompt, &req, &mut |_, _, _| true)).expect("generate"), prompt)
+    };
+    let user = tramontane::ChatMessage::new("user", "What is the capital of France?");
+    let system = tramontane::ChatMessage::new("system", "You answer in one short sentence.");
+    for opening in [vec![], vec![system.clone()]] {
+        let start = ahead.conversation_start(&tramontane::ChatRequest::from_messages(&opening)).expect("start");
+        let text = ahead.tokenizer().decode(&start, false).expect("decode");
+        // The template's opening up to the user's turn: its default system
+        // prompt where none is given, else the one given.
+        let said = opening.first().map_or("You are a helpful AI assistant named SmolLM", |m| m.content.as_str());
+        assert!(text.contains(said) && text.ends_with("<|im_start|>user\n"), "{text:?}");
+        ahead.reset();
+        assert_eq!(pollster::block_on(ahead.prefill(&start)).expect("prefill"), start.len());
+        assert_eq!(pollster::block_on(ahead.prefill(&start)).expect("again"), 0, "a start already cached runs nothing");
+        let msgs: Vec<_> = opening.iter().cloned().chain([user.clone()]).collect();
+        let (g, prompt) = ask(&mut ahead, &msgs);
+        assert!(prompt.starts_with(&start), "the request opens with the start");
+        assert_eq!(g.prefilled_tokens, prompt.len() - start.len(), "only the user's turn ran");
+        fresh.reset();
+        let (want, _) = ask(&mut fresh, &msgs);
+        assert_eq!(want.prefilled_tokens, prompt.len());
+        assert_eq!(g.generated, want.generated, "{:?} vs {:?}", g.text, want.text);
+        let worst = g.top_logits.iter().zip(&want.top_logits).map(|(a, b)| {
+            assert_eq!(a.0, b.0, "the same top tokens");
+            (a.1 - b.1).abs()
+        });
+        let worst = worst.fold(0f32, f32::max);
+        assert!(worst <= logit_tol(ahead.info.kv_cache), "top-10 logits differ by {worst:.2e}");
+    }
+    // A start that leaves no room for a request is refused, and the model
+    // goes on as before.
+    let mut small = pollster::block_on(Model::load_gguf(gpu(), &src, FILE, &LoadOptions { context: Some(16), ..Default::default() }, &mut |_| {})).expect("load");
+    let long = small.conversation_start(&tramontane::ChatRequest::from_messages(&[])).expect("start");
+    assert!(long.len() >= 16, "the default opening is longer than 16 tokens");
+    let e = pollster::block_on(small.prefill(&long)).expect_err("too long");
+    assert!(matches!(e, tramontane::Error::ContextOverflow { .. }), "{e}");
+    let ids = small.text_prompt("The capital of France is").expect("tokens");
+    let g = pollster::block_on(small.generate(&ids, &GenerateRequest { max_tokens: 2, ..Default::default() }, &mut |_, _, _| true)).expect("usable after");
+    assert_eq!(g.prefilled_tokens, ids.len());
+}
