@@ -9,6 +9,8 @@
 //     [--mmproj NAME]        a GGUF model's mmproj file (in the model's folder)
 //     [--cache-store auto|cacheApi]  where files over a cache part are cached
 //                            (the `cacheStore` load option: OPFS by default)
+//     [--kernels auto|gpu|cpu] the `kernels` load option (kernel shapes; weights in
+//                            textures or buffers)
 //     [--worker]             with --load-only: load through WorkerEngine (as the
 //                            demo does), where OPFS files are read synchronously
 //     [--load-only]          only the cold load (network, into the Cache API) and,
@@ -46,6 +48,7 @@ const opts = {
   mmproj: arg('mmproj', null),
   cacheStore: arg('cache-store', 'auto'),
   worker: process.argv.includes('--worker'),
+  kernels: arg('kernels', null),
   question: arg('first-question', null),
   pause: Number(arg('pause', 3)),
   prefill: process.argv.includes('--prefill'),
@@ -80,7 +83,7 @@ async function loadOnly() {
   process.stderr.write(`bench: ${opts.model}, cold and cached loads, then ${opts.promptTokens} prompt tokens\n`);
   const { r: c } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
     await T.Engine.cache.delete(o.model, loadOptions);
     const t = performance.now();
     const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
@@ -94,7 +97,7 @@ async function loadOnly() {
   execSync('sync');
   const { r: w, version } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
     if (o.prefill) loadOptions.prefill = {};
     const t = performance.now();
     const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
@@ -136,7 +139,7 @@ try {
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}) };
+    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
     await T.Engine.cache.delete(o.model, loadOptions);
     let t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);

@@ -401,7 +401,9 @@ function newChat() {
   history = [];
   ui.messages.replaceChildren();
   ui.empty.hidden = false;
-  engine?.resetChat().catch(() => {});
+  // The KV cache is kept: a request reuses only the tokens its prompt opens
+  // with, so the new chat reuses the prefilled opening (system prompt) and
+  // nothing of the old conversation.
 }
 
 /** The settings' JSON Schema: null when empty; throws when it is not JSON. */
@@ -485,7 +487,10 @@ async function send() {
   stats.className = 'stats';
   if (usage?.extra) {
     const x = usage.extra;
-    stats.textContent = `${usage.completion_tokens} tokens · prefill ${x.prefill_tokens_per_s.toFixed(1)} tok/s · decode ${x.decode_tokens_per_s.toFixed(1)} tok/s · first token ${x.time_to_first_token_s.toFixed(2)} s`;
+    // Prompt tokens the KV cache held already (the prefilled opening, earlier turns).
+    const cached = usage.prompt_tokens_details?.cached_tokens;
+    stats.textContent = `${usage.completion_tokens} tokens · prefill ${x.prefill_tokens_per_s.toFixed(1)} tok/s · decode ${x.decode_tokens_per_s.toFixed(1)} tok/s · first token ${x.time_to_first_token_s.toFixed(2)} s`
+      + (cached ? ` · ${cached} of ${usage.prompt_tokens} prompt tokens cached` : '');
   } else if (usage) {
     // A server that reports no speeds (usage.extra): the time seen here.
     stats.textContent = `${usage.completion_tokens} tokens · ${((performance.now() - t0) / 1000).toFixed(2)} s`;

@@ -93,6 +93,10 @@ test('a question gets a streamed answer that mentions Paris, with speed stats', 
   assert.ok(growth.size >= 2, `the reply grew in steps: ${[...growth]}`);
   const stats = await page.textContent('#messages li.assistant:last-of-type .stats');
   assert.match(stats, /tokens · prefill [\d.]+ tok\/s · decode [\d.]+ tok\/s · first token [\d.]+ s/);
+  // The template's opening (its default system prompt) was prefilled as the
+  // load ended, and the question reused it.
+  const [, cached, prompt] = stats.match(/ · (\d+) of (\d+) prompt tokens cached$/) ?? [];
+  assert.ok(Number(cached) > 10 && Number(cached) < Number(prompt), stats);
   await page.screenshot({ path: path.join(ART, 'demo-desktop.png') });
 }));
 

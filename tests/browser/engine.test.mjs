@@ -499,7 +499,7 @@ test('the default model (GGUF Q4_1) streams from the server to the GPU: it answe
   await p.context().close();
 });
 
-test('prefill: the opening of the conversations to come runs as the load ends; the first request prefills only its turn and answers the same', { timeout: 300000 }, async () => {
+test('prefill: the opening of the conversations to come runs as the load ends; the first request prefills only its turn and answers the same; an opening that cannot run costs the load nothing', { timeout: 300000 }, async () => {
   const p = await page();
   const got = await run(p, async (T) => {
     const model = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -525,10 +525,12 @@ test('prefill: the opening of the conversations to come runs as the load ends; t
     out.notObject = await code(() => e.load('/models/none.gguf', { prefill: 'You are terse.' }));
     out.badField = await code(() => e.load('/models/none.gguf', { prefill: { messages: [], max_tokens: 3 } }));
     out.badMessage = await code(() => e.load('/models/none.gguf', { prefill: { messages: [{ role: 5, content: 'x' }] } }));
-    // No room left for a request: the load fails, and the engine loads again.
-    out.tooLong = await code(() => e.load(model, { contextLength: 16, prefill: {} }));
-    await e.load(model);
-    out.after = (await e.chat.completions.create(ask([]))).choices[0].message.content;
+    out.notJson = await code(() => e.load('/models/none.gguf', { prefill: { messages: [{ role: 'system', content: 'x', weight: NaN }] } }));
+    // No room left for a request: it only saved time, so the model loads
+    // without it and says why.
+    await e.load(model, { contextLength: 16, prefill: {} });
+    out.tooLong = { prefilled: e.info.prefilledTokens, error: e.info.prefillError };
+    out.after = (await e.completions.create({ prompt: 'The capital of France is', max_tokens: 2, temperature: 0 })).choices[0].text;
     return out;
   });
   assert.ok(!got.thrown, JSON.stringify(got.thrown));
@@ -546,8 +548,10 @@ test('prefill: the opening of the conversations to come runs as the load ends; t
   assert.match(got.notObject, /^INVALID_REQUEST prefill: prefill must be an object/);
   assert.match(got.badField, /^INVALID_REQUEST prefill\.max_tokens: /);
   assert.match(got.badMessage, /^INVALID_REQUEST .*role/);
-  assert.match(got.tooLong, /^CONTEXT_OVERFLOW prefill: prefill: /);
-  assert.match(got.after, /^The capital of/);
+  assert.match(got.notJson, /^INVALID_REQUEST prefill\.messages: prefill\.messages must hold finite numbers only/);
+  assert.deepEqual(got.tooLong.prefilled, 0);
+  assert.match(got.tooLong.error ?? '', /^CONTEXT_OVERFLOW /);
+  assert.match(got.after, /\S/);
   await p.context().close();
 });
 

@@ -302,6 +302,13 @@ class DefaultModel(unittest.TestCase):
             self.assertEqual(token_ids(r), want["generated_ids"])
             self.assertEqual(r.choices[0].message.content, want["text"])
             self.assertIn("Paris", r.choices[0].message.content)
+            # OpenAI's count of prompt tokens served from a cache: the KV
+            # cache's here. The same question again reuses all its prompt
+            # but the last token (which must run for the first logits).
+            self.assertEqual(r.usage.prompt_tokens_details.cached_tokens, 0)
+            again = c.chat.completions.create(model="x", messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0)
+            self.assertEqual(again.usage.prompt_tokens_details.cached_tokens, again.usage.prompt_tokens - 1)
+            self.assertEqual(again.choices[0].message.content, want["text"])
             parts = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
                 model="x", messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, stream=True) if ch.choices]
             self.assertEqual("".join(parts), want["text"])

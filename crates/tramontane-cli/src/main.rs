@@ -172,9 +172,14 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
     }
     // The conversation's opening (the system prompt, or the template's
     // own) runs on the GPU while the person types the first message.
+    // It only saves time: an opening the template refuses is reported at
+    // the first message, as the request's own error.
     if model.text.template.is_some() {
-        let start = model.conversation_start(&ChatRequest { messages: messages.clone(), ..Default::default() })?;
-        model.prefill(&start).await?;
+        if let Ok(start) = model.conversation_start(&ChatRequest { messages: messages.clone(), ..Default::default() }) {
+            if let Err(e) = model.prefill(&start).await {
+                eprintln!("(the opening was not prefilled: {e})");
+            }
+        }
     }
     // Every image of the conversation in order (the template renders every
     // turn again), and those attached to the next message.

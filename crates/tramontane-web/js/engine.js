@@ -3,7 +3,7 @@
 import initWasm, { WasmEngine } from './wasm/tramontane_web.js';
 import { TramontaneError, asError, aborted } from './errors.js';
 import { resolveSource, modelHeaders, manifestKey, openCache, OPFS_HEADER, opfsFileHolds, removeOpfsFile } from './source.js';
-import { checkLoadOptions, chatApi, ChunkStream, requestJson } from './protocol.js';
+import { checkLoadOptions, chatApi, ChunkStream, requestJson, prefillJson } from './protocol.js';
 import { withSubgroups, subgroupMinSize } from './webgpu-subgroups.js';
 import { installedFile } from './package-files.js';
 import { imagePixels, requestImages, withoutImages } from './images.js';
@@ -113,7 +113,7 @@ export class Engine {
           // The device first (a new one after a loss), so that its subgroups are known.
           await this._wasm.init();
           if (this._adapter) this._adapter.subgroupMinSize = subgroupMinSize;
-          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, cacheStore: options.cacheStore, chatTemplate: options.chatTemplate, prefill: options.prefill == null ? undefined : requestJson(options.prefill), headers }, report, options.signal);
+          return this._wasm.load({ base: r.base, gguf: r.gguf, mmproj: r.mmproj, context: options.contextLength, chunk: options.prefillChunk, parallel: options.parallelDownloads, maxBinding: options.maxBindingSize, maxGpuBytes: options.maxGpuBytes, kvCache: options.kvCache, cpuAdapter, subgroups: subgroupMinSize, useCache: options.useCache ?? true, cachePartBytes: options.cachePartBytes, cacheStore: options.cacheStore, chatTemplate: options.chatTemplate, prefill: options.prefill == null ? undefined : prefillJson(options.prefill), headers }, report, options.signal);
         });
       } catch (err) {
         throw asError(err);

@@ -96,11 +96,13 @@ export interface LoadOptions {
    * offered, a few turns ending before a user's), run into the KV cache as
    * the load ends and not waited for: the first request that opens the same
    * way prefills only its own turn (`usage.prompt_tokens_details.cached_tokens`).
-   * `{}`: the template's own opening (its default system prompt). Checked
-   * before the download; an opening the template refuses, or one that leaves
-   * no room in the context, fails the load (`param: 'prefill'`). A model with
-   * no chat template that works prefills nothing (`chatTemplateError`,
-   * `hasChatTemplate` say why). */
+   * `{}`: the template's own opening (its default system prompt). Its
+   * fields are checked before the download (INVALID_REQUEST, `param:
+   * 'prefill.…'`). It only saves time: an opening the model's template
+   * refuses, or one that leaves no room in the context, prefills nothing
+   * and `info.prefillError` says why; a model with no chat template that
+   * works prefills nothing (`chatTemplateError`, `hasChatTemplate` say
+   * why). A `createEngine` that falls back to a server ignores it. */
   prefill?: Pick<ChatRequest, 'tools' | 'tool_choice' | 'documents' | 'chat_template_kwargs'> & { messages?: ChatMessage[] };
 }
 
@@ -145,6 +147,9 @@ export interface EngineInfo {
   kvCache: 'f16' | 'f32';
   /** Tokens of the `prefill` option's opening run into the KV cache (0: none). */
   prefilledTokens: number;
+  /** Why the `prefill` option's opening was not run (its code, then the
+   * message: the template refused it, the context is too short), else null. */
+  prefillError: string | null;
   /** The kernel shapes this device got (the `kernels` load option and the adapter). */
   deviceProfile: DeviceProfile;
   /** The adapter self-test, run beside the weights' download. */

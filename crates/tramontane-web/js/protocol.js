@@ -31,6 +31,17 @@ export function requestJson(req) {
   }
 }
 
+/** The `prefill` load option as JSON text: what JSON cannot carry is named
+ * under `prefill` (`prefill.messages`), as the engine names its fields. */
+export function prefillJson(prefill) {
+  try {
+    return requestJson(prefill);
+  } catch (err) {
+    if (err instanceof TramontaneError && err.param) throw new TramontaneError(err.code, `prefill.${err.message}`, { param: `prefill.${err.param}` });
+    throw err;
+  }
+}
+
 /** Load options come from any code on the page too: each numeric one is an
  * integer in its range (wasm32's usize is 32 bits: a larger context could not
  * be addressed anyway), else INVALID_REQUEST naming it. */

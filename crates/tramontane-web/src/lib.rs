@@ -263,10 +263,12 @@ impl WasmEngine {
             }
             // The opening goes to the GPU before the cache's last writes are
             // awaited, and is not waited for: it runs while they finish and
-            // the page gets ready; the first request reuses it. (A model
-            // with no chat template that works has no chats to open: nothing
-            // runs, and `info` says why. An opening its template refuses
-            // fails the load, once the model is cached.)
+            // the page gets ready; the first request reuses it. It only
+            // saves time, so an opening the model's template refuses (or
+            // one longer than the context) costs the load nothing: nothing
+            // runs and `prefillError` says why; the requests that open so
+            // get the same error. A model with no working chat template
+            // has no chats to open (`chatTemplateError` says why).
             let prefilled = match opening.as_ref().filter(|_| model.text.template.is_some()) {
                 Some(o) => match model.conversation_start(o) {
                     Ok(ids) => model.prefill(&ids).await,
@@ -275,12 +277,14 @@ impl WasmEngine {
                 None => Ok(0),
             };
             src.finish_caching().await;
-            let prefilled = prefilled.map_err(|e| {
-                forget_lost_device(&state, &e);
-                let err = coded(e.code(), &format!("prefill: {e}"));
-                let _ = Reflect::set(&err, &"param".into(), &"prefill".into());
-                err
-            })?;
+            let (prefilled, prefill_error) = match prefilled {
+                Ok(n) => (n, None),
+                Err(e @ Error::DeviceLost(_)) => {
+                    forget_lost_device(&state, &e);
+                    return Err(js_error(&e));
+                }
+                Err(e) => (0, Some(format!("{} {e}", e.code()))),
+            };
             progress(&on_progress, serde_json::json!({"phase": "ready"}));
             let stats = src.stats.borrow().clone();
             let cfg = model.config();
@@ -290,7 +294,7 @@ impl WasmEngine {
                 "contextLength": i.context, "vocabSize": cfg.vocab, "layers": cfg.n_layers,
                 "experts": cfg.moe.as_ref().map(|m| m.n_experts), "slidingWindow": cfg.sliding_window,
                 "loadSeconds": i.load_seconds, "splitMatrices": i.split_matrices, "kvCache": i.kv_cache,
-                "prefilledTokens": prefilled,
+                "prefilledTokens": prefilled, "prefillError": prefill_error,
                 "deviceProfile": profile_json(&i.device_profile),
                 "selfTest": {"kernels": i.self_test.kernels, "millis": i.self_test.millis, "pipelineMillis": i.self_test.pipeline_millis,
                              "fallbacks": i.self_test.fallbacks},

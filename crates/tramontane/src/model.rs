@@ -310,6 +310,11 @@ pub struct Model {
     /// Per cached token: the digest of the image whose row it holds (0: a
     /// token's own embedding).
     cached_images: Vec<u64>,
+    /// One past the highest position written into the KV cache since the
+    /// last reset: a cache cut back (a shorter prompt, a prefill of part of
+    /// it) still holds the later positions' keys in a sliding layer's ring,
+    /// where they overwrote earlier ones.
+    written: usize,
     /// Constrained decoding, set up on the first constrained request.
     constrainer: Option<Constrainer>,
 }
@@ -628,7 +633,7 @@ impl Model {
             self_test,
             vision: None,
         };
-        let mut model = Model { runtime, text, info, cached: Vec::new(), cached_images: Vec::new(), constrainer: None };
+        let mut model = Model { runtime, text, info, cached: Vec::new(), cached_images: Vec::new(), written: 0, constrainer: None };
         model.info.vision = model.vision_info();
         Ok(model)
     }
@@ -688,6 +693,8 @@ impl Model {
     pub fn reset(&mut self) {
         self.cached.clear();
         self.cached_images.clear();
+        // The next pass writes from position 0 on.
+        self.written = 0;
     }
 
     /// Tokens currently held in the KV cache.
@@ -744,18 +751,18 @@ impl Model {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::InvalidRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
         }
-        let mut keep = self.reusable_prefix(ids, &[]);
-        // All of it cached: reusable_prefix holds the last token back (a
-        // request needs its logits); a prefill needs none.
-        let all_cached = self.cached.starts_with(ids) && self.cached_images.iter().take(ids.len()).all(|&k| k == 0);
-        if keep > 0 && keep + 1 == ids.len() && all_cached {
-            keep = ids.len();
+        // All of it cached (a longer conversation that opens with it too):
+        // nothing to run, nothing to cut.
+        if self.cached.starts_with(ids) && self.cached_images.iter().take(ids.len()).all(|&k| k == 0) {
+            return Ok(0);
         }
+        let keep = self.reusable_prefix(ids, &[]);
         self.cached.truncate(keep);
         self.cached_images.truncate(keep);
         let sampling = SamplingParams::default();
         for part in ids[keep..].chunks(self.runtime.opts.chunk) {
             let start = self.cached.len();
+            self.written = self.written.max(start + part.len());
             if let Err(e) = self.runtime.pass(PassRequest::new(part, start, Output::None, &sampling)).await {
                 self.reset();
                 return Err(e);
@@ -809,9 +816,10 @@ impl Model {
         }
         for (l, &slots) in self.runtime.layer_slots.iter().enumerate() {
             if let Some(w) = self.runtime.cfg.window(l) {
-                // In a layer's ring, positions below cached.len() - slots are
-                // overwritten; the first new query needs keys down to p - w + 1.
-                let oldest_kept = self.cached.len().saturating_sub(slots);
+                // In a layer's ring, positions below the highest written
+                // less its slots are overwritten; the first new query needs
+                // keys down to p - w + 1.
+                let oldest_kept = self.cached.len().max(self.written).saturating_sub(slots);
                 if (p + 1).saturating_sub(w) < oldest_kept {
                     return 0;
                 }
@@ -886,6 +894,8 @@ impl Model {
                 image_rows: &image_rows,
                 ..PassRequest::new(part, start, out, sampling)
             };
+            // Counted before the pass: one that fails has written some.
+            self.written = self.written.max(start + part.len());
             let r = sample(&mut self.runtime, pass, session.as_mut(), &eos, &mut ended).await;
             match r {
                 Ok(t) => {
@@ -966,6 +976,7 @@ impl Model {
                 s.budget(req.max_tokens.saturating_sub(generated.len() + 1), req.max_tokens);
             }
             let pass = PassRequest { sample_index: generated.len() as u32, logprobs: lp, ..PassRequest::new(&[], start, Output::Sample, sampling) };
+            self.written = self.written.max(start + 1);
             let r = sample(&mut self.runtime, pass, session.as_mut(), &eos, &mut ended).await;
             match r {
                 Ok(Some(t)) => {
@@ -1120,6 +1131,7 @@ impl Model {
         let sampling = SamplingParams::greedy();
         for part in ids.chunks(self.runtime.opts.chunk) {
             let start = self.cached.len();
+            self.written = self.written.max(start + part.len());
             self.runtime.pass(PassRequest::new(part, start, Output::AllLogits, &sampling)).await?;
             out.extend(self.runtime.read_all_logits(part.len()).await?);
             self.cached.extend_from_slice(part);

@@ -181,6 +181,40 @@ fn rolling_cache_reuse_falls_back_when_the_window_is_gone() {
     assert_eq!(g.generated, want.generated);
 }
 
+/// A turn that ends shorter than the one before leaves that one's later
+/// keys in the ring, where they overwrote earlier positions: a third turn
+/// branching below them must not reuse what they overwrote (it did, and
+/// read a key 24 positions off), nor may a prefill of part of the cache cut it.
+#[test]
+fn a_cache_cut_back_keeps_the_ring_positions_it_overwrote_out_of_reuse() {
+    let r = reference("mistral_tiny");
+    let prompt = ids(&r["prompts"][3]["input_ids"]); // 70 tokens, window 16, ring 16 + 8
+    let opts = || LoadOptions { chunk: 8, ..Default::default() };
+    let mut model = load("mistral_tiny", opts());
+    let req = GenerateRequest { top_logits: 20, ..greedy(4) };
+    let g1 = pollster::block_on(model.generate(&prompt, &greedy(20), &mut |_, _, _| true)).expect("turn 1");
+    let mut long = prompt.clone();
+    long.extend(&g1.generated); // positions 0..89 written, 0..88 cached
+    // Turn 2 ends at 82 tokens (81 reused, one run, one token sampled, none run).
+    let g2 = pollster::block_on(model.generate(&long[..82], &greedy(1), &mut |_, _, _| true)).expect("turn 2");
+    assert_eq!(g2.prefilled_tokens, 1);
+    // A prefill of what is cached runs nothing and keeps the rest.
+    assert_eq!(pollster::block_on(model.prefill(&long[..60])).expect("prefill"), 0);
+    assert_eq!(model.cached_tokens().len(), 82);
+    // Turn 3 branches at 74: its first query needs keys 59..74, and 59's
+    // slot holds position 83 since turn 1.
+    let mut branch = long[..74].to_vec();
+    branch.extend([5, 6, 7]);
+    let g3 = pollster::block_on(model.generate(&branch, &req, &mut |_, _, _| true)).expect("turn 3");
+    let mut fresh = load("mistral_tiny", opts());
+    let want = pollster::block_on(fresh.generate(&branch, &req, &mut |_, _, _| true)).expect("fresh");
+    for (a, b) in g3.top_logits.iter().zip(&want.top_logits) {
+        assert!(a.0 == b.0 && (a.1 - b.1).abs() <= LOGIT_TOL, "{a:?} vs {b:?}");
+    }
+    assert_eq!(g3.generated, want.generated);
+    assert_eq!(g3.prefilled_tokens, branch.len(), "nothing reusable: all recomputed");
+}
+
 #[test]
 fn seeded_sampling_is_reproducible() {
     let r = reference("llama_tiny");
