@@ -53,6 +53,8 @@ const opts = {
   pause: Number(arg('pause', 3)),
   prefill: process.argv.includes('--prefill'),
 };
+// What every load in the pages below is given.
+opts.loadOptions = { cacheStore: opts.cacheStore, ...(opts.mmproj ? { mmproj: opts.mmproj } : {}), ...(opts.kernels ? { kernels: opts.kernels } : {}) };
 
 const server = await startServer({ root: ROOT });
 const profileDir = path.join(ROOT, 'target/bench-profile');
@@ -83,7 +85,7 @@ async function loadOnly() {
   process.stderr.write(`bench: ${opts.model}, cold and cached loads, then ${opts.promptTokens} prompt tokens\n`);
   const { r: c } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
+    const loadOptions = { ...o.loadOptions };
     await T.Engine.cache.delete(o.model, loadOptions);
     const t = performance.now();
     const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
@@ -97,7 +99,7 @@ async function loadOnly() {
   execSync('sync');
   const { r: w, version } = await inPage(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
+    const loadOptions = { ...o.loadOptions };
     if (o.prefill) loadOptions.prefill = {};
     const t = performance.now();
     const e = await (o.worker ? T.WorkerEngine : T.Engine).load(o.model, loadOptions);
@@ -139,7 +141,7 @@ try {
   process.stderr.write(`bench: ${opts.model}, ${opts.promptTokens} prompt tokens, ${opts.genTokens} generated, ${opts.repetitions} repetitions\n`);
   const r = await page.evaluate(async (o) => {
     const T = await import('/pkg/index.js');
-    const loadOptions = { cacheStore: o.cacheStore, ...(o.mmproj ? { mmproj: o.mmproj } : {}), ...(o.kernels ? { kernels: o.kernels } : {}) };
+    const loadOptions = { ...o.loadOptions };
     await T.Engine.cache.delete(o.model, loadOptions);
     let t = performance.now();
     const e = await T.Engine.load(o.model, loadOptions);

@@ -174,11 +174,9 @@ async fn chat(a: ChatArgs) -> tramontane::Result<()> {
     // own) runs on the GPU while the person types the first message.
     // It only saves time: an opening the template refuses is reported at
     // the first message, as the request's own error.
-    if model.text.template.is_some() {
-        if let Ok(start) = model.conversation_start(&ChatRequest { messages: messages.clone(), ..Default::default() }) {
-            if let Err(e) = model.prefill(&start).await {
-                eprintln!("(the opening was not prefilled: {e})");
-            }
+    if let Ok(start) = model.conversation_start(&ChatRequest { messages: messages.clone(), ..Default::default() }) {
+        if let Err(e) = model.prefill(&start).await {
+            eprintln!("(the opening was not prefilled: {e})");
         }
     }
     // Every image of the conversation in order (the template renders every

@@ -179,9 +179,7 @@ pub struct LoadPhases {
 struct LoadPlan {
     first: RuntimeOptions,
     budget: Option<u64>,
-    dtypes: Vec<DType>,
-    linears: Vec<self_test::ModelLinear>,
-    slots: usize,
+    needs: self_test::Needs,
 }
 
 /// When a load started, and the seconds of its phases before assembling.
@@ -465,10 +463,7 @@ impl Model {
             profile: first.profile,
             kv_f16: first.kv_f16,
             kv_may_fall_back: opts.kv_cache == KvCache::Auto,
-            dtypes: plan.dtypes.clone(),
-            linears: plan.linears.clone(),
-            cfg: cfg.clone(),
-            slots: plan.slots,
+            needs: plan.needs,
         };
         // Natively the weights that stay in buffers are bound before their
         // bytes come, and the pass is built on them on a thread of its own
@@ -590,7 +585,7 @@ impl Model {
                 }
             },
         };
-        Ok(LoadPlan { first, budget, dtypes, linears, slots })
+        Ok(LoadPlan { first, budget, needs: self_test::Needs { dtypes, linears, cfg: cfg.clone(), slots } })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -65,12 +65,13 @@ pub struct Settled {
 /// config with the first layer's KV cache slots, from which the RMSNorm and
 /// attention kernels are built exactly as the dispatch plan builds them, so
 /// that the model reuses those pipelines.
-pub struct Needs<'c> {
+#[derive(Clone)]
+pub struct Needs {
     pub dtypes: Vec<DType>,
     /// Per weight type, a layer of the model that adds into the residual
     /// stream (an o- or dense down-projection), if one is of that type.
     pub linears: Vec<ModelLinear>,
-    pub cfg: &'c ModelConfig,
+    pub cfg: ModelConfig,
     pub slots: usize,
 }
 
@@ -107,10 +108,10 @@ impl ModelLinear {
     }
 }
 
-impl Needs<'_> {
+impl Needs {
     /// What tells one self-test from another on a device.
     fn key(&self) -> String {
-        let c = self.cfg;
+        let c = &self.cfg;
         format!("{:?}|{:?}|{}|{}|{}|{}|{}|{}|{:?}", self.dtypes, self.linears, c.hidden, c.rms_eps, c.head_dim, c.n_heads, c.n_kv_heads, self.slots, c.window(0))
     }
 }
@@ -118,7 +119,7 @@ impl Needs<'_> {
 /// Run the self-test for `profile` and the KV type `kv_f16` (falling back to
 /// f32 only where `kv_may_fall_back`: an f16 cache the caller asked for is
 /// kept or refused).
-pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall_back: bool, needs: &Needs<'_>) -> Result<Settled> {
+pub async fn settle(gpu: &Gpu, profile: DeviceProfile, kv_f16: bool, kv_may_fall_back: bool, needs: &Needs) -> Result<Settled> {
     let a = &gpu.adapter;
     let key = format!("{}|{}|{}|{:?}|{profile:?}|{kv_f16}|{kv_may_fall_back}|{}", a.name, a.backend, a.driver, gpu.kernels.fault(), needs.key());
     if let Some(s) = outcomes().get(&key) {
@@ -174,16 +175,12 @@ pub struct Request {
     pub profile: DeviceProfile,
     pub kv_f16: bool,
     pub kv_may_fall_back: bool,
-    pub dtypes: Vec<DType>,
-    pub linears: Vec<ModelLinear>,
-    pub cfg: ModelConfig,
-    pub slots: usize,
+    pub needs: Needs,
 }
 
 impl Request {
     async fn settle(&self, gpu: &Gpu) -> Result<Settled> {
-        let needs = Needs { dtypes: self.dtypes.clone(), linears: self.linears.clone(), cfg: &self.cfg, slots: self.slots };
-        settle(gpu, self.profile, self.kv_f16, self.kv_may_fall_back, &needs).await
+        settle(gpu, self.profile, self.kv_f16, self.kv_may_fall_back, &self.needs).await
     }
 }
 
@@ -256,7 +253,7 @@ fn describe(p: &DeviceProfile, kv_f16: bool) -> String {
 }
 
 /// Every check in `p`: how many ran, and the first failure.
-async fn check_all(gpu: &Gpu, p: &DeviceProfile, kv_f16: bool, needs: &Needs<'_>) -> Result<(usize, Option<String>)> {
+async fn check_all(gpu: &Gpu, p: &DeviceProfile, kv_f16: bool, needs: &Needs) -> Result<(usize, Option<String>)> {
     let mut t = Tester { gpu, step: gpu.uniform("self_test_step", std::mem::size_of::<Step>() as u64), run: 0 };
     for &dtype in &needs.dtypes {
         let model = needs.linears.iter().find(|m| m.dtype == dtype).copied();
@@ -266,7 +263,7 @@ async fn check_all(gpu: &Gpu, p: &DeviceProfile, kv_f16: bool, needs: &Needs<'_>
             }
         }
     }
-    if let Some(f) = t.norm(p, needs.cfg).await? {
+    if let Some(f) = t.norm(p, &needs.cfg).await? {
         return Ok((t.run, Some(f)));
     }
     for (rows, start) in [(1, 5), (3, 2)] {
@@ -400,8 +397,8 @@ impl Tester<'_> {
     /// `rows` query rows at positions start.. over the keys in slots
     /// 0..start+rows of layer 0's cache, as decode (one row) or prefill runs
     /// it. The cache has the model's slots; only those first ones are written.
-    async fn attention(&mut self, p: &DeviceProfile, kv_f16: bool, needs: &Needs<'_>, rows: usize, start: usize) -> Result<Option<String>> {
-        let (g, cfg) = (self.gpu, needs.cfg);
+    async fn attention(&mut self, p: &DeviceProfile, kv_f16: bool, needs: &Needs, rows: usize, start: usize) -> Result<Option<String>> {
+        let (g, cfg) = (self.gpu, &needs.cfg);
         let (nh, nkv, hd, cap) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, needs.slots);
         let used = start + rows;
         if cap < used {
